@@ -1,0 +1,20 @@
+//! The `podprovider.v1` gRPC contract between a virtual node's shim and its provider.
+//!
+//! The contract itself, with every message and field documented, is
+//! `proto/podprovider/v1/podprovider.proto`; `docs/PROTOCOL.md` explains it to provider authors.
+//! This crate holds the code tonic and prost generate from it, plus the encoded file descriptor set
+//! that servers register for gRPC reflection.
+
+#![allow(missing_docs)] // generated code carries the proto comments instead
+
+/// `podprovider.v1`: messages, the `PodProvider` client and server.
+pub mod v1 {
+    tonic::include_proto!("podprovider.v1");
+}
+
+/// Encoded `FileDescriptorSet` of the contract, for `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("podprovider_descriptor");
+
+pub use v1::pod_provider_client::PodProviderClient;
+pub use v1::pod_provider_server::{PodProvider, PodProviderServer};

@@ -1,0 +1,35 @@
+//! Test support for the virtual kubelet: real parts on loopback, never mocks.
+//!
+//! - [`control_plane`]: etcd + kube-apiserver + kube-scheduler + kube-controller-manager, fresh per
+//!   test run, with its own CA and certificates ([`pki`]).
+//! - [`process`]: child processes that log to files and are stopped on drop.
+//! - [`grpcurl`]: runs the real `grpcurl` against a provider.
+//! - [`ports`]: free loopback ports.
+//!
+//! Errors are `anyhow` with context: this crate is used only by tests, benchmarks and the demo.
+#![forbid(unsafe_code)]
+
+pub mod bins;
+pub mod control_plane;
+pub mod grpcurl;
+pub mod pki;
+pub mod ports;
+pub mod process;
+pub mod provider_checks;
+
+pub use control_plane::ControlPlane;
+
+/// Installs rustls' ring crypto provider once; kube's TLS needs one when several are linked.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Sets up test logging (`RUST_LOG`, default `info`) once; later calls do nothing.
+pub fn init_test_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The project's test command: installs what is missing (scripts/setup.sh), checks formatting and
+# lints, then runs every unit and integration test against real parts (control plane, grpcurl).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+echo "[test] cargo fmt --check" >&2
+cargo fmt --all --check
+echo "[test] cargo clippy" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "[test] cargo test" >&2
+cargo test --workspace --locked
+echo "[test] demo (non-interactive)" >&2
+scripts/demo.sh --check

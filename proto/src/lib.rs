@@ -8,6 +8,7 @@
 #![allow(missing_docs)] // generated code carries the proto comments instead
 
 /// `podprovider.v1`: messages, the `PodProvider` client and server.
+#[allow(clippy::all, clippy::pedantic)] // generated; the proto comments are its docs
 pub mod v1 {
     tonic::include_proto!("podprovider.v1");
 }

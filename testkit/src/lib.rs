@@ -16,6 +16,8 @@ pub mod pki;
 pub mod ports;
 pub mod process;
 pub mod provider_checks;
+pub mod test_provider;
+pub mod wait;
 
 pub use control_plane::ControlPlane;
 

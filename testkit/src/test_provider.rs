@@ -1,0 +1,609 @@
+//! A PodProvider for tests: it speaks the real gRPC contract over a real socket (served by
+//! `provider_common::serve`, like the cloud providers), keeps pods in memory, and lets a test steer
+//! it through [`Control`]: start delay, create failures, transient errors, losing a pod, readiness,
+//! and counting the calls it received.
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU32, AtomicUsize, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use podprovider_proto::v1::{
+    self as pb, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, CreatePodRequest, CreatePodResponse, DeletePodRequest,
+    DeletePodResponse, GetNodeInfoRequest, GetPodRequest, GetPodResponse, ListPodsRequest,
+    ListPodsResponse, NodeInfo, Pod, PodPhase, PodRef, PodStatus, WatchPodsEvent, WatchPodsRequest,
+    container_state, watch_pods_event,
+};
+use provider_common::ListenAddr;
+use tokio::sync::{broadcast, oneshot};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// RPC names as counted by [`Control::calls`].
+pub mod rpc {
+    /// `CreatePod`.
+    pub const CREATE: &str = "CreatePod";
+    /// `DeletePod`.
+    pub const DELETE: &str = "DeletePod";
+    /// `UpdatePod`.
+    pub const UPDATE: &str = "UpdatePod";
+    /// `GetPod`.
+    pub const GET: &str = "GetPod";
+    /// `ListPods`.
+    pub const LIST: &str = "ListPods";
+    /// `WatchPods`.
+    pub const WATCH: &str = "WatchPods";
+    /// `Ping`.
+    pub const PING: &str = "Ping";
+    /// `GetNodeInfo`.
+    pub const NODE_INFO: &str = "GetNodeInfo";
+}
+
+#[derive(Clone)]
+struct StoredPod {
+    pod: Pod,
+    status: PodStatus,
+}
+
+struct Settings {
+    start_delay: Duration,
+    stop_delay: Duration,
+    create_failure: Option<String>,
+    ready: Option<(String, String)>,
+}
+
+struct State {
+    pods: Mutex<HashMap<String, StoredPod>>,
+    settings: Mutex<Settings>,
+    transient_failures: AtomicU32,
+    calls: Mutex<HashMap<&'static str, usize>>,
+    next_ip: AtomicUsize,
+    events: broadcast::Sender<WatchPodsEvent>,
+    node_info: Mutex<NodeInfo>,
+}
+
+/// The steering handle; clones share one provider state.
+#[derive(Clone)]
+pub struct Control {
+    state: Arc<State>,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A test thread that panicked while holding the lock must not hide the original failure.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Control {
+    /// A provider with no pods, ready, starting pods at once.
+    pub fn new() -> Self {
+        let (events, _) = broadcast::channel(65_536);
+        let node_info = NodeInfo {
+            provider_name: "test".into(),
+            provider_version: "0.0.1".into(),
+            capacity: [
+                ("cpu", "1000"),
+                ("memory", "4Ti"),
+                ("pods", "20000"),
+                ("ephemeral-storage", "10Ti"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            operating_system: "linux".into(),
+            architecture: "amd64".into(),
+            revision: "1".into(),
+            system_info: Some(pb::NodeSystemInfo {
+                os_image: "test provider".into(),
+                kernel_version: String::new(),
+                container_runtime_version: "test://0.0.1".into(),
+            }),
+            ..Default::default()
+        };
+        Self {
+            state: Arc::new(State {
+                pods: Mutex::default(),
+                settings: Mutex::new(Settings {
+                    start_delay: Duration::ZERO,
+                    stop_delay: Duration::ZERO,
+                    create_failure: None,
+                    ready: None,
+                }),
+                transient_failures: AtomicU32::new(0),
+                calls: Mutex::default(),
+                next_ip: AtomicUsize::new(1),
+                events,
+                node_info: Mutex::new(node_info),
+            }),
+        }
+    }
+
+    /// Serves the provider on `addr` until the returned server is stopped or dropped.
+    pub async fn serve(&self, addr: ListenAddr) -> anyhow::Result<RunningServer> {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let provider = TestProvider {
+            state: self.state.clone(),
+        };
+        let serve_addr = addr.clone();
+        let task = tokio::spawn(async move {
+            provider_common::serve(provider, &serve_addr, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        // Wait until it accepts connections, so callers can connect at once.
+        for _ in 0..100 {
+            let up = match &addr {
+                ListenAddr::Tcp(sock) => tokio::net::TcpStream::connect(sock).await.is_ok(),
+                ListenAddr::Unix(path) => tokio::net::UnixStream::connect(path).await.is_ok(),
+            };
+            if up {
+                return Ok(RunningServer {
+                    stop: Some(stop),
+                    task: Some(task),
+                });
+            }
+            if task.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match task.await {
+            Ok(Err(err)) => Err(err.into()),
+            _ => anyhow::bail!("test provider did not start on {addr}"),
+        }
+    }
+
+    /// Pods take this long from create to Running.
+    pub fn set_start_delay(&self, delay: Duration) {
+        lock(&self.state.settings).start_delay = delay;
+    }
+
+    /// Containers take this long to stop after a graceful delete (capped at the grace period).
+    pub fn set_stop_delay(&self, delay: Duration) {
+        lock(&self.state.settings).stop_delay = delay;
+    }
+
+    /// Every create fails with INVALID_ARGUMENT and this message (None: creates succeed).
+    pub fn fail_creates(&self, message: Option<&str>) {
+        lock(&self.state.settings).create_failure = message.map(str::to_owned);
+    }
+
+    /// The next `n` calls of any pod RPC fail with UNAVAILABLE.
+    pub fn fail_next_calls(&self, n: u32) {
+        self.state.transient_failures.store(n, Ordering::SeqCst);
+    }
+
+    /// Ping answers not ready with this reason and message (None: ready).
+    pub fn set_not_ready(&self, reason: Option<(&str, &str)>) {
+        lock(&self.state.settings).ready = reason.map(|(r, m)| (r.to_owned(), m.to_owned()));
+    }
+
+    /// Replaces the node capacity and bumps the node-info revision.
+    pub fn set_capacity(&self, capacity: &[(&str, &str)]) {
+        let mut info = lock(&self.state.node_info);
+        info.capacity = capacity
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let revision: u64 = info.revision.parse().unwrap_or(0);
+        info.revision = (revision + 1).to_string();
+    }
+
+    /// Forgets a pod as a cloud might lose it, and reports it deleted on the watch stream.
+    pub fn lose_pod(&self, uid: &str) -> bool {
+        let removed = lock(&self.state.pods).remove(uid);
+        if let Some(stored) = &removed {
+            let _ = self.state.events.send(deleted_event(&stored.status));
+        }
+        removed.is_some()
+    }
+
+    /// Terminates every container of a pod with `exit_code` (restartPolicy Never semantics).
+    pub fn finish_pod(&self, uid: &str, exit_code: i32) -> bool {
+        let mut pods = lock(&self.state.pods);
+        let Some(stored) = pods.get_mut(uid) else {
+            return false;
+        };
+        terminate(
+            &mut stored.status,
+            exit_code,
+            if exit_code == 0 { "Completed" } else { "Error" },
+        );
+        stored.status.phase = if exit_code == 0 {
+            PodPhase::Succeeded
+        } else {
+            PodPhase::Failed
+        } as i32;
+        let _ = self.state.events.send(status_event(&stored.status));
+        true
+    }
+
+    /// How many times `rpc` (see [`rpc`]) was called.
+    pub fn calls(&self, rpc: &str) -> usize {
+        lock(&self.state.calls).get(rpc).copied().unwrap_or(0)
+    }
+
+    /// Resets every call counter to zero.
+    pub fn reset_calls(&self) {
+        lock(&self.state.calls).clear();
+    }
+
+    /// The pods the provider runs, as received (resolved by the shim).
+    pub fn pods(&self) -> Vec<Pod> {
+        lock(&self.state.pods)
+            .values()
+            .map(|s| s.pod.clone())
+            .collect()
+    }
+
+    /// One pod's current status.
+    pub fn status(&self, uid: &str) -> Option<PodStatus> {
+        lock(&self.state.pods).get(uid).map(|s| s.status.clone())
+    }
+}
+
+/// A test provider being served; stops when [`stop`](Self::stop)ped or dropped.
+pub struct RunningServer {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), provider_common::server::Error>>>,
+}
+
+impl RunningServer {
+    /// Stops serving (open streams end) and waits until the socket is closed.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            // Open WatchPods streams would hold a graceful shutdown forever; don't wait on them.
+            match tokio::time::timeout(Duration::from_secs(2), task).await {
+                Ok(joined) => joined??,
+                Err(_) => tracing::debug!("test provider shutdown timed out; streams were open"),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+struct TestProvider {
+    state: Arc<State>,
+}
+
+fn status_event(status: &PodStatus) -> WatchPodsEvent {
+    WatchPodsEvent {
+        event: Some(watch_pods_event::Event::Status(status.clone())),
+    }
+}
+
+fn deleted_event(status: &PodStatus) -> WatchPodsEvent {
+    WatchPodsEvent {
+        event: Some(watch_pods_event::Event::Deleted(
+            status.pod_ref.clone().unwrap_or_default(),
+        )),
+    }
+}
+
+fn now() -> prost_types::Timestamp {
+    prost_types::Timestamp::from(SystemTime::now())
+}
+
+fn state(s: container_state::State) -> Option<ContainerState> {
+    Some(ContainerState { state: Some(s) })
+}
+
+fn terminate(status: &mut PodStatus, exit_code: i32, reason: &str) {
+    for c in &mut status.container_statuses {
+        let started_at = match c.state.as_ref().and_then(|s| s.state.as_ref()) {
+            Some(container_state::State::Running(r)) => r.started_at,
+            _ => None,
+        };
+        c.ready = false;
+        c.state = state(container_state::State::Terminated(
+            ContainerStateTerminated {
+                exit_code,
+                reason: reason.into(),
+                started_at,
+                finished_at: Some(now()),
+                ..Default::default()
+            },
+        ));
+    }
+}
+
+impl TestProvider {
+    fn count(&self, rpc: &'static str) {
+        *lock(&self.state.calls).entry(rpc).or_default() += 1;
+    }
+
+    fn transient_failure(&self) -> Result<(), Status> {
+        let failed = self
+            .state
+            .transient_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failed {
+            Err(Status::unavailable("injected transient failure"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn start_later(&self, uid: String, delay: Duration) {
+        let state = self.state.clone();
+        let run = move || {
+            let mut pods = lock(&state.pods);
+            let Some(stored) = pods.get_mut(&uid) else {
+                return;
+            };
+            if stored.status.phase != PodPhase::Pending as i32 {
+                return;
+            }
+            stored.status.phase = PodPhase::Running as i32;
+            stored.status.start_time = Some(now());
+            for c in &mut stored.status.container_statuses {
+                c.ready = true;
+                c.started = true;
+                c.state = state_running();
+            }
+            let _ = state.events.send(status_event(&stored.status));
+        };
+        if delay.is_zero() {
+            run();
+        } else {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                run();
+            });
+        }
+    }
+}
+
+fn state_running() -> Option<ContainerState> {
+    state(container_state::State::Running(ContainerStateRunning {
+        started_at: Some(now()),
+    }))
+}
+
+fn require_ref(r: Option<&PodRef>) -> Result<&PodRef, Status> {
+    match r {
+        Some(r) if !r.uid.is_empty() && !r.name.is_empty() && !r.namespace.is_empty() => Ok(r),
+        _ => Err(Status::invalid_argument(
+            "pod ref needs namespace, name and uid",
+        )),
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl podprovider_proto::PodProvider for TestProvider {
+    async fn get_node_info(
+        &self,
+        _request: Request<GetNodeInfoRequest>,
+    ) -> Result<Response<NodeInfo>, Status> {
+        self.count(rpc::NODE_INFO);
+        Ok(Response::new(lock(&self.state.node_info).clone()))
+    }
+
+    async fn ping(
+        &self,
+        _request: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingResponse>, Status> {
+        self.count(rpc::PING);
+        let revision = lock(&self.state.node_info).revision.clone();
+        let ready = lock(&self.state.settings).ready.clone();
+        Ok(Response::new(match ready {
+            None => pb::PingResponse {
+                ready: true,
+                node_info_revision: revision,
+                ..Default::default()
+            },
+            Some((reason, message)) => pb::PingResponse {
+                ready: false,
+                reason,
+                message,
+                node_info_revision: revision,
+            },
+        }))
+    }
+
+    async fn create_pod(
+        &self,
+        request: Request<CreatePodRequest>,
+    ) -> Result<Response<CreatePodResponse>, Status> {
+        self.count(rpc::CREATE);
+        self.transient_failure()?;
+        let pod = request
+            .into_inner()
+            .pod
+            .ok_or_else(|| Status::invalid_argument("pod is required"))?;
+        let pod_ref = require_ref(pod.pod_ref.as_ref())?.clone();
+        let (delay, failure) = {
+            let s = lock(&self.state.settings);
+            (s.start_delay, s.create_failure.clone())
+        };
+        if let Some(message) = failure {
+            return Err(Status::invalid_argument(message));
+        }
+        let status = {
+            let mut pods = lock(&self.state.pods);
+            if let Some(existing) = pods.get(&pod_ref.uid) {
+                return Ok(Response::new(CreatePodResponse {
+                    status: Some(existing.status.clone()),
+                }));
+            }
+            let n = self.state.next_ip.fetch_add(1, Ordering::SeqCst);
+            let ip = format!("10.{}.{}.{}", 200 + (n >> 16) % 50, (n >> 8) % 256, n % 256);
+            let status = PodStatus {
+                pod_ref: Some(pod_ref.clone()),
+                phase: PodPhase::Pending as i32,
+                pod_ip: ip.clone(),
+                pod_ips: vec![ip],
+                container_statuses: pod
+                    .containers
+                    .iter()
+                    .map(|c| ContainerStatus {
+                        name: c.name.clone(),
+                        image: c.image.clone(),
+                        state: state(container_state::State::Waiting(ContainerStateWaiting {
+                            reason: "ContainerCreating".into(),
+                            message: String::new(),
+                        })),
+                        ..Default::default()
+                    })
+                    .collect(),
+                cloud_id: format!("test://{}", pod_ref.uid),
+                ..Default::default()
+            };
+            pods.insert(
+                pod_ref.uid.clone(),
+                StoredPod {
+                    pod,
+                    status: status.clone(),
+                },
+            );
+            let _ = self.state.events.send(status_event(&status));
+            status
+        };
+        self.start_later(pod_ref.uid, delay);
+        Ok(Response::new(CreatePodResponse {
+            status: Some(status),
+        }))
+    }
+
+    async fn delete_pod(
+        &self,
+        request: Request<DeletePodRequest>,
+    ) -> Result<Response<DeletePodResponse>, Status> {
+        self.count(rpc::DELETE);
+        self.transient_failure()?;
+        let req = request.into_inner();
+        let uid = require_ref(req.pod_ref.as_ref())?.uid.clone();
+        let stop_delay = lock(&self.state.settings).stop_delay;
+        let grace = {
+            let pods = lock(&self.state.pods);
+            let Some(stored) = pods.get(&uid) else {
+                return Ok(Response::new(DeletePodResponse { found: false }));
+            };
+            req.grace_period_seconds
+                .or(stored.pod.termination_grace_period_seconds)
+                .unwrap_or(30)
+        };
+        let wait = stop_delay.min(Duration::from_secs(u64::try_from(grace).unwrap_or(0)));
+        let state = self.state.clone();
+        let finish = move || {
+            let removed = lock(&state.pods).remove(&uid);
+            if let Some(mut stored) = removed {
+                terminate(&mut stored.status, 0, "Completed");
+                let _ = state.events.send(status_event(&stored.status));
+                let _ = state.events.send(deleted_event(&stored.status));
+            }
+        };
+        if wait.is_zero() {
+            finish();
+        } else {
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                finish();
+            });
+        }
+        Ok(Response::new(DeletePodResponse { found: true }))
+    }
+
+    async fn get_pod(
+        &self,
+        request: Request<GetPodRequest>,
+    ) -> Result<Response<GetPodResponse>, Status> {
+        self.count(rpc::GET);
+        self.transient_failure()?;
+        let req = request.into_inner();
+        let uid = &require_ref(req.pod_ref.as_ref())?.uid;
+        let status = lock(&self.state.pods).get(uid).map(|s| s.status.clone());
+        match status {
+            Some(status) => Ok(Response::new(GetPodResponse {
+                status: Some(status),
+            })),
+            None => Err(Status::not_found(format!("pod {uid} is not known"))),
+        }
+    }
+
+    async fn list_pods(
+        &self,
+        request: Request<ListPodsRequest>,
+    ) -> Result<Response<ListPodsResponse>, Status> {
+        self.count(rpc::LIST);
+        self.transient_failure()?;
+        let node = request.into_inner().node_name;
+        let pods = lock(&self.state.pods)
+            .values()
+            .filter(|s| node.is_empty() || s.pod.node_name == node)
+            .map(|s| s.status.clone())
+            .collect();
+        Ok(Response::new(ListPodsResponse { pods }))
+    }
+
+    async fn watch_pods(
+        &self,
+        _request: Request<WatchPodsRequest>,
+    ) -> Result<Response<BoxStream<WatchPodsEvent>>, Status> {
+        self.count(rpc::WATCH);
+        self.transient_failure()?;
+        // Subscribe before taking the snapshot so that no change falls between the two.
+        let changes = self.state.events.subscribe();
+        let snapshot: Vec<WatchPodsEvent> = lock(&self.state.pods)
+            .values()
+            .map(|s| status_event(&s.status))
+            .collect();
+        let stream = watch_stream(snapshot, changes);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Snapshot, `synced`, then changes; a lagging subscriber gets an error and must reconnect (and so
+/// receives a fresh snapshot), exactly as the contract allows.
+fn watch_stream(
+    snapshot: Vec<WatchPodsEvent>,
+    changes: broadcast::Receiver<WatchPodsEvent>,
+) -> impl Stream<Item = Result<WatchPodsEvent, Status>> + Send {
+    let synced = WatchPodsEvent {
+        event: Some(watch_pods_event::Event::Synced(pb::Synced {})),
+    };
+    let head = tokio_stream::iter(snapshot.into_iter().chain([synced]).map(Ok));
+    let tail = futures::stream::unfold(Some(changes), |rx| async move {
+        let mut rx = rx?;
+        match rx.recv().await {
+            Ok(event) => Some((Ok(event), Some(rx))),
+            Err(broadcast::error::RecvError::Lagged(n)) => Some((
+                Err(Status::aborted(format!(
+                    "watcher lagged by {n} events; reconnect"
+                ))),
+                None,
+            )),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    });
+    futures::StreamExt::chain(head, tail)
+}

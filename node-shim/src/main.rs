@@ -1,27 +1,37 @@
-//! `node-shim`: one virtual Kubernetes Node whose pods run through a PodProvider gRPC service.
-//!
-//! Not yet implemented: this binary only parses its flags and says so. The shim's behaviour
-//! (SPEC §3) is the next piece of work.
+//! `node-shim` binary: parse flags, set up logging, run until SIGTERM or Ctrl-C.
 
 use clap::Parser;
+use node_shim::{Config, config::LogFormat};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-/// Command-line flags (each with an environment fallback).
-#[derive(Parser, Debug)]
-#[command(
-    name = "node-shim",
-    version,
-    about = "Kubernetes virtual node backed by a PodProvider"
-)]
-struct Cli {
-    /// Name of the virtual Node.
-    #[arg(long, env = "NODE_NAME", default_value = "virtual-kubelet")]
-    node_name: String,
-}
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // Both ring and aws-lc may be linked; rustls needs one chosen explicitly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cfg = Config::parse();
+    let filter = EnvFilter::try_new(&cfg.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    match cfg.log_format {
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .init(),
+        LogFormat::Json => registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .init(),
+    }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    anyhow::bail!(
-        "node-shim for node {:?} is not implemented yet",
-        cli.node_name
-    )
+    let shutdown = CancellationToken::new();
+    let mut term = signal(SignalKind::terminate())?;
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        }
+        trigger.cancel();
+    });
+    node_shim::run(cfg, shutdown).await?;
+    Ok(())
 }

@@ -1,0 +1,157 @@
+//! The shim's flags, each with an environment fallback (names compatible with the Go Virtual
+//! Kubelet where it has one).
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A Kubernetes virtual node backed by a PodProvider gRPC service.
+#[derive(Parser, Clone, Debug)]
+#[command(name = "node-shim", version, about)]
+pub struct Config {
+    /// Name of the virtual Node.
+    #[arg(long, env = "NODE_NAME", default_value = "virtual-kubelet")]
+    pub node_name: String,
+
+    /// The provider's gRPC endpoint: http://HOST:PORT, https://HOST:PORT or unix:/PATH.
+    #[arg(
+        long,
+        env = "PROVIDER_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub provider_endpoint: String,
+
+    /// Kubeconfig file; in-cluster configuration when unset.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Port of the kubelet HTTPS API, published as the Node's kubelet endpoint.
+    #[arg(long, env = "KUBELET_PORT", default_value_t = 10250)]
+    pub kubelet_port: u16,
+
+    /// The Node's InternalIP: the shim's pod IP, where the API server reaches the kubelet API.
+    #[arg(long, env = "VKUBELET_POD_IP", default_value = "127.0.0.1")]
+    pub pod_ip: IpAddr,
+
+    /// Key of the Node's provider taint.
+    #[arg(
+        long,
+        env = "VKUBELET_TAINT_KEY",
+        default_value = "virtual-kubelet.io/provider"
+    )]
+    pub taint_key: String,
+
+    /// Value of the provider taint; the provider's name when unset.
+    #[arg(long, env = "VKUBELET_TAINT_VALUE")]
+    pub taint_value: Option<String>,
+
+    /// Effect of the provider taint: NoSchedule, PreferNoSchedule or NoExecute.
+    #[arg(long, env = "VKUBELET_TAINT_EFFECT", default_value = "NoSchedule")]
+    pub taint_effect: String,
+
+    /// Do not add the provider taint at all.
+    #[arg(long, env = "VKUBELET_DISABLE_TAINT")]
+    pub disable_taint: bool,
+
+    /// Extra taints, KEY[=VALUE]:EFFECT, e.g. `azure.com/aci:NoSchedule` (repeatable; comma-separated in env).
+    #[arg(long = "extra-taint", env = "VK_EXTRA_TAINTS", value_delimiter = ',')]
+    pub extra_taints: Vec<String>,
+
+    /// Extra Node labels, KEY=VALUE (repeatable; comma-separated in env).
+    #[arg(long = "node-label", env = "VK_NODE_LABELS", value_delimiter = ',')]
+    pub node_labels: Vec<String>,
+
+    /// How often to renew the node Lease.
+    #[arg(long, env = "VK_LEASE_RENEW_INTERVAL", value_parser = parse_duration, default_value = "10s")]
+    pub lease_renew_interval: Duration,
+
+    /// Lease duration published on the Lease, in seconds.
+    #[arg(long, env = "VK_LEASE_DURATION_SECONDS", default_value_t = 40)]
+    pub lease_duration_seconds: i32,
+
+    /// How often to ping the provider (Ready follows the answer).
+    #[arg(long, env = "VK_PING_INTERVAL", value_parser = parse_duration, default_value = "5s")]
+    pub ping_interval: Duration,
+
+    /// Node status is written at least this often, and at once when it changes.
+    #[arg(long, env = "VK_NODE_STATUS_PERIOD", value_parser = parse_duration, default_value = "60s")]
+    pub node_status_period: Duration,
+
+    /// Deadline of each provider call.
+    #[arg(long, env = "VK_PROVIDER_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub provider_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter in RUST_LOG syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 2m"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!(
+            "invalid duration {s:?}: unit must be ms, s, m or h"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn go_vk_environment_names_are_honoured() {
+        // clap reads env at parse time; these names are the Go Virtual Kubelet's.
+        let cmd = <Config as clap::CommandFactory>::command();
+        let envs: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .collect();
+        for name in [
+            "KUBELET_PORT",
+            "VKUBELET_POD_IP",
+            "VKUBELET_TAINT_KEY",
+            "VKUBELET_TAINT_VALUE",
+            "VKUBELET_TAINT_EFFECT",
+        ] {
+            assert!(
+                envs.iter().any(|e| e == name),
+                "{name} missing from {envs:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! `node-shim`: one virtual Kubernetes Node whose pods run through a PodProvider gRPC service.
+//!
+//! Read in this order: [`config`] (flags), [`provider_client`] (the gRPC connection), [`node`]
+//! (Node registration, Lease, Ready from the provider's Ping). The pod controller, resolution of
+//! env and volumes, and the kubelet API come next (see docs/ARCHITECTURE.md).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod node;
+pub mod provider_client;
+
+use std::sync::Arc;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// Errors that stop the shim.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kubeconfig or in-cluster configuration could not be loaded.
+    #[error("loading Kubernetes configuration: {0}")]
+    KubeConfig(String),
+    /// Building the Kubernetes client failed.
+    #[error("building the Kubernetes client: {0}")]
+    KubeClient(#[from] kube::Error),
+    /// The provider endpoint is invalid.
+    #[error(transparent)]
+    Endpoint(#[from] provider_client::EndpointError),
+    /// The node manager failed.
+    #[error(transparent)]
+    Node(#[from] node::Error),
+}
+
+/// Builds the Kubernetes client from `--kubeconfig`, or in-cluster / default configuration.
+pub async fn kube_client(cfg: &Config) -> Result<kube::Client, Error> {
+    let config = match &cfg.kubeconfig {
+        Some(path) => {
+            let kubeconfig =
+                Kubeconfig::read_from(path).map_err(|e| Error::KubeConfig(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::KubeConfig(e.to_string()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| Error::KubeConfig(e.to_string()))?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Runs the shim until `shutdown` is cancelled. Cloud pods are neither deleted nor drained.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let cfg = Arc::new(cfg);
+    let client = kube_client(&cfg).await?;
+    let provider = provider_client::connect(&cfg.provider_endpoint, cfg.provider_timeout)?;
+    let node = node::NodeManager::new(client, provider, cfg.clone()).await?;
+    tracing::info!(node = %cfg.node_name, provider = %cfg.provider_endpoint, "node-shim starting");
+    node.run(shutdown).await?;
+    tracing::info!("node-shim stopped");
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! The gRPC connection to the provider: `http(s)://` or `unix:` endpoints, connected lazily so the
+//! shim starts (and reports NotReady) while the provider is still down.
+
+use std::time::Duration;
+
+use podprovider_proto::PodProviderClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// A provider client; cheap to clone (one shared HTTP/2 connection).
+pub type ProviderClient = PodProviderClient<Channel>;
+
+/// The endpoint string could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid provider endpoint {endpoint:?}: {reason}")]
+pub struct EndpointError {
+    endpoint: String,
+    reason: String,
+}
+
+/// Largest message in either direction (resolved pods carry file contents).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Builds a lazily connecting client for `endpoint`, with `timeout` on every call.
+pub fn connect(endpoint: &str, timeout: Duration) -> Result<ProviderClient, EndpointError> {
+    let err = |reason: String| EndpointError {
+        endpoint: endpoint.to_owned(),
+        reason,
+    };
+    let channel = if let Some(path) = endpoint
+        .strip_prefix("unix://")
+        .or_else(|| endpoint.strip_prefix("unix:"))
+    {
+        if path.is_empty() {
+            return Err(err("empty socket path".into()));
+        }
+        let path = path.to_owned();
+        // The URI is only used for the :authority header; the connector ignores it.
+        Endpoint::from_static("http://localhost")
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .connect_with_connector_lazy(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            }))
+    } else if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|e| err(e.to_string()))?
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_while_idle(true)
+            .connect_lazy()
+    } else {
+        return Err(err(
+            "expected http://HOST:PORT, https://HOST:PORT or unix:/PATH".into(),
+        ));
+    };
+    Ok(PodProviderClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}

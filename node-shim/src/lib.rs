@@ -8,6 +8,8 @@
 pub mod config;
 pub mod node;
 pub mod provider_client;
+pub mod quantity;
+pub mod resolve;
 
 use std::sync::Arc;
 

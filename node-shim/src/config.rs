@@ -87,6 +87,14 @@ pub struct Config {
     #[arg(long, env = "VK_NODE_STATUS_PERIOD", value_parser = parse_duration, default_value = "60s")]
     pub node_status_period: Duration,
 
+    /// Pods reconciled at the same time.
+    #[arg(long, env = "VK_WORKERS", default_value_t = 64)]
+    pub workers: u16,
+
+    /// How often provider pods are compared with the API to delete orphans.
+    #[arg(long, env = "VK_RESYNC_PERIOD", value_parser = parse_duration, default_value = "60s")]
+    pub resync_period: Duration,
+
     /// Deadline of each provider call.
     #[arg(long, env = "VK_PROVIDER_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub provider_timeout: Duration,

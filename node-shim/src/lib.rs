@@ -1,15 +1,18 @@
 //! `node-shim`: one virtual Kubernetes Node whose pods run through a PodProvider gRPC service.
 //!
 //! Read in this order: [`config`] (flags), [`provider_client`] (the gRPC connection), [`node`]
-//! (Node registration, Lease, Ready from the provider's Ping). The pod controller, resolution of
-//! env and volumes, and the kubelet API come next (see docs/ARCHITECTURE.md).
+//! (Node registration, Lease, Ready from the provider's Ping), [`pods`] (the controller: watch,
+//! reconcile, provider status stream), [`resolve`] (env and volumes into the contract's Pod),
+//! [`status`] (provider status into Kubernetes status). The kubelet API comes next.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod node;
+pub mod pods;
 pub mod provider_client;
 pub mod quantity;
 pub mod resolve;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -57,9 +60,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Error> 
     let cfg = Arc::new(cfg);
     let client = kube_client(&cfg).await?;
     let provider = provider_client::connect(&cfg.provider_endpoint, cfg.provider_timeout)?;
-    let node = node::NodeManager::new(client, provider, cfg.clone()).await?;
+    let node = node::NodeManager::new(client.clone(), provider.clone(), cfg.clone()).await?;
+    let pods = pods::Context::new(client, provider, cfg.clone());
     tracing::info!(node = %cfg.node_name, provider = %cfg.provider_endpoint, "node-shim starting");
-    node.run(shutdown).await?;
+    let (node_result, ()) = tokio::join!(node.run(shutdown.clone()), async {
+        pods::run(pods, shutdown.clone()).await;
+    });
+    node_result?;
     tracing::info!("node-shim stopped");
     Ok(())
 }

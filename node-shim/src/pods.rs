@@ -1,0 +1,602 @@
+//! The pod controller: pods bound to this node are created in the provider, their status follows
+//! the provider's WatchPods stream, and deletions wait for the provider before the API object goes.
+//!
+//! Three tasks share one [`Context`]:
+//! - the pod watch (`spec.nodeName=<node>`) feeds a shared reflector; its Delete events send
+//!   force-deleted pods straight to the provider;
+//! - `kube::runtime::Controller` runs [`reconcile`] per pod (never concurrently for one pod);
+//! - [`watch_provider`] consumes WatchPods into the provider view and triggers reconciles.
+//!
+//! A periodic sweep deletes provider pods whose API object is gone.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, Preconditions},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        events::{Event as KubeEvent, EventType, Recorder, Reporter},
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use podprovider_proto::v1::{
+    self as pb, CreatePodRequest, DeletePodRequest, ListPodsRequest, WatchPodsRequest,
+    watch_pods_event,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+use crate::{config::Config, provider_client::ProviderClient, resolve, status};
+
+/// Errors that make one reconcile retry with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The pod cannot be resolved yet (e.g. a mandatory ConfigMap is missing).
+    #[error(transparent)]
+    Resolve(#[from] resolve::Error),
+    /// A provider call failed in a way worth retrying.
+    #[error("provider {call}: {status}")]
+    Provider {
+        /// The RPC.
+        call: &'static str,
+        /// What the provider said.
+        status: tonic::Status,
+    },
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Serializing a status patch failed (a bug).
+    #[error("serializing status: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// What the shim knows of one pod in the provider.
+#[derive(Clone, Debug, Default)]
+struct Known {
+    status: Option<pb::PodStatus>,
+    /// The provider reported it deleted, or it was missing from a snapshot.
+    gone: bool,
+    delete_requested: bool,
+    /// The WatchPods connection that last saw it (or the create that made it).
+    epoch: u64,
+}
+
+#[derive(Default)]
+struct ProviderView {
+    synced: bool,
+    epoch: u64,
+    pods: HashMap<String, Known>,
+}
+
+/// What reconcile needs.
+pub struct Context {
+    client: Client,
+    provider: ProviderClient,
+    cfg: Arc<Config>,
+    recorder: Recorder,
+    view: Mutex<ProviderView>,
+    failures: Mutex<HashMap<String, u32>>,
+    host_ip: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Context {
+    /// A context for the node in `cfg`.
+    pub fn new(client: Client, provider: ProviderClient, cfg: Arc<Config>) -> Arc<Self> {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "virtual-kubelet".into(),
+                instance: Some(cfg.node_name.clone()),
+            },
+        );
+        Arc::new(Self {
+            host_ip: cfg.pod_ip.to_string(),
+            client,
+            provider,
+            cfg,
+            recorder,
+            view: Mutex::default(),
+            failures: Mutex::default(),
+        })
+    }
+
+    async fn event(&self, pod: &Pod, warning: bool, reason: &str, note: String, action: &str) {
+        let ev = KubeEvent {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&ev, &pod.object_ref(&())).await {
+            tracing::warn!(%err, reason, "publishing an event failed");
+        }
+    }
+
+    fn known(&self, uid: &str) -> (bool, Option<Known>) {
+        let view = lock(&self.view);
+        (view.synced, view.pods.get(uid).cloned())
+    }
+
+    /// Writes `new` unless it would move the pod backwards or changes nothing.
+    async fn write_status(
+        &self,
+        pod: &Pod,
+        new: k8s_openapi::api::core::v1::PodStatus,
+    ) -> Result<(), Error> {
+        if status::would_regress(pod.status.as_ref(), &new) {
+            return Ok(());
+        }
+        if pod.status.as_ref().map(serde_json::to_value).transpose()?
+            == Some(serde_json::to_value(&new)?)
+        {
+            return Ok(());
+        }
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let patch = serde_json::json!({"status": new});
+        api.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Whether the pod was running in the provider before (so a provider that does not know it lost it,
+/// rather than never having been asked).
+fn was_started(pod: &Pod) -> bool {
+    let s = pod.status.as_ref();
+    s.and_then(|s| s.phase.as_deref()) == Some("Running")
+        || s.and_then(|s| s.pod_ip.as_ref()).is_some()
+}
+
+/// Reconciles one pod: create, follow status, delete.
+pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let uid = pod.uid().unwrap_or_default();
+    let (synced, known) = ctx.known(&uid);
+    if !synced {
+        // Deciding before the provider's snapshot could re-create pods that already run.
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    let pod_ref = resolve::pod_ref(&pod);
+    let result = if pod.metadata.deletion_timestamp.is_some() {
+        delete(&pod, &ctx, &uid, pod_ref, known).await
+    } else if status::is_terminal(pod.status.as_ref().and_then(|s| s.phase.as_deref())) {
+        Ok(Action::await_change())
+    } else {
+        match known {
+            None if was_started(&pod) => lost(&pod, &ctx).await,
+            None => create(&pod, &ctx, &uid).await,
+            Some(k) if k.gone => lost(&pod, &ctx).await,
+            Some(k) => {
+                if let Some(s) = &k.status {
+                    ctx.write_status(&pod, status::to_kubernetes(&pod, s, &ctx.host_ip))
+                        .await?;
+                }
+                Ok(Action::await_change())
+            }
+        }
+    };
+    if result.is_ok() {
+        lock(&ctx.failures).remove(&uid);
+    }
+    result
+}
+
+async fn create(pod: &Pod, ctx: &Context, uid: &str) -> Result<Action, Error> {
+    let resolved = match resolve::resolve(&ctx.client, pod, &ctx.host_ip).await {
+        Ok(r) => r,
+        Err(resolve::Error::Invalid(msg)) => {
+            ctx.event(pod, true, "ProviderFailed", msg.clone(), "Create")
+                .await;
+            ctx.write_status(
+                pod,
+                status::failed(pod, "ProviderFailed", &msg, &ctx.host_ip),
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+        Err(err) => {
+            ctx.event(pod, true, err.reason(), err.to_string(), "Create")
+                .await;
+            return Err(err.into());
+        }
+    };
+    for w in &resolved.warnings {
+        ctx.event(pod, true, w.reason, w.message.clone(), "Create")
+            .await;
+    }
+    let response = ctx
+        .provider
+        .clone()
+        .create_pod(CreatePodRequest {
+            pod: Some(resolved.pod),
+        })
+        .await;
+    match response {
+        Ok(resp) => {
+            let s = resp.into_inner().status.unwrap_or_default();
+            {
+                let mut view = lock(&ctx.view);
+                let epoch = view.epoch;
+                let entry = view.pods.entry(uid.to_owned()).or_default();
+                // The watch stream may already have delivered a newer status; keep it.
+                if entry.status.is_none() {
+                    entry.status = Some(s.clone());
+                }
+                entry.epoch = epoch;
+            }
+            let cloud_id = if s.cloud_id.is_empty() {
+                String::new()
+            } else {
+                format!(" as {}", s.cloud_id)
+            };
+            ctx.event(
+                pod,
+                false,
+                "ProviderCreated",
+                format!("created in the provider{cloud_id}"),
+                "Create",
+            )
+            .await;
+            ctx.write_status(pod, status::to_kubernetes(pod, &s, &ctx.host_ip))
+                .await?;
+            Ok(Action::await_change())
+        }
+        Err(st) if st.code() == Code::InvalidArgument => {
+            let msg = st.message().to_owned();
+            ctx.event(pod, true, "ProviderFailed", msg.clone(), "Create")
+                .await;
+            ctx.write_status(
+                pod,
+                status::failed(pod, "ProviderFailed", &msg, &ctx.host_ip),
+            )
+            .await?;
+            Ok(Action::await_change())
+        }
+        Err(status) => Err(Error::Provider {
+            call: "CreatePod",
+            status,
+        }),
+    }
+}
+
+async fn lost(pod: &Pod, ctx: &Context) -> Result<Action, Error> {
+    let msg = "the provider no longer runs this pod".to_owned();
+    ctx.event(pod, true, "ProviderLost", msg.clone(), "Sync")
+        .await;
+    ctx.write_status(pod, status::failed(pod, "ProviderLost", &msg, &ctx.host_ip))
+        .await?;
+    Ok(Action::await_change())
+}
+
+async fn delete(
+    pod: &Pod,
+    ctx: &Context,
+    uid: &str,
+    pod_ref: pb::PodRef,
+    known: Option<Known>,
+) -> Result<Action, Error> {
+    match known {
+        Some(k) if !k.gone => {
+            if !k.delete_requested {
+                let grace = pod.metadata.deletion_grace_period_seconds;
+                let req = DeletePodRequest {
+                    pod_ref: Some(pod_ref),
+                    grace_period_seconds: grace,
+                };
+                let found = match ctx.provider.clone().delete_pod(req).await {
+                    Ok(resp) => resp.into_inner().found,
+                    Err(st) if st.code() == Code::NotFound => false,
+                    Err(status) => {
+                        return Err(Error::Provider {
+                            call: "DeletePod",
+                            status,
+                        });
+                    }
+                };
+                let mut view = lock(&ctx.view);
+                if let Some(entry) = view.pods.get_mut(uid) {
+                    entry.delete_requested = true;
+                    entry.gone |= !found;
+                }
+                if found {
+                    // Re-run at once only when already gone; otherwise the watch stream will tell us.
+                    return Ok(Action::requeue(Duration::from_secs(5)));
+                }
+            } else {
+                if let Some(s) = &k.status {
+                    ctx.write_status(pod, status::to_kubernetes(pod, s, &ctx.host_ip))
+                        .await?;
+                }
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
+            finalize(pod, ctx, uid).await
+        }
+        _ => finalize(pod, ctx, uid).await,
+    }
+}
+
+/// The provider is done with the pod: remove the API object (grace 0, only this UID).
+async fn finalize(pod: &Pod, ctx: &Context, uid: &str) -> Result<Action, Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(&pod.name_any(), &params).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+        Err(err) => return Err(err.into()),
+    }
+    lock(&ctx.view).pods.remove(uid);
+    Ok(Action::await_change())
+}
+
+fn error_policy(pod: Arc<Pod>, err: &Error, ctx: Arc<Context>) -> Action {
+    let uid = pod.uid().unwrap_or_default();
+    let mut failures = lock(&ctx.failures);
+    let n = failures.entry(uid).or_default();
+    *n = n.saturating_add(1);
+    let delay = Duration::from_millis(500)
+        .saturating_mul(1 << (*n).min(7))
+        .min(Duration::from_secs(60));
+    tracing::warn!(pod = %format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()), %err, "reconcile failed; retrying in {delay:?}");
+    Action::requeue(delay)
+}
+
+fn object_ref(r: &pb::PodRef) -> ObjectRef<Pod> {
+    ObjectRef::new(&r.name).within(&r.namespace)
+}
+
+/// Consumes the provider's WatchPods stream into the view, reconnecting with backoff, and triggers
+/// a reconcile of every pod it reports.
+async fn watch_provider(
+    ctx: Arc<Context>,
+    store: Store<Pod>,
+    trigger: mpsc::UnboundedSender<ObjectRef<Pod>>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let request = WatchPodsRequest {
+            node_name: ctx.cfg.node_name.clone(),
+        };
+        let mut client = ctx.provider.clone();
+        let opened = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = client.watch_pods(request) => r,
+        };
+        let mut stream = match opened {
+            Ok(s) => s.into_inner(),
+            Err(err) => {
+                tracing::debug!(error = %err.message(), "WatchPods failed; retrying in {backoff:?}");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        let epoch = {
+            let mut view = lock(&ctx.view);
+            view.epoch += 1;
+            view.epoch
+        };
+        loop {
+            let message = tokio::select! {
+                () = shutdown.cancelled() => return,
+                m = stream.message() => m,
+            };
+            let event = match message {
+                Ok(Some(ev)) => ev,
+                Ok(None) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err.message(), "WatchPods stream broke; reconnecting");
+                    break;
+                }
+            };
+            backoff = Duration::from_millis(200);
+            match event.event {
+                Some(watch_pods_event::Event::Status(s)) => {
+                    let Some(r) = s.pod_ref.clone() else { continue };
+                    {
+                        let mut view = lock(&ctx.view);
+                        let entry = view.pods.entry(r.uid.clone()).or_default();
+                        entry.status = Some(s);
+                        entry.gone = false;
+                        entry.epoch = epoch;
+                    }
+                    let _ = trigger.send(object_ref(&r));
+                }
+                Some(watch_pods_event::Event::Deleted(r)) => {
+                    if let Some(entry) = lock(&ctx.view).pods.get_mut(&r.uid) {
+                        entry.gone = true;
+                    }
+                    let _ = trigger.send(object_ref(&r));
+                }
+                Some(watch_pods_event::Event::Synced(_)) => {
+                    {
+                        let mut view = lock(&ctx.view);
+                        for k in view.pods.values_mut() {
+                            if k.epoch < epoch {
+                                k.gone = true;
+                            }
+                        }
+                        view.synced = true;
+                    }
+                    tracing::info!("provider status stream synced");
+                    for pod in store.state() {
+                        let _ = trigger.send(ObjectRef::from_obj(&*pod));
+                    }
+                }
+                Some(watch_pods_event::Event::PodEvent(e)) => {
+                    let Some(r) = e.pod_ref else { continue };
+                    let pod = store
+                        .get(&object_ref(&r))
+                        .filter(|p| p.uid().as_deref() == Some(r.uid.as_str()));
+                    if let Some(pod) = pod {
+                        ctx.event(&pod, e.warning, &e.reason, e.message, "Provider")
+                            .await;
+                    }
+                }
+                None => {}
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+    }
+}
+
+/// Deletes provider pods whose Kubernetes object no longer exists (force-deleted, or deleted while
+/// the shim was down). Only runs once the pod store has synced, so nothing is deleted by mistake.
+async fn sweep(ctx: &Context, store: &Store<Pod>) -> Result<usize, Error> {
+    let live: HashSet<String> = store.state().iter().filter_map(|p| p.uid()).collect();
+    let request = ListPodsRequest {
+        node_name: ctx.cfg.node_name.clone(),
+    };
+    let listed = ctx
+        .provider
+        .clone()
+        .list_pods(request)
+        .await
+        .map_err(|status| Error::Provider {
+            call: "ListPods",
+            status,
+        })?
+        .into_inner();
+    let mut deleted = 0;
+    for s in listed.pods {
+        let Some(r) = s.pod_ref else { continue };
+        if !live.contains(&r.uid) {
+            delete_orphan(ctx, r).await;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+async fn delete_orphan(ctx: &Context, r: pb::PodRef) {
+    let uid = r.uid.clone();
+    tracing::info!(pod = %format!("{}/{}", r.namespace, r.name), %uid, "deleting provider pod whose API object is gone");
+    let req = DeletePodRequest {
+        pod_ref: Some(r),
+        grace_period_seconds: Some(0),
+    };
+    match ctx.provider.clone().delete_pod(req).await {
+        Ok(_) => {
+            lock(&ctx.view).pods.remove(&uid);
+        }
+        Err(err) => {
+            tracing::warn!(error = %err.message(), %uid, "deleting an orphaned provider pod failed")
+        }
+    }
+}
+
+/// Runs the pod controller until `shutdown`.
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let selector = format!("spec.nodeName={}", ctx.cfg.node_name);
+    let (store, writer) = reflector::store_shared(1024);
+    let Some(subscriber) = writer.subscribe() else {
+        tracing::error!("shared reflector store without subscriber; this is a bug");
+        return;
+    };
+    let (trigger_tx, trigger_rx) = mpsc::unbounded_channel();
+
+    // The watch: feeds the store and, on Delete, the provider (force-deleted pods).
+    let watch_ctx = ctx.clone();
+    let watch = watcher(api, watcher::Config::default().fields(&selector))
+        .default_backoff()
+        .reflect_shared(writer)
+        .for_each(move |event| {
+            let ctx = watch_ctx.clone();
+            async move {
+                match event {
+                    Ok(watcher::Event::Delete(pod)) => {
+                        let uid = pod.uid().unwrap_or_default();
+                        let (_, known) = ctx.known(&uid);
+                        if known.is_some_and(|k| !k.gone) {
+                            delete_orphan(&ctx, resolve::pod_ref(&pod)).await;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(%err, "pod watch error"),
+                }
+            }
+        });
+
+    let provider_watch = watch_provider(ctx.clone(), store.clone(), trigger_tx, shutdown.clone());
+
+    let sweeper = {
+        let ctx = ctx.clone();
+        let store = store.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
+            let mut tick = tokio::time::interval(ctx.cfg.resync_period);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if !lock(&ctx.view).synced {
+                    continue;
+                }
+                match sweep(&ctx, &store).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "swept orphaned provider pods"),
+                    Err(err) => tracing::warn!(%err, "sweep failed"),
+                }
+            }
+        }
+    };
+
+    let controller = Controller::for_shared_stream(subscriber, store)
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.cfg.workers))
+        .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(
+            trigger_rx,
+        ))
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {});
+
+    let watch = async {
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = watch => tracing::warn!("pod watch ended"),
+        }
+    };
+    // All four run together; the controller drains in-flight reconciles on shutdown.
+    tokio::join!(watch, controller, provider_watch, sweeper);
+}

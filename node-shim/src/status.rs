@@ -1,0 +1,365 @@
+//! Status translation: the provider's `PodStatus` becomes a Kubernetes `PodStatus` with the
+//! conditions the kubelet computes (PodScheduled, Initialized, ContainersReady, Ready), QoS class,
+//! host IP and container states. Status never goes backwards: Running never returns to Pending and
+//! terminal phases are final.
+
+use k8s_openapi::{
+    api::core::v1::{
+        self as k8s, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+        ContainerStateWaiting, ContainerStatus, PodCondition, PodIP,
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
+};
+use podprovider_proto::v1::{self as pb, container_state::State};
+
+/// Whether a Kubernetes phase is final.
+pub fn is_terminal(phase: Option<&str>) -> bool {
+    matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+fn phase_name(phase: pb::PodPhase) -> &'static str {
+    match phase {
+        pb::PodPhase::Pending => "Pending",
+        pb::PodPhase::Running => "Running",
+        pb::PodPhase::Succeeded => "Succeeded",
+        pb::PodPhase::Failed => "Failed",
+        pb::PodPhase::Unknown | pb::PodPhase::Unspecified => "Unknown",
+    }
+}
+
+/// Whether writing `new` over `current` would move the pod backwards.
+pub fn would_regress(current: Option<&k8s::PodStatus>, new: &k8s::PodStatus) -> bool {
+    let cur = current.and_then(|s| s.phase.as_deref());
+    let new = new.phase.as_deref();
+    if is_terminal(cur) {
+        return cur != new;
+    }
+    matches!((cur, new), (Some("Running"), Some("Pending" | "Unknown")))
+}
+
+fn time(ts: Option<&prost_types::Timestamp>) -> Option<Time> {
+    let ts = ts?;
+    Timestamp::new(ts.seconds, ts.nanos).ok().map(Time)
+}
+
+fn container_state(s: Option<&pb::ContainerState>) -> Option<ContainerState> {
+    let state = s?.state.as_ref()?;
+    Some(match state {
+        State::Waiting(w) => ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(w.reason.clone()).filter(|r| !r.is_empty()),
+                message: Some(w.message.clone()).filter(|m| !m.is_empty()),
+            }),
+            ..Default::default()
+        },
+        State::Running(r) => ContainerState {
+            running: Some(ContainerStateRunning {
+                started_at: time(r.started_at.as_ref()),
+            }),
+            ..Default::default()
+        },
+        State::Terminated(t) => ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: t.exit_code,
+                signal: Some(t.signal).filter(|s| *s != 0),
+                reason: Some(t.reason.clone()).filter(|r| !r.is_empty()),
+                message: Some(t.message.clone()).filter(|m| !m.is_empty()),
+                started_at: time(t.started_at.as_ref()),
+                finished_at: time(t.finished_at.as_ref()),
+                container_id: None,
+            }),
+            ..Default::default()
+        },
+    })
+}
+
+/// Statuses for the spec's containers, in spec order; containers the provider has not reported are
+/// waiting in `ContainerCreating`.
+fn container_statuses(
+    spec: &[k8s::Container],
+    reported: &[pb::ContainerStatus],
+) -> Vec<ContainerStatus> {
+    spec.iter()
+        .map(|c| match reported.iter().find(|r| r.name == c.name) {
+            Some(r) => ContainerStatus {
+                name: c.name.clone(),
+                image: if r.image.is_empty() {
+                    c.image.clone().unwrap_or_default()
+                } else {
+                    r.image.clone()
+                },
+                image_id: r.image_id.clone(),
+                container_id: Some(r.container_id.clone()).filter(|i| !i.is_empty()),
+                ready: r.ready,
+                started: Some(r.started),
+                restart_count: r.restart_count,
+                state: container_state(r.state.as_ref()),
+                last_state: container_state(r.last_state.as_ref()),
+                ..Default::default()
+            },
+            None => ContainerStatus {
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                state: Some(ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("ContainerCreating".into()),
+                        message: None,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        })
+        .collect()
+}
+
+/// The QoS class Kubernetes derives from requests and limits.
+pub fn qos_class(spec: &k8s::PodSpec) -> &'static str {
+    let containers: Vec<&k8s::Container> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &containers {
+        let res = c.resources.as_ref();
+        let requests = res.and_then(|r| r.requests.as_ref());
+        let limits = res.and_then(|r| r.limits.as_ref());
+        for name in ["cpu", "memory"] {
+            let req = requests.and_then(|r| r.get(name));
+            let lim = limits.and_then(|l| l.get(name));
+            any |= req.is_some() || lim.is_some();
+            // A request defaults to the limit when only the limit is set.
+            match (req, lim) {
+                (Some(r), Some(l)) if r == l => {}
+                (None, Some(_)) => {}
+                _ => guaranteed = false,
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+fn condition(
+    current: Option<&k8s::PodStatus>,
+    type_: &str,
+    ok: bool,
+    reason: Option<&str>,
+    now: Timestamp,
+) -> PodCondition {
+    let status = if ok { "True" } else { "False" };
+    let previous = current
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == type_));
+    let since = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => Some(Time(now)),
+    };
+    PodCondition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.map(str::to_owned),
+        last_transition_time: since,
+        ..Default::default()
+    }
+}
+
+/// The Kubernetes status for `pod` given the provider's view `s`.
+pub fn to_kubernetes(pod: &k8s::Pod, s: &pb::PodStatus, host_ip: &str) -> k8s::PodStatus {
+    let now = Timestamp::now();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let current = pod.status.as_ref();
+    let phase = phase_name(s.phase());
+    let init = container_statuses(
+        spec.init_containers.as_deref().unwrap_or_default(),
+        &s.init_container_statuses,
+    );
+    let app = container_statuses(&spec.containers, &s.container_statuses);
+
+    let initialized = init.iter().all(|c| {
+        c.state
+            .as_ref()
+            .and_then(|st| st.terminated.as_ref())
+            .is_some_and(|t| t.exit_code == 0)
+    }) || matches!(phase, "Running" | "Succeeded");
+    let terminal = is_terminal(Some(phase));
+    let containers_ready = !terminal && !app.is_empty() && app.iter().all(|c| c.ready);
+    let not_ready_reason = if terminal {
+        Some("PodCompleted")
+    } else {
+        Some("ContainersNotReady")
+    };
+    let conditions = vec![
+        condition(
+            current,
+            "Initialized",
+            initialized,
+            (!initialized).then_some("ContainersNotInitialized"),
+            now,
+        ),
+        condition(
+            current,
+            "Ready",
+            containers_ready,
+            (!containers_ready).then_some(not_ready_reason).flatten(),
+            now,
+        ),
+        condition(
+            current,
+            "ContainersReady",
+            containers_ready,
+            (!containers_ready).then_some(not_ready_reason).flatten(),
+            now,
+        ),
+        condition(current, "PodScheduled", true, None, now),
+    ];
+
+    let pod_ips: Vec<PodIP> = if s.pod_ips.is_empty() {
+        Some(s.pod_ip.clone())
+            .filter(|ip| !ip.is_empty())
+            .map(|ip| PodIP { ip })
+            .into_iter()
+            .collect()
+    } else {
+        s.pod_ips
+            .iter()
+            .map(|ip| PodIP { ip: ip.clone() })
+            .collect()
+    };
+    k8s::PodStatus {
+        phase: Some(phase.to_owned()),
+        reason: Some(s.reason.clone()).filter(|r| !r.is_empty()),
+        message: Some(s.message.clone()).filter(|m| !m.is_empty()),
+        host_ip: Some(host_ip.to_owned()),
+        pod_ip: pod_ips.first().map(|p| p.ip.clone()),
+        pod_ips: Some(pod_ips).filter(|p| !p.is_empty()),
+        start_time: time(s.start_time.as_ref())
+            .or_else(|| current.and_then(|c| c.start_time.clone()))
+            .or(Some(Time(now))),
+        qos_class: Some(qos_class(&spec).to_owned()),
+        conditions: Some(conditions),
+        init_container_statuses: Some(init).filter(|i| !i.is_empty()),
+        container_statuses: Some(app),
+        ..Default::default()
+    }
+}
+
+/// A status that fails the pod with `reason` and `message` (e.g. `ProviderFailed`).
+pub fn failed(pod: &k8s::Pod, reason: &str, message: &str, host_ip: &str) -> k8s::PodStatus {
+    let s = pb::PodStatus {
+        phase: pb::PodPhase::Failed as i32,
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        ..Default::default()
+    };
+    let mut status = to_kubernetes(pod, &s, host_ip);
+    // Containers that never started are terminated, so nothing looks like it is still coming.
+    for c in status.container_statuses.iter_mut().flatten() {
+        if c.state.as_ref().is_some_and(|st| st.waiting.is_some()) {
+            c.state = Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 128,
+                    reason: Some(reason.to_owned()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(resources: serde_json::Value) -> k8s::Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "n", "uid": "u"},
+            "spec": {"containers": [{"name": "c", "image": "nginx", "resources": resources}]}
+        }))
+        .expect("pod")
+    }
+
+    fn running(ready: bool) -> pb::PodStatus {
+        pb::PodStatus {
+            phase: pb::PodPhase::Running as i32,
+            pod_ip: "10.0.0.7".into(),
+            container_statuses: vec![pb::ContainerStatus {
+                name: "c".into(),
+                ready,
+                state: Some(pb::ContainerState {
+                    state: Some(State::Running(pb::ContainerStateRunning {
+                        started_at: None,
+                    })),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn cond<'a>(s: &'a k8s::PodStatus, t: &str) -> &'a str {
+        s.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == t)
+            .map_or("", |c| c.status.as_str())
+    }
+
+    #[test]
+    fn running_and_ready() {
+        let s = to_kubernetes(&pod(serde_json::json!({})), &running(true), "127.0.0.1");
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(s.pod_ip.as_deref(), Some("10.0.0.7"));
+        assert_eq!(s.host_ip.as_deref(), Some("127.0.0.1"));
+        for t in ["Ready", "ContainersReady", "Initialized", "PodScheduled"] {
+            assert_eq!(cond(&s, t), "True", "{t}");
+        }
+        let not_ready = to_kubernetes(&pod(serde_json::json!({})), &running(false), "127.0.0.1");
+        assert_eq!(cond(&not_ready, "Ready"), "False");
+    }
+
+    #[test]
+    fn never_backwards() {
+        let p = pod(serde_json::json!({}));
+        let run = to_kubernetes(&p, &running(true), "h");
+        let pending = to_kubernetes(
+            &p,
+            &pb::PodStatus {
+                phase: pb::PodPhase::Pending as i32,
+                ..Default::default()
+            },
+            "h",
+        );
+        assert!(would_regress(Some(&run), &pending));
+        assert!(!would_regress(Some(&pending), &run));
+        let failed = failed(&p, "ProviderFailed", "nope", "h");
+        assert!(would_regress(Some(&failed), &run));
+        assert!(!would_regress(Some(&run), &failed));
+    }
+
+    #[test]
+    fn qos_classes() {
+        let spec = |r| pod(r).spec.expect("spec");
+        assert_eq!(qos_class(&spec(serde_json::json!({}))), "BestEffort");
+        assert_eq!(
+            qos_class(&spec(
+                serde_json::json!({"limits": {"cpu": "1", "memory": "1Gi"}})
+            )),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&spec(serde_json::json!({"requests": {"cpu": "1"}}))),
+            "Burstable"
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! Shared set-up for the shim's end-to-end tests: a control plane, test providers and shim
+//! processes.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::{path::Path, time::Duration};
+
+use provider_common::ListenAddr;
+use tokio::process::Command;
+use vk_testkit::{
+    ControlPlane,
+    ports::free_port,
+    process::ManagedProcess,
+    test_provider::{Control, RunningServer},
+};
+
+/// One virtual node: its test provider and its shim process.
+pub struct VirtualNode {
+    pub name: String,
+    pub control: Control,
+    pub server: Option<RunningServer>,
+    pub shim: ManagedProcess,
+    pub socket: std::path::PathBuf,
+}
+
+/// Starts a test provider on a unix socket in `dir` and a shim for `name` with `extra_args`.
+pub async fn start_node(
+    cp: &ControlPlane,
+    dir: &Path,
+    name: &str,
+    extra_args: &[&str],
+) -> anyhow::Result<VirtualNode> {
+    let socket = dir.join(format!("{name}.sock"));
+    let control = Control::new();
+    let server = control.serve(ListenAddr::Unix(socket.clone())).await?;
+    let shim = ManagedProcess::spawn(
+        &format!("node-shim-{name}"),
+        Command::new(Path::new(env!("CARGO_BIN_EXE_node-shim")))
+            .arg(format!("--node-name={name}"))
+            .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+            .arg(format!("--provider-endpoint=unix:{}", socket.display()))
+            .arg(format!("--kubelet-port={}", free_port()?))
+            .args(["--ping-interval=1s", "--resync-period=5s"])
+            .args(extra_args)
+            .env("RUST_LOG", "info,node_shim=debug"),
+        dir,
+    )?;
+    Ok(VirtualNode {
+        name: name.to_owned(),
+        control,
+        server: Some(server),
+        shim,
+        socket,
+    })
+}
+
+/// Runs kubectl against the control plane; fails with its output unless it succeeds.
+pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<String> {
+    let out = cp.kubectl().args(args).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The project's copy of the acceptance manifests.
+pub fn example(file: &str) -> String {
+    format!(
+        "{}/../examples/acceptance/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// Generous deadline for things the control plane and shim do in seconds.
+pub const SLOW: Duration = Duration::from_secs(120);

@@ -1,13 +1,13 @@
 //! The pod controller: pods bound to this node are created in the provider, their status follows
 //! the provider's WatchPods stream, and deletions wait for the provider before the API object goes.
 //!
-//! Three tasks share one [`Context`]:
-//! - the pod watch (`spec.nodeName=<node>`) feeds a shared reflector; its Delete events send
-//!   force-deleted pods straight to the provider;
-//! - `kube::runtime::Controller` runs [`reconcile`] per pod (never concurrently for one pod);
+//! Four futures share one [`Context`]:
+//! - `kube::runtime::Controller` watches pods with `spec.nodeName=<node>` and runs [`reconcile`]
+//!   per pod (never concurrently for one pod);
+//! - a second watch sends force-deleted pods straight to the provider;
 //! - [`watch_provider`] consumes WatchPods into the provider view and triggers reconciles.
 //!
-//! A periodic sweep deletes provider pods whose API object is gone.
+//! - a periodic sweep deletes provider pods whose API object is gone.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -24,7 +24,7 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Action,
         events::{Event as KubeEvent, EventType, Recorder, Reporter},
-        reflector::{self, ObjectRef, Store},
+        reflector::{ObjectRef, Store},
         watcher,
     },
 };
@@ -179,6 +179,13 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error
         // Deciding before the provider's snapshot could re-create pods that already run.
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
+    tracing::debug!(
+        pod = %format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()),
+        %uid,
+        deleting = pod.metadata.deletion_timestamp.is_some(),
+        known = ?known.as_ref().map(|k| (k.gone, k.delete_requested)),
+        "reconcile"
+    );
     let pod_ref = resolve::pod_ref(&pod);
     let result = if pod.metadata.deletion_timestamp.is_some() {
         delete(&pod, &ctx, &uid, pod_ref, known).await
@@ -436,6 +443,7 @@ async fn watch_provider(
                     let _ = trigger.send(object_ref(&r));
                 }
                 Some(watch_pods_event::Event::Deleted(r)) => {
+                    tracing::debug!(pod = %format!("{}/{}", r.namespace, r.name), uid = %r.uid, "provider: deleted");
                     if let Some(entry) = lock(&ctx.view).pods.get_mut(&r.uid) {
                         entry.gone = true;
                     }
@@ -525,34 +533,30 @@ async fn delete_orphan(ctx: &Context, r: pb::PodRef) {
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let selector = format!("spec.nodeName={}", ctx.cfg.node_name);
-    let (store, writer) = reflector::store_shared(1024);
-    let Some(subscriber) = writer.subscribe() else {
-        tracing::error!("shared reflector store without subscriber; this is a bug");
-        return;
-    };
+    let wc = watcher::Config::default().fields(&selector);
+    let controller = Controller::new_with(api.clone(), wc.clone(), ());
+    let store = controller.store();
     let (trigger_tx, trigger_rx) = mpsc::unbounded_channel();
 
-    // The watch: feeds the store and, on Delete, the provider (force-deleted pods).
+    // A second, light watch sends force-deleted pods (gone before we could reconcile their
+    // deletion) straight to the provider.
     let watch_ctx = ctx.clone();
-    let watch = watcher(api, watcher::Config::default().fields(&selector))
-        .default_backoff()
-        .reflect_shared(writer)
-        .for_each(move |event| {
-            let ctx = watch_ctx.clone();
-            async move {
-                match event {
-                    Ok(watcher::Event::Delete(pod)) => {
-                        let uid = pod.uid().unwrap_or_default();
-                        let (_, known) = ctx.known(&uid);
-                        if known.is_some_and(|k| !k.gone) {
-                            delete_orphan(&ctx, resolve::pod_ref(&pod)).await;
-                        }
+    let deletes = watcher(api, wc).default_backoff().for_each(move |event| {
+        let ctx = watch_ctx.clone();
+        async move {
+            match event {
+                Ok(watcher::Event::Delete(pod)) => {
+                    let uid = pod.uid().unwrap_or_default();
+                    let (_, known) = ctx.known(&uid);
+                    if known.is_some_and(|k| !k.gone) {
+                        delete_orphan(&ctx, resolve::pod_ref(&pod)).await;
                     }
-                    Ok(_) => {}
-                    Err(err) => tracing::warn!(%err, "pod watch error"),
                 }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(%err, "pod watch error"),
             }
-        });
+        }
+    });
 
     let provider_watch = watch_provider(ctx.clone(), store.clone(), trigger_tx, shutdown.clone());
 
@@ -582,7 +586,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         }
     };
 
-    let controller = Controller::for_shared_stream(subscriber, store)
+    let controller = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.cfg.workers))
         .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(
             trigger_rx,
@@ -591,12 +595,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {});
 
-    let watch = async {
+    let deletes = async {
         tokio::select! {
             () = shutdown.cancelled() => {}
-            () = watch => tracing::warn!("pod watch ended"),
+            () = deletes => tracing::warn!("pod delete watch ended"),
         }
     };
     // All four run together; the controller drains in-flight reconciles on shutdown.
-    tokio::join!(watch, controller, provider_watch, sweeper);
+    tokio::join!(deletes, controller, provider_watch, sweeper);
 }

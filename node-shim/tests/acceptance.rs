@@ -38,7 +38,6 @@ async fn running(pods: &Api<Pod>, selector: &str) -> anyhow::Result<BTreeMap<Str
 async fn acceptance_manifests_run_scale_and_delete() -> anyhow::Result<()> {
     vk_testkit::init_test_logging();
     let cp = ControlPlane::start().await?;
-    let client = cp.client().await?;
     let dir = tempfile::tempdir()?;
     // The AKS/ACI walk-throughs' node: the provider taint plus azure.com/aci.
     let aci = start_node(
@@ -56,6 +55,16 @@ async fn acceptance_manifests_run_scale_and_delete() -> anyhow::Result<()> {
         &["--taint-key=alibabacloud.com/eci"],
     )
     .await?;
+    let result = scenario(&cp, &aci, &eci).await;
+    support::with_logs(result, &[&aci, &eci])
+}
+
+async fn scenario(
+    cp: &ControlPlane,
+    aci: &support::VirtualNode,
+    eci: &support::VirtualNode,
+) -> anyhow::Result<()> {
+    let client = cp.client().await?;
 
     for file in [
         "aci-helloworld-deployment.yaml",
@@ -63,7 +72,7 @@ async fn acceptance_manifests_run_scale_and_delete() -> anyhow::Result<()> {
         "eci-nginx-pod.yaml",
         "wordpress-env-grace.yaml",
     ] {
-        kubectl(&cp, &["apply", "-f", &example(file)])?;
+        kubectl(cp, &["apply", "-f", &example(file)])?;
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let want = |sel: &'static str, node: Option<&'static str>, n: usize| {
@@ -117,9 +126,9 @@ async fn acceptance_manifests_run_scale_and_delete() -> anyhow::Result<()> {
     assert_eq!(wp.termination_grace_period_seconds, Some(40));
 
     // Scale to 100 and back to 3: exactly 3 left in the provider.
-    kubectl(&cp, &["scale", "deployment/aks-sample", "--replicas=100"])?;
+    kubectl(cp, &["scale", "deployment/aks-sample", "--replicas=100"])?;
     want("app=aks-sample", Some("vk-aci"), 100).await?;
-    kubectl(&cp, &["scale", "deployment/aks-sample", "--replicas=3"])?;
+    kubectl(cp, &["scale", "deployment/aks-sample", "--replicas=3"])?;
     want("app=aks-sample", Some("vk-aci"), 3).await?;
     eventually(SLOW, "3 aks-sample pods in the provider", || async {
         let n = aci
@@ -139,7 +148,7 @@ async fn acceptance_manifests_run_scale_and_delete() -> anyhow::Result<()> {
         "eci-nginx-pod.yaml",
         "wordpress-env-grace.yaml",
     ] {
-        kubectl(&cp, &["delete", "--wait=false", "-f", &example(file)])?;
+        kubectl(cp, &["delete", "--wait=false", "-f", &example(file)])?;
     }
     eventually(SLOW, "providers and API empty", || async {
         let api_left = pods.list(&ListParams::default()).await?.items.len();

@@ -63,6 +63,7 @@ struct State {
     settings: Mutex<Settings>,
     transient_failures: AtomicU32,
     calls: Mutex<HashMap<&'static str, usize>>,
+    delete_graces: Mutex<HashMap<String, Option<i64>>>,
     next_ip: AtomicUsize,
     events: broadcast::Sender<WatchPodsEvent>,
     node_info: Mutex<NodeInfo>,
@@ -122,6 +123,7 @@ impl Control {
                 }),
                 transient_failures: AtomicU32::new(0),
                 calls: Mutex::default(),
+                delete_graces: Mutex::default(),
                 next_ip: AtomicUsize::new(1),
                 events,
                 node_info: Mutex::new(node_info),
@@ -228,6 +230,28 @@ impl Control {
         } as i32;
         let _ = self.state.events.send(status_event(&stored.status));
         true
+    }
+
+    /// Reports `phase` for a pod as if the cloud said so (e.g. a bogus Pending for a running pod, to
+    /// check that the shim never moves status backwards).
+    pub fn report_phase(&self, uid: &str, phase: PodPhase) -> bool {
+        let mut pods = lock(&self.state.pods);
+        let Some(stored) = pods.get_mut(uid) else {
+            return false;
+        };
+        stored.status.phase = phase as i32;
+        if phase == PodPhase::Pending {
+            for c in &mut stored.status.container_statuses {
+                c.ready = false;
+            }
+        }
+        let _ = self.state.events.send(status_event(&stored.status));
+        true
+    }
+
+    /// The grace period of the last DeletePod for `uid` (`None` if never deleted or not given).
+    pub fn last_delete_grace(&self, uid: &str) -> Option<i64> {
+        lock(&self.state.delete_graces).get(uid).copied().flatten()
     }
 
     /// How many times `rpc` (see [`rpc`]) was called.
@@ -502,6 +526,7 @@ impl podprovider_proto::PodProvider for TestProvider {
         self.transient_failure()?;
         let req = request.into_inner();
         let uid = require_ref(req.pod_ref.as_ref())?.uid.clone();
+        lock(&self.state.delete_graces).insert(uid.clone(), req.grace_period_seconds);
         let stop_delay = lock(&self.state.settings).stop_delay;
         let grace = {
             let pods = lock(&self.state.pods);

@@ -33,7 +33,25 @@ pub async fn start_node(
     let socket = dir.join(format!("{name}.sock"));
     let control = Control::new();
     let server = control.serve(ListenAddr::Unix(socket.clone())).await?;
-    let shim = ManagedProcess::spawn(
+    let shim = spawn_shim(cp, dir, name, &socket, extra_args)?;
+    Ok(VirtualNode {
+        name: name.to_owned(),
+        control,
+        server: Some(server),
+        shim,
+        socket,
+    })
+}
+
+/// Starts a shim process for node `name` talking to the provider on `socket`.
+pub fn spawn_shim(
+    cp: &ControlPlane,
+    dir: &Path,
+    name: &str,
+    socket: &Path,
+    extra_args: &[&str],
+) -> anyhow::Result<ManagedProcess> {
+    ManagedProcess::spawn(
         &format!("node-shim-{name}"),
         Command::new(Path::new(env!("CARGO_BIN_EXE_node-shim")))
             .arg(format!("--node-name={name}"))
@@ -44,14 +62,7 @@ pub async fn start_node(
             .args(extra_args)
             .env("RUST_LOG", "info,node_shim=debug"),
         dir,
-    )?;
-    Ok(VirtualNode {
-        name: name.to_owned(),
-        control,
-        server: Some(server),
-        shim,
-        socket,
-    })
+    )
 }
 
 /// Runs kubectl against the control plane; fails with its output unless it succeeds.
@@ -76,3 +87,20 @@ pub fn example(file: &str) -> String {
 
 /// Generous deadline for things the control plane and shim do in seconds.
 pub const SLOW: Duration = Duration::from_secs(120);
+
+/// Adds the last lines of each shim's log to a failing result, so CI output shows what they did.
+pub fn with_logs<T>(result: anyhow::Result<T>, nodes: &[&VirtualNode]) -> anyhow::Result<T> {
+    result.map_err(|err| {
+        let logs: Vec<String> = nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {} log (excerpt) ---\n{}",
+                    n.name,
+                    n.shim.log_excerpt(60)
+                )
+            })
+            .collect();
+        err.context(logs.join("\n"))
+    })
+}

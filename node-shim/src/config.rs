@@ -23,7 +23,7 @@ pub struct Config {
     #[arg(long, env = "NODE_NAME", default_value = "virtual-kubelet")]
     pub node_name: String,
 
-    /// The provider's gRPC endpoint: http://HOST:PORT, https://HOST:PORT or unix:/PATH.
+    /// The provider's gRPC endpoint: http://HOST:PORT or unix:/PATH (the provider is a sidecar).
     #[arg(
         long,
         env = "PROVIDER_ENDPOINT",

@@ -267,8 +267,8 @@ async fn create(pod: &Pod, ctx: &Context, uid: &str) -> Result<Action, Error> {
                 "Create",
             )
             .await;
-            ctx.write_status(pod, status::to_kubernetes(pod, &s, &ctx.host_ip))
-                .await?;
+            // No status write here: the provider pushes the new pod's status on WatchPods, which
+            // triggers the next reconcile; writing now would cost a second API write per pod.
             Ok(Action::await_change())
         }
         Err(st) if st.code() == Code::InvalidArgument => {

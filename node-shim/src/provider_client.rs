@@ -20,7 +20,8 @@ pub struct EndpointError {
 /// Largest message in either direction (resolved pods carry file contents).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Builds a lazily connecting client for `endpoint`, with `timeout` on every call.
+/// Builds a lazily connecting client for `endpoint` (`http://HOST:PORT` or `unix:/PATH`), with
+/// `timeout` on every call.
 pub fn connect(endpoint: &str, timeout: Duration) -> Result<ProviderClient, EndpointError> {
     let err = |reason: String| EndpointError {
         endpoint: endpoint.to_owned(),
@@ -45,7 +46,13 @@ pub fn connect(endpoint: &str, timeout: Duration) -> Result<ProviderClient, Endp
                     Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
                 }
             }))
-    } else if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+    } else if endpoint.starts_with("https://") {
+        // The provider runs beside the shim (sidecar, loopback or unix socket); TLS is not built in.
+        return Err(err(
+            "https is not supported yet: use http://127.0.0.1:PORT or unix:/PATH for the sidecar"
+                .into(),
+        ));
+    } else if endpoint.starts_with("http://") {
         Endpoint::from_shared(endpoint.to_owned())
             .map_err(|e| err(e.to_string()))?
             .timeout(timeout)
@@ -54,11 +61,25 @@ pub fn connect(endpoint: &str, timeout: Duration) -> Result<ProviderClient, Endp
             .keep_alive_while_idle(true)
             .connect_lazy()
     } else {
-        return Err(err(
-            "expected http://HOST:PORT, https://HOST:PORT or unix:/PATH".into(),
-        ));
+        return Err(err("expected http://HOST:PORT or unix:/PATH".into()));
     };
     Ok(PodProviderClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn endpoints() {
+        let t = Duration::from_secs(1);
+        assert!(connect("http://127.0.0.1:50051", t).is_ok());
+        assert!(connect("unix:/run/provider.sock", t).is_ok());
+        for bad in ["https://p:1", "unix:", "127.0.0.1:50051", "grpc://x"] {
+            let err = connect(bad, t).expect_err(bad).to_string();
+            assert!(err.contains("invalid provider endpoint"), "{err}");
+        }
+    }
 }

@@ -214,16 +214,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error
 async fn create(pod: &Pod, ctx: &Context, uid: &str) -> Result<Action, Error> {
     let resolved = match resolve::resolve(&ctx.client, pod, &ctx.host_ip).await {
         Ok(r) => r,
-        Err(resolve::Error::Invalid(msg)) => {
-            ctx.event(pod, true, "ProviderFailed", msg.clone(), "Create")
-                .await;
-            ctx.write_status(
-                pod,
-                status::failed(pod, "ProviderFailed", &msg, &ctx.host_ip),
-            )
-            .await?;
-            return Ok(Action::await_change());
-        }
+        Err(resolve::Error::Invalid(msg)) => return fail(pod, ctx, "ProviderFailed", &msg).await,
         Err(err) => {
             ctx.event(pod, true, err.reason(), err.to_string(), "Create")
                 .await;
@@ -272,15 +263,7 @@ async fn create(pod: &Pod, ctx: &Context, uid: &str) -> Result<Action, Error> {
             Ok(Action::await_change())
         }
         Err(st) if st.code() == Code::InvalidArgument => {
-            let msg = st.message().to_owned();
-            ctx.event(pod, true, "ProviderFailed", msg.clone(), "Create")
-                .await;
-            ctx.write_status(
-                pod,
-                status::failed(pod, "ProviderFailed", &msg, &ctx.host_ip),
-            )
-            .await?;
-            Ok(Action::await_change())
+            fail(pod, ctx, "ProviderFailed", st.message()).await
         }
         Err(status) => Err(Error::Provider {
             call: "CreatePod",
@@ -289,13 +272,23 @@ async fn create(pod: &Pod, ctx: &Context, uid: &str) -> Result<Action, Error> {
     }
 }
 
-async fn lost(pod: &Pod, ctx: &Context) -> Result<Action, Error> {
-    let msg = "the provider no longer runs this pod".to_owned();
-    ctx.event(pod, true, "ProviderLost", msg.clone(), "Sync")
+/// The pod cannot run: a Warning event and a terminal Failed status with `reason` and `message`.
+async fn fail(pod: &Pod, ctx: &Context, reason: &str, message: &str) -> Result<Action, Error> {
+    ctx.event(pod, true, reason, message.to_owned(), "Create")
         .await;
-    ctx.write_status(pod, status::failed(pod, "ProviderLost", &msg, &ctx.host_ip))
+    ctx.write_status(pod, status::failed(pod, reason, message, &ctx.host_ip))
         .await?;
     Ok(Action::await_change())
+}
+
+async fn lost(pod: &Pod, ctx: &Context) -> Result<Action, Error> {
+    fail(
+        pod,
+        ctx,
+        "ProviderLost",
+        "the provider no longer runs this pod",
+    )
+    .await
 }
 
 async fn delete(

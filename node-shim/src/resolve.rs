@@ -168,6 +168,22 @@ pub async fn resolve(client: &Client, pod: &k8s::Pod, host_ip: &str) -> Result<R
         volumes.push(volume(&mut sources, v, &mut warnings).await?);
     }
 
+    let mut registry_credentials = Vec::new();
+    for r in spec.image_pull_secrets.iter().flatten() {
+        match sources.secret(&r.name).await? {
+            Some(data) => registry_credentials.extend(registry_credentials_from(data)),
+            // As the kubelet: pulling may still work (public image), so warn and go on.
+            None => warnings.push(Warning {
+                reason: "FailedToRetrieveImagePullSecret",
+                message: format!(
+                    "image pull secret {ns}/{} was not found",
+                    r.name,
+                    ns = namespace
+                ),
+            }),
+        }
+    }
+
     let meta = &pod.metadata;
     let resolved = pb::Pod {
         pod_ref: Some(pod_ref(pod)),
@@ -222,7 +238,7 @@ pub async fn resolve(client: &Client, pod: &k8s::Pod, host_ip: &str) -> Result<R
             .clone()
             .unwrap_or_else(|| meta.name.clone().unwrap_or_default()),
         subdomain: spec.subdomain.clone().unwrap_or_default(),
-        registry_credentials: Vec::new(),
+        registry_credentials,
         security_context: None,
         os: spec
             .os
@@ -240,6 +256,53 @@ pub async fn resolve(client: &Client, pod: &k8s::Pod, host_ip: &str) -> Result<R
         pod: resolved,
         warnings,
     })
+}
+
+/// Registry credentials from a `kubernetes.io/dockerconfigjson` (`.dockerconfigjson`) or
+/// `kubernetes.io/dockercfg` (`.dockercfg`) Secret's data; entries without usable credentials are
+/// skipped. Malformed JSON yields nothing (the pull may still work for public images).
+pub fn registry_credentials_from(data: &BTreeMap<String, Vec<u8>>) -> Vec<pb::RegistryCredential> {
+    use base64::Engine;
+    let auths = if let Some(raw) = data.get(".dockerconfigjson") {
+        serde_json::from_slice::<serde_json::Value>(raw)
+            .ok()
+            .and_then(|v| v.get("auths").cloned())
+    } else if let Some(raw) = data.get(".dockercfg") {
+        serde_json::from_slice::<serde_json::Value>(raw).ok()
+    } else {
+        None
+    };
+    let Some(serde_json::Value::Object(auths)) = auths else {
+        return Vec::new();
+    };
+    let field = |v: &serde_json::Value, k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    auths
+        .iter()
+        .filter_map(|(server, entry)| {
+            let (mut username, mut password) = (field(entry, "username"), field(entry, "password"));
+            if username.is_empty() {
+                // `auth` is base64("user:password").
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(field(entry, "auth"))
+                    .ok()?;
+                let text = String::from_utf8(decoded).ok()?;
+                let (u, p) = text.split_once(':')?;
+                (username, password) = (u.to_owned(), p.to_owned());
+            }
+            let identity_token = field(entry, "identitytoken");
+            (!username.is_empty() || !identity_token.is_empty()).then(|| pb::RegistryCredential {
+                server: server.clone(),
+                username,
+                password,
+                identity_token,
+            })
+        })
+        .collect()
 }
 
 /// The contract's identity of a Kubernetes pod.
@@ -822,6 +885,36 @@ mod tests {
         assert_eq!(expand("$$(A)", &vars), "$(A)");
         assert_eq!(expand("cost: $5 $(A", &vars), "cost: $5 $(A");
         assert_eq!(expand("plain", &vars), "plain");
+    }
+
+    #[test]
+    fn registry_credentials_from_docker_configs() {
+        let json = br#"{"auths": {"reg.example.com": {"username": "u", "password": "p"},
+            "other.io": {"auth": "YWxpY2U6czNjcjN0"}, "empty.io": {}}}"#;
+        let data: BTreeMap<String, Vec<u8>> =
+            [(".dockerconfigjson".to_owned(), json.to_vec())].into();
+        let mut creds = registry_credentials_from(&data);
+        creds.sort_by(|a, b| a.server.cmp(&b.server));
+        let got: Vec<_> = creds
+            .iter()
+            .map(|c| (c.server.as_str(), c.username.as_str(), c.password.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("other.io", "alice", "s3cr3t"),
+                ("reg.example.com", "u", "p")
+            ]
+        );
+        let legacy: BTreeMap<String, Vec<u8>> = [(
+            ".dockercfg".to_owned(),
+            br#"{"r.io": {"username": "x", "password": "y"}}"#.to_vec(),
+        )]
+        .into();
+        assert_eq!(registry_credentials_from(&legacy).len(), 1);
+        let garbage: BTreeMap<String, Vec<u8>> =
+            [(".dockerconfigjson".to_owned(), b"{".to_vec())].into();
+        assert!(registry_credentials_from(&garbage).is_empty());
     }
 
     #[test]

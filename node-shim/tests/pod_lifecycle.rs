@@ -125,7 +125,19 @@ async fn env_is_resolved_and_missing_sources_become_events() -> anyhow::Result<(
         ],
     )?;
 
-    let spec = serde_json::json!({"containers": [{
+    support::kubectl(
+        &cp,
+        &[
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            "--docker-server=reg.example.com",
+            "--docker-username=robot",
+            "--docker-password=pull-token",
+        ],
+    )?;
+    let spec = serde_json::json!({"imagePullSecrets": [{"name": "regcred"}, {"name": "no-such-secret"}], "containers": [{
         "name": "c", "image": "busybox",
         "command": ["echo", "$(GREETING)", "$(MISSING)"],
         "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}},
@@ -176,6 +188,13 @@ async fn env_is_resolved_and_missing_sources_become_events() -> anyhow::Result<(
         assert_eq!(env.get(k), Some(&(v, sensitive)), "env {k}");
     }
     assert!(!env.contains_key("OPT"));
+    let creds: Vec<_> = got
+        .registry_credentials
+        .iter()
+        .map(|c| (c.server.as_str(), c.username.as_str(), c.password.as_str()))
+        .collect();
+    assert_eq!(creds, [("reg.example.com", "robot", "pull-token")]);
+    wait_event(&events, "env-full", "FailedToRetrieveImagePullSecret").await?;
     assert_eq!(c.command, ["echo", "hello-1", "$(MISSING)"]);
     wait_event(&events, "env-full", "OptionalConfigMapNotFound").await?;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use podprovider_proto::PodProviderClient;
+use podprovider_proto::{MAX_MESSAGE_BYTES, PodProviderClient};
 use tonic::transport::{Channel, Endpoint};
 
 /// A provider client; cheap to clone (one shared HTTP/2 connection).
@@ -16,9 +16,6 @@ pub struct EndpointError {
     endpoint: String,
     reason: String,
 }
-
-/// Largest message in either direction (resolved pods carry file contents).
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Builds a lazily connecting client for `endpoint` (`http://HOST:PORT` or `unix:/PATH`), with
 /// `timeout` on every call.

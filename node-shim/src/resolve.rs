@@ -67,74 +67,124 @@ pub struct Resolved {
     pub warnings: Vec<Warning>,
 }
 
+/// The two Kubernetes objects pods take values from; they differ only in these respects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    ConfigMap,
+    Secret,
+}
+
+type Data = BTreeMap<String, Vec<u8>>;
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Self::ConfigMap => "ConfigMap",
+            Self::Secret => "Secret",
+        }
+    }
+
+    /// Secret values must travel flagged so providers use the cloud's secure fields.
+    fn sensitive(self) -> bool {
+        self == Self::Secret
+    }
+
+    fn optional_reason(self) -> &'static str {
+        match self {
+            Self::ConfigMap => "OptionalConfigMapNotFound",
+            Self::Secret => "OptionalSecretNotFound",
+        }
+    }
+
+    fn missing(self, message: String) -> Error {
+        match self {
+            Self::ConfigMap => Error::MandatoryConfigMapNotFound(message),
+            Self::Secret => Error::MandatorySecretNotFound(message),
+        }
+    }
+}
+
 /// Reads ConfigMaps and Secrets once per resolution.
 struct Sources {
-    configmaps: Api<ConfigMap>,
-    secrets: Api<Secret>,
+    client: Client,
     namespace: String,
-    cm_cache: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
-    secret_cache: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
+    cache: HashMap<(Kind, String), Option<Data>>,
 }
 
 impl Sources {
-    async fn configmap(&mut self, name: &str) -> Result<Option<&BTreeMap<String, Vec<u8>>>, Error> {
-        if !self.cm_cache.contains_key(name) {
-            let cm = self
-                .configmaps
-                .get_opt(name)
-                .await
-                .map_err(|source| Error::Kube {
-                    what: format!("ConfigMap {}/{name}", self.namespace),
-                    source,
-                })?;
-            let data = cm.map(|cm| {
-                let mut data: BTreeMap<String, Vec<u8>> = cm
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect();
-                data.extend(
-                    cm.binary_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, ByteString(v))| (k, v)),
-                );
-                data
-            });
-            self.cm_cache.insert(name.to_owned(), data);
-        }
-        Ok(self.cm_cache.get(name).and_then(Option::as_ref))
+    fn describe(&self, kind: Kind, name: &str) -> String {
+        format!("{} {}/{name}", kind.label(), self.namespace)
     }
 
-    async fn secret(&mut self, name: &str) -> Result<Option<&BTreeMap<String, Vec<u8>>>, Error> {
-        if !self.secret_cache.contains_key(name) {
-            let secret = self
-                .secrets
-                .get_opt(name)
-                .await
-                .map_err(|source| Error::Kube {
-                    what: format!("Secret {}/{name}", self.namespace),
-                    source,
-                })?;
-            let data = secret.map(|s| {
-                let mut data: BTreeMap<String, Vec<u8>> = s
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, ByteString(v))| (k, v))
-                    .collect();
-                data.extend(
-                    s.string_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_bytes())),
-                );
-                data
-            });
-            self.secret_cache.insert(name.to_owned(), data);
+    async fn get(&mut self, kind: Kind, name: &str) -> Result<Option<&Data>, Error> {
+        let key = (kind, name.to_owned());
+        if !self.cache.contains_key(&key) {
+            let what = self.describe(kind, name);
+            let fail = |source| Error::Kube { what, source };
+            let ns = &self.namespace;
+            let data = match kind {
+                Kind::ConfigMap => Api::<ConfigMap>::namespaced(self.client.clone(), ns)
+                    .get_opt(name)
+                    .await
+                    .map_err(fail)?
+                    .map(|cm| {
+                        let text = cm
+                            .data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into_bytes()));
+                        let binary = cm
+                            .binary_data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, ByteString(v))| (k, v));
+                        text.chain(binary).collect()
+                    }),
+                Kind::Secret => Api::<Secret>::namespaced(self.client.clone(), ns)
+                    .get_opt(name)
+                    .await
+                    .map_err(fail)?
+                    .map(|s| {
+                        let data = s
+                            .data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, ByteString(v))| (k, v));
+                        let text = s
+                            .string_data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into_bytes()));
+                        data.chain(text).collect()
+                    }),
+            };
+            self.cache.insert(key.clone(), data);
         }
-        Ok(self.secret_cache.get(name).and_then(Option::as_ref))
+        Ok(self.cache.get(&key).and_then(Option::as_ref))
+    }
+
+    /// The object's data; a missing optional object is a warning and `None`, a missing mandatory
+    /// one an error. `what` says who refers to it, e.g. "env X of container c".
+    async fn lookup(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        optional: bool,
+        what: &str,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Option<Data>, Error> {
+        let described = self.describe(kind, name);
+        match self.get(kind, name).await?.cloned() {
+            Some(data) => Ok(Some(data)),
+            None if optional => {
+                warnings.push(Warning {
+                    reason: kind.optional_reason(),
+                    message: format!("optional {described} ({what}) was not found"),
+                });
+                Ok(None)
+            }
+            None => Err(kind.missing(format!("{described} ({what}) not found"))),
+        }
     }
 }
 
@@ -146,11 +196,9 @@ pub async fn resolve(client: &Client, pod: &k8s::Pod, host_ip: &str) -> Result<R
         .clone()
         .unwrap_or_else(|| "default".into());
     let mut sources = Sources {
-        configmaps: Api::namespaced(client.clone(), &namespace),
-        secrets: Api::namespaced(client.clone(), &namespace),
+        client: client.clone(),
         namespace: namespace.clone(),
-        cm_cache: HashMap::new(),
-        secret_cache: HashMap::new(),
+        cache: HashMap::new(),
     };
     let spec = pod.spec.clone().unwrap_or_default();
     let mut warnings = Vec::new();
@@ -170,7 +218,7 @@ pub async fn resolve(client: &Client, pod: &k8s::Pod, host_ip: &str) -> Result<R
 
     let mut registry_credentials = Vec::new();
     for r in spec.image_pull_secrets.iter().flatten() {
-        match sources.secret(&r.name).await? {
+        match sources.get(Kind::Secret, &r.name).await? {
             Some(data) => registry_credentials.extend(registry_credentials_from(data)),
             // As the kubelet: pulling may still work (public image), so warn and go on.
             None => warnings.push(Warning {
@@ -466,52 +514,25 @@ async fn env(
     host_ip: &str,
     warnings: &mut Vec<Warning>,
 ) -> Result<Vec<pb::EnvVar>, Error> {
-    let ns = sources.namespace.clone();
     let mut env: Vec<pb::EnvVar> = Vec::new();
 
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
-        if let Some(r) = &from.config_map_ref {
-            let optional = r.optional.unwrap_or(false);
-            match sources.configmap(&r.name).await? {
-                Some(data) => {
-                    for (k, v) in data.clone() {
-                        push_env(&mut env, format!("{prefix}{k}"), utf8(&v), false);
-                    }
-                }
-                None if optional => warnings.push(Warning {
-                    reason: "OptionalConfigMapNotFound",
-                    message: format!(
-                        "optional ConfigMap {ns}/{} for envFrom was not found",
-                        r.name
-                    ),
-                }),
-                None => {
-                    return Err(Error::MandatoryConfigMapNotFound(format!(
-                        "ConfigMap {ns}/{} (envFrom of container {}) not found",
-                        r.name, c.name
-                    )));
-                }
-            }
-        }
-        if let Some(r) = &from.secret_ref {
-            let optional = r.optional.unwrap_or(false);
-            match sources.secret(&r.name).await? {
-                Some(data) => {
-                    for (k, v) in data.clone() {
-                        push_env(&mut env, format!("{prefix}{k}"), utf8(&v), true);
-                    }
-                }
-                None if optional => warnings.push(Warning {
-                    reason: "OptionalSecretNotFound",
-                    message: format!("optional Secret {ns}/{} for envFrom was not found", r.name),
-                }),
-                None => {
-                    return Err(Error::MandatorySecretNotFound(format!(
-                        "Secret {ns}/{} (envFrom of container {}) not found",
-                        r.name, c.name
-                    )));
-                }
+        let refs = [
+            from.config_map_ref
+                .as_ref()
+                .map(|r| (Kind::ConfigMap, &r.name, r.optional)),
+            from.secret_ref
+                .as_ref()
+                .map(|r| (Kind::Secret, &r.name, r.optional)),
+        ];
+        for (kind, name, optional) in refs.into_iter().flatten() {
+            let what = format!("envFrom of container {}", c.name);
+            let data = sources
+                .lookup(kind, name, optional.unwrap_or(false), &what, warnings)
+                .await?;
+            for (k, v) in data.into_iter().flatten() {
+                push_env(&mut env, format!("{prefix}{k}"), utf8(&v), kind.sensitive());
             }
         }
     }
@@ -526,59 +547,38 @@ async fn env(
             push_env(&mut env, var.name.clone(), value, false);
             continue;
         };
-        if let Some(r) = &source.config_map_key_ref {
-            let optional = r.optional.unwrap_or(false);
-            let value = sources
-                .configmap(&r.name)
+        let key_ref = source
+            .config_map_key_ref
+            .as_ref()
+            .map(|r| (Kind::ConfigMap, &r.name, &r.key, r.optional))
+            .or_else(|| {
+                source
+                    .secret_key_ref
+                    .as_ref()
+                    .map(|r| (Kind::Secret, &r.name, &r.key, r.optional))
+            });
+        if let Some((kind, name, key, optional)) = key_ref {
+            let optional = optional.unwrap_or(false);
+            let what = format!("env {} of container {}", var.name, c.name);
+            let Some(data) = sources
+                .lookup(kind, name, optional, &what, warnings)
                 .await?
-                .map(|d| d.get(&r.key).cloned());
-            match value {
-                Some(Some(v)) => push_env(&mut env, var.name.clone(), utf8(&v), false),
-                _ if optional => warnings.push(Warning {
-                    reason: "OptionalConfigMapNotFound",
+            else {
+                continue;
+            };
+            match data.get(key) {
+                Some(v) => push_env(&mut env, var.name.clone(), utf8(v), kind.sensitive()),
+                None if optional => warnings.push(Warning {
+                    reason: kind.optional_reason(),
                     message: format!(
-                        "optional ConfigMap {ns}/{} key {} for env {} was not found",
-                        r.name, r.key, var.name
+                        "key {key} not found in optional {} ({what})",
+                        sources.describe(kind, name)
                     ),
                 }),
                 None => {
-                    return Err(Error::MandatoryConfigMapNotFound(format!(
-                        "ConfigMap {ns}/{} (env {} of container {}) not found",
-                        r.name, var.name, c.name
-                    )));
-                }
-                Some(None) => {
-                    return Err(Error::MandatoryConfigMapNotFound(format!(
-                        "key {} not found in ConfigMap {ns}/{} (env {} of container {})",
-                        r.key, r.name, var.name, c.name
-                    )));
-                }
-            }
-        } else if let Some(r) = &source.secret_key_ref {
-            let optional = r.optional.unwrap_or(false);
-            let value = sources
-                .secret(&r.name)
-                .await?
-                .map(|d| d.get(&r.key).cloned());
-            match value {
-                Some(Some(v)) => push_env(&mut env, var.name.clone(), utf8(&v), true),
-                _ if optional => warnings.push(Warning {
-                    reason: "OptionalSecretNotFound",
-                    message: format!(
-                        "optional Secret {ns}/{} key {} for env {} was not found",
-                        r.name, r.key, var.name
-                    ),
-                }),
-                None => {
-                    return Err(Error::MandatorySecretNotFound(format!(
-                        "Secret {ns}/{} (env {} of container {}) not found",
-                        r.name, var.name, c.name
-                    )));
-                }
-                Some(None) => {
-                    return Err(Error::MandatorySecretNotFound(format!(
-                        "key {} not found in Secret {ns}/{} (env {} of container {})",
-                        r.key, r.name, var.name, c.name
+                    return Err(kind.missing(format!(
+                        "key {key} not found in {} ({what})",
+                        sources.describe(kind, name)
                     )));
                 }
             }
@@ -717,7 +717,6 @@ async fn volume(
     warnings: &mut Vec<Warning>,
 ) -> Result<pb::Volume, Error> {
     use pb::volume::Source;
-    let ns = sources.namespace.clone();
     let source = if let Some(e) = &v.empty_dir {
         Source::EmptyDir(pb::EmptyDirVolume {
             medium: e.medium.clone().unwrap_or_default(),
@@ -727,74 +726,24 @@ async fn volume(
                 .and_then(|q| quantity::to_units(&q.0).ok()),
         })
     } else if let Some(cm) = &v.config_map {
-        let optional = cm.optional.unwrap_or(false);
-        let data = sources.configmap(&cm.name).await?.cloned();
-        let files = match data {
-            Some(data) => key_files(
-                &data,
-                cm.items.as_deref(),
-                false,
-                &format!("ConfigMap {ns}/{}", cm.name),
-            )
-            .map_err(Error::MandatoryConfigMapNotFound)?,
-            None if optional => {
-                warnings.push(Warning {
-                    reason: "OptionalConfigMapNotFound",
-                    message: format!(
-                        "optional ConfigMap {ns}/{} for volume {} was not found",
-                        cm.name, v.name
-                    ),
-                });
-                Vec::new()
-            }
-            None => {
-                return Err(Error::MandatoryConfigMapNotFound(format!(
-                    "ConfigMap {ns}/{} (volume {}) not found",
-                    cm.name, v.name
-                )));
-            }
-        };
-        Source::Files(pb::FilesVolume {
-            source: pb::FilesSource::ConfigMap as i32,
-            files,
-            default_mode: cm.default_mode,
-            token_expiration: None,
-        })
-    } else if let Some(s) = &v.secret {
-        let name = s.secret_name.clone().unwrap_or_default();
-        let optional = s.optional.unwrap_or(false);
-        let data = sources.secret(&name).await?.cloned();
-        let files = match data {
-            Some(data) => key_files(
-                &data,
-                s.items.as_deref(),
-                true,
-                &format!("Secret {ns}/{name}"),
-            )
-            .map_err(Error::MandatorySecretNotFound)?,
-            None if optional => {
-                warnings.push(Warning {
-                    reason: "OptionalSecretNotFound",
-                    message: format!(
-                        "optional Secret {ns}/{name} for volume {} was not found",
-                        v.name
-                    ),
-                });
-                Vec::new()
-            }
-            None => {
-                return Err(Error::MandatorySecretNotFound(format!(
-                    "Secret {ns}/{name} (volume {}) not found",
-                    v.name
-                )));
-            }
-        };
-        Source::Files(pb::FilesVolume {
-            source: pb::FilesSource::Secret as i32,
-            files,
-            default_mode: s.default_mode,
-            token_expiration: None,
-        })
+        let source = (
+            Kind::ConfigMap,
+            cm.name.as_str(),
+            cm.items.as_deref(),
+            cm.default_mode,
+            cm.optional,
+        );
+        files_volume(sources, v, source, warnings).await?
+    } else if let Some(sv) = &v.secret {
+        let name = sv.secret_name.as_deref().unwrap_or_default();
+        let source = (
+            Kind::Secret,
+            name,
+            sv.items.as_deref(),
+            sv.default_mode,
+            sv.optional,
+        );
+        files_volume(sources, v, source, warnings).await?
     } else if let Some(n) = &v.nfs {
         Source::Nfs(pb::NfsVolume {
             server: n.server.clone(),
@@ -818,21 +767,40 @@ async fn volume(
     })
 }
 
-/// Files for a ConfigMap/Secret volume: all keys, or the listed `items` (a missing listed key is
-/// an error naming it).
-fn key_files(
-    data: &BTreeMap<String, Vec<u8>>,
-    items: Option<&[k8s::KeyToPath]>,
-    sensitive: bool,
-    what: &str,
-) -> Result<Vec<pb::FileEntry>, String> {
-    match items {
-        Some(items) if !items.is_empty() => items
+/// A ConfigMap or Secret volume: `(kind, name, items, default mode, optional)`.
+type KeySource<'a> = (
+    Kind,
+    &'a str,
+    Option<&'a [k8s::KeyToPath]>,
+    Option<i32>,
+    Option<bool>,
+);
+
+/// A ConfigMap/Secret volume's files: all keys, or the listed `items` (a missing listed key is an
+/// error naming it). A missing optional object gives an empty volume.
+async fn files_volume(
+    sources: &mut Sources,
+    v: &k8s::Volume,
+    (kind, name, items, default_mode, optional): KeySource<'_>,
+    warnings: &mut Vec<Warning>,
+) -> Result<pb::volume::Source, Error> {
+    let what = format!("volume {}", v.name);
+    let data = sources
+        .lookup(kind, name, optional.unwrap_or(false), &what, warnings)
+        .await?;
+    let sensitive = kind.sensitive();
+    let files = match (data, items) {
+        (None, _) => Vec::new(),
+        (Some(data), Some(items)) if !items.is_empty() => items
             .iter()
             .map(|item| {
-                let content = data
-                    .get(&item.key)
-                    .ok_or_else(|| format!("key {} not found in {what}", item.key))?;
+                let content = data.get(&item.key).ok_or_else(|| {
+                    kind.missing(format!(
+                        "key {} not found in {} ({what})",
+                        item.key,
+                        sources.describe(kind, name)
+                    ))
+                })?;
                 Ok(pb::FileEntry {
                     path: item.path.clone(),
                     content: content.clone(),
@@ -840,17 +808,27 @@ fn key_files(
                     sensitive,
                 })
             })
-            .collect(),
-        _ => Ok(data
-            .iter()
-            .map(|(k, v)| pb::FileEntry {
-                path: k.clone(),
-                content: v.clone(),
+            .collect::<Result<_, Error>>()?,
+        (Some(data), _) => data
+            .into_iter()
+            .map(|(path, content)| pb::FileEntry {
+                path,
+                content,
                 mode: None,
                 sensitive,
             })
-            .collect()),
-    }
+            .collect(),
+    };
+    let source = match kind {
+        Kind::ConfigMap => pb::FilesSource::ConfigMap,
+        Kind::Secret => pb::FilesSource::Secret,
+    };
+    Ok(pb::volume::Source::Files(pb::FilesVolume {
+        source: source as i32,
+        files,
+        default_mode,
+        token_expiration: None,
+    }))
 }
 
 fn volume_kind(v: &k8s::Volume) -> &'static str {

@@ -193,9 +193,9 @@ pub fn to_kubernetes(pod: &k8s::Pod, s: &pb::PodStatus, host_ip: &str) -> k8s::P
     let terminal = is_terminal(Some(phase));
     let containers_ready = !terminal && !app.is_empty() && app.iter().all(|c| c.ready);
     let not_ready_reason = if terminal {
-        Some("PodCompleted")
+        "PodCompleted"
     } else {
-        Some("ContainersNotReady")
+        "ContainersNotReady"
     };
     let conditions = vec![
         condition(
@@ -209,14 +209,14 @@ pub fn to_kubernetes(pod: &k8s::Pod, s: &pb::PodStatus, host_ip: &str) -> k8s::P
             current,
             "Ready",
             containers_ready,
-            (!containers_ready).then_some(not_ready_reason).flatten(),
+            (!containers_ready).then_some(not_ready_reason),
             now,
         ),
         condition(
             current,
             "ContainersReady",
             containers_ready,
-            (!containers_ready).then_some(not_ready_reason).flatten(),
+            (!containers_ready).then_some(not_ready_reason),
             now,
         ),
         condition(current, "PodScheduled", true, None, now),

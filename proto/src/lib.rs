@@ -17,5 +17,9 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("podprovider_descriptor");
 
+/// Largest gRPC message either side sends or accepts: resolved pods carry ConfigMap and Secret
+/// contents (up to 1 MiB each in Kubernetes), so gRPC's 4 MiB default is too small.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 pub use v1::pod_provider_client::PodProviderClient;
 pub use v1::pod_provider_server::{PodProvider, PodProviderServer};

@@ -5,7 +5,7 @@
 use std::{future::Future, io};
 
 use clap::Args;
-use podprovider_proto::{FILE_DESCRIPTOR_SET, PodProvider, PodProviderServer};
+use podprovider_proto::{FILE_DESCRIPTOR_SET, MAX_MESSAGE_BYTES, PodProvider, PodProviderServer};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
@@ -46,10 +46,6 @@ pub enum Error {
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
-
-/// Largest gRPC message accepted or sent: resolved pods carry ConfigMap and Secret contents (up to
-/// 1 MiB each in Kubernetes), so the 4 MiB default is too small.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Serves `provider` on `addr` until `shutdown` completes, then drains in-flight calls.
 ///

@@ -117,6 +117,19 @@ async fn check_tcp_surface(bin: &Path, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts `bin` and asserts that each of `rpcs` (PodProvider method names) answers UNIMPLEMENTED.
+pub async fn check_unimplemented_rpcs(bin: &Path, rpcs: &[&str]) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let target = Target::Tcp(addr.clone());
+    let _provider =
+        start_provider(bin, &["--listen".into(), addr], &[], &target, dir.path()).await?;
+    for rpc in rpcs {
+        expect_unimplemented(&target, &format!("podprovider.v1.PodProvider/{rpc}"), "{}").await?;
+    }
+    Ok(())
+}
+
 /// Asserts that calling `method` with `body` answers UNIMPLEMENTED.
 pub async fn expect_unimplemented(target: &Target, method: &str, body: &str) -> anyhow::Result<()> {
     let out = grpcurl::run(target, &["-d", body], &[method]).await?;

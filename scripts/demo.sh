@@ -41,7 +41,23 @@ for _ in $(seq 1 120); do
 done
 grep -q '^ready' "$RUN/control-plane.out" || { echo "control plane did not start" >&2; exit 1; }
 
-declare -A PORTS=([fargate]=50051 [aci]=50052 [eci]=50053)
+# Preferred ports, unless taken (they lie in Linux's ephemeral range): then any free one.
+port() {
+  python3 - "$1" <<'PY'
+import socket, sys
+for candidate in (int(sys.argv[1]), 0):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", candidate))
+        print(s.getsockname()[1])
+        break
+    except OSError:
+        pass
+    finally:
+        s.close()
+PY
+}
+declare -A PORTS=([fargate]=$(port 50051) [aci]=$(port 50052) [eci]=$(port 50053))
 for p in fargate aci eci; do
   step "starting provider-$p on 127.0.0.1:${PORTS[$p]}"
   "$TARGET/provider-$p" --listen "127.0.0.1:${PORTS[$p]}" 2>"$RUN/provider-$p.log" &
@@ -62,9 +78,9 @@ cat <<MSG
 The demo is running.
 
   Kubernetes API:   $KUBECTL get namespaces
-  Providers (gRPC): $GRPCURL -plaintext 127.0.0.1:50051 list          # fargate
-                    $GRPCURL -plaintext 127.0.0.1:50052 describe podprovider.v1.PodProvider   # aci
-                    $GRPCURL -plaintext 127.0.0.1:50053 grpc.health.v1.Health/Check          # eci
+  Providers (gRPC): $GRPCURL -plaintext 127.0.0.1:${PORTS[fargate]} list          # fargate
+                    $GRPCURL -plaintext 127.0.0.1:${PORTS[aci]} describe podprovider.v1.PodProvider   # aci
+                    $GRPCURL -plaintext 127.0.0.1:${PORTS[eci]} grpc.health.v1.Health/Check          # eci
   Logs:             $RUN/*.log
 
 Virtual nodes (node-shim) join the demo as they are built. Stop with Ctrl-C.

@@ -5,8 +5,7 @@
 //! - `kube::runtime::Controller` watches pods with `spec.nodeName=<node>` and runs [`reconcile`]
 //!   per pod (never concurrently for one pod);
 //! - a second watch sends force-deleted pods straight to the provider;
-//! - [`watch_provider`] consumes WatchPods into the provider view and triggers reconciles.
-//!
+//! - [`watch_provider`] consumes WatchPods into the provider view and triggers reconciles;
 //! - a periodic sweep deletes provider pods whose API object is gone.
 
 use std::{

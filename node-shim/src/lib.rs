@@ -61,11 +61,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Error> 
     let client = kube_client(&cfg).await?;
     let provider = provider_client::connect(&cfg.provider_endpoint, cfg.provider_timeout)?;
     let node = node::NodeManager::new(client.clone(), provider.clone(), cfg.clone()).await?;
-    let pods = pods::Context::new(client, provider, cfg.clone());
     tracing::info!(node = %cfg.node_name, provider = %cfg.provider_endpoint, "node-shim starting");
-    let (node_result, ()) = tokio::join!(node.run(shutdown.clone()), async {
-        pods::run(pods, shutdown.clone()).await;
-    });
+    let (node_result, ()) = tokio::join!(
+        node.run(shutdown.clone()),
+        pods::run(client, provider, cfg.clone(), shutdown.clone())
+    );
     node_result?;
     tracing::info!("node-shim stopped");
     Ok(())

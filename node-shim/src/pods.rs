@@ -1,21 +1,23 @@
 //! The pod controller: pods bound to this node are created in the provider, their status follows
 //! the provider's WatchPods stream, and deletions wait for the provider before the API object goes.
 //!
-//! Four futures share one [`Context`]:
+//! Five futures share one [`Context`]:
 //! - `kube::runtime::Controller` watches pods with `spec.nodeName=<node>` and runs [`reconcile`]
 //!   per pod (never concurrently for one pod);
+//! - a reflector keeps the cluster's Services, for service-link environment variables;
 //! - a second watch sends force-deleted pods straight to the provider;
 //! - [`watch_provider`] consumes WatchPods into the provider view and triggers reconciles;
 //! - a periodic sweep deletes provider pods whose API object is gone.
 
 use std::{
     collections::{HashMap, HashSet},
+    hash::{DefaultHasher, Hash, Hasher},
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
+    time::{Duration, Instant, SystemTime},
 };
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, Preconditions},
@@ -23,13 +25,13 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Action,
         events::{Event as KubeEvent, EventType, Recorder, Reporter},
-        reflector::{ObjectRef, Store},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
 use podprovider_proto::v1::{
-    self as pb, CreatePodRequest, DeletePodRequest, ListPodsRequest, WatchPodsRequest,
-    watch_pods_event,
+    self as pb, CreatePodRequest, DeletePodRequest, ListPodsRequest, UpdatePodRequest,
+    WatchPodsRequest, watch_pods_event,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -68,6 +70,11 @@ struct Known {
     delete_requested: bool,
     /// The WatchPods connection that last saw it (or the create that made it).
     epoch: u64,
+    /// [`fingerprint`] of the spec last sent to the provider; `None` for a pod adopted after a
+    /// restart, until it is recorded.
+    sent: Option<u64>,
+    /// When its service-account tokens must be refreshed with an UpdatePod.
+    refresh_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -86,6 +93,7 @@ pub struct Context {
     view: Mutex<ProviderView>,
     failures: Mutex<HashMap<String, u32>>,
     host_ip: String,
+    services: Store<Service>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,8 +101,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Context {
-    /// A context for the node in `cfg`.
-    pub fn new(client: Client, provider: ProviderClient, cfg: Arc<Config>) -> Arc<Self> {
+    /// A context for the node in `cfg`; `services` is a reflector's store of the cluster's
+    /// Services.
+    fn new(
+        client: Client,
+        provider: ProviderClient,
+        cfg: Arc<Config>,
+        services: Store<Service>,
+    ) -> Arc<Self> {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -110,6 +124,7 @@ impl Context {
             recorder,
             view: Mutex::default(),
             failures: Mutex::default(),
+            services,
         })
     }
 
@@ -200,7 +215,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error
                     ctx.write_status(&pod, status::to_kubernetes(&pod, s, &ctx.host_ip))
                         .await?;
                 }
-                Ok(Action::await_change())
+                follow_spec(&pod, &ctx, &uid, &k).await
             }
         }
     };
@@ -210,8 +225,22 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error
     result
 }
 
+/// The Services whose links `pod` gets, once the Service reflector has its first list.
+fn services_for(ctx: &Context, pod: &Pod) -> Option<Vec<Arc<Service>>> {
+    ctx.services.wait_until_ready().now_or_never()?.ok()?;
+    let namespace = pod.namespace().unwrap_or_default();
+    Some(ctx.services.state_filter(|s| {
+        let ns = s.namespace().unwrap_or_default();
+        ns == namespace || (ns == "default" && s.name_any() == "kubernetes")
+    }))
+}
+
 async fn create(pod: &Pod, ctx: &Context, uid: &str) -> Result<Action, Error> {
-    let resolved = match resolve::resolve(&ctx.client, pod, &ctx.host_ip).await {
+    let Some(services) = services_for(ctx, pod) else {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    };
+    let print = fingerprint(pod);
+    let resolved = match resolve::resolve(&ctx.client, pod, &ctx.host_ip, &services).await {
         Ok(r) => r,
         Err(resolve::Error::Invalid(msg)) => return fail(pod, ctx, "ProviderFailed", &msg).await,
         Err(err) => {
@@ -224,6 +253,7 @@ async fn create(pod: &Pod, ctx: &Context, uid: &str) -> Result<Action, Error> {
         ctx.event(pod, true, w.reason, w.message.clone(), "Create")
             .await;
     }
+    let refresh_at = resolve::token_expiry(&resolved.pod).map(refresh_time);
     let response = ctx
         .provider
         .clone()
@@ -243,6 +273,8 @@ async fn create(pod: &Pod, ctx: &Context, uid: &str) -> Result<Action, Error> {
                     entry.status = Some(s.clone());
                 }
                 entry.epoch = epoch;
+                entry.sent = Some(print);
+                entry.refresh_at = refresh_at;
             }
             let cloud_id = if s.cloud_id.is_empty() {
                 String::new()
@@ -259,7 +291,7 @@ async fn create(pod: &Pod, ctx: &Context, uid: &str) -> Result<Action, Error> {
             .await;
             // No status write here: the provider pushes the new pod's status on WatchPods, which
             // triggers the next reconcile; writing now would cost a second API write per pod.
-            Ok(Action::await_change())
+            Ok(next_action(refresh_at))
         }
         Err(st) if st.code() == Code::InvalidArgument => {
             fail(pod, ctx, "ProviderFailed", st.message()).await
@@ -269,6 +301,133 @@ async fn create(pod: &Pod, ctx: &Context, uid: &str) -> Result<Action, Error> {
             status,
         }),
     }
+}
+
+/// What of a pod's spec the provider must follow while it runs: the fields Kubernetes lets users
+/// change in place (container images, labels and annotations, activeDeadlineSeconds).
+fn fingerprint(pod: &Pod) -> u64 {
+    let mut h = DefaultHasher::new();
+    if let Some(spec) = &pod.spec {
+        for c in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+        {
+            c.name.hash(&mut h);
+            c.image.hash(&mut h);
+        }
+        spec.active_deadline_seconds.hash(&mut h);
+    }
+    pod.metadata.labels.hash(&mut h);
+    pod.metadata.annotations.hash(&mut h);
+    h.finish()
+}
+
+fn has_service_account_token(pod: &Pod) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| v.projected.as_ref())
+        .flat_map(|p| p.sources.iter().flatten())
+        .any(|s| s.service_account_token.is_some())
+}
+
+/// Tokens are refreshed at 80% of their remaining lifetime, as the kubelet does.
+fn refresh_time(expiry: SystemTime) -> Instant {
+    let left = expiry.duration_since(SystemTime::now()).unwrap_or_default();
+    Instant::now() + left.mul_f64(0.8)
+}
+
+fn next_action(refresh_at: Option<Instant>) -> Action {
+    match refresh_at {
+        Some(at) => Action::requeue(at.saturating_duration_since(Instant::now())),
+        None => Action::await_change(),
+    }
+}
+
+fn record_sent(ctx: &Context, uid: &str, print: u64, refresh_at: Option<Instant>) {
+    if let Some(entry) = lock(&ctx.view).pods.get_mut(uid) {
+        entry.sent = Some(print);
+        entry.refresh_at = refresh_at;
+    }
+}
+
+/// Keeps a running pod's provider copy current: an UpdatePod when its in-place-changeable spec
+/// changed or its service-account tokens are due. A pod adopted after a restart gets fresh tokens
+/// at once (their age is unknown, as for the kubelet after a restart); otherwise its spec is taken
+/// as what the provider runs.
+async fn follow_spec(pod: &Pod, ctx: &Context, uid: &str, k: &Known) -> Result<Action, Error> {
+    let print = fingerprint(pod);
+    let spec_changed = k.sent.is_some_and(|sent| sent != print);
+    let refresh = match k.sent {
+        None => has_service_account_token(pod),
+        Some(_) => k.refresh_at.is_some_and(|at| at <= Instant::now()),
+    };
+    if !spec_changed && !refresh {
+        if k.sent.is_none() {
+            record_sent(ctx, uid, print, None);
+        }
+        return Ok(next_action(k.refresh_at));
+    }
+    let Some(services) = services_for(ctx, pod) else {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    };
+    let resolved = match resolve::resolve(&ctx.client, pod, &ctx.host_ip, &services).await {
+        Ok(r) => r,
+        Err(resolve::Error::Invalid(msg)) => {
+            ctx.event(pod, true, "ProviderUpdateFailed", msg, "Update")
+                .await;
+            record_sent(ctx, uid, print, None);
+            return Ok(Action::await_change());
+        }
+        Err(err) => {
+            ctx.event(pod, true, err.reason(), err.to_string(), "Update")
+                .await;
+            return Err(err.into());
+        }
+    };
+    for w in &resolved.warnings {
+        ctx.event(pod, true, w.reason, w.message.clone(), "Update")
+            .await;
+    }
+    let refresh_at = resolve::token_expiry(&resolved.pod).map(refresh_time);
+    let request = UpdatePodRequest {
+        pod: Some(resolved.pod),
+    };
+    match ctx.provider.clone().update_pod(request).await {
+        Ok(_) => {
+            record_sent(ctx, uid, print, refresh_at);
+            if spec_changed {
+                let note = "updated in the provider".to_owned();
+                ctx.event(pod, false, "ProviderUpdated", note, "Update")
+                    .await;
+            }
+            Ok(next_action(refresh_at))
+        }
+        // The provider cannot apply this in place; the pod keeps running as it is.
+        Err(st) if is_final_update_error(st.code()) => {
+            let mut note = st.message().to_owned();
+            if refresh_at.is_some() {
+                note.push_str("; the pod's service-account token will not be refreshed");
+            }
+            ctx.event(pod, true, "ProviderUpdateFailed", note, "Update")
+                .await;
+            record_sent(ctx, uid, print, None);
+            Ok(Action::await_change())
+        }
+        Err(status) => Err(Error::Provider {
+            call: "UpdatePod",
+            status,
+        }),
+    }
+}
+
+fn is_final_update_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unimplemented | Code::InvalidArgument | Code::FailedPrecondition
+    )
 }
 
 /// The pod cannot run: a Warning event and a terminal Failed status with `reason` and `message`.
@@ -522,7 +681,37 @@ async fn delete_orphan(ctx: &Context, r: pb::PodRef) {
 }
 
 /// Runs the pod controller until `shutdown`.
-pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+pub async fn run(
+    client: Client,
+    provider: ProviderClient,
+    cfg: Arc<Config>,
+    shutdown: CancellationToken,
+) {
+    let (services, writer) = reflector::store();
+    let service_watch = reflector::reflector(
+        writer,
+        watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|r| async move {
+        if let Err(err) = r {
+            tracing::warn!(%err, "service watch error");
+        }
+    });
+    let service_watch = {
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = service_watch => tracing::warn!("service watch ended"),
+            }
+        }
+    };
+    let ctx = Context::new(client, provider, cfg, services);
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let selector = format!("spec.nodeName={}", ctx.cfg.node_name);
     let wc = watcher::Config::default().fields(&selector);
@@ -593,6 +782,6 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             () = deletes => tracing::warn!("pod delete watch ended"),
         }
     };
-    // All four run together; the controller drains in-flight reconciles on shutdown.
-    tokio::join!(deletes, controller, provider_watch, sweeper);
+    // All run together; the controller drains in-flight reconciles on shutdown.
+    tokio::join!(deletes, controller, provider_watch, sweeper, service_watch);
 }

@@ -4,13 +4,20 @@
 //! Missing mandatory ConfigMaps/Secrets (or keys) are errors that keep the pod Pending; missing
 //! optional ones are reported as warnings and skipped, as the kubelet does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::SystemTime,
+};
 
 use k8s_openapi::{
     ByteString,
-    api::core::v1::{self as k8s, ConfigMap, Secret},
+    api::{
+        authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec},
+        core::v1::{self as k8s, ConfigMap, Secret, Service, ServiceAccount},
+    },
 };
-use kube::{Api, Client};
+use kube::{Api, Client, api::PostParams};
 use podprovider_proto::v1 as pb;
 
 use crate::quantity;
@@ -27,8 +34,8 @@ pub enum Error {
     /// The pod spec uses something this shim cannot resolve.
     #[error("{0}")]
     Invalid(String),
-    /// Reading a ConfigMap or Secret failed.
-    #[error("reading {what}: {source}")]
+    /// Reading a ConfigMap or Secret, or requesting a service-account token, failed.
+    #[error("{what}: {source}")]
     Kube {
         /// What was read.
         what: String,
@@ -119,7 +126,7 @@ impl Sources {
     async fn get(&mut self, kind: Kind, name: &str) -> Result<Option<&Data>, Error> {
         let key = (kind, name.to_owned());
         if !self.cache.contains_key(&key) {
-            let what = self.describe(kind, name);
+            let what = format!("reading {}", self.describe(kind, name));
             let fail = |source| Error::Kube { what, source };
             let ns = &self.namespace;
             let data = match kind {
@@ -188,8 +195,14 @@ impl Sources {
     }
 }
 
-/// Resolves `pod` (bound to `node_name`, whose address is `host_ip`).
-pub async fn resolve(client: &Client, pod: &k8s::Pod, host_ip: &str) -> Result<Resolved, Error> {
+/// Resolves `pod`, bound to this node whose address is `host_ip`; `services` are the cluster's
+/// Services, for the service-link environment variables.
+pub async fn resolve(
+    client: &Client,
+    pod: &k8s::Pod,
+    host_ip: &str,
+    services: &[Arc<Service>],
+) -> Result<Resolved, Error> {
     let namespace = pod
         .metadata
         .namespace
@@ -202,18 +215,24 @@ pub async fn resolve(client: &Client, pod: &k8s::Pod, host_ip: &str) -> Result<R
     };
     let spec = pod.spec.clone().unwrap_or_default();
     let mut warnings = Vec::new();
+    let links = service_env(pod, services);
+    let ctx = ContainerContext {
+        pod,
+        host_ip,
+        service_env: &links,
+    };
 
     let mut init_containers = Vec::new();
     for c in spec.init_containers.iter().flatten() {
-        init_containers.push(container(&mut sources, pod, c, host_ip, &mut warnings).await?);
+        init_containers.push(container(&mut sources, &ctx, c, &mut warnings).await?);
     }
     let mut containers = Vec::new();
     for c in &spec.containers {
-        containers.push(container(&mut sources, pod, c, host_ip, &mut warnings).await?);
+        containers.push(container(&mut sources, &ctx, c, &mut warnings).await?);
     }
     let mut volumes = Vec::new();
     for v in spec.volumes.iter().flatten() {
-        volumes.push(volume(&mut sources, v, &mut warnings).await?);
+        volumes.push(volume(&mut sources, pod, v, &mut warnings).await?);
     }
 
     let mut registry_credentials = Vec::new();
@@ -373,14 +392,20 @@ fn prost_timestamp(t: k8s_openapi::jiff::Timestamp) -> prost_types::Timestamp {
     }
 }
 
+/// What every container of one pod resolves against.
+struct ContainerContext<'a> {
+    pod: &'a k8s::Pod,
+    host_ip: &'a str,
+    service_env: &'a [(String, String)],
+}
+
 async fn container(
     sources: &mut Sources,
-    pod: &k8s::Pod,
+    ctx: &ContainerContext<'_>,
     c: &k8s::Container,
-    host_ip: &str,
     warnings: &mut Vec<Warning>,
 ) -> Result<pb::Container, Error> {
-    let env = env(sources, pod, c, host_ip, warnings).await?;
+    let env = env(sources, ctx, c, warnings).await?;
     let lookup: HashMap<&str, &str> = env
         .iter()
         .map(|e| (e.name.as_str(), e.value.as_str()))
@@ -509,11 +534,11 @@ fn utf8(bytes: &[u8]) -> String {
 
 async fn env(
     sources: &mut Sources,
-    pod: &k8s::Pod,
+    ctx: &ContainerContext<'_>,
     c: &k8s::Container,
-    host_ip: &str,
     warnings: &mut Vec<Warning>,
 ) -> Result<Vec<pb::EnvVar>, Error> {
+    let (pod, host_ip) = (ctx.pod, ctx.host_ip);
     let mut env: Vec<pb::EnvVar> = Vec::new();
 
     for from in c.env_from.iter().flatten() {
@@ -539,10 +564,13 @@ async fn env(
 
     for var in c.env.iter().flatten() {
         let Some(source) = &var.value_from else {
-            let vars: HashMap<&str, &str> = env
+            // As the kubelet: the container's own variables first, then the service links.
+            let links = ctx
+                .service_env
                 .iter()
-                .map(|e| (e.name.as_str(), e.value.as_str()))
-                .collect();
+                .map(|(k, v)| (k.as_str(), v.as_str()));
+            let own = env.iter().map(|e| (e.name.as_str(), e.value.as_str()));
+            let vars: HashMap<&str, &str> = links.chain(own).collect();
             let value = expand(var.value.as_deref().unwrap_or_default(), &vars);
             push_env(&mut env, var.name.clone(), value, false);
             continue;
@@ -598,7 +626,82 @@ async fn env(
             );
         }
     }
+    for (name, value) in ctx.service_env {
+        if !env.iter().any(|e| &e.name == name) {
+            env.push(pb::EnvVar {
+                name: name.clone(),
+                value: value.clone(),
+                sensitive: false,
+            });
+        }
+    }
     Ok(env)
+}
+
+/// The service-link variables the kubelet injects: those of the `kubernetes` Service in `default`
+/// always, and of every Service in the pod's namespace unless `enableServiceLinks` is false.
+/// Services without a cluster IP are skipped. Ordered by Service name.
+pub fn service_env(pod: &k8s::Pod, services: &[Arc<Service>]) -> Vec<(String, String)> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let mut chosen: BTreeMap<&str, &Service> = BTreeMap::new();
+    let is = |s: &Service, ns: &str| s.metadata.namespace.as_deref() == Some(ns);
+    for s in services {
+        if is(s, "default") && s.metadata.name.as_deref() == Some("kubernetes") {
+            chosen.entry("kubernetes").or_insert(s);
+        }
+    }
+    if links {
+        for s in services.iter().filter(|s| is(s, namespace)) {
+            // A namespace's own Service wins over the master Service of the same name.
+            chosen.insert(s.metadata.name.as_deref().unwrap_or_default(), s);
+        }
+    }
+    let mut out = Vec::new();
+    for (name, s) in chosen {
+        let Some(spec) = &s.spec else { continue };
+        let ip = spec.cluster_ip.as_deref().unwrap_or_default();
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        if ip.is_empty() || ip == "None" || ports.is_empty() {
+            continue;
+        }
+        let prefix = name.to_uppercase().replace('-', "_");
+        out.push((format!("{prefix}_SERVICE_HOST"), ip.to_owned()));
+        out.push((format!("{prefix}_SERVICE_PORT"), ports[0].port.to_string()));
+        for p in ports {
+            if let Some(port_name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                let port_name = port_name.to_uppercase().replace('-', "_");
+                out.push((
+                    format!("{prefix}_SERVICE_PORT_{port_name}"),
+                    p.port.to_string(),
+                ));
+            }
+        }
+        // Docker link variables.
+        let host_port = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_owned()
+        };
+        for (i, p) in ports.iter().enumerate() {
+            let proto = p.protocol.as_deref().unwrap_or("TCP");
+            let (lower, upper) = (proto.to_lowercase(), proto.to_uppercase());
+            let url = format!("{lower}://{host_port}:{}", p.port);
+            if i == 0 {
+                out.push((format!("{prefix}_PORT"), url.clone()));
+            }
+            let port_prefix = format!("{prefix}_PORT_{}_{upper}", p.port);
+            out.push((format!("{port_prefix}_PROTO"), lower));
+            out.push((format!("{port_prefix}_PORT"), p.port.to_string()));
+            out.push((format!("{port_prefix}_ADDR"), ip.to_owned()));
+            out.push((port_prefix, url));
+        }
+    }
+    out
 }
 
 /// The downward API's `fieldRef` paths.
@@ -653,18 +756,7 @@ pub fn resource_field_value(
     r: &k8s::ResourceFieldSelector,
 ) -> Result<String, Error> {
     let container = match r.container_name.as_deref() {
-        Some(name) if !name.is_empty() && name != c.name => pod
-            .spec
-            .iter()
-            .flat_map(|s| {
-                s.containers
-                    .iter()
-                    .chain(s.init_containers.iter().flatten())
-            })
-            .find(|x| x.name == name)
-            .ok_or_else(|| {
-                Error::Invalid(format!("resourceFieldRef names unknown container {name:?}"))
-            })?,
+        Some(name) if !name.is_empty() && name != c.name => named_container(pod, name)?,
         _ => c,
     };
     let (kind, resource) = r
@@ -713,10 +805,20 @@ pub fn resource_field_value(
 
 async fn volume(
     sources: &mut Sources,
+    pod: &k8s::Pod,
     v: &k8s::Volume,
     warnings: &mut Vec<Warning>,
 ) -> Result<pb::Volume, Error> {
     use pb::volume::Source;
+    let what = format!("volume {}", v.name);
+    let files = |source: pb::FilesSource, files, default_mode, token_expiration| {
+        Source::Files(pb::FilesVolume {
+            source: source as i32,
+            files,
+            default_mode,
+            token_expiration,
+        })
+    };
     let source = if let Some(e) = &v.empty_dir {
         Source::EmptyDir(pb::EmptyDirVolume {
             medium: e.medium.clone().unwrap_or_default(),
@@ -726,29 +828,50 @@ async fn volume(
                 .and_then(|q| quantity::to_units(&q.0).ok()),
         })
     } else if let Some(cm) = &v.config_map {
-        let source = (
+        let key_source = (
             Kind::ConfigMap,
             cm.name.as_str(),
             cm.items.as_deref(),
-            cm.default_mode,
             cm.optional,
         );
-        files_volume(sources, v, source, warnings).await?
+        let entries = key_files(sources, key_source, &what, warnings).await?;
+        files(pb::FilesSource::ConfigMap, entries, cm.default_mode, None)
     } else if let Some(sv) = &v.secret {
         let name = sv.secret_name.as_deref().unwrap_or_default();
-        let source = (
-            Kind::Secret,
-            name,
-            sv.items.as_deref(),
-            sv.default_mode,
-            sv.optional,
-        );
-        files_volume(sources, v, source, warnings).await?
+        let key_source = (Kind::Secret, name, sv.items.as_deref(), sv.optional);
+        let entries = key_files(sources, key_source, &what, warnings).await?;
+        files(pb::FilesSource::Secret, entries, sv.default_mode, None)
+    } else if let Some(d) = &v.downward_api {
+        let entries = downward_files(pod, d.items.as_deref().unwrap_or_default())?;
+        files(pb::FilesSource::DownwardApi, entries, d.default_mode, None)
+    } else if let Some(p) = &v.projected {
+        let (entries, expiry) = projected_files(sources, pod, p, &what, warnings).await?;
+        let expiry = expiry.map(prost_types::Timestamp::from);
+        files(pb::FilesSource::Projected, entries, p.default_mode, expiry)
     } else if let Some(n) = &v.nfs {
         Source::Nfs(pb::NfsVolume {
             server: n.server.clone(),
             path: n.path.clone(),
             read_only: n.read_only.unwrap_or(false),
+        })
+    } else if let Some(a) = &v.azure_file {
+        let data = sources
+            .lookup(Kind::Secret, &a.secret_name, false, &what, warnings)
+            .await?
+            .unwrap_or_default();
+        let field = |key: &str| {
+            data.get(key).map(|v| utf8(v)).ok_or_else(|| {
+                Error::MandatorySecretNotFound(format!(
+                    "key {key} not found in {} ({what})",
+                    sources.describe(Kind::Secret, &a.secret_name)
+                ))
+            })
+        };
+        Source::AzureFile(pb::AzureFileVolume {
+            share_name: a.share_name.clone(),
+            storage_account_name: field("azurestorageaccountname")?,
+            storage_account_key: field("azurestorageaccountkey")?,
+            read_only: a.read_only.unwrap_or(false),
         })
     } else if let Some(g) = &v.git_repo {
         Source::GitRepo(pb::GitRepoVolume {
@@ -767,29 +890,22 @@ async fn volume(
     })
 }
 
-/// A ConfigMap or Secret volume: `(kind, name, items, default mode, optional)`.
-type KeySource<'a> = (
-    Kind,
-    &'a str,
-    Option<&'a [k8s::KeyToPath]>,
-    Option<i32>,
-    Option<bool>,
-);
+/// A ConfigMap or Secret as files: `(kind, name, items, optional)`.
+type KeySource<'a> = (Kind, &'a str, Option<&'a [k8s::KeyToPath]>, Option<bool>);
 
-/// A ConfigMap/Secret volume's files: all keys, or the listed `items` (a missing listed key is an
-/// error naming it). A missing optional object gives an empty volume.
-async fn files_volume(
+/// A ConfigMap's or Secret's files: all keys, or the listed `items` (a missing listed key is an
+/// error naming it). A missing optional object gives no files.
+async fn key_files(
     sources: &mut Sources,
-    v: &k8s::Volume,
-    (kind, name, items, default_mode, optional): KeySource<'_>,
+    (kind, name, items, optional): KeySource<'_>,
+    what: &str,
     warnings: &mut Vec<Warning>,
-) -> Result<pb::volume::Source, Error> {
-    let what = format!("volume {}", v.name);
+) -> Result<Vec<pb::FileEntry>, Error> {
     let data = sources
-        .lookup(kind, name, optional.unwrap_or(false), &what, warnings)
+        .lookup(kind, name, optional.unwrap_or(false), what, warnings)
         .await?;
     let sensitive = kind.sensitive();
-    let files = match (data, items) {
+    Ok(match (data, items) {
         (None, _) => Vec::new(),
         (Some(data), Some(items)) if !items.is_empty() => items
             .iter()
@@ -818,17 +934,207 @@ async fn files_volume(
                 sensitive,
             })
             .collect(),
+    })
+}
+
+/// A downwardAPI volume's files. Whole label and annotation maps are written as the kubelet
+/// writes them: sorted `key="value"` lines.
+fn downward_files(
+    pod: &k8s::Pod,
+    items: &[k8s::DownwardAPIVolumeFile],
+) -> Result<Vec<pb::FileEntry>, Error> {
+    items
+        .iter()
+        .map(|item| {
+            let content = if let Some(f) = &item.field_ref {
+                let meta = &pod.metadata;
+                match f.field_path.as_str() {
+                    "metadata.labels" => format_map(meta.labels.as_ref()),
+                    "metadata.annotations" => format_map(meta.annotations.as_ref()),
+                    // Status fields are not known before the cloud starts the pod.
+                    path if path.starts_with("status.") || path.starts_with("spec.") => {
+                        return Err(Error::Invalid(format!(
+                            "downwardAPI volume file {}: fieldRef {path:?} is only supported in env",
+                            item.path
+                        )));
+                    }
+                    path => field_value(pod, path, "")?,
+                }
+            } else if let Some(r) = &item.resource_field_ref {
+                let name = r.container_name.as_deref().unwrap_or_default();
+                let c = named_container(pod, name)?;
+                resource_field_value(pod, c, r)?
+            } else {
+                return Err(Error::Invalid(format!(
+                    "downwardAPI volume file {} has neither fieldRef nor resourceFieldRef",
+                    item.path
+                )));
+            };
+            Ok(pb::FileEntry {
+                path: item.path.clone(),
+                content: content.into_bytes(),
+                mode: item.mode,
+                sensitive: false,
+            })
+        })
+        .collect()
+}
+
+/// `key="value"` lines, sorted, with Go's `%q` quoting (the kubelet's `fieldpath.FormatMap`).
+fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
+    map.into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", go_quote(v)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let n = u32::from(c);
+                if n < 0x80 {
+                    out.push_str(&format!("\\x{n:02x}"));
+                } else {
+                    out.push_str(&format!("\\u{n:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn named_container<'a>(pod: &'a k8s::Pod, name: &str) -> Result<&'a k8s::Container, Error> {
+    pod.spec
+        .iter()
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .find(|c| c.name == name)
+        .ok_or_else(|| Error::Invalid(format!("resourceFieldRef names unknown container {name:?}")))
+}
+
+/// A projected volume's files, and the earliest expiry of its service-account tokens.
+async fn projected_files(
+    sources: &mut Sources,
+    pod: &k8s::Pod,
+    p: &k8s::ProjectedVolumeSource,
+    what: &str,
+    warnings: &mut Vec<Warning>,
+) -> Result<(Vec<pb::FileEntry>, Option<SystemTime>), Error> {
+    let mut files = Vec::new();
+    let mut expiry: Option<SystemTime> = None;
+    for source in p.sources.iter().flatten() {
+        if let Some(cm) = &source.config_map {
+            let key_source = (
+                Kind::ConfigMap,
+                cm.name.as_str(),
+                cm.items.as_deref(),
+                cm.optional,
+            );
+            files.extend(key_files(sources, key_source, what, warnings).await?);
+        }
+        if let Some(sv) = &source.secret {
+            let key_source = (
+                Kind::Secret,
+                sv.name.as_str(),
+                sv.items.as_deref(),
+                sv.optional,
+            );
+            files.extend(key_files(sources, key_source, what, warnings).await?);
+        }
+        if let Some(d) = &source.downward_api {
+            files.extend(downward_files(pod, d.items.as_deref().unwrap_or_default())?);
+        }
+        if let Some(t) = &source.service_account_token {
+            let (token, expires) = service_account_token(sources, pod, t).await?;
+            expiry = Some(expiry.map_or(expires, |e| e.min(expires)));
+            files.push(pb::FileEntry {
+                path: t.path.clone(),
+                content: token.into_bytes(),
+                mode: None,
+                sensitive: true,
+            });
+        }
+    }
+    Ok((files, expiry))
+}
+
+/// A token for the pod's service account, bound to the pod, through the TokenRequest API (as the
+/// kubelet gets them), and when it expires.
+async fn service_account_token(
+    sources: &Sources,
+    pod: &k8s::Pod,
+    t: &k8s::ServiceAccountTokenProjection,
+) -> Result<(String, SystemTime), Error> {
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let audiences: Vec<String> = t
+        .audience
+        .iter()
+        .filter(|a| !a.is_empty())
+        .cloned()
+        .collect();
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            // None means the API server's own audiences, as for the kubelet.
+            audiences: (!audiences.is_empty()).then_some(audiences),
+            expiration_seconds: Some(t.expiration_seconds.unwrap_or(3600)),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
     };
-    let source = match kind {
-        Kind::ConfigMap => pb::FilesSource::ConfigMap,
-        Kind::Secret => pb::FilesSource::Secret,
-    };
-    Ok(pb::volume::Source::Files(pb::FilesVolume {
-        source: source as i32,
-        files,
-        default_mode,
-        token_expiration: None,
-    }))
+    let what = || format!("service account {}/{account}", sources.namespace);
+    let api: Api<ServiceAccount> = Api::namespaced(sources.client.clone(), &sources.namespace);
+    let issued = api
+        .create_token_request(&account, &PostParams::default(), &request)
+        .await
+        .map_err(|source| Error::Kube {
+            what: format!("requesting a token for {}", what()),
+            source,
+        })?;
+    let status = issued.status.unwrap_or_default();
+    match (status.token, status.expiration_timestamp) {
+        (Some(token), Some(expires)) => Ok((token, SystemTime::from(expires.0))),
+        _ => Err(Error::Invalid(format!(
+            "the API server returned no token for {}",
+            what()
+        ))),
+    }
+}
+
+/// The earliest expiry of the service-account tokens in a resolved pod.
+pub fn token_expiry(pod: &pb::Pod) -> Option<SystemTime> {
+    pod.volumes
+        .iter()
+        .filter_map(|v| match &v.source {
+            Some(pb::volume::Source::Files(f)) => f.token_expiration,
+            _ => None,
+        })
+        .filter_map(|t| SystemTime::try_from(t).ok())
+        .min()
 }
 
 fn volume_kind(v: &k8s::Volume) -> &'static str {
@@ -957,5 +1263,180 @@ mod tests {
             Some("1.2.3.4")
         );
         assert!(field_value(&pod, "spec.bogus", "").is_err());
+    }
+
+    fn service(namespace: &str, name: &str, ip: &str, ports: serde_json::Value) -> Arc<Service> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"clusterIP": ip, "ports": ports}
+            }))
+            .expect("service"),
+        )
+    }
+
+    fn pod_in(namespace: &str, links: Option<bool>) -> k8s::Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": namespace},
+            "spec": {"containers": [{"name": "c"}], "enableServiceLinks": links}
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn service_links_match_the_kubelet() {
+        let services = [
+            service(
+                "default",
+                "kubernetes",
+                "10.0.0.1",
+                serde_json::json!([
+                {"name": "https", "port": 443, "protocol": "TCP"}]),
+            ),
+            service(
+                "shop",
+                "my-svc",
+                "10.0.0.11",
+                serde_json::json!([
+                {"name": "http", "port": 80}, {"name": "dns-udp", "port": 53, "protocol": "UDP"}]),
+            ),
+            service(
+                "shop",
+                "headless",
+                "None",
+                serde_json::json!([{"port": 80}]),
+            ),
+            service(
+                "other",
+                "elsewhere",
+                "10.0.0.12",
+                serde_json::json!([{"port": 81}]),
+            ),
+        ];
+        let env: BTreeMap<String, String> = service_env(&pod_in("shop", None), &services)
+            .into_iter()
+            .collect();
+        let expected: BTreeMap<String, String> = [
+            ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+            ("KUBERNETES_SERVICE_PORT_HTTPS", "443"),
+            ("KUBERNETES_PORT", "tcp://10.0.0.1:443"),
+            ("KUBERNETES_PORT_443_TCP", "tcp://10.0.0.1:443"),
+            ("KUBERNETES_PORT_443_TCP_PROTO", "tcp"),
+            ("KUBERNETES_PORT_443_TCP_PORT", "443"),
+            ("KUBERNETES_PORT_443_TCP_ADDR", "10.0.0.1"),
+            ("MY_SVC_SERVICE_HOST", "10.0.0.11"),
+            ("MY_SVC_SERVICE_PORT", "80"),
+            ("MY_SVC_SERVICE_PORT_HTTP", "80"),
+            ("MY_SVC_SERVICE_PORT_DNS_UDP", "53"),
+            ("MY_SVC_PORT", "tcp://10.0.0.11:80"),
+            ("MY_SVC_PORT_80_TCP", "tcp://10.0.0.11:80"),
+            ("MY_SVC_PORT_80_TCP_PROTO", "tcp"),
+            ("MY_SVC_PORT_80_TCP_PORT", "80"),
+            ("MY_SVC_PORT_80_TCP_ADDR", "10.0.0.11"),
+            ("MY_SVC_PORT_53_UDP", "udp://10.0.0.11:53"),
+            ("MY_SVC_PORT_53_UDP_PROTO", "udp"),
+            ("MY_SVC_PORT_53_UDP_PORT", "53"),
+            ("MY_SVC_PORT_53_UDP_ADDR", "10.0.0.11"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(env, expected);
+
+        // enableServiceLinks: false keeps only the master service.
+        let env = service_env(&pod_in("shop", Some(false)), &services);
+        assert!(
+            env.iter().all(|(k, _)| k.starts_with("KUBERNETES_")),
+            "{env:?}"
+        );
+        assert_eq!(env.len(), 8);
+    }
+
+    #[tokio::test]
+    async fn service_links_expand_but_never_override_own_env() {
+        let services = [service(
+            "default",
+            "kubernetes",
+            "10.0.0.1",
+            serde_json::json!([
+            {"port": 443}]),
+        )];
+        let pod = pod_in("default", None);
+        let links = service_env(&pod, &services);
+        let ctx = ContainerContext {
+            pod: &pod,
+            host_ip: "1.2.3.4",
+            service_env: &links,
+        };
+        let c: k8s::Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "env": [{"name": "KUBERNETES_SERVICE_HOST", "value": "mine"},
+                    {"name": "URL", "value": "https://$(KUBERNETES_SERVICE_HOST):$(KUBERNETES_SERVICE_PORT)"}]
+        }))
+        .expect("container");
+        // No ConfigMap or Secret is read, so an unreachable client is never used.
+        let client = Client::try_from(kube::Config::new(
+            "http://127.0.0.1:9".parse().expect("url"),
+        ))
+        .expect("client");
+        let mut sources = Sources {
+            client,
+            namespace: "default".into(),
+            cache: HashMap::new(),
+        };
+        let mut warnings = Vec::new();
+        let env = env(&mut sources, &ctx, &c, &mut warnings)
+            .await
+            .expect("env");
+        let get = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .map(|e| e.value.as_str())
+        };
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("mine"));
+        assert_eq!(get("URL"), Some("https://mine:443"));
+        assert_eq!(get("KUBERNETES_PORT"), Some("tcp://10.0.0.1:443"));
+        assert_eq!(
+            env.iter()
+                .filter(|e| e.name == "KUBERNETES_SERVICE_HOST")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn downward_api_files_as_the_kubelet_writes_them() {
+        let pod: k8s::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "n", "uid": "u-1",
+                "labels": {"tier": "web", "app": "shop"},
+                "annotations": {"note": "say \"hi\"\n\tbye\\"}},
+            "spec": {"containers": [{"name": "c", "resources": {"limits": {"memory": "64Mi"}}}]}
+        }))
+        .expect("pod");
+        let items: Vec<k8s::DownwardAPIVolumeFile> = serde_json::from_value(serde_json::json!([
+            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+            {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}, "mode": 0o400},
+            {"path": "uid", "fieldRef": {"fieldPath": "metadata.uid"}},
+            {"path": "mem", "resourceFieldRef": {"containerName": "c", "resource": "limits.memory", "divisor": "1Mi"}}
+        ]))
+        .expect("items");
+        let files = downward_files(&pod, &items).expect("files");
+        let text = |i: usize| String::from_utf8(files[i].content.clone()).expect("utf8");
+        assert_eq!(text(0), "app=\"shop\"\ntier=\"web\"");
+        assert_eq!(text(1), r#"note="say \"hi\"\n\tbye\\""#);
+        assert_eq!(files[1].mode, Some(0o400));
+        assert_eq!(text(2), "u-1");
+        assert_eq!(text(3), "64");
+        assert!(files.iter().all(|f| !f.sensitive));
+
+        let status: Vec<k8s::DownwardAPIVolumeFile> = serde_json::from_value(serde_json::json!([
+            {"path": "ip", "fieldRef": {"fieldPath": "status.podIP"}}]))
+        .expect("items");
+        assert!(matches!(
+            downward_files(&pod, &status),
+            Err(Error::Invalid(_))
+        ));
+        assert_eq!(go_quote("\u{7f}é"), "\"\\x7fé\"");
     }
 }

@@ -518,6 +518,34 @@ impl podprovider_proto::PodProvider for TestProvider {
         }))
     }
 
+    async fn update_pod(
+        &self,
+        request: Request<pb::UpdatePodRequest>,
+    ) -> Result<Response<pb::UpdatePodResponse>, Status> {
+        self.count(rpc::UPDATE);
+        self.transient_failure()?;
+        let pod = request
+            .into_inner()
+            .pod
+            .ok_or_else(|| Status::invalid_argument("pod is required"))?;
+        let uid = require_ref(pod.pod_ref.as_ref())?.uid.clone();
+        let mut pods = lock(&self.state.pods);
+        let stored = pods
+            .get_mut(&uid)
+            .ok_or_else(|| Status::not_found(format!("pod {uid} is not known")))?;
+        // Applied in place, like a cloud that can swap images: reported images follow the spec.
+        for c in &mut stored.status.container_statuses {
+            if let Some(spec) = pod.containers.iter().find(|s| s.name == c.name) {
+                c.image.clone_from(&spec.image);
+            }
+        }
+        stored.pod = pod;
+        let _ = self.state.events.send(status_event(&stored.status));
+        Ok(Response::new(pb::UpdatePodResponse {
+            status: Some(stored.status.clone()),
+        }))
+    }
+
     async fn delete_pod(
         &self,
         request: Request<DeletePodRequest>,

@@ -2,6 +2,27 @@
 //! `provider_common::serve`, like the cloud providers), keeps pods in memory, and lets a test steer
 //! it through [`Control`]: start delay, create failures, transient errors, losing a pod, readiness,
 //! and counting the calls it received.
+//!
+//! Beyond the pod lifecycle it serves the streaming and stats RPCs for real:
+//! - Logs: every app container instance keeps a growing log of timestamped lines; the first line,
+//!   written when the pod starts running, is `"<container> started"`. [`Control::append_log`] adds
+//!   lines. Every `GetContainerLogs` option is honoured, `follow` included. `previous` serves the
+//!   log of the instance before the last [`Control::restart_container`], and is NOT_FOUND when the
+//!   container never restarted.
+//! - Exec runs a real local process (argv as given, no shell added) in a per-container temporary
+//!   directory with the container's environment, with pipes or, with `tty`, a pseudo-terminal whose
+//!   session leader it is. It is killed (its whole process group) when the caller goes away or the
+//!   container stops.
+//! - Attach talks to an emulated `cat`-like main process: stdin lines from attached clients are
+//!   appended to the container's log, and every line appended to the log (by stdin or
+//!   [`Control::append_log`]) reaches the attached clients' stdout.
+//! - PortForward answers UNIMPLEMENTED.
+//! - GetStats reports synthetic, steerable figures ([`Control::set_usage`]).
+
+mod attach;
+mod exec;
+mod logs;
+mod stats;
 
 use std::{
     collections::HashMap,
@@ -21,9 +42,17 @@ use podprovider_proto::v1::{
     container_state, watch_pods_event,
 };
 use provider_common::ListenAddr;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio_stream::Stream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
+
+pub use self::stats::{
+    CACHE_BYTES, DEFAULT_NANO_CORES, DEFAULT_WORKING_SET_BYTES, rss_bytes, usage_bytes,
+};
+use self::{
+    logs::{Instance, LogLine},
+    stats::Usage,
+};
 
 /// RPC names as counted by [`Control::calls`].
 pub mod rpc {
@@ -43,12 +72,131 @@ pub mod rpc {
     pub const PING: &str = "Ping";
     /// `GetNodeInfo`.
     pub const NODE_INFO: &str = "GetNodeInfo";
+    /// `GetContainerLogs`.
+    pub const LOGS: &str = "GetContainerLogs";
+    /// `Exec`.
+    pub const EXEC: &str = "Exec";
+    /// `Attach`.
+    pub const ATTACH: &str = "Attach";
+    /// `PortForward`.
+    pub const PORT_FORWARD: &str = "PortForward";
+    /// `GetStats`.
+    pub const STATS: &str = "GetStats";
 }
 
-#[derive(Clone)]
 struct StoredPod {
     pod: Pod,
     status: PodStatus,
+    /// Per app container, keyed by name.
+    containers: HashMap<String, ContainerRuntime>,
+}
+
+/// What the provider keeps per app container beyond its status.
+#[derive(Default)]
+struct ContainerRuntime {
+    /// The current (or last) instance: its log and, once ended, its exit. `None` until the
+    /// container first starts. Shared (weakly) with attach sessions, which write stdin into it.
+    current: Option<Arc<watch::Sender<Instance>>>,
+    /// The log of the instance before the last restart.
+    previous: Option<Vec<LogLine>>,
+    usage: Usage,
+    /// Working directory of exec'd processes, made on the first exec; removed with the pod once
+    /// no exec uses it any more.
+    workdir: Option<Arc<tempfile::TempDir>>,
+}
+
+impl StoredPod {
+    fn new(pod: Pod, status: PodStatus) -> Self {
+        let containers = pod
+            .containers
+            .iter()
+            .map(|c| (c.name.clone(), ContainerRuntime::default()))
+            .collect();
+        Self {
+            pod,
+            status,
+            containers,
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.status
+            .pod_ref
+            .as_ref()
+            .map(|r| format!("{}/{}", r.namespace, r.name))
+            .unwrap_or_default()
+    }
+
+    /// Starts a new instance of every app container (their "main processes").
+    fn start_containers(&mut self) {
+        for (name, rt) in &mut self.containers {
+            rt.current = Some(Arc::new(watch::Sender::new(Instance::started(name))));
+            rt.usage.start();
+        }
+    }
+
+    /// Ends the main process of every running app container: followers and attached clients see
+    /// the exit.
+    fn stop_containers(&mut self, code: i32, message: &str) {
+        for rt in self.containers.values_mut() {
+            rt.usage.stop();
+            if let Some(current) = &rt.current {
+                end_instance(current, code, message);
+            }
+        }
+    }
+
+    /// The container named `name`; an empty name means the only one, as the API server defaults.
+    fn container_name(&self, name: &str) -> Result<String, Status> {
+        if name.is_empty() {
+            return match self.pod.containers.as_slice() {
+                [only] => Ok(only.name.clone()),
+                _ => Err(Status::invalid_argument(format!(
+                    "a container name is required: pod {} has several containers",
+                    self.describe()
+                ))),
+            };
+        }
+        if self.containers.contains_key(name) {
+            Ok(name.to_owned())
+        } else {
+            Err(Status::not_found(format!(
+                "container {name:?} is not in pod {}",
+                self.describe()
+            )))
+        }
+    }
+
+    /// The running instance of container `name`, for exec and attach.
+    fn running_instance(&self, name: &str) -> Result<Arc<watch::Sender<Instance>>, Status> {
+        let current = self.containers.get(name).and_then(|rt| rt.current.as_ref());
+        match current {
+            Some(current)
+                if self.status.phase == PodPhase::Running as i32
+                    && current.borrow().exit.is_none() =>
+            {
+                Ok(current.clone())
+            }
+            _ => Err(Status::failed_precondition(format!(
+                "container {name:?} of pod {} is not running (pod phase {})",
+                self.describe(),
+                self.status.phase().as_str_name()
+            ))),
+        }
+    }
+}
+
+fn end_instance(instance: &watch::Sender<Instance>, code: i32, message: &str) {
+    instance.send_if_modified(|i| {
+        if i.exit.is_some() {
+            return false;
+        }
+        i.exit = Some(pb::ExitStatus {
+            code,
+            message: message.to_owned(),
+        });
+        true
+    });
 }
 
 struct Settings {
@@ -182,7 +330,9 @@ impl Control {
         lock(&self.state.settings).create_failure = message.map(str::to_owned);
     }
 
-    /// The next `n` calls of any pod RPC fail with UNAVAILABLE.
+    /// The next `n` calls of any pod lifecycle RPC (create, update, delete, get, list, watch) fail
+    /// with UNAVAILABLE. Logs, exec, attach, port-forward and stats are not affected, so that a
+    /// shim polling stats cannot use up failures meant for the lifecycle.
     pub fn fail_next_calls(&self, n: u32) {
         self.state.transient_failures.store(n, Ordering::SeqCst);
     }
@@ -206,18 +356,22 @@ impl Control {
     /// Forgets a pod as a cloud might lose it, and reports it deleted on the watch stream.
     pub fn lose_pod(&self, uid: &str) -> bool {
         let removed = lock(&self.state.pods).remove(uid);
-        if let Some(stored) = &removed {
+        if let Some(mut stored) = removed {
+            stored.stop_containers(137, "killed: pod lost");
             let _ = self.state.events.send(deleted_event(&stored.status));
+            return true;
         }
-        removed.is_some()
+        false
     }
 
-    /// Terminates every container of a pod with `exit_code` (restartPolicy Never semantics).
+    /// Terminates every container of a pod with `exit_code` (restartPolicy Never semantics): log
+    /// followers end, attached clients receive `exit` with this code, exec'd processes are killed.
     pub fn finish_pod(&self, uid: &str, exit_code: i32) -> bool {
         let mut pods = lock(&self.state.pods);
         let Some(stored) = pods.get_mut(uid) else {
             return false;
         };
+        stored.stop_containers(exit_code, "");
         terminate(
             &mut stored.status,
             exit_code,
@@ -247,6 +401,112 @@ impl Control {
         }
         let _ = self.state.events.send(status_event(&stored.status));
         true
+    }
+
+    /// Appends `text` to the log of the container's current (or, once terminated, last) instance,
+    /// one line per `\n`-separated part, each stamped with the current time; one trailing newline
+    /// ends the last line rather than adding an empty one. Followers (`logs -f`) and attached
+    /// clients receive the lines. False if the pod or container is unknown or the container never
+    /// started.
+    pub fn append_log(&self, uid: &str, container: &str, text: &str) -> bool {
+        let pods = lock(&self.state.pods);
+        let current = pods
+            .get(uid)
+            .and_then(|s| s.containers.get(container))
+            .and_then(|rt| rt.current.as_ref());
+        match current {
+            Some(current) => {
+                current.send_modify(|i| i.push(text));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The lines (without timestamps) of the container's current (or last) instance's log; `None`
+    /// if the pod or container is unknown or the container never started.
+    pub fn log_lines(&self, uid: &str, container: &str) -> Option<Vec<String>> {
+        let pods = lock(&self.state.pods);
+        let current = pods.get(uid)?.containers.get(container)?.current.as_ref()?;
+        let lines = current
+            .borrow()
+            .lines
+            .iter()
+            .map(|l| l.text.clone())
+            .collect();
+        Some(lines)
+    }
+
+    /// Restarts one running container as if its main process exited with `exit_code` and the
+    /// cloud started it again: its log becomes the `previous` log, a new instance starts with a
+    /// fresh log (`"<container> started"`), attached clients get `exit`, followers end, exec'd
+    /// processes are killed; the status shows `restart_count` + 1 and the terminated `last_state`.
+    /// False if the pod or container is unknown or not running.
+    pub fn restart_container(&self, uid: &str, container: &str, exit_code: i32) -> bool {
+        let mut pods = lock(&self.state.pods);
+        let Some(stored) = pods.get_mut(uid) else {
+            return false;
+        };
+        let Ok(current) = stored.running_instance(container) else {
+            return false;
+        };
+        end_instance(&current, exit_code, "");
+        let Some(rt) = stored.containers.get_mut(container) else {
+            return false;
+        };
+        // A copy: followers of the ended instance may still be sending its last lines.
+        rt.previous = Some(current.borrow().lines.clone());
+        rt.current = Some(Arc::new(watch::Sender::new(Instance::started(container))));
+        if let Some(c) = stored
+            .status
+            .container_statuses
+            .iter_mut()
+            .find(|c| c.name == container)
+        {
+            let started_at = match c.state.as_ref().and_then(|s| s.state.as_ref()) {
+                Some(container_state::State::Running(r)) => r.started_at,
+                _ => None,
+            };
+            c.restart_count += 1;
+            c.last_state = state(container_state::State::Terminated(
+                ContainerStateTerminated {
+                    exit_code,
+                    reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
+                    started_at,
+                    finished_at: Some(now()),
+                    ..Default::default()
+                },
+            ));
+            c.state = state_running();
+        }
+        let _ = self.state.events.send(status_event(&stored.status));
+        true
+    }
+
+    /// Sets the CPU rate (nanocores; 1 core = 1e9) and working set a container reports in
+    /// GetStats from now on. Cumulative CPU time accrues at the rate in force while the container
+    /// runs, so it never decreases. Memory figures derive from the working set: `usage_bytes` =
+    /// [`usage_bytes`]`(ws)` and `rss_bytes` = [`rss_bytes`]`(ws)`. Containers never set report
+    /// [`DEFAULT_NANO_CORES`] and [`DEFAULT_WORKING_SET_BYTES`]. False if the pod or container is
+    /// unknown.
+    pub fn set_usage(
+        &self,
+        uid: &str,
+        container: &str,
+        nano_cores: u64,
+        working_set_bytes: u64,
+    ) -> bool {
+        let mut pods = lock(&self.state.pods);
+        match pods
+            .get_mut(uid)
+            .and_then(|s| s.containers.get_mut(container))
+        {
+            Some(rt) => {
+                rt.usage.set(nano_cores, working_set_bytes);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The grace period of the last DeletePod for `uid` (`None` if never deleted or not given).
@@ -392,6 +652,7 @@ impl TestProvider {
                 c.started = true;
                 c.state = state_running();
             }
+            stored.start_containers();
             let _ = state.events.send(status_event(&stored.status));
         };
         if delay.is_zero() {
@@ -502,13 +763,7 @@ impl podprovider_proto::PodProvider for TestProvider {
                 cloud_id: format!("test://{}", pod_ref.uid),
                 ..Default::default()
             };
-            pods.insert(
-                pod_ref.uid.clone(),
-                StoredPod {
-                    pod,
-                    status: status.clone(),
-                },
-            );
+            pods.insert(pod_ref.uid.clone(), StoredPod::new(pod, status.clone()));
             let _ = self.state.events.send(status_event(&status));
             status
         };
@@ -570,6 +825,7 @@ impl podprovider_proto::PodProvider for TestProvider {
         let finish = move || {
             let removed = lock(&state.pods).remove(&uid);
             if let Some(mut stored) = removed {
+                stored.stop_containers(0, "killed: pod deleted");
                 terminate(&mut stored.status, 0, "Completed");
                 let _ = state.events.send(status_event(&stored.status));
                 let _ = state.events.send(deleted_event(&stored.status));
@@ -633,6 +889,180 @@ impl podprovider_proto::PodProvider for TestProvider {
         let stream = watch_stream(snapshot, changes);
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn get_container_logs(
+        &self,
+        request: Request<pb::GetContainerLogsRequest>,
+    ) -> Result<Response<BoxStream<pb::LogChunk>>, Status> {
+        self.count(rpc::LOGS);
+        let req = request.into_inner();
+        let query = logs::Query::from_request(&req)?;
+        let source = {
+            let pods = lock(&self.state.pods);
+            let stored = find_pod(&pods, req.pod_ref.as_ref())?;
+            let name = stored.container_name(&req.container)?;
+            let rt = stored.containers.get(&name);
+            if req.previous {
+                let previous = rt.and_then(|rt| rt.previous.clone()).ok_or_else(|| {
+                    Status::not_found(format!(
+                        "previous terminated container {name:?} in pod {} not found",
+                        stored.describe()
+                    ))
+                })?;
+                logs::Source::Previous(previous)
+            } else {
+                let current = rt.and_then(|rt| rt.current.as_ref()).ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "container {name:?} in pod {} is waiting to start",
+                        stored.describe()
+                    ))
+                })?;
+                logs::Source::Current(current.subscribe())
+            }
+        };
+        Ok(Response::new(logs::stream(source, query)))
+    }
+
+    async fn exec(
+        &self,
+        request: Request<Streaming<pb::ExecRequest>>,
+    ) -> Result<Response<BoxStream<pb::StreamOutput>>, Status> {
+        self.count(rpc::EXEC);
+        let mut input = request.into_inner();
+        let start = match input.message().await? {
+            Some(pb::ExecRequest {
+                request: Some(pb::exec_request::Request::Start(start)),
+            }) => start,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first exec message must be start",
+                ));
+            }
+        };
+        if start.command.is_empty() {
+            return Err(Status::invalid_argument("exec needs a command"));
+        }
+        let target = {
+            let mut pods = lock(&self.state.pods);
+            let stored = find_pod_mut(&mut pods, start.pod_ref.as_ref())?;
+            let name = stored.container_name(&start.container)?;
+            let instance = stored.running_instance(&name)?;
+            let env = stored
+                .pod
+                .containers
+                .iter()
+                .find(|c| c.name == name)
+                .map(|c| {
+                    c.env
+                        .iter()
+                        .map(|e| (e.name.clone(), e.value.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let workdir = match stored.containers.get_mut(&name) {
+                Some(rt) => match &rt.workdir {
+                    Some(dir) => dir.clone(),
+                    None => {
+                        let dir = Arc::new(
+                            tempfile::Builder::new()
+                                .prefix("vk-test-exec-")
+                                .tempdir()
+                                .map_err(|e| {
+                                    Status::internal(format!(
+                                        "cannot make the exec working directory: {e}"
+                                    ))
+                                })?,
+                        );
+                        rt.workdir = Some(dir.clone());
+                        dir
+                    }
+                },
+                None => return Err(Status::internal("container runtime state is missing")),
+            };
+            exec::Target {
+                container: instance.subscribe(),
+                workdir,
+                env,
+            }
+        };
+        Ok(Response::new(exec::start(start, target, input)))
+    }
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<pb::AttachRequest>>,
+    ) -> Result<Response<BoxStream<pb::StreamOutput>>, Status> {
+        self.count(rpc::ATTACH);
+        let mut input = request.into_inner();
+        let start = match input.message().await? {
+            Some(pb::AttachRequest {
+                request: Some(pb::attach_request::Request::Start(start)),
+            }) => start,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first attach message must be start",
+                ));
+            }
+        };
+        let instance = {
+            let pods = lock(&self.state.pods);
+            let stored = find_pod(&pods, start.pod_ref.as_ref())?;
+            let name = stored.container_name(&start.container)?;
+            stored.running_instance(&name)?
+        };
+        Ok(Response::new(attach::start(&start, &instance, input)))
+    }
+
+    async fn port_forward(
+        &self,
+        _request: Request<Streaming<pb::PortForwardRequest>>,
+    ) -> Result<Response<BoxStream<pb::PortForwardResponse>>, Status> {
+        self.count(rpc::PORT_FORWARD);
+        Err(Status::unimplemented(
+            "port-forward is not supported by the test provider",
+        ))
+    }
+
+    async fn get_stats(
+        &self,
+        request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        self.count(rpc::STATS);
+        let req = request.into_inner();
+        let mut pods = lock(&self.state.pods);
+        let stats = pods
+            .values_mut()
+            .filter(|s| s.status.phase == PodPhase::Running as i32)
+            .filter(|s| req.node_name.is_empty() || s.pod.node_name == req.node_name)
+            .filter(|s| {
+                req.pods.is_empty()
+                    || s.status
+                        .pod_ref
+                        .as_ref()
+                        .is_some_and(|r| req.pods.iter().any(|p| p.uid == r.uid))
+            })
+            .map(stats::pod_stats)
+            .collect();
+        Ok(Response::new(pb::GetStatsResponse { pods: stats }))
+    }
+}
+
+fn find_pod<'a>(
+    pods: &'a HashMap<String, StoredPod>,
+    pod_ref: Option<&PodRef>,
+) -> Result<&'a StoredPod, Status> {
+    let uid = &require_ref(pod_ref)?.uid;
+    pods.get(uid)
+        .ok_or_else(|| Status::not_found(format!("pod {uid} is not known")))
+}
+
+fn find_pod_mut<'a>(
+    pods: &'a mut HashMap<String, StoredPod>,
+    pod_ref: Option<&PodRef>,
+) -> Result<&'a mut StoredPod, Status> {
+    let uid = &require_ref(pod_ref)?.uid;
+    pods.get_mut(uid)
+        .ok_or_else(|| Status::not_found(format!("pod {uid} is not known")))
 }
 
 /// Snapshot, `synced`, then changes; a lagging subscriber gets an error and must reconnect (and so

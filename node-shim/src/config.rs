@@ -15,6 +15,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the kubelet API's serving certificate comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ServingCertMode {
+    /// `--tls-cert-file` and `--tls-private-key-file`.
+    Files,
+    /// A `kubernetes.io/kubelet-serving` CertificateSigningRequest, renewed before expiry; someone
+    /// (an approver controller or an administrator) must approve it.
+    Csr,
+    /// A self-signed certificate; only for trials, since nothing can verify it.
+    SelfSigned,
+}
+
 /// A Kubernetes virtual node backed by a PodProvider gRPC service.
 #[derive(Parser, Clone, Debug)]
 #[command(name = "node-shim", version, about)]
@@ -38,6 +50,32 @@ pub struct Config {
     /// Port of the kubelet HTTPS API, published as the Node's kubelet endpoint.
     #[arg(long, env = "KUBELET_PORT", default_value_t = 10250)]
     pub kubelet_port: u16,
+
+    /// Address the kubelet API listens on.
+    #[arg(long, env = "VK_KUBELET_ADDRESS", default_value = "0.0.0.0")]
+    pub kubelet_address: IpAddr,
+
+    /// PEM certificate (chain) the kubelet API serves.
+    #[arg(long, env = "APISERVER_CERT_LOCATION")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert-file`.
+    #[arg(long, env = "APISERVER_KEY_LOCATION")]
+    pub tls_private_key_file: Option<PathBuf>,
+
+    /// Where the serving certificate comes from; default: `files` when `--tls-cert-file` is set,
+    /// otherwise `csr`.
+    #[arg(long, env = "VK_SERVING_CERT", value_enum)]
+    pub serving_cert: Option<ServingCertMode>,
+
+    /// CA bundle that signs client certificates the kubelet API accepts (the API server's
+    /// kubelet client certificate).
+    #[arg(long, env = "APISERVER_CA_CERT_LOCATION")]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// Let requests without credentials through to authorization as `system:anonymous`.
+    #[arg(long, env = "VK_ANONYMOUS_AUTH")]
+    pub anonymous_auth: bool,
 
     /// The Node's InternalIP: the shim's pod IP, where the API server reaches the kubelet API.
     #[arg(long, env = "VKUBELET_POD_IP", default_value = "127.0.0.1")]
@@ -108,6 +146,25 @@ pub struct Config {
     pub log_filter: String,
 }
 
+impl Config {
+    /// The serving certificate source in effect.
+    pub fn serving_cert_mode(&self) -> ServingCertMode {
+        match self.serving_cert {
+            Some(mode) => mode,
+            None if self.tls_cert_file.is_some() => ServingCertMode::Files,
+            None => ServingCertMode::Csr,
+        }
+    }
+
+    /// `--tls-cert-file` and `--tls-private-key-file`, when both are set.
+    pub fn tls_files(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        Some((
+            self.tls_cert_file.as_deref()?,
+            self.tls_private_key_file.as_deref()?,
+        ))
+    }
+}
+
 /// Parses `500ms`, `10s`, `2m`, `1h` or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -155,6 +212,9 @@ mod tests {
             "VKUBELET_TAINT_KEY",
             "VKUBELET_TAINT_VALUE",
             "VKUBELET_TAINT_EFFECT",
+            "APISERVER_CERT_LOCATION",
+            "APISERVER_KEY_LOCATION",
+            "APISERVER_CA_CERT_LOCATION",
         ] {
             assert!(
                 envs.iter().any(|e| e == name),

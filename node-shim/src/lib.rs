@@ -3,10 +3,12 @@
 //! Read in this order: [`config`] (flags), [`provider_client`] (the gRPC connection), [`node`]
 //! (Node registration, Lease, Ready from the provider's Ping), [`pods`] (the controller: watch,
 //! reconcile, provider status stream), [`resolve`] (env and volumes into the contract's Pod),
-//! [`status`] (provider status into Kubernetes status). The kubelet API comes next.
+//! [`status`] (provider status into Kubernetes status), [`kubelet`] (the kubelet HTTPS API: logs,
+//! exec, attach, port-forward, stats).
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod kubelet;
 pub mod node;
 pub mod pods;
 pub mod provider_client;
@@ -36,6 +38,9 @@ pub enum Error {
     /// The node manager failed.
     #[error(transparent)]
     Node(#[from] node::Error),
+    /// The kubelet API could not be served.
+    #[error(transparent)]
+    Kubelet(#[from] kubelet::Error),
 }
 
 /// Builds the Kubernetes client from `--kubeconfig`, or in-cluster / default configuration.
@@ -62,10 +67,31 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Error> 
     let provider = provider_client::connect(&cfg.provider_endpoint, cfg.provider_timeout)?;
     let node = node::NodeManager::new(client.clone(), provider.clone(), cfg.clone()).await?;
     tracing::info!(node = %cfg.node_name, provider = %cfg.provider_endpoint, "node-shim starting");
-    let (node_result, ()) = tokio::join!(
+    let kubelet_api = async {
+        let result = kubelet::run(
+            client.clone(),
+            provider.clone(),
+            cfg.clone(),
+            shutdown.clone(),
+        )
+        .await;
+        if result.is_err() {
+            // A node whose kubelet API cannot serve is broken; stop like a kubelet would.
+            shutdown.cancel();
+        }
+        result
+    };
+    let (node_result, (), kubelet_result) = tokio::join!(
         node.run(shutdown.clone()),
-        pods::run(client, provider, cfg.clone(), shutdown.clone())
+        pods::run(
+            client.clone(),
+            provider.clone(),
+            cfg.clone(),
+            shutdown.clone()
+        ),
+        kubelet_api,
     );
+    kubelet_result?;
     node_result?;
     tracing::info!("node-shim stopped");
     Ok(())

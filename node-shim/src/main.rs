@@ -1,5 +1,7 @@
 //! `node-shim` binary: parse flags, set up logging, run until SIGTERM or Ctrl-C.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use node_shim::{Config, config::LogFormat};
 use tokio::signal::unix::{SignalKind, signal};
@@ -13,9 +15,11 @@ async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
     let filter = EnvFilter::try_new(&cfg.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
+    // Colour codes only on a terminal, not in log files and collectors.
+    let ansi = std::io::stderr().is_terminal();
     match cfg.log_format {
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
             .init(),
         LogFormat::Json => registry
             .with(fmt::layer().json().with_writer(std::io::stderr))

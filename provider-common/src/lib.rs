@@ -5,12 +5,20 @@
 //! - [`server`]: the gRPC server with `grpc.health.v1`, reflection v1 and v1alpha, graceful shutdown.
 //! - [`shutdown`]: a future that completes on SIGTERM or Ctrl-C.
 //! - [`logging`]: `tracing` set-up with text or JSON output.
+//! - [`status_loop`]: the poll-diff-push status hub behind `WatchPods`, `GetPod` and `ListPods`.
+//! - [`retry`]: backoff with jitter for cloud calls, honouring Retry-After.
+//! - [`resources`]: a pod's total CPU and memory, rounding to cloud sizes.
+//! - [`naming`]: deterministic resource names and identity tags.
 #![forbid(unsafe_code)]
 
 pub mod listen;
 pub mod logging;
+pub mod naming;
+pub mod resources;
+pub mod retry;
 pub mod server;
 pub mod shutdown;
+pub mod status_loop;
 
 pub use listen::ListenAddr;
 pub use server::{ServerArgs, run, serve};

@@ -1,10 +1,31 @@
 //! `provider-fargate`: the PodProvider gRPC service for AWS Fargate (through ECS).
 //!
-//! Skeleton: serves the contract with health and reflection; every PodProvider RPC answers
-//! UNIMPLEMENTED until the provider's own issue lands.
+//! Pods become ECS tasks (launch type FARGATE, awsvpc networking) started from task definitions
+//! shared by content hash; statuses come from one ListTasks + batched DescribeTasks per interval;
+//! logs from CloudWatch Logs (awslogs driver). See README.md for the flags.
+#![forbid(unsafe_code)]
 
+mod cloud;
+mod config;
+mod error;
+mod logs;
+mod provider;
+mod sizes;
+mod status;
+mod taskdef;
+
+use std::collections::HashMap;
+
+use anyhow::Context;
 use clap::Parser;
-use provider_common::ServerArgs;
+use provider_common::{ServerArgs, retry::RetryPolicy, status_loop};
+
+use crate::{
+    cloud::{Cloud, Network},
+    config::{Arch, FargateArgs},
+    provider::{FargateProvider, Settings},
+    taskdef::DefSettings,
+};
 
 /// Command-line flags (each with an environment fallback).
 #[derive(Parser, Debug)]
@@ -16,19 +37,105 @@ use provider_common::ServerArgs;
 struct Cli {
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    fargate: FargateArgs,
 }
-
-/// The AWS Fargate (through ECS) provider.
-#[derive(Debug, Default)]
-struct FargateProvider;
-
-// Every RPC keeps its generated default: UNIMPLEMENTED.
-#[tonic::async_trait]
-impl podprovider_proto::PodProvider for FargateProvider {}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Both ring (ours) and aws-lc (the AWS SDK's) are linked: rustls needs to be told which.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    provider_common::run(FargateProvider, &cli.server).await?;
+    provider_common::logging::init(cli.server.log_format, &cli.server.log_filter);
+    let args = &cli.fargate;
+    args.validate()?;
+
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        // Our own retry loop (backoff with jitter, Retry-After) replaces the SDK's.
+        .retry_config(aws_config::retry::RetryConfig::disabled());
+    if let Some(region) = &args.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(url) = &args.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let sdk = loader.load().await;
+    let region = sdk
+        .region()
+        .map(ToString::to_string)
+        .context("no AWS region: set --region or AWS_REGION")?;
+    let cloud = Cloud {
+        ecs: aws_sdk_ecs::Client::new(&sdk),
+        logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
+        cluster: args.cluster.clone(),
+        policy: RetryPolicy::default(),
+    };
+    let capacity = HashMap::from([
+        ("cpu".to_owned(), args.capacity_cpu.clone()),
+        ("memory".to_owned(), args.capacity_memory.clone()),
+        ("pods".to_owned(), args.capacity_pods.clone()),
+        (
+            "ephemeral-storage".to_owned(),
+            args.capacity_ephemeral_storage.clone(),
+        ),
+    ]);
+    let settings = Settings {
+        defs: DefSettings {
+            execution_role_arn: args.execution_role_arn.clone(),
+            task_role_arn: args.task_role_arn.clone(),
+            log_group: args.log_group.clone(),
+            log_stream_prefix: args.log_stream_prefix.clone(),
+            region,
+            files_image: args.files_image.clone(),
+            cpu_architecture: match args.architecture {
+                Arch::Amd64 => "X86_64".into(),
+                Arch::Arm64 => "ARM64".into(),
+            },
+        },
+        network: Network {
+            subnets: args.subnets.clone(),
+            security_groups: args.security_groups.clone(),
+            assign_public_ip: args.assign_public_ip,
+        },
+        platform_version: args.platform_version.clone(),
+        enable_execute_command: args.enable_execute_command,
+        capacity,
+        architecture: args.architecture.k8s().to_owned(),
+    };
+    let provider = FargateProvider::new(cloud, settings);
+
+    // Rebuild state from ECS before serving, so the first WatchPods snapshot is complete.
+    let hub = provider.hub();
+    if let Err(e) = provider.load_definitions().await {
+        tracing::warn!(error = %e, "cannot list task definitions; unused ones stay registered for now");
+    }
+    match provider.poll().await {
+        Ok(pods) => {
+            tracing::info!(pods = pods.len(), "state rebuilt from ECS");
+            hub.replace_all(pods);
+            hub.set_health(status_loop::PollHealth::Ok);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "first status poll failed; serving anyway, reporting NotReady");
+            hub.set_health(status_loop::PollHealth::Failed(e.to_string()));
+        }
+    }
+    let poller = provider.clone();
+    let poll_loop = tokio::spawn(status_loop::run_poll_loop(
+        hub,
+        args.status_interval(),
+        move || {
+            let p = poller.clone();
+            async move { p.poll().await }
+        },
+    ));
+    let served = provider_common::serve(
+        provider,
+        &cli.server.listen,
+        provider_common::shutdown::signal(),
+    )
+    .await;
+    poll_loop.abort();
+    served?;
     Ok(())
 }

@@ -1,0 +1,536 @@
+//! The ECS and CloudWatch Logs calls this provider makes, each retried with backoff.
+
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerCondition, ContainerDefinition,
+    ContainerDependency, ContainerOverride, CpuArchitecture, DesiredStatus, EphemeralStorage,
+    KeyValuePair, LaunchType, LogConfiguration, LogDriver, MountPoint, NetworkConfiguration,
+    NetworkMode, OsFamily, PortMapping, RuntimePlatform, Tag, Task, TaskDefinitionFamilyStatus,
+    TaskDefinitionStatus, TaskField, TaskOverride, TransportProtocol, Volume,
+};
+use provider_common::retry::{RetryPolicy, retry};
+
+use crate::{
+    error::{AwsError, Kind},
+    status::Shape,
+    taskdef::{FAMILY_PREFIX, FILES_CONTAINER, TaskDefSpec},
+};
+
+/// Network settings of every task.
+#[derive(Clone, Debug)]
+pub struct Network {
+    /// Subnets.
+    pub subnets: Vec<String>,
+    /// Security groups.
+    pub security_groups: Vec<String>,
+    /// Assign a public IP.
+    pub assign_public_ip: bool,
+}
+
+/// ECS and CloudWatch Logs clients for one cluster.
+#[derive(Clone, Debug)]
+pub struct Cloud {
+    /// ECS.
+    pub ecs: aws_sdk_ecs::Client,
+    /// CloudWatch Logs.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// Cluster name or ARN.
+    pub cluster: String,
+    /// Retry policy for every call.
+    pub policy: RetryPolicy,
+}
+
+/// What RunTask needs besides the definition.
+pub struct RunSpec<'a> {
+    /// Task definition ARN.
+    pub task_definition: &'a str,
+    /// `startedBy`: the pod's deterministic name.
+    pub started_by: &'a str,
+    /// Idempotency token.
+    pub client_token: &'a str,
+    /// Tags (identity and bookkeeping).
+    pub tags: &'a [(String, String)],
+    /// Per container environment; may hold secrets.
+    pub overrides: &'a [(String, Vec<(String, String)>)],
+    /// Network.
+    pub network: &'a Network,
+    /// Platform version.
+    pub platform_version: Option<&'a str>,
+    /// ECS Exec.
+    pub enable_execute_command: bool,
+}
+
+/// Marker at the start of the `reason` this provider gives StopTask: a stopped task with it was
+/// deleted on purpose, and a restarted provider does not report it again.
+pub const STOP_REASON: &str = "virtual-kubelet: pod deleted";
+
+fn sdk<E>(
+    op: &'static str,
+) -> impl FnOnce(aws_sdk_ecs::error::SdkError<E, aws_sdk_ecs::config::http::HttpResponse>) -> AwsError
+where
+    E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    move |e| AwsError::from_sdk(op, e)
+}
+
+impl Cloud {
+    /// The ARN of the task (not yet stopped) started for `started_by`, if any.
+    pub async fn find_task(&self, started_by: &str) -> Result<Option<String>, AwsError> {
+        retry(&self.policy, "ListTasks", || async {
+            self.ecs
+                .list_tasks()
+                .cluster(&self.cluster)
+                .started_by(started_by)
+                .desired_status(DesiredStatus::Running)
+                .send()
+                .await
+                .map(|out| out.task_arns().first().cloned())
+                .map_err(sdk("ListTasks"))
+        })
+        .await
+    }
+
+    /// Every task of the cluster that is meant to run (all pages).
+    pub async fn list_running(&self) -> Result<Vec<String>, AwsError> {
+        let mut arns = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = retry(&self.policy, "ListTasks", || async {
+                self.ecs
+                    .list_tasks()
+                    .cluster(&self.cluster)
+                    .desired_status(DesiredStatus::Running)
+                    .set_next_token(token.clone())
+                    .max_results(100)
+                    .send()
+                    .await
+                    .map_err(sdk("ListTasks"))
+            })
+            .await?;
+            arns.extend(page.task_arns().iter().cloned());
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(arns);
+            }
+        }
+    }
+
+    /// Describes tasks with their tags, 100 per call; also returns the ARNs ECS reports MISSING.
+    pub async fn describe(&self, arns: &[String]) -> Result<(Vec<Task>, Vec<String>), AwsError> {
+        let mut tasks = Vec::new();
+        let mut missing = Vec::new();
+        for chunk in arns.chunks(100) {
+            let out = retry(&self.policy, "DescribeTasks", || async {
+                self.ecs
+                    .describe_tasks()
+                    .cluster(&self.cluster)
+                    .set_tasks(Some(chunk.to_vec()))
+                    .include(TaskField::Tags)
+                    .send()
+                    .await
+                    .map_err(sdk("DescribeTasks"))
+            })
+            .await?;
+            tasks.extend(out.tasks().iter().cloned());
+            missing.extend(
+                out.failures()
+                    .iter()
+                    .filter(|f| f.reason() == Some("MISSING"))
+                    .filter_map(|f| f.arn().map(str::to_owned)),
+            );
+        }
+        Ok((tasks, missing))
+    }
+
+    /// The ACTIVE definition of `spec`'s family, registering it when there is none.
+    pub async fn ensure_definition(
+        &self,
+        spec: &TaskDefSpec,
+        tags: &[(String, String)],
+    ) -> Result<String, AwsError> {
+        let family = spec.family();
+        let existing = retry(&self.policy, "DescribeTaskDefinition", || async {
+            match self
+                .ecs
+                .describe_task_definition()
+                .task_definition(&family)
+                .send()
+                .await
+                .map_err(sdk("DescribeTaskDefinition"))
+            {
+                Ok(out) => Ok(out.task_definition().cloned()),
+                // An unknown family is a ClientException.
+                Err(e) if matches!(e.kind, Kind::Invalid | Kind::NotFound) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+        if let Some(def) = existing
+            && def.status() == Some(&TaskDefinitionStatus::Active)
+            && let Some(arn) = def.task_definition_arn()
+        {
+            return Ok(arn.to_owned());
+        }
+        let out = retry(&self.policy, "RegisterTaskDefinition", || async {
+            register_request(&self.ecs, spec, &family, tags)
+                .send()
+                .await
+                .map_err(sdk("RegisterTaskDefinition"))
+        })
+        .await?;
+        out.task_definition()
+            .and_then(|d| d.task_definition_arn())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                other(
+                    "RegisterTaskDefinition",
+                    "no task definition ARN in the answer",
+                )
+            })
+    }
+
+    /// The containers of a task definition in spec order.
+    pub async fn shape(&self, task_definition: &str) -> Result<Shape, AwsError> {
+        let out = retry(&self.policy, "DescribeTaskDefinition", || async {
+            self.ecs
+                .describe_task_definition()
+                .task_definition(task_definition)
+                .send()
+                .await
+                .map_err(sdk("DescribeTaskDefinition"))
+        })
+        .await?;
+        let mut shape = Shape::default();
+        for c in out
+            .task_definition()
+            .map(|d| d.container_definitions())
+            .unwrap_or_default()
+        {
+            let name = c.name().unwrap_or_default().to_owned();
+            let image = c.image().unwrap_or_default().to_owned();
+            if name == FILES_CONTAINER {
+                continue;
+            }
+            if c.essential().unwrap_or(true) {
+                shape.app.push((name, image));
+            } else {
+                shape.init.push((name, image));
+            }
+        }
+        Ok(shape)
+    }
+
+    /// ACTIVE task definitions of this provider's families.
+    pub async fn our_definitions(&self) -> Result<Vec<String>, AwsError> {
+        let families = retry(&self.policy, "ListTaskDefinitionFamilies", || async {
+            self.ecs
+                .list_task_definition_families()
+                .family_prefix(FAMILY_PREFIX)
+                .status(TaskDefinitionFamilyStatus::Active)
+                .send()
+                .await
+                .map_err(sdk("ListTaskDefinitionFamilies"))
+        })
+        .await?;
+        let mut arns = Vec::new();
+        for family in families.families() {
+            let defs = retry(&self.policy, "ListTaskDefinitions", || async {
+                self.ecs
+                    .list_task_definitions()
+                    .family_prefix(family)
+                    .status(TaskDefinitionStatus::Active)
+                    .send()
+                    .await
+                    .map_err(sdk("ListTaskDefinitions"))
+            })
+            .await?;
+            arns.extend(defs.task_definition_arns().iter().cloned());
+        }
+        Ok(arns)
+    }
+
+    /// Deregisters a task definition revision (idempotent).
+    pub async fn deregister(&self, arn: &str) -> Result<(), AwsError> {
+        retry(&self.policy, "DeregisterTaskDefinition", || async {
+            match self
+                .ecs
+                .deregister_task_definition()
+                .task_definition(arn)
+                .send()
+                .await
+                .map_err(sdk("DeregisterTaskDefinition"))
+            {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind == Kind::Invalid => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// Finds the task started for `run.started_by`, or runs it. One retry loop around both, so a
+    /// RunTask whose answer was lost is found rather than run twice.
+    pub async fn find_or_run(&self, run: &RunSpec<'_>) -> Result<Task, AwsError> {
+        retry(&self.policy, "RunTask", || async {
+            let existing = self
+                .ecs
+                .list_tasks()
+                .cluster(&self.cluster)
+                .started_by(run.started_by)
+                .desired_status(DesiredStatus::Running)
+                .send()
+                .await
+                .map_err(sdk("ListTasks"))?;
+            if let Some(arn) = existing.task_arns().first() {
+                let out = self
+                    .ecs
+                    .describe_tasks()
+                    .cluster(&self.cluster)
+                    .tasks(arn)
+                    .include(TaskField::Tags)
+                    .send()
+                    .await
+                    .map_err(sdk("DescribeTasks"))?;
+                if let Some(task) = out.tasks().first() {
+                    return Ok(task.clone());
+                }
+            }
+            let out = run_request(&self.ecs, &self.cluster, run)?
+                .send()
+                .await
+                .map_err(sdk("RunTask"))?;
+            if let Some(task) = out.tasks().first() {
+                return Ok(task.clone());
+            }
+            let reason = out
+                .failures()
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} {}",
+                        f.reason().unwrap_or_default(),
+                        f.detail().unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            Err(AwsError {
+                op: "RunTask",
+                kind: if reason.contains("RESOURCE") || reason.contains("capacity") {
+                    Kind::Throttled
+                } else {
+                    Kind::Invalid
+                },
+                code: "RunTaskFailure".into(),
+                message: reason,
+                retry_after: None,
+            })
+        })
+        .await
+    }
+
+    /// Stops a task; stopping a stopped or unknown task succeeds.
+    pub async fn stop(&self, arn: &str) -> Result<(), AwsError> {
+        retry(&self.policy, "StopTask", || async {
+            match self
+                .ecs
+                .stop_task()
+                .cluster(&self.cluster)
+                .task(arn)
+                .reason(STOP_REASON)
+                .send()
+                .await
+                .map_err(sdk("StopTask"))
+            {
+                Ok(_) => Ok(()),
+                Err(e) if matches!(e.kind, Kind::Invalid | Kind::NotFound) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+}
+
+fn other(op: &'static str, msg: &str) -> AwsError {
+    AwsError {
+        op,
+        kind: Kind::Other,
+        code: "Unexpected".into(),
+        message: msg.into(),
+        retry_after: None,
+    }
+}
+
+fn tag(k: &str, v: &str) -> Tag {
+    Tag::builder().key(k).value(v).build()
+}
+
+fn run_request(
+    ecs: &aws_sdk_ecs::Client,
+    cluster: &str,
+    run: &RunSpec<'_>,
+) -> Result<aws_sdk_ecs::operation::run_task::builders::RunTaskFluentBuilder, AwsError> {
+    let vpc = AwsVpcConfiguration::builder()
+        .set_subnets(Some(run.network.subnets.clone()))
+        .set_security_groups(Some(run.network.security_groups.clone()))
+        .assign_public_ip(if run.network.assign_public_ip {
+            AssignPublicIp::Enabled
+        } else {
+            AssignPublicIp::Disabled
+        })
+        .build()
+        .map_err(|e| other("RunTask", &e.to_string()))?;
+    let mut overrides = TaskOverride::builder();
+    for (name, env) in run.overrides {
+        let mut c = ContainerOverride::builder().name(name);
+        for (k, v) in env {
+            c = c.environment(KeyValuePair::builder().name(k).value(v).build());
+        }
+        overrides = overrides.container_overrides(c.build());
+    }
+    let mut req = ecs
+        .run_task()
+        .cluster(cluster)
+        .task_definition(run.task_definition)
+        .launch_type(LaunchType::Fargate)
+        .started_by(run.started_by)
+        .client_token(run.client_token)
+        .count(1)
+        .network_configuration(
+            NetworkConfiguration::builder()
+                .awsvpc_configuration(vpc)
+                .build(),
+        )
+        .overrides(overrides.build())
+        .enable_execute_command(run.enable_execute_command)
+        .set_platform_version(run.platform_version.map(str::to_owned));
+    for (k, v) in run.tags {
+        req = req.tags(tag(k, v));
+    }
+    Ok(req)
+}
+
+fn register_request(
+    ecs: &aws_sdk_ecs::Client,
+    spec: &TaskDefSpec,
+    family: &str,
+    tags: &[(String, String)],
+) -> aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionFluentBuilder
+{
+    let mut req = ecs
+        .register_task_definition()
+        .family(family)
+        .requires_compatibilities(Compatibility::Fargate)
+        .network_mode(NetworkMode::Awsvpc)
+        .cpu(spec.cpu.to_string())
+        .memory(spec.memory_mib.to_string())
+        .set_execution_role_arn(spec.execution_role_arn.clone())
+        .set_task_role_arn(spec.task_role_arn.clone())
+        .runtime_platform(
+            RuntimePlatform::builder()
+                .operating_system_family(OsFamily::Linux)
+                .cpu_architecture(CpuArchitecture::from(spec.cpu_architecture.as_str()))
+                .build(),
+        );
+    if let Some(gib) = spec.ephemeral_storage_gib {
+        req = req.ephemeral_storage(
+            EphemeralStorage::builder()
+                .size_in_gib(i32::try_from(gib).unwrap_or(200))
+                .build(),
+        );
+    }
+    for v in &spec.volumes {
+        req = req.volumes(Volume::builder().name(v).build());
+    }
+    for c in &spec.containers {
+        req = req.container_definitions(container_definition(spec, c));
+    }
+    for (k, v) in tags {
+        req = req.tags(tag(k, v));
+    }
+    req
+}
+
+fn to_i32(v: u64) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+fn container_definition(
+    spec: &TaskDefSpec,
+    c: &crate::taskdef::ContainerSpec,
+) -> ContainerDefinition {
+    let mut b = ContainerDefinition::builder()
+        .name(&c.name)
+        .image(&c.image)
+        .essential(c.essential)
+        .memory(to_i32(c.memory_mib))
+        .set_memory_reservation(c.memory_reservation_mib.map(to_i32))
+        .cpu(c.cpu_units.map_or(0, to_i32))
+        .set_entry_point((!c.entry_point.is_empty()).then(|| c.entry_point.clone()))
+        .set_command((!c.command.is_empty()).then(|| c.command.clone()))
+        .set_working_directory(c.working_directory.clone())
+        .set_stop_timeout(c.stop_timeout.map(|s| i32::try_from(s).unwrap_or(120)))
+        .set_user(c.user.clone())
+        .set_readonly_root_filesystem(c.readonly_root_filesystem)
+        .pseudo_terminal(c.tty)
+        .interactive(c.interactive);
+    for (port, proto) in &c.ports {
+        b = b.port_mappings(
+            PortMapping::builder()
+                .container_port(*port)
+                .protocol(if proto == "udp" {
+                    TransportProtocol::Udp
+                } else {
+                    TransportProtocol::Tcp
+                })
+                .build(),
+        );
+    }
+    for (vol, path, ro) in &c.mounts {
+        b = b.mount_points(
+            MountPoint::builder()
+                .source_volume(vol)
+                .container_path(path)
+                .read_only(*ro)
+                .build(),
+        );
+    }
+    for dep in &c.depends_on_success {
+        if let Ok(d) = ContainerDependency::builder()
+            .container_name(dep)
+            .condition(ContainerCondition::Success)
+            .build()
+        {
+            b = b.depends_on(d);
+        }
+    }
+    if let Some((group, region, prefix)) = &spec.awslogs
+        && let Ok(log) = LogConfiguration::builder()
+            .log_driver(LogDriver::Awslogs)
+            .options("awslogs-group", group)
+            .options("awslogs-region", region)
+            .options("awslogs-stream-prefix", prefix)
+            .build()
+    {
+        b = b.log_configuration(log);
+    }
+    b.build()
+}
+
+/// The awslogs stream of a container: `<prefix>/<container>/<task-id>`.
+pub fn log_stream(prefix: &str, container: &str, task_arn: &str) -> String {
+    let task_id = task_arn.rsplit('/').next().unwrap_or(task_arn);
+    format!("{prefix}/{container}/{task_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_stream_names_follow_awslogs() {
+        assert_eq!(
+            log_stream("vk", "web", "arn:aws:ecs:us-east-1:1:task/cluster/0123abcd"),
+            "vk/web/0123abcd"
+        );
+    }
+}

@@ -1,0 +1,693 @@
+//! The `PodProvider` implementation: pods as ECS tasks on Fargate.
+
+use std::{
+    collections::{HashMap, HashSet},
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use aws_sdk_ecs::types::Task;
+use futures::Stream;
+use podprovider_proto::v1::{
+    AttachRequest, CreatePodRequest, CreatePodResponse, DeletePodRequest, DeletePodResponse,
+    ExecRequest, GetContainerLogsRequest, GetNodeInfoRequest, GetPodRequest, GetPodResponse,
+    GetStatsRequest, GetStatsResponse, ListPodsRequest, ListPodsResponse, LogChunk, NodeInfo,
+    NodeSystemInfo, PingRequest, PingResponse, PodEvent, PodPhase, PodRef, PodStatus,
+    PortForwardRequest, PortForwardResponse, StreamOutput, UpdatePodRequest, UpdatePodResponse,
+    WatchPodsRequest,
+};
+use provider_common::{
+    naming::{self, NameRules},
+    status_loop::{PollHealth, StatusHub},
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    cloud::{Cloud, Network, RunSpec, STOP_REASON, log_stream},
+    error::AwsError,
+    logs,
+    status::{self, Shape},
+    taskdef::{self, DefSettings},
+};
+
+/// Tag with the pod's grace period (for deletes after a restart) and one with its content hash
+/// (for UpdatePod after a restart).
+const TAG_GRACE: &str = "vk-grace-seconds";
+const TAG_HASH: &str = "vk-content-hash";
+
+/// Provider settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// What shapes task definitions.
+    pub defs: DefSettings,
+    /// Network of every task.
+    pub network: Network,
+    /// Platform version.
+    pub platform_version: Option<String>,
+    /// ECS Exec on tasks.
+    pub enable_execute_command: bool,
+    /// Node capacity.
+    pub capacity: HashMap<String, String>,
+    /// Kubernetes architecture name.
+    pub architecture: String,
+}
+
+/// A pod this provider runs.
+#[derive(Clone, Debug)]
+struct Tracked {
+    pod_ref: PodRef,
+    node: String,
+    task_arn: String,
+    def_arn: String,
+    shape: Shape,
+    content_hash: String,
+    deleting: bool,
+    /// Last status ECS reported, for logs (follow ends when terminated).
+    last_status: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pods: HashMap<String, Tracked>,
+    /// Creates in progress per task definition family: GC leaves those definitions alone.
+    in_flight: HashMap<String, usize>,
+    /// Definitions this provider registered or found, ACTIVE as far as it knows.
+    definitions: HashSet<String>,
+    shapes: HashMap<String, Shape>,
+    /// UIDs with a create in progress (a concurrent second create waits for the first).
+    creating: HashSet<String>,
+}
+
+/// Pods on Fargate.
+#[derive(Clone)]
+pub struct FargateProvider {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cloud: Cloud,
+    settings: Settings,
+    hub: Arc<StatusHub>,
+    state: Mutex<State>,
+    create_done: tokio::sync::Notify,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn check_ref(r: Option<&PodRef>) -> Result<PodRef, Status> {
+    match r {
+        Some(r) if !r.namespace.is_empty() && !r.name.is_empty() && !r.uid.is_empty() => {
+            Ok(r.clone())
+        }
+        _ => Err(Status::invalid_argument(
+            "pod_ref needs namespace, name and uid",
+        )),
+    }
+}
+
+fn started_by(r: &PodRef) -> String {
+    // startedBy: up to 128 letters, digits, hyphens and underscores.
+    naming::resource_name("vk", r, &NameRules::alnum_dash_underscore(128))
+}
+
+fn tag_map(task: &Task) -> HashMap<&str, &str> {
+    task.tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?, t.value()?)))
+        .collect()
+}
+
+fn now_ts() -> prost_types::Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(0),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+impl FargateProvider {
+    /// A provider for `cloud` with `settings`.
+    pub fn new(cloud: Cloud, settings: Settings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                cloud,
+                settings,
+                hub: StatusHub::new(),
+                state: Mutex::default(),
+                create_done: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    /// The status hub (for the poll loop).
+    pub fn hub(&self) -> Arc<StatusHub> {
+        self.inner.hub.clone()
+    }
+
+    /// Learns the definitions this provider registered earlier, so unused ones are deregistered.
+    pub async fn load_definitions(&self) -> Result<(), AwsError> {
+        let defs = self.inner.cloud.our_definitions().await?;
+        lock(&self.inner.state).definitions.extend(defs);
+        Ok(())
+    }
+
+    async fn shape_of(&self, def_arn: &str) -> Result<Shape, AwsError> {
+        if let Some(s) = lock(&self.inner.state).shapes.get(def_arn) {
+            return Ok(s.clone());
+        }
+        let shape = self.inner.cloud.shape(def_arn).await?;
+        lock(&self.inner.state)
+            .shapes
+            .insert(def_arn.to_owned(), shape.clone());
+        Ok(shape)
+    }
+
+    /// One status poll: every running task of the cluster and every task we track, described in
+    /// batches; returns the complete (node, status) list for the hub and deregisters definitions
+    /// no task uses any more.
+    pub async fn poll(&self) -> Result<Vec<(String, PodStatus)>, AwsError> {
+        let cloud = &self.inner.cloud;
+        let mut arns: Vec<String> = cloud.list_running().await?;
+        let known: Vec<String> = lock(&self.inner.state)
+            .pods
+            .values()
+            .map(|t| t.task_arn.clone())
+            .collect();
+        let listed: HashSet<String> = arns.iter().cloned().collect();
+        arns.extend(known.into_iter().filter(|a| !listed.contains(a)));
+        let (tasks, missing) = cloud.describe(&arns).await?;
+
+        // Adopt tasks of ours that we do not track (after a restart); their shapes need a lookup.
+        let mut adopt = Vec::new();
+        for task in &tasks {
+            let tags = tag_map(task);
+            let Some((pod_ref, node)) = naming::pod_from_tags(tags.iter().map(|(k, v)| (*k, *v)))
+            else {
+                continue;
+            };
+            let tracked = lock(&self.inner.state).pods.contains_key(&pod_ref.uid);
+            let stopped =
+                task.last_status() == Some("STOPPED") || task.desired_status() == Some("STOPPED");
+            if !tracked && !stopped {
+                adopt.push((
+                    pod_ref,
+                    node,
+                    task.clone(),
+                    tags.get(TAG_HASH).map(|s| s.to_string()),
+                ));
+            }
+        }
+        for (pod_ref, node, task, hash) in adopt {
+            let def_arn = task.task_definition_arn().unwrap_or_default().to_owned();
+            let shape = self.shape_of(&def_arn).await?;
+            let mut st = lock(&self.inner.state);
+            st.definitions.insert(def_arn.clone());
+            st.pods.entry(pod_ref.uid.clone()).or_insert(Tracked {
+                pod_ref,
+                node,
+                task_arn: task.task_arn().unwrap_or_default().to_owned(),
+                def_arn,
+                shape,
+                content_hash: hash.unwrap_or_default(),
+                deleting: false,
+                last_status: String::new(),
+            });
+        }
+
+        let by_arn: HashMap<&str, &Task> = tasks
+            .iter()
+            .filter_map(|t| Some((t.task_arn()?, t)))
+            .collect();
+        let missing: HashSet<&str> = missing.iter().map(String::as_str).collect();
+        let mut out = Vec::new();
+        let mut unused_defs = Vec::new();
+        {
+            let mut st = lock(&self.inner.state);
+            let mut gone = Vec::new();
+            for (uid, t) in st.pods.iter_mut() {
+                match by_arn.get(t.task_arn.as_str()) {
+                    Some(task) => {
+                        let stopped = task.last_status() == Some("STOPPED");
+                        let deleted_by_us = stopped
+                            && (t.deleting
+                                || task
+                                    .stopped_reason()
+                                    .is_some_and(|r| r.starts_with(STOP_REASON)));
+                        if deleted_by_us {
+                            gone.push(uid.clone());
+                            continue;
+                        }
+                        t.last_status = task.last_status().unwrap_or_default().to_owned();
+                        out.push((
+                            t.node.clone(),
+                            status::pod_status(&t.pod_ref, task, &t.shape),
+                        ));
+                    }
+                    None if missing.contains(t.task_arn.as_str()) || t.deleting => {
+                        gone.push(uid.clone());
+                    }
+                    // Accepted, not described yet (eventual consistency): keep what we know.
+                    None => {
+                        if let Some(s) = self.inner.hub.get(uid) {
+                            out.push((t.node.clone(), s));
+                        }
+                    }
+                }
+            }
+            for uid in gone {
+                st.pods.remove(&uid);
+            }
+            // A definition is used while a tracked task has not stopped or a create is in flight.
+            let used: HashSet<String> = st
+                .pods
+                .values()
+                .filter(|t| t.last_status != "STOPPED")
+                .map(|t| t.def_arn.clone())
+                .collect();
+            let in_flight: HashSet<&String> = st
+                .in_flight
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(f, _)| f)
+                .collect();
+            for arn in &st.definitions {
+                let family_busy = in_flight.iter().any(|f| arn.contains(&format!("/{f}:")));
+                if !used.contains(arn) && !family_busy {
+                    unused_defs.push(arn.clone());
+                }
+            }
+        }
+        for arn in unused_defs {
+            match cloud.deregister(&arn).await {
+                Ok(()) => {
+                    tracing::info!(task_definition = %arn, "deregistered unused task definition");
+                    let mut st = lock(&self.inner.state);
+                    st.definitions.remove(&arn);
+                    st.shapes.remove(&arn);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot deregister an unused task definition"),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create(&self, pod: podprovider_proto::v1::Pod) -> Result<PodStatus, Status> {
+        let pod_ref = check_ref(pod.pod_ref.as_ref())?;
+        let plan = taskdef::plan(&pod, &self.inner.settings.defs)
+            .map_err(|e| Status::invalid_argument(e.0))?;
+        let node = pod.node_name.clone();
+        let uid = pod_ref.uid.clone();
+
+        // One create per UID at a time; a retry while the first runs waits for its outcome.
+        loop {
+            let notified = self.inner.create_done.notified();
+            {
+                let mut st = lock(&self.inner.state);
+                if st.pods.contains_key(&uid) {
+                    drop(st);
+                    return Ok(self.inner.hub.get(&uid).unwrap_or_else(|| PodStatus {
+                        pod_ref: Some(pod_ref.clone()),
+                        phase: PodPhase::Pending as i32,
+                        ..Default::default()
+                    }));
+                }
+                if st.creating.insert(uid.clone()) {
+                    let family = plan.spec.family();
+                    *st.in_flight.entry(family).or_default() += 1;
+                    break;
+                }
+            }
+            notified.await;
+        }
+        let result = self.create_task(&pod_ref, &node, &pod, &plan).await;
+        {
+            let mut st = lock(&self.inner.state);
+            st.creating.remove(&uid);
+            if let Some(n) = st.in_flight.get_mut(&plan.spec.family()) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        self.inner.create_done.notify_waiters();
+        let status = result.map_err(|e| e.to_status())?;
+        for w in &plan.warnings {
+            self.inner.hub.event(
+                &node,
+                PodEvent {
+                    pod_ref: Some(pod_ref.clone()),
+                    warning: true,
+                    reason: "ProviderIgnoredSetting".into(),
+                    message: w.clone(),
+                    time: Some(now_ts()),
+                },
+            );
+        }
+        Ok(status)
+    }
+
+    async fn create_task(
+        &self,
+        pod_ref: &PodRef,
+        node: &str,
+        pod: &podprovider_proto::v1::Pod,
+        plan: &taskdef::Plan,
+    ) -> Result<PodStatus, AwsError> {
+        let cloud = &self.inner.cloud;
+        let def_tags = vec![("vk-managed-by".to_owned(), "virtual-kubelet".to_owned())];
+        let def_arn = cloud.ensure_definition(&plan.spec, &def_tags).await?;
+        lock(&self.inner.state).definitions.insert(def_arn.clone());
+        let mut tags: Vec<(String, String)> = naming::pod_tags(pod_ref, node)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        tags.push((
+            TAG_GRACE.into(),
+            pod.termination_grace_period_seconds
+                .unwrap_or(30)
+                .to_string(),
+        ));
+        tags.push((TAG_HASH.into(), plan.content_hash.clone()));
+        let sb = started_by(pod_ref);
+        // clientToken: up to 64 ASCII characters, unique per pod.
+        let token = naming::short_hash(&[&pod_ref.uid], 32);
+        let run = RunSpec {
+            task_definition: &def_arn,
+            started_by: &sb,
+            client_token: &token,
+            tags: &tags,
+            overrides: &plan.overrides,
+            network: &self.inner.settings.network,
+            platform_version: self.inner.settings.platform_version.as_deref(),
+            enable_execute_command: self.inner.settings.enable_execute_command,
+        };
+        let task = cloud.find_or_run(&run).await?;
+        let task_arn = task.task_arn().unwrap_or_default().to_owned();
+        let shape = Shape {
+            init: pod
+                .init_containers
+                .iter()
+                .map(|c| (c.name.clone(), c.image.clone()))
+                .collect(),
+            app: pod
+                .containers
+                .iter()
+                .map(|c| (c.name.clone(), c.image.clone()))
+                .collect(),
+        };
+        // Not the moto-lagged container view: a fresh task is Pending until the next poll.
+        let status = status::accepted(pod_ref, &shape, &task_arn);
+        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, task = %task_arn, "task started");
+        {
+            let mut st = lock(&self.inner.state);
+            st.shapes.insert(def_arn.clone(), shape.clone());
+            st.pods.insert(
+                pod_ref.uid.clone(),
+                Tracked {
+                    pod_ref: pod_ref.clone(),
+                    node: node.to_owned(),
+                    task_arn,
+                    def_arn,
+                    shape,
+                    content_hash: plan.content_hash.clone(),
+                    deleting: false,
+                    last_status: String::new(),
+                },
+            );
+        }
+        self.inner.hub.upsert(node, status.clone());
+        Ok(status)
+    }
+
+    async fn delete(&self, pod_ref: PodRef) -> Result<bool, Status> {
+        let tracked = lock(&self.inner.state)
+            .pods
+            .get(&pod_ref.uid)
+            .map(|t| t.task_arn.clone());
+        let arn = match tracked {
+            Some(arn) => Some(arn),
+            None => self
+                .inner
+                .cloud
+                .find_task(&started_by(&pod_ref))
+                .await
+                .map_err(|e| e.to_status())?,
+        };
+        let Some(arn) = arn else {
+            return Ok(false);
+        };
+        self.inner
+            .cloud
+            .stop(&arn)
+            .await
+            .map_err(|e| e.to_status())?;
+        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, task = %arn, "task stopped");
+        if let Some(t) = lock(&self.inner.state).pods.get_mut(&pod_ref.uid) {
+            t.deleting = true;
+        }
+        Ok(true)
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl podprovider_proto::PodProvider for FargateProvider {
+    async fn get_node_info(
+        &self,
+        _req: Request<GetNodeInfoRequest>,
+    ) -> Result<Response<NodeInfo>, Status> {
+        let s = &self.inner.settings;
+        let mut labels = HashMap::new();
+        if !s.defs.region.is_empty() {
+            labels.insert(
+                "topology.kubernetes.io/region".to_owned(),
+                s.defs.region.clone(),
+            );
+        }
+        Ok(Response::new(NodeInfo {
+            provider_name: "fargate".into(),
+            provider_version: env!("CARGO_PKG_VERSION").into(),
+            capacity: s.capacity.clone(),
+            allocatable: HashMap::new(),
+            operating_system: "linux".into(),
+            architecture: s.architecture.clone(),
+            labels,
+            taints: Vec::new(),
+            conditions: Vec::new(),
+            system_info: Some(NodeSystemInfo {
+                os_image: "AWS Fargate".into(),
+                kernel_version: String::new(),
+                container_runtime_version: format!(
+                    "fargate://{}",
+                    s.platform_version.as_deref().unwrap_or("LATEST")
+                ),
+            }),
+            revision: "1".into(),
+        }))
+    }
+
+    async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        let (ready, reason, message) = match self.inner.hub.health() {
+            PollHealth::Ok | PollHealth::Starting => (true, String::new(), String::new()),
+            PollHealth::Failed(msg) => (
+                false,
+                "CloudAPIUnreachable".to_owned(),
+                format!("The last ECS status poll failed: {msg}"),
+            ),
+        };
+        Ok(Response::new(PingResponse {
+            ready,
+            reason,
+            message,
+            node_info_revision: "1".into(),
+        }))
+    }
+
+    async fn create_pod(
+        &self,
+        req: Request<CreatePodRequest>,
+    ) -> Result<Response<CreatePodResponse>, Status> {
+        let pod = req
+            .into_inner()
+            .pod
+            .ok_or_else(|| Status::invalid_argument("CreatePod needs a pod"))?;
+        let status = self.create(pod).await?;
+        Ok(Response::new(CreatePodResponse {
+            status: Some(status),
+        }))
+    }
+
+    async fn update_pod(
+        &self,
+        req: Request<UpdatePodRequest>,
+    ) -> Result<Response<UpdatePodResponse>, Status> {
+        let pod = req
+            .into_inner()
+            .pod
+            .ok_or_else(|| Status::invalid_argument("UpdatePod needs a pod"))?;
+        let pod_ref = check_ref(pod.pod_ref.as_ref())?;
+        let plan = taskdef::plan(&pod, &self.inner.settings.defs)
+            .map_err(|e| Status::invalid_argument(e.0))?;
+        let hash = lock(&self.inner.state)
+            .pods
+            .get(&pod_ref.uid)
+            .map(|t| t.content_hash.clone())
+            .ok_or_else(|| Status::not_found(format!("pod {} is not known", pod_ref.uid)))?;
+        if hash != plan.content_hash {
+            return Err(Status::unimplemented(
+                "ECS cannot change a running task in place (images, environment and files are fixed at RunTask)",
+            ));
+        }
+        Ok(Response::new(UpdatePodResponse {
+            status: self.inner.hub.get(&pod_ref.uid),
+        }))
+    }
+
+    async fn delete_pod(
+        &self,
+        req: Request<DeletePodRequest>,
+    ) -> Result<Response<DeletePodResponse>, Status> {
+        let pod_ref = check_ref(req.get_ref().pod_ref.as_ref())?;
+        let found = self.delete(pod_ref).await?;
+        Ok(Response::new(DeletePodResponse { found }))
+    }
+
+    async fn get_pod(
+        &self,
+        req: Request<GetPodRequest>,
+    ) -> Result<Response<GetPodResponse>, Status> {
+        let pod_ref = check_ref(req.get_ref().pod_ref.as_ref())?;
+        let status = self.inner.hub.get(&pod_ref.uid).ok_or_else(|| {
+            Status::not_found(format!(
+                "pod {}/{} is not known",
+                pod_ref.namespace, pod_ref.name
+            ))
+        })?;
+        Ok(Response::new(GetPodResponse {
+            status: Some(status),
+        }))
+    }
+
+    async fn list_pods(
+        &self,
+        req: Request<ListPodsRequest>,
+    ) -> Result<Response<ListPodsResponse>, Status> {
+        Ok(Response::new(ListPodsResponse {
+            pods: self.inner.hub.list(&req.get_ref().node_name),
+        }))
+    }
+
+    async fn watch_pods(
+        &self,
+        req: Request<WatchPodsRequest>,
+    ) -> Result<Response<BoxStream<podprovider_proto::v1::WatchPodsEvent>>, Status> {
+        Ok(Response::new(
+            self.inner.hub.watch(&req.get_ref().node_name),
+        ))
+    }
+
+    async fn get_container_logs(
+        &self,
+        req: Request<GetContainerLogsRequest>,
+    ) -> Result<Response<BoxStream<LogChunk>>, Status> {
+        let req = req.into_inner();
+        let pod_ref = check_ref(req.pod_ref.as_ref())?;
+        let group = self.inner.settings.defs.log_group.clone().ok_or_else(|| {
+            Status::unimplemented("container logs are off: the provider runs without --log-group")
+        })?;
+        let (task_arn, known) = {
+            let st = lock(&self.inner.state);
+            let t = st.pods.get(&pod_ref.uid).ok_or_else(|| {
+                Status::not_found(format!(
+                    "pod {}/{} is not known",
+                    pod_ref.namespace, pod_ref.name
+                ))
+            })?;
+            let known = t
+                .shape
+                .app
+                .iter()
+                .chain(&t.shape.init)
+                .any(|(n, _)| *n == req.container);
+            (t.task_arn.clone(), known)
+        };
+        if !known {
+            return Err(Status::not_found(format!(
+                "container {} is not in pod {}/{}",
+                req.container, pod_ref.namespace, pod_ref.name
+            )));
+        }
+        if req.previous {
+            return Err(Status::not_found(
+                "there is no previous instance: ECS does not restart containers in place",
+            ));
+        }
+        let src = logs::Source {
+            client: self.inner.cloud.logs.clone(),
+            group,
+            stream: log_stream(
+                &self.inner.settings.defs.log_stream_prefix,
+                &req.container,
+                &task_arn,
+            ),
+            policy: self.inner.cloud.policy,
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let me = self.clone();
+        let uid = pod_ref.uid.clone();
+        let now_ms = now_ts().seconds * 1000;
+        tokio::spawn(logs::stream_logs(src, req, now_ms, tx, move || {
+            lock(&me.inner.state)
+                .pods
+                .get(&uid)
+                .is_some_and(|t| t.last_status != "STOPPED" && !t.deleting)
+        }));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn exec(
+        &self,
+        _req: Request<Streaming<ExecRequest>>,
+    ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
+        let how = if self.inner.settings.enable_execute_command {
+            "tasks run with ECS Exec enabled: use `aws ecs execute-command`; bridging its SSM session is not implemented"
+        } else {
+            "ECS Exec is off (start the provider with --enable-execute-command to use `aws ecs execute-command`)"
+        };
+        Err(Status::unimplemented(format!(
+            "exec is not offered by the Fargate provider: {how}"
+        )))
+    }
+
+    async fn attach(
+        &self,
+        _req: Request<Streaming<AttachRequest>>,
+    ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
+        Err(Status::unimplemented(
+            "attach is not offered by Fargate: ECS has no way to attach to a container's main process",
+        ))
+    }
+
+    async fn port_forward(
+        &self,
+        _req: Request<Streaming<PortForwardRequest>>,
+    ) -> Result<Response<BoxStream<PortForwardResponse>>, Status> {
+        Err(Status::unimplemented(
+            "port-forward is not offered by Fargate: ECS has no port-forwarding API",
+        ))
+    }
+
+    async fn get_stats(
+        &self,
+        _req: Request<GetStatsRequest>,
+    ) -> Result<Response<GetStatsResponse>, Status> {
+        // ECS has no API for per-task usage (only the in-task metadata endpoint and Container
+        // Insights metrics); no figures is a valid answer.
+        Ok(Response::new(GetStatsResponse { pods: Vec::new() }))
+    }
+}

@@ -1,0 +1,764 @@
+//! From a resolved pod to an ECS task definition (shared by every pod with the same shape) plus the
+//! per-pod parts that go into RunTask overrides (environment, file contents).
+//!
+//! Everything pod-specific and every secret stays out of the task definition: definitions are
+//! readable by anyone with `ecs:DescribeTaskDefinition` and outlive the pod, while overrides
+//! belong to the one task. So the pods of a Deployment share one definition.
+
+use std::collections::BTreeMap;
+
+use podprovider_proto::v1::{Container, Pod, volume::Source};
+use provider_common::{naming::short_hash, resources};
+use serde::Serialize;
+
+use crate::sizes::{self, TaskSize};
+
+/// Name of the helper container that writes file volumes before the pod's containers start.
+pub const FILES_CONTAINER: &str = "vk-files";
+/// Task definition families this provider registers start with this.
+pub const FAMILY_PREFIX: &str = "vk-";
+/// ECS limits the JSON of RunTask overrides to 8 KiB.
+const MAX_OVERRIDES_BYTES: usize = 8192;
+/// Fargate gives every task 20 GiB of ephemeral storage, and up to 200 GiB when asked.
+const DEFAULT_EPHEMERAL_GIB: u64 = 20;
+const MAX_EPHEMERAL_GIB: u64 = 200;
+/// Fargate's longest stop timeout.
+const MAX_STOP_TIMEOUT: i64 = 120;
+
+/// Provider settings that shape task definitions.
+#[derive(Clone, Debug, Default)]
+pub struct DefSettings {
+    /// Task execution role.
+    pub execution_role_arn: Option<String>,
+    /// Task role.
+    pub task_role_arn: Option<String>,
+    /// awslogs group, if logging is on.
+    pub log_group: Option<String>,
+    /// awslogs stream prefix.
+    pub log_stream_prefix: String,
+    /// Region for awslogs.
+    pub region: String,
+    /// Image of the files helper.
+    pub files_image: String,
+    /// `X86_64` or `ARM64`.
+    pub cpu_architecture: String,
+}
+
+/// One container of the definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContainerSpec {
+    /// Name.
+    pub name: String,
+    /// Image.
+    pub image: String,
+    /// Essential (app) or not (init containers, the files helper).
+    pub essential: bool,
+    /// ECS `entryPoint` (Kubernetes `command`).
+    pub entry_point: Vec<String>,
+    /// ECS `command` (Kubernetes `args`).
+    pub command: Vec<String>,
+    /// Working directory.
+    pub working_directory: Option<String>,
+    /// (port, "tcp"/"udp").
+    pub ports: Vec<(i32, String)>,
+    /// (volume, path, read-only).
+    pub mounts: Vec<(String, String, bool)>,
+    /// Containers that must have exited 0 first.
+    pub depends_on_success: Vec<String>,
+    /// Hard memory limit, MiB.
+    pub memory_mib: u64,
+    /// Soft memory reservation, MiB.
+    pub memory_reservation_mib: Option<u64>,
+    /// CPU units.
+    pub cpu_units: Option<u64>,
+    /// Seconds between SIGTERM and SIGKILL.
+    pub stop_timeout: Option<i64>,
+    /// `user` (uid[:gid]).
+    pub user: Option<String>,
+    /// Read-only root file system.
+    pub readonly_root_filesystem: Option<bool>,
+    /// A TTY.
+    pub tty: bool,
+    /// Keep stdin open.
+    pub interactive: bool,
+    /// Names of the environment variables set through overrides (values are not here).
+    pub env_names: Vec<String>,
+}
+
+/// The task definition's content; equal content means one shared definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TaskDefSpec {
+    /// Task size.
+    pub cpu: u64,
+    /// Task memory, MiB.
+    pub memory_mib: u64,
+    /// Ephemeral storage in GiB when above the default 20.
+    pub ephemeral_storage_gib: Option<u64>,
+    /// Containers: files helper, init containers, then app containers.
+    pub containers: Vec<ContainerSpec>,
+    /// Task-scoped scratch volumes.
+    pub volumes: Vec<String>,
+    /// Execution role.
+    pub execution_role_arn: Option<String>,
+    /// Task role.
+    pub task_role_arn: Option<String>,
+    /// awslogs (group, region, prefix).
+    pub awslogs: Option<(String, String, String)>,
+    /// CPU architecture.
+    pub cpu_architecture: String,
+}
+
+impl TaskDefSpec {
+    /// A hash of the content: the family name is `vk-<hash>`, so equal specs share a definition.
+    pub fn family(&self) -> String {
+        // Serializing plain owned data cannot fail.
+        let json = serde_json::to_string(self).unwrap_or_default();
+        format!("{FAMILY_PREFIX}{}", short_hash(&[&json], 32))
+    }
+}
+
+/// What a pod becomes on ECS.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The shared definition.
+    pub spec: TaskDefSpec,
+    /// Per container: environment for RunTask overrides (may hold secrets: never log).
+    pub overrides: Vec<(String, Vec<(String, String)>)>,
+    /// Settings ignored as best effort, one sentence each, for warning events.
+    pub warnings: Vec<String>,
+    /// Hash of definition and overrides: an UpdatePod with the same hash changes nothing.
+    pub content_hash: String,
+}
+
+/// A pod that cannot run on Fargate; the message is shown to users and holds no secret.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+fn invalid(msg: impl Into<String>) -> Invalid {
+    Invalid(msg.into())
+}
+
+/// Maps a resolved pod.
+pub fn plan(pod: &Pod, settings: &DefSettings) -> Result<Plan, Invalid> {
+    let mut warnings = Vec::new();
+    if !(pod.os.is_empty() || pod.os == "linux") {
+        return Err(invalid(format!(
+            "operating system {:?} is not supported by this Fargate provider (linux only)",
+            pod.os
+        )));
+    }
+    if pod.containers.is_empty() {
+        return Err(invalid("the pod has no containers"));
+    }
+    let all: Vec<&Container> = pod.init_containers.iter().chain(&pod.containers).collect();
+    for c in &all {
+        if c.name.is_empty() || c.image.is_empty() {
+            return Err(invalid("every container needs a name and an image"));
+        }
+        if c.name == FILES_CONTAINER {
+            return Err(invalid(format!(
+                "container name {FILES_CONTAINER} is reserved by the Fargate provider"
+            )));
+        }
+        check_container(c, &mut warnings)?;
+    }
+    if all.len() + 1 > 10 {
+        return Err(invalid(format!(
+            "the pod has {} containers; an ECS task definition holds at most 10 (one is used for files)",
+            all.len()
+        )));
+    }
+    let needs = resources::pod_resources(pod);
+    let TaskSize { cpu, memory_mib } =
+        sizes::round_up(needs).map_err(|e| invalid(e.to_string()))?;
+    let ephemeral = ephemeral_gib(pod)?;
+
+    // Volumes: emptyDir becomes a task-scoped bind volume; file volumes are filled by the helper.
+    let mut volumes = Vec::new();
+    let mut files: Vec<(String, &podprovider_proto::v1::FilesVolume)> = Vec::new();
+    for v in &pod.volumes {
+        match &v.source {
+            Some(Source::EmptyDir(e)) => {
+                if e.medium == "Memory" {
+                    warnings.push(format!(
+                        "volume {}: emptyDir medium Memory is not available on Fargate; it is disk-backed",
+                        v.name
+                    ));
+                }
+                volumes.push(v.name.clone());
+            }
+            Some(Source::Files(f)) => {
+                volumes.push(v.name.clone());
+                files.push((v.name.clone(), f));
+            }
+            Some(Source::Nfs(_)) => {
+                return Err(invalid(format!(
+                    "volume {}: volume type nfs is not supported by Fargate (use EFS)",
+                    v.name
+                )));
+            }
+            Some(Source::AzureFile(_)) => {
+                return Err(invalid(format!(
+                    "volume {}: volume type azureFile is not supported by Fargate",
+                    v.name
+                )));
+            }
+            Some(Source::GitRepo(_)) => {
+                return Err(invalid(format!(
+                    "volume {}: volume type gitRepo is not supported by Fargate",
+                    v.name
+                )));
+            }
+            Some(Source::Unsupported(u)) => {
+                return Err(invalid(format!(
+                    "volume {}: volume type {} is not supported by Fargate",
+                    v.name, u.kind
+                )));
+            }
+            None => return Err(invalid(format!("volume {} has no source", v.name))),
+        }
+    }
+    for c in &all {
+        for m in &c.volume_mounts {
+            if !volumes.contains(&m.name) {
+                return Err(invalid(format!(
+                    "container {} mounts volume {}, which the pod does not define",
+                    c.name, m.name
+                )));
+            }
+            if !m.sub_path.is_empty() {
+                return Err(invalid(format!(
+                    "container {}: subPath mounts are not supported by Fargate (volume {})",
+                    c.name, m.name
+                )));
+            }
+        }
+    }
+
+    let awslogs = settings.log_group.as_ref().map(|g| {
+        (
+            g.clone(),
+            settings.region.clone(),
+            settings.log_stream_prefix.clone(),
+        )
+    });
+    let grace = pod
+        .termination_grace_period_seconds
+        .map(|g| g.clamp(0, MAX_STOP_TIMEOUT));
+    let mut containers = Vec::new();
+    let mut overrides = Vec::new();
+
+    // Each step waits for the previous one to exit 0: files helper, init 1..n, then the apps.
+    let mut previous: Option<String> = None;
+    if !files.is_empty() {
+        let (spec, env) = files_helper(&files, settings, memory_mib);
+        previous = Some(spec.name.clone());
+        overrides.push((spec.name.clone(), env));
+        containers.push(spec);
+    }
+    for c in &pod.init_containers {
+        let (spec, env) = container_spec(
+            c,
+            false,
+            previous.iter().cloned().collect(),
+            memory_mib,
+            grace,
+        );
+        previous = Some(c.name.clone());
+        overrides.push((c.name.clone(), env));
+        containers.push(spec);
+    }
+    for c in &pod.containers {
+        let (spec, env) = container_spec(
+            c,
+            true,
+            previous.iter().cloned().collect(),
+            memory_mib,
+            grace,
+        );
+        overrides.push((c.name.clone(), env));
+        containers.push(spec);
+    }
+
+    let spec = TaskDefSpec {
+        cpu,
+        memory_mib,
+        ephemeral_storage_gib: ephemeral,
+        containers,
+        volumes,
+        execution_role_arn: settings.execution_role_arn.clone(),
+        task_role_arn: settings.task_role_arn.clone(),
+        awslogs,
+        cpu_architecture: settings.cpu_architecture.clone(),
+    };
+    let size = overrides_size(&overrides);
+    if size > MAX_OVERRIDES_BYTES {
+        return Err(invalid(format!(
+            "environment and file contents take {size} bytes; ECS allows 8 KiB of RunTask overrides per task"
+        )));
+    }
+    warnings.extend(pod_warnings(pod));
+    let mut parts = vec![spec.family()];
+    for (name, env) in &overrides {
+        parts.push(name.clone());
+        for (k, v) in env {
+            parts.push(k.clone());
+            parts.push(v.clone());
+        }
+    }
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let content_hash = short_hash(&refs, 32);
+    Ok(Plan {
+        spec,
+        overrides,
+        warnings,
+        content_hash,
+    })
+}
+
+fn check_container(c: &Container, warnings: &mut Vec<String>) -> Result<(), Invalid> {
+    let res = c.resources.as_ref();
+    for r in [
+        res.and_then(|r| r.requests.as_ref()),
+        res.and_then(|r| r.limits.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if r.nvidia_gpu.unwrap_or(0) > 0 {
+            return Err(invalid(format!(
+                "container {}: GPUs (nvidia.com/gpu) are not available on Fargate",
+                c.name
+            )));
+        }
+    }
+    if let Some(sc) = &c.security_context {
+        if sc.privileged == Some(true) {
+            return Err(invalid(format!(
+                "container {}: privileged containers are not allowed on Fargate",
+                c.name
+            )));
+        }
+        if !sc.capabilities_add.is_empty() {
+            warnings.push(format!(
+                "container {}: added capabilities are ignored on Fargate",
+                c.name
+            ));
+        }
+    }
+    for (what, probe) in [
+        ("liveness", &c.liveness_probe),
+        ("readiness", &c.readiness_probe),
+        ("startup", &c.startup_probe),
+    ] {
+        if probe.is_some() {
+            warnings.push(format!(
+                "container {}: the {what} probe is not run on Fargate",
+                c.name
+            ));
+        }
+    }
+    if c.lifecycle.is_some() {
+        warnings.push(format!(
+            "container {}: lifecycle hooks are not run on Fargate (the stop timeout follows the grace period)",
+            c.name
+        ));
+    }
+    for p in &c.ports {
+        if p.protocol.eq_ignore_ascii_case("SCTP") {
+            return Err(invalid(format!(
+                "container {}: SCTP ports are not supported by Fargate",
+                c.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn pod_warnings(pod: &Pod) -> Vec<String> {
+    let mut w = Vec::new();
+    if !pod.host_aliases.is_empty() {
+        w.push("hostAliases are ignored: Fargate (awsvpc) has no extra /etc/hosts entries".into());
+    }
+    if pod.dns_config.is_some() || pod.dns_policy == "None" {
+        w.push("dnsConfig is ignored: Fargate tasks use the VPC resolver".into());
+    }
+    if pod
+        .security_context
+        .as_ref()
+        .is_some_and(|s| !s.sysctls.is_empty())
+    {
+        w.push("sysctls are ignored on Fargate".into());
+    }
+    if !pod.registry_credentials.is_empty() {
+        w.push(
+            "imagePullSecrets are ignored: Fargate pulls private images with credentials stored in Secrets Manager (ECR uses the execution role)"
+                .into(),
+        );
+    }
+    w
+}
+
+fn ephemeral_gib(pod: &Pod) -> Result<Option<u64>, Invalid> {
+    let gib = 1024 * 1024 * 1024_u64;
+    let total: u64 = pod
+        .containers
+        .iter()
+        .filter_map(|c| {
+            let r = c.resources.as_ref()?;
+            r.limits
+                .as_ref()
+                .and_then(|l| l.ephemeral_storage_bytes)
+                .or(r.requests.as_ref().and_then(|q| q.ephemeral_storage_bytes))
+        })
+        .map(|b| u64::try_from(b).unwrap_or(0))
+        .sum();
+    let total_gib = total.div_ceil(gib);
+    if total_gib > MAX_EPHEMERAL_GIB {
+        return Err(invalid(format!(
+            "the pod asks for {total_gib} GiB of ephemeral storage; Fargate offers at most 200 GiB"
+        )));
+    }
+    Ok((total_gib > DEFAULT_EPHEMERAL_GIB).then_some(total_gib.max(21)))
+}
+
+fn container_spec(
+    c: &Container,
+    essential: bool,
+    depends_on_success: Vec<String>,
+    task_memory_mib: u64,
+    grace: Option<i64>,
+) -> (ContainerSpec, Vec<(String, String)>) {
+    let res = c.resources.as_ref();
+    let limit_mem = res
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.memory_bytes);
+    let req_mem = res
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|l| l.memory_bytes);
+    let req_cpu = res
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|l| l.cpu_millis);
+    let mib = |b: i64| resources::bytes_to_mib_ceil(u64::try_from(b).unwrap_or(0));
+    // Kubernetes order, later entries win.
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for e in &c.env {
+        if env.insert(e.name.clone(), e.value.clone()).is_none() {
+            order.push(e.name.clone());
+        }
+    }
+    let env_pairs: Vec<(String, String)> = order
+        .iter()
+        .map(|k| (k.clone(), env.get(k).cloned().unwrap_or_default()))
+        .collect();
+    let sc = c.security_context.as_ref();
+    let user = sc
+        .and_then(|s| s.run_as_user)
+        .map(|u| match sc.and_then(|s| s.run_as_group) {
+            Some(g) => format!("{u}:{g}"),
+            None => u.to_string(),
+        });
+    let spec = ContainerSpec {
+        name: c.name.clone(),
+        image: c.image.clone(),
+        essential,
+        entry_point: c.command.clone(),
+        command: c.args.clone(),
+        working_directory: (!c.working_dir.is_empty()).then(|| c.working_dir.clone()),
+        ports: c
+            .ports
+            .iter()
+            .map(|p| {
+                let proto = if p.protocol.eq_ignore_ascii_case("UDP") {
+                    "udp"
+                } else {
+                    "tcp"
+                };
+                (p.container_port, proto.to_owned())
+            })
+            .collect(),
+        mounts: c
+            .volume_mounts
+            .iter()
+            .map(|m| (m.name.clone(), m.mount_path.clone(), m.read_only))
+            .collect(),
+        depends_on_success,
+        // ECS (and moto) want a hard limit on every container; the task size when the pod sets none.
+        memory_mib: limit_mem.map_or(task_memory_mib, mib).min(task_memory_mib),
+        memory_reservation_mib: req_mem.map(mib),
+        cpu_units: req_cpu.map(|m| (u64::try_from(m).unwrap_or(0) * 1024).div_ceil(1000)),
+        stop_timeout: grace,
+        user,
+        readonly_root_filesystem: sc.and_then(|s| s.read_only_root_filesystem),
+        tty: c.tty,
+        interactive: c.stdin,
+        env_names: order,
+    };
+    (spec, env_pairs)
+}
+
+/// Single-quotes `s` for `sh`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The helper writes each file from a base64 environment variable into its volume, then exits 0.
+fn files_helper(
+    files: &[(String, &podprovider_proto::v1::FilesVolume)],
+    settings: &DefSettings,
+    task_memory_mib: u64,
+) -> (ContainerSpec, Vec<(String, String)>) {
+    use base64::Engine as _;
+    let encode = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut script = vec!["set -e".to_owned()];
+    let mut env = Vec::new();
+    let mut mounts = Vec::new();
+    let mut names = Vec::new();
+    for (i, (vol, f)) in files.iter().enumerate() {
+        let root = format!("/vk/{i}");
+        mounts.push((vol.clone(), root.clone(), false));
+        for (j, file) in f.files.iter().enumerate() {
+            let var = format!("VK_FILE_{i}_{j}");
+            let path = format!("{root}/{}", file.path.trim_start_matches('/'));
+            let mode = file.mode.or(f.default_mode).unwrap_or(0o644);
+            script.push(format!(
+                "mkdir -p \"$(dirname {p})\" && printf %s \"${var}\" | base64 -d > {p} && chmod {mode:o} {p}",
+                p = sh_quote(&path)
+            ));
+            env.push((var.clone(), encode(&file.content)));
+            names.push(var);
+        }
+    }
+    let spec = ContainerSpec {
+        name: FILES_CONTAINER.to_owned(),
+        image: settings.files_image.clone(),
+        essential: false,
+        entry_point: vec!["sh".into(), "-c".into()],
+        command: vec![script.join("\n")],
+        working_directory: None,
+        ports: Vec::new(),
+        mounts,
+        depends_on_success: Vec::new(),
+        memory_mib: task_memory_mib.min(128),
+        memory_reservation_mib: None,
+        cpu_units: None,
+        stop_timeout: None,
+        user: None,
+        readonly_root_filesystem: None,
+        tty: false,
+        interactive: false,
+        env_names: names,
+    };
+    (spec, env)
+}
+
+fn overrides_size(overrides: &[(String, Vec<(String, String)>)]) -> usize {
+    // JSON shape: {"containerOverrides":[{"name":..,"environment":[{"name":..,"value":..}]}]}
+    overrides
+        .iter()
+        .map(|(n, env)| {
+            40 + n.len()
+                + env
+                    .iter()
+                    .map(|(k, v)| 28 + k.len() + v.len())
+                    .sum::<usize>()
+        })
+        .sum::<usize>()
+        + 30
+}
+
+#[cfg(test)]
+mod tests {
+    use podprovider_proto::v1::{
+        ContainerPort, EnvVar, FileEntry, FilesVolume, PodRef, ResourceRequirements, Resources,
+        UnsupportedVolume, Volume, VolumeMount,
+    };
+
+    use super::*;
+
+    fn settings() -> DefSettings {
+        DefSettings {
+            execution_role_arn: Some("arn:aws:iam::123456789012:role/exec".into()),
+            log_group: Some("vk".into()),
+            log_stream_prefix: "vk".into(),
+            region: "us-east-1".into(),
+            files_image: "busybox".into(),
+            cpu_architecture: "X86_64".into(),
+            ..Default::default()
+        }
+    }
+
+    fn pod(name: &str, uid: &str, secret: &str) -> Pod {
+        Pod {
+            pod_ref: Some(PodRef {
+                namespace: "default".into(),
+                name: name.into(),
+                uid: uid.into(),
+            }),
+            node_name: "vk".into(),
+            containers: vec![Container {
+                name: "web".into(),
+                image: "nginx:1.25".into(),
+                env: vec![
+                    EnvVar {
+                        name: "POD_NAME".into(),
+                        value: name.into(),
+                        sensitive: false,
+                    },
+                    EnvVar {
+                        name: "PASSWORD".into(),
+                        value: secret.into(),
+                        sensitive: true,
+                    },
+                ],
+                ports: vec![ContainerPort {
+                    container_port: 80,
+                    ..Default::default()
+                }],
+                resources: Some(ResourceRequirements {
+                    requests: Some(Resources {
+                        cpu_millis: Some(500),
+                        memory_bytes: Some(256 << 20),
+                        ..Default::default()
+                    }),
+                    limits: None,
+                }),
+                volume_mounts: vec![VolumeMount {
+                    name: "cfg".into(),
+                    mount_path: "/etc/app".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            volumes: vec![Volume {
+                name: "cfg".into(),
+                source: Some(Source::Files(FilesVolume {
+                    files: vec![FileEntry {
+                        path: "app.properties".into(),
+                        content: format!("name={name}").into_bytes(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn same_spec_means_one_definition_and_secrets_stay_out_of_it() {
+        let a = plan(&pod("web-1", "u1", "hunter2"), &settings()).expect("valid");
+        let b = plan(&pod("web-2", "u2", "other"), &settings()).expect("valid");
+        assert_eq!(a.spec, b.spec);
+        assert_eq!(a.spec.family(), b.spec.family());
+        assert!(a.spec.family().starts_with(FAMILY_PREFIX));
+        assert_ne!(a.content_hash, b.content_hash, "overrides differ per pod");
+        let def_json = serde_json::to_string(&a.spec).expect("json");
+        assert!(
+            !def_json.contains("hunter2") && !def_json.contains("web-1"),
+            "{def_json}"
+        );
+        let web = a
+            .overrides
+            .iter()
+            .find(|(n, _)| n == "web")
+            .expect("web overrides");
+        assert!(web.1.contains(&("PASSWORD".into(), "hunter2".into())));
+
+        let mut bigger = pod("web-3", "u3", "x");
+        bigger.containers[0].image = "nginx:1.26".into();
+        let c = plan(&bigger, &settings()).expect("valid");
+        assert_ne!(
+            a.spec.family(),
+            c.spec.family(),
+            "a different image is a different definition"
+        );
+    }
+
+    #[test]
+    fn files_helper_runs_first_and_init_containers_are_chained() {
+        let mut p = pod("p", "u", "s");
+        p.init_containers = vec![
+            Container {
+                name: "init-a".into(),
+                image: "busybox".into(),
+                ..Default::default()
+            },
+            Container {
+                name: "init-b".into(),
+                image: "busybox".into(),
+                ..Default::default()
+            },
+        ];
+        let plan = plan(&p, &settings()).expect("valid");
+        let names: Vec<_> = plan
+            .spec
+            .containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, [FILES_CONTAINER, "init-a", "init-b", "web"]);
+        let deps: Vec<_> = plan
+            .spec
+            .containers
+            .iter()
+            .map(|c| (c.essential, c.depends_on_success.clone()))
+            .collect();
+        assert_eq!(
+            deps,
+            [
+                (false, vec![]),
+                (false, vec![FILES_CONTAINER.to_owned()]),
+                (false, vec!["init-a".to_owned()]),
+                (true, vec!["init-b".to_owned()]),
+            ]
+        );
+        let helper = &plan.spec.containers[0];
+        assert!(
+            helper.command[0].contains("/vk/0/app.properties"),
+            "{:?}",
+            helper.command
+        );
+        assert_eq!((plan.spec.cpu, plan.spec.memory_mib), (512, 1024));
+    }
+
+    #[test]
+    fn unsupported_settings_are_invalid_with_a_reason() {
+        let mut p = pod("p", "u", "s");
+        p.volumes.push(Volume {
+            name: "host".into(),
+            source: Some(Source::Unsupported(UnsupportedVolume {
+                kind: "hostPath".into(),
+            })),
+        });
+        let err = plan(&p, &settings()).expect_err("hostPath");
+        assert!(
+            err.0.contains("hostPath is not supported by Fargate"),
+            "{err}"
+        );
+
+        let mut p = pod("p", "u", "s");
+        p.containers[0].volume_mounts[0].sub_path = "x".into();
+        assert!(
+            plan(&p, &settings())
+                .expect_err("subPath")
+                .0
+                .contains("subPath")
+        );
+
+        let mut p = pod("p", "u", "s");
+        p.os = "windows".into();
+        assert!(plan(&p, &settings()).is_err());
+
+        let mut p = pod("p", "u", "s");
+        p.containers[0].env.push(EnvVar {
+            name: "BIG".into(),
+            value: "x".repeat(9000),
+            sensitive: true,
+        });
+        let err = plan(&p, &settings()).expect_err("too big");
+        assert!(err.0.contains("8 KiB") && !err.0.contains("xxxx"), "{err}");
+    }
+}

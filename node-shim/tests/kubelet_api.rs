@@ -37,14 +37,7 @@ async fn node_with_approved_cert(
 /// Approves the node's serving certificate request; returns the kubelet port and the certificate.
 async fn approve_serving_cert(cp: &ControlPlane, name: &str) -> anyhow::Result<(u16, String)> {
     let nodes: Api<Node> = Api::all(cp.client().await?);
-    let port = eventually(SLOW, "node with kubelet endpoint", || async {
-        Ok(nodes
-            .get_opt(name)
-            .await?
-            .and_then(|n| n.status?.daemon_endpoints?.kubelet_endpoint)
-            .map(|e| e.port as u16))
-    })
-    .await?;
+    let port = kubelet_port(&nodes, name).await?;
     let prefix = format!("csr-{name}-");
     let csr_name = eventually(SLOW, "serving certificate request", || async {
         let out = kubectl(cp, &["get", "csr", "-o", "name"])?;
@@ -287,7 +280,60 @@ async fn serving_certificate_authentication_authorization_and_stats() -> anyhow:
         anyhow::Ok(())
     }
     .await;
+    with_logs(result, &[&node])?;
+
+    // A certificate from files, and anonymous requests let through to authorization (which
+    // refuses them: system:anonymous has no nodes/proxy).
+    let files = cp.pki.issue(
+        "vk-files-serving",
+        "system:node:vk-files",
+        &["system:nodes"],
+        &["vk-files", "127.0.0.1"],
+        vk_testkit::pki::Usage::Server,
+    )?;
+    let node = start_node(
+        &cp,
+        dir.path(),
+        "vk-files",
+        &[
+            &format!("--tls-cert-file={}", files.cert.display()),
+            &format!("--tls-private-key-file={}", files.key.display()),
+            "--anonymous-auth",
+        ],
+    )
+    .await?;
+    let result = async {
+        let nodes: Api<Node> = Api::all(cp.client().await?);
+        let port = kubelet_port(&nodes, "vk-files").await?;
+        let (code, body) = eventually(SLOW, "vk-files serving", || async {
+            let (code, body) = curl(port, "/pods", None).await?;
+            Ok((code != 0).then_some((code, body)))
+        })
+        .await?;
+        assert_eq!(code, 403, "{body}");
+        assert!(body.contains("user=system:anonymous"), "{body}");
+        let presented = presented_certificate(port).await?;
+        assert_eq!(
+            pem_body(&presented),
+            pem_body(&std::fs::read_to_string(&files.cert)?)
+        );
+        anyhow::Ok(())
+    }
+    .await;
     with_logs(result, &[&node])
+}
+
+/// The kubelet port the Node publishes (0 until its status is written).
+async fn kubelet_port(nodes: &Api<Node>, name: &str) -> anyhow::Result<u16> {
+    eventually(SLOW, "node with kubelet endpoint", || async {
+        Ok(nodes
+            .get_opt(name)
+            .await?
+            .and_then(|n| n.status?.daemon_endpoints?.kubelet_endpoint)
+            .and_then(|e| u16::try_from(e.port).ok())
+            .filter(|p| *p != 0))
+    })
+    .await
 }
 
 type Sample = (String, std::collections::BTreeMap<String, String>, f64);
@@ -606,5 +652,12 @@ async fn streaming(cp: &ControlPlane, node: &VirtualNode) -> anyhow::Result<()> 
     )
     .await?;
     forward.kill().await?;
+
+    // --previous reads the log of the container's previous instance.
+    assert!(node.control.restart_container(&uid, "c", 1));
+    let previous = kubectl(cp, &["logs", "shell", "--previous"])?;
+    assert!(previous.starts_with("c started\none\n"), "{previous:?}");
+    assert!(previous.contains("after follow started"), "{previous:?}");
+    assert_eq!(kubectl(cp, &["logs", "shell"])?, "c started\n");
     Ok(())
 }

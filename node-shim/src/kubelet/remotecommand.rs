@@ -3,8 +3,9 @@
 //! kubectl ≥ 1.30 tries first), bridged to the provider's bidirectional Exec, Attach and
 //! PortForward RPCs.
 //!
-//! The provider call is opened *before* the connection is upgraded, so a refusal (container not
-//! running, port-forward unsupported) is an HTTP error that kubectl shows as it is.
+//! As in the kubelet, the connection is upgraded first; the provider's refusal (e.g. container not
+//! running) then arrives as a failure status on the error channel, which kubectl prints. With a
+//! TTY the client's first resize is awaited briefly so the process starts with the right size.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -25,7 +26,7 @@ use tokio_tungstenite::{
     },
 };
 
-use super::{Body, KubeletApi, handlers, has_container, provider_error, text};
+use super::{Body, KubeletApi, handlers, has_container, text};
 use crate::resolve;
 
 /// Sub-protocols with a JSON status on the error channel, newest first; v5 adds the WebSocket
@@ -190,15 +191,31 @@ fn spdy_protocol(
     }
 }
 
-/// Opens the provider's Exec or Attach call fed by `inputs`.
+/// How long a TTY session waits for the client's initial terminal size (kubectl sends it as soon
+/// as the streams are up).
+const INITIAL_SIZE_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens the provider's Exec or Attach call fed by `inputs`. With a TTY, the client's first resize
+/// becomes the start's terminal size.
 async fn open(
     api: &KubeletApi,
     pod_ref: pb::PodRef,
     target: &Target,
     options: &Options,
-    inputs: mpsc::Receiver<pb::StreamInput>,
+    mut inputs: mpsc::Receiver<pb::StreamInput>,
 ) -> Result<tonic::Streaming<pb::StreamOutput>, tonic::Status> {
-    let inputs = ReceiverStream::new(inputs);
+    let mut terminal_size = None;
+    let mut first = None;
+    if options.tty {
+        match tokio::time::timeout(INITIAL_SIZE_WAIT, inputs.recv()).await {
+            Ok(Some(pb::StreamInput {
+                input: Some(Input::Resize(size)),
+            })) => terminal_size = Some(size),
+            Ok(other) => first = other,
+            Err(_) => {}
+        }
+    }
+    let inputs = stream::iter(first).chain(ReceiverStream::new(inputs));
     let mut provider = api.provider.clone();
     let response = if target.attach {
         use pb::attach_request::Request as R;
@@ -210,7 +227,7 @@ async fn open(
                 stdout: options.stdout,
                 stderr: options.stderr,
                 tty: options.tty,
-                terminal_size: None,
+                terminal_size,
             })),
         };
         let rest = inputs.map(|i| pb::AttachRequest {
@@ -230,7 +247,7 @@ async fn open(
                 stdout: options.stdout,
                 stderr: options.stderr,
                 tty: options.tty,
-                terminal_size: None,
+                terminal_size,
             })),
         };
         let rest = inputs.map(|i| pb::ExecRequest {
@@ -302,11 +319,6 @@ pub async fn handle(
         container = %target.container,
         "remote command"
     );
-    let (inputs, inputs_rx) = mpsc::channel(16);
-    let outputs = match open(&api, resolve::pod_ref(&pod), &target, &options, inputs_rx).await {
-        Ok(o) => o,
-        Err(status) => return provider_error(&status),
-    };
     let response = match &transport {
         Transport::WebSocket(p) => match websocket_accept(&req, p) {
             Some(r) => r,
@@ -314,7 +326,15 @@ pub async fn handle(
         },
         Transport::Spdy(p) => switching(spdy::kube::upgrade_response_headers(Some(p))),
     };
-    let command = options.command.clone();
+    let (inputs, inputs_rx) = mpsc::channel(16);
+    let session = Session {
+        api,
+        pod_ref: resolve::pod_ref(&pod),
+        target,
+        options,
+        inputs,
+        inputs_rx,
+    };
     tokio::spawn(async move {
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(u) => TokioIo::new(u),
@@ -322,12 +342,6 @@ pub async fn handle(
                 tracing::debug!(%err, "exec upgrade failed");
                 return;
             }
-        };
-        let session = Session {
-            options,
-            inputs,
-            outputs,
-            command,
         };
         match transport {
             Transport::WebSocket(_) => {
@@ -413,20 +427,26 @@ fn input(i: Input) -> pb::StreamInput {
 
 /// One exec/attach between an upgraded client connection and the provider.
 struct Session {
+    api: Arc<KubeletApi>,
+    pod_ref: pb::PodRef,
+    target: Target,
     options: Options,
+    /// Client input, fed by the transport; `inputs_rx` goes to the provider call.
     inputs: mpsc::Sender<pb::StreamInput>,
-    outputs: tonic::Streaming<pb::StreamOutput>,
-    command: Vec<String>,
+    inputs_rx: mpsc::Receiver<pb::StreamInput>,
 }
 
 impl Session {
     async fn over_websocket(self, ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) {
         let Self {
+            api,
+            pod_ref,
+            target,
             options,
             inputs,
-            mut outputs,
-            command,
+            inputs_rx,
         } = self;
+        let command = &options.command;
         let (mut sink, mut source) = ws.split();
         // The kubelet's first message: an empty frame on the lowest writable channel tells the
         // client the streams are set up.
@@ -470,36 +490,43 @@ impl Session {
                 }
             }
         });
-        let outcome = loop {
-            let message = tokio::select! {
-                m = outputs.message() => m,
-                // The client went away: dropping `outputs` cancels the provider call.
-                _ = &mut reader => return,
-            };
-            let (ch, data) = match message {
-                Ok(Some(pb::StreamOutput {
-                    output: Some(Output::Stdout(b)),
-                })) => (channel::STDOUT, b),
-                Ok(Some(pb::StreamOutput {
-                    output: Some(Output::Stderr(b)),
-                })) => (channel::STDERR, b),
-                Ok(Some(pb::StreamOutput {
-                    output: Some(Output::Exit(e)),
-                })) => break Outcome::Exit(e),
-                Ok(Some(_)) => continue,
-                Ok(None) => break Outcome::Ended,
-                Err(status) => break Outcome::Failed(status.message().to_owned()),
-            };
-            let mut frame = Vec::with_capacity(data.len() + 1);
-            frame.push(ch);
-            frame.extend_from_slice(&data);
-            if sink.send(Message::binary(frame)).await.is_err() {
-                reader.abort();
-                return;
-            }
+        let opened = tokio::select! {
+            o = open(&api, pod_ref, &target, &options, inputs_rx) => o,
+            _ = &mut reader => return,
+        };
+        let outcome = match opened {
+            Ok(mut outputs) => loop {
+                let message = tokio::select! {
+                    m = outputs.message() => m,
+                    // The client went away: dropping `outputs` cancels the provider call.
+                    _ = &mut reader => return,
+                };
+                let (ch, data) = match message {
+                    Ok(Some(pb::StreamOutput {
+                        output: Some(Output::Stdout(b)),
+                    })) => (channel::STDOUT, b),
+                    Ok(Some(pb::StreamOutput {
+                        output: Some(Output::Stderr(b)),
+                    })) => (channel::STDERR, b),
+                    Ok(Some(pb::StreamOutput {
+                        output: Some(Output::Exit(e)),
+                    })) => break Outcome::Exit(e),
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break Outcome::Ended,
+                    Err(status) => break Outcome::Failed(status.message().to_owned()),
+                };
+                let mut frame = Vec::with_capacity(data.len() + 1);
+                frame.push(ch);
+                frame.extend_from_slice(&data);
+                if sink.send(Message::binary(frame)).await.is_err() {
+                    reader.abort();
+                    return;
+                }
+            },
+            Err(status) => Outcome::Failed(status.message().to_owned()),
         };
         let mut status = vec![channel::ERROR];
-        status.extend_from_slice(status_json(&outcome, &command).as_bytes());
+        status.extend_from_slice(status_json(&outcome, command).as_bytes());
         let _ = sink.send(Message::binary(status)).await;
         // A normal closure is end-of-stream for kubectl; anything else is reported as an error.
         let close = CloseFrame {
@@ -513,11 +540,14 @@ impl Session {
 
     async fn over_spdy(self, mut session: spdy::Session) {
         let Self {
+            api,
+            pod_ref,
+            target,
             options,
             inputs,
-            mut outputs,
-            command,
+            inputs_rx,
         } = self;
+        let command = &options.command;
         use spdy::kube as k;
         let mut wanted: Vec<&str> = vec![k::STREAM_TYPE_ERROR];
         if options.stdin {
@@ -583,40 +613,50 @@ impl Session {
                 }
             }));
         }
-        let outcome = loop {
-            let message = tokio::select! {
-                m = outputs.message() => m,
-                // The client went away: dropping `outputs` cancels the provider call.
-                _ = session.closed() => {
-                    pumps.iter().for_each(tokio::task::JoinHandle::abort);
-                    return;
-                }
-            };
-            let (target, data) = match message {
-                Ok(Some(pb::StreamOutput {
-                    output: Some(Output::Stdout(b)),
-                })) => (&mut stdout, b),
-                Ok(Some(pb::StreamOutput {
-                    output: Some(Output::Stderr(b)),
-                })) => (&mut stderr, b),
-                Ok(Some(pb::StreamOutput {
-                    output: Some(Output::Exit(e)),
-                })) => break Outcome::Exit(e),
-                Ok(Some(_)) => continue,
-                Ok(None) => break Outcome::Ended,
-                Err(status) => break Outcome::Failed(status.message().to_owned()),
-            };
-            if let Some(s) = target
-                && s.send(Bytes::from(data)).await.is_err()
-            {
-                break Outcome::Ended;
+        let opened = tokio::select! {
+            o = open(&api, pod_ref, &target, &options, inputs_rx) => o,
+            _ = session.closed() => {
+                pumps.iter().for_each(tokio::task::JoinHandle::abort);
+                return;
             }
+        };
+        let outcome = match opened {
+            Ok(mut outputs) => loop {
+                let message = tokio::select! {
+                    m = outputs.message() => m,
+                    // The client went away: dropping `outputs` cancels the provider call.
+                    _ = session.closed() => {
+                        pumps.iter().for_each(tokio::task::JoinHandle::abort);
+                        return;
+                    }
+                };
+                let (target, data) = match message {
+                    Ok(Some(pb::StreamOutput {
+                        output: Some(Output::Stdout(b)),
+                    })) => (&mut stdout, b),
+                    Ok(Some(pb::StreamOutput {
+                        output: Some(Output::Stderr(b)),
+                    })) => (&mut stderr, b),
+                    Ok(Some(pb::StreamOutput {
+                        output: Some(Output::Exit(e)),
+                    })) => break Outcome::Exit(e),
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break Outcome::Ended,
+                    Err(status) => break Outcome::Failed(status.message().to_owned()),
+                };
+                if let Some(s) = target
+                    && s.send(Bytes::from(data)).await.is_err()
+                {
+                    break Outcome::Ended;
+                }
+            },
+            Err(status) => Outcome::Failed(status.message().to_owned()),
         };
         for s in [&mut stdout, &mut stderr].into_iter().flatten() {
             let _ = s.close().await;
         }
         if let Some(e) = &mut error {
-            let _ = e.send(Bytes::from(status_json(&outcome, &command))).await;
+            let _ = e.send(Bytes::from(status_json(&outcome, command))).await;
             let _ = e.close().await;
         }
         pumps.iter().for_each(tokio::task::JoinHandle::abort);

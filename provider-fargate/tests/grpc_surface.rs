@@ -1,19 +1,67 @@
 //! provider-fargate serves the PodProvider contract, health and reflection as a user sees them through
-//! grpcurl, on TCP and unix sockets, and stops cleanly on SIGTERM.
+//! grpcurl, on TCP and unix sockets, and stops cleanly on SIGTERM; RPCs ECS cannot offer answer
+//! UNIMPLEMENTED; start fails with a clear message when the network settings are missing.
 
-use std::path::Path;
+mod support;
 
-use vk_testkit::provider_checks;
+use std::{os::unix::fs::PermissionsExt, path::PathBuf};
 
-const BIN: &str = env!("CARGO_BIN_EXE_provider-fargate");
+use anyhow::ensure;
+use support::*;
+use vk_testkit::{moto::Moto, provider_checks};
 
-#[tokio::test]
-async fn grpc_surface_health_reflection_and_shutdown() -> anyhow::Result<()> {
-    provider_checks::check_provider_binary(Path::new(BIN)).await
+/// A wrapper that runs the provider with moto's AWS settings in its environment (the shared
+/// checks start the binary with `--listen` only).
+fn wrapper(moto: &Moto, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let mut script = String::from("#!/bin/sh\n");
+    for (k, v) in Moto::aws_env(&moto.endpoint) {
+        script.push_str(&format!("export {k}='{v}'\n"));
+    }
+    script.push_str(&format!(
+        "export FARGATE_CLUSTER={CLUSTER} FARGATE_SUBNETS={} FARGATE_SECURITY_GROUPS={}\nexec {BIN} \"$@\"\n",
+        moto.subnet, moto.security_group
+    ));
+    let path = dir.join("provider-fargate");
+    std::fs::write(&path, script)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
 }
 
 #[tokio::test]
-async fn rpcs_not_offered_yet_answer_unimplemented() -> anyhow::Result<()> {
-    let rpcs = ["CreatePod", "DeletePod", "ListPods", "GetStats"];
-    provider_checks::check_unimplemented_rpcs(Path::new(BIN), &rpcs).await
+async fn grpc_surface_health_reflection_and_shutdown() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let moto = Moto::start(dir.path(), CLUSTER, LOG_GROUP).await?;
+    let bin = wrapper(&moto, dir.path())?;
+    provider_checks::check_provider_binary(&bin).await?;
+    provider_checks::check_unimplemented_rpcs(&bin, &["Exec", "Attach", "PortForward"]).await
+}
+
+#[tokio::test]
+async fn missing_network_settings_stop_the_start_with_a_clear_message() -> anyhow::Result<()> {
+    let out = tokio::process::Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--security-groups", "sg-1"])
+        .env_remove("FARGATE_SUBNETS")
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "started without subnets");
+    ensure!(
+        stderr.contains("--subnets (FARGATE_SUBNETS) is required"),
+        "{stderr}"
+    );
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "--subnets",
+            "s",
+            "--security-groups",
+            "sg",
+            "--log-group",
+            "g",
+        ])
+        .env_remove("FARGATE_EXECUTION_ROLE_ARN")
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(stderr.contains("needs --execution-role-arn"), "{stderr}");
+    Ok(())
 }

@@ -5,13 +5,17 @@
 //! - [`process`]: child processes that log to files and are stopped on drop.
 //! - [`grpcurl`]: runs the real `grpcurl` against a provider.
 //! - [`ports`]: free loopback ports.
+//! - [`moto`]: a real moto server (AWS emulator) set up for ECS on Fargate.
+//! - [`fault_proxy`]: an HTTP proxy injecting AWS throttling and 5xx in front of moto.
 //!
 //! Errors are `anyhow` with context: this crate is used only by tests, benchmarks and the demo.
 #![forbid(unsafe_code)]
 
 pub mod bins;
 pub mod control_plane;
+pub mod fault_proxy;
 pub mod grpcurl;
+pub mod moto;
 pub mod pki;
 pub mod ports;
 pub mod process;

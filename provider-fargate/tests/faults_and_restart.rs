@@ -1,0 +1,185 @@
+//! Cloud faults and provider restarts, counted at a fault-injecting proxy in front of moto:
+//! - with 20 % of ECS calls throttled or failing with 5xx, 50 creates and 50 deletes start exactly
+//!   50 tasks and stop exactly 50;
+//! - a provider restarted under 20 running pods issues no RunTask or StopTask and reports all 20.
+
+mod support;
+
+use std::{collections::HashSet, net::SocketAddr, time::Duration};
+
+use anyhow::ensure;
+use futures::{StreamExt, stream};
+use podprovider_proto::{
+    PodProviderClient,
+    v1::{CreatePodRequest, DeletePodRequest, ListPodsRequest, PodPhase},
+};
+use support::*;
+use vk_testkit::{
+    fault_proxy::{ECS_TARGET_PREFIX, FaultProxy},
+    moto::Moto,
+    wait::eventually,
+};
+
+type Client = PodProviderClient<tonic::transport::Channel>;
+
+async fn client(addr: &str) -> anyhow::Result<Client> {
+    Ok(PodProviderClient::connect(format!("http://{addr}")).await?)
+}
+
+async fn listed(c: &mut Client) -> anyhow::Result<Vec<podprovider_proto::v1::PodStatus>> {
+    Ok(c.list_pods(ListPodsRequest {
+        node_name: NODE.into(),
+    })
+    .await?
+    .into_inner()
+    .pods)
+}
+
+async fn create_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
+    let results: Vec<anyhow::Result<()>> = stream::iter(0..n)
+        .map(|i| {
+            let mut c = c.clone();
+            let p = pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}"));
+            async move {
+                c.create_pod(CreatePodRequest { pod: Some(p) }).await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+async fn delete_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
+    let results: Vec<anyhow::Result<()>> = stream::iter(0..n)
+        .map(|i| {
+            let mut c = c.clone();
+            let r = pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")).pod_ref;
+            async move {
+                let found = c
+                    .delete_pod(DeletePodRequest {
+                        pod_ref: r,
+                        grace_period_seconds: None,
+                    })
+                    .await?
+                    .into_inner()
+                    .found;
+                ensure!(found, "delete {prefix}-{i}: not found");
+                Ok(())
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+#[tokio::test]
+async fn twenty_percent_faults_start_and_stop_exactly_fifty_tasks() -> anyhow::Result<()> {
+    vk_testkit::install_crypto_provider();
+    let dir = tempfile::tempdir()?;
+    let moto = Moto::start(dir.path(), CLUSTER, LOG_GROUP).await?;
+    let upstream: SocketAddr = format!("127.0.0.1:{}", moto.port).parse()?;
+    let proxy = FaultProxy::start(upstream, ECS_TARGET_PREFIX, 0.2, 42).await?;
+    let (_provider, _, addr) = start_provider(&moto, &proxy.url(), dir.path()).await?;
+    let c = client(&addr).await?;
+    let ecs = aws_sdk_ecs::Client::new(&sdk(&moto.endpoint).await);
+
+    create_all(&c, 50, "t").await?;
+    eventually(WAIT, "50 pods Running", || {
+        let mut c = c.clone();
+        async move {
+            let pods = listed(&mut c).await?;
+            let running = pods
+                .iter()
+                .filter(|p| p.phase == PodPhase::Running as i32)
+                .count();
+            Ok((running == 50).then_some(()))
+        }
+    })
+    .await?;
+    delete_all(&c, 50, "t").await?;
+    eventually(WAIT, "all pods gone", || {
+        let mut c = c.clone();
+        async move { Ok(listed(&mut c).await?.is_empty().then_some(())) }
+    })
+    .await?;
+
+    let stopped: HashSet<String> = tasks(&ecs, "STOPPED").await?.into_iter().collect();
+    ensure!(
+        tasks(&ecs, "RUNNING").await?.is_empty(),
+        "tasks left running"
+    );
+    ensure!(stopped.len() == 50, "{} tasks stopped", stopped.len());
+    ensure!(
+        proxy.forwarded("RunTask") == 50,
+        "RunTask reached ECS {} times",
+        proxy.forwarded("RunTask")
+    );
+    ensure!(
+        proxy.forwarded("StopTask") == 50,
+        "StopTask reached ECS {} times",
+        proxy.forwarded("StopTask")
+    );
+    let injected =
+        proxy.injected("RunTask") + proxy.injected("StopTask") + proxy.injected("DescribeTasks");
+    ensure!(injected > 10, "only {injected} faults were injected");
+    eventually(WAIT, "unused task definitions deregistered", || {
+        let ecs = ecs.clone();
+        async move { Ok(active_definitions(&ecs).await?.is_empty().then_some(())) }
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn restart_with_twenty_running_pods_runs_and_stops_nothing() -> anyhow::Result<()> {
+    vk_testkit::install_crypto_provider();
+    let dir = tempfile::tempdir()?;
+    let moto = Moto::start(dir.path(), CLUSTER, LOG_GROUP).await?;
+    let upstream: SocketAddr = format!("127.0.0.1:{}", moto.port).parse()?;
+    let proxy = FaultProxy::start(upstream, ECS_TARGET_PREFIX, 0.0, 7).await?;
+    let (mut provider, _, addr) = start_provider(&moto, &proxy.url(), dir.path()).await?;
+    let c = client(&addr).await?;
+    create_all(&c, 20, "r").await?;
+    eventually(WAIT, "20 pods Running", || {
+        let mut c = c.clone();
+        async move {
+            let pods = listed(&mut c).await?;
+            Ok((pods
+                .iter()
+                .filter(|p| p.phase == PodPhase::Running as i32)
+                .count()
+                == 20)
+                .then_some(()))
+        }
+    })
+    .await?;
+    let status = provider.stop(Duration::from_secs(10)).await?;
+    ensure!(status.success(), "provider exited with {status}");
+
+    proxy.reset_counts();
+    let (_provider, _, addr) = start_provider(&moto, &proxy.url(), dir.path()).await?;
+    let mut c = client(&addr).await?;
+    // State is rebuilt before the provider serves: the first answer is complete.
+    let pods = listed(&mut c).await?;
+    ensure!(pods.len() == 20, "{} pods after restart", pods.len());
+    ensure!(
+        pods.iter().all(|p| p.phase == PodPhase::Running as i32),
+        "{pods:?}"
+    );
+    // The shim's retried create of a running pod is answered from ECS, not a new task.
+    c.create_pod(CreatePodRequest {
+        pod: Some(pod("r-3", "r-uid-3")),
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ensure!(proxy.forwarded("RunTask") == 0, "RunTask after restart");
+    ensure!(proxy.forwarded("StopTask") == 0, "StopTask after restart");
+    ensure!(
+        proxy.forwarded("DescribeTasks") > 0,
+        "the status loop did not run"
+    );
+    Ok(())
+}

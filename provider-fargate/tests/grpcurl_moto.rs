@@ -1,0 +1,259 @@
+//! provider-fargate through grpcurl against a real moto: a pod from a JSON request is created,
+//! listed, its logs read from the exact awslogs stream, deleted; the task is stopped in moto and
+//! the shared task definition deregistered once unused. Health and reflection work.
+
+mod support;
+
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use support::*;
+use vk_testkit::{grpcurl, moto::Moto, wait::eventually};
+
+fn pod_json(name: &str, uid: &str) -> String {
+    format!(
+        r#"{{"pod": {{
+          "podRef": {{"namespace": "default", "name": "{name}", "uid": "{uid}"}},
+          "nodeName": "{NODE}",
+          "containers": [{{
+            "name": "web", "image": "nginx:1.25",
+            "command": ["nginx"], "args": ["-g", "daemon off;"],
+            "env": [{{"name": "MODE", "value": "demo"}}, {{"name": "DB_PASSWORD", "value": "s3cr3t-value", "sensitive": true}}],
+            "ports": [{{"containerPort": 80, "protocol": "TCP"}}],
+            "resources": {{"requests": {{"cpuMillis": 500, "memoryBytes": 268435456}}}}
+          }}],
+          "restartPolicy": "RESTART_POLICY_ALWAYS",
+          "terminationGracePeriodSeconds": 30
+        }}}}"#
+    )
+}
+
+const SVC: &str = "podprovider.v1.PodProvider";
+
+#[tokio::test]
+async fn create_list_logs_delete_through_grpcurl() -> anyhow::Result<()> {
+    vk_testkit::install_crypto_provider();
+    let dir = tempfile::tempdir()?;
+    let moto = Moto::start(dir.path(), CLUSTER, LOG_GROUP).await?;
+    let (mut provider, target, _) = start_provider(&moto, &moto.endpoint, dir.path()).await?;
+    let sdk = sdk(&moto.endpoint).await;
+    let ecs = aws_sdk_ecs::Client::new(&sdk);
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+
+    // Health and reflection.
+    let health = grpcurl::run_ok(
+        &target,
+        &["-d", r#"{"service":"podprovider.v1.PodProvider"}"#],
+        &["grpc.health.v1.Health/Check"],
+    )
+    .await?;
+    ensure!(health.contains("SERVING"), "{health}");
+    let list = grpcurl::run_ok(&target, &[], &["list"]).await?;
+    ensure!(list.contains(SVC), "{list}");
+
+    let info = grpcurl::run_ok(
+        &target,
+        &["-d", r#"{"nodeName":"vk-fargate"}"#],
+        &[&format!("{SVC}/GetNodeInfo")],
+    )
+    .await?;
+    ensure!(
+        info.contains(r#""providerName": "fargate""#) && info.contains(r#""cpu": "1000""#),
+        "{info}"
+    );
+
+    // Create from JSON.
+    let created = grpcurl::run_ok(
+        &target,
+        &["-d", &pod_json("web-1", "uid-1")],
+        &[&format!("{SVC}/CreatePod")],
+    )
+    .await?;
+    ensure!(
+        created.contains("POD_PHASE_PENDING") && created.contains("arn:aws:ecs"),
+        "{created}"
+    );
+    // A retried create is a success and starts nothing new.
+    grpcurl::run_ok(
+        &target,
+        &["-d", &pod_json("web-1", "uid-1")],
+        &[&format!("{SVC}/CreatePod")],
+    )
+    .await?;
+    ensure!(
+        tasks(&ecs, "RUNNING").await?.len() == 1,
+        "a retried create started a second task"
+    );
+    let provider_log = std::fs::read_to_string(provider.log_path())?;
+    ensure!(
+        !provider_log.contains("s3cr3t-value"),
+        "a secret reached the provider's log"
+    );
+
+    // Listed, and Running once the status loop has seen the task.
+    let listed = eventually(WAIT, "pod listed Running", || async {
+        let out = grpcurl::run_ok(
+            &target,
+            &["-d", r#"{"nodeName":"vk-fargate"}"#],
+            &[&format!("{SVC}/ListPods")],
+        )
+        .await?;
+        Ok(out.contains("POD_PHASE_RUNNING").then_some(out))
+    })
+    .await?;
+    ensure!(
+        listed.contains("web-1") && listed.contains("10."),
+        "{listed}"
+    );
+
+    // Same spec ⇒ one task definition.
+    grpcurl::run_ok(
+        &target,
+        &["-d", &pod_json("web-2", "uid-2")],
+        &[&format!("{SVC}/CreatePod")],
+    )
+    .await?;
+    let running = tasks(&ecs, "RUNNING").await?;
+    ensure!(running.len() == 2, "{running:?}");
+    let described = ecs
+        .describe_tasks()
+        .cluster(CLUSTER)
+        .set_tasks(Some(running.clone()))
+        .include(aws_sdk_ecs::types::TaskField::Tags)
+        .send()
+        .await?;
+    let defs: std::collections::HashSet<_> = described
+        .tasks()
+        .iter()
+        .filter_map(|t| t.task_definition_arn())
+        .collect();
+    ensure!(defs.len() == 1, "two pods of one spec use {defs:?}");
+    let task1 = described
+        .tasks()
+        .iter()
+        .find(|t| t.tags().iter().any(|tag| tag.value() == Some("uid-1")))
+        .and_then(|t| t.task_arn())
+        .context("no task tagged with uid-1")?
+        .to_owned();
+    let task_id = task1.rsplit('/').next().unwrap_or_default();
+
+    // Logs: what the awslogs driver would have written to <prefix>/<container>/<task-id>.
+    let stream = format!("vk/web/{task_id}");
+    logs.create_log_stream()
+        .log_group_name(LOG_GROUP)
+        .log_stream_name(&stream)
+        .send()
+        .await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let mut put = logs
+        .put_log_events()
+        .log_group_name(LOG_GROUP)
+        .log_stream_name(&stream);
+    for (i, line) in ["first line", "second line", "third line"]
+        .iter()
+        .enumerate()
+    {
+        put = put.log_events(
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(now - 3000 + i as i64 * 1000)
+                .message(*line)
+                .build()?,
+        );
+    }
+    put.send().await?;
+    let logs_req = |extra: &str| {
+        format!(
+            r#"{{"podRef": {{"namespace": "default", "name": "web-1", "uid": "uid-1"}}, "container": "web"{extra}}}"#
+        )
+    };
+    let all = grpcurl::run_ok(
+        &target,
+        &["-d", &logs_req("")],
+        &[&format!("{SVC}/GetContainerLogs")],
+    )
+    .await?;
+    // grpcurl shows bytes as base64: "first line\nsecond line\nthird line\n".
+    ensure!(
+        all.contains("Zmlyc3QgbGluZQpzZWNvbmQgbGluZQp0aGlyZCBsaW5lCg=="),
+        "{all}"
+    );
+    let tail = grpcurl::run_ok(
+        &target,
+        &["-d", &logs_req(r#", "tailLines": 1"#)],
+        &[&format!("{SVC}/GetContainerLogs")],
+    )
+    .await?;
+    ensure!(tail.contains("dGhpcmQgbGluZQo="), "tail 1: {tail}");
+    let missing = grpcurl::run(
+        &target,
+        &[
+            "-d",
+            &logs_req(r#", "container": "nope""#).replace(r#""container": "web", "#, ""),
+        ],
+        &[&format!("{SVC}/GetContainerLogs")],
+    )
+    .await?;
+    ensure!(
+        String::from_utf8_lossy(&missing.stderr).contains("NotFound"),
+        "{missing:?}"
+    );
+
+    // Invalid pods are rejected with the reason.
+    let bad = pod_json("bad", "uid-bad").replace(
+        r#""restartPolicy""#,
+        r#""volumes": [{"name": "h", "unsupported": {"kind": "hostPath"}}], "restartPolicy""#,
+    );
+    let out = grpcurl::run(&target, &["-d", &bad], &[&format!("{SVC}/CreatePod")]).await?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        err.contains("InvalidArgument") && err.contains("hostPath is not supported by Fargate"),
+        "{err}"
+    );
+
+    // Delete both: tasks stop in moto, pods leave the list, the definition is deregistered.
+    for (name, uid) in [("web-1", "uid-1"), ("web-2", "uid-2")] {
+        let body = format!(
+            r#"{{"podRef": {{"namespace": "default", "name": "{name}", "uid": "{uid}"}}}}"#
+        );
+        let out = grpcurl::run_ok(&target, &["-d", &body], &[&format!("{SVC}/DeletePod")]).await?;
+        ensure!(out.contains(r#""found": true"#), "{out}");
+    }
+    ensure!(
+        tasks(&ecs, "RUNNING").await?.is_empty(),
+        "tasks still running after delete"
+    );
+    ensure!(
+        tasks(&ecs, "STOPPED").await?.len() == 2,
+        "tasks not stopped"
+    );
+    eventually(WAIT, "pods gone and definition deregistered", || async {
+        let out = grpcurl::run_ok(
+            &target,
+            &["-d", r#"{"nodeName":"vk-fargate"}"#],
+            &[&format!("{SVC}/ListPods")],
+        )
+        .await?;
+        let defs = active_definitions(&ecs).await?;
+        Ok((!out.contains("web-") && defs.is_empty()).then_some(()))
+    })
+    .await?;
+    let again = grpcurl::run_ok(
+        &target,
+        &[
+            "-d",
+            r#"{"podRef": {"namespace": "default", "name": "web-1", "uid": "uid-1"}}"#,
+        ],
+        &[&format!("{SVC}/DeletePod")],
+    )
+    .await?;
+    ensure!(
+        !again.contains("found"),
+        "a second delete must report found=false: {again}"
+    );
+
+    let status = provider.stop(Duration::from_secs(10)).await?;
+    ensure!(status.success(), "provider exited with {status}");
+    Ok(())
+}

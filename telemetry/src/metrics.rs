@@ -1,0 +1,78 @@
+//! A Prometheus registry served as text on `GET /metrics`.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use http_body_util::Full;
+use hyper::{body::Bytes, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The text of every metric in `registry`.
+pub fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    if let Err(err) = prometheus_client::encoding::text::encode(&mut text, registry) {
+        tracing::warn!(%err, "encoding metrics failed");
+    }
+    text
+}
+
+fn respond(registry: &Registry, path: &str) -> http::Response<Full<Bytes>> {
+    let (status, content_type, body) = if path == "/metrics" {
+        (
+            http::StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            encode(registry),
+        )
+    } else {
+        (
+            http::StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found; metrics are on /metrics\n".to_owned(),
+        )
+    };
+    let mut response = http::Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// Binds `addr` and serves `registry` until `shutdown`. Binding happens before this returns, so a
+/// taken port is reported at start.
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics on /metrics");
+    Ok(tokio::spawn(async move {
+        loop {
+            let (tcp, _) = tokio::select! {
+                () = shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(err) => {
+                        tracing::warn!(%err, "accepting a metrics connection failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let response = respond(&registry, req.uri().path());
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    }))
+}

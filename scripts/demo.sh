@@ -58,9 +58,17 @@ for candidate in (int(sys.argv[1]), 0):
 PY
 }
 declare -A PORTS=([fargate]=$(port 50051) [aci]=$(port 50052) [eci]=$(port 50053))
+# provider-fargate needs its network settings; without AWS (or moto) behind it, it serves and
+# reports NotReady until its first poll succeeds.
+declare -A EXTRA=(
+  [fargate]="--subnets subnet-demo --security-groups sg-demo --region us-east-1"
+  [aci]="" [eci]=""
+)
 for p in fargate aci eci; do
   step "starting provider-$p on 127.0.0.1:${PORTS[$p]}"
-  "$TARGET/provider-$p" --listen "127.0.0.1:${PORTS[$p]}" 2>"$RUN/provider-$p.log" &
+  # shellcheck disable=SC2086 # EXTRA holds separate flags
+  AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo \
+    "$TARGET/provider-$p" --listen "127.0.0.1:${PORTS[$p]}" ${EXTRA[$p]} 2>"$RUN/provider-$p.log" &
   PIDS+=($!)
 done
 for p in fargate aci eci; do

@@ -126,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
             .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
             .arg(format!("--provider-endpoint=unix:{}", socket.display()))
             .arg(format!("--kubelet-port={}", free_port()?))
+            .arg("--metrics-address=off")
             .env("RUST_LOG", "warn"),
         dir.path(),
     )?;

@@ -137,7 +137,11 @@ pub struct Config {
     #[arg(long, env = "VK_PROVIDER_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub provider_timeout: Duration,
 
-    /// Log format.
+    /// Where Prometheus metrics are served (`GET /metrics`); `off` disables them.
+    #[arg(long, env = "VK_METRICS_ADDRESS", default_value = "0.0.0.0:10255")]
+    pub metrics_address: MetricsAddress,
+
+    /// Log format (JSON lines carry the current span's fields, including the trace id).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
@@ -165,6 +169,23 @@ impl Config {
     }
 }
 
+/// Where metrics are served: `HOST:PORT`, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsAddress(pub Option<std::net::SocketAddr>);
+
+impl std::str::FromStr for MetricsAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        s.parse().map(|a| Self(Some(a))).map_err(|_| {
+            format!("invalid address {s:?}: expected HOST:PORT (e.g. 0.0.0.0:10255) or off")
+        })
+    }
+}
+
 /// Parses `500ms`, `10s`, `2m`, `1h` or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -187,6 +208,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_parse_and_metrics_can_be_off() {
+        let cfg = Config::try_parse_from(["node-shim"]).expect("defaults");
+        assert_eq!(
+            cfg.metrics_address.0,
+            Some("0.0.0.0:10255".parse().expect("addr"))
+        );
+        let cfg = Config::try_parse_from(["node-shim", "--metrics-address=off"]).expect("off");
+        assert_eq!(cfg.metrics_address.0, None);
+        assert!(Config::try_parse_from(["node-shim", "--metrics-address=nowhere"]).is_err());
+    }
 
     #[test]
     fn durations() {

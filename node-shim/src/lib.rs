@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod kubelet;
+pub mod metrics;
 pub mod node;
 pub mod pods;
 pub mod provider_client;
@@ -38,6 +39,14 @@ pub enum Error {
     /// The node manager failed.
     #[error(transparent)]
     Node(#[from] node::Error),
+    /// The metrics port could not be bound.
+    #[error("serving metrics on {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The kubelet API could not be served.
     #[error(transparent)]
     Kubelet(#[from] kubelet::Error),
@@ -64,7 +73,18 @@ pub async fn kube_client(cfg: &Config) -> Result<kube::Client, Error> {
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let cfg = Arc::new(cfg);
     let client = kube_client(&cfg).await?;
-    let provider = provider_client::connect(&cfg.provider_endpoint, cfg.provider_timeout)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = metrics::Metrics::register(&mut registry);
+    if let Some(addr) = cfg.metrics_address.0 {
+        vk_telemetry::metrics::serve(addr, Arc::new(registry), shutdown.clone())
+            .await
+            .map_err(|source| Error::Metrics { addr, source })?;
+    }
+    let provider = provider_client::connect(
+        &cfg.provider_endpoint,
+        cfg.provider_timeout,
+        Some(metrics.grpc.clone()),
+    )?;
     let node = node::NodeManager::new(client.clone(), provider.clone(), cfg.clone()).await?;
     tracing::info!(node = %cfg.node_name, provider = %cfg.provider_endpoint, "node-shim starting");
     let kubelet_api = async {
@@ -87,6 +107,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Error> 
             client.clone(),
             provider.clone(),
             cfg.clone(),
+            metrics,
             shutdown.clone()
         ),
         kubelet_api,

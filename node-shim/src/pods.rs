@@ -37,7 +37,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
-use crate::{config::Config, provider_client::ProviderClient, resolve, status};
+use tracing::{Instrument, field::Empty};
+
+use crate::{config::Config, metrics::Metrics, provider_client::ProviderClient, resolve, status};
 
 /// Errors that make one reconcile retry with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,7 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     host_ip: String,
     services: Store<Service>,
+    metrics: Metrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -108,6 +111,7 @@ impl Context {
         provider: ProviderClient,
         cfg: Arc<Config>,
         services: Store<Service>,
+        metrics: Metrics,
     ) -> Arc<Self> {
         let recorder = Recorder::new(
             client.clone(),
@@ -125,6 +129,7 @@ impl Context {
             view: Mutex::default(),
             failures: Mutex::default(),
             services,
+            metrics,
         })
     }
 
@@ -185,8 +190,39 @@ fn was_started(pod: &Pod) -> bool {
         || s.and_then(|s| s.pod_ip.as_ref()).is_some()
 }
 
-/// Reconciles one pod: create, follow status, delete.
+/// Reconciles one pod: create, follow status, delete. Each run is one span with the pod's
+/// OpenTelemetry attributes; provider calls made in it are its children.
 pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = tracing::info_span!(
+        "reconcile",
+        otel.name = "reconcile pod",
+        otel.status_code = Empty,
+        k8s.namespace.name = %pod.namespace().unwrap_or_default(),
+        k8s.pod.name = %pod.name_any(),
+        k8s.pod.uid = %pod.uid().unwrap_or_default(),
+        k8s.node.name = %ctx.cfg.node_name,
+        trace_id = Empty,
+    );
+    if let Some(id) = vk_telemetry::propagation::trace_id(&span) {
+        span.record("trace_id", id);
+    }
+    let started = Instant::now();
+    ctx.metrics.in_flight.inc();
+    let result = reconcile_pod(pod, &ctx).instrument(span.clone()).await;
+    ctx.metrics.in_flight.dec();
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    if result.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    ctx.metrics
+        .reconcile
+        .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_pod(pod: Arc<Pod>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let ctx = ctx.clone();
     let uid = pod.uid().unwrap_or_default();
     let (synced, known) = ctx.known(&uid);
     if !synced {
@@ -281,11 +317,15 @@ async fn create(pod: &Pod, ctx: &Context, uid: &str) -> Result<Action, Error> {
             } else {
                 format!(" as {}", s.cloud_id)
             };
+            // The trace id lets a user find this create in the tracing backend.
+            let trace = vk_telemetry::propagation::trace_id(&tracing::Span::current())
+                .map(|id| format!(" (trace {id})"))
+                .unwrap_or_default();
             ctx.event(
                 pod,
                 false,
                 "ProviderCreated",
-                format!("created in the provider{cloud_id}"),
+                format!("created in the provider{cloud_id}{trace}"),
                 "Create",
             )
             .await;
@@ -680,11 +720,53 @@ async fn delete_orphan(ctx: &Context, r: pb::PodRef) {
     }
 }
 
+/// Keeps the pods-by-phase and backlog gauges current from the pod store.
+async fn count_pods(ctx: Arc<Context>, store: Store<Pod>, shutdown: CancellationToken) {
+    const PHASES: [&str; 5] = ["Pending", "Running", "Succeeded", "Failed", "Unknown"];
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut counts: HashMap<&str, i64> = PHASES.iter().map(|p| (*p, 0)).collect();
+        let mut backlog = 0;
+        let view = lock(&ctx.view);
+        for pod in store.state() {
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            let phase = PHASES
+                .iter()
+                .find(|p| Some(**p) == phase)
+                .copied()
+                .unwrap_or("Pending");
+            *counts.entry(phase).or_default() += 1;
+            let known = pod.uid().is_some_and(|u| view.pods.contains_key(&u));
+            if !known
+                && !status::is_terminal(Some(phase))
+                && pod.metadata.deletion_timestamp.is_none()
+            {
+                backlog += 1;
+            }
+        }
+        drop(view);
+        for (phase, n) in counts {
+            ctx.metrics
+                .pods
+                .get_or_create(&crate::metrics::PhaseLabels {
+                    phase: phase.to_owned(),
+                })
+                .set(n);
+        }
+        ctx.metrics.backlog.set(backlog);
+    }
+}
+
 /// Runs the pod controller until `shutdown`.
 pub async fn run(
     client: Client,
     provider: ProviderClient,
     cfg: Arc<Config>,
+    metrics: Metrics,
     shutdown: CancellationToken,
 ) {
     let (services, writer) = reflector::store();
@@ -711,7 +793,7 @@ pub async fn run(
             }
         }
     };
-    let ctx = Context::new(client, provider, cfg, services);
+    let ctx = Context::new(client, provider, cfg, services, metrics);
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let selector = format!("spec.nodeName={}", ctx.cfg.node_name);
     let wc = watcher::Config::default().fields(&selector);
@@ -767,6 +849,7 @@ pub async fn run(
         }
     };
 
+    let (ctx_for_gauges, store_for_gauges) = (ctx.clone(), store.clone());
     let controller = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.cfg.workers))
         .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(
@@ -782,6 +865,14 @@ pub async fn run(
             () = deletes => tracing::warn!("pod delete watch ended"),
         }
     };
+    let gauges = count_pods(ctx_for_gauges, store_for_gauges, shutdown.clone());
     // All run together; the controller drains in-flight reconciles on shutdown.
-    tokio::join!(deletes, controller, provider_watch, sweeper, service_watch);
+    tokio::join!(
+        deletes,
+        controller,
+        provider_watch,
+        sweeper,
+        service_watch,
+        gauges
+    );
 }

@@ -5,9 +5,12 @@ use std::time::Duration;
 
 use podprovider_proto::{MAX_MESSAGE_BYTES, PodProviderClient};
 use tonic::transport::{Channel, Endpoint};
+use tower::Layer;
+use vk_telemetry::grpc::{GrpcLayer, GrpcMetrics, GrpcService, Side};
 
-/// A provider client; cheap to clone (one shared HTTP/2 connection).
-pub type ProviderClient = PodProviderClient<Channel>;
+/// A provider client; cheap to clone (one shared HTTP/2 connection). Every call gets a client
+/// span carrying `traceparent` and is counted ([`vk_telemetry::grpc`]).
+pub type ProviderClient = PodProviderClient<GrpcService<Channel>>;
 
 /// The endpoint string could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -18,8 +21,12 @@ pub struct EndpointError {
 }
 
 /// Builds a lazily connecting client for `endpoint` (`http://HOST:PORT` or `unix:/PATH`), with
-/// `timeout` on every call.
-pub fn connect(endpoint: &str, timeout: Duration) -> Result<ProviderClient, EndpointError> {
+/// `timeout` on every call, counting calls into `metrics` when given.
+pub fn connect(
+    endpoint: &str,
+    timeout: Duration,
+    metrics: Option<GrpcMetrics>,
+) -> Result<ProviderClient, EndpointError> {
     let err = |reason: String| EndpointError {
         endpoint: endpoint.to_owned(),
         reason,
@@ -60,6 +67,7 @@ pub fn connect(endpoint: &str, timeout: Duration) -> Result<ProviderClient, Endp
     } else {
         return Err(err("expected http://HOST:PORT or unix:/PATH".into()));
     };
+    let channel = GrpcLayer::new(Side::Client, metrics).layer(channel);
     Ok(PodProviderClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
@@ -72,10 +80,10 @@ mod tests {
     #[tokio::test]
     async fn endpoints() {
         let t = Duration::from_secs(1);
-        assert!(connect("http://127.0.0.1:50051", t).is_ok());
-        assert!(connect("unix:/run/provider.sock", t).is_ok());
+        assert!(connect("http://127.0.0.1:50051", t, None).is_ok());
+        assert!(connect("unix:/run/provider.sock", t, None).is_ok());
         for bad in ["https://p:1", "unix:", "127.0.0.1:50051", "grpc://x"] {
-            let err = connect(bad, t).expect_err(bad).to_string();
+            let err = connect(bad, t, None).expect_err(bad).to_string();
             assert!(err.contains("invalid provider endpoint"), "{err}");
         }
     }

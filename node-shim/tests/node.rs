@@ -51,6 +51,7 @@ async fn node_registers_heartbeats_and_follows_provider_health() -> anyhow::Resu
             .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
             .arg(format!("--provider-endpoint=unix:{}", socket.display()))
             .arg(format!("--kubelet-port={kubelet_port}"))
+            .arg("--metrics-address=off")
             .args([
                 "--lease-renew-interval=1s",
                 "--ping-interval=1s",
@@ -126,7 +127,11 @@ async fn node_registers_heartbeats_and_follows_provider_health() -> anyhow::Resu
 
     // The Lease is owned by the Node and keeps renewing.
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let lease = leases.get(NODE).await?;
+    // The Lease is written right after the Node's status; give it the moment it needs.
+    let lease = eventually(Duration::from_secs(30), "node Lease", || async {
+        Ok(leases.get_opt(NODE).await?)
+    })
+    .await?;
     let owner = lease.metadata.owner_references.clone().unwrap_or_default();
     assert_eq!(owner.len(), 1);
     assert_eq!(

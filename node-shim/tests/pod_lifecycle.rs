@@ -396,7 +396,16 @@ async fn restart_recreate_and_no_regression() -> anyhow::Result<()> {
     )?;
     assert!(node.control.lose_pod(&uid(&lost)));
     node.control.reset_calls();
-    node.shim = support::spawn_shim(&cp, _dir.path(), NODE, &node.socket, &[])?;
+    node.shim = support::spawn_shim(
+        &cp,
+        _dir.path(),
+        NODE,
+        &node.socket,
+        &[&format!(
+            "--metrics-address=127.0.0.1:{}",
+            node.metrics_port
+        )],
+    )?;
 
     // After restart: the orphan is deleted, the lost pod is reported, nothing is created.
     eventually(SLOW, "lonely deleted in the provider", || async {

@@ -267,6 +267,30 @@ async fn scenario(
     assert_eq!(node.control.calls(rpc::CREATE), 0);
     assert_eq!(node.control.calls(rpc::DELETE), 0);
 
+    // The shim's /metrics counts the provider calls this test caused.
+    let metrics = eventually(SLOW, "pods gauge", || async {
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-s",
+                &format!("http://127.0.0.1:{}/metrics", node.metrics_port),
+            ])
+            .output()
+            .await?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        Ok(text
+            .contains("vk_pods{phase=\"Running\"} 2")
+            .then_some(text))
+    })
+    .await?;
+    for line in [
+        "grpc_client_calls_total{method=\"podprovider.v1.PodProvider/CreatePod\",code=\"Ok\"} 2",
+        "grpc_client_calls_total{method=\"podprovider.v1.PodProvider/UpdatePod\",code=\"Ok\"} 1",
+        "vk_pods_awaiting_provider 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    assert!(metrics.contains("vk_reconcile_duration_seconds_count{outcome=\"ok\"}"));
+
     // A restarted shim refreshes tokens of the pods it adopts (their age is unknown), and
     // leaves every other pod alone.
     let before = token(
@@ -277,7 +301,16 @@ async fn scenario(
     // Token timestamps have one-second resolution; make sure the new one differs.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     node.control.reset_calls();
-    node.shim = support::spawn_shim(cp, dir, NODE, &node.socket, &[])?;
+    node.shim = support::spawn_shim(
+        cp,
+        dir,
+        NODE,
+        &node.socket,
+        &[&format!(
+            "--metrics-address=127.0.0.1:{}",
+            node.metrics_port
+        )],
+    )?;
     eventually(SLOW, "token refreshed after restart", || async {
         Ok(provider_pod(node, &uid)
             .filter(|p| token(p) != before)

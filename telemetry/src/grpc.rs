@@ -146,6 +146,15 @@ pub struct GrpcService<S> {
     metrics: Option<GrpcMetrics>,
 }
 
+impl<S: std::fmt::Debug> std::fmt::Debug for GrpcService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcService")
+            .field("inner", &self.inner)
+            .field("side", &self.side)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S, B, RB> tower::Service<http::Request<B>> for GrpcService<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,

@@ -95,9 +95,9 @@ pub fn init(service_name: &str, json: bool, filter: &str) -> Result<Telemetry, E
         None
     };
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let otel = tracer_provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.to_owned()))
-    });
+    let otel = tracer_provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.to_owned())));
     let ansi = std::io::stderr().is_terminal();
     let (text, json) = if json {
         let layer = fmt::layer()

@@ -98,6 +98,11 @@ mod tests {
         let back = extract(&headers);
         assert_eq!(back.span().span_context().trace_id(), trace_id);
         assert_eq!(back.span().span_context().span_id(), span_id);
-        assert!(!extract(&http::HeaderMap::new()).span().span_context().is_valid());
+        assert!(
+            !extract(&http::HeaderMap::new())
+                .span()
+                .span_context()
+                .is_valid()
+        );
     }
 }

@@ -23,6 +23,7 @@ use kube::{Api, Client};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{config::Config, provider_client::ProviderClient};
 use auth::{Auth, Denied, User};
@@ -254,7 +255,37 @@ async fn handle(
         }
     };
     tracing::debug!(method = %req.method(), %path, user = %user.name, "kubelet API request");
-    route(&api, req).await
+    // Provider calls made for this request (logs, exec, stats) become this span's children.
+    let span = tracing::info_span!(
+        "kubelet.request",
+        otel.name = %format!("{} {}", req.method(), kubelet_route(&path)),
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        url.path = %path,
+        enduser.id = %user.name,
+    );
+    route(&api, req).instrument(span).await
+}
+
+/// The route template of `path`, for span names (paths hold pod names).
+fn kubelet_route(path: &str) -> &'static str {
+    let first = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    match first {
+        "containerLogs" => "/containerLogs/{namespace}/{pod}/{container}",
+        "exec" => "/exec/{namespace}/{pod}/{container}",
+        "attach" => "/attach/{namespace}/{pod}/{container}",
+        "portForward" => "/portForward/{namespace}/{pod}",
+        "stats" => "/stats/summary",
+        "metrics" => "/metrics/resource",
+        "pods" => "/pods",
+        "runningpods" => "/runningpods/",
+        "healthz" => "/healthz",
+        _ => "other",
+    }
 }
 
 /// Dispatches on the kubelet's paths.

@@ -25,6 +25,7 @@ use tokio_tungstenite::{
         protocol::{CloseFrame, Role, frame::coding::CloseCode},
     },
 };
+use tracing::Instrument;
 
 use super::{Body, KubeletApi, handlers, has_container, text};
 use crate::resolve;
@@ -335,22 +336,25 @@ pub async fn handle(
         inputs,
         inputs_rx,
     };
-    tokio::spawn(async move {
-        let upgraded = match hyper::upgrade::on(req).await {
-            Ok(u) => TokioIo::new(u),
-            Err(err) => {
-                tracing::debug!(%err, "exec upgrade failed");
-                return;
+    tokio::spawn(
+        async move {
+            let upgraded = match hyper::upgrade::on(req).await {
+                Ok(u) => TokioIo::new(u),
+                Err(err) => {
+                    tracing::debug!(%err, "exec upgrade failed");
+                    return;
+                }
+            };
+            match transport {
+                Transport::WebSocket(_) => {
+                    let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await;
+                    session.over_websocket(ws).await;
+                }
+                Transport::Spdy(_) => session.over_spdy(spdy::Session::new(upgraded)).await,
             }
-        };
-        match transport {
-            Transport::WebSocket(_) => {
-                let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await;
-                session.over_websocket(ws).await;
-            }
-            Transport::Spdy(_) => session.over_spdy(spdy::Session::new(upgraded)).await,
         }
-    });
+        .instrument(tracing::Span::current()),
+    );
     response
 }
 
@@ -719,7 +723,8 @@ pub async fn port_forward(
             if matches!(pending.get(&id), Some((Some(_), Some(_))))
                 && let Some((Some(data), Some(error))) = pending.remove(&id)
             {
-                tokio::spawn(forward(api.clone(), pod_ref.clone(), data, error));
+                let forwarded = forward(api.clone(), pod_ref.clone(), data, error);
+                tokio::spawn(forwarded.instrument(tracing::Span::current()));
             }
         }
     });

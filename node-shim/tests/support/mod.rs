@@ -17,6 +17,8 @@ use vk_testkit::{
 /// One virtual node: its test provider and its shim process.
 pub struct VirtualNode {
     pub name: String,
+    /// Where the shim serves `/metrics` (kept across restarts).
+    pub metrics_port: u16,
     pub control: Control,
     pub server: Option<RunningServer>,
     pub shim: ManagedProcess,
@@ -33,9 +35,14 @@ pub async fn start_node(
     let socket = dir.join(format!("{name}.sock"));
     let control = Control::new();
     let server = control.serve(ListenAddr::Unix(socket.clone())).await?;
-    let shim = spawn_shim(cp, dir, name, &socket, extra_args)?;
+    let metrics_port = free_port()?;
+    let mut args = vec![format!("--metrics-address=127.0.0.1:{metrics_port}")];
+    args.extend(extra_args.iter().map(|a| (*a).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let shim = spawn_shim(cp, dir, name, &socket, &args)?;
     Ok(VirtualNode {
         name: name.to_owned(),
+        metrics_port,
         control,
         server: Some(server),
         shim,
@@ -43,7 +50,8 @@ pub async fn start_node(
     })
 }
 
-/// Starts a shim process for node `name` talking to the provider on `socket`.
+/// Starts a shim process for node `name` talking to the provider on `socket` (metrics off unless
+/// `extra_args` has `--metrics-address`).
 pub fn spawn_shim(
     cp: &ControlPlane,
     dir: &Path,
@@ -59,6 +67,12 @@ pub fn spawn_shim(
             .arg(format!("--provider-endpoint=unix:{}", socket.display()))
             .arg(format!("--kubelet-port={}", free_port()?))
             .args(["--ping-interval=1s", "--resync-period=5s"])
+            .args(
+                (!extra_args
+                    .iter()
+                    .any(|a| a.starts_with("--metrics-address")))
+                .then_some("--metrics-address=off"),
+            )
             .args(extra_args)
             .env("RUST_LOG", "info,node_shim=debug"),
         dir,

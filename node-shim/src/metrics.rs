@@ -1,0 +1,77 @@
+//! The shim's Prometheus metrics, served on `--metrics-address` at `/metrics`.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use vk_telemetry::grpc::GrpcMetrics;
+
+/// A pod phase label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// `Pending`, `Running`, `Succeeded`, `Failed` or `Unknown`.
+    pub phase: String,
+}
+
+/// A reconcile outcome label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+}
+
+/// Every metric the shim exports.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Provider calls by method and code (client side).
+    pub grpc: GrpcMetrics,
+    /// Pods bound to this node, by phase.
+    pub pods: Family<PhaseLabels, Gauge>,
+    /// Reconcile durations by outcome.
+    pub reconcile: Family<OutcomeLabels, Histogram>,
+    /// Reconciles running now.
+    pub in_flight: Gauge,
+    /// Pods bound to this node that the provider does not run yet (the create backlog).
+    pub backlog: Gauge,
+}
+
+impl Metrics {
+    /// Registers everything in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let grpc = GrpcMetrics::register(registry, "client");
+        let pods = Family::<PhaseLabels, Gauge>::default();
+        registry.register("vk_pods", "Pods bound to this node, by phase", pods.clone());
+        let reconcile = Family::<OutcomeLabels, Histogram>::new_with_constructor(
+            (|| {
+                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                    0.001, 2.0, 15,
+                ))
+            }) as fn() -> Histogram,
+        );
+        registry.register(
+            "vk_reconcile_duration_seconds",
+            "Time spent reconciling one pod, by outcome",
+            reconcile.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "vk_reconciles_in_flight",
+            "Pod reconciles running now",
+            in_flight.clone(),
+        );
+        let backlog = Gauge::default();
+        registry.register(
+            "vk_pods_awaiting_provider",
+            "Pods bound to this node, not terminal, that the provider does not run yet",
+            backlog.clone(),
+        );
+        Self {
+            grpc,
+            pods,
+            reconcile,
+            in_flight,
+            backlog,
+        }
+    }
+}

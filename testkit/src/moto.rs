@@ -4,7 +4,8 @@
 //! moto quirks this works around: tasks advance one state per DescribeTasks call unless the
 //! `ecs::task` transition is set to manual (so tasks stay RUNNING until stopped); awsvpc subnets
 //! must exist in moto's EC2 with a VPC that has DNS hostnames enabled; RunTask ignores
-//! `clientToken` (the provider checks `startedBy` itself).
+//! `clientToken` (the provider checks `startedBy` itself). A task's ENI gets a random
+//! `privateIPv4Address` in 10.0.0.0/8, not one of its subnet's: compare pod IPs with the task's.
 
 use std::{path::Path, time::Duration};
 

@@ -1,0 +1,472 @@
+//! Issue 5's acceptance on Fargate: the acceptance manifests (examples/acceptance/), unchanged,
+//! through kubectl, the real kube-scheduler and two real `node-shim` processes onto virtual nodes
+//! backed by one real `provider-fargate` against `moto_server`:
+//! - every manifest's pods reach Running with an IP and Ready, each on the node whose taints it
+//!   tolerates (the ACI walk-throughs' `virtual-kubelet.io/provider` + `azure.com/aci`, the ECI
+//!   walk-through's `alibabacloud.com/eci`), as ECS tasks;
+//! - wordpress's ConfigMap and Secret values reach ECS only in the task's overrides, and its grace
+//!   period becomes the containers' `stopTimeout`;
+//! - `aks-sample` scaled to 20 runs 20 pods and 20 tasks; scaled back to 3 leaves exactly 3 of each;
+//! - deleting everything leaves no pod, no running task and no ACTIVE task definition.
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, bail, ensure};
+use aws_sdk_ecs::types::TaskField;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::{Api, api::ListParams};
+use support::{CLUSTER, LOG_GROUP, active_definitions, sdk, start_provider, tasks};
+use tokio::process::Command;
+use vk_testkit::{
+    ControlPlane, bins::workspace_bin, moto::Moto, ports::free_port, process::ManagedProcess,
+    wait::eventually,
+};
+
+const MANIFESTS: [&str; 4] = [
+    "aci-helloworld-deployment.yaml",
+    "aks-sample-deployment.yaml",
+    "eci-nginx-pod.yaml",
+    "wordpress-env-grace.yaml",
+];
+
+/// Deadline for each step (scheduling, RunTask, status polls, scale-out of 17 pods).
+const SLOW: Duration = Duration::from_secs(120);
+
+/// The ACI walk-throughs' node: the default provider taint plus `azure.com/aci`.
+const ACI_NODE: &str = "vk-fargate-aci";
+/// The ECI walk-through tolerates only `alibabacloud.com/eci`: that node's taint key.
+const ECI_NODE: &str = "vk-fargate-eci";
+
+fn example(file: &str) -> String {
+    format!(
+        "{}/../examples/acceptance/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// The workspace's `node-shim` binary, next to this test's target profile directory.
+fn shim_bin() -> anyhow::Result<PathBuf> {
+    workspace_bin("node-shim").context(
+        "this test runs the real node-shim binary: build it into the same target directory \
+         (`cargo build -p node-shim`, or run `cargo test --workspace`)",
+    )
+}
+
+fn spawn_shim(
+    cp: &ControlPlane,
+    dir: &Path,
+    bin: &Path,
+    name: &str,
+    provider: &str,
+    extra_args: &[&str],
+) -> anyhow::Result<ManagedProcess> {
+    ManagedProcess::spawn(
+        &format!("node-shim-{name}"),
+        Command::new(bin)
+            .arg(format!("--node-name={name}"))
+            .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+            .arg(format!("--provider-endpoint=http://{provider}"))
+            .arg(format!("--kubelet-port={}", free_port()?))
+            .arg("--metrics-address=off")
+            .args(["--ping-interval=1s", "--resync-period=5s"])
+            .args(extra_args)
+            .env("RUST_LOG", "info,node_shim=debug"),
+        dir,
+    )
+}
+
+fn kubectl(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<String> {
+    let out = cp.kubectl().args(args).output()?;
+    ensure!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn running_and_ready(p: &Pod) -> bool {
+    let s = p.status.as_ref();
+    s.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && s.and_then(|s| s.pod_ip.as_ref()).is_some()
+        && s.and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn node_of(p: &Pod) -> &str {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or_default()
+}
+
+/// A pod the shim failed because the provider refused it (INVALID_ARGUMENT): a finding, reported
+/// at once instead of after the deadline.
+fn provider_failure(pods: &[Pod]) -> Option<String> {
+    pods.iter().find_map(|p| {
+        let s = p.status.as_ref()?;
+        (s.reason.as_deref() == Some("ProviderFailed")).then(|| {
+            format!(
+                "pod {} failed with ProviderFailed: {}",
+                p.metadata.name.as_deref().unwrap_or_default(),
+                s.message.as_deref().unwrap_or_default()
+            )
+        })
+    })
+}
+
+/// One RUNNING ECS task with the pod identity from its tags.
+#[derive(Debug)]
+struct TaskInfo {
+    pod_name: String,
+    pod_uid: String,
+    node: String,
+    definition: String,
+    /// The ENI's `privateIPv4Address`.
+    ip: Option<String>,
+    overrides: Option<aws_sdk_ecs::types::TaskOverride>,
+}
+
+/// Tasks whose desired and last status are RUNNING, described with their tags.
+async fn running_tasks(ecs: &aws_sdk_ecs::Client) -> anyhow::Result<Vec<TaskInfo>> {
+    let arns = tasks(ecs, "RUNNING").await?;
+    let mut out = Vec::new();
+    for chunk in arns.chunks(100) {
+        let page = ecs
+            .describe_tasks()
+            .cluster(CLUSTER)
+            .set_tasks(Some(chunk.to_vec()))
+            .include(TaskField::Tags)
+            .send()
+            .await
+            .context("DescribeTasks")?;
+        for t in page.tasks() {
+            if t.last_status() != Some("RUNNING") {
+                continue;
+            }
+            let tag = |key: &str| {
+                t.tags()
+                    .iter()
+                    .find(|tag| tag.key() == Some(key))
+                    .and_then(|tag| tag.value())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            out.push(TaskInfo {
+                pod_name: tag("vk-pod-name"),
+                pod_uid: tag("vk-pod-uid"),
+                node: tag("vk-node"),
+                definition: t.task_definition_arn().unwrap_or_default().to_owned(),
+                ip: t
+                    .attachments()
+                    .iter()
+                    .flat_map(|a| a.details())
+                    .find(|d| d.name() == Some("privateIPv4Address"))
+                    .and_then(|d| d.value())
+                    .map(str::to_owned),
+                overrides: t.overrides().cloned(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Polls `check` every half second (each check lists pods and calls moto) until it holds.
+async fn slowly<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    eventually(SLOW, what, || {
+        let fut = check();
+        async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            fut.await
+        }
+    })
+    .await
+}
+
+struct Rig {
+    cp: ControlPlane,
+    ecs: aws_sdk_ecs::Client,
+    pods: Api<Pod>,
+}
+
+#[tokio::test]
+async fn acceptance_manifests_run_scale_and_delete_on_fargate() -> anyhow::Result<()> {
+    vk_testkit::install_crypto_provider();
+    vk_testkit::init_test_logging();
+    let shim = shim_bin()?;
+    let dir = tempfile::tempdir()?;
+    let moto = Moto::start(dir.path(), CLUSTER, LOG_GROUP).await?;
+    let (provider, _, addr) = start_provider(&moto, &moto.endpoint, dir.path()).await?;
+    let cp = ControlPlane::start().await?;
+    let mut aci = spawn_shim(
+        &cp,
+        dir.path(),
+        &shim,
+        ACI_NODE,
+        &addr,
+        &["--extra-taint=azure.com/aci:NoSchedule"],
+    )?;
+    let mut eci = spawn_shim(
+        &cp,
+        dir.path(),
+        &shim,
+        ECI_NODE,
+        &addr,
+        &["--taint-key=alibabacloud.com/eci"],
+    )?;
+    let client = cp.client().await?;
+    let rig = Rig {
+        ecs: aws_sdk_ecs::Client::new(&sdk(&moto.endpoint).await),
+        pods: Api::namespaced(client.clone(), "default"),
+        cp,
+    };
+    let result = async {
+        nodes_ready(&Api::all(client), &mut [&mut aci, &mut eci]).await?;
+        scenario(&rig).await
+    }
+    .await;
+    result.map_err(|err| {
+        let logs: Vec<String> = [&aci, &eci, &provider]
+            .iter()
+            .map(|p| format!("--- {} log (excerpt) ---\n{}", p.name(), p.log_excerpt(60)))
+            .collect();
+        err.context(logs.join("\n"))
+    })
+}
+
+/// Waits until both shims' nodes are Ready; fails at once if a shim exits.
+async fn nodes_ready(nodes: &Api<Node>, shims: &mut [&mut ManagedProcess]) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for name in [ACI_NODE, ECI_NODE] {
+        loop {
+            for shim in shims.iter_mut() {
+                shim.ensure_running()?;
+            }
+            let ready = nodes.get_opt(name).await?.is_some_and(|n| {
+                n.status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            });
+            if ready {
+                break;
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "node {name} not Ready after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn scenario(rig: &Rig) -> anyhow::Result<()> {
+    let Rig { cp, ecs, pods } = rig;
+    for file in MANIFESTS {
+        kubectl(cp, &["apply", "-f", &example(file)])?;
+    }
+    // Every manifest's pods run, each on the node whose taints it tolerates, as ECS tasks.
+    let want: [(&str, Option<&str>, usize); 4] = [
+        ("app=aci-helloworld", Some(ACI_NODE), 1),
+        ("app=aks-sample", Some(ACI_NODE), 3),
+        ("app=wordpress", None, 1),
+        ("metadata.name=mypod", Some(ECI_NODE), 1),
+    ];
+    let running = slowly("every manifest's pods Running and Ready", || async {
+        let all = pods.list(&ListParams::default()).await?.items;
+        if let Some(failure) = provider_failure(&all) {
+            return Ok(Some(Err(failure)));
+        }
+        let tasks = running_tasks(ecs).await?;
+        for (selector, node, n) in want {
+            let matching: Vec<&Pod> = all
+                .iter()
+                .filter(|p| selects(selector, p))
+                .filter(|p| running_and_ready(p) && p.metadata.deletion_timestamp.is_none())
+                .filter(|p| node.is_none_or(|node| node_of(p) == node))
+                .collect();
+            let with_task = matching
+                .iter()
+                .filter(|p| {
+                    tasks.iter().any(|t| {
+                        Some(t.pod_uid.as_str()) == p.metadata.uid.as_deref()
+                            && t.node == node_of(p)
+                    })
+                })
+                .count();
+            if matching.len() != n || with_task != n {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Ok(tasks)))
+    })
+    .await?;
+    let started = running.map_err(anyhow::Error::msg)?;
+    ensure!(
+        started.len() == 6,
+        "{} tasks running: {started:?}",
+        started.len()
+    );
+    // Each pod's IP is its task's ENI address (moto picks those at random in 10.0.0.0/8, not in
+    // the subnet).
+    for p in pods.list(&ListParams::default()).await?.items {
+        let uid = p.metadata.uid.as_deref();
+        let task = started.iter().find(|t| Some(t.pod_uid.as_str()) == uid);
+        let ip = p.status.and_then(|s| s.pod_ip);
+        ensure!(
+            ip.is_some() && task.is_some_and(|t| t.ip == ip),
+            "pod {:?} has IP {ip:?}, its task {:?}",
+            p.metadata.name,
+            task.map(|t| &t.ip)
+        );
+    }
+
+    // wordpress: ConfigMap and Secret values only in the task's overrides, not the definition
+    // (anyone with DescribeTaskDefinition reads those); grace period 40 s as stopTimeout.
+    let wp = started
+        .iter()
+        .find(|t| t.pod_name.starts_with("wordpress-"))
+        .context("no wordpress task")?;
+    let env: BTreeMap<&str, &str> = wp
+        .overrides
+        .as_ref()
+        .map(|o| o.container_overrides())
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c.name() == Some("wordpress"))
+        .flat_map(|c| c.environment())
+        .filter_map(|kv| Some((kv.name()?, kv.value()?)))
+        .collect();
+    ensure!(
+        env.get("WORDPRESS_DB_USER") == Some(&"wordpress"),
+        "wordpress overrides: {env:?}"
+    );
+    ensure!(
+        env.get("WORDPRESS_DB_PASSWORD") == Some(&"s3cr3t-pa55"),
+        "wordpress overrides lack the Secret's value"
+    );
+    let def = ecs
+        .describe_task_definition()
+        .task_definition(&wp.definition)
+        .send()
+        .await?
+        .task_definition
+        .context("no task definition")?;
+    let container = def
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some("wordpress"))
+        .context("no wordpress container in the task definition")?;
+    ensure!(
+        container
+            .environment()
+            .iter()
+            .all(|kv| kv.value() != Some("s3cr3t-pa55")),
+        "the Secret's value is in the task definition"
+    );
+    ensure!(
+        container.stop_timeout() == Some(40),
+        "wordpress stopTimeout {:?}",
+        container.stop_timeout()
+    );
+
+    // Scale out to 20: 20 pods Running on the ACI node and 20 aks-sample tasks.
+    kubectl(cp, &["scale", "deployment/aks-sample", "--replicas=20"])?;
+    let aks = |n: usize, exact: bool| {
+        let what = format!("{n} aks-sample pods Running and {n} tasks");
+        async move {
+            slowly(&what, || async {
+                let all = pods
+                    .list(&ListParams::default().labels("app=aks-sample"))
+                    .await?
+                    .items;
+                if let Some(failure) = provider_failure(&all) {
+                    bail!("{failure}");
+                }
+                let running: Vec<&str> = all
+                    .iter()
+                    .filter(|p| running_and_ready(p) && p.metadata.deletion_timestamp.is_none())
+                    .filter(|p| node_of(p) == ACI_NODE)
+                    .filter_map(|p| p.metadata.uid.as_deref())
+                    .collect();
+                let mut task_uids: Vec<String> = running_tasks(ecs)
+                    .await?
+                    .into_iter()
+                    .filter(|t| t.pod_name.starts_with("aks-sample-"))
+                    .map(|t| t.pod_uid)
+                    .collect();
+                task_uids.sort();
+                let mut pod_uids: Vec<String> = running.iter().map(|u| (*u).to_owned()).collect();
+                pod_uids.sort();
+                let done =
+                    pod_uids.len() == n && task_uids == pod_uids && (!exact || all.len() == n);
+                Ok(done.then_some(()))
+            })
+            .await
+        }
+    };
+    aks(20, false).await?;
+    // Back to 3: exactly 3 pods left in the API, and exactly their 3 tasks in ECS.
+    kubectl(cp, &["scale", "deployment/aks-sample", "--replicas=3"])?;
+    aks(3, true).await?;
+    // Definitions are shared by shape and deregistered once unused: each ACTIVE one has a task.
+    slowly(
+        "every ACTIVE task definition used by a running task",
+        || async {
+            let used: Vec<String> = running_tasks(ecs)
+                .await?
+                .into_iter()
+                .map(|t| t.definition)
+                .collect();
+            let active = active_definitions(ecs).await?;
+            Ok(active.iter().all(|d| used.contains(d)).then_some(()))
+        },
+    )
+    .await?;
+
+    // Deleting everything leaves no pod, no running task and no ACTIVE definition.
+    for file in MANIFESTS {
+        kubectl(cp, &["delete", "--wait=false", "-f", &example(file)])?;
+    }
+    slowly("no pod in the API and no task running", || async {
+        let api_left = pods.list(&ListParams::default()).await?.items.len();
+        let running = tasks(ecs, "RUNNING").await?.len();
+        Ok((api_left == 0 && running == 0).then_some(()))
+    })
+    .await?;
+    slowly("no ACTIVE task definition", || async {
+        Ok(active_definitions(ecs).await?.is_empty().then_some(()))
+    })
+    .await?;
+    ensure!(
+        running_tasks(ecs).await?.is_empty(),
+        "a task runs again after everything was deleted"
+    );
+    Ok(())
+}
+
+/// `label=value` or `metadata.name=value`.
+fn selects(selector: &str, p: &Pod) -> bool {
+    let Some((key, value)) = selector.split_once('=') else {
+        return false;
+    };
+    if key == "metadata.name" {
+        return p.metadata.name.as_deref() == Some(value);
+    }
+    p.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .is_some_and(|v| v == value)
+}

@@ -29,6 +29,6 @@ impl podprovider_proto::PodProvider for AciProvider {}
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    provider_common::run(AciProvider, &cli.server).await?;
+    provider_common::run("provider-aci", AciProvider, &cli.server).await?;
     Ok(())
 }

@@ -21,4 +21,4 @@ pub mod shutdown;
 pub mod status_loop;
 
 pub use listen::ListenAddr;
-pub use server::{ServerArgs, run, serve};
+pub use server::{ServerArgs, run, serve, serve_metrics};

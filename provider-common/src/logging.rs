@@ -1,7 +1,7 @@
-//! `tracing` set-up shared by the providers: `RUST_LOG`-style filter, text or JSON lines on stderr.
+//! Logs and traces shared by the providers: `RUST_LOG`-style filter, text or JSON lines on stderr,
+//! and OTLP trace export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see [`vk_telemetry`]).
 
 use clap::ValueEnum;
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -9,20 +9,21 @@ pub enum LogFormat {
     /// Human-readable lines.
     #[default]
     Text,
-    /// One JSON object per line.
+    /// One JSON object per line, with the current span's fields.
     Json,
 }
 
-/// Installs the global subscriber. `filter` uses `RUST_LOG` syntax, e.g. `info,provider_fargate=debug`.
-pub fn init(format: LogFormat, filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    let _ = match format {
-        LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
-            .try_init(),
-        LogFormat::Json => registry
-            .with(fmt::layer().json().with_writer(std::io::stderr))
-            .try_init(),
-    };
+/// Installs the global subscriber for `service` (the default `service.name` of its spans).
+/// `filter` uses `RUST_LOG` syntax, e.g. `info,provider_fargate=debug`. Keep the returned guard
+/// alive until exit: dropping it flushes spans. `None` when a subscriber was already installed
+/// (e.g. by a test) or the exporter could not be set up (which is reported on stderr).
+pub fn init(service: &str, format: LogFormat, filter: &str) -> Option<vk_telemetry::Telemetry> {
+    match vk_telemetry::init(service, format == LogFormat::Json, filter) {
+        Ok(t) => Some(t),
+        Err(vk_telemetry::Error::Subscriber(_)) => None,
+        Err(err) => {
+            eprintln!("telemetry: {err}; continuing without trace export");
+            None
+        }
+    }
 }

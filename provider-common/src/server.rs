@@ -10,6 +10,9 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
 
+use prometheus_client::registry::Registry;
+use vk_telemetry::grpc::{GrpcLayer, GrpcMetrics, Side};
+
 use crate::{ListenAddr, logging::LogFormat};
 
 /// Flags every provider binary takes (flatten into its clap parser).
@@ -26,6 +29,28 @@ pub struct ServerArgs {
     /// Log filter in RUST_LOG syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
+
+    /// Where Prometheus metrics are served (`GET /metrics`), HOST:PORT; off when unset.
+    #[arg(long, env = "PROVIDER_METRICS_ADDRESS")]
+    pub metrics_address: Option<std::net::SocketAddr>,
+}
+
+/// Serves `registry` on `args.metrics_address` when set (bound before returning, so a taken port
+/// fails at start).
+pub async fn serve_metrics(args: &ServerArgs, registry: Registry) -> Result<(), Error> {
+    if let Some(addr) = args.metrics_address {
+        vk_telemetry::metrics::serve(
+            addr,
+            std::sync::Arc::new(registry),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .map_err(|source| Error::Bind {
+            addr: ListenAddr::Tcp(addr),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Errors from starting or running the server.
@@ -50,8 +75,14 @@ pub enum Error {
 /// Serves `provider` on `addr` until `shutdown` completes, then drains in-flight calls.
 ///
 /// Health reports SERVING for the whole server and for `podprovider.v1.PodProvider` while running,
-/// and NOT_SERVING once shutdown begins.
-pub async fn serve<P, F>(provider: P, addr: &ListenAddr, shutdown: F) -> Result<(), Error>
+/// and NOT_SERVING once shutdown begins. Every call is a server span whose parent is the caller's
+/// `traceparent`, and is counted in `metrics` when given.
+pub async fn serve<P, F>(
+    provider: P,
+    addr: &ListenAddr,
+    metrics: Option<GrpcMetrics>,
+    shutdown: F,
+) -> Result<(), Error>
 where
     P: PodProvider,
     F: Future<Output = ()> + Send + 'static,
@@ -67,6 +98,7 @@ where
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
     let router = Server::builder()
+        .layer(GrpcLayer::new(Side::Server, metrics))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -110,11 +142,24 @@ where
     Ok(())
 }
 
-/// What a provider's `main` does after parsing its flags: set up logging, serve until SIGTERM or
-/// Ctrl-C, drain, return.
-pub async fn run<P: PodProvider>(provider: P, args: &ServerArgs) -> Result<(), Error> {
-    crate::logging::init(args.log_format, &args.log_filter);
-    serve(provider, &args.listen, crate::shutdown::signal()).await
+/// What a provider's `main` does after parsing its flags: set up logs, traces and metrics, serve
+/// until SIGTERM or Ctrl-C, drain, flush, return.
+pub async fn run<P: PodProvider>(
+    service: &str,
+    provider: P,
+    args: &ServerArgs,
+) -> Result<(), Error> {
+    let _telemetry = crate::logging::init(service, args.log_format, &args.log_filter);
+    let mut registry = Registry::default();
+    let metrics = GrpcMetrics::register(&mut registry, "server");
+    serve_metrics(args, registry).await?;
+    serve(
+        provider,
+        &args.listen,
+        Some(metrics),
+        crate::shutdown::signal(),
+    )
+    .await
 }
 
 /// Reflection describes the contract, health, and reflection itself (so `list` shows all three).

@@ -24,7 +24,7 @@ async fn reflection_v1_lists_and_describes_the_contract() -> Result<(), Box<dyn 
     drop(listener);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        provider_common::serve(NothingProvider, &ListenAddr::Tcp(addr), async {
+        provider_common::serve(NothingProvider, &ListenAddr::Tcp(addr), None, async {
             let _ = stopped.await;
         })
         .await

@@ -29,6 +29,6 @@ impl podprovider_proto::PodProvider for EciProvider {}
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    provider_common::run(EciProvider, &cli.server).await?;
+    provider_common::run("provider-eci", EciProvider, &cli.server).await?;
     Ok(())
 }

@@ -46,7 +46,13 @@ async fn main() -> anyhow::Result<()> {
     // Both ring (ours) and aws-lc (the AWS SDK's) are linked: rustls needs to be told which.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    provider_common::logging::init(cli.server.log_format, &cli.server.log_filter);
+    let _telemetry = provider_common::logging::init(
+        "provider-fargate",
+        cli.server.log_format,
+        &cli.server.log_filter,
+    );
+    let mut registry = prometheus_client::registry::Registry::default();
+    let grpc_metrics = vk_telemetry::grpc::GrpcMetrics::register(&mut registry, "server");
     let args = &cli.fargate;
     args.validate()?;
 
@@ -129,9 +135,11 @@ async fn main() -> anyhow::Result<()> {
             async move { p.poll().await }
         },
     ));
+    provider_common::serve_metrics(&cli.server, registry).await?;
     let served = provider_common::serve(
         provider,
         &cli.server.listen,
+        Some(grpc_metrics),
         provider_common::shutdown::signal(),
     )
     .await;

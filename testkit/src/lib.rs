@@ -7,6 +7,7 @@
 //! - [`ports`]: free loopback ports.
 //! - [`moto`]: a real moto server (AWS emulator) set up for ECS on Fargate.
 //! - [`fault_proxy`]: an HTTP proxy injecting AWS throttling and 5xx in front of moto.
+//! - [`otlp`]: an OTLP/gRPC trace receiver recording spans.
 //!
 //! Errors are `anyhow` with context: this crate is used only by tests, benchmarks and the demo.
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod control_plane;
 pub mod fault_proxy;
 pub mod grpcurl;
 pub mod moto;
+pub mod otlp;
 pub mod pki;
 pub mod ports;
 pub mod process;

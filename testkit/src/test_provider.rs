@@ -287,7 +287,7 @@ impl Control {
         };
         let serve_addr = addr.clone();
         let task = tokio::spawn(async move {
-            provider_common::serve(provider, &serve_addr, async {
+            provider_common::serve(provider, &serve_addr, None, async {
                 let _ = stopped.await;
             })
             .await

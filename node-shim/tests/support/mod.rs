@@ -32,6 +32,17 @@ pub async fn start_node(
     name: &str,
     extra_args: &[&str],
 ) -> anyhow::Result<VirtualNode> {
+    start_node_with_env(cp, dir, name, extra_args, &[]).await
+}
+
+/// [`start_node`] with extra environment variables for the shim.
+pub async fn start_node_with_env(
+    cp: &ControlPlane,
+    dir: &Path,
+    name: &str,
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<VirtualNode> {
     let socket = dir.join(format!("{name}.sock"));
     let control = Control::new();
     let server = control.serve(ListenAddr::Unix(socket.clone())).await?;
@@ -39,7 +50,7 @@ pub async fn start_node(
     let mut args = vec![format!("--metrics-address=127.0.0.1:{metrics_port}")];
     args.extend(extra_args.iter().map(|a| (*a).to_owned()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let shim = spawn_shim(cp, dir, name, &socket, &args)?;
+    let shim = spawn_shim_with_env(cp, dir, name, &socket, &args, env)?;
     Ok(VirtualNode {
         name: name.to_owned(),
         metrics_port,
@@ -59,6 +70,18 @@ pub fn spawn_shim(
     socket: &Path,
     extra_args: &[&str],
 ) -> anyhow::Result<ManagedProcess> {
+    spawn_shim_with_env(cp, dir, name, socket, extra_args, &[])
+}
+
+/// [`spawn_shim`] with extra environment variables.
+pub fn spawn_shim_with_env(
+    cp: &ControlPlane,
+    dir: &Path,
+    name: &str,
+    socket: &Path,
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<ManagedProcess> {
     ManagedProcess::spawn(
         &format!("node-shim-{name}"),
         Command::new(Path::new(env!("CARGO_BIN_EXE_node-shim")))
@@ -74,7 +97,8 @@ pub fn spawn_shim(
                 .then_some("--metrics-address=off"),
             )
             .args(extra_args)
-            .env("RUST_LOG", "info,node_shim=debug"),
+            .env("RUST_LOG", "info,node_shim=debug")
+            .envs(env.iter().copied()),
         dir,
     )
 }

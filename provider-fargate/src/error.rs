@@ -135,6 +135,10 @@ impl Retryable for AwsError {
     fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
+
+    fn is_throttle(&self) -> bool {
+        self.kind == Kind::Throttled
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod provider;
 mod sizes;
 mod status;
 mod taskdef;
+mod telemetry;
 
 use std::collections::HashMap;
 
@@ -53,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut registry = prometheus_client::registry::Registry::default();
     let grpc_metrics = vk_telemetry::grpc::GrpcMetrics::register(&mut registry, "server");
+    provider_common::retry::register_metrics(&mut registry);
     let args = &cli.fargate;
     args.validate()?;
 
@@ -71,8 +73,16 @@ async fn main() -> anyhow::Result<()> {
         .map(ToString::to_string)
         .context("no AWS region: set --region or AWS_REGION")?;
     let cloud = Cloud {
-        ecs: aws_sdk_ecs::Client::new(&sdk),
-        logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
+        ecs: aws_sdk_ecs::Client::from_conf(
+            aws_sdk_ecs::config::Builder::from(&sdk)
+                .interceptor(telemetry::TraceContext)
+                .build(),
+        ),
+        logs: aws_sdk_cloudwatchlogs::Client::from_conf(
+            aws_sdk_cloudwatchlogs::config::Builder::from(&sdk)
+                .interceptor(telemetry::TraceContext)
+                .build(),
+        ),
         cluster: args.cluster.clone(),
         policy: RetryPolicy::default(),
     };

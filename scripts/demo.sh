@@ -58,16 +58,25 @@ for candidate in (int(sys.argv[1]), 0):
 PY
 }
 declare -A PORTS=([fargate]=$(port 50051) [aci]=$(port 50052) [eci]=$(port 50053))
-# provider-fargate needs its network settings; without AWS (or moto) behind it, it serves and
-# reports NotReady until its first poll succeeds.
+step "starting moto (the AWS emulator behind provider-fargate)"
+"$TARGET/vk-moto" >"$RUN/moto.out" 2>"$RUN/moto.log" &
+PIDS+=($!)
+for _ in $(seq 1 120); do
+  grep -q '^ready' "$RUN/moto.out" 2>/dev/null && break
+  kill -0 "${PIDS[-1]}" 2>/dev/null || { cat "$RUN/moto.log" >&2; exit 1; }
+  sleep 0.5
+done
+read -r _ MOTO_URL MOTO_CLUSTER MOTO_SUBNET MOTO_SG MOTO_LOGS <"$RUN/moto.out" \
+  || { echo "moto did not start; log:" >&2; cat "$RUN/moto.log" >&2; exit 1; }
+
 declare -A EXTRA=(
-  [fargate]="--subnets subnet-demo --security-groups sg-demo --region us-east-1"
+  [fargate]="--endpoint-url $MOTO_URL --region us-east-1 --cluster $MOTO_CLUSTER --subnets $MOTO_SUBNET --security-groups $MOTO_SG --log-group $MOTO_LOGS --execution-role-arn arn:aws:iam::123456789012:role/ecsTaskExecutionRole"
   [aci]="" [eci]=""
 )
 for p in fargate aci eci; do
   step "starting provider-$p on 127.0.0.1:${PORTS[$p]}"
   # shellcheck disable=SC2086 # EXTRA holds separate flags
-  AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo \
+  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
     "$TARGET/provider-$p" --listen "127.0.0.1:${PORTS[$p]}" ${EXTRA[$p]} 2>"$RUN/provider-$p.log" &
   PIDS+=($!)
 done

@@ -27,7 +27,8 @@ trap 'exit 130' INT TERM
 step "installing prerequisites (first run builds Kubernetes 1.20 from Debian's source: ~8 minutes)"
 scripts/setup.sh
 step "building the workspace"
-cargo build --workspace --bins
+# All targets, so the features match `cargo test --workspace` and one build serves both.
+cargo build --workspace --all-targets
 TARGET="${CARGO_TARGET_DIR:-target}/debug"
 GRPCURL="$CACHE/venv/bin/grpcurl"
 

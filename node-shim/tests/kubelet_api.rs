@@ -13,7 +13,9 @@ use std::{
 
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
 use kube::{Api, ResourceExt, api::PostParams};
-use support::{SLOW, VirtualNode, kubectl, start_node, with_logs};
+use support::{
+    SLOW, VirtualNode, approve_serving_cert, curl, kubectl, kubelet_port, start_node, with_logs,
+};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     process::Command,
@@ -32,66 +34,6 @@ async fn node_with_approved_cert(
     let approved = approve_serving_cert(cp, name).await;
     let (port, pem) = with_logs(approved, &[&node])?;
     Ok((node, port, pem))
-}
-
-/// Approves the node's serving certificate request; returns the kubelet port and the certificate.
-async fn approve_serving_cert(cp: &ControlPlane, name: &str) -> anyhow::Result<(u16, String)> {
-    let nodes: Api<Node> = Api::all(cp.client().await?);
-    let port = kubelet_port(&nodes, name).await?;
-    let prefix = format!("csr-{name}-");
-    let csr_name = eventually(SLOW, "serving certificate request", || async {
-        let out = kubectl(cp, &["get", "csr", "-o", "name"])?;
-        Ok(out
-            .lines()
-            .map(|l| l.trim_start_matches("certificatesigningrequest.certificates.k8s.io/"))
-            .find(|n| n.starts_with(&prefix))
-            .map(str::to_owned))
-    })
-    .await?;
-    let signer = kubectl(
-        cp,
-        &["get", "csr", &csr_name, "-o", "jsonpath={.spec.signerName}"],
-    )?;
-    assert_eq!(signer, "kubernetes.io/kubelet-serving");
-    kubectl(cp, &["certificate", "approve", &csr_name])?;
-    let cert = eventually(SLOW, "certificate issued", || async {
-        let b64 = kubectl(
-            cp,
-            &[
-                "get",
-                "csr",
-                &csr_name,
-                "-o",
-                "jsonpath={.status.certificate}",
-            ],
-        )?;
-        Ok((!b64.is_empty()).then_some(b64))
-    })
-    .await?;
-    use base64::Engine;
-    let pem = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(cert.trim())?)?;
-    // Served once the certificate is in: every path needs credentials, so 401.
-    eventually(SLOW, "kubelet API serving", || async {
-        let (code, body) = curl(port, "/healthz", None).await?;
-        tracing::info!(port, code, %body, "kubelet API probe");
-        Ok((code == 401).then_some(()))
-    })
-    .await?;
-    Ok((port, pem))
-}
-
-/// `curl -k` against the kubelet port: (status, body).
-async fn curl(port: u16, path: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-k", "-s", "-w", "\n%{http_code}"])
-        .arg(format!("https://127.0.0.1:{port}{path}"));
-    if let Some(t) = token {
-        cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
-    }
-    let out = cmd.output().await?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    Ok((code.trim().parse().unwrap_or(0), body.to_owned()))
 }
 
 /// The certificate the kubelet port presents, as PEM.
@@ -321,19 +263,6 @@ async fn serving_certificate_authentication_authorization_and_stats() -> anyhow:
     }
     .await;
     with_logs(result, &[&node])
-}
-
-/// The kubelet port the Node publishes (0 until its status is written).
-async fn kubelet_port(nodes: &Api<Node>, name: &str) -> anyhow::Result<u16> {
-    eventually(SLOW, "node with kubelet endpoint", || async {
-        Ok(nodes
-            .get_opt(name)
-            .await?
-            .and_then(|n| n.status?.daemon_endpoints?.kubelet_endpoint)
-            .and_then(|e| u16::try_from(e.port).ok())
-            .filter(|p| *p != 0))
-    })
-    .await
 }
 
 type Sample = (String, std::collections::BTreeMap<String, String>, f64);

@@ -1,6 +1,8 @@
 //! Traces from the shim, received by a real OTLP/gRPC receiver: a pod's create and delete are each
 //! a reconcile span with the pod's attributes whose child is the provider call's client span; the
-//! create's trace id is in the pod's `ProviderCreated` event; no span carries a Secret's value.
+//! create's trace id is in the pod's `ProviderCreated` event; `kubectl logs` and `kubectl exec`
+//! are kubelet-request spans whose children are the provider calls; no span carries a Secret's
+//! value.
 
 mod support;
 
@@ -9,7 +11,7 @@ use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ListParams, PostParams},
 };
-use support::{SLOW, kubectl, start_node_with_env, with_logs};
+use support::{SLOW, approve_serving_cert, kubectl, start_node_with_env, with_logs};
 use vk_testkit::{
     ControlPlane,
     otlp::{OtlpReceiver, RecordedSpan},
@@ -58,11 +60,12 @@ async fn create_and_delete_are_traced_without_secrets() -> anyhow::Result<()> {
     let cp = ControlPlane::start().await?;
     let dir = tempfile::tempdir()?;
     let endpoint = receiver.endpoint();
+    let ca = format!("--client-ca-file={}", cp.pki.ca_files.cert.display());
     let node = start_node_with_env(
         &cp,
         dir.path(),
         NODE,
-        &[],
+        &[&ca],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
@@ -128,6 +131,32 @@ async fn create_and_delete_are_traced_without_secrets() -> anyhow::Result<()> {
             ("k8s.node.name", NODE),
         ] {
             assert_eq!(reconcile.attributes.get(key).map(String::as_str), Some(want));
+        }
+
+        // kubectl logs and exec reach the provider under a kubelet-request span.
+        approve_serving_cert(&cp, NODE).await?;
+        eventually(SLOW, "traced Running", || async {
+            Ok(pods.get_opt("traced").await?.filter(|p| {
+                p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            }))
+        })
+        .await?;
+        kubectl(&cp, &["logs", "traced"])?;
+        kubectl(&cp, &["exec", "traced", "--", "true"])?;
+        for (method, route) in [("GetContainerLogs", "/containerLogs/"), ("Exec", "/exec/")] {
+            eventually(SLOW, &format!("{method} under a kubelet request"), || async {
+                Ok(receiver
+                    .spans()
+                    .into_iter()
+                    .filter(|s| s.attributes.get("rpc.method").map(String::as_str) == Some(method))
+                    .find(|s| {
+                        receiver.ancestors(s).iter().any(|a| {
+                            a.name.contains(route)
+                                && a.attributes.get("url.path").is_some_and(|p| p.contains("traced"))
+                        })
+                    }))
+            })
+            .await?;
         }
 
         pods.delete("traced", &DeleteParams::default()).await?;

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Pods bound to this node that the provider does not run yet (the create backlog).
     pub backlog: Gauge,
+    /// Pods whose latest change the controller has not reconciled yet.
+    pub queue_depth: Gauge,
 }
 
 impl Metrics {
@@ -66,12 +68,19 @@ impl Metrics {
             "Pods bound to this node, not terminal, that the provider does not run yet",
             backlog.clone(),
         );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "vk_reconcile_queue_depth",
+            "Pods whose latest change (resourceVersion) has not been reconciled yet",
+            queue_depth.clone(),
+        );
         Self {
             grpc,
             pods,
             reconcile,
             in_flight,
             backlog,
+            queue_depth,
         }
     }
 }

@@ -94,6 +94,8 @@ pub struct Context {
     recorder: Recorder,
     view: Mutex<ProviderView>,
     failures: Mutex<HashMap<String, u32>>,
+    /// The resourceVersion each pod had when it was last reconciled (for the queue-depth gauge).
+    reconciled: Mutex<HashMap<String, String>>,
     host_ip: String,
     services: Store<Service>,
     metrics: Metrics,
@@ -128,6 +130,7 @@ impl Context {
             recorder,
             view: Mutex::default(),
             failures: Mutex::default(),
+            reconciled: Mutex::default(),
             services,
             metrics,
         })
@@ -208,7 +211,11 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error
     }
     let started = Instant::now();
     ctx.metrics.in_flight.inc();
+    let seen = (pod.uid(), pod.resource_version());
     let result = reconcile_pod(pod, &ctx).instrument(span.clone()).await;
+    if let (Some(uid), Some(rv)) = seen {
+        lock(&ctx.reconciled).insert(uid, rv);
+    }
     ctx.metrics.in_flight.dec();
     let outcome = if result.is_ok() { "ok" } else { "error" };
     if result.is_err() {
@@ -731,8 +738,21 @@ async fn count_pods(ctx: Arc<Context>, store: Store<Pod>, shutdown: Cancellation
         }
         let mut counts: HashMap<&str, i64> = PHASES.iter().map(|p| (*p, 0)).collect();
         let mut backlog = 0;
+        let mut queued = 0;
+        let mut reconciled = lock(&ctx.reconciled);
+        let pods = store.state();
+        // Forget pods that left the store, so the map stays the store's size.
+        let live: HashSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
+        reconciled.retain(|uid, _| live.contains(uid));
+        for pod in &pods {
+            let done = pod.uid().and_then(|u| reconciled.get(&u).cloned());
+            if done.is_none() || done != pod.resource_version() {
+                queued += 1;
+            }
+        }
+        drop(reconciled);
         let view = lock(&ctx.view);
-        for pod in store.state() {
+        for pod in &pods {
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
             let phase = PHASES
                 .iter()
@@ -758,6 +778,7 @@ async fn count_pods(ctx: Arc<Context>, store: Store<Pod>, shutdown: Cancellation
                 .set(n);
         }
         ctx.metrics.backlog.set(backlog);
+        ctx.metrics.queue_depth.set(queued);
     }
 }
 

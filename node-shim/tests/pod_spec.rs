@@ -277,15 +277,18 @@ async fn scenario(
             .output()
             .await?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        Ok(text
-            .contains("vk_pods{phase=\"Running\"} 2")
-            .then_some(text))
+        // The gauges are refreshed every few seconds; wait for a settled sample.
+        let settled = [
+            "vk_pods{phase=\"Running\"} 2",
+            "vk_pods_awaiting_provider 0",
+            "vk_reconcile_queue_depth 0",
+        ];
+        Ok(settled.iter().all(|l| text.contains(l)).then_some(text))
     })
     .await?;
     for line in [
         "grpc_client_calls_total{method=\"podprovider.v1.PodProvider/CreatePod\",code=\"Ok\"} 2",
         "grpc_client_calls_total{method=\"podprovider.v1.PodProvider/UpdatePod\",code=\"Ok\"} 1",
-        "vk_pods_awaiting_provider 0",
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }

@@ -65,7 +65,7 @@ async fn create_and_delete_are_traced_without_secrets() -> anyhow::Result<()> {
         &cp,
         dir.path(),
         NODE,
-        &[&ca],
+        &[&ca, "--log-format=json"],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
@@ -119,6 +119,13 @@ async fn create_and_delete_are_traced_without_secrets() -> anyhow::Result<()> {
         assert_eq!(trace_id.len(), 32, "{note}");
         let (create, chain) = provider_call(&receiver, &uid, "CreatePod").await?;
         assert_eq!(create.trace_id, trace_id, "the event names the create's trace");
+        // JSON log lines written inside that reconcile carry its trace id.
+        let log = std::fs::read_to_string(node.shim.log_path())?;
+        assert!(
+            log.lines().any(|l| l.starts_with('{')
+                && l.contains(&format!("\"trace_id\":\"{trace_id}\""))),
+            "no JSON log line with trace_id {trace_id}"
+        );
         assert_eq!(create.name, "podprovider.v1.PodProvider/CreatePod");
         let reconcile = chain
             .iter()

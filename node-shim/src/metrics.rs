@@ -45,11 +45,7 @@ impl Metrics {
         let pods = Family::<PhaseLabels, Gauge>::default();
         registry.register("vk_pods", "Pods bound to this node, by phase", pods.clone());
         let reconcile = Family::<OutcomeLabels, Histogram>::new_with_constructor(
-            (|| {
-                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-                    0.001, 2.0, 15,
-                ))
-            }) as fn() -> Histogram,
+            vk_telemetry::metrics::latency_histogram as fn() -> Histogram,
         );
         registry.register(
             "vk_reconcile_duration_seconds",

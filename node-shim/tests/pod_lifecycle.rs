@@ -21,16 +21,7 @@ use vk_testkit::{ControlPlane, test_provider::rpc, wait::eventually};
 const NODE: &str = "vk-life";
 
 fn pod(name: &str, spec: serde_json::Value) -> anyhow::Result<Pod> {
-    let mut spec = spec;
-    spec["nodeSelector"] = serde_json::json!({"type": "virtual-kubelet"});
-    spec["tolerations"] =
-        serde_json::json!([{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]);
-    if spec.get("containers").is_none() {
-        spec["containers"] = serde_json::json!([{"name": "c", "image": "nginx"}]);
-    }
-    Ok(serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec
-    }))?)
+    support::scheduled_pod(name, serde_json::json!({}), spec)
 }
 
 fn phase(p: &Pod) -> Option<&str> {
@@ -396,16 +387,7 @@ async fn restart_recreate_and_no_regression() -> anyhow::Result<()> {
     )?;
     assert!(node.control.lose_pod(&uid(&lost)));
     node.control.reset_calls();
-    node.shim = support::spawn_shim(
-        &cp,
-        _dir.path(),
-        NODE,
-        &node.socket,
-        &[&format!(
-            "--metrics-address=127.0.0.1:{}",
-            node.metrics_port
-        )],
-    )?;
+    node.restart_shim(&cp, _dir.path())?;
 
     // After restart: the orphan is deleted, the lost pod is reported, nothing is created.
     eventually(SLOW, "lonely deleted in the provider", || async {

@@ -15,25 +15,11 @@ use kube::{
     api::{ListParams, PostParams},
 };
 use podprovider_proto::v1 as pb;
-use support::{SLOW, kubectl, start_node, with_logs};
+use support::{SLOW, kubectl, scheduled_pod as pod, start_node, with_logs};
 use vk_testkit::{ControlPlane, test_provider::rpc, wait::eventually};
 
 const NODE: &str = "vk-spec";
 const AUDIENCE: &str = "vk-spec-test";
-
-fn pod(name: &str, labels: serde_json::Value, spec: serde_json::Value) -> anyhow::Result<Pod> {
-    let mut spec = spec;
-    spec["nodeSelector"] = serde_json::json!({"type": "virtual-kubelet"});
-    spec["tolerations"] =
-        serde_json::json!([{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]);
-    if spec.get("containers").is_none() {
-        spec["containers"] = serde_json::json!([{"name": "c", "image": "nginx"}]);
-    }
-    Ok(serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": labels}, "spec": spec
-    }))?)
-}
 
 /// A pod with a projected volume (token, ConfigMap key, labels) and a downwardAPI volume.
 fn token_pod(name: &str) -> anyhow::Result<Pod> {
@@ -304,16 +290,7 @@ async fn scenario(
     // Token timestamps have one-second resolution; make sure the new one differs.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     node.control.reset_calls();
-    node.shim = support::spawn_shim(
-        cp,
-        dir,
-        NODE,
-        &node.socket,
-        &[&format!(
-            "--metrics-address=127.0.0.1:{}",
-            node.metrics_port
-        )],
-    )?;
+    node.restart_shim(cp, dir)?;
     eventually(SLOW, "token refreshed after restart", || async {
         Ok(provider_pod(node, &uid)
             .filter(|p| token(p) != before)

@@ -82,14 +82,7 @@ fn spawn_shim(
 }
 
 fn kubectl(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<String> {
-    let out = cp.kubectl().args(args).output()?;
-    ensure!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    cp.run_kubectl(args)
 }
 
 fn running_and_ready(p: &Pod) -> bool {

@@ -139,17 +139,13 @@ async fn pod_create_and_delete_are_one_trace_down_to_the_cloud_call() -> anyhow:
 
     let result = async {
         let pods: Api<Pod> = Api::namespaced(cp.client().await?, "default");
-        let out = cp
-            .kubectl()
-            .args([
-                "create",
-                "secret",
-                "generic",
-                "db",
-                &format!("--from-literal=password={SECRET_VALUE}"),
-            ])
-            .output()?;
-        anyhow::ensure!(out.status.success(), "creating the secret failed");
+        cp.run_kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "db",
+            &format!("--from-literal=password={SECRET_VALUE}"),
+        ])?;
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "traced"},
             "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "nginx", "env": [

@@ -45,20 +45,13 @@ pub struct GrpcMetrics {
     latency: Family<MethodLabels, Histogram>,
 }
 
-fn latency_histogram() -> Histogram {
-    // 1 ms … ~16 s.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-        0.001, 2.0, 15,
-    ))
-}
-
 impl GrpcMetrics {
     /// Registers `grpc_<side>_calls` and `grpc_<side>_call_duration_seconds` (side: `client` or
     /// `server`).
     pub fn register(registry: &mut Registry, side: &str) -> Self {
         let calls = Family::<CallLabels, Counter>::default();
         let latency = Family::<MethodLabels, Histogram>::new_with_constructor(
-            latency_histogram as fn() -> Histogram,
+            crate::metrics::latency_histogram as fn() -> Histogram,
         );
         registry.register(
             format!("grpc_{side}_calls"),
@@ -172,28 +165,20 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let method = request.uri().path().trim_start_matches('/').to_owned();
         let (service, rpc) = split_path(request.uri().path());
-        let span = match self.side {
-            Side::Client => tracing::info_span!(
-                "grpc.client",
-                otel.name = %method,
-                otel.kind = "client",
-                otel.status_code = Empty,
-                rpc.system = "grpc",
-                rpc.service = %service,
-                rpc.method = %rpc,
-                rpc.grpc.status_code = Empty,
-            ),
-            Side::Server => tracing::info_span!(
-                "grpc.server",
-                otel.name = %method,
-                otel.kind = "server",
-                otel.status_code = Empty,
-                rpc.system = "grpc",
-                rpc.service = %service,
-                rpc.method = %rpc,
-                rpc.grpc.status_code = Empty,
-            ),
+        let kind = match self.side {
+            Side::Client => "client",
+            Side::Server => "server",
         };
+        let span = tracing::info_span!(
+            "grpc",
+            otel.name = %method,
+            otel.kind = kind,
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %rpc,
+            rpc.grpc.status_code = Empty,
+        );
         match self.side {
             Side::Client => propagation::inject(&span, request.headers_mut()),
             Side::Server => propagation::set_parent_from(&span, request.headers()),

@@ -9,6 +9,13 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// Buckets for durations: 1 ms doubling to about 16 s.
+pub fn latency_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new(
+        prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15),
+    )
+}
+
 /// The text of every metric in `registry`.
 pub fn encode(registry: &Registry) -> String {
     let mut text = String::new();

@@ -242,6 +242,18 @@ impl ControlPlane {
         cmd
     }
 
+    /// Runs kubectl with `args`; its stdout, or an error with its output when it fails.
+    pub fn run_kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.kubectl().args(args).output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// The last lines of one component's log (`etcd`, `kube-apiserver`, ...), for failure messages.
     pub fn log_tail(&self, component: &str, lines: usize) -> String {
         self.processes

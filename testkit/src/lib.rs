@@ -32,6 +32,18 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Logging for testkit's binaries (`vk-control-plane`, `vk-moto`): `RUST_LOG` (default `info`)
+/// to stderr.
+pub fn init_bin_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Sets up test logging (`RUST_LOG`, default `info`) once; later calls do nothing.
 pub fn init_test_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -108,14 +108,36 @@ pub fn spawn_shim_with_env(
 
 /// Runs kubectl against the control plane; fails with its output unless it succeeds.
 pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<String> {
-    let out = cp.kubectl().args(args).output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    cp.run_kubectl(args)
+}
+
+/// A pod for the scheduler to place on a virtual node: it selects `type=virtual-kubelet`,
+/// tolerates the provider taint, and gets one nginx container unless `spec` has containers.
+pub fn scheduled_pod(
+    name: &str,
+    labels: serde_json::Value,
+    spec: serde_json::Value,
+) -> anyhow::Result<k8s_openapi::api::core::v1::Pod> {
+    let mut spec = spec;
+    spec["nodeSelector"] = serde_json::json!({"type": "virtual-kubelet"});
+    spec["tolerations"] =
+        serde_json::json!([{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]);
+    if spec.get("containers").is_none() {
+        spec["containers"] = serde_json::json!([{"name": "c", "image": "nginx"}]);
+    }
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels}, "spec": spec
+    }))?)
+}
+
+impl VirtualNode {
+    /// Starts the shim again (after a stop), on the same socket and metrics port.
+    pub fn restart_shim(&mut self, cp: &ControlPlane, dir: &Path) -> anyhow::Result<()> {
+        let metrics = format!("--metrics-address=127.0.0.1:{}", self.metrics_port);
+        self.shim = spawn_shim(cp, dir, &self.name, &self.socket, &[&metrics])?;
+        Ok(())
+    }
 }
 
 /// The project's copy of the acceptance manifests.

@@ -23,12 +23,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    vk_testkit::init_bin_logging();
     let mut term = signal(SignalKind::terminate())?;
     let mut cp = ControlPlane::start().await?;
     if let Some(out) = &cli.kubeconfig_out {

@@ -26,12 +26,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    vk_testkit::init_bin_logging();
     let mut term = signal(SignalKind::terminate())?;
     let dir = tempfile::tempdir()?;
     let moto = Moto::start(dir.path(), &cli.cluster, &cli.log_group).await?;

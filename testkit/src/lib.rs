@@ -12,8 +12,10 @@
 //! Errors are `anyhow` with context: this crate is used only by tests, benchmarks and the demo.
 #![forbid(unsafe_code)]
 
+pub mod aci_emulator;
 pub mod bins;
 pub mod control_plane;
+pub mod eci_emulator;
 pub mod fault_proxy;
 pub mod grpcurl;
 pub mod moto;

@@ -1,0 +1,3 @@
+//! aci-emulator: skeleton, filled in by issue work.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! eci-emulator: skeleton, filled in by issue work.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Launcher for the aci-emulator binary (to come).

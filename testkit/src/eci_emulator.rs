@@ -1,0 +1,1 @@
+//! Launcher for the eci-emulator binary (to come).

@@ -1,0 +1,94 @@
+//! The test-only admin API under `/_emulator/` (no auth): health, counters, throttle rate, the
+//! stored PUT body of a group, and making a container exit.
+
+use std::sync::{Arc, atomic::Ordering};
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{
+    lifecycle::{self, ExitError},
+    state::{AppState, lock},
+};
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/_emulator/health", get(|| async { StatusCode::OK }))
+        .route("/_emulator/stats", get(stats))
+        .route("/_emulator/throttle", put(set_throttle))
+        .route("/_emulator/groups/{name}", get(stored_group))
+        .route(
+            "/_emulator/groups/{name}/containers/{container}/exit",
+            post(exit),
+        )
+}
+
+async fn stats(State(st): State<Arc<AppState>>) -> Response {
+    let s = &st.stats;
+    let live = lock(&st.groups).len();
+    Json(json!({
+        "created": s.created.load(Ordering::Relaxed),
+        "deleted": s.deleted.load(Ordering::Relaxed),
+        "live": live,
+        "throttled": s.throttled.load(Ordering::Relaxed),
+        "requests": s.requests.load(Ordering::Relaxed),
+        "auth_failures": s.auth_failures.load(Ordering::Relaxed),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct Throttle {
+    rate: f64,
+}
+
+async fn set_throttle(State(st): State<Arc<AppState>>, Json(t): Json<Throttle>) -> Response {
+    if !(0.0..=1.0).contains(&t.rate) {
+        return (StatusCode::BAD_REQUEST, "rate must be within 0..=1").into_response();
+    }
+    *lock(&st.throttle_rate) = t.rate;
+    tracing::info!(rate = t.rate, "throttle rate changed");
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn stored_group(State(st): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    match lock(&st.groups).get(&name) {
+        Some(g) => Json(g.spec.clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Exit {
+    exit_code: i32,
+}
+
+async fn exit(
+    State(st): State<Arc<AppState>>,
+    Path((name, container)): Path<(String, String)>,
+    Json(e): Json<Exit>,
+) -> Response {
+    let mut groups = lock(&st.groups);
+    let Some(g) = groups.get_mut(&name) else {
+        return (StatusCode::NOT_FOUND, "no such container group").into_response();
+    };
+    match lifecycle::exit_container(g, &container, e.exit_code, st.config.heartbeat) {
+        Ok(()) => {
+            tracing::info!(group = %name, container = %container, exit_code = e.exit_code, "container exited (admin)");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(ExitError::NoSuchContainer) => {
+            (StatusCode::NOT_FOUND, "no such container").into_response()
+        }
+        Err(ExitError::NotRunning) => {
+            (StatusCode::CONFLICT, "container is not running").into_response()
+        }
+    }
+}

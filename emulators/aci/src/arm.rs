@@ -1,0 +1,409 @@
+//! The ARM side: `Microsoft.ContainerInstance/containerGroups` under the one known subscription
+//! and resource group. Every request is counted, authenticated (bearer token from the AAD side),
+//! maybe throttled, then routed by a case-insensitive parse of the path (ARM paths are).
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+use crate::{
+    exec, lifecycle,
+    model::Group,
+    state::{AppState, Stats, lock},
+    validate,
+};
+
+/// API versions of the stable ContainerInstance REST reference the emulator accepts.
+pub const API_VERSIONS: &[&str] = &[
+    "2021-09-01",
+    "2021-10-01",
+    "2022-09-01",
+    "2023-05-01",
+    "2024-10-01-preview",
+    "2025-09-01",
+];
+
+/// An ARM error response: `{"error":{"code","message"}}`.
+pub fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        json!({"error": {"code": code, "message": message}}).to_string(),
+    )
+        .into_response()
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// What the path names.
+enum Target<'a> {
+    List,
+    Group(&'a str),
+    ContainerLogs(&'a str, &'a str),
+    ContainerExec(&'a str, &'a str),
+    GroupAction(&'a str, &'a str),
+}
+
+pub async fn handle(
+    State(st): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    Stats::bump(&st.stats.requests);
+    if let Err(resp) = authenticate(&st, &headers) {
+        Stats::bump(&st.stats.auth_failures);
+        return resp;
+    }
+    let rate = *lock(&st.throttle_rate);
+    if rate > 0.0 && rand::random::<f64>() < rate {
+        Stats::bump(&st.stats.throttled);
+        let secs = st.config.retry_after_secs;
+        let mut resp = arm_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "SubscriptionRequestsThrottled",
+            &format!(
+                "Number of requests for subscription '{}' exceeded the limit. Please try again \
+                 after '{secs}' seconds. Refer to https://aka.ms/arm-throttling",
+                st.config.subscription_id
+            ),
+        );
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
+    let path = uri.path().trim_end_matches('/');
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let Some(target) = parse_target(&st, &segs) else {
+        return not_found_path(&st, &segs, path);
+    };
+    if let Err(resp) = check_api_version(uri.query(), &st.config.location) {
+        return resp;
+    }
+    let query = uri.query().unwrap_or_default();
+    match (method, target) {
+        (Method::GET, Target::List) => list(&st),
+        (Method::GET, Target::Group(name)) => get(&st, name),
+        (Method::PUT, Target::Group(name)) => put(&st, name, &body),
+        (Method::DELETE, Target::Group(name)) => delete(&st, name),
+        (Method::GET, Target::ContainerLogs(g, c)) => logs(&st, g, c, query),
+        (Method::POST, Target::ContainerExec(g, c)) => exec::create_session(&st, g, c, &body),
+        (Method::POST, Target::GroupAction(g, action)) => group_action(&st, g, action),
+        (m, _) => arm_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            &format!("The requested resource does not support http method '{m}'."),
+        ),
+    }
+}
+
+/// Parses `/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.ContainerInstance/
+/// containerGroups[/{name}[/containers/{c}/logs|exec]]` for the known subscription and group.
+fn parse_target<'a>(st: &AppState, segs: &[&'a str]) -> Option<Target<'a>> {
+    let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    if segs.len() < 7
+        || !eq(segs[0], "subscriptions")
+        || !eq(segs[1], &st.config.subscription_id)
+        || !eq(segs[2], "resourceGroups")
+        || !eq(segs[3], &st.config.resource_group)
+        || !eq(segs[4], "providers")
+        || !eq(segs[5], "Microsoft.ContainerInstance")
+        || !eq(segs[6], "containerGroups")
+    {
+        return None;
+    }
+    match segs[7..] {
+        [] => Some(Target::List),
+        [name] => Some(Target::Group(name)),
+        [name, action] if ["start", "stop", "restart"].iter().any(|a| eq(a, action)) => {
+            Some(Target::GroupAction(name, action))
+        }
+        [name, c, container, op] if eq(c, "containers") => {
+            if eq(op, "logs") {
+                Some(Target::ContainerLogs(name, container))
+            } else if eq(op, "exec") {
+                Some(Target::ContainerExec(name, container))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// ARM's answers for a path outside the known subscription/resource group/resource type.
+fn not_found_path(st: &AppState, segs: &[&str], path: &str) -> Response {
+    let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    if segs.len() >= 2 && eq(segs[0], "subscriptions") && !eq(segs[1], &st.config.subscription_id) {
+        return arm_error(
+            StatusCode::NOT_FOUND,
+            "SubscriptionNotFound",
+            &format!("The subscription '{}' could not be found.", segs[1]),
+        );
+    }
+    if segs.len() >= 4 && eq(segs[2], "resourceGroups") && !eq(segs[3], &st.config.resource_group) {
+        return arm_error(
+            StatusCode::NOT_FOUND,
+            "ResourceGroupNotFound",
+            &format!("Resource group '{}' could not be found.", segs[3]),
+        );
+    }
+    arm_error(
+        StatusCode::NOT_FOUND,
+        "InvalidResourceType",
+        &format!("The resource type for path '{path}' could not be found."),
+    )
+}
+
+fn check_api_version(query: Option<&str>, location: &str) -> Result<(), Response> {
+    let version = query.and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "api-version")
+            .map(|(_, v)| v)
+    });
+    match version {
+        None | Some("") => Err(arm_error(
+            StatusCode::BAD_REQUEST,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        )),
+        Some(v) if API_VERSIONS.contains(&v) => Ok(()),
+        Some(v) => Err(arm_error(
+            StatusCode::BAD_REQUEST,
+            "NoRegisteredProviderFound",
+            &format!(
+                "No registered resource provider found for location '{location}' and API version \
+                 '{v}' for type 'containerGroups'. The supported api-versions are '{}'.",
+                API_VERSIONS.join(", ")
+            ),
+        )),
+    }
+}
+
+/// Requires `Authorization: Bearer <token issued here and not expired>`, answering as ARM does.
+fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let challenge = |error_description: &str| {
+        format!(
+            "Bearer authorization_uri=\"{}/{}\", error=\"invalid_token\", \
+             error_description=\"{error_description}\"",
+            st.config.base_url, st.config.tenant_id
+        )
+    };
+    let reject = |code: &str, message: &str, description: &str| {
+        let mut resp = arm_error(StatusCode::UNAUTHORIZED, code, message);
+        if let Ok(v) = HeaderValue::from_str(&challenge(description)) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        resp
+    };
+    let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Err(reject(
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing.",
+            "The authentication failed because of missing 'Authorization' header.",
+        ));
+    };
+    let Some(token) = auth
+        .strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+    else {
+        return Err(reject(
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is provided in an invalid format.",
+            "The authentication failed because of invalid 'Authorization' header.",
+        ));
+    };
+    let expiry = lock(&st.tokens).get(token.trim()).copied();
+    match expiry {
+        None => Err(reject(
+            "InvalidAuthenticationToken",
+            "The access token is invalid.",
+            "The access token is invalid.",
+        )),
+        Some(at) if at <= Instant::now() => Err(reject(
+            "ExpiredAuthenticationToken",
+            "The access token expiry UTC time is earlier than current UTC time.",
+            "The access token has expired.",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+fn group_not_found(st: &AppState, name: &str) -> Response {
+    arm_error(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFound",
+        &format!(
+            "The Resource 'Microsoft.ContainerInstance/containerGroups/{name}' under resource \
+             group '{}' was not found. For more details please go to \
+             https://aka.ms/ARMResourceNotFoundFix",
+            st.config.resource_group
+        ),
+    )
+}
+
+fn list(st: &AppState) -> Response {
+    let groups = lock(&st.groups);
+    let value: Vec<Value> = groups.values().map(|g| g.view(&st.config)).collect();
+    json_response(StatusCode::OK, &json!({ "value": value }))
+}
+
+fn get(st: &AppState, name: &str) -> Response {
+    match lock(&st.groups).get(name) {
+        Some(g) => json_response(StatusCode::OK, &g.view(&st.config)),
+        None => group_not_found(st, name),
+    }
+}
+
+fn put(st: &AppState, name: &str, body: &[u8]) -> Response {
+    let spec: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return arm_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestContent",
+                &format!(
+                    // serde_json's syntax errors name a position, never the body's content.
+                    "The request content was invalid and could not be deserialized: '{e}'."
+                ),
+            );
+        }
+    };
+    if let Err(inv) = validate::check_group(name, &spec) {
+        tracing::info!(group = name, code = inv.code, "PUT rejected");
+        return arm_error(StatusCode::BAD_REQUEST, inv.code, &inv.message);
+    }
+    let mut groups = lock(&st.groups);
+    if let Some(existing) = groups.get(name)
+        && existing.spec == spec
+    {
+        return json_response(StatusCode::OK, &existing.view(&st.config));
+    }
+    let group = match Group::new(name, spec, &st.config) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(group = name, "creating the work directory: {e}");
+            return arm_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "Encountered internal server error.",
+            );
+        }
+    };
+    let view = group.view(&st.config);
+    let status = if groups.insert(name.to_owned(), group).is_some() {
+        tracing::info!(group = name, "container group updated");
+        StatusCode::OK
+    } else {
+        Stats::bump(&st.stats.created);
+        tracing::info!(group = name, "container group created");
+        StatusCode::CREATED
+    };
+    json_response(status, &view)
+}
+
+fn delete(st: &AppState, name: &str) -> Response {
+    let removed = lock(&st.groups).remove(name);
+    match removed {
+        Some(g) => {
+            Stats::bump(&st.stats.deleted);
+            exec::forget_group(st, name);
+            tracing::info!(group = name, "container group deleted");
+            json_response(StatusCode::OK, &g.view(&st.config))
+        }
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+fn logs(st: &AppState, group: &str, container: &str, query: &str) -> Response {
+    let mut tail: Option<usize> = None;
+    let mut timestamps = false;
+    for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        match k {
+            "tail" => match v.parse() {
+                Ok(n) => tail = Some(n),
+                Err(_) => {
+                    return arm_error(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidParameter",
+                        &format!("The value '{v}' of parameter 'tail' is not a valid integer."),
+                    );
+                }
+            },
+            "timestamps" => timestamps = v.eq_ignore_ascii_case("true"),
+            _ => {}
+        }
+    }
+    let groups = lock(&st.groups);
+    let Some(g) = groups.get(group) else {
+        return group_not_found(st, group);
+    };
+    let Some(c) = g.container(container) else {
+        return container_not_found(group, container);
+    };
+    let skip = tail.map_or(0, |n| c.logs.len().saturating_sub(n));
+    let mut content = String::new();
+    for line in &c.logs[skip..] {
+        if timestamps {
+            content.push_str(&crate::state::rfc3339(line.at));
+            content.push(' ');
+        }
+        content.push_str(&line.text);
+        content.push('\n');
+    }
+    json_response(StatusCode::OK, &json!({ "content": content }))
+}
+
+pub fn container_not_found(group: &str, container: &str) -> Response {
+    arm_error(
+        StatusCode::NOT_FOUND,
+        "ContainerNotFound",
+        &format!("The container '{container}' is not found in container group '{group}'."),
+    )
+}
+
+/// `stop` (containers killed, state Stopped), `start`/`restart` (run again from the beginning).
+fn group_action(st: &AppState, name: &str, action: &str) -> Response {
+    let mut groups = lock(&st.groups);
+    let Some(g) = groups.get_mut(name) else {
+        return group_not_found(st, name);
+    };
+    if action.eq_ignore_ascii_case("stop") {
+        lifecycle::stop_group(g);
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let spec = g.spec.clone();
+    match Group::new(name, spec, &st.config) {
+        Ok(fresh) => {
+            *g = fresh;
+            StatusCode::ACCEPTED.into_response()
+        }
+        Err(e) => {
+            tracing::error!(group = name, "creating the work directory: {e}");
+            arm_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "Encountered internal server error.",
+            )
+        }
+    }
+}

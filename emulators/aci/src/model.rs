@@ -1,0 +1,387 @@
+//! A stored container group: the body the client PUT, plus the simulated run of its containers,
+//! and its rendering as ARM returns it (secrets removed, instance view added).
+
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+
+use crate::state::{Config, rfc3339};
+
+/// `properties.restartPolicy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+impl RestartPolicy {
+    /// ACI's default is `Always`.
+    pub fn parse(s: Option<&str>) -> Option<Self> {
+        match s {
+            None | Some("Always") => Some(Self::Always),
+            Some("OnFailure") => Some(Self::OnFailure),
+            Some("Never") => Some(Self::Never),
+            Some(_) => None,
+        }
+    }
+}
+
+pub enum Provisioning {
+    Creating { ready_at: Instant },
+    Succeeded,
+}
+
+#[derive(Clone, Debug)]
+pub enum RunState {
+    Waiting,
+    Running {
+        start: OffsetDateTime,
+    },
+    Terminated {
+        start: OffsetDateTime,
+        finish: OffsetDateTime,
+        exit_code: i32,
+    },
+}
+
+pub struct Event {
+    pub name: &'static str,
+    pub message: String,
+    pub count: u32,
+    pub first: OffsetDateTime,
+    pub last: OffsetDateTime,
+}
+
+pub struct LogLine {
+    pub at: OffsetDateTime,
+    pub text: String,
+}
+
+/// One container (or init container) and its simulated process.
+pub struct ContainerRun {
+    pub name: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub init: bool,
+    /// `value` and `secureValue` variables: given to exec processes, never logged or returned.
+    pub env: Vec<(String, String)>,
+    pub state: RunState,
+    pub previous: Option<RunState>,
+    pub restart_count: u32,
+    pub events: Vec<Event>,
+    /// Output of the current run.
+    pub logs: Vec<LogLine>,
+    pub heartbeats: u64,
+    pub next_heartbeat: Option<Instant>,
+}
+
+impl ContainerRun {
+    fn from_spec(c: &Value, init: bool) -> Self {
+        let props = &c["properties"];
+        let env = props["environmentVariables"]
+            .as_array()
+            .map(|vars| {
+                vars.iter()
+                    .filter_map(|v| {
+                        let name = v["name"].as_str()?;
+                        let value = v["value"]
+                            .as_str()
+                            .or_else(|| v["secureValue"].as_str())
+                            .unwrap_or_default();
+                        Some((name.to_owned(), value.to_owned()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            name: c["name"].as_str().unwrap_or_default().to_owned(),
+            image: props["image"].as_str().unwrap_or_default().to_owned(),
+            command: props["command"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            init,
+            env,
+            state: RunState::Waiting,
+            previous: None,
+            restart_count: 0,
+            events: Vec::new(),
+            logs: Vec::new(),
+            heartbeats: 0,
+            next_heartbeat: None,
+        }
+    }
+
+    /// Counts an event like ACI does: same name and message bump `count` and `lastTimestamp`.
+    pub fn record_event(&mut self, name: &'static str, message: String, now: OffsetDateTime) {
+        if let Some(e) = self
+            .events
+            .iter_mut()
+            .find(|e| e.name == name && e.message == message)
+        {
+            e.count += 1;
+            e.last = now;
+        } else {
+            self.events.push(Event {
+                name,
+                message,
+                count: 1,
+                first: now,
+                last: now,
+            });
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self.state, RunState::Running { .. })
+    }
+
+    fn instance_view(&self) -> Value {
+        let mut view = json!({
+            "restartCount": self.restart_count,
+            "currentState": state_json(&self.state),
+            "events": self.events.iter().map(|e| json!({
+                "count": e.count,
+                "firstTimestamp": rfc3339(e.first),
+                "lastTimestamp": rfc3339(e.last),
+                "message": e.message,
+                "name": e.name,
+                "type": "Normal",
+            })).collect::<Vec<_>>(),
+        });
+        if let Some(prev) = &self.previous {
+            view["previousState"] = state_json(prev);
+        }
+        view
+    }
+}
+
+/// `ContainerState` of the REST reference.
+fn state_json(s: &RunState) -> Value {
+    match s {
+        RunState::Waiting => json!({"state": "Waiting", "detailStatus": ""}),
+        RunState::Running { start } => {
+            json!({"state": "Running", "startTime": rfc3339(*start), "detailStatus": ""})
+        }
+        RunState::Terminated {
+            start,
+            finish,
+            exit_code,
+        } => json!({
+            "state": "Terminated",
+            "startTime": rfc3339(*start),
+            "finishTime": rfc3339(*finish),
+            "exitCode": exit_code,
+            "detailStatus": if *exit_code == 0 { "Completed" } else { "Error" },
+        }),
+    }
+}
+
+pub struct Group {
+    pub name: String,
+    /// Exactly the body the client PUT (secrets included): what `/_emulator/groups/{name}` returns.
+    pub spec: Value,
+    pub provisioning: Provisioning,
+    pub restart_policy: RestartPolicy,
+    /// Set by the `stop` action: containers are killed and nothing restarts.
+    pub stopped: bool,
+    /// Init containers first, in order, then the containers.
+    pub containers: Vec<ContainerRun>,
+    /// Working directory of exec processes; removed with the group.
+    pub workdir: tempfile::TempDir,
+    pub ip: String,
+}
+
+impl Group {
+    /// A new group from a validated spec; provisioning ends after the configured delay.
+    pub fn new(name: &str, spec: Value, cfg: &Config) -> std::io::Result<Self> {
+        let props = &spec["properties"];
+        let mut containers = Vec::new();
+        for c in props["initContainers"].as_array().into_iter().flatten() {
+            containers.push(ContainerRun::from_spec(c, true));
+        }
+        for c in props["containers"].as_array().into_iter().flatten() {
+            containers.push(ContainerRun::from_spec(c, false));
+        }
+        let workdir = tempfile::Builder::new()
+            .prefix(&format!("aci-emulator-{name}-"))
+            .tempdir()?;
+        Ok(Self {
+            name: name.to_owned(),
+            restart_policy: RestartPolicy::parse(props["restartPolicy"].as_str())
+                .unwrap_or(RestartPolicy::Always),
+            spec,
+            provisioning: Provisioning::Creating {
+                ready_at: Instant::now() + cfg.provisioning_delay,
+            },
+            stopped: false,
+            containers,
+            workdir,
+            ip: format!(
+                "10.0.{}.{}",
+                rand::random::<u8>(),
+                1 + rand::random::<u8>() % 254
+            ),
+        })
+    }
+
+    pub fn container(&self, name: &str) -> Option<&ContainerRun> {
+        self.containers.iter().find(|c| c.name == name)
+    }
+
+    pub fn container_mut(&mut self, name: &str) -> Option<&mut ContainerRun> {
+        self.containers.iter_mut().find(|c| c.name == name)
+    }
+
+    pub fn provisioning_state(&self) -> &'static str {
+        match self.provisioning {
+            Provisioning::Creating { .. } => "Creating",
+            Provisioning::Succeeded => "Succeeded",
+        }
+    }
+
+    /// `properties.instanceView.state`: Pending until the containers run, Running while any runs
+    /// or will restart, then Succeeded/Failed by exit codes; Stopped after a stop.
+    pub fn instance_state(&self) -> &'static str {
+        if self.stopped {
+            return "Stopped";
+        }
+        let main: Vec<&ContainerRun> = self.containers.iter().filter(|c| !c.init).collect();
+        if matches!(self.provisioning, Provisioning::Creating { .. })
+            || main.iter().any(|c| matches!(c.state, RunState::Waiting))
+        {
+            return "Pending";
+        }
+        if main.iter().any(|c| c.is_running()) {
+            return "Running";
+        }
+        let failed = main
+            .iter()
+            .any(|c| matches!(c.state, RunState::Terminated { exit_code, .. } if exit_code != 0));
+        if failed { "Failed" } else { "Succeeded" }
+    }
+
+    /// The group as ARM returns it from PUT/GET/DELETE/list.
+    pub fn view(&self, cfg: &Config) -> Value {
+        let mut body = self.spec.clone();
+        let Some(obj) = body.as_object_mut() else {
+            return body;
+        };
+        obj.insert(
+            "id".into(),
+            json!(format!(
+                "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ContainerInstance/containerGroups/{}",
+                cfg.subscription_id, cfg.resource_group, self.name
+            )),
+        );
+        obj.insert("name".into(), json!(self.name));
+        obj.insert(
+            "type".into(),
+            json!("Microsoft.ContainerInstance/containerGroups"),
+        );
+        if !obj.get("location").is_some_and(Value::is_string) {
+            obj.insert("location".into(), json!(cfg.location));
+        }
+        if let Some(Value::Object(identity)) = obj.get_mut("identity") {
+            // ARM fills in the identity's ids; they are not secret.
+            if identity
+                .get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.contains("SystemAssigned"))
+            {
+                identity.insert(
+                    "principalId".into(),
+                    json!(uuid::Uuid::new_v4().to_string()),
+                );
+                identity.insert("tenantId".into(), json!(cfg.tenant_id));
+            }
+        }
+        let Some(props) = obj.get_mut("properties").and_then(Value::as_object_mut) else {
+            return body;
+        };
+        props.insert("provisioningState".into(), json!(self.provisioning_state()));
+        if !props.contains_key("osType") {
+            props.insert("osType".into(), json!("Linux"));
+        }
+        if !props.contains_key("restartPolicy") {
+            props.insert("restartPolicy".into(), json!("Always"));
+        }
+        props.insert(
+            "instanceView".into(),
+            json!({"state": self.instance_state(), "events": []}),
+        );
+        for (key, init) in [("initContainers", true), ("containers", false)] {
+            if let Some(Value::Array(list)) = props.get_mut(key) {
+                for c in list {
+                    let name = c["name"].as_str().unwrap_or_default().to_owned();
+                    let Some(cprops) = c.get_mut("properties").and_then(Value::as_object_mut)
+                    else {
+                        continue;
+                    };
+                    hide_secure_values(cprops);
+                    if let Some(run) = self
+                        .containers
+                        .iter()
+                        .find(|r| r.init == init && r.name == name)
+                    {
+                        cprops.insert("instanceView".into(), run.instance_view());
+                    }
+                }
+            }
+        }
+        if let Some(Value::Object(ip)) = props.get_mut("ipAddress") {
+            ip.insert("ip".into(), json!(self.ip));
+            if let Some(label) = ip.get("dnsNameLabel").and_then(Value::as_str) {
+                let fqdn = format!("{label}.{}.azurecontainer.io", cfg.location);
+                ip.insert("fqdn".into(), json!(fqdn));
+            }
+        }
+        hide_group_secrets(props);
+        body
+    }
+}
+
+/// ACI never returns `secureValue`s: the variable is listed by name only.
+fn hide_secure_values(cprops: &mut Map<String, Value>) {
+    if let Some(Value::Array(vars)) = cprops.get_mut("environmentVariables") {
+        for v in vars {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("secureValue");
+            }
+        }
+    }
+}
+
+/// Other write-only fields, as the documented example responses omit them.
+fn hide_group_secrets(props: &mut Map<String, Value>) {
+    if let Some(Value::Array(creds)) = props.get_mut("imageRegistryCredentials") {
+        for c in creds {
+            if let Some(o) = c.as_object_mut() {
+                o.remove("password");
+            }
+        }
+    }
+    if let Some(Value::Array(vols)) = props.get_mut("volumes") {
+        for v in vols {
+            if let Some(o) = v.as_object_mut() {
+                if o.contains_key("secret") {
+                    o.insert("secret".into(), json!({}));
+                }
+                if let Some(Value::Object(af)) = o.get_mut("azureFile") {
+                    af.remove("storageAccountKey");
+                }
+            }
+        }
+    }
+    if let Some(Value::Object(diag)) = props.get_mut("diagnostics")
+        && let Some(Value::Object(la)) = diag.get_mut("logAnalytics")
+    {
+        la.remove("workspaceKey");
+    }
+}

@@ -1,0 +1,92 @@
+//! Shared emulator state: configuration, the stored groups, issued tokens, exec sessions, counters.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use crate::{exec::ExecSession, model::Group};
+
+/// Fixed settings from the command line.
+pub struct Config {
+    pub subscription_id: String,
+    pub resource_group: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub federated_token: String,
+    pub location: String,
+    pub provisioning_delay: Duration,
+    pub heartbeat: Duration,
+    pub token_lifetime: Duration,
+    pub retry_after_secs: u64,
+    /// `http://127.0.0.1:PORT`: the AAD authority and the base of exec WebSocket URIs.
+    pub base_url: String,
+}
+
+/// Counters reported by `/_emulator/stats`.
+#[derive(Default)]
+pub struct Stats {
+    pub created: AtomicU64,
+    pub deleted: AtomicU64,
+    pub throttled: AtomicU64,
+    pub requests: AtomicU64,
+    pub auth_failures: AtomicU64,
+}
+
+impl Stats {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub struct AppState {
+    pub config: Config,
+    pub stats: Stats,
+    pub throttle_rate: Mutex<f64>,
+    /// Container groups by name (the emulator knows one resource group).
+    pub groups: Mutex<BTreeMap<String, Group>>,
+    /// Issued access tokens and when they expire.
+    pub tokens: Mutex<HashMap<String, Instant>>,
+    /// Exec sessions by the id in their WebSocket URI.
+    pub exec_sessions: Mutex<HashMap<String, ExecSession>>,
+}
+
+impl AppState {
+    pub fn new(config: Config, throttle_rate: f64) -> Self {
+        Self {
+            config,
+            stats: Stats::default(),
+            throttle_rate: Mutex::new(throttle_rate),
+            groups: Mutex::default(),
+            tokens: Mutex::default(),
+            exec_sessions: Mutex::default(),
+        }
+    }
+}
+
+/// Locks a mutex; a panic elsewhere while holding it leaves data that is still usable here.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A random lowercase hex string of `bytes` random bytes (tokens, passwords, ids).
+pub fn random_hex(bytes: usize) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes * 2);
+    for _ in 0..bytes {
+        let b: u8 = rand::random();
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// RFC 3339 UTC time, as ARM writes timestamps.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -3,6 +3,16 @@
 //! Skeleton: serves the contract with health and reflection; every PodProvider RPC answers
 //! UNIMPLEMENTED until the provider's own issue lands.
 
+#![allow(dead_code)]
+mod api;
+mod cloud;
+mod error;
+mod mapping;
+mod params;
+mod signing;
+mod sizes;
+mod status;
+
 use clap::Parser;
 use provider_common::ServerArgs;
 

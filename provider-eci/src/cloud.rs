@@ -1,0 +1,338 @@
+//! The ECI RPC client: every call signed with ACS3-HMAC-SHA256 (re-signed per attempt, so each
+//! retry has a fresh nonce and date), retried by `provider_common::retry`, errors classified by
+//! `error.rs`. Parameter values (environment, file contents, registry passwords) travel in the
+//! query string and are never logged: only the operation name is.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client as HyperClient, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use provider_common::retry::{RetryPolicy, retry};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::{
+    api,
+    error::{EciError, Kind},
+    params::flatten,
+    signing::{self, Credentials},
+};
+
+/// The ECI API version.
+pub const API_VERSION: &str = "2018-08-08";
+/// Page size of `DescribeContainerGroups` (its documented maximum).
+const GROUPS_PAGE: u32 = 20;
+/// Page size of `DescribeContainerGroupStatus` (its documented default).
+const STATUS_PAGE: u32 = 200;
+/// Deadline of one HTTP attempt.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// An ECI endpoint and the credentials to call it with.
+#[derive(Clone)]
+pub struct Cloud {
+    http: HyperClient<Https, Full<Bytes>>,
+    /// `scheme://host[:port]`, no trailing slash.
+    base: String,
+    /// `host[:port]` as signed and sent.
+    host: String,
+    creds: Credentials,
+    /// Region (`RegionId` of every call).
+    pub region: String,
+    /// Retry policy of every call.
+    pub policy: RetryPolicy,
+}
+
+/// The endpoint for `region`: regional public (`eci.<region>.aliyuncs.com`) or VPC
+/// (`eci-vpc.<region>.aliyuncs.com`), over HTTPS.
+pub fn default_endpoint(region: &str, vpc: bool) -> String {
+    if vpc {
+        format!("https://eci-vpc.{region}.aliyuncs.com")
+    } else {
+        format!("https://eci.{region}.aliyuncs.com")
+    }
+}
+
+/// One page of `DescribeContainerGroups` filtered by `tags`.
+pub struct GroupFilter<'a> {
+    /// Tags every group must have.
+    pub tags: &'a [(String, String)],
+    /// Only the group with this name.
+    pub name: Option<&'a str>,
+}
+
+impl Cloud {
+    /// A client for `endpoint` (`http(s)://host[:port]`).
+    pub fn new(
+        endpoint: &str,
+        region: &str,
+        creds: Credentials,
+        policy: RetryPolicy,
+    ) -> Result<Self, String> {
+        let url =
+            url::Url::parse(endpoint).map_err(|e| format!("bad endpoint {endpoint:?}: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "endpoint {endpoint:?} must start with http:// or https://"
+            ));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("endpoint {endpoint:?} has no host"))?;
+        let host = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| format!("cannot load the system's root certificates: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Self {
+            http: HyperClient::builder(TokioExecutor::new()).build(https),
+            base: format!("{}://{host}", url.scheme()),
+            host,
+            creds,
+            region: region.to_owned(),
+            policy,
+        })
+    }
+
+    /// One signed attempt of `action` with `params` (RegionId added).
+    async fn once(
+        &self,
+        action: &'static str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<Value, EciError> {
+        let date = time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| EciError::transport(action, e))?;
+        let nonce = format!("{:032x}", rand::random::<u128>());
+        let (headers, query) = signing::sign(
+            &self.creds,
+            &signing::RpcRequest {
+                method: "POST",
+                host: &self.host,
+                action,
+                version: API_VERSION,
+                query: params,
+                date: &date,
+                nonce: &nonce,
+            },
+        );
+        let mut req = http::Request::post(format!("{}/?{query}", self.base));
+        for (k, v) in &headers {
+            req = req.header(k, v);
+        }
+        let mut trace = http::HeaderMap::new();
+        vk_telemetry::propagation::inject_current(&mut trace);
+        for (k, v) in &trace {
+            req = req.header(k, v);
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| EciError::transport(action, e))?;
+        let resp = tokio::time::timeout(ATTEMPT_TIMEOUT, self.http.request(req))
+            .await
+            .map_err(|_| EciError::transport(action, "timed out"))?
+            .map_err(|e| EciError::transport(action, e))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| EciError::transport(action, e))?
+            .to_bytes();
+        if !(200..300).contains(&status) {
+            let err = EciError::from_response(action, status, &body, retry_after);
+            tracing::debug!(call = action, code = %err.code, http = status, "ECI call failed");
+            return Err(err);
+        }
+        serde_json::from_slice(&body).map_err(|e| EciError::bad_answer(action, e))
+    }
+
+    /// `action` with `request` (flattened), retried; the answer parsed as `T`.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        action: &'static str,
+        mut request: Value,
+    ) -> Result<T, EciError> {
+        if let Value::Object(m) = &mut request {
+            m.insert("RegionId".into(), Value::String(self.region.clone()));
+        }
+        let params = flatten(&request);
+        let v = retry(&self.policy, action, || self.once(action, &params)).await?;
+        serde_json::from_value(v).map_err(|e| EciError::bad_answer(action, e))
+    }
+
+    /// Creates a group from `request` (built by `mapping.rs`); returns its id.
+    pub async fn create(&self, request: Value) -> Result<String, EciError> {
+        let r: api::CreateResponse = self.call("CreateContainerGroup", request).await?;
+        if r.container_group_id.is_empty() {
+            return Err(EciError::bad_answer(
+                "CreateContainerGroup",
+                "no ContainerGroupId",
+            ));
+        }
+        Ok(r.container_group_id)
+    }
+
+    /// Deletes a group; `Ok(false)` when ECI does not know it.
+    pub async fn delete(&self, id: &str) -> Result<bool, EciError> {
+        match self
+            .call::<Value>("DeleteContainerGroup", json!({ "ContainerGroupId": id }))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind == Kind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every group matching `filter`, all pages (NextToken).
+    pub async fn groups(&self, filter: &GroupFilter<'_>) -> Result<Vec<api::Group>, EciError> {
+        let tags: Vec<Value> = filter
+            .tags
+            .iter()
+            .map(|(k, v)| json!({"Key": k, "Value": v}))
+            .collect();
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let mut req = json!({ "Tag": tags, "Limit": GROUPS_PAGE });
+            if let Some(name) = filter.name {
+                req["ContainerGroupName"] = json!(name);
+            }
+            if !token.is_empty() {
+                req["NextToken"] = json!(token);
+            }
+            let page: api::GroupsPage = self.call("DescribeContainerGroups", req).await?;
+            let empty = page.container_groups.is_empty();
+            out.extend(page.container_groups);
+            if page.next_token.is_empty() || page.next_token == token || empty {
+                return Ok(out);
+            }
+            token = page.next_token;
+        }
+    }
+
+    /// Statuses of the groups with `tags`, all pages; with `since`, only groups whose status
+    /// changed in the last `since` seconds.
+    pub async fn statuses(
+        &self,
+        tags: &[(String, String)],
+        since: Option<u64>,
+    ) -> Result<Vec<api::GroupStatus>, EciError> {
+        let tags: Vec<Value> = tags
+            .iter()
+            .map(|(k, v)| json!({"Key": k, "Value": v}))
+            .collect();
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let mut req = json!({ "Tag": tags, "Limit": STATUS_PAGE });
+            if let Some(s) = since {
+                req["SinceSecond"] = json!(s);
+            }
+            if !token.is_empty() {
+                req["NextToken"] = json!(token);
+            }
+            let page: api::StatusPage = self.call("DescribeContainerGroupStatus", req).await?;
+            let empty = page.data.is_empty();
+            out.extend(page.data);
+            if page.next_token.is_empty() || page.next_token == token || empty {
+                return Ok(out);
+            }
+            token = page.next_token;
+        }
+    }
+
+    /// A container's log per `DescribeContainerLog` options.
+    pub async fn log(
+        &self,
+        id: &str,
+        container: &str,
+        opts: &LogOptions,
+    ) -> Result<String, EciError> {
+        let mut req = json!({ "ContainerGroupId": id, "ContainerName": container });
+        if let Some(t) = opts.tail {
+            req["Tail"] = json!(t);
+        }
+        if let Some(s) = opts.since_seconds {
+            req["SinceSeconds"] = json!(s);
+        }
+        if let Some(t) = &opts.start_time {
+            req["StartTime"] = json!(t);
+        }
+        if let Some(b) = opts.limit_bytes {
+            req["LimitBytes"] = json!(b);
+        }
+        if opts.timestamps {
+            req["Timestamps"] = json!(true);
+        }
+        let r: api::LogResponse = self.call("DescribeContainerLog", req).await?;
+        Ok(r.content)
+    }
+
+    /// Starts `command` in a container; returns the WebSocket URI to stream it over.
+    pub async fn exec(
+        &self,
+        id: &str,
+        container: &str,
+        command: &[String],
+        tty: bool,
+        stdin: bool,
+    ) -> Result<String, EciError> {
+        let command = serde_json::to_string(command)
+            .map_err(|e| EciError::bad_answer("ExecContainerCommand", e))?;
+        let r: api::ExecResponse = self
+            .call(
+                "ExecContainerCommand",
+                json!({
+                    "ContainerGroupId": id,
+                    "ContainerName": container,
+                    "Command": command,
+                    "TTY": tty,
+                    "Stdin": stdin,
+                    "Sync": false,
+                }),
+            )
+            .await?;
+        if r.web_socket_uri.is_empty() {
+            return Err(EciError::bad_answer(
+                "ExecContainerCommand",
+                "no WebSocketUri",
+            ));
+        }
+        Ok(r.web_socket_uri)
+    }
+}
+
+/// `DescribeContainerLog` options.
+#[derive(Clone, Debug, Default)]
+pub struct LogOptions {
+    /// Last N lines.
+    pub tail: Option<i64>,
+    /// Lines of the last N seconds.
+    pub since_seconds: Option<i64>,
+    /// Lines from this time (RFC 3339).
+    pub start_time: Option<String>,
+    /// At most this many bytes.
+    pub limit_bytes: Option<i64>,
+    /// Prefix each line with its timestamp.
+    pub timestamps: bool,
+}

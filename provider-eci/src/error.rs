@@ -1,0 +1,238 @@
+//! ECI errors, classified once: what to retry, and which gRPC code a persistent failure becomes.
+//!
+//! The RPC API answers errors with HTTP 4xx/5xx and a JSON body `{RequestId, Code, Message,
+//! HostId, Recommend}`.
+
+use std::time::Duration;
+
+use provider_common::retry::Retryable;
+use serde::Deserialize;
+
+/// What kind of failure an ECI call had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `Throttling`, `Throttling.User`, `Throttling.Api`, …: retried with backoff.
+    Throttled,
+    /// 5xx, `ServiceUnavailable`, `InternalError`, timeouts, connection failures: retried.
+    Unavailable,
+    /// The signature or the credentials were rejected.
+    Unauthenticated,
+    /// The credentials lack a permission.
+    PermissionDenied,
+    /// The container group does not exist.
+    NotFound,
+    /// ECI rejected a parameter.
+    Invalid,
+    /// Quota or stock exhausted (not retried here; the shim retries later).
+    Exhausted,
+    /// Anything else.
+    Other,
+}
+
+/// A failed ECI call. Code and message come from ECI, which does not echo parameter values, so
+/// they carry no secret.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} failed: {code}: {message}{}", request_id.as_ref().map(|r| format!(" (RequestId {r})")).unwrap_or_default())]
+pub struct EciError {
+    /// The API operation.
+    pub op: &'static str,
+    /// Classification.
+    pub kind: Kind,
+    /// ECI error code, e.g. `Throttling.User`.
+    pub code: String,
+    /// ECI error message.
+    pub message: String,
+    /// ECI request id, for support cases.
+    pub request_id: Option<String>,
+    /// Retry-After sent by the server.
+    pub retry_after: Option<Duration>,
+}
+
+/// The error body of the RPC API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ErrorBody {
+    /// Request id.
+    pub request_id: Option<String>,
+    /// Error code.
+    pub code: Option<String>,
+    /// Error message.
+    pub message: Option<String>,
+}
+
+/// Classifies an ECI error code with the HTTP status.
+pub fn classify(code: &str, http_status: u16) -> Kind {
+    let starts = |p: &str| code == p || code.starts_with(&format!("{p}."));
+    if starts("Throttling")
+        || code == "ServiceUnavailable.Throttling"
+        || code == "IdempotentProcessing"
+    {
+        Kind::Throttled
+    } else if starts("SignatureDoesNotMatch")
+        || starts("IncompleteSignature")
+        || starts("InvalidAccessKeyId")
+        || starts("InvalidSecurityToken")
+        || starts("MissingSecurityToken")
+        || starts("InvalidTimeStamp")
+        || starts("SignatureNonceUsed")
+        || code == "InvalidApi.NotPurchase"
+    {
+        Kind::Unauthenticated
+    } else if starts("Forbidden") || starts("NoPermission") || code == "Forbidden.RAM" {
+        Kind::PermissionDenied
+    } else if starts("QuotaExceeded") || starts("OperationDenied.NoStock") || starts("NoStock") {
+        Kind::Exhausted
+    } else if code.ends_with(".NotFound") && code.contains("ContainerGroup") {
+        Kind::NotFound
+    } else if starts("ServiceUnavailable") || starts("InternalError") || starts("UnknownError") {
+        Kind::Unavailable
+    } else if http_status == 429 {
+        Kind::Throttled
+    } else if http_status >= 500 {
+        Kind::Unavailable
+    } else if starts("InvalidParameter")
+        || starts("MissingParameter")
+        || code.starts_with("Invalid")
+        || code.starts_with("Missing")
+        || code.starts_with("Incorrect")
+    {
+        Kind::Invalid
+    } else if http_status == 404 {
+        Kind::NotFound
+    } else {
+        Kind::Other
+    }
+}
+
+impl EciError {
+    /// From an error response.
+    pub fn from_response(
+        op: &'static str,
+        http_status: u16,
+        body: &[u8],
+        retry_after: Option<Duration>,
+    ) -> Self {
+        let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+        let code = parsed.code.unwrap_or_else(|| format!("HTTP{http_status}"));
+        Self {
+            op,
+            kind: classify(&code, http_status),
+            message: parsed
+                .message
+                .unwrap_or_else(|| format!("HTTP status {http_status}")),
+            code,
+            request_id: parsed.request_id,
+            retry_after,
+        }
+    }
+
+    /// A transport failure (connect, timeout, unreadable body).
+    pub fn transport(op: &'static str, what: impl std::fmt::Display) -> Self {
+        Self {
+            op,
+            kind: Kind::Unavailable,
+            code: "Transport".into(),
+            message: format!("cannot reach the ECI endpoint: {what}"),
+            request_id: None,
+            retry_after: None,
+        }
+    }
+
+    /// An answer this provider cannot read.
+    pub fn bad_answer(op: &'static str, what: impl std::fmt::Display) -> Self {
+        Self {
+            op,
+            kind: Kind::Other,
+            code: "UnreadableResponse".into(),
+            message: format!("ECI answered something unexpected: {what}"),
+            request_id: None,
+            retry_after: None,
+        }
+    }
+
+    /// The gRPC status a caller sees once retries are used up.
+    pub fn to_status(&self) -> tonic::Status {
+        let msg = self.to_string();
+        match self.kind {
+            Kind::Throttled => tonic::Status::resource_exhausted(format!(
+                "ECI keeps throttling after retries; try again later ({msg})"
+            )),
+            Kind::Exhausted => tonic::Status::resource_exhausted(msg),
+            Kind::Unavailable => tonic::Status::unavailable(msg),
+            Kind::Unauthenticated => tonic::Status::unauthenticated(format!(
+                "ECI rejected the provider's credentials or signature; check the AccessKey pair or STS token ({msg})"
+            )),
+            Kind::PermissionDenied => tonic::Status::permission_denied(format!(
+                "ECI denied the call; check the RAM permissions of the provider's credentials ({msg})"
+            )),
+            Kind::NotFound => tonic::Status::not_found(msg),
+            Kind::Invalid => tonic::Status::invalid_argument(msg),
+            Kind::Other => tonic::Status::internal(msg),
+        }
+    }
+}
+
+impl Retryable for EciError {
+    fn is_retryable(&self) -> bool {
+        matches!(self.kind, Kind::Throttled | Kind::Unavailable)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    fn is_throttle(&self) -> bool {
+        self.kind == Kind::Throttled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_classified() {
+        assert_eq!(classify("Throttling", 400), Kind::Throttled);
+        assert_eq!(classify("Throttling.User", 400), Kind::Throttled);
+        assert_eq!(classify("Throttling.Api", 503), Kind::Throttled);
+        assert_eq!(
+            classify("SignatureDoesNotMatch", 400),
+            Kind::Unauthenticated
+        );
+        assert_eq!(
+            classify("InvalidAccessKeyId.NotFound", 404),
+            Kind::Unauthenticated
+        );
+        assert_eq!(classify("Forbidden.RAM", 403), Kind::PermissionDenied);
+        assert_eq!(classify("InvalidParameter", 400), Kind::Invalid);
+        assert_eq!(classify("MissingParameter.RegionId", 400), Kind::Invalid);
+        assert_eq!(
+            classify("InvalidContainerGroup.NotFound", 400),
+            Kind::NotFound
+        );
+        assert_eq!(classify("ServiceUnavailable", 503), Kind::Unavailable);
+        assert_eq!(classify("Whatever", 502), Kind::Unavailable);
+        assert_eq!(classify("", 429), Kind::Throttled);
+        assert_eq!(classify("Odd", 400), Kind::Other);
+    }
+
+    #[test]
+    fn error_bodies_become_statuses_naming_the_code() {
+        let e = EciError::from_response(
+            "CreateContainerGroup",
+            400,
+            br#"{"RequestId":"R-1","Code":"SignatureDoesNotMatch","Message":"Specified signature is not matched with our calculation."}"#,
+            None,
+        );
+        assert_eq!(e.kind, Kind::Unauthenticated);
+        let s = e.to_status();
+        assert_eq!(s.code(), tonic::Code::Unauthenticated);
+        assert!(s.message().contains("SignatureDoesNotMatch") && s.message().contains("R-1"));
+        let t = EciError::from_response("X", 400, br#"{"Code":"Throttling.User"}"#, None);
+        assert!(t.is_retryable() && t.is_throttle());
+        assert_eq!(t.to_status().code(), tonic::Code::ResourceExhausted);
+        let junk = EciError::from_response("X", 502, b"<html>", None);
+        assert_eq!(junk.code, "HTTP502");
+        assert!(junk.is_retryable());
+    }
+}

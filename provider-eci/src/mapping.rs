@@ -1,0 +1,941 @@
+//! Pod → `CreateContainerGroup` request (as JSON, flattened by `params.rs`). Pure.
+//!
+//! What ECI cannot honour and would change the pod's meaning is rejected (`Invalid`, the shim fails
+//! the pod with the reason); best-effort settings ECI lacks are dropped with a warning.
+
+use base64::Engine as _;
+use podprovider_proto::v1::{
+    Container, HttpGetAction, ImagePullPolicy, LifecycleHandler, Pod, PodRef, Probe, RestartPolicy,
+    lifecycle_handler, probe, volume,
+};
+use provider_common::{
+    naming::{self, NameRules},
+    resources,
+};
+use serde_json::{Map, Value, json};
+
+use crate::sizes;
+
+/// Tag marking every group this provider creates (the status poll filters on it).
+pub const TAG_MANAGED: (&str, &str) = ("vk-managed-by", "virtual-kubelet");
+
+/// Annotation: `"true"` creates an EIP for the group (`AutoCreateEip`).
+pub const ANN_WITH_EIP: &str = "k8s.aliyun.com/eci-with-eip";
+/// Annotation: bind this existing EIP (`EipInstanceId`).
+pub const ANN_EIP_ID: &str = "k8s.aliyun.com/eci-eip-instanceid";
+/// Annotation: bandwidth of an auto-created EIP in Mbit/s (`EipBandwidth`).
+pub const ANN_EIP_BANDWIDTH: &str = "k8s.aliyun.com/eip-bandwidth";
+/// Annotation: `SpotAsPriceGo` or `SpotWithPriceLimit` (`SpotStrategy`).
+pub const ANN_SPOT_STRATEGY: &str = "k8s.aliyun.com/eci-spot-strategy";
+/// Annotation: highest hourly price with `SpotWithPriceLimit` (`SpotPriceLimit`).
+pub const ANN_SPOT_PRICE_LIMIT: &str = "k8s.aliyun.com/eci-spot-price-limit";
+/// Annotation: ECS instance types or a `<cpu>-<mem>Gi` size for the group (`InstanceType`).
+pub const ANN_USE_SPECS: &str = "k8s.aliyun.com/eci-use-specs";
+
+/// Where groups go.
+#[derive(Clone, Debug, Default)]
+pub struct Placement {
+    /// `VSwitchId` (comma-separated list for several zones).
+    pub vswitch_id: String,
+    /// `SecurityGroupId`.
+    pub security_group_id: String,
+    /// `ZoneId`, if pinned.
+    pub zone_id: Option<String>,
+}
+
+/// The pod cannot run on ECI; the message says why.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// A create request and the settings that were dropped.
+#[derive(Debug)]
+pub struct Plan {
+    /// `CreateContainerGroup` parameters (nested; flatten before sending).
+    pub request: Value,
+    /// One sentence per ignored setting (sent as warning events).
+    pub warnings: Vec<String>,
+    /// The group's name.
+    pub name: String,
+}
+
+/// The group name of a pod: `vk-<ns>-<name>-<hash>`, lower-case letters, digits and `-`, at most
+/// 128 characters (ECI's rule for `ContainerGroupName`).
+pub fn group_name(r: &PodRef) -> String {
+    naming::resource_name("vk", r, &NameRules::dns_label(128))
+}
+
+/// The `ClientToken` of a pod's create: derived from the UID only (at most 64 ASCII characters),
+/// so every retry of a create, from any provider process, is the same request to ECI.
+pub fn client_token(r: &PodRef) -> String {
+    naming::short_hash(&["eci-create", &r.uid], 40)
+}
+
+fn restart_policy(p: i32) -> &'static str {
+    match RestartPolicy::try_from(p).unwrap_or(RestartPolicy::Unspecified) {
+        RestartPolicy::OnFailure => "OnFailure",
+        RestartPolicy::Never => "Never",
+        RestartPolicy::Always | RestartPolicy::Unspecified => "Always",
+    }
+}
+
+fn pull_policy(p: i32) -> Option<&'static str> {
+    match ImagePullPolicy::try_from(p).unwrap_or(ImagePullPolicy::Unspecified) {
+        ImagePullPolicy::Always => Some("Always"),
+        ImagePullPolicy::IfNotPresent => Some("IfNotPresent"),
+        ImagePullPolicy::Never => Some("Never"),
+        ImagePullPolicy::Unspecified => None,
+    }
+}
+
+fn http_get(h: &HttpGetAction, what: &str, warnings: &mut Vec<String>) -> Value {
+    if !h.host.is_empty() {
+        warnings.push(format!(
+            "{what}: httpGet host is not supported by ECI; the pod IP is probed"
+        ));
+    }
+    if !h.http_headers.is_empty() {
+        warnings.push(format!(
+            "{what}: httpGet headers are not supported by ECI and were dropped"
+        ));
+    }
+    let mut v = json!({ "Port": h.port });
+    if !h.path.is_empty() {
+        v["Path"] = json!(h.path);
+    }
+    if !h.scheme.is_empty() {
+        v["Scheme"] = json!(h.scheme.to_ascii_uppercase());
+    }
+    v
+}
+
+fn probe(p: &Probe, what: &str, warnings: &mut Vec<String>) -> Option<Value> {
+    let mut v = Map::new();
+    match p.handler.as_ref()? {
+        probe::Handler::Exec(e) => {
+            v.insert("Exec".into(), json!({ "Command": e.command }));
+        }
+        probe::Handler::HttpGet(h) => {
+            v.insert("HttpGet".into(), http_get(h, what, warnings));
+        }
+        probe::Handler::TcpSocket(t) => {
+            v.insert("TcpSocket".into(), json!({ "Port": t.port }));
+        }
+        probe::Handler::Grpc(_) => {
+            warnings.push(format!(
+                "{what}: gRPC probes are not supported by ECI; the probe was dropped"
+            ));
+            return None;
+        }
+    }
+    for (k, n) in [
+        ("InitialDelaySeconds", p.initial_delay_seconds),
+        ("TimeoutSeconds", p.timeout_seconds),
+        ("PeriodSeconds", p.period_seconds),
+        ("SuccessThreshold", p.success_threshold),
+        ("FailureThreshold", p.failure_threshold),
+    ] {
+        if n > 0 {
+            v.insert(k.into(), json!(n));
+        }
+    }
+    Some(Value::Object(v))
+}
+
+fn lifecycle(
+    h: &LifecycleHandler,
+    prefix: &str,
+    out: &mut Map<String, Value>,
+    what: &str,
+    warnings: &mut Vec<String>,
+) {
+    match &h.action {
+        Some(lifecycle_handler::Action::Exec(e)) => {
+            out.insert(format!("{prefix}Exec"), json!(e.command));
+        }
+        Some(lifecycle_handler::Action::HttpGet(g)) => {
+            out.insert(format!("{prefix}HttpGetPort"), json!(g.port));
+            if !g.path.is_empty() {
+                out.insert(format!("{prefix}HttpGetPath"), json!(g.path));
+            }
+            if !g.scheme.is_empty() {
+                out.insert(
+                    format!("{prefix}HttpGetScheme"),
+                    json!(g.scheme.to_ascii_uppercase()),
+                );
+            }
+            if !g.host.is_empty() {
+                out.insert(format!("{prefix}HttpGetHost"), json!(g.host));
+            }
+            let headers: Vec<Value> = g
+                .http_headers
+                .iter()
+                .map(|h| json!({"Name": h.name, "Value": h.value}))
+                .collect();
+            if !headers.is_empty() {
+                out.insert(format!("{prefix}HttpGetHttpHeader"), Value::Array(headers));
+            }
+        }
+        Some(lifecycle_handler::Action::TcpSocket(t)) => {
+            out.insert(format!("{prefix}TcpSocketPort"), json!(t.port));
+            if !t.host.is_empty() {
+                out.insert(format!("{prefix}TcpSocketHost"), json!(t.host));
+            }
+        }
+        Some(lifecycle_handler::Action::SleepSeconds(_)) => {
+            warnings.push(format!(
+                "{what}: sleep hooks are not supported by ECI; the hook was dropped"
+            ));
+        }
+        None => {}
+    }
+}
+
+fn container(c: &Container, init: bool, warnings: &mut Vec<String>) -> Result<Value, Invalid> {
+    let what = format!("container {}", c.name);
+    if c.name.is_empty() || c.image.is_empty() {
+        return Err(Invalid(format!("{what}: name and image are required")));
+    }
+    let mut v = Map::new();
+    v.insert("Name".into(), json!(c.name));
+    v.insert("Image".into(), json!(c.image));
+    if let Some(p) = pull_policy(c.image_pull_policy) {
+        v.insert("ImagePullPolicy".into(), json!(p));
+    }
+    if !c.command.is_empty() {
+        v.insert("Command".into(), json!(c.command));
+    }
+    if !c.args.is_empty() {
+        v.insert("Arg".into(), json!(c.args));
+    }
+    if !c.working_dir.is_empty() {
+        v.insert("WorkingDir".into(), json!(c.working_dir));
+    }
+    // Later entries win (Kubernetes order); ECI wants each name once.
+    let mut env: Vec<(&str, &str)> = Vec::new();
+    for e in &c.env {
+        if let Some(slot) = env.iter_mut().find(|(n, _)| *n == e.name) {
+            slot.1 = &e.value;
+        } else {
+            env.push((&e.name, &e.value));
+        }
+    }
+    if !env.is_empty() {
+        v.insert(
+            "EnvironmentVar".into(),
+            Value::Array(
+                env.iter()
+                    .map(|(k, val)| json!({"Key": k, "Value": val}))
+                    .collect(),
+            ),
+        );
+    }
+    let mut ports = Vec::new();
+    for p in &c.ports {
+        let proto = if p.protocol.is_empty() {
+            "TCP"
+        } else {
+            p.protocol.as_str()
+        };
+        if !matches!(proto, "TCP" | "UDP") {
+            return Err(Invalid(format!(
+                "{what}: port protocol {proto} is not supported by ECI (TCP and UDP only)"
+            )));
+        }
+        ports.push(json!({"Port": p.container_port, "Protocol": proto}));
+    }
+    if !ports.is_empty() {
+        v.insert("Port".into(), Value::Array(ports));
+    }
+    let r = resources::container_resources(c);
+    if r.cpu_millis > 0 {
+        v.insert("Cpu".into(), json!(r.cpu_millis as f64 / 1000.0));
+    }
+    if r.memory_bytes > 0 {
+        v.insert("Memory".into(), json!(sizes::gib(r.memory_bytes)));
+    }
+    let reqs = c.resources.as_ref();
+    let gpu = reqs
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.nvidia_gpu)
+        .or_else(|| {
+            reqs.and_then(|r| r.requests.as_ref())
+                .and_then(|l| l.nvidia_gpu)
+        });
+    if let Some(g) = gpu.filter(|g| *g > 0) {
+        v.insert("Gpu".into(), json!(g));
+    }
+    let mounts: Vec<Value> = c
+        .volume_mounts
+        .iter()
+        .map(|m| {
+            let mut mv =
+                json!({"Name": m.name, "MountPath": m.mount_path, "ReadOnly": m.read_only});
+            if !m.sub_path.is_empty() {
+                mv["SubPath"] = json!(m.sub_path);
+            }
+            mv
+        })
+        .collect();
+    if !mounts.is_empty() {
+        v.insert("VolumeMount".into(), Value::Array(mounts));
+    }
+    if init {
+        for (p, n) in [
+            (&c.liveness_probe, "livenessProbe"),
+            (&c.readiness_probe, "readinessProbe"),
+            (&c.startup_probe, "startupProbe"),
+        ] {
+            if p.is_some() {
+                warnings.push(format!("{what}: {n} on an init container is ignored"));
+            }
+        }
+    } else {
+        if let Some(p) = c
+            .liveness_probe
+            .as_ref()
+            .and_then(|p| probe(p, &format!("{what} livenessProbe"), warnings))
+        {
+            v.insert("LivenessProbe".into(), p);
+        }
+        if let Some(p) = c
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| probe(p, &format!("{what} readinessProbe"), warnings))
+        {
+            v.insert("ReadinessProbe".into(), p);
+        }
+        if c.startup_probe.is_some() {
+            warnings.push(format!(
+                "{what}: startupProbe is not supported by ECI and was dropped"
+            ));
+        }
+        if let Some(l) = &c.lifecycle {
+            if let Some(h) = &l.post_start {
+                lifecycle(h, "LifecyclePostStartHandler", &mut v, &what, warnings);
+            }
+            if let Some(h) = &l.pre_stop {
+                lifecycle(h, "LifecyclePreStopHandler", &mut v, &what, warnings);
+            }
+        }
+        if c.stdin {
+            v.insert("Stdin".into(), json!(true));
+        }
+        if c.stdin_once {
+            v.insert("StdinOnce".into(), json!(true));
+        }
+        if c.tty {
+            v.insert("Tty".into(), json!(true));
+        }
+    }
+    if let Some(sc) = &c.security_context {
+        if sc.privileged == Some(true) {
+            return Err(Invalid(format!(
+                "{what}: privileged containers are not supported by ECI"
+            )));
+        }
+        let mut s = Map::new();
+        if let Some(u) = sc.run_as_user {
+            s.insert("RunAsUser".into(), json!(u));
+        }
+        if let Some(ro) = sc.read_only_root_filesystem {
+            s.insert("ReadOnlyRootFilesystem".into(), json!(ro));
+        }
+        if !sc.capabilities_add.is_empty() {
+            s.insert("Capability".into(), json!({"Add": sc.capabilities_add}));
+        }
+        if !sc.capabilities_drop.is_empty()
+            || sc.run_as_group.is_some()
+            || sc.run_as_non_root.is_some()
+            || sc.allow_privilege_escalation.is_some()
+        {
+            warnings.push(format!(
+                "{what}: securityContext capabilities.drop, runAsGroup, runAsNonRoot and allowPrivilegeEscalation are not supported by ECI and were dropped"
+            ));
+        }
+        if !s.is_empty() {
+            v.insert("SecurityContext".into(), Value::Object(s));
+        }
+    }
+    Ok(Value::Object(v))
+}
+
+fn volumes(pod: &Pod) -> Result<Vec<Value>, Invalid> {
+    let mut out = Vec::new();
+    for vol in &pod.volumes {
+        let v = match &vol.source {
+            Some(volume::Source::EmptyDir(e)) => {
+                let mut ed = json!({});
+                if !e.medium.is_empty() {
+                    ed["Medium"] = json!(e.medium);
+                }
+                if let Some(limit) = e.size_limit_bytes.filter(|l| *l > 0) {
+                    ed["SizeLimit"] = json!(format!(
+                        "{}Mi",
+                        resources::bytes_to_mib_ceil(u64::try_from(limit).unwrap_or(0))
+                    ));
+                }
+                json!({"Name": vol.name, "Type": "EmptyDirVolume", "EmptyDirVolume": ed})
+            }
+            Some(volume::Source::Files(f)) => {
+                let files: Vec<Value> = f
+                    .files
+                    .iter()
+                    .map(|file| {
+                        let mut fv = json!({
+                            "Path": file.path,
+                            // ECI takes file contents base64-encoded.
+                            "Content": base64::engine::general_purpose::STANDARD.encode(&file.content),
+                        });
+                        if let Some(m) = file.mode {
+                            fv["Mode"] = json!(m);
+                        }
+                        fv
+                    })
+                    .collect();
+                let mut cf = json!({ "ConfigFileToPath": files });
+                if let Some(m) = f.default_mode {
+                    cf["DefaultMode"] = json!(m);
+                }
+                json!({"Name": vol.name, "Type": "ConfigFileVolume", "ConfigFileVolume": cf})
+            }
+            Some(volume::Source::Nfs(n)) => json!({
+                "Name": vol.name,
+                "Type": "NFSVolume",
+                "NFSVolume": {"Server": n.server, "Path": n.path, "ReadOnly": n.read_only},
+            }),
+            Some(volume::Source::AzureFile(_)) => {
+                return Err(Invalid(format!(
+                    "volume {}: azureFile is not supported by ECI",
+                    vol.name
+                )));
+            }
+            Some(volume::Source::GitRepo(_)) => {
+                return Err(Invalid(format!(
+                    "volume {}: gitRepo is not supported by ECI",
+                    vol.name
+                )));
+            }
+            Some(volume::Source::Unsupported(u)) => {
+                return Err(Invalid(format!(
+                    "volume {}: volume type {} is not supported by ECI",
+                    vol.name, u.kind
+                )));
+            }
+            None => return Err(Invalid(format!("volume {} has no source", vol.name))),
+        };
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// The `CreateContainerGroup` request for `pod`.
+pub fn plan(pod: &Pod, placement: &Placement) -> Result<Plan, Invalid> {
+    let pod_ref = pod
+        .pod_ref
+        .as_ref()
+        .ok_or_else(|| Invalid("pod_ref is required".into()))?;
+    if !pod.os.is_empty() && pod.os != "linux" {
+        return Err(Invalid(format!(
+            "os {} is not supported by ECI (linux only)",
+            pod.os
+        )));
+    }
+    if pod.containers.is_empty() {
+        return Err(Invalid("a pod needs at least one container".into()));
+    }
+    let mut warnings = Vec::new();
+    let name = group_name(pod_ref);
+    let mut req = Map::new();
+    req.insert("ContainerGroupName".into(), json!(name));
+    req.insert("ClientToken".into(), json!(client_token(pod_ref)));
+    req.insert(
+        "RestartPolicy".into(),
+        json!(restart_policy(pod.restart_policy)),
+    );
+    req.insert("VSwitchId".into(), json!(placement.vswitch_id));
+    req.insert("SecurityGroupId".into(), json!(placement.security_group_id));
+    if let Some(z) = &placement.zone_id {
+        req.insert("ZoneId".into(), json!(z));
+    }
+
+    let need = resources::pod_resources(pod);
+    if need.cpu_millis > 0 || need.memory_bytes > 0 {
+        let (cpu, mem) = sizes::fit(need.cpu_millis, need.memory_bytes).ok_or_else(|| {
+            Invalid(format!(
+                "the pod needs {} mCPU and {} MiB; the largest ECI size is {} vCPU / {} GiB",
+                need.cpu_millis,
+                resources::bytes_to_mib_ceil(need.memory_bytes),
+                sizes::LARGEST.0,
+                sizes::LARGEST.1
+            ))
+        })?;
+        req.insert("Cpu".into(), json!(cpu));
+        req.insert("Memory".into(), json!(mem));
+    }
+
+    let mut containers = Vec::new();
+    for c in &pod.containers {
+        containers.push(container(c, false, &mut warnings)?);
+    }
+    req.insert("Container".into(), Value::Array(containers));
+    let mut inits = Vec::new();
+    for c in &pod.init_containers {
+        inits.push(container(c, true, &mut warnings)?);
+    }
+    if !inits.is_empty() {
+        req.insert("InitContainer".into(), Value::Array(inits));
+    }
+    let vols = volumes(pod)?;
+    if !vols.is_empty() {
+        req.insert("Volume".into(), Value::Array(vols));
+    }
+
+    let creds: Vec<Value> = pod
+        .registry_credentials
+        .iter()
+        .map(|c| {
+            let password = if c.password.is_empty() {
+                &c.identity_token
+            } else {
+                &c.password
+            };
+            let server = c
+                .server
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/');
+            json!({"Server": server, "UserName": c.username, "Password": password})
+        })
+        .collect();
+    if !creds.is_empty() {
+        req.insert("ImageRegistryCredential".into(), Value::Array(creds));
+    }
+
+    // DNS: ECI knows "Default" (the VPC resolver) and "None" (only dnsConfig). The cluster's DNS is
+    // not reachable from a group, so ClusterFirst falls back to ECI's default.
+    match pod.dns_policy.as_str() {
+        "None" => {
+            req.insert("DnsPolicy".into(), json!("None"));
+        }
+        "Default" => {
+            req.insert("DnsPolicy".into(), json!("Default"));
+        }
+        _ => {}
+    }
+    if let Some(d) = &pod.dns_config {
+        let mut dc = Map::new();
+        if !d.nameservers.is_empty() {
+            dc.insert("NameServer".into(), json!(d.nameservers));
+        }
+        if !d.searches.is_empty() {
+            dc.insert("Search".into(), json!(d.searches));
+        }
+        let opts: Vec<Value> = d
+            .options
+            .iter()
+            .map(|o| {
+                let mut ov = json!({"Name": o.name});
+                if !o.value.is_empty() {
+                    ov["Value"] = json!(o.value);
+                }
+                ov
+            })
+            .collect();
+        if !opts.is_empty() {
+            dc.insert("Option".into(), Value::Array(opts));
+        }
+        if !dc.is_empty() {
+            req.insert("DnsConfig".into(), Value::Object(dc));
+        }
+    }
+    let aliases: Vec<Value> = pod
+        .host_aliases
+        .iter()
+        .map(|h| json!({"Ip": h.ip, "Hostname": h.hostnames}))
+        .collect();
+    if !aliases.is_empty() {
+        // ECI's parameter name is "HostAliase".
+        req.insert("HostAliase".into(), Value::Array(aliases));
+    }
+    if !pod.hostname.is_empty() {
+        req.insert("HostName".into(), json!(pod.hostname));
+    }
+    if let Some(g) = pod.termination_grace_period_seconds {
+        req.insert("TerminationGracePeriodSeconds".into(), json!(g));
+    }
+    if let Some(sc) = &pod.security_context {
+        let sysctls: Vec<Value> = sc
+            .sysctls
+            .iter()
+            .map(|s| json!({"Name": s.name, "Value": s.value}))
+            .collect();
+        if !sysctls.is_empty() {
+            req.insert("SecurityContext".into(), json!({"Sysctl": sysctls}));
+        }
+        if sc.run_as_user.is_some()
+            || sc.run_as_group.is_some()
+            || sc.fs_group.is_some()
+            || !sc.supplemental_groups.is_empty()
+            || sc.run_as_non_root.is_some()
+        {
+            warnings.push("pod securityContext runAsUser/runAsGroup/fsGroup/supplementalGroups/runAsNonRoot are not supported at pod level by ECI and were dropped (set runAsUser per container)".into());
+        }
+    }
+
+    annotations(pod, &mut req)?;
+
+    let mut tags: Vec<Value> = naming::pod_tags(pod_ref, &pod.node_name)
+        .into_iter()
+        .map(|(k, v)| json!({"Key": k, "Value": v}))
+        .collect();
+    tags.push(json!({"Key": TAG_MANAGED.0, "Value": TAG_MANAGED.1}));
+    req.insert("Tag".into(), Value::Array(tags));
+
+    Ok(Plan {
+        request: Value::Object(req),
+        warnings,
+        name,
+    })
+}
+
+fn annotations(pod: &Pod, req: &mut Map<String, Value>) -> Result<(), Invalid> {
+    let a = &pod.annotations;
+    if a.get(ANN_WITH_EIP)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        req.insert("AutoCreateEip".into(), json!(true));
+    }
+    if let Some(id) = a.get(ANN_EIP_ID).filter(|v| !v.is_empty()) {
+        req.insert("EipInstanceId".into(), json!(id));
+    }
+    if let Some(bw) = a.get(ANN_EIP_BANDWIDTH) {
+        let n: u32 = bw.parse().map_err(|_| {
+            Invalid(format!(
+                "annotation {ANN_EIP_BANDWIDTH}={bw:?} is not a whole number of Mbit/s"
+            ))
+        })?;
+        req.insert("EipBandwidth".into(), json!(n));
+    }
+    if let Some(s) = a.get(ANN_SPOT_STRATEGY) {
+        if !matches!(
+            s.as_str(),
+            "SpotAsPriceGo" | "SpotWithPriceLimit" | "NoSpot"
+        ) {
+            return Err(Invalid(format!(
+                "annotation {ANN_SPOT_STRATEGY}={s:?}: use SpotAsPriceGo, SpotWithPriceLimit or NoSpot"
+            )));
+        }
+        req.insert("SpotStrategy".into(), json!(s));
+    }
+    if let Some(p) = a.get(ANN_SPOT_PRICE_LIMIT) {
+        let n: f64 = p.parse().map_err(|_| {
+            Invalid(format!(
+                "annotation {ANN_SPOT_PRICE_LIMIT}={p:?} is not a number"
+            ))
+        })?;
+        req.insert("SpotPriceLimit".into(), json!(n));
+    }
+    if let Some(s) = a.get(ANN_USE_SPECS).filter(|v| !v.is_empty()) {
+        req.insert("InstanceType".into(), json!(s));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use podprovider_proto::v1::{
+        ContainerPort, DnsConfig, DnsOption, EmptyDirVolume, EnvVar, FileEntry, FilesVolume,
+        HostAlias, NfsVolume, RegistryCredential, ResourceRequirements, Resources, TcpSocketAction,
+        UnsupportedVolume, Volume, VolumeMount,
+    };
+
+    use super::*;
+    use crate::params::flatten;
+
+    fn placement() -> Placement {
+        Placement {
+            vswitch_id: "vsw-1".into(),
+            security_group_id: "sg-1".into(),
+            zone_id: Some("cn-hangzhou-k".into()),
+        }
+    }
+
+    fn pod() -> Pod {
+        Pod {
+            pod_ref: Some(PodRef {
+                namespace: "default".into(),
+                name: "web".into(),
+                uid: "uid-1".into(),
+            }),
+            node_name: "vk-eci".into(),
+            containers: vec![Container {
+                name: "nginx".into(),
+                image: "nginx:1.25".into(),
+                command: vec!["nginx".into()],
+                args: vec!["-g".into(), "daemon off;".into()],
+                env: vec![
+                    EnvVar {
+                        name: "A".into(),
+                        value: "1".into(),
+                        sensitive: false,
+                    },
+                    EnvVar {
+                        name: "PW".into(),
+                        value: "secret".into(),
+                        sensitive: true,
+                    },
+                    EnvVar {
+                        name: "A".into(),
+                        value: "2".into(),
+                        sensitive: false,
+                    },
+                ],
+                ports: vec![ContainerPort {
+                    name: "http".into(),
+                    container_port: 80,
+                    protocol: "TCP".into(),
+                }],
+                resources: Some(ResourceRequirements {
+                    requests: Some(Resources {
+                        cpu_millis: Some(500),
+                        memory_bytes: Some(1536 << 20),
+                        ..Default::default()
+                    }),
+                    limits: None,
+                }),
+                volume_mounts: vec![
+                    VolumeMount {
+                        name: "cfg".into(),
+                        mount_path: "/etc/cfg".into(),
+                        sub_path: String::new(),
+                        read_only: true,
+                    },
+                    VolumeMount {
+                        name: "scratch".into(),
+                        mount_path: "/tmp/s".into(),
+                        ..Default::default()
+                    },
+                ],
+                liveness_probe: Some(Probe {
+                    handler: Some(probe::Handler::TcpSocket(TcpSocketAction {
+                        port: 80,
+                        host: String::new(),
+                    })),
+                    period_seconds: 10,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            init_containers: vec![Container {
+                name: "init".into(),
+                image: "busybox".into(),
+                command: vec!["true".into()],
+                ..Default::default()
+            }],
+            volumes: vec![
+                Volume {
+                    name: "cfg".into(),
+                    source: Some(volume::Source::Files(FilesVolume {
+                        files: vec![FileEntry {
+                            path: "app.conf".into(),
+                            content: b"k=v\n".to_vec(),
+                            mode: Some(0o600),
+                            sensitive: false,
+                        }],
+                        default_mode: Some(0o644),
+                        ..Default::default()
+                    })),
+                },
+                Volume {
+                    name: "scratch".into(),
+                    source: Some(volume::Source::EmptyDir(EmptyDirVolume {
+                        medium: "Memory".into(),
+                        size_limit_bytes: None,
+                    })),
+                },
+                Volume {
+                    name: "share".into(),
+                    source: Some(volume::Source::Nfs(NfsVolume {
+                        server: "nas.example".into(),
+                        path: "/x".into(),
+                        read_only: false,
+                    })),
+                },
+            ],
+            restart_policy: RestartPolicy::OnFailure as i32,
+            termination_grace_period_seconds: Some(15),
+            dns_policy: "None".into(),
+            dns_config: Some(DnsConfig {
+                nameservers: vec!["1.1.1.1".into()],
+                searches: vec!["svc.local".into()],
+                options: vec![DnsOption {
+                    name: "ndots".into(),
+                    value: "2".into(),
+                }],
+            }),
+            host_aliases: vec![HostAlias {
+                ip: "10.0.0.1".into(),
+                hostnames: vec!["a".into(), "b".into()],
+            }],
+            registry_credentials: vec![RegistryCredential {
+                server: "https://registry.example.com/".into(),
+                username: "u".into(),
+                password: "p".into(),
+                identity_token: String::new(),
+            }],
+            annotations: HashMap::from([
+                (ANN_WITH_EIP.to_owned(), "true".to_owned()),
+                (ANN_SPOT_STRATEGY.to_owned(), "SpotAsPriceGo".to_owned()),
+            ]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_pod_becomes_the_documented_parameters() {
+        let plan = plan(&pod(), &placement()).expect("valid");
+        let p = flatten(&plan.request);
+        let want = [
+            ("ContainerGroupName", plan.name.as_str()),
+            ("RestartPolicy", "OnFailure"),
+            ("VSwitchId", "vsw-1"),
+            ("SecurityGroupId", "sg-1"),
+            ("ZoneId", "cn-hangzhou-k"),
+            ("Cpu", "0.5"),
+            ("Memory", "2.0"),
+            ("Container.1.Name", "nginx"),
+            ("Container.1.Image", "nginx:1.25"),
+            ("Container.1.Command.1", "nginx"),
+            ("Container.1.Arg.2", "daemon off;"),
+            ("Container.1.EnvironmentVar.1.Key", "A"),
+            ("Container.1.EnvironmentVar.1.Value", "2"),
+            ("Container.1.EnvironmentVar.2.Key", "PW"),
+            ("Container.1.Port.1.Port", "80"),
+            ("Container.1.Port.1.Protocol", "TCP"),
+            ("Container.1.Cpu", "0.5"),
+            ("Container.1.Memory", "1.5"),
+            ("Container.1.VolumeMount.1.Name", "cfg"),
+            ("Container.1.VolumeMount.1.ReadOnly", "true"),
+            ("Container.1.LivenessProbe.TcpSocket.Port", "80"),
+            ("Container.1.LivenessProbe.PeriodSeconds", "10"),
+            ("InitContainer.1.Name", "init"),
+            ("InitContainer.1.Command.1", "true"),
+            ("Volume.1.Type", "ConfigFileVolume"),
+            (
+                "Volume.1.ConfigFileVolume.ConfigFileToPath.1.Path",
+                "app.conf",
+            ),
+            (
+                "Volume.1.ConfigFileVolume.ConfigFileToPath.1.Content",
+                "az12Cg==",
+            ),
+            ("Volume.1.ConfigFileVolume.ConfigFileToPath.1.Mode", "384"),
+            ("Volume.1.ConfigFileVolume.DefaultMode", "420"),
+            ("Volume.2.Type", "EmptyDirVolume"),
+            ("Volume.2.EmptyDirVolume.Medium", "Memory"),
+            ("Volume.3.NFSVolume.Server", "nas.example"),
+            ("ImageRegistryCredential.1.Server", "registry.example.com"),
+            ("ImageRegistryCredential.1.UserName", "u"),
+            ("DnsPolicy", "None"),
+            ("DnsConfig.NameServer.1", "1.1.1.1"),
+            ("DnsConfig.Search.1", "svc.local"),
+            ("DnsConfig.Option.1.Name", "ndots"),
+            ("DnsConfig.Option.1.Value", "2"),
+            ("HostAliase.1.Ip", "10.0.0.1"),
+            ("HostAliase.1.Hostname.2", "b"),
+            ("TerminationGracePeriodSeconds", "15"),
+            ("AutoCreateEip", "true"),
+            ("SpotStrategy", "SpotAsPriceGo"),
+            ("Tag.1.Key", "vk-pod-namespace"),
+            ("Tag.3.Value", "uid-1"),
+            ("Tag.4.Value", "vk-eci"),
+            ("Tag.5.Key", "vk-managed-by"),
+        ];
+        for (k, v) in want {
+            assert_eq!(p.get(k).map(String::as_str), Some(v), "{k} in {p:#?}");
+        }
+        assert_eq!(
+            p["ClientToken"],
+            client_token(pod().pod_ref.as_ref().expect("ref"))
+        );
+        assert!(p["ClientToken"].len() <= 64);
+        assert!(
+            !p.contains_key("Container.1.EnvironmentVar.3.Key"),
+            "duplicate env name sent"
+        );
+        assert!(plan.name.starts_with("vk-default-web-"));
+    }
+
+    #[test]
+    fn unsupported_settings_are_rejected_with_the_reason() {
+        let mut p = pod();
+        p.volumes.push(Volume {
+            name: "h".into(),
+            source: Some(volume::Source::Unsupported(UnsupportedVolume {
+                kind: "hostPath".into(),
+            })),
+        });
+        let e = plan(&p, &placement()).expect_err("hostPath");
+        assert!(e.0.contains("hostPath is not supported by ECI"), "{e}");
+
+        let mut p = pod();
+        p.containers[0].ports[0].protocol = "SCTP".into();
+        assert!(plan(&p, &placement()).expect_err("sctp").0.contains("SCTP"));
+
+        let mut p = pod();
+        p.containers[0].resources = Some(ResourceRequirements {
+            requests: Some(Resources {
+                cpu_millis: Some(128_000),
+                ..Default::default()
+            }),
+            limits: None,
+        });
+        assert!(
+            plan(&p, &placement())
+                .expect_err("too big")
+                .0
+                .contains("largest ECI size")
+        );
+
+        let mut p = pod();
+        p.annotations
+            .insert(ANN_SPOT_STRATEGY.into(), "Cheap".into());
+        assert!(plan(&p, &placement()).is_err());
+    }
+
+    #[test]
+    fn ignored_settings_are_warned_about() {
+        let mut p = pod();
+        p.containers[0].startup_probe = Some(Probe::default());
+        let plan = plan(&p, &placement()).expect("valid");
+        assert!(
+            plan.warnings.iter().any(|w| w.contains("startupProbe")),
+            "{:?}",
+            plan.warnings
+        );
+    }
+
+    #[test]
+    fn names_and_tokens_are_stable_per_uid() {
+        let r = PodRef {
+            namespace: "Ns".into(),
+            name: "A_b".into(),
+            uid: "u".into(),
+        };
+        let other = PodRef {
+            uid: "v".into(),
+            ..r.clone()
+        };
+        assert_eq!(group_name(&r), group_name(&r.clone()));
+        assert_ne!(group_name(&r), group_name(&other));
+        assert_ne!(client_token(&r), client_token(&other));
+        assert!(
+            group_name(&r)
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
+    }
+}

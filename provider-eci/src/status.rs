@@ -1,0 +1,376 @@
+//! ECI group status → pod status. Pure.
+//!
+//! Group `Status`: Pending and Scheduling → Pending; Running, Restarting, Updating and
+//! Terminating → Running (containers still run or restart in place); Succeeded → Succeeded unless a
+//! container ended non-zero; Failed, ScheduleFailed and Expired → Failed with the ECI status as
+//! the reason. Container states come from `PodStatus.ContainerStatuses` (Waiting / Running /
+//! Terminated with exit code, signal, reason, restart count).
+
+use podprovider_proto::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, PodPhase, PodRef, PodStatus, container_state,
+};
+
+use crate::api;
+
+/// A pod's containers (name, image), in spec order, for statuses ECI has not filled in yet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// Init containers.
+    pub init: Vec<(String, String)>,
+    /// App containers.
+    pub app: Vec<(String, String)>,
+}
+
+/// RFC 3339 → protobuf timestamp.
+pub fn ts(s: &str) -> Option<prost_types::Timestamp> {
+    if s.is_empty() {
+        return None;
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(prost_types::Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: i32::try_from(t.nanosecond()).unwrap_or(0),
+    })
+}
+
+fn waiting(reason: &str, message: &str) -> ContainerState {
+    ContainerState {
+        state: Some(container_state::State::Waiting(ContainerStateWaiting {
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+        })),
+    }
+}
+
+fn state(s: &api::State) -> Option<ContainerState> {
+    let state = if let Some(t) = &s.terminated {
+        container_state::State::Terminated(ContainerStateTerminated {
+            exit_code: t.exit_code,
+            signal: t.signal,
+            reason: if t.reason.is_empty() {
+                if t.exit_code == 0 {
+                    "Completed"
+                } else {
+                    "Error"
+                }
+                .to_owned()
+            } else {
+                t.reason.clone()
+            },
+            message: t.message.clone(),
+            started_at: ts(&t.started_at),
+            finished_at: ts(&t.finished_at),
+        })
+    } else if let Some(r) = &s.running {
+        container_state::State::Running(ContainerStateRunning {
+            started_at: ts(&r.started_at),
+        })
+    } else if let Some(w) = &s.waiting {
+        container_state::State::Waiting(ContainerStateWaiting {
+            reason: w.reason.clone(),
+            message: w.message.clone(),
+        })
+    } else {
+        return None;
+    };
+    Some(ContainerState { state: Some(state) })
+}
+
+fn containers(
+    spec: &[(String, String)],
+    got: &[api::ContainerStatus],
+    default_waiting: &str,
+) -> Vec<ContainerStatus> {
+    spec.iter()
+        .map(|(name, image)| match got.iter().find(|c| &c.name == name) {
+            Some(c) => {
+                let current = state(&c.state).unwrap_or_else(|| waiting(default_waiting, ""));
+                let running = matches!(current.state, Some(container_state::State::Running(_)));
+                ContainerStatus {
+                    name: name.clone(),
+                    image: image.clone(),
+                    image_id: c.image_id.clone(),
+                    container_id: c.container_id.clone(),
+                    ready: c.ready && running,
+                    started: c.started.unwrap_or(running),
+                    restart_count: c.restart_count,
+                    state: Some(current),
+                    last_state: state(&c.last_state),
+                }
+            }
+            None => ContainerStatus {
+                name: name.clone(),
+                image: image.clone(),
+                state: Some(waiting(default_waiting, "")),
+                ..Default::default()
+            },
+        })
+        .collect()
+}
+
+fn exited_nonzero(cs: &[ContainerStatus]) -> bool {
+    cs.iter().any(|c| {
+        matches!(
+            c.state.as_ref().and_then(|s| s.state.as_ref()),
+            Some(container_state::State::Terminated(t)) if t.exit_code != 0
+        )
+    })
+}
+
+/// The pod status for one `DescribeContainerGroupStatus` entry.
+pub fn pod_status(pod_ref: &PodRef, shape: &Shape, g: &api::GroupStatus) -> PodStatus {
+    let ps = &g.pod_status;
+    let scheduling = matches!(g.status.as_str(), "Pending" | "Scheduling" | "");
+    let default_waiting = if scheduling {
+        "ContainerCreating"
+    } else {
+        "Waiting"
+    };
+    let init = containers(&shape.init, &ps.init_container_statuses, default_waiting);
+    let app = containers(&shape.app, &ps.container_statuses, default_waiting);
+    let (phase, reason, message) = match g.status.as_str() {
+        "Pending" | "Scheduling" => (PodPhase::Pending, String::new(), String::new()),
+        "Running" | "Restarting" | "Updating" | "Terminating" => {
+            // A group whose containers all still wait (image pull) is Pending in Kubernetes terms.
+            let any_started = app.iter().chain(&init).any(|c| {
+                !matches!(
+                    c.state.as_ref().and_then(|s| s.state.as_ref()),
+                    Some(container_state::State::Waiting(_)) | None
+                )
+            });
+            if any_started || ps.phase == "Running" {
+                (PodPhase::Running, String::new(), String::new())
+            } else {
+                (PodPhase::Pending, String::new(), String::new())
+            }
+        }
+        "Succeeded" if exited_nonzero(&app) => (
+            PodPhase::Failed,
+            "Error".to_owned(),
+            "a container exited with a non-zero code".to_owned(),
+        ),
+        "Succeeded" => (PodPhase::Succeeded, String::new(), String::new()),
+        "Failed" => (PodPhase::Failed, ps.reason.clone(), ps.message.clone()),
+        "ScheduleFailed" => (
+            PodPhase::Failed,
+            "ScheduleFailed".to_owned(),
+            if ps.message.is_empty() {
+                "ECI could not schedule the container group (no stock in the zone, or a bad vSwitch or security group)".to_owned()
+            } else {
+                ps.message.clone()
+            },
+        ),
+        "Expired" => (
+            PodPhase::Failed,
+            "Expired".to_owned(),
+            "the ECI instance expired (spot instance reclaimed or its deadline passed)".to_owned(),
+        ),
+        other => (
+            PodPhase::Unknown,
+            "UnknownECIStatus".to_owned(),
+            format!("ECI reports status {other:?}"),
+        ),
+    };
+    let mut pod_ips: Vec<String> = ps
+        .pod_ips
+        .iter()
+        .map(|p| p.ip.clone())
+        .filter(|ip| !ip.is_empty())
+        .collect();
+    if pod_ips.is_empty() && !ps.pod_ip.is_empty() {
+        pod_ips.push(ps.pod_ip.clone());
+    }
+    PodStatus {
+        pod_ref: Some(pod_ref.clone()),
+        phase: phase as i32,
+        reason,
+        message,
+        pod_ip: pod_ips.first().cloned().unwrap_or_default(),
+        pod_ips,
+        start_time: ts(&ps.start_time),
+        init_container_statuses: init,
+        container_statuses: app,
+        cloud_id: g.container_group_id.clone(),
+    }
+}
+
+/// The status of a group ECI just accepted: Pending, every container creating.
+pub fn accepted(pod_ref: &PodRef, shape: &Shape, id: &str) -> PodStatus {
+    pod_status(
+        pod_ref,
+        shape,
+        &api::GroupStatus {
+            container_group_id: id.to_owned(),
+            status: "Pending".into(),
+            ..Default::default()
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r() -> PodRef {
+        PodRef {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: "u".into(),
+        }
+    }
+
+    fn shape() -> Shape {
+        Shape {
+            init: vec![("init".into(), "busybox".into())],
+            app: vec![
+                ("web".into(), "nginx".into()),
+                ("side".into(), "busybox".into()),
+            ],
+        }
+    }
+
+    fn group(status: &str, json: serde_json::Value) -> api::GroupStatus {
+        let mut g: api::GroupStatus = serde_json::from_value(json).expect("parses");
+        g.status = status.into();
+        g.container_group_id = "eci-1".into();
+        g
+    }
+
+    fn term(code: i32) -> serde_json::Value {
+        serde_json::json!({"Terminated": {"ExitCode": code, "StartedAt": "2024-01-01T00:00:00Z", "FinishedAt": "2024-01-01T00:01:00Z"}})
+    }
+
+    fn state_of(s: &ContainerStatus) -> &container_state::State {
+        s.state
+            .as_ref()
+            .and_then(|s| s.state.as_ref())
+            .expect("state set")
+    }
+
+    #[test]
+    fn scheduling_is_pending_with_creating_containers() {
+        for st in ["Pending", "Scheduling"] {
+            let s = pod_status(&r(), &shape(), &group(st, serde_json::json!({})));
+            assert_eq!(s.phase, PodPhase::Pending as i32);
+            assert_eq!(s.container_statuses.len(), 2);
+            assert!(
+                matches!(state_of(&s.container_statuses[0]), container_state::State::Waiting(w) if w.reason == "ContainerCreating")
+            );
+            assert_eq!(s.cloud_id, "eci-1");
+        }
+    }
+
+    #[test]
+    fn running_group_maps_every_container_state() {
+        let g = group(
+            "Running",
+            serde_json::json!({"PodStatus": {
+            "Phase": "Running", "PodIp": "192.168.0.7", "StartTime": "2024-01-01T00:00:00Z",
+            "InitContainerStatuses": [{"Name": "init", "State": term(0)}],
+            "ContainerStatuses": [
+                {"Name": "web", "Ready": true, "RestartCount": 2, "State": {"Running": {"StartedAt": "2024-01-01T00:00:05Z"}},
+                 "LastState": term(137), "ContainerID": "containerd://abc"},
+                {"Name": "side", "State": {"Waiting": {"Reason": "CrashLoopBackOff", "Message": "Back-off"}}}
+            ]}}),
+        );
+        let s = pod_status(&r(), &shape(), &g);
+        assert_eq!(s.phase, PodPhase::Running as i32);
+        assert_eq!(s.pod_ip, "192.168.0.7");
+        assert_eq!(
+            s.start_time.as_ref().map(|t| t.seconds),
+            Some(1_704_067_200)
+        );
+        let web = &s.container_statuses[0];
+        assert!(web.ready && web.started);
+        assert_eq!(web.restart_count, 2);
+        assert!(
+            matches!(state_of(web), container_state::State::Running(r) if r.started_at.as_ref().map(|t| t.seconds) == Some(1_704_067_205))
+        );
+        assert!(
+            matches!(web.last_state.as_ref().and_then(|s| s.state.as_ref()), Some(container_state::State::Terminated(t)) if t.exit_code == 137 && t.reason == "Error")
+        );
+        assert!(
+            matches!(state_of(&s.container_statuses[1]), container_state::State::Waiting(w) if w.reason == "CrashLoopBackOff")
+        );
+        assert!(
+            matches!(state_of(&s.init_container_statuses[0]), container_state::State::Terminated(t) if t.exit_code == 0 && t.reason == "Completed")
+        );
+    }
+
+    #[test]
+    fn terminal_statuses() {
+        let ok = group(
+            "Succeeded",
+            serde_json::json!({"PodStatus": {"ContainerStatuses": [
+            {"Name": "web", "State": term(0)}, {"Name": "side", "State": term(0)}]}}),
+        );
+        assert_eq!(
+            pod_status(&r(), &shape(), &ok).phase,
+            PodPhase::Succeeded as i32
+        );
+        let bad = group(
+            "Succeeded",
+            serde_json::json!({"PodStatus": {"ContainerStatuses": [
+            {"Name": "web", "State": term(0)}, {"Name": "side", "State": term(3)}]}}),
+        );
+        assert_eq!(
+            pod_status(&r(), &shape(), &bad).phase,
+            PodPhase::Failed as i32
+        );
+        let failed = group(
+            "Failed",
+            serde_json::json!({"PodStatus": {"ContainerStatuses": [{"Name": "web", "State": term(1)}]}}),
+        );
+        let s = pod_status(&r(), &shape(), &failed);
+        assert_eq!(s.phase, PodPhase::Failed as i32);
+        assert!(
+            matches!(state_of(&s.container_statuses[0]), container_state::State::Terminated(t) if t.exit_code == 1)
+        );
+        for (st, reason) in [("ScheduleFailed", "ScheduleFailed"), ("Expired", "Expired")] {
+            let s = pod_status(&r(), &shape(), &group(st, serde_json::json!({})));
+            assert_eq!(s.phase, PodPhase::Failed as i32, "{st}");
+            assert_eq!(s.reason, reason);
+            assert!(!s.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn restarting_and_terminating_groups_keep_running() {
+        for st in ["Restarting", "Updating", "Terminating"] {
+            let g = group(
+                st,
+                serde_json::json!({"PodStatus": {"Phase": "Running", "ContainerStatuses": [
+                {"Name": "web", "State": {"Running": {"StartedAt": "2024-01-01T00:00:05Z"}}}]}}),
+            );
+            assert_eq!(
+                pod_status(&r(), &shape(), &g).phase,
+                PodPhase::Running as i32,
+                "{st}"
+            );
+        }
+        // Image still pulling: Pending in Kubernetes terms.
+        let pulling = group(
+            "Running",
+            serde_json::json!({"PodStatus": {"ContainerStatuses": [
+            {"Name": "web", "State": {"Waiting": {"Reason": "ContainerCreating"}}}]}}),
+        );
+        assert_eq!(
+            pod_status(&r(), &shape(), &pulling).phase,
+            PodPhase::Pending as i32
+        );
+    }
+
+    #[test]
+    fn the_documented_started_at_spelling_is_read() {
+        let g = group(
+            "Running",
+            serde_json::json!({"PodStatus": {"ContainerStatuses": [
+            {"Name": "web", "State": {"Running": {"StartedAtstartedAt": "2024-01-01T00:00:05Z"}}}]}}),
+        );
+        let s = pod_status(&r(), &shape(), &g);
+        assert!(
+            matches!(state_of(&s.container_statuses[0]), container_state::State::Running(r) if r.started_at.is_some())
+        );
+    }
+}

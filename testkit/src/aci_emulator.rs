@@ -1,1 +1,220 @@
-//! Launcher for the aci-emulator binary (to come).
+//! Launcher for the `aci-emulator` binary (emulators/aci): an Azure Container Instances + Azure
+//! AD emulator on loopback, with its test-only admin API (`/_emulator/...`).
+//!
+//! The binary is found next to the test executable, so a crate whose tests use this needs
+//! `aci-emulator` as a dev-dependency (cargo then builds it for `cargo test -p <crate>`).
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::process::Command;
+
+use crate::{bins::workspace_bin, ports::free_port, process::ManagedProcess};
+
+/// The one subscription the emulator knows (its default).
+pub const SUBSCRIPTION_ID: &str = "00000000-0000-0000-0000-000000000001";
+/// The one resource group the emulator knows (its default).
+pub const RESOURCE_GROUP: &str = "vk-rg";
+/// Azure AD tenant of the token endpoint `{endpoint}/{TENANT_ID}/oauth2/v2.0/token`.
+pub const TENANT_ID: &str = "00000000-0000-0000-0000-0000000000aa";
+/// Client id accepted by the token endpoint.
+pub const CLIENT_ID: &str = "vk-client";
+/// Client secret accepted by the token endpoint.
+pub const CLIENT_SECRET: &str = "vk-client-secret";
+/// Workload-identity assertion (`client_assertion`) accepted by the token endpoint.
+pub const FEDERATED_TOKEN: &str = "vk-federated-token";
+/// Location of the emulated region.
+pub const LOCATION: &str = "westeurope";
+
+/// Behaviour knobs (the binary's flags).
+#[derive(Clone, Debug)]
+pub struct AciEmulatorOptions {
+    /// Probability (0..=1) that an ARM request gets 429.
+    pub throttle_rate: f64,
+    /// `Retry-After` of those 429s.
+    pub retry_after_secs: u64,
+    /// Time a new group stays `Creating`.
+    pub provisioning_delay_ms: u64,
+    /// Interval of the `heartbeat <n>` log lines.
+    pub log_heartbeat_ms: u64,
+    /// Lifetime of issued access tokens.
+    pub token_lifetime_secs: u64,
+}
+
+impl Default for AciEmulatorOptions {
+    fn default() -> Self {
+        Self {
+            throttle_rate: 0.0,
+            retry_after_secs: 1,
+            provisioning_delay_ms: 300,
+            log_heartbeat_ms: 2000,
+            token_lifetime_secs: 3600,
+        }
+    }
+}
+
+/// `GET /_emulator/stats`.
+#[derive(Debug, serde::Deserialize)]
+pub struct EmulatorStats {
+    /// Groups newly created (an idempotent re-PUT does not count).
+    pub created: u64,
+    /// Groups actually removed.
+    pub deleted: u64,
+    /// Groups existing now.
+    pub live: u64,
+    /// ARM requests answered with 429.
+    pub throttled: u64,
+    /// ARM requests received.
+    pub requests: u64,
+    /// ARM requests rejected with 401, plus rejected credentials at the token endpoint.
+    pub auth_failures: u64,
+}
+
+/// A running aci-emulator.
+pub struct AciEmulator {
+    /// The server process (stopped on drop).
+    pub process: ManagedProcess,
+    /// `http://127.0.0.1:PORT`: ARM endpoint and AAD authority.
+    pub endpoint: String,
+    /// Its port.
+    pub port: u16,
+}
+
+impl AciEmulator {
+    /// Starts the emulator on a free port, logging to `<log_dir>/aci-emulator-<port>.log`, and
+    /// waits until `/_emulator/health` answers.
+    pub async fn start(log_dir: &Path, opts: AciEmulatorOptions) -> anyhow::Result<Self> {
+        let bin = workspace_bin("aci-emulator")?;
+        let port = free_port()?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--throttle-rate")
+            .arg(opts.throttle_rate.to_string())
+            .arg("--retry-after-secs")
+            .arg(opts.retry_after_secs.to_string())
+            .arg("--provisioning-delay-ms")
+            .arg(opts.provisioning_delay_ms.to_string())
+            .arg("--log-heartbeat-ms")
+            .arg(opts.log_heartbeat_ms.to_string())
+            .arg("--token-lifetime-secs")
+            .arg(opts.token_lifetime_secs.to_string());
+        let process = ManagedProcess::spawn(&format!("aci-emulator-{port}"), &mut cmd, log_dir)?;
+        let mut emu = Self {
+            process,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            emu.process.ensure_running()?;
+            if let Ok((200, _)) = emu.request("GET", "/_emulator/health", None).await {
+                return Ok(emu);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "aci-emulator did not become healthy; log:\n{}",
+                    emu.process.log_tail(20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// One plain HTTP/1.1 request to the emulator; returns status and body.
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        json: Option<serde_json::Value>,
+    ) -> anyhow::Result<(u16, Bytes)> {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .context("connecting to aci-emulator")?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let body = json.map(|v| v.to_string()).unwrap_or_default();
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", format!("127.0.0.1:{}", self.port))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// The emulator's counters.
+    pub async fn stats(&self) -> anyhow::Result<EmulatorStats> {
+        let (status, body) = self.request("GET", "/_emulator/stats", None).await?;
+        if status != 200 {
+            bail!("GET /_emulator/stats: {status}");
+        }
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// Changes the probability of 429s at run time.
+    pub async fn set_throttle_rate(&self, rate: f64) -> anyhow::Result<()> {
+        let (status, body) = self
+            .request(
+                "PUT",
+                "/_emulator/throttle",
+                Some(serde_json::json!({ "rate": rate })),
+            )
+            .await?;
+        if status != 204 {
+            bail!(
+                "PUT /_emulator/throttle: {status} {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(())
+    }
+
+    /// The body the client PUT for group `name` (secure values included), if the group exists.
+    pub async fn stored_group(&self, name: &str) -> anyhow::Result<Option<serde_json::Value>> {
+        let (status, body) = self
+            .request("GET", &format!("/_emulator/groups/{name}"), None)
+            .await?;
+        match status {
+            200 => Ok(Some(serde_json::from_slice(&body)?)),
+            404 => Ok(None),
+            s => bail!("GET /_emulator/groups/{name}: {s}"),
+        }
+    }
+
+    /// Makes the running `container` of `group` exit with `exit_code` (the restart policy applies).
+    pub async fn exit_container(
+        &self,
+        group: &str,
+        container: &str,
+        exit_code: i32,
+    ) -> anyhow::Result<()> {
+        let (status, body) = self
+            .request(
+                "POST",
+                &format!("/_emulator/groups/{group}/containers/{container}/exit"),
+                Some(serde_json::json!({ "exit_code": exit_code })),
+            )
+            .await?;
+        if status != 204 {
+            bail!(
+                "exit {group}/{container}: {status} {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL after 5 s).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.process.stop(Duration::from_secs(5)).await?;
+        Ok(())
+    }
+}

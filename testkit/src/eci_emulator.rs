@@ -1,1 +1,219 @@
-//! Launcher for the eci-emulator binary (to come).
+//! Launcher for the `eci-emulator` binary (an emulator of Alibaba Cloud's ECI OpenAPI, written
+//! from the cloud's documentation) and a client for its unsigned admin API under `/_emulator/`.
+//!
+//! The binary is found next to the test executable ([`crate::bins::workspace_bin`]), so a crate
+//! whose tests use this needs `eci-emulator` as a dev-dependency.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context, bail};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    process::Command,
+};
+
+use crate::{bins::workspace_bin, ports::free_port, process::ManagedProcess};
+
+/// The region the emulator serves.
+pub const REGION: &str = "cn-hangzhou";
+/// The emulator's long-term AccessKey ID.
+pub const ACCESS_KEY_ID: &str = "LTAI5tEmulatorKey0001";
+/// The emulator's long-term AccessKey secret (test-only).
+pub const ACCESS_KEY_SECRET: &str = "EmulatorSecret0001EmulatorSecret";
+/// The STS AccessKey ID the emulator accepts with [`STS_TOKEN`].
+pub const STS_ACCESS_KEY_ID: &str = "STS.EmulatorStsKey";
+/// The STS AccessKey secret (test-only).
+pub const STS_ACCESS_KEY_SECRET: &str = "EmulatorStsSecret0001";
+/// The STS security token (`x-acs-security-token`) that goes with [`STS_ACCESS_KEY_ID`].
+pub const STS_TOKEN: &str = "EmulatorSecurityToken0001";
+/// The only vSwitch the emulator knows (in [`ZONE_ID`]).
+pub const VSWITCH_ID: &str = "vsw-emulator0001";
+/// The only security group the emulator knows.
+pub const SECURITY_GROUP_ID: &str = "sg-emulator0001";
+/// The zone of [`VSWITCH_ID`].
+pub const ZONE_ID: &str = "cn-hangzhou-h";
+
+/// Behaviour knobs passed as flags.
+#[derive(Clone, Debug)]
+pub struct EciEmulatorOptions {
+    /// Probability (0..=1) that an API call gets a `Throttling.User` error and has no effect.
+    pub throttle_rate: f64,
+    /// Time a new container group stays `Pending` before it runs.
+    pub start_delay_ms: u64,
+    /// Interval of the `heartbeat <n>` lines in a running container's log.
+    pub log_heartbeat_ms: u64,
+}
+
+impl Default for EciEmulatorOptions {
+    fn default() -> Self {
+        Self {
+            throttle_rate: 0.0,
+            start_delay_ms: 300,
+            log_heartbeat_ms: 2000,
+        }
+    }
+}
+
+/// The emulator's counters (`GET /_emulator/stats`).
+#[derive(Debug, k8s_openapi::serde::Deserialize)]
+#[serde(crate = "k8s_openapi::serde")]
+pub struct EmulatorStats {
+    /// Container groups newly created (ClientToken replays excluded).
+    pub created: u64,
+    /// Container groups actually removed.
+    pub deleted: u64,
+    /// Container groups currently stored.
+    pub live: u64,
+    /// API calls answered with a throttling error.
+    pub throttled: u64,
+    /// API calls received (admin calls excluded).
+    pub requests: u64,
+    /// API calls rejected for signature or credential reasons.
+    pub auth_failures: u64,
+}
+
+/// A running emulator.
+pub struct EciEmulator {
+    /// The server process (stopped on drop).
+    pub process: ManagedProcess,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// Its port.
+    pub port: u16,
+}
+
+impl EciEmulator {
+    /// Starts the emulator on a free loopback port and waits until `/_emulator/health` answers.
+    pub async fn start(log_dir: &Path, opts: EciEmulatorOptions) -> anyhow::Result<Self> {
+        let bin = workspace_bin("eci-emulator")?;
+        let port = free_port()?;
+        let mut cmd = Command::new(&bin);
+        cmd.args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--throttle-rate",
+            &opts.throttle_rate.to_string(),
+            "--start-delay-ms",
+            &opts.start_delay_ms.to_string(),
+            "--log-heartbeat-ms",
+            &opts.log_heartbeat_ms.to_string(),
+        ]);
+        let mut process =
+            ManagedProcess::spawn(&format!("eci-emulator-{port}"), &mut cmd, log_dir)?;
+        let emulator = Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            process: {
+                // Poll health for up to 30 s; the binary may be cold on a loaded machine.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    process.ensure_running()?;
+                    if let Ok((200, _)) = admin_call(port, "GET", "/_emulator/health", None).await {
+                        break process;
+                    }
+                    if tokio::time::Instant::now() > deadline {
+                        bail!(
+                            "eci-emulator did not become healthy: {}",
+                            process.log_excerpt(20)
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        };
+        Ok(emulator)
+    }
+
+    /// The emulator's counters.
+    pub async fn stats(&self) -> anyhow::Result<EmulatorStats> {
+        let (status, body) = admin_call(self.port, "GET", "/_emulator/stats", None).await?;
+        if status != 200 {
+            bail!("GET /_emulator/stats answered {status}");
+        }
+        serde_json::from_slice(&body).context("parsing /_emulator/stats")
+    }
+
+    /// Changes the throttling probability at run time.
+    pub async fn set_throttle_rate(&self, rate: f64) -> anyhow::Result<()> {
+        let body = serde_json::json!({ "rate": rate }).to_string();
+        let (status, _) = admin_call(self.port, "PUT", "/_emulator/throttle", Some(&body)).await?;
+        if status != 204 {
+            bail!("PUT /_emulator/throttle answered {status}");
+        }
+        Ok(())
+    }
+
+    /// The container group as stored (with every request parameter as received), or `None`.
+    pub async fn stored_group(
+        &self,
+        id_or_name: &str,
+    ) -> anyhow::Result<Option<serde_json::Value>> {
+        let path = format!("/_emulator/groups/{id_or_name}");
+        match admin_call(self.port, "GET", &path, None).await? {
+            (200, body) => Ok(Some(
+                serde_json::from_slice(&body).context("parsing the stored group")?,
+            )),
+            (404, _) => Ok(None),
+            (status, _) => bail!("GET {path} answered {status}"),
+        }
+    }
+
+    /// Makes a running container exit now with `exit_code` (its restart policy then applies).
+    pub async fn exit_container(
+        &self,
+        group: &str,
+        container: &str,
+        exit_code: i32,
+    ) -> anyhow::Result<()> {
+        let path = format!("/_emulator/groups/{group}/containers/{container}/exit");
+        let body = serde_json::json!({ "exit_code": exit_code }).to_string();
+        let (status, body) = admin_call(self.port, "POST", &path, Some(&body)).await?;
+        if status != 204 {
+            bail!(
+                "POST {path} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL after 5 s).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.process.stop(Duration::from_secs(5)).await?;
+        Ok(())
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`); returns status and body.
+/// A raw exchange keeps this free of client-library set-up for a loopback admin API.
+async fn admin_call(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .context("admin call timed out")??;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .context("malformed status line")?;
+    Ok((status, raw[split + 4..].to_vec()))
+}

@@ -1,0 +1,91 @@
+//! The unsigned test API under `/_emulator/` (health, stats, throttle, stored groups, exits).
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::{
+    lifecycle::{self, ExitError},
+    server::Shared,
+};
+
+pub async fn stats(State(emu): State<Shared>) -> Response {
+    Json(emu.lock().stats.clone()).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ThrottleBody {
+    rate: f64,
+}
+
+pub async fn throttle(State(emu): State<Shared>, body: Bytes) -> Response {
+    match serde_json::from_slice::<ThrottleBody>(&body) {
+        Ok(b) if (0.0..=1.0).contains(&b.rate) => {
+            emu.lock().throttle_rate = b.rate;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => (StatusCode::BAD_REQUEST, "body must be {\"rate\": 0..=1}").into_response(),
+    }
+}
+
+/// The group as stored: every request parameter as received, plus what Describe shows.
+pub async fn group(State(emu): State<Shared>, Path(id): Path<String>) -> Response {
+    let st = emu.lock();
+    let Some(g) = st
+        .groups
+        .iter()
+        .find(|g| g.id == id)
+        .or_else(|| st.groups.iter().find(|g| g.name == id))
+    else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    Json(json!({
+        "ContainerGroupId": g.id,
+        "ContainerGroupName": g.name,
+        "Status": g.status,
+        "ClientToken": g.client_token,
+        "params": g.params.0,
+        "described": g.describe_json(),
+    }))
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ExitBody {
+    exit_code: i32,
+}
+
+pub async fn exit(
+    State(emu): State<Shared>,
+    Path((id, container)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let Ok(body) = serde_json::from_slice::<ExitBody>(&body) else {
+        return (StatusCode::BAD_REQUEST, "body must be {\"exit_code\": N}").into_response();
+    };
+    let mut st = emu.lock();
+    let idx = st
+        .groups
+        .iter()
+        .position(|g| g.id == id)
+        .or_else(|| st.groups.iter().position(|g| g.name == id));
+    let Some(idx) = idx else {
+        return (StatusCode::NOT_FOUND, "no such group").into_response();
+    };
+    let now = OffsetDateTime::now_utc();
+    match lifecycle::exit_container(&mut st.groups[idx], &container, body.exit_code, now) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(ExitError::NoSuchContainer) => {
+            (StatusCode::NOT_FOUND, "no such container").into_response()
+        }
+        Err(ExitError::NotRunning) => {
+            (StatusCode::CONFLICT, "container is not running").into_response()
+        }
+    }
+}

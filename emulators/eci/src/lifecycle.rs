@@ -1,0 +1,172 @@
+//! How a group lives: `Pending` for `--start-delay-ms`, then its init containers run (and exit 0)
+//! in order, then its containers run. A container "exits" only when the admin API says so; the
+//! group's RestartPolicy (Always / OnFailure / Never, Kubernetes semantics) then decides whether
+//! it restarts (RestartCount + 1, PreviousState kept). When every container has terminated the
+//! group is `Succeeded` (all exit codes 0) or `Failed`.
+
+use time::{Duration, OffsetDateTime};
+
+use crate::model::{Event, Group, RunState, format_time};
+
+fn set_status(g: &mut Group, status: &'static str, now: OffsetDateTime) {
+    if g.status != status {
+        g.status = status;
+        g.status_changed = now;
+    }
+}
+
+/// Moves a Pending group to Running once its start delay has passed.
+pub fn advance(g: &mut Group, now: OffsetDateTime, start_delay: Duration) {
+    if g.status != "Pending" || now - g.created < start_delay {
+        return;
+    }
+    for c in &mut g.init_containers {
+        c.state = RunState::Terminated {
+            start: now,
+            finish: now,
+            exit_code: 0,
+            reason: "Completed".into(),
+        };
+    }
+    for c in &mut g.containers {
+        c.state = RunState::Running { start: now };
+        g.events.push(Event {
+            kind: "Normal",
+            reason: "Started",
+            message: format!("Started container {}", c.spec.name),
+            at: now,
+        });
+    }
+    set_status(g, "Running", now);
+}
+
+/// Why an exit could not be applied.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ExitError {
+    NoSuchContainer,
+    NotRunning,
+}
+
+/// The container `name` exits now with `exit_code`.
+pub fn exit_container(
+    g: &mut Group,
+    name: &str,
+    exit_code: i32,
+    now: OffsetDateTime,
+) -> Result<(), ExitError> {
+    let policy = g.restart_policy.clone();
+    let c = g.container_mut(name).ok_or(ExitError::NoSuchContainer)?;
+    let RunState::Running { start } = c.state else {
+        return Err(ExitError::NotRunning);
+    };
+    let terminated = RunState::Terminated {
+        start,
+        finish: now,
+        exit_code,
+        reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
+    };
+    let restart = match policy.as_str() {
+        "Never" => false,
+        "OnFailure" => exit_code != 0,
+        _ => true,
+    };
+    if restart {
+        c.previous = Some(terminated);
+        c.restart_count += 1;
+        c.state = RunState::Running { start: now };
+    } else {
+        c.state = terminated;
+    }
+    let all_done = g
+        .containers
+        .iter()
+        .all(|c| matches!(c.state, RunState::Terminated { .. }));
+    if all_done {
+        let ok = g
+            .containers
+            .iter()
+            .all(|c| matches!(c.state, RunState::Terminated { exit_code: 0, .. }));
+        if ok {
+            g.succeeded = Some(now);
+            set_status(g, "Succeeded", now);
+        } else {
+            g.failed = Some(now);
+            set_status(g, "Failed", now);
+        }
+    }
+    Ok(())
+}
+
+/// Options of DescribeContainerLog.
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    pub tail: Option<usize>,
+    pub since_seconds: Option<i64>,
+    pub limit_bytes: Option<usize>,
+    pub timestamps: bool,
+}
+
+/// The simulated output of the container's current run: a start line, the command line if it has
+/// one, then `heartbeat <n>` every `heartbeat`. Environment values are never printed.
+pub fn log_content(
+    g: &Group,
+    name: &str,
+    now: OffsetDateTime,
+    heartbeat: Duration,
+    opts: &LogOptions,
+) -> Option<String> {
+    let c = g.find_container(name)?;
+    let (start, end) = match &c.state {
+        RunState::Waiting => return Some(String::new()),
+        RunState::Running { start } => (*start, now),
+        RunState::Terminated { start, finish, .. } => (*start, *finish),
+    };
+    let mut lines: Vec<(OffsetDateTime, String)> = vec![(
+        start,
+        format!(
+            "Emulated container {} started from image {}",
+            c.spec.name, c.spec.image
+        ),
+    )];
+    let argv: Vec<&str> = c
+        .spec
+        .command
+        .iter()
+        .chain(c.spec.args.iter())
+        .map(String::as_str)
+        .collect();
+    if !argv.is_empty() {
+        lines.push((start, format!("command: {}", argv.join(" "))));
+    }
+    let mut n: i32 = 1;
+    while start + heartbeat * n <= end {
+        lines.push((start + heartbeat * n, format!("heartbeat {n}")));
+        n += 1;
+    }
+    if let Some(secs) = opts.since_seconds {
+        let cutoff = now - Duration::seconds(secs);
+        lines.retain(|(t, _)| *t >= cutoff);
+    }
+    if let Some(tail) = opts.tail {
+        let skip = lines.len().saturating_sub(tail);
+        lines.drain(..skip);
+    }
+    let mut content: String = lines
+        .iter()
+        .map(|(t, l)| {
+            if opts.timestamps {
+                format!("{} {l}\n", format_time(*t))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    if let Some(limit) = opts.limit_bytes {
+        let mut cut = limit.min(content.len());
+        while !content.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        content.truncate(cut);
+    }
+    Some(content)
+}

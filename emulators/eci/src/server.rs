@@ -1,0 +1,308 @@
+//! The listener: routing, per-request authentication (signature V3), throttling, and the shared
+//! emulator state.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration as StdDuration,
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, Method, StatusCode, Uri},
+    response::{IntoResponse, Response},
+    routing::{any, get, post, put},
+};
+use time::{Duration, OffsetDateTime, PrimitiveDateTime};
+
+use crate::{
+    API_VERSION, Config, admin, api,
+    errors::ApiError,
+    exec::{self, ExecSession},
+    lifecycle,
+    model::Group,
+    signature,
+};
+
+/// Counters served by `/_emulator/stats`.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Stats {
+    pub created: u64,
+    pub deleted: u64,
+    pub live: u64,
+    pub throttled: u64,
+    pub requests: u64,
+    pub auth_failures: u64,
+}
+
+/// Everything that changes while the emulator runs.
+#[derive(Debug, Default)]
+pub struct EmulatorState {
+    /// Groups in creation order.
+    pub groups: Vec<Group>,
+    /// ClientToken → ContainerGroupId, kept after deletion (the token stays spent).
+    pub client_tokens: HashMap<String, String>,
+    /// Nonces seen in the last 15 minutes.
+    pub nonces: HashMap<String, OffsetDateTime>,
+    /// Single-use exec WebSocket sessions by token.
+    pub exec_sessions: HashMap<String, ExecSession>,
+    pub stats: Stats,
+    pub throttle_rate: f64,
+    pub next_seq: u64,
+}
+
+/// The emulator: configuration, bound address and state.
+#[derive(Debug)]
+pub struct Emulator {
+    pub config: Config,
+    pub addr: SocketAddr,
+    state: Mutex<EmulatorState>,
+}
+
+pub type Shared = Arc<Emulator>;
+
+/// Requests may be signed at most this long before (or after) the server's clock.
+const MAX_CLOCK_SKEW: Duration = Duration::minutes(15);
+
+impl Emulator {
+    pub fn new(config: Config, addr: SocketAddr) -> Self {
+        let state = EmulatorState {
+            throttle_rate: config.throttle_rate,
+            ..EmulatorState::default()
+        };
+        Self {
+            config,
+            addr,
+            state: Mutex::new(state),
+        }
+    }
+
+    /// The state, with every group's lifecycle brought up to now.
+    pub fn lock(&self) -> MutexGuard<'_, EmulatorState> {
+        // A panic while holding the lock leaves consistent-enough test state; keep serving.
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = OffsetDateTime::now_utc();
+        let delay = Duration::milliseconds(self.config.start_delay_ms as i64);
+        for g in &mut st.groups {
+            lifecycle::advance(g, now, delay);
+        }
+        st.stats.live = st.groups.len() as u64;
+        st
+    }
+
+    pub fn host_id(&self) -> String {
+        format!("eci.{}.aliyuncs.com", self.config.region)
+    }
+}
+
+/// Serves until the process is stopped.
+pub async fn serve(listener: tokio::net::TcpListener, config: Config) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let emu: Shared = Arc::new(Emulator::new(config, addr));
+    // Status changes should happen on time even when nobody polls (SinceSecond depends on it).
+    let ticker = emu.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(StdDuration::from_millis(25));
+        loop {
+            tick.tick().await;
+            drop(ticker.lock());
+        }
+    });
+    let app = router(emu);
+    tracing::info!("listening on http://{addr}");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+pub fn router(emu: Shared) -> Router {
+    Router::new()
+        .route("/", any(rpc))
+        .route("/exec/", get(exec::ws_handler))
+        .route("/_emulator/health", get(|| async { "ok" }))
+        .route("/_emulator/stats", get(admin::stats))
+        .route("/_emulator/throttle", put(admin::throttle))
+        .route("/_emulator/groups/{id}", get(admin::group))
+        .route(
+            "/_emulator/groups/{id}/containers/{container}/exit",
+            post(admin::exit),
+        )
+        .with_state(emu)
+}
+
+async fn rpc(
+    State(emu): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string().to_uppercase();
+    let action = headers
+        .get("x-acs-action")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let result = handle(&emu, &method, &uri, &headers, &body, &action).await;
+    match result {
+        Ok(mut value) => {
+            value["RequestId"] = serde_json::Value::String(request_id);
+            tracing::info!(%action, status = 200, "request");
+            (StatusCode::OK, Json(value)).into_response()
+        }
+        Err(e) => {
+            tracing::info!(%action, status = e.status.as_u16(), code = %e.code, "request");
+            (e.status, Json(e.body(&request_id, &emu.host_id()))).into_response()
+        }
+    }
+}
+
+async fn handle(
+    emu: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    action: &str,
+) -> Result<serde_json::Value, ApiError> {
+    emu.lock().stats.requests += 1;
+    if let Err(e) = authenticate(emu, method, uri, headers, body) {
+        if e.auth {
+            emu.lock().stats.auth_failures += 1;
+        }
+        return Err(e);
+    }
+    let mut params = crate::rpc::Params::default();
+    params.extend_from_urlencoded(uri.query().unwrap_or("").as_bytes());
+    let form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        params.extend_from_urlencoded(body);
+    }
+    {
+        let mut st = emu.lock();
+        if st.throttle_rate > 0.0 && rand::random::<f64>() < st.throttle_rate {
+            st.stats.throttled += 1;
+            return Err(ApiError::throttled());
+        }
+    }
+    api::dispatch(emu, action, &params).await
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+}
+
+/// Verifies a V3-signed request; the checks and their error codes follow the documentation.
+fn authenticate(
+    emu: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    for name in [
+        "host",
+        "x-acs-action",
+        "x-acs-version",
+        "x-acs-date",
+        "x-acs-signature-nonce",
+        "x-acs-content-sha256",
+    ] {
+        if header(headers, name).is_none() {
+            return Err(ApiError::missing_header(name));
+        }
+    }
+    let action = header(headers, "x-acs-action").unwrap_or_default();
+    if header(headers, "x-acs-version") != Some(API_VERSION) {
+        return Err(ApiError::invalid_version());
+    }
+    if !api::ACTIONS.contains(&action) {
+        return Err(ApiError::action_not_found());
+    }
+    let auth = header(headers, "authorization")
+        .and_then(signature::parse_authorization)
+        .ok_or_else(ApiError::incomplete_signature)?;
+
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    let date = header(headers, "x-acs-date").unwrap_or_default();
+    let signed_at = PrimitiveDateTime::parse(date, &fmt)
+        .map_err(|_| ApiError::timestamp_format())?
+        .assume_utc();
+    let now = OffsetDateTime::now_utc();
+    if (now - signed_at).abs() > MAX_CLOCK_SKEW {
+        return Err(ApiError::timestamp_expired());
+    }
+
+    let cfg = &emu.config;
+    let (secret, is_sts) = if auth.access_key_id == cfg.access_key_id {
+        (cfg.access_key_secret.as_str(), false)
+    } else if auth.access_key_id == cfg.sts_access_key_id {
+        (cfg.sts_access_key_secret.as_str(), true)
+    } else {
+        return Err(ApiError::access_key_not_found());
+    };
+    match (is_sts, header(headers, "x-acs-security-token")) {
+        (true, Some(token)) if token == cfg.sts_token => {}
+        (true, _) => return Err(ApiError::security_token_malformed()),
+        (false, Some(_)) => return Err(ApiError::security_token_mismatch()),
+        (false, None) => {}
+    }
+
+    // Every common header except Authorization must be signed.
+    let must_sign = headers
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| *k == "host" || k.starts_with("x-acs-"));
+    for name in must_sign {
+        if !auth.signed_headers.iter().any(|s| s == name) {
+            return Err(ApiError::incomplete_signature());
+        }
+    }
+    let hashed = signature::sha256_hex(body);
+    if header(headers, "x-acs-content-sha256") != Some(hashed.as_str()) {
+        return Err(ApiError::signature_mismatch());
+    }
+    let mut signed = Vec::new();
+    for name in &auth.signed_headers {
+        let value = headers
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(ApiError::signature_mismatch)?;
+        signed.push((name.clone(), value.to_owned()));
+    }
+    let (canonical_headers, signed_names) = signature::canonical_headers(&signed);
+    let query: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let request = signature::canonical_request(
+        method.as_str(),
+        "/",
+        &signature::canonical_query(&query),
+        &canonical_headers,
+        &signed_names,
+        &hashed,
+    );
+    let string_to_sign = signature::string_to_sign(&request);
+    if !signature::signature_matches(secret, &string_to_sign, &auth.signature) {
+        return Err(ApiError::signature_mismatch());
+    }
+
+    // Nonces are recorded only for genuine requests, so a forger cannot burn them.
+    let nonce = header(headers, "x-acs-signature-nonce").unwrap_or_default();
+    let mut st = emu.lock();
+    st.nonces
+        .retain(|_, seen| now - *seen <= MAX_CLOCK_SKEW * 2);
+    if st.nonces.contains_key(nonce) {
+        return Err(ApiError::nonce_used());
+    }
+    st.nonces.insert(nonce.to_owned(), now);
+    Ok(())
+}

@@ -1,0 +1,766 @@
+//! End-to-end tests of the emulator binary over HTTP, with V3-signed requests.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Call, Emu, STS_AK, STS_SECRET, STS_TOKEN};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+const R: (&str, &str) = ("RegionId", "cn-hangzhou");
+
+fn code(v: &Value) -> &str {
+    v["Code"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn signature_checks_accept_good_requests_and_reject_bad_ones() -> anyhow::Result<()> {
+    let emu = Emu::start(&[]).await?;
+    let (s, v) = emu.call("DescribeContainerGroups", &[R]).await?;
+    assert_eq!((s, &v["TotalCount"]), (200, &Value::from(0)), "{v}");
+    assert!(v["RequestId"].is_string());
+
+    // Parameters in the query string (GET) are signed through the canonical query string.
+    let get = Call {
+        in_query: true,
+        ..Call::default()
+    };
+    let (s, v) = emu
+        .call_with(
+            &get,
+            "DescribeContainerGroups",
+            &[R, ("ContainerGroupName", "a b*c")],
+        )
+        .await?;
+    assert_eq!(s, 200, "{v}");
+
+    let wrong = Call {
+        secret: "NotTheSecret".into(),
+        ..Call::default()
+    };
+    let (s, v) = emu
+        .call_with(&wrong, "DescribeContainerGroups", &[R])
+        .await?;
+    assert_eq!((s, code(&v)), (400, "SignatureDoesNotMatch"));
+    assert!(v["HostId"].is_string() && v["Recommend"].is_string() && v["RequestId"].is_string());
+    assert!(!v.to_string().contains("NotTheSecret") && !v.to_string().contains(common::SECRET));
+
+    let unknown = Call {
+        ak: "LTAI5tSomebodyElse".into(),
+        ..Call::default()
+    };
+    let (s, v) = emu
+        .call_with(&unknown, "DescribeContainerGroups", &[R])
+        .await?;
+    assert_eq!((s, code(&v)), (404, "InvalidAccessKeyId.NotFound"));
+
+    let fixed = Call {
+        nonce: Some("nonce-used-twice".into()),
+        ..Call::default()
+    };
+    let (s, _) = emu
+        .call_with(&fixed, "DescribeContainerGroups", &[R])
+        .await?;
+    assert_eq!(s, 200);
+    let (s, v) = emu
+        .call_with(&fixed, "DescribeContainerGroups", &[R])
+        .await?;
+    assert_eq!((s, code(&v)), (400, "SignatureNonceUsed"));
+
+    let old = Call {
+        date: Some("2023-10-26T10:22:32Z".into()),
+        ..Call::default()
+    };
+    let (s, v) = emu.call_with(&old, "DescribeContainerGroups", &[R]).await?;
+    assert_eq!((s, code(&v)), (400, "InvalidTimeStamp.Expired"));
+
+    let sts = Call {
+        ak: STS_AK.into(),
+        secret: STS_SECRET.into(),
+        token: Some(STS_TOKEN.into()),
+        ..Call::default()
+    };
+    let (s, v) = emu.call_with(&sts, "DescribeContainerGroups", &[R]).await?;
+    assert_eq!(s, 200, "{v}");
+    let bad_token = Call {
+        token: Some("forged".into()),
+        ..sts.clone()
+    };
+    let (s, v) = emu
+        .call_with(&bad_token, "DescribeContainerGroups", &[R])
+        .await?;
+    assert_eq!((s, code(&v)), (400, "InvalidSecurityToken.Malformed"));
+    let no_token = Call {
+        token: None,
+        ..sts.clone()
+    };
+    let (s, v) = emu
+        .call_with(&no_token, "DescribeContainerGroups", &[R])
+        .await?;
+    assert_eq!((s, code(&v)), (400, "InvalidSecurityToken.Malformed"));
+
+    let (s, v) = emu.call("DescribeNothing", &[R]).await?;
+    assert_eq!((s, code(&v)), (404, "InvalidAction.NotFound"));
+    let old_version = Call {
+        version: "2017-01-01".into(),
+        ..Call::default()
+    };
+    let (s, v) = emu
+        .call_with(&old_version, "DescribeContainerGroups", &[R])
+        .await?;
+    assert_eq!((s, code(&v)), (400, "InvalidVersion"));
+
+    let (s, v) = emu.admin("POST", "/", "").await?;
+    assert_eq!((s, code(&v)), (400, "MissingParameter"));
+
+    let stats = emu.stats().await?;
+    assert_eq!(stats["auth_failures"], 7, "{stats}");
+    assert_eq!(stats["requests"], 13, "{stats}");
+    Ok(())
+}
+
+/// The API reference's CreateContainerGroup example request (adapted to the emulator's network).
+fn documented_example() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("ContainerGroupName", "test"),
+        ("SecurityGroupId", "sg-emulator0001"),
+        ("VSwitchId", "vsw-emulator0001"),
+        ("ZoneId", "cn-hangzhou-h"),
+        ("RestartPolicy", "Always"),
+        ("Cpu", "2.0"),
+        ("Memory", "4.0"),
+        ("Tag.1.Key", "name"),
+        ("Tag.1.Value", "test"),
+        ("Container.1.Name", "nginx"),
+        ("Container.1.Image", "nginx:latest"),
+        ("Container.1.Cpu", "1.0"),
+        ("Container.1.Memory", "2.0"),
+        ("Container.1.WorkingDir", "/usr/local/nginx"),
+        ("Container.1.ImagePullPolicy", "Always"),
+        ("Container.1.Command.1", "/bin/sh"),
+        ("Container.1.Arg.1", "10"),
+        ("Container.1.Port.1.Port", "80"),
+        ("Container.1.Port.1.Protocol", "TCP"),
+        ("Container.1.EnvironmentVar.1.Key", "PATH"),
+        ("Container.1.EnvironmentVar.1.Value", "/usr/local/bin"),
+        ("Container.1.VolumeMount.1.Name", "default-volume1"),
+        ("Container.1.VolumeMount.1.MountPath", "/pod/data"),
+        ("Container.1.ReadinessProbe.HttpGet.Path", "/usr/nginx/"),
+        ("Container.1.ReadinessProbe.HttpGet.Port", "8080"),
+        ("Container.1.LivenessProbe.TcpSocket.Port", "8000"),
+        ("InitContainer.1.Name", "init"),
+        ("InitContainer.1.Image", "nginx:latest"),
+        ("Volume.1.Name", "default-volume1"),
+        ("Volume.1.Type", "ConfigFileVolume"),
+        (
+            "Volume.1.ConfigFileVolume.ConfigFileToPath.1.Content",
+            "bGl1bWk=",
+        ),
+        (
+            "Volume.1.ConfigFileVolume.ConfigFileToPath.1.Path",
+            "/usr/bin/",
+        ),
+        ("Volume.2.Name", "empty"),
+        ("Volume.2.Type", "EmptyDirVolume"),
+        ("DnsConfig.NameServer.1", "1.2.3.4"),
+        ("DnsConfig.Option.1.Name", "ndots"),
+        ("DnsConfig.Option.1.Value", "2"),
+        ("HostAliase.1.Ip", "1.1.1.1"),
+        ("HostAliase.1.Hostname.1", "hehe.com"),
+        (
+            "ImageRegistryCredential.1.Server",
+            "registry-vpc.cn-hangzhou.aliyuncs.com",
+        ),
+        ("ImageRegistryCredential.1.UserName", "username"),
+        ("ImageRegistryCredential.1.Password", "password"),
+    ]
+}
+
+#[tokio::test]
+async fn documented_create_example_goes_pending_then_running() -> anyhow::Result<()> {
+    let emu = Emu::start(&["--start-delay-ms", "400"]).await?;
+    let id = emu.create(&documented_example()).await?;
+    assert!(id.starts_with("eci-"), "{id}");
+    let ids = format!("[\"{id}\"]");
+    let (_, v) = emu
+        .call("DescribeContainerGroups", &[R, ("ContainerGroupIds", &ids)])
+        .await?;
+    let g = &v["ContainerGroups"][0];
+    assert_eq!(g["Status"], "Pending");
+    assert_eq!(g["Containers"][0]["CurrentState"]["State"], "Waiting");
+
+    let g = emu.wait_status(&id, "Running").await?;
+    assert_eq!(g["ContainerGroupName"], "test");
+    assert_eq!(g["ZoneId"], "cn-hangzhou-h");
+    assert_eq!(g["Cpu"], 2.0);
+    assert_eq!(g["Tags"][0]["Key"], "name");
+    assert!(g["IntranetIp"].as_str().is_some_and(|ip| !ip.is_empty()));
+    let c = &g["Containers"][0];
+    assert_eq!(c["CurrentState"]["State"], "Running");
+    assert!(
+        c["CurrentState"]["StartTime"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    assert_eq!(c["Commands"][0], "/bin/sh");
+    assert_eq!(c["Args"][0], "10");
+    assert_eq!(c["Ports"][0]["Port"], 80);
+    assert_eq!(c["EnvironmentVars"][0]["Value"], "/usr/local/bin");
+    assert_eq!(c["VolumeMounts"][0]["MountPath"], "/pod/data");
+    assert_eq!(
+        g["InitContainers"][0]["CurrentState"]["State"],
+        "Terminated"
+    );
+    assert_eq!(g["InitContainers"][0]["CurrentState"]["ExitCode"], 0);
+    assert_eq!(
+        g["Volumes"][0]["ConfigFileVolumeConfigFileToPaths"][0]["Path"],
+        "/usr/bin/"
+    );
+    assert_eq!(g["DnsConfig"]["NameServers"][0], "1.2.3.4");
+    assert_eq!(g["HostAliases"][0]["Hostnames"][0], "hehe.com");
+    assert!(
+        !g.to_string().contains("\"password\""),
+        "registry passwords are not echoed"
+    );
+
+    let (s, stored) = emu
+        .admin("GET", &format!("/_emulator/groups/{id}"), "")
+        .await?;
+    assert_eq!(s, 200);
+    assert_eq!(stored["params"]["Container.1.Image"], "nginx:latest");
+    assert_eq!(
+        stored["params"]["ImageRegistryCredential.1.Password"],
+        "password"
+    );
+    let (s, _) = emu.admin("GET", "/_emulator/groups/test", "").await?;
+    assert_eq!(s, 200, "lookup by name");
+
+    let (s, v) = emu
+        .call(
+            "DescribeContainerGroupStatus",
+            &[R, ("ContainerGroupIds", &ids)],
+        )
+        .await?;
+    assert_eq!(s, 200);
+    assert_eq!(v["Data"][0]["Status"], "Running");
+    assert!(
+        v["Data"][0]["PodStatus"]["ContainerStatuses"][0]["State"]["Running"]["StartedAtstartedAt"]
+            .is_string()
+    );
+
+    let (s, _) = emu
+        .call("DeleteContainerGroup", &[R, ("ContainerGroupId", &id)])
+        .await?;
+    assert_eq!(s, 200);
+    let (_, v) = emu
+        .call("DescribeContainerGroups", &[R, ("ContainerGroupIds", &ids)])
+        .await?;
+    assert_eq!(v["TotalCount"], 0);
+    let (s, v) = emu
+        .call("DeleteContainerGroup", &[R, ("ContainerGroupId", &id)])
+        .await?;
+    assert_eq!((s, code(&v)), (404, "InvalidContainerGroupId.NotFound"));
+    let stats = emu.stats().await?;
+    assert_eq!(
+        (
+            stats["created"].as_u64(),
+            stats["deleted"].as_u64(),
+            stats["live"].as_u64()
+        ),
+        (Some(1), Some(1), Some(0))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn create_validation_uses_documented_codes() -> anyhow::Result<()> {
+    let emu = Emu::start(&[]).await?;
+    let base = [
+        ("RegionId", "cn-hangzhou"),
+        ("ContainerGroupName", "ok-name"),
+        ("Container.1.Name", "c1"),
+        ("Container.1.Image", "busybox"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut v = base.to_vec();
+        for (k, val) in extra {
+            v.retain(|(bk, _)| bk != k);
+            v.push((k, val));
+        }
+        v
+    };
+    let cases: Vec<(Vec<(&str, &str)>, u16, &str)> = vec![
+        (
+            with(&[("VSwitchId", "vsw-other")]),
+            404,
+            "InvalidVSwitchId.NotFound",
+        ),
+        (
+            with(&[("SecurityGroupId", "sg-other")]),
+            404,
+            "InvalidSecurityGroupId.NotFound",
+        ),
+        (
+            with(&[("ContainerGroupName", "Bad_Name")]),
+            400,
+            "InvalidParameter",
+        ),
+        (
+            with(&[("RestartPolicy", "Sometimes")]),
+            400,
+            "InvalidParameter",
+        ),
+        (with(&[("RegionId", "cn-beijing")]), 400, "InvalidRegionId"),
+        (
+            base.iter()
+                .filter(|(k, _)| *k != "Container.1.Image")
+                .copied()
+                .collect(),
+            400,
+            "MissingContainer.1.Image",
+        ),
+        (
+            base.iter()
+                .filter(|(k, _)| *k != "ContainerGroupName")
+                .copied()
+                .collect(),
+            400,
+            "MissingContainerGroupName",
+        ),
+    ];
+    for (params, status, expected) in cases {
+        let (s, v) = emu.call("CreateContainerGroup", &params).await?;
+        assert_eq!((s, code(&v)), (status, expected), "{params:?}");
+    }
+    assert_eq!(emu.stats().await?["created"], 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn client_token_returns_the_same_group() -> anyhow::Result<()> {
+    let emu = Emu::start(&[]).await?;
+    let p = [
+        ("ContainerGroupName", "idem"),
+        ("Container.1.Name", "c"),
+        ("Container.1.Image", "busybox"),
+        ("ClientToken", "tok-1"),
+    ];
+    let a = emu.create(&p).await?;
+    let b = emu.create(&p).await?;
+    assert_eq!(a, b);
+    let stats = emu.stats().await?;
+    assert_eq!(
+        (stats["created"].as_u64(), stats["live"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let c = emu
+        .create(&[
+            ("ContainerGroupName", "idem"),
+            ("Container.1.Name", "c"),
+            ("Container.1.Image", "busybox"),
+            ("ClientToken", "tok-2"),
+        ])
+        .await?;
+    assert_ne!(a, c);
+    Ok(())
+}
+
+#[tokio::test]
+async fn tag_filter_and_paging_over_45_groups() -> anyhow::Result<()> {
+    let emu = Emu::start(&[]).await?;
+    for i in 0..50 {
+        let name = format!("grp-{i:02}");
+        let team = if i < 45 { "blue" } else { "red" };
+        emu.create(&[
+            ("ContainerGroupName", &name),
+            ("Container.1.Name", "c"),
+            ("Container.1.Image", "busybox"),
+            ("Tag.1.Key", "team"),
+            ("Tag.1.Value", team),
+        ])
+        .await?;
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let mut p = vec![
+            R,
+            ("Tag.1.Key", "team"),
+            ("Tag.1.Value", "blue"),
+            ("Limit", "20"),
+        ];
+        if !token.is_empty() {
+            p.push(("NextToken", &token));
+        }
+        let (s, v) = emu.call("DescribeContainerGroups", &p).await?;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["TotalCount"], 45);
+        pages += 1;
+        let groups = v["ContainerGroups"].as_array().cloned().unwrap_or_default();
+        assert!(groups.len() <= 20);
+        seen.extend(
+            groups
+                .iter()
+                .map(|g| g["ContainerGroupName"].as_str().unwrap_or("").to_owned()),
+        );
+        token = v["NextToken"].as_str().unwrap_or("").to_owned();
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 45);
+    assert!(seen.iter().all(|n| n.as_str() < "grp-45"));
+    let (_, v) = emu
+        .call("DescribeContainerGroups", &[R, ("Limit", "100")])
+        .await?;
+    assert_eq!(
+        v["ContainerGroups"].as_array().map(Vec::len),
+        Some(20),
+        "Limit is capped at 20"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn since_second_returns_only_recent_changes() -> anyhow::Result<()> {
+    let emu = Emu::start(&["--start-delay-ms", "50"]).await?;
+    let old = emu
+        .create(&[
+            ("ContainerGroupName", "old"),
+            ("Container.1.Name", "c"),
+            ("Container.1.Image", "busybox"),
+        ])
+        .await?;
+    emu.wait_status(&old, "Running").await?;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let new = emu
+        .create(&[
+            ("ContainerGroupName", "new"),
+            ("Container.1.Name", "c"),
+            ("Container.1.Image", "busybox"),
+        ])
+        .await?;
+    let (_, v) = emu
+        .call("DescribeContainerGroupStatus", &[R, ("SinceSecond", "1")])
+        .await?;
+    let ids: Vec<&str> = v["Data"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .filter_map(|g| g["ContainerGroupId"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ids, vec![new.as_str()]);
+    let (_, v) = emu
+        .call("DescribeContainerGroupStatus", &[R, ("SinceSecond", "60")])
+        .await?;
+    assert_eq!(v["TotalCount"], 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn exits_follow_the_restart_policy() -> anyhow::Result<()> {
+    let emu = Emu::start(&["--start-delay-ms", "50"]).await?;
+    let mk = |name: &'static str, policy: &'static str| {
+        vec![
+            ("ContainerGroupName", name),
+            ("RestartPolicy", policy),
+            ("Container.1.Name", "main"),
+            ("Container.1.Image", "busybox"),
+        ]
+    };
+    let never_ok = emu.create(&mk("never-ok", "Never")).await?;
+    let never_bad = emu.create(&mk("never-bad", "Never")).await?;
+    let on_failure = emu.create(&mk("on-failure", "OnFailure")).await?;
+    for id in [&never_ok, &never_bad, &on_failure] {
+        emu.wait_status(id, "Running").await?;
+    }
+    let exit = |g: &str, code: i32| format!("/_emulator/groups/{g}/containers/main/exit#{code}");
+    for (g, c) in [(&never_ok, 0), (&never_bad, 3), (&on_failure, 1)] {
+        let path = exit(g, c);
+        let (path, _) = path.split_once('#').unwrap_or((&path, ""));
+        let (s, _) = emu
+            .admin("POST", path, &format!("{{\"exit_code\": {c}}}"))
+            .await?;
+        assert_eq!(s, 204);
+    }
+    let g = emu.wait_status(&never_ok, "Succeeded").await?;
+    assert_eq!(g["Containers"][0]["CurrentState"]["State"], "Terminated");
+    assert_eq!(g["Containers"][0]["CurrentState"]["ExitCode"], 0);
+    assert!(
+        g["Containers"][0]["CurrentState"]["FinishTime"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+    let g = emu.wait_status(&never_bad, "Failed").await?;
+    assert_eq!(g["Containers"][0]["CurrentState"]["ExitCode"], 3);
+    assert_eq!(g["Containers"][0]["CurrentState"]["Reason"], "Error");
+    let g = emu.wait_status(&on_failure, "Running").await?;
+    assert_eq!(g["Containers"][0]["RestartCount"], 1);
+    assert_eq!(g["Containers"][0]["PreviousState"]["State"], "Terminated");
+    assert_eq!(g["Containers"][0]["PreviousState"]["ExitCode"], 1);
+    let (s, _) = emu
+        .admin(
+            "POST",
+            &format!("/_emulator/groups/{never_ok}/containers/main/exit"),
+            "{\"exit_code\": 0}",
+        )
+        .await?;
+    assert_eq!(s, 409, "a terminated container cannot exit again");
+    Ok(())
+}
+
+#[tokio::test]
+async fn logs_show_start_command_and_heartbeats_with_tail() -> anyhow::Result<()> {
+    let emu = Emu::start(&["--start-delay-ms", "50", "--log-heartbeat-ms", "100"]).await?;
+    let id = emu
+        .create(&[
+            ("ContainerGroupName", "logs"),
+            ("Container.1.Name", "app"),
+            ("Container.1.Image", "busybox:1"),
+            ("Container.1.Command.1", "sleep"),
+            ("Container.1.Arg.1", "3600"),
+            ("Container.1.EnvironmentVar.1.Key", "TOKEN"),
+            ("Container.1.EnvironmentVar.1.Value", "s3cret-value"),
+        ])
+        .await?;
+    emu.wait_status(&id, "Running").await?;
+    tokio::time::sleep(Duration::from_millis(650)).await;
+    let (s, v) = emu
+        .call(
+            "DescribeContainerLog",
+            &[R, ("ContainerGroupId", &id), ("ContainerName", "app")],
+        )
+        .await?;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["ContainerName"], "app");
+    let content = v["Content"].as_str().unwrap_or("");
+    let lines: Vec<&str> = content.lines().collect();
+    assert_eq!(
+        lines[0],
+        "Emulated container app started from image busybox:1"
+    );
+    assert_eq!(lines[1], "command: sleep 3600");
+    assert_eq!(lines[2], "heartbeat 1");
+    assert!(lines.len() >= 7, "{content}");
+    assert!(!content.contains("s3cret-value"));
+    let (_, v) = emu
+        .call(
+            "DescribeContainerLog",
+            &[
+                R,
+                ("ContainerGroupId", &id),
+                ("ContainerName", "app"),
+                ("Tail", "2"),
+            ],
+        )
+        .await?;
+    let tail: Vec<&str> = v["Content"].as_str().unwrap_or("").lines().collect();
+    assert_eq!(tail.len(), 2);
+    assert!(tail.iter().all(|l| l.starts_with("heartbeat ")), "{tail:?}");
+    let (s, v) = emu
+        .call(
+            "DescribeContainerLog",
+            &[R, ("ContainerGroupId", &id), ("ContainerName", "nope")],
+        )
+        .await?;
+    assert_eq!((s, code(&v)), (404, "InvalidContainerName.NotFound"));
+    Ok(())
+}
+
+async fn running_group(emu: &Emu) -> anyhow::Result<String> {
+    let id = emu
+        .create(&[
+            ("ContainerGroupName", "exec"),
+            ("Container.1.Name", "app"),
+            ("Container.1.Image", "busybox"),
+            ("Container.1.EnvironmentVar.1.Key", "GREETING"),
+            ("Container.1.EnvironmentVar.1.Value", "hello-from-env"),
+        ])
+        .await?;
+    emu.wait_status(&id, "Running").await?;
+    Ok(id)
+}
+
+#[tokio::test]
+async fn exec_websocket_streams_output_and_exit_status() -> anyhow::Result<()> {
+    let emu = Emu::start(&["--start-delay-ms", "50"]).await?;
+    let id = running_group(&emu).await?;
+    let cmd = r#"["/bin/sh","-c","read line; echo \"out:$line:$GREETING\"; echo err >&2; exit 3"]"#;
+    let (s, v) = emu
+        .call(
+            "ExecContainerCommand",
+            &[
+                R,
+                ("ContainerGroupId", &id),
+                ("ContainerName", "app"),
+                ("Command", cmd),
+            ],
+        )
+        .await?;
+    assert_eq!(s, 200, "{v}");
+    let uri = v["WebSocketUri"].as_str().unwrap_or("").to_owned();
+    assert!(
+        uri.starts_with(&format!("ws://127.0.0.1:{}/", emu.port)),
+        "{uri}"
+    );
+    let mut request = uri.as_str().into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "v4.channel.k8s.io".parse()?);
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await?;
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("v4.channel.k8s.io")
+    );
+    ws.send(Message::Binary([&[0u8][..], b"typed\n"].concat().into()))
+        .await?;
+    let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), None);
+    while let Some(msg) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await? {
+        match msg? {
+            Message::Binary(b) if !b.is_empty() => match b[0] {
+                1 => stdout.extend_from_slice(&b[1..]),
+                2 => stderr.extend_from_slice(&b[1..]),
+                3 => status = Some(serde_json::from_slice::<Value>(&b[1..])?),
+                _ => {}
+            },
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&stdout),
+        "out:typed:hello-from-env\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&stderr), "err\n");
+    let status = status.ok_or_else(|| anyhow::anyhow!("no status frame"))?;
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+
+    // Single use.
+    assert!(
+        tokio_tungstenite::connect_async(uri.as_str())
+            .await
+            .is_err()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn sync_exec_returns_the_output() -> anyhow::Result<()> {
+    let emu = Emu::start(&["--start-delay-ms", "50"]).await?;
+    let id = running_group(&emu).await?;
+    let cmd = r#"["/bin/sh","-c","echo $GREETING; pwd"]"#;
+    let (s, v) = emu
+        .call(
+            "ExecContainerCommand",
+            &[
+                R,
+                ("ContainerGroupId", &id),
+                ("ContainerName", "app"),
+                ("Command", cmd),
+                ("Sync", "true"),
+            ],
+        )
+        .await?;
+    assert_eq!(s, 200, "{v}");
+    let out = v["SyncResponse"].as_str().unwrap_or("");
+    assert!(out.starts_with("hello-from-env\n"), "{out}");
+    assert!(
+        out.trim_end().ends_with(&id),
+        "runs in the group's working directory: {out}"
+    );
+    let (s, v) = emu
+        .call(
+            "ExecContainerCommand",
+            &[
+                R,
+                ("ContainerGroupId", &id),
+                ("ContainerName", "app"),
+                ("Command", cmd),
+                ("Sync", "true"),
+                ("TTY", "true"),
+            ],
+        )
+        .await?;
+    assert_eq!((s, code(&v)), (400, "InvalidParameter"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn price_is_deterministic_and_documented_in_shape() -> anyhow::Result<()> {
+    let emu = Emu::start(&[]).await?;
+    let (s, v) = emu
+        .call(
+            "DescribeContainerGroupPrice",
+            &[R, ("Cpu", "2"), ("Memory", "4")],
+        )
+        .await?;
+    assert_eq!(s, 200, "{v}");
+    let price = &v["PriceInfo"]["Price"];
+    assert_eq!(price["Currency"], "CNY");
+    assert_eq!(price["TradePrice"].as_f64(), Some(0.00012252));
+    assert_eq!(price["DetailInfos"]["DetailInfo"][0]["Resource"], "cpu");
+    let (_, v2) = emu
+        .call(
+            "DescribeContainerGroupPrice",
+            &[R, ("Cpu", "4"), ("Memory", "8")],
+        )
+        .await?;
+    assert_eq!(
+        v2["PriceInfo"]["Price"]["TradePrice"].as_f64(),
+        Some(0.00024504)
+    );
+    let (s, v) = emu
+        .call("DescribeContainerGroupPrice", &[R, ("Memory", "4")])
+        .await?;
+    assert_eq!((s, code(&v)), (400, "MissingCpu"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn throttling_at_rate_one_rejects_everything_without_effect() -> anyhow::Result<()> {
+    let emu = Emu::start(&[]).await?;
+    let (s, _) = emu
+        .admin("PUT", "/_emulator/throttle", "{\"rate\": 1.0}")
+        .await?;
+    assert_eq!(s, 204);
+    for _ in 0..5 {
+        let (s, v) = emu
+            .call(
+                "CreateContainerGroup",
+                &[
+                    R,
+                    ("ContainerGroupName", "t"),
+                    ("Container.1.Name", "c"),
+                    ("Container.1.Image", "busybox"),
+                ],
+            )
+            .await?;
+        assert_eq!((s, code(&v)), (400, "Throttling.User"));
+    }
+    let stats = emu.stats().await?;
+    assert_eq!(
+        (
+            stats["throttled"].as_u64(),
+            stats["created"].as_u64(),
+            stats["live"].as_u64()
+        ),
+        (Some(5), Some(0), Some(0))
+    );
+    emu.admin("PUT", "/_emulator/throttle", "{\"rate\": 0}")
+        .await?;
+    let (s, v) = emu.call("DescribeContainerGroups", &[R]).await?;
+    assert_eq!((s, &v["TotalCount"]), (200, &Value::from(0)));
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! The ARM REST calls on `Microsoft.ContainerInstance/containerGroups` (api-version 2023-05-01),
+//! each retried with `provider_common::retry` (429 with Retry-After, 5xx, connection failures)
+//! and with a fresh token after a 401.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, header};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use provider_common::retry::{RetryPolicy, retry};
+use serde::de::DeserializeOwned;
+
+use crate::{
+    auth::TokenSource,
+    error::{AzureError, Kind, parse_retry_after},
+    http::Http,
+    model::{ContainerGroup, ExecRequest, ExecResponse, GroupList, Logs, TerminalSize},
+};
+
+/// The API version every call uses.
+pub const API_VERSION: &str = "2023-05-01";
+
+/// Where the container groups live.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    /// ARM endpoint, e.g. `https://management.azure.com`.
+    pub endpoint: String,
+    /// Subscription id.
+    pub subscription: String,
+    /// Resource group.
+    pub resource_group: String,
+}
+
+/// The ARM client.
+#[derive(Clone, Debug)]
+pub struct Arm {
+    http: Http,
+    tokens: Arc<TokenSource>,
+    scope: Scope,
+    /// Retry policy of every call.
+    pub policy: RetryPolicy,
+}
+
+fn enc(s: &str) -> String {
+    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+}
+
+impl Arm {
+    /// A client for `scope`.
+    pub fn new(http: Http, tokens: Arc<TokenSource>, scope: Scope, policy: RetryPolicy) -> Self {
+        Self {
+            http,
+            tokens,
+            scope,
+            policy,
+        }
+    }
+
+    /// The shared HTTP client (its TLS settings serve the exec WebSocket).
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
+    fn groups_url(&self) -> String {
+        format!(
+            "{}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ContainerInstance/containerGroups",
+            self.scope.endpoint.trim_end_matches('/'),
+            enc(&self.scope.subscription),
+            enc(&self.scope.resource_group)
+        )
+    }
+
+    fn group_url(&self, name: &str) -> String {
+        format!("{}/{}", self.groups_url(), enc(name))
+    }
+
+    /// One attempt: token, request, classification. A 401 drops the cached token and is retried.
+    async fn attempt(
+        &self,
+        op: &'static str,
+        method: Method,
+        url: &str,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes), AzureError> {
+        let token = self.tokens.token().await?;
+        let mut headers = vec![(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                AzureError::transport(op, "Azure AD returned a token that is not a header value")
+            })?,
+        )];
+        if body.is_some() {
+            headers.push((
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ));
+        }
+        let reply = self.http.send(op, method, url, headers, body).await?;
+        if reply.status.is_success() {
+            return Ok((reply.status, reply.body));
+        }
+        let retry_after = parse_retry_after(reply.headers.get(header::RETRY_AFTER));
+        let mut err =
+            AzureError::from_response(op, reply.status.as_u16(), retry_after, &reply.body);
+        if reply.status == StatusCode::UNAUTHORIZED {
+            // An expired or revoked token: the next attempt fetches a new one.
+            self.tokens.invalidate().await;
+            err.kind = Kind::Unavailable;
+        }
+        Err(err)
+    }
+
+    async fn call(
+        &self,
+        op: &'static str,
+        method: Method,
+        url: String,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes), AzureError> {
+        let result = retry(&self.policy, op, || {
+            self.attempt(op, method.clone(), &url, body.clone())
+        })
+        .await;
+        // A 401 that persists is an authentication failure, not an outage.
+        result.map_err(|mut e| {
+            if e.status == 401 {
+                e.kind = Kind::Auth;
+            }
+            e
+        })
+    }
+
+    fn parse<T: DeserializeOwned>(op: &'static str, body: &[u8]) -> Result<T, AzureError> {
+        serde_json::from_slice(body).map_err(|e| AzureError {
+            op,
+            kind: Kind::Other,
+            status: 200,
+            code: "UnreadableResponse".into(),
+            message: format!("cannot read ARM's answer: {e}"),
+            retry_after: None,
+        })
+    }
+
+    /// Container Groups - Create Or Update (PUT; idempotent for an unchanged body).
+    pub async fn put_group(
+        &self,
+        name: &str,
+        group: &ContainerGroup,
+    ) -> Result<ContainerGroup, AzureError> {
+        const OP: &str = "ContainerGroups_CreateOrUpdate";
+        let body = serde_json::to_vec(group).map_err(|e| AzureError {
+            op: OP,
+            kind: Kind::Other,
+            status: 0,
+            code: "EncodeFailed".into(),
+            message: e.to_string(),
+            retry_after: None,
+        })?;
+        let url = format!("{}?api-version={API_VERSION}", self.group_url(name));
+        let (_, body) = self
+            .call(OP, Method::PUT, url, Some(Bytes::from(body)))
+            .await?;
+        Self::parse(OP, &body)
+    }
+
+    /// Container Groups - Get; `None` when it does not exist.
+    pub async fn get_group(&self, name: &str) -> Result<Option<ContainerGroup>, AzureError> {
+        const OP: &str = "ContainerGroups_Get";
+        let url = format!("{}?api-version={API_VERSION}", self.group_url(name));
+        match self.call(OP, Method::GET, url, None).await {
+            Ok((_, body)) => Ok(Some(Self::parse(OP, &body)?)),
+            Err(e) if e.kind == Kind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Container Groups - Delete; `false` when it did not exist.
+    pub async fn delete_group(&self, name: &str) -> Result<bool, AzureError> {
+        const OP: &str = "ContainerGroups_Delete";
+        let url = format!("{}?api-version={API_VERSION}", self.group_url(name));
+        match self.call(OP, Method::DELETE, url, None).await {
+            Ok((status, _)) => Ok(status != StatusCode::NO_CONTENT),
+            Err(e) if e.kind == Kind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Container Groups - List By Resource Group, every page.
+    pub async fn list_groups(&self) -> Result<Vec<ContainerGroup>, AzureError> {
+        const OP: &str = "ContainerGroups_ListByResourceGroup";
+        let mut url = format!("{}?api-version={API_VERSION}", self.groups_url());
+        let mut out = Vec::new();
+        loop {
+            let (_, body) = self.call(OP, Method::GET, url.clone(), None).await?;
+            let page: GroupList = Self::parse(OP, &body)?;
+            out.extend(page.value);
+            match page.next_link.filter(|l| !l.is_empty()) {
+                Some(next) => url = next,
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Containers - List Logs: the container's log text (optionally the last `tail` lines, with
+    /// timestamps).
+    pub async fn logs(
+        &self,
+        group: &str,
+        container: &str,
+        tail: Option<i64>,
+        timestamps: bool,
+    ) -> Result<String, AzureError> {
+        const OP: &str = "Containers_ListLogs";
+        let mut url = format!(
+            "{}/containers/{}/logs?api-version={API_VERSION}",
+            self.group_url(group),
+            enc(container)
+        );
+        if let Some(t) = tail {
+            url.push_str(&format!("&tail={t}"));
+        }
+        if timestamps {
+            url.push_str("&timestamps=true");
+        }
+        let (_, body) = self.call(OP, Method::GET, url, None).await?;
+        let logs: Logs = Self::parse(OP, &body)?;
+        Ok(logs.content.unwrap_or_default())
+    }
+
+    /// Containers - Execute Command: a WebSocket URI and its password for one executable.
+    pub async fn exec(
+        &self,
+        group: &str,
+        container: &str,
+        command: &str,
+        size: TerminalSize,
+    ) -> Result<ExecResponse, AzureError> {
+        const OP: &str = "Containers_ExecuteCommand";
+        let url = format!(
+            "{}/containers/{}/exec?api-version={API_VERSION}",
+            self.group_url(group),
+            enc(container)
+        );
+        let body = serde_json::to_vec(&ExecRequest {
+            command: command.to_owned(),
+            terminal_size: size,
+        })
+        .map_err(|e| AzureError::transport(OP, e.to_string()))?;
+        let (_, body) = self
+            .call(OP, Method::POST, url, Some(Bytes::from(body)))
+            .await?;
+        Self::parse(OP, &body)
+    }
+}

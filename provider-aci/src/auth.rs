@@ -1,0 +1,383 @@
+//! Azure AD tokens for ARM: client secret, workload identity (federated token file) or managed
+//! identity (IMDS), cached and refreshed before they expire. Secrets and tokens never reach a log
+//! line or an error: `Secret` redacts itself and errors carry only Azure AD's error code and text.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, header};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::{
+    error::{AzureError, Kind},
+    http::Http,
+};
+
+/// A string that never prints.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// How the provider proves who it is.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    /// A service principal's client secret (AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET).
+    ClientSecret {
+        /// Tenant.
+        tenant: String,
+        /// Application (client) id.
+        client_id: String,
+        /// Client secret.
+        secret: Secret,
+    },
+    /// Workload identity: a Kubernetes-issued token exchanged as a client assertion; the file is
+    /// re-read on every fetch because the kubelet rotates it.
+    WorkloadIdentity {
+        /// Tenant.
+        tenant: String,
+        /// Application (client) id.
+        client_id: String,
+        /// AZURE_FEDERATED_TOKEN_FILE.
+        token_file: PathBuf,
+    },
+    /// Managed identity through the instance metadata service; `client_id` picks a user-assigned
+    /// identity.
+    ManagedIdentity {
+        /// User-assigned identity's client id.
+        client_id: Option<String>,
+    },
+}
+
+impl Credential {
+    /// Short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ClientSecret { .. } => "client-secret",
+            Self::WorkloadIdentity { .. } => "workload-identity",
+            Self::ManagedIdentity { .. } => "managed-identity",
+        }
+    }
+}
+
+/// Where tokens come from.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    /// Azure AD authority host, e.g. `https://login.microsoftonline.com`.
+    pub authority: String,
+    /// IMDS base, e.g. `http://169.254.169.254`.
+    pub imds: String,
+    /// The token audience: ARM's resource id, e.g. `https://management.azure.com/`.
+    pub resource: String,
+}
+
+#[derive(Clone)]
+struct Cached {
+    token: Secret,
+    refresh_at: Instant,
+    expires_at: Instant,
+}
+
+/// A token source with a cache; one fetch at a time, shared by concurrent callers.
+pub struct TokenSource {
+    http: Http,
+    credential: Credential,
+    endpoints: Endpoints,
+    cache: Mutex<Option<Cached>>,
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("credential", &self.credential)
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    /// Seconds; a number from Azure AD, a string from IMDS.
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct AadError {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, NON_ALPHANUMERIC),
+                utf8_percent_encode(v, NON_ALPHANUMERIC)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// When to refresh a token that lives `lifetime`: five minutes before expiry, or halfway for
+/// short-lived tokens.
+pub fn refresh_margin(lifetime: Duration) -> Duration {
+    (lifetime / 2).min(Duration::from_secs(300))
+}
+
+fn seconds(v: &serde_json::Value) -> Option<u64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+const OP: &str = "AzureAD_Token";
+
+impl TokenSource {
+    /// A token source for `credential`.
+    pub fn new(http: Http, credential: Credential, endpoints: Endpoints) -> Self {
+        Self {
+            http,
+            credential,
+            endpoints,
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// A valid token, from the cache or freshly fetched.
+    pub async fn token(&self) -> Result<Secret, AzureError> {
+        let mut cache = self.cache.lock().await;
+        let now = Instant::now();
+        if let Some(c) = cache.as_ref()
+            && now < c.refresh_at
+        {
+            return Ok(c.token.clone());
+        }
+        match self.fetch().await {
+            Ok((token, lifetime)) => {
+                let now = Instant::now();
+                *cache = Some(Cached {
+                    token: token.clone(),
+                    refresh_at: now + lifetime.saturating_sub(refresh_margin(lifetime)),
+                    expires_at: now + lifetime,
+                });
+                tracing::debug!(
+                    credential = self.credential.kind(),
+                    lifetime_s = lifetime.as_secs(),
+                    "fetched an Azure AD token"
+                );
+                Ok(token)
+            }
+            // A refresh that fails while the old token is still valid keeps the old one.
+            Err(e) if cache.as_ref().is_some_and(|c| now < c.expires_at) => {
+                tracing::warn!(error = %e, "token refresh failed; using the current token until it expires");
+                cache.as_ref().map(|c| c.token.clone()).ok_or(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops the cached token (after ARM answered 401).
+    pub async fn invalidate(&self) {
+        *self.cache.lock().await = None;
+    }
+
+    async fn fetch(&self) -> Result<(Secret, Duration), AzureError> {
+        let scope = format!("{}/.default", self.endpoints.resource.trim_end_matches('/'));
+        let reply = match &self.credential {
+            Credential::ClientSecret {
+                tenant,
+                client_id,
+                secret,
+            } => {
+                let body = form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id),
+                    ("client_secret", secret.expose()),
+                    ("scope", &scope),
+                ]);
+                self.post_aad(tenant, body).await?
+            }
+            Credential::WorkloadIdentity {
+                tenant,
+                client_id,
+                token_file,
+            } => {
+                let assertion =
+                    tokio::fs::read_to_string(token_file)
+                        .await
+                        .map_err(|e| AzureError {
+                            op: OP,
+                            kind: Kind::Auth,
+                            status: 0,
+                            code: "FederatedTokenUnreadable".into(),
+                            message: format!("cannot read {}: {e}", token_file.display()),
+                            retry_after: None,
+                        })?;
+                let body = form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", assertion.trim()),
+                    ("scope", &scope),
+                ]);
+                self.post_aad(tenant, body).await?
+            }
+            Credential::ManagedIdentity { client_id } => {
+                let mut url = format!(
+                    "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}",
+                    self.endpoints.imds.trim_end_matches('/'),
+                    utf8_percent_encode(&self.endpoints.resource, NON_ALPHANUMERIC)
+                );
+                if let Some(id) = client_id {
+                    url.push_str(&format!(
+                        "&client_id={}",
+                        utf8_percent_encode(id, NON_ALPHANUMERIC)
+                    ));
+                }
+                self.http
+                    .send(
+                        OP,
+                        Method::GET,
+                        &url,
+                        vec![(
+                            header::HeaderName::from_static("metadata"),
+                            HeaderValue::from_static("true"),
+                        )],
+                        None,
+                    )
+                    .await?
+            }
+        };
+        if !reply.status.is_success() {
+            let status = reply.status.as_u16();
+            let err: AadError = serde_json::from_slice(&reply.body).unwrap_or_default();
+            let retry_after =
+                crate::error::parse_retry_after(reply.headers.get(header::RETRY_AFTER));
+            let kind = match status {
+                429 => Kind::Throttled,
+                s if s >= 500 => Kind::Unavailable,
+                _ => Kind::Auth,
+            };
+            return Err(AzureError {
+                op: OP,
+                kind,
+                status,
+                code: if err.error.is_empty() {
+                    format!("HTTP{status}")
+                } else {
+                    err.error
+                },
+                // Azure AD's description names the client id at most, never the secret.
+                message: err.error_description,
+                retry_after,
+            });
+        }
+        let parsed: TokenResponse =
+            serde_json::from_slice(&reply.body).map_err(|e| AzureError {
+                op: OP,
+                kind: Kind::Auth,
+                status: reply.status.as_u16(),
+                code: "BadTokenResponse".into(),
+                message: format!("unreadable token response: {e}"),
+                retry_after: None,
+            })?;
+        let lifetime = parsed
+            .expires_in
+            .as_ref()
+            .and_then(seconds)
+            .map_or(Duration::from_secs(3600), Duration::from_secs);
+        Ok((Secret::new(parsed.access_token), lifetime))
+    }
+
+    async fn post_aad(&self, tenant: &str, body: String) -> Result<crate::http::Reply, AzureError> {
+        let url = format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.endpoints.authority.trim_end_matches('/'),
+            utf8_percent_encode(tenant, NON_ALPHANUMERIC)
+        );
+        self.http
+            .send(
+                OP,
+                Method::POST,
+                &url,
+                vec![(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                )],
+                Some(Bytes::from(body)),
+            )
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = Credential::ClientSecret {
+            tenant: "t".into(),
+            client_id: "c".into(),
+            secret: Secret::new("hunter2"),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn refresh_comes_before_expiry() {
+        assert_eq!(
+            refresh_margin(Duration::from_secs(3600)),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            refresh_margin(Duration::from_secs(60)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(seconds(&serde_json::json!("86399")), Some(86399));
+        assert_eq!(seconds(&serde_json::json!(3599)), Some(3599));
+    }
+
+    #[test]
+    fn forms_are_encoded() {
+        assert_eq!(
+            form(&[
+                ("scope", "https://management.azure.com/.default"),
+                ("a", "b c")
+            ]),
+            "scope=https%3A%2F%2Fmanagement%2Eazure%2Ecom%2F%2Edefault&a=b%20c"
+        );
+    }
+}

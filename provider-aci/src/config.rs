@@ -1,0 +1,278 @@
+//! Flags (each with an environment fallback), the credential they select, and their validation.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, ValueEnum};
+
+use crate::auth::{Credential, Secret};
+
+/// How to authenticate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuthMethod {
+    /// Client secret if AZURE_CLIENT_SECRET is set, else workload identity if
+    /// AZURE_FEDERATED_TOKEN_FILE is set, else managed identity.
+    Auto,
+    /// Service principal with a client secret.
+    ClientSecret,
+    /// Workload identity (federated token file).
+    WorkloadIdentity,
+    /// Managed identity through IMDS.
+    ManagedIdentity,
+}
+
+/// ACI settings.
+#[derive(Args, Clone)]
+pub struct AciArgs {
+    /// Azure subscription of the container groups. Required.
+    #[arg(long, env = "AZURE_SUBSCRIPTION_ID")]
+    pub subscription_id: Option<String>,
+
+    /// Resource group of the container groups. Required.
+    #[arg(long, env = "ACI_RESOURCE_GROUP")]
+    pub resource_group: Option<String>,
+
+    /// Azure region of the container groups, e.g. westeurope. Required.
+    #[arg(long, env = "ACI_REGION")]
+    pub location: Option<String>,
+
+    /// ARM endpoint (sovereign clouds, tests).
+    #[arg(
+        long,
+        env = "AZURE_RESOURCE_MANAGER_ENDPOINT",
+        default_value = "https://management.azure.com"
+    )]
+    pub arm_endpoint: String,
+
+    /// Token audience for ARM.
+    #[arg(
+        long,
+        env = "AZURE_RESOURCE_MANAGER_AUDIENCE",
+        default_value = "https://management.azure.com/"
+    )]
+    pub arm_audience: String,
+
+    /// Azure AD authority host (sovereign clouds, tests).
+    #[arg(
+        long,
+        env = "AZURE_AUTHORITY_HOST",
+        default_value = "https://login.microsoftonline.com"
+    )]
+    pub authority_host: String,
+
+    /// Instance metadata service base URL, for managed identity.
+    #[arg(
+        long,
+        env = "AZURE_IMDS_ENDPOINT",
+        default_value = "http://169.254.169.254"
+    )]
+    pub imds_endpoint: String,
+
+    /// How to authenticate.
+    #[arg(long, env = "ACI_AUTH_METHOD", value_enum, default_value_t = AuthMethod::Auto)]
+    pub auth_method: AuthMethod,
+
+    /// Tenant of the service principal or workload identity.
+    #[arg(long, env = "AZURE_TENANT_ID")]
+    pub tenant_id: Option<String>,
+
+    /// Client id of the service principal, workload identity or user-assigned managed identity.
+    #[arg(long, env = "AZURE_CLIENT_ID")]
+    pub client_id: Option<String>,
+
+    /// Federated token file (workload identity); re-read on every token request.
+    #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE")]
+    pub federated_token_file: Option<PathBuf>,
+
+    /// Subnet resource ids the groups join (VNet), comma-separated.
+    #[arg(long, env = "ACI_SUBNET_IDS", value_delimiter = ',')]
+    pub subnet_ids: Vec<String>,
+
+    /// IP address type of groups with ports: Public or Private; default Private with subnets,
+    /// else Public.
+    #[arg(long, env = "ACI_IP_ADDRESS_TYPE")]
+    pub ip_address_type: Option<String>,
+
+    /// GPU SKUs on offer in the region, comma-separated; the first is the default.
+    #[arg(
+        long,
+        env = "ACI_GPU_SKUS",
+        value_delimiter = ',',
+        default_value = "V100,P100,K80"
+    )]
+    pub gpu_skus: Vec<String>,
+
+    /// Operating system of the node's pods: linux or windows.
+    #[arg(long, env = "ACI_OS_TYPE", default_value = "linux")]
+    pub os_type: String,
+
+    /// CPU request of a container that asks for none, in millicores.
+    #[arg(long, env = "ACI_DEFAULT_CPU_MILLIS", default_value_t = 1000)]
+    pub default_cpu_millis: u64,
+
+    /// Memory request of a container that asks for none, in MB (10^6 bytes).
+    #[arg(long, env = "ACI_DEFAULT_MEMORY_MB", default_value_t = 1500)]
+    pub default_memory_mb: u64,
+
+    /// Node capacity: CPU.
+    #[arg(long, env = "ACI_CAPACITY_CPU", default_value = "10000")]
+    pub capacity_cpu: String,
+
+    /// Node capacity: memory.
+    #[arg(long, env = "ACI_CAPACITY_MEMORY", default_value = "4Ti")]
+    pub capacity_memory: String,
+
+    /// Node capacity: pods.
+    #[arg(long, env = "ACI_CAPACITY_PODS", default_value = "5000")]
+    pub capacity_pods: String,
+
+    /// Node capacity: GPUs.
+    #[arg(long, env = "ACI_CAPACITY_GPU", default_value = "100")]
+    pub capacity_gpu: String,
+
+    /// Seconds between two status polls (one List By Resource Group each).
+    #[arg(long, env = "ACI_STATUS_INTERVAL_SECONDS", default_value_t = 5.0)]
+    pub status_interval_seconds: f64,
+
+    /// Seconds after which a group whose list entry lacks an instance view is fetched again even
+    /// if the entry did not change (container restarts and exits show only there).
+    #[arg(
+        long,
+        env = "ACI_INSTANCE_VIEW_REFRESH_SECONDS",
+        default_value_t = 30.0
+    )]
+    pub instance_view_refresh_seconds: f64,
+}
+
+impl std::fmt::Debug for AciArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AciArgs")
+            .field("subscription_id", &self.subscription_id)
+            .field("resource_group", &self.resource_group)
+            .field("location", &self.location)
+            .field("arm_endpoint", &self.arm_endpoint)
+            .field("auth_method", &self.auth_method)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required flag is missing.
+    #[error("--{flag} ({env}) is required")]
+    Missing {
+        /// The flag.
+        flag: &'static str,
+        /// Its environment variable.
+        env: &'static str,
+    },
+    /// A bad value.
+    #[error("{0}")]
+    Bad(String),
+}
+
+/// Validated required settings.
+#[derive(Clone, Debug)]
+pub struct Required {
+    /// Subscription.
+    pub subscription: String,
+    /// Resource group.
+    pub resource_group: String,
+    /// Region.
+    pub location: String,
+}
+
+fn need(v: &Option<String>, flag: &'static str, env: &'static str) -> Result<String, ConfigError> {
+    v.clone()
+        .filter(|s| !s.trim().is_empty())
+        .ok_or(ConfigError::Missing { flag, env })
+}
+
+impl AciArgs {
+    /// Checks what can be checked without calling Azure.
+    pub fn validate(&self) -> Result<Required, ConfigError> {
+        let out = Required {
+            subscription: need(
+                &self.subscription_id,
+                "subscription-id",
+                "AZURE_SUBSCRIPTION_ID",
+            )?,
+            resource_group: need(&self.resource_group, "resource-group", "ACI_RESOURCE_GROUP")?,
+            location: need(&self.location, "location", "ACI_REGION")?,
+        };
+        if !matches!(
+            self.os_type.to_ascii_lowercase().as_str(),
+            "linux" | "windows"
+        ) {
+            return Err(ConfigError::Bad(
+                "--os-type must be linux or windows".into(),
+            ));
+        }
+        if let Some(t) = &self.ip_address_type
+            && !matches!(t.as_str(), "Public" | "Private")
+        {
+            return Err(ConfigError::Bad(
+                "--ip-address-type must be Public or Private".into(),
+            ));
+        }
+        for v in [
+            self.status_interval_seconds,
+            self.instance_view_refresh_seconds,
+        ] {
+            if !(0.1..=3600.0).contains(&v) {
+                return Err(ConfigError::Bad(
+                    "intervals must be between 0.1 and 3600 seconds".into(),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The credential the flags and environment select. The client secret is read from the
+    /// environment only (a flag would show in `ps`).
+    pub fn credential(&self) -> Result<Credential, ConfigError> {
+        let secret = std::env::var("AZURE_CLIENT_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty());
+        let method = match self.auth_method {
+            AuthMethod::Auto if secret.is_some() => AuthMethod::ClientSecret,
+            AuthMethod::Auto if self.federated_token_file.is_some() => AuthMethod::WorkloadIdentity,
+            AuthMethod::Auto => AuthMethod::ManagedIdentity,
+            m => m,
+        };
+        Ok(match method {
+            AuthMethod::ClientSecret => Credential::ClientSecret {
+                tenant: need(&self.tenant_id, "tenant-id", "AZURE_TENANT_ID")?,
+                client_id: need(&self.client_id, "client-id", "AZURE_CLIENT_ID")?,
+                secret: Secret::new(secret.ok_or(ConfigError::Missing {
+                    flag: "(environment only)",
+                    env: "AZURE_CLIENT_SECRET",
+                })?),
+            },
+            AuthMethod::WorkloadIdentity => Credential::WorkloadIdentity {
+                tenant: need(&self.tenant_id, "tenant-id", "AZURE_TENANT_ID")?,
+                client_id: need(&self.client_id, "client-id", "AZURE_CLIENT_ID")?,
+                token_file: self
+                    .federated_token_file
+                    .clone()
+                    .ok_or(ConfigError::Missing {
+                        flag: "federated-token-file",
+                        env: "AZURE_FEDERATED_TOKEN_FILE",
+                    })?,
+            },
+            AuthMethod::ManagedIdentity | AuthMethod::Auto => Credential::ManagedIdentity {
+                client_id: self.client_id.clone().filter(|s| !s.is_empty()),
+            },
+        })
+    }
+
+    /// The status poll interval.
+    pub fn status_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.status_interval_seconds)
+    }
+
+    /// The instance-view refresh interval.
+    pub fn instance_view_refresh(&self) -> Duration {
+        Duration::from_secs_f64(self.instance_view_refresh_seconds)
+    }
+}

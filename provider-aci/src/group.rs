@@ -1,0 +1,1047 @@
+//! Pod → container group: the whole mapping, pure and unit-tested. Anything ACI would reject, or
+//! that would change the pod's meaning if dropped, is refused here (INVALID_ARGUMENT) before Azure
+//! is called; best-effort settings ACI lacks become warnings.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine as _;
+use podprovider_proto::v1::{
+    self as pb, Container, Pod, PodRef, RestartPolicy, probe::Handler, volume::Source,
+};
+use provider_common::naming::{self, NameRules};
+use sha2::{Digest, Sha256};
+
+use crate::model::{
+    AzureFileVolume, ContainerDef, ContainerGroup, ContainerProps, DnsConfig, EnvVar,
+    GitRepoVolume, GpuResource, GroupProperties, HttpHeader, InitContainerDef, InitContainerProps,
+    IpAddress, Port, Probe, ProbeExec, ProbeHttpGet, RegistryCredential, ResourceAmounts,
+    ResourceRequirements, SubnetId, VolumeDef, VolumeMount,
+};
+
+/// Annotation naming the GPU SKU (as the Go provider reads it).
+pub const GPU_SKU_ANNOTATION: &str = "virtual-kubelet.io/gpu-type";
+/// Tag with the pod's grace period, for deletes after a restart.
+pub const TAG_GRACE: &str = "vk-grace-seconds";
+
+/// What shapes every group, from the provider's flags.
+#[derive(Clone, Debug, Default)]
+pub struct GroupSettings {
+    /// Azure region.
+    pub location: String,
+    /// Subnet resource ids (VNet injection); empty = no VNet.
+    pub subnet_ids: Vec<String>,
+    /// Public or Private.
+    pub ip_address_type: String,
+    /// GPU SKUs on offer in the region; the first is the default.
+    pub gpu_skus: Vec<String>,
+    /// CPU request of a container that asks for none, in millicores.
+    pub default_cpu_millis: u64,
+    /// Memory request of a container that asks for none, in bytes.
+    pub default_memory_bytes: u64,
+}
+
+/// A pod that cannot run on ACI; the message is for users.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// The outcome of mapping a pod.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Group name (deterministic from the pod's identity).
+    pub name: String,
+    /// The PUT body.
+    pub group: ContainerGroup,
+    /// Settings ACI lacks that were ignored, one sentence each.
+    pub warnings: Vec<String>,
+    /// Digest of the body (secrets included only through the digest), to recognise an unchanged
+    /// pod in UpdatePod.
+    pub content_hash: String,
+}
+
+/// The group name of a pod: `vk-<ns>-<name>-<hash>`, at most 63 lower-case letters, digits and
+/// hyphens (ACI's rule for container group names).
+pub fn group_name(pod: &PodRef) -> String {
+    naming::resource_name("vk", pod, &NameRules::dns_label(63))
+}
+
+/// CPU in hundredths of a core (ACI takes multiples of 0.01), rounded up.
+fn centicores(millis: u64) -> u64 {
+    millis.div_ceil(10).max(1)
+}
+
+/// Memory in tenths of a GB (ACI takes multiples of 0.1 GB; GB = 10^9 bytes as the Go provider
+/// counts), rounded up so a container gets at least what it asked for.
+fn decigb(bytes: u64) -> u64 {
+    bytes.div_ceil(100_000_000).max(1)
+}
+
+/// A fixed-point amount as ACI prints it: `1.5`, `3`, `0.25`.
+fn fixed(value: u64, scale: u64) -> String {
+    let (int, frac) = (value / scale, value % scale);
+    if frac == 0 {
+        return int.to_string();
+    }
+    let digits = scale.to_string().len() - 1;
+    let s = format!("{int}.{frac:0digits$}");
+    s.trim_end_matches('0').to_owned()
+}
+
+fn to_f64(value: u64, scale: u64) -> f64 {
+    // Values are small (cores, GB); the division is exact enough for two decimals.
+    value as f64 / scale as f64
+}
+
+fn nonneg(v: Option<i64>) -> Option<u64> {
+    v.and_then(|v| u64::try_from(v).ok())
+}
+
+/// Requests and limits of one container in ACI units.
+struct Sized {
+    cpu_req: u64,
+    mem_req: u64,
+    cpu_lim: Option<u64>,
+    mem_lim: Option<u64>,
+    gpu: Option<i64>,
+}
+
+fn size(c: &Container, s: &GroupSettings) -> Sized {
+    let reqs = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+    let lims = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+    // Kubernetes defaults a missing request to the limit.
+    let cpu_req = nonneg(reqs.and_then(|r| r.cpu_millis))
+        .or(nonneg(lims.and_then(|l| l.cpu_millis)))
+        .unwrap_or(s.default_cpu_millis);
+    let mem_req = nonneg(reqs.and_then(|r| r.memory_bytes))
+        .or(nonneg(lims.and_then(|l| l.memory_bytes)))
+        .unwrap_or(s.default_memory_bytes);
+    Sized {
+        cpu_req: centicores(cpu_req),
+        mem_req: decigb(mem_req),
+        cpu_lim: nonneg(lims.and_then(|l| l.cpu_millis)).map(centicores),
+        mem_lim: nonneg(lims.and_then(|l| l.memory_bytes)).map(decigb),
+        gpu: lims
+            .and_then(|l| l.nvidia_gpu)
+            .or(reqs.and_then(|r| r.nvidia_gpu))
+            .filter(|g| *g > 0),
+    }
+}
+
+fn env(c: &Container) -> Vec<EnvVar> {
+    // Later entries win over earlier ones with the same name, as in Kubernetes.
+    let mut out: Vec<EnvVar> = Vec::new();
+    for e in &c.env {
+        let var = if e.sensitive {
+            EnvVar {
+                name: e.name.clone(),
+                value: None,
+                secure_value: Some(e.value.clone()),
+            }
+        } else {
+            EnvVar {
+                name: e.name.clone(),
+                value: Some(e.value.clone()),
+                secure_value: None,
+            }
+        };
+        match out.iter_mut().find(|v| v.name == e.name) {
+            Some(slot) => *slot = var,
+            None => out.push(var),
+        }
+    }
+    out
+}
+
+fn command(c: &Container) -> Result<Vec<String>, Invalid> {
+    if c.command.is_empty() && !c.args.is_empty() {
+        return Err(Invalid(format!(
+            "container {}: ACI cannot override only the arguments of an image's entrypoint; give both command and args",
+            c.name
+        )));
+    }
+    Ok(c.command.iter().chain(&c.args).cloned().collect())
+}
+
+fn mounts(c: &Container, volumes: &BTreeSet<&str>) -> Result<Vec<VolumeMount>, Invalid> {
+    c.volume_mounts
+        .iter()
+        .map(|m| {
+            if !m.sub_path.is_empty() {
+                return Err(Invalid(format!(
+                    "container {}: volume mount {} uses subPath, which ACI does not support",
+                    c.name, m.name
+                )));
+            }
+            if !volumes.contains(m.name.as_str()) {
+                return Err(Invalid(format!(
+                    "container {}: volume mount {} names no volume of the pod",
+                    c.name, m.name
+                )));
+            }
+            Ok(VolumeMount {
+                name: m.name.clone(),
+                mount_path: m.mount_path.clone(),
+                read_only: m.read_only,
+            })
+        })
+        .collect()
+}
+
+fn probe(
+    p: Option<&pb::Probe>,
+    what: &str,
+    c: &Container,
+    warnings: &mut Vec<String>,
+) -> Option<Probe> {
+    let p = p?;
+    let positive = |v: i32| (v > 0).then_some(v);
+    let mut out = Probe {
+        initial_delay_seconds: positive(p.initial_delay_seconds),
+        period_seconds: positive(p.period_seconds),
+        failure_threshold: positive(p.failure_threshold),
+        success_threshold: positive(p.success_threshold),
+        timeout_seconds: positive(p.timeout_seconds),
+        ..Default::default()
+    };
+    match p.handler.as_ref()? {
+        Handler::Exec(e) => {
+            out.exec = Some(ProbeExec {
+                command: e.command.clone(),
+            })
+        }
+        Handler::HttpGet(h) => {
+            out.http_get = Some(ProbeHttpGet {
+                path: (!h.path.is_empty()).then(|| h.path.clone()),
+                port: h.port,
+                scheme: (!h.scheme.is_empty()).then(|| h.scheme.to_ascii_lowercase()),
+                http_headers: h
+                    .http_headers
+                    .iter()
+                    .map(|x| HttpHeader {
+                        name: x.name.clone(),
+                        value: x.value.clone(),
+                    })
+                    .collect(),
+            })
+        }
+        Handler::TcpSocket(_) | Handler::Grpc(_) => {
+            warnings.push(format!(
+                "container {}: the {what} probe was ignored: ACI runs only exec and httpGet probes",
+                c.name
+            ));
+            return None;
+        }
+    }
+    Some(out)
+}
+
+fn best_effort_warnings(c: &Container, warnings: &mut Vec<String>) {
+    let mut ignored = Vec::new();
+    if !c.working_dir.is_empty() {
+        ignored.push("workingDir");
+    }
+    if c.startup_probe.is_some() {
+        ignored.push("startupProbe");
+    }
+    if c.lifecycle.is_some() {
+        ignored.push("lifecycle hooks");
+    }
+    if c.security_context.is_some() {
+        ignored.push("securityContext");
+    }
+    for what in ignored {
+        warnings.push(format!(
+            "container {}: {what} was ignored: ACI does not offer it",
+            c.name
+        ));
+    }
+}
+
+fn protocol(p: &str, c: &Container) -> Result<String, Invalid> {
+    match p.to_ascii_uppercase().as_str() {
+        "" | "TCP" => Ok("TCP".into()),
+        "UDP" => Ok("UDP".into()),
+        other => Err(Invalid(format!(
+            "container {}: port protocol {other} is not supported by ACI (TCP and UDP only)",
+            c.name
+        ))),
+    }
+}
+
+fn volumes(pod: &Pod, warnings: &mut Vec<String>) -> Result<Vec<VolumeDef>, Invalid> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::new();
+    for v in &pod.volumes {
+        let mut def = VolumeDef {
+            name: v.name.clone(),
+            ..Default::default()
+        };
+        match v.source.as_ref() {
+            Some(Source::EmptyDir(e)) => {
+                if e.medium.eq_ignore_ascii_case("memory") {
+                    warnings.push(format!(
+                        "volume {}: medium Memory was ignored: ACI emptyDir volumes are on disk",
+                        v.name
+                    ));
+                }
+                def.empty_dir = Some(serde_json::Map::new());
+            }
+            Some(Source::Files(f)) => {
+                let mut files = BTreeMap::new();
+                for file in &f.files {
+                    if file.path.contains('/') {
+                        return Err(Invalid(format!(
+                            "volume {}: file {} is in a subdirectory; ACI secret volumes hold only top-level files",
+                            v.name, file.path
+                        )));
+                    }
+                    files.insert(file.path.clone(), b64.encode(&file.content));
+                }
+                def.secret = Some(files);
+            }
+            Some(Source::AzureFile(a)) => {
+                def.azure_file = Some(AzureFileVolume {
+                    share_name: a.share_name.clone(),
+                    read_only: a.read_only,
+                    storage_account_name: a.storage_account_name.clone(),
+                    storage_account_key: (!a.storage_account_key.is_empty())
+                        .then(|| a.storage_account_key.clone()),
+                })
+            }
+            Some(Source::GitRepo(g)) => {
+                def.git_repo = Some(GitRepoVolume {
+                    directory: (!g.directory.is_empty()).then(|| g.directory.clone()),
+                    repository: g.repository.clone(),
+                    revision: (!g.revision.is_empty()).then(|| g.revision.clone()),
+                })
+            }
+            Some(Source::Nfs(_)) => {
+                return Err(Invalid(format!(
+                    "volume {}: volume type nfs is not supported by ACI",
+                    v.name
+                )));
+            }
+            Some(Source::Unsupported(u)) => {
+                return Err(Invalid(format!(
+                    "volume {}: volume type {} is not supported by ACI",
+                    v.name, u.kind
+                )));
+            }
+            None => {
+                return Err(Invalid(format!("volume {} has no source", v.name)));
+            }
+        }
+        out.push(def);
+    }
+    Ok(out)
+}
+
+fn registry_server(server: &str) -> String {
+    // ACI wants the host: "https://index.docker.io/v1/" → "index.docker.io".
+    let s = server
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    s.split('/').next().unwrap_or(s).to_owned()
+}
+
+fn credentials(pod: &Pod) -> Vec<RegistryCredential> {
+    pod.registry_credentials
+        .iter()
+        .map(|c| {
+            let (username, password) = if c.password.is_empty() && !c.identity_token.is_empty() {
+                // A registry identity (refresh) token goes in as the password of the null GUID
+                // user, the convention Azure Container Registry uses.
+                (
+                    "00000000-0000-0000-0000-000000000000".to_owned(),
+                    c.identity_token.clone(),
+                )
+            } else {
+                (c.username.clone(), c.password.clone())
+            };
+            RegistryCredential {
+                server: registry_server(&c.server),
+                username: Some(username),
+                password: Some(password),
+            }
+        })
+        .collect()
+}
+
+fn dns(pod: &Pod, warnings: &mut Vec<String>) -> Option<DnsConfig> {
+    let d = pod.dns_config.as_ref()?;
+    if d.nameservers.is_empty() {
+        if !d.searches.is_empty() || !d.options.is_empty() {
+            warnings.push(
+                "dnsConfig searches/options were ignored: ACI needs nameservers in a dnsConfig"
+                    .into(),
+            );
+        }
+        return None;
+    }
+    let join = |v: Vec<String>| (!v.is_empty()).then(|| v.join(" "));
+    Some(DnsConfig {
+        name_servers: d.nameservers.clone(),
+        search_domains: join(d.searches.clone()),
+        options: join(
+            d.options
+                .iter()
+                .map(|o| {
+                    if o.value.is_empty() {
+                        o.name.clone()
+                    } else {
+                        format!("{}:{}", o.name, o.value)
+                    }
+                })
+                .collect(),
+        ),
+    })
+}
+
+/// Maps a pod to its container group.
+pub fn plan(pod: &Pod, s: &GroupSettings) -> Result<Plan, Invalid> {
+    let pod_ref = pod
+        .pod_ref
+        .as_ref()
+        .ok_or_else(|| Invalid("the pod has no pod_ref".into()))?;
+    let name = group_name(pod_ref);
+    let mut warnings = Vec::new();
+    if pod.containers.is_empty() {
+        return Err(Invalid("the pod has no containers".into()));
+    }
+    if pod.containers.len() + pod.init_containers.len() > 60 {
+        return Err(Invalid(
+            "ACI allows at most 60 containers in a container group".into(),
+        ));
+    }
+    let os_type = match pod.os.to_ascii_lowercase().as_str() {
+        "" | "linux" => "Linux",
+        "windows" => "Windows",
+        other => {
+            return Err(Invalid(format!(
+                "operating system {other} is not offered by ACI (linux or windows)"
+            )));
+        }
+    };
+    let vols = volumes(pod, &mut warnings)?;
+    let vol_names: BTreeSet<&str> = pod.volumes.iter().map(|v| v.name.as_str()).collect();
+
+    // Sizes first: ACI caps every limit at the group's total request.
+    let sized: Vec<Sized> = pod.containers.iter().map(|c| size(c, s)).collect();
+    let total_cpu: u64 = sized.iter().map(|z| z.cpu_req).sum();
+    let total_mem: u64 = sized.iter().map(|z| z.mem_req).sum();
+    for (c, z) in pod.containers.iter().zip(&sized) {
+        // ACI's own error (ContainerLimitGreaterThanContainerGroupTotalRequest), word for word.
+        if let Some(l) = z.cpu_lim.filter(|l| *l > total_cpu) {
+            return Err(Invalid(format!(
+                "The 'Cpu' limit '{}' in container '{}' is greater than the total request '{}' of container group '{name}'.",
+                fixed(l, 100),
+                c.name,
+                fixed(total_cpu, 100)
+            )));
+        }
+        if let Some(l) = z.mem_lim.filter(|l| *l > total_mem) {
+            return Err(Invalid(format!(
+                "The 'MemoryInGB' limit '{}' in container '{}' is greater than the total request '{}' of container group '{name}'.",
+                fixed(l, 10),
+                c.name,
+                fixed(total_mem, 10)
+            )));
+        }
+    }
+
+    let gpu_sku = |c: &Container| -> Result<String, Invalid> {
+        let default = s.gpu_skus.first().ok_or_else(|| {
+            Invalid(format!(
+                "container {}: the pod asks for nvidia.com/gpu, but ACI offers no GPU SKU in {}",
+                c.name, s.location
+            ))
+        })?;
+        match pod.annotations.get(GPU_SKU_ANNOTATION) {
+            None => Ok(default.clone()),
+            Some(want) => s
+                .gpu_skus
+                .iter()
+                .find(|k| k.eq_ignore_ascii_case(want))
+                .cloned()
+                .ok_or_else(|| {
+                    Invalid(format!(
+                        "the pod asks for GPU SKU {want}, but ACI offers {} in {}",
+                        s.gpu_skus.join(", "),
+                        s.location
+                    ))
+                }),
+        }
+    };
+
+    let mut containers = Vec::new();
+    let mut group_ports: BTreeSet<Port> = BTreeSet::new();
+    for (c, z) in pod.containers.iter().zip(&sized) {
+        best_effort_warnings(c, &mut warnings);
+        let gpu = match z.gpu {
+            Some(count) => Some(GpuResource {
+                count,
+                sku: gpu_sku(c)?,
+            }),
+            None => None,
+        };
+        let limits = (z.cpu_lim.is_some() || z.mem_lim.is_some() || gpu.is_some()).then(|| {
+            ResourceAmounts {
+                memory_in_gb: to_f64(z.mem_lim.unwrap_or(z.mem_req), 10),
+                cpu: to_f64(z.cpu_lim.unwrap_or(z.cpu_req), 100),
+                gpu: gpu.clone(),
+            }
+        });
+        let mut ports = Vec::new();
+        for p in &c.ports {
+            let port = Port {
+                protocol: Some(protocol(&p.protocol, c)?),
+                port: p.container_port,
+            };
+            group_ports.insert(port.clone());
+            ports.push(port);
+        }
+        containers.push(ContainerDef {
+            name: c.name.clone(),
+            properties: ContainerProps {
+                image: c.image.clone(),
+                command: command(c)?,
+                ports,
+                environment_variables: env(c),
+                resources: ResourceRequirements {
+                    requests: ResourceAmounts {
+                        memory_in_gb: to_f64(z.mem_req, 10),
+                        cpu: to_f64(z.cpu_req, 100),
+                        gpu,
+                    },
+                    limits,
+                },
+                volume_mounts: mounts(c, &vol_names)?,
+                liveness_probe: probe(c.liveness_probe.as_ref(), "liveness", c, &mut warnings),
+                readiness_probe: probe(c.readiness_probe.as_ref(), "readiness", c, &mut warnings),
+                instance_view: None,
+            },
+        });
+    }
+    let mut init_containers = Vec::new();
+    for c in &pod.init_containers {
+        best_effort_warnings(c, &mut warnings);
+        if c.resources
+            .as_ref()
+            .is_some_and(|r| r.requests.is_some() || r.limits.is_some())
+        {
+            warnings.push(format!(
+                "init container {}: resources were ignored: ACI init containers share the group's resources",
+                c.name
+            ));
+        }
+        init_containers.push(InitContainerDef {
+            name: c.name.clone(),
+            properties: InitContainerProps {
+                image: c.image.clone(),
+                command: command(c)?,
+                environment_variables: env(c),
+                volume_mounts: mounts(c, &vol_names)?,
+                instance_view: None,
+            },
+        });
+    }
+    if !pod.host_aliases.is_empty() {
+        warnings.push("hostAliases were ignored: ACI does not offer them".into());
+    }
+    if pod
+        .security_context
+        .as_ref()
+        .is_some_and(|sc| !sc.sysctls.is_empty())
+    {
+        warnings.push("sysctls were ignored: ACI does not offer them".into());
+    }
+
+    let ip_address = (!group_ports.is_empty()).then(|| IpAddress {
+        ports: group_ports.into_iter().collect(),
+        kind: Some(if s.ip_address_type.is_empty() {
+            if s.subnet_ids.is_empty() {
+                "Public"
+            } else {
+                "Private"
+            }
+            .to_owned()
+        } else {
+            s.ip_address_type.clone()
+        }),
+        ip: None,
+    });
+    let restart_policy = match RestartPolicy::try_from(pod.restart_policy) {
+        Ok(RestartPolicy::OnFailure) => "OnFailure",
+        Ok(RestartPolicy::Never) => "Never",
+        _ => "Always",
+    };
+    let mut tags: BTreeMap<String, String> = naming::pod_tags(pod_ref, &pod.node_name)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    tags.insert(
+        TAG_GRACE.into(),
+        pod.termination_grace_period_seconds
+            .unwrap_or(30)
+            .to_string(),
+    );
+    let group = ContainerGroup {
+        id: None,
+        name: None,
+        location: Some(s.location.clone()),
+        tags,
+        properties: GroupProperties {
+            provisioning_state: None,
+            containers,
+            init_containers,
+            image_registry_credentials: credentials(pod),
+            restart_policy: Some(restart_policy.into()),
+            ip_address,
+            os_type: Some(os_type.into()),
+            volumes: vols,
+            subnet_ids: s
+                .subnet_ids
+                .iter()
+                .map(|id| SubnetId { id: id.clone() })
+                .collect(),
+            dns_config: dns(pod, &mut warnings),
+            instance_view: None,
+        },
+    };
+    let body = serde_json::to_vec(&group).map_err(|e| Invalid(format!("cannot encode: {e}")))?;
+    let content_hash: String = Sha256::digest(&body)
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Plan {
+        name,
+        group,
+        warnings,
+        content_hash,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use podprovider_proto::v1::{
+        AzureFileVolume as PbAzureFile, ContainerPort, EmptyDirVolume, EnvVar as PbEnv, ExecAction,
+        FileEntry, FilesVolume, GitRepoVolume as PbGit, HttpGetAction,
+        RegistryCredential as PbCred, ResourceRequirements as PbReq, Resources, TcpSocketAction,
+        UnsupportedVolume, Volume, VolumeMount as PbMount,
+    };
+
+    use super::*;
+
+    fn settings() -> GroupSettings {
+        GroupSettings {
+            location: "westeurope".into(),
+            subnet_ids: vec![],
+            ip_address_type: String::new(),
+            gpu_skus: vec!["V100".into(), "K80".into()],
+            default_cpu_millis: 1000,
+            default_memory_bytes: 1_500_000_000,
+        }
+    }
+
+    fn res(cpu: i64, mem: i64) -> Resources {
+        Resources {
+            cpu_millis: Some(cpu),
+            memory_bytes: Some(mem),
+            ..Default::default()
+        }
+    }
+
+    fn container(name: &str) -> Container {
+        Container {
+            name: name.into(),
+            image: "nginx:1.25".into(),
+            ..Default::default()
+        }
+    }
+
+    fn pod(containers: Vec<Container>) -> Pod {
+        Pod {
+            pod_ref: Some(PodRef {
+                namespace: "default".into(),
+                name: "web".into(),
+                uid: "uid-1".into(),
+            }),
+            node_name: "vk-aci".into(),
+            containers,
+            termination_grace_period_seconds: Some(40),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_plain_pod_gets_defaults_tags_and_a_deterministic_name() {
+        let p = plan(&pod(vec![container("web")]), &settings()).expect("valid");
+        assert_eq!(p.name, group_name(p_ref_plain()));
+        assert!(p.name.starts_with("vk-default-web-"), "{}", p.name);
+        let c = &p.group.properties.containers[0];
+        assert_eq!(c.properties.resources.requests.cpu, 1.0);
+        assert_eq!(c.properties.resources.requests.memory_in_gb, 1.5);
+        assert!(c.properties.resources.limits.is_none());
+        assert_eq!(p.group.tags["vk-pod-uid"], "uid-1");
+        assert_eq!(p.group.tags["vk-node"], "vk-aci");
+        assert_eq!(p.group.tags[TAG_GRACE], "40");
+        assert_eq!(p.group.properties.os_type.as_deref(), Some("Linux"));
+        assert_eq!(p.group.properties.restart_policy.as_deref(), Some("Always"));
+        assert!(p.group.properties.ip_address.is_none());
+        assert_eq!(p.group.location.as_deref(), Some("westeurope"));
+        // Same pod, same body; a new UID is a new group.
+        let again = plan(&pod(vec![container("web")]), &settings()).expect("valid");
+        assert_eq!(again.content_hash, p.content_hash);
+        let mut other = pod(vec![container("web")]);
+        if let Some(r) = other.pod_ref.as_mut() {
+            r.uid = "uid-2".into();
+        }
+        assert_ne!(plan(&other, &settings()).expect("valid").name, p.name);
+    }
+
+    #[test]
+    fn requests_round_up_to_aci_steps_and_limits_are_kept() {
+        let mut c = container("web");
+        c.resources = Some(PbReq {
+            requests: Some(res(255, 256 << 20)),
+            limits: Some(res(500, 512 << 20)),
+        });
+        let mut side = container("side");
+        side.resources = Some(PbReq {
+            requests: Some(res(500, 1 << 30)),
+            limits: None,
+        });
+        let p = plan(&pod(vec![c, side]), &settings()).expect("valid");
+        let r = &p.group.properties.containers[0].properties.resources;
+        assert_eq!(r.requests.cpu, 0.26);
+        assert_eq!(r.requests.memory_in_gb, 0.3);
+        let l = r.limits.as_ref().expect("limits");
+        assert_eq!(l.cpu, 0.5);
+        assert_eq!(l.memory_in_gb, 0.6);
+    }
+
+    #[test]
+    fn a_limit_above_the_group_request_is_refused_with_acis_wording() {
+        let mut c = container("test");
+        c.resources = Some(PbReq {
+            requests: Some(res(300, 1_000_000_000)),
+            limits: Some(res(1500, 1_000_000_000)),
+        });
+        let err = plan(&pod(vec![c]), &settings()).expect_err("invalid");
+        let want = format!(
+            "The 'Cpu' limit '1.5' in container 'test' is greater than the total request '0.3' of container group '{}'.",
+            group_name(p_ref_plain())
+        );
+        assert_eq!(err.0, want);
+
+        let mut c = container("m");
+        c.resources = Some(PbReq {
+            requests: Some(res(1000, 2_000_000_000)),
+            limits: Some(res(1000, 3_000_000_000)),
+        });
+        let err = plan(&pod(vec![c]), &settings()).expect_err("invalid");
+        assert!(
+            err.0.starts_with(
+                "The 'MemoryInGB' limit '3' in container 'm' is greater than the total request '2'"
+            ),
+            "{}",
+            err.0
+        );
+        // Two containers: a limit up to the sum of both requests is fine.
+        let mut a = container("a");
+        a.resources = Some(PbReq {
+            requests: Some(res(1000, 1_000_000_000)),
+            limits: Some(res(2000, 1_000_000_000)),
+        });
+        let mut b = container("b");
+        b.resources = Some(PbReq {
+            requests: Some(res(1000, 1_000_000_000)),
+            limits: None,
+        });
+        assert!(plan(&pod(vec![a, b]), &settings()).is_ok());
+    }
+
+    fn p_ref_plain() -> &'static PodRef {
+        static REF: std::sync::OnceLock<PodRef> = std::sync::OnceLock::new();
+        REF.get_or_init(|| PodRef {
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "uid-1".into(),
+        })
+    }
+
+    #[test]
+    fn env_uses_secure_value_for_secrets_and_ports_open_the_group() {
+        let mut c = container("web");
+        c.env = vec![
+            PbEnv {
+                name: "MODE".into(),
+                value: "demo".into(),
+                sensitive: false,
+            },
+            PbEnv {
+                name: "PASSWORD".into(),
+                value: "s3cr3t".into(),
+                sensitive: true,
+            },
+            PbEnv {
+                name: "MODE".into(),
+                value: "prod".into(),
+                sensitive: false,
+            },
+        ];
+        c.ports = vec![
+            ContainerPort {
+                name: "http".into(),
+                container_port: 80,
+                protocol: "TCP".into(),
+            },
+            ContainerPort {
+                name: "dns".into(),
+                container_port: 53,
+                protocol: "UDP".into(),
+            },
+        ];
+        let p = plan(&pod(vec![c]), &settings()).expect("valid");
+        let json = serde_json::to_value(&p.group).expect("json");
+        let env = &json["properties"]["containers"][0]["properties"]["environmentVariables"];
+        assert_eq!(env[0], serde_json::json!({"name": "MODE", "value": "prod"}));
+        assert_eq!(
+            env[1],
+            serde_json::json!({"name": "PASSWORD", "secureValue": "s3cr3t"})
+        );
+        let ip = &json["properties"]["ipAddress"];
+        assert_eq!(ip["type"], "Public");
+        assert_eq!(
+            ip["ports"],
+            serde_json::json!([{"protocol": "TCP", "port": 80}, {"protocol": "UDP", "port": 53}])
+        );
+        // Debug output never shows the secret.
+        assert!(!format!("{:?}", p.group).contains("s3cr3t"));
+
+        let mut s = settings();
+        s.subnet_ids = vec!["/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/aci".into()];
+        let mut c = container("web");
+        c.ports = vec![ContainerPort {
+            name: String::new(),
+            container_port: 80,
+            protocol: String::new(),
+        }];
+        let p = plan(&pod(vec![c]), &s).expect("valid");
+        let json = serde_json::to_value(&p.group).expect("json");
+        assert_eq!(json["properties"]["ipAddress"]["type"], "Private");
+        assert_eq!(json["properties"]["subnetIds"][0]["id"], s.subnet_ids[0]);
+    }
+
+    #[test]
+    fn volumes_map_to_aci_volume_kinds() {
+        let mut c = container("web");
+        c.volume_mounts = ["scratch", "cfg", "share", "repo"]
+            .iter()
+            .map(|n| PbMount {
+                name: (*n).into(),
+                mount_path: format!("/mnt/{n}"),
+                sub_path: String::new(),
+                read_only: *n == "cfg",
+            })
+            .collect();
+        let mut p = pod(vec![c]);
+        p.volumes = vec![
+            Volume {
+                name: "scratch".into(),
+                source: Some(Source::EmptyDir(EmptyDirVolume::default())),
+            },
+            Volume {
+                name: "cfg".into(),
+                source: Some(Source::Files(FilesVolume {
+                    files: vec![FileEntry {
+                        path: "app.conf".into(),
+                        content: b"hello".to_vec(),
+                        mode: None,
+                        sensitive: false,
+                    }],
+                    ..Default::default()
+                })),
+            },
+            Volume {
+                name: "share".into(),
+                source: Some(Source::AzureFile(PbAzureFile {
+                    share_name: "s".into(),
+                    storage_account_name: "acct".into(),
+                    storage_account_key: "key==".into(),
+                    read_only: false,
+                })),
+            },
+            Volume {
+                name: "repo".into(),
+                source: Some(Source::GitRepo(PbGit {
+                    repository: "https://github.com/x/y".into(),
+                    revision: String::new(),
+                    directory: ".".into(),
+                })),
+            },
+        ];
+        let plan = plan(&p, &settings()).expect("valid");
+        let json = serde_json::to_value(&plan.group).expect("json");
+        let v = &json["properties"]["volumes"];
+        assert_eq!(v[0], serde_json::json!({"name": "scratch", "emptyDir": {}}));
+        assert_eq!(
+            v[1],
+            serde_json::json!({"name": "cfg", "secret": {"app.conf": "aGVsbG8="}})
+        );
+        assert_eq!(
+            v[2]["azureFile"],
+            serde_json::json!({"shareName": "s", "storageAccountName": "acct", "storageAccountKey": "key=="})
+        );
+        assert_eq!(
+            v[3]["gitRepo"],
+            serde_json::json!({"repository": "https://github.com/x/y", "directory": "."})
+        );
+        let mounts = &json["properties"]["containers"][0]["properties"]["volumeMounts"];
+        assert_eq!(
+            mounts[1],
+            serde_json::json!({"name": "cfg", "mountPath": "/mnt/cfg", "readOnly": true})
+        );
+        assert!(!format!("{:?}", plan.group).contains("key=="));
+    }
+
+    #[test]
+    fn unsupported_things_are_refused_or_warned() {
+        let mut p = pod(vec![container("web")]);
+        p.volumes = vec![Volume {
+            name: "h".into(),
+            source: Some(Source::Unsupported(UnsupportedVolume {
+                kind: "hostPath".into(),
+            })),
+        }];
+        assert_eq!(
+            plan(&p, &settings()).expect_err("hostPath").0,
+            "volume h: volume type hostPath is not supported by ACI"
+        );
+        let mut c = container("web");
+        c.args = vec!["-x".into()];
+        assert!(plan(&pod(vec![c]), &settings()).is_err());
+        let mut c = container("web");
+        c.ports = vec![ContainerPort {
+            name: String::new(),
+            container_port: 9,
+            protocol: "SCTP".into(),
+        }];
+        assert!(plan(&pod(vec![c]), &settings()).is_err());
+
+        let mut c = container("web");
+        c.working_dir = "/srv".into();
+        c.liveness_probe = Some(pb::Probe {
+            handler: Some(Handler::TcpSocket(TcpSocketAction {
+                port: 80,
+                host: String::new(),
+            })),
+            ..Default::default()
+        });
+        let p = plan(&pod(vec![c]), &settings()).expect("valid");
+        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
+        assert!(
+            p.group.properties.containers[0]
+                .properties
+                .liveness_probe
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn probes_init_containers_credentials_dns_gpu_and_restart_policy() {
+        let mut c = container("web");
+        c.liveness_probe = Some(pb::Probe {
+            handler: Some(Handler::HttpGet(HttpGetAction {
+                path: "/healthz".into(),
+                port: 8080,
+                host: String::new(),
+                scheme: "HTTP".into(),
+                http_headers: vec![],
+            })),
+            period_seconds: 5,
+            ..Default::default()
+        });
+        c.readiness_probe = Some(pb::Probe {
+            handler: Some(Handler::Exec(ExecAction {
+                command: vec!["cat".into(), "/tmp/ready".into()],
+            })),
+            ..Default::default()
+        });
+        c.resources = Some(PbReq {
+            requests: Some(res(1000, 1_000_000_000)),
+            limits: Some(Resources {
+                nvidia_gpu: Some(2),
+                ..Default::default()
+            }),
+        });
+        let mut p = pod(vec![c]);
+        p.init_containers = vec![Container {
+            command: vec!["sh".into()],
+            args: vec!["-c".into(), "echo init".into()],
+            ..container("init")
+        }];
+        p.registry_credentials = vec![PbCred {
+            server: "https://index.docker.io/v1/".into(),
+            username: "u".into(),
+            password: "pw".into(),
+            identity_token: String::new(),
+        }];
+        p.dns_config = Some(pb::DnsConfig {
+            nameservers: vec!["10.0.0.10".into()],
+            searches: vec!["a.svc".into(), "svc".into()],
+            options: vec![pb::DnsOption {
+                name: "ndots".into(),
+                value: "2".into(),
+            }],
+        });
+        p.restart_policy = RestartPolicy::Never as i32;
+        p.os = "windows".into();
+        p.annotations
+            .insert(GPU_SKU_ANNOTATION.into(), "k80".into());
+        let plan = plan(&p, &settings()).expect("valid");
+        let json = serde_json::to_value(&plan.group).expect("json");
+        let props = &json["properties"];
+        let cp = &props["containers"][0]["properties"];
+        assert_eq!(
+            cp["livenessProbe"],
+            serde_json::json!({"httpGet": {"path": "/healthz", "port": 8080, "scheme": "http"}, "periodSeconds": 5})
+        );
+        assert_eq!(
+            cp["readinessProbe"]["exec"]["command"],
+            serde_json::json!(["cat", "/tmp/ready"])
+        );
+        assert_eq!(
+            cp["resources"]["requests"]["gpu"],
+            serde_json::json!({"count": 2, "sku": "K80"})
+        );
+        assert_eq!(
+            props["initContainers"][0]["properties"]["command"],
+            serde_json::json!(["sh", "-c", "echo init"])
+        );
+        assert_eq!(
+            props["imageRegistryCredentials"][0],
+            serde_json::json!({"server": "index.docker.io", "username": "u", "password": "pw"})
+        );
+        assert_eq!(
+            props["dnsConfig"],
+            serde_json::json!({"nameServers": ["10.0.0.10"], "searchDomains": "a.svc svc", "options": "ndots:2"})
+        );
+        assert_eq!(props["restartPolicy"], "Never");
+        assert_eq!(props["osType"], "Windows");
+
+        let mut bad = p.clone();
+        bad.annotations
+            .insert(GPU_SKU_ANNOTATION.into(), "H100".into());
+        assert!(self::plan(&bad, &settings()).is_err());
+    }
+
+    #[test]
+    fn fixed_point_formatting() {
+        assert_eq!(fixed(150, 100), "1.5");
+        assert_eq!(fixed(300, 100), "3");
+        assert_eq!(fixed(25, 100), "0.25");
+        assert_eq!(fixed(3, 10), "0.3");
+    }
+}

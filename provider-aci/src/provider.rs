@@ -1,0 +1,674 @@
+//! The `PodProvider` implementation: pods as ACI container groups.
+
+use std::{
+    collections::{HashMap, HashSet},
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use futures::{Stream, StreamExt, stream};
+use podprovider_proto::v1::{
+    AttachRequest, CreatePodRequest, CreatePodResponse, DeletePodRequest, DeletePodResponse,
+    ExecRequest, GetContainerLogsRequest, GetNodeInfoRequest, GetPodRequest, GetPodResponse,
+    GetStatsRequest, GetStatsResponse, ListPodsRequest, ListPodsResponse, LogChunk, NodeInfo,
+    NodeSystemInfo, PingRequest, PingResponse, Pod, PodEvent, PodRef, PodStatus,
+    PortForwardRequest, PortForwardResponse, StreamOutput, Taint, UpdatePodRequest,
+    UpdatePodResponse, WatchPodsRequest, container_state::State as CState, exec_request,
+};
+use provider_common::{
+    naming,
+    status_loop::{PollHealth, StatusHub},
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    arm::Arm,
+    error::AzureError,
+    generic_ws_exec::{self, Wrapper},
+    group::{self, GroupSettings},
+    logs,
+    model::{ContainerGroup, TerminalSize},
+    status,
+};
+
+/// How long a freshly created group may be missing from ARM's list (eventual consistency) before
+/// the provider asks for it directly.
+const LIST_GRACE: Duration = Duration::from_secs(60);
+/// GETs in flight at once during a poll.
+const DETAIL_CONCURRENCY: usize = 8;
+
+/// Provider settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// What shapes groups.
+    pub groups: GroupSettings,
+    /// Node capacity.
+    pub capacity: HashMap<String, String>,
+    /// "linux" or "windows".
+    pub operating_system: String,
+    /// Re-fetch a group lacking an instance view in the list after this long.
+    pub instance_view_refresh: Duration,
+}
+
+/// A pod this provider runs.
+#[derive(Clone, Debug)]
+struct Tracked {
+    pod_ref: PodRef,
+    node: String,
+    group: String,
+    content_hash: Option<String>,
+    deleting: bool,
+    created: Instant,
+    /// The list entry last seen, serialized, to notice changes.
+    entry_fingerprint: String,
+    /// The most detailed view last seen (GET, or a list entry with instance views).
+    last_view: Option<ContainerGroup>,
+    last_detail: Option<Instant>,
+    /// Container names (app and init), for logs and exec.
+    containers: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pods: HashMap<String, Tracked>,
+    creating: HashSet<String>,
+}
+
+/// Pods on ACI.
+#[derive(Clone)]
+pub struct AciProvider {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    arm: Arm,
+    settings: Settings,
+    hub: Arc<StatusHub>,
+    state: Mutex<State>,
+    create_done: tokio::sync::Notify,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn check_ref(r: Option<&PodRef>) -> Result<PodRef, Status> {
+    match r {
+        Some(r) if !r.namespace.is_empty() && !r.name.is_empty() && !r.uid.is_empty() => {
+            Ok(r.clone())
+        }
+        _ => Err(Status::invalid_argument(
+            "pod_ref needs namespace, name and uid",
+        )),
+    }
+}
+
+fn now_ts() -> prost_types::Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(0),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn container_names(g: &ContainerGroup) -> Vec<String> {
+    g.properties
+        .containers
+        .iter()
+        .map(|c| c.name.clone())
+        .chain(g.properties.init_containers.iter().map(|c| c.name.clone()))
+        .collect()
+}
+
+fn pod_of(g: &ContainerGroup) -> Option<(PodRef, String)> {
+    naming::pod_from_tags(g.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// The state of one container in a status, if known.
+fn container_state<'a>(s: &'a PodStatus, name: &str) -> Option<&'a CState> {
+    s.container_statuses
+        .iter()
+        .chain(&s.init_container_statuses)
+        .find(|c| c.name == name)
+        .and_then(|c| c.state.as_ref())
+        .and_then(|st| st.state.as_ref())
+}
+
+fn not_known(r: &PodRef) -> Status {
+    Status::not_found(format!("pod {}/{} is not known", r.namespace, r.name))
+}
+
+impl AciProvider {
+    /// A provider on `arm` with `settings`.
+    pub fn new(arm: Arm, settings: Settings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                arm,
+                settings,
+                hub: StatusHub::new(),
+                state: Mutex::default(),
+                create_done: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    /// The status hub (for the poll loop).
+    pub fn hub(&self) -> Arc<StatusHub> {
+        self.inner.hub.clone()
+    }
+
+    /// One status poll: one List By Resource Group, then a GET for each group whose list entry
+    /// changed or lacks a recent instance view; groups of ours we do not track are adopted (after
+    /// a restart). Returns the complete (node, status) list for the hub.
+    pub async fn poll(&self) -> Result<Vec<(String, PodStatus)>, AzureError> {
+        let arm = &self.inner.arm;
+        let listed = arm.list_groups().await?;
+        let refresh = self.inner.settings.instance_view_refresh;
+        let now = Instant::now();
+        let mut to_get: Vec<String> = Vec::new();
+        let mut listed_uids: HashSet<String> = HashSet::new();
+        {
+            let mut st = lock(&self.inner.state);
+            for g in listed {
+                let Some((pod_ref, node)) = pod_of(&g) else {
+                    continue;
+                };
+                let Some(name) = g.name.clone() else {
+                    continue;
+                };
+                listed_uids.insert(pod_ref.uid.clone());
+                let fp = serde_json::to_string(&g).unwrap_or_default();
+                let has_view = g.properties.instance_view.is_some();
+                let t = st.pods.entry(pod_ref.uid.clone()).or_insert_with(|| {
+                    tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), group = %name, "adopted a container group from its tags");
+                    Tracked {
+                        pod_ref: pod_ref.clone(),
+                        node: node.clone(),
+                        group: name.clone(),
+                        content_hash: None,
+                        deleting: false,
+                        created: now,
+                        entry_fingerprint: String::new(),
+                        last_view: None,
+                        last_detail: None,
+                        containers: container_names(&g),
+                    }
+                });
+                let changed = t.entry_fingerprint != fp;
+                t.entry_fingerprint = fp;
+                if has_view {
+                    t.last_view = Some(g);
+                    t.last_detail = Some(now);
+                } else if changed
+                    || t.last_view.is_none()
+                    || t.last_detail
+                        .is_none_or(|d| now.duration_since(d) >= refresh)
+                {
+                    to_get.push(pod_ref.uid.clone());
+                } else if let Some(v) = t.last_view.as_mut() {
+                    // Keep the detailed view, but take the list's newer group-level fields.
+                    v.properties.provisioning_state = g.properties.provisioning_state.clone();
+                }
+            }
+            // Tracked groups missing from the list: gone if we deleted them; otherwise asked for
+            // directly once the list has had time to show them.
+            let mut gone = Vec::new();
+            for (uid, t) in &st.pods {
+                if listed_uids.contains(uid) {
+                    continue;
+                }
+                if t.deleting {
+                    gone.push(uid.clone());
+                } else if now.duration_since(t.created) > LIST_GRACE {
+                    to_get.push(uid.clone());
+                }
+            }
+            for uid in gone {
+                st.pods.remove(&uid);
+            }
+        }
+
+        let targets: Vec<(String, String)> = {
+            let st = lock(&self.inner.state);
+            to_get
+                .into_iter()
+                .filter_map(|uid| st.pods.get(&uid).map(|t| (uid, t.group.clone())))
+                .collect()
+        };
+        let fetched: Vec<(String, Result<Option<ContainerGroup>, AzureError>)> =
+            stream::iter(targets)
+                .map(|(uid, name)| async move { (uid, arm.get_group(&name).await) })
+                .buffer_unordered(DETAIL_CONCURRENCY)
+                .collect()
+                .await;
+        {
+            let mut st = lock(&self.inner.state);
+            for (uid, got) in fetched {
+                match got {
+                    Ok(Some(g)) => {
+                        if let Some(t) = st.pods.get_mut(&uid) {
+                            t.last_view = Some(g);
+                            t.last_detail = Some(now);
+                        }
+                    }
+                    // Not there: deleted behind our back (or by us).
+                    Ok(None) => {
+                        if !listed_uids.contains(&uid) {
+                            tracing::info!(uid = %uid, "container group is gone");
+                            st.pods.remove(&uid);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, uid = %uid, "cannot read a container group; keeping its last status")
+                    }
+                }
+            }
+        }
+
+        let st = lock(&self.inner.state);
+        let mut out = Vec::new();
+        for (uid, t) in &st.pods {
+            let status = match &t.last_view {
+                Some(g) => status::pod_status(&t.pod_ref, g),
+                // Accepted, not seen yet: keep what the create reported.
+                None => match self.inner.hub.get(uid) {
+                    Some(s) => s,
+                    None => continue,
+                },
+            };
+            out.push((t.node.clone(), status));
+        }
+        Ok(out)
+    }
+
+    async fn create(&self, pod: Pod) -> Result<PodStatus, Status> {
+        let pod_ref = check_ref(pod.pod_ref.as_ref())?;
+        let plan = group::plan(&pod, &self.inner.settings.groups)
+            .map_err(|e| Status::invalid_argument(e.0))?;
+        let node = pod.node_name.clone();
+        let uid = pod_ref.uid.clone();
+        // One create per UID at a time; a retry while the first runs waits for its outcome.
+        loop {
+            let notified = self.inner.create_done.notified();
+            {
+                let mut st = lock(&self.inner.state);
+                if st.pods.contains_key(&uid) {
+                    drop(st);
+                    return Ok(self
+                        .inner
+                        .hub
+                        .get(&uid)
+                        .unwrap_or_else(|| status::accepted(&pod_ref, &plan.group, "")));
+                }
+                if st.creating.insert(uid.clone()) {
+                    break;
+                }
+            }
+            notified.await;
+        }
+        let result = self.inner.arm.put_group(&plan.name, &plan.group).await;
+        lock(&self.inner.state).creating.remove(&uid);
+        self.inner.create_done.notify_waiters();
+        let created = result.map_err(|e| e.to_status())?;
+        let id = created.id.clone().unwrap_or_default();
+        let status = status::accepted(&pod_ref, &plan.group, &id);
+        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %uid, group = %plan.name, "container group created");
+        lock(&self.inner.state).pods.insert(
+            uid.clone(),
+            Tracked {
+                pod_ref: pod_ref.clone(),
+                node: node.clone(),
+                group: plan.name.clone(),
+                content_hash: Some(plan.content_hash.clone()),
+                deleting: false,
+                created: Instant::now(),
+                entry_fingerprint: String::new(),
+                last_view: None,
+                last_detail: None,
+                containers: container_names(&plan.group),
+            },
+        );
+        self.inner.hub.upsert(&node, status.clone());
+        for w in &plan.warnings {
+            self.inner.hub.event(
+                &node,
+                PodEvent {
+                    pod_ref: Some(pod_ref.clone()),
+                    warning: true,
+                    reason: "ProviderIgnoredSetting".into(),
+                    message: w.clone(),
+                    time: Some(now_ts()),
+                },
+            );
+        }
+        Ok(status)
+    }
+
+    async fn delete(&self, pod_ref: PodRef) -> Result<bool, Status> {
+        let tracked = lock(&self.inner.state)
+            .pods
+            .get(&pod_ref.uid)
+            .map(|t| t.group.clone());
+        // Names follow from the identity: an untracked pod's group can still be found.
+        let name = tracked
+            .clone()
+            .unwrap_or_else(|| group::group_name(&pod_ref));
+        let existed = self
+            .inner
+            .arm
+            .delete_group(&name)
+            .await
+            .map_err(|e| e.to_status())?;
+        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %name, existed, "container group deleted");
+        let mut st = lock(&self.inner.state);
+        if let Some(t) = st.pods.get_mut(&pod_ref.uid) {
+            t.deleting = true;
+        }
+        Ok(existed || tracked.is_some())
+    }
+
+    /// The group of a known pod and whether `container` is in it.
+    fn locate(&self, pod_ref: &PodRef, container: &str) -> Result<String, Status> {
+        let st = lock(&self.inner.state);
+        let t = st
+            .pods
+            .get(&pod_ref.uid)
+            .ok_or_else(|| not_known(pod_ref))?;
+        if !t.containers.iter().any(|c| c == container) {
+            return Err(Status::not_found(format!(
+                "container {container} is not in pod {}/{}",
+                pod_ref.namespace, pod_ref.name
+            )));
+        }
+        Ok(t.group.clone())
+    }
+
+    fn is_running(&self, uid: &str, container: &str) -> bool {
+        let deleting = lock(&self.inner.state)
+            .pods
+            .get(uid)
+            .is_none_or(|t| t.deleting);
+        !deleting
+            && self
+                .inner
+                .hub
+                .get(uid)
+                .as_ref()
+                .and_then(|s| container_state(s, container))
+                .is_some_and(|s| matches!(s, CState::Running(_)))
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl podprovider_proto::PodProvider for AciProvider {
+    async fn get_node_info(
+        &self,
+        _req: Request<GetNodeInfoRequest>,
+    ) -> Result<Response<NodeInfo>, Status> {
+        let s = &self.inner.settings;
+        let labels = HashMap::from([(
+            "topology.kubernetes.io/region".to_owned(),
+            s.groups.location.clone(),
+        )]);
+        Ok(Response::new(NodeInfo {
+            provider_name: "aci".into(),
+            provider_version: env!("CARGO_PKG_VERSION").into(),
+            capacity: s.capacity.clone(),
+            allocatable: HashMap::new(),
+            operating_system: s.operating_system.clone(),
+            architecture: "amd64".into(),
+            labels,
+            // The taint AKS virtual nodes carry; pods opt in with a toleration.
+            taints: vec![Taint {
+                key: "azure.com/aci".into(),
+                value: String::new(),
+                effect: "NoSchedule".into(),
+            }],
+            conditions: Vec::new(),
+            system_info: Some(NodeSystemInfo {
+                os_image: "Azure Container Instances".into(),
+                kernel_version: String::new(),
+                container_runtime_version: format!("aci://{}", crate::arm::API_VERSION),
+            }),
+            revision: "1".into(),
+        }))
+    }
+
+    async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        let (ready, reason, message) = match self.inner.hub.health() {
+            PollHealth::Ok | PollHealth::Starting => (true, String::new(), String::new()),
+            PollHealth::Failed(msg) => (
+                false,
+                "CloudAPIUnreachable".to_owned(),
+                format!("The last ACI status poll failed: {msg}"),
+            ),
+        };
+        Ok(Response::new(PingResponse {
+            ready,
+            reason,
+            message,
+            node_info_revision: "1".into(),
+        }))
+    }
+
+    async fn create_pod(
+        &self,
+        req: Request<CreatePodRequest>,
+    ) -> Result<Response<CreatePodResponse>, Status> {
+        let pod = req
+            .into_inner()
+            .pod
+            .ok_or_else(|| Status::invalid_argument("CreatePod needs a pod"))?;
+        let status = self.create(pod).await?;
+        Ok(Response::new(CreatePodResponse {
+            status: Some(status),
+        }))
+    }
+
+    async fn update_pod(
+        &self,
+        req: Request<UpdatePodRequest>,
+    ) -> Result<Response<UpdatePodResponse>, Status> {
+        let pod = req
+            .into_inner()
+            .pod
+            .ok_or_else(|| Status::invalid_argument("UpdatePod needs a pod"))?;
+        let pod_ref = check_ref(pod.pod_ref.as_ref())?;
+        let plan = group::plan(&pod, &self.inner.settings.groups)
+            .map_err(|e| Status::invalid_argument(e.0))?;
+        let hash = lock(&self.inner.state)
+            .pods
+            .get(&pod_ref.uid)
+            .map(|t| t.content_hash.clone())
+            .ok_or_else(|| not_known(&pod_ref))?;
+        if hash.as_deref() != Some(plan.content_hash.as_str()) {
+            return Err(Status::unimplemented(
+                "ACI cannot change a running container group in place (a changed group is redeployed, restarting its containers)",
+            ));
+        }
+        Ok(Response::new(UpdatePodResponse {
+            status: self.inner.hub.get(&pod_ref.uid),
+        }))
+    }
+
+    async fn delete_pod(
+        &self,
+        req: Request<DeletePodRequest>,
+    ) -> Result<Response<DeletePodResponse>, Status> {
+        let pod_ref = check_ref(req.get_ref().pod_ref.as_ref())?;
+        let found = self.delete(pod_ref).await?;
+        Ok(Response::new(DeletePodResponse { found }))
+    }
+
+    async fn get_pod(
+        &self,
+        req: Request<GetPodRequest>,
+    ) -> Result<Response<GetPodResponse>, Status> {
+        let pod_ref = check_ref(req.get_ref().pod_ref.as_ref())?;
+        let status = self
+            .inner
+            .hub
+            .get(&pod_ref.uid)
+            .ok_or_else(|| not_known(&pod_ref))?;
+        Ok(Response::new(GetPodResponse {
+            status: Some(status),
+        }))
+    }
+
+    async fn list_pods(
+        &self,
+        req: Request<ListPodsRequest>,
+    ) -> Result<Response<ListPodsResponse>, Status> {
+        Ok(Response::new(ListPodsResponse {
+            pods: self.inner.hub.list(&req.get_ref().node_name),
+        }))
+    }
+
+    async fn watch_pods(
+        &self,
+        req: Request<WatchPodsRequest>,
+    ) -> Result<Response<BoxStream<podprovider_proto::v1::WatchPodsEvent>>, Status> {
+        Ok(Response::new(
+            self.inner.hub.watch(&req.get_ref().node_name),
+        ))
+    }
+
+    async fn get_container_logs(
+        &self,
+        req: Request<GetContainerLogsRequest>,
+    ) -> Result<Response<BoxStream<LogChunk>>, Status> {
+        let req = req.into_inner();
+        let pod_ref = check_ref(req.pod_ref.as_ref())?;
+        let group = self.locate(&pod_ref, &req.container)?;
+        if req.previous {
+            return Err(Status::not_found(
+                "there is no previous instance's log: ACI keeps only the current container's log",
+            ));
+        }
+        if let Some(CState::Waiting(w)) = self
+            .inner
+            .hub
+            .get(&pod_ref.uid)
+            .as_ref()
+            .and_then(|s| container_state(s, &req.container))
+        {
+            return Err(Status::failed_precondition(format!(
+                "container {} is waiting to start ({})",
+                req.container, w.reason
+            )));
+        }
+        let (tx, rx) = mpsc::channel(16);
+        let me = self.clone();
+        let uid = pod_ref.uid.clone();
+        let container = req.container.clone();
+        tokio::spawn(logs::stream_logs(
+            self.inner.arm.clone(),
+            group,
+            req,
+            tx,
+            move || me.is_running(&uid, &container),
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn exec(
+        &self,
+        req: Request<Streaming<ExecRequest>>,
+    ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
+        let mut input = req.into_inner();
+        let start = match input.message().await? {
+            Some(ExecRequest {
+                request: Some(exec_request::Request::Start(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first Exec message must be start",
+                ));
+            }
+        };
+        let pod_ref = check_ref(start.pod_ref.as_ref())?;
+        let group = self.locate(&pod_ref, &start.container)?;
+        if start.command.is_empty() {
+            return Err(Status::invalid_argument("exec needs a command"));
+        }
+        if !self.is_running(&pod_ref.uid, &start.container) {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                start.container
+            )));
+        }
+        // ACI runs one executable without arguments: a lone command in a terminal goes straight
+        // through; anything else runs under /bin/sh, which reports the exit status.
+        let (command, wrapper) = if start.tty && start.command.len() == 1 {
+            (start.command[0].clone(), None)
+        } else {
+            let nonce: String = (0..12)
+                .map(|_| char::from(b'a' + rand::random_range(0..26u8)))
+                .collect();
+            (
+                "/bin/sh".to_owned(),
+                Some(Wrapper::new(&start.command, start.stdin, start.tty, &nonce)),
+            )
+        };
+        let size = start.terminal_size.map_or(
+            TerminalSize {
+                rows: 40,
+                cols: 120,
+            },
+            |s| TerminalSize {
+                rows: s.height.max(1),
+                cols: s.width.max(1),
+            },
+        );
+        let session = self
+            .inner
+            .arm
+            .exec(&group, &start.container, &command, size)
+            .await
+            .map_err(|e| e.to_status())?;
+        let ws = generic_ws_exec::connect(
+            &session.web_socket_uri,
+            Some(&session.password),
+            self.inner.arm.http().tls.clone(),
+        )
+        .await
+        .map_err(Status::unavailable)?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(generic_ws_exec::bridge(ws, input, wrapper, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn attach(
+        &self,
+        _req: Request<Streaming<AttachRequest>>,
+    ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
+        Err(Status::unimplemented(
+            "attach is not offered by ACI: it has no API to attach to a container's main process",
+        ))
+    }
+
+    async fn port_forward(
+        &self,
+        _req: Request<Streaming<PortForwardRequest>>,
+    ) -> Result<Response<BoxStream<PortForwardResponse>>, Status> {
+        Err(Status::unimplemented(
+            "port-forward is not offered by ACI: it has no port-forwarding API",
+        ))
+    }
+
+    async fn get_stats(
+        &self,
+        _req: Request<GetStatsRequest>,
+    ) -> Result<Response<GetStatsResponse>, Status> {
+        Err(Status::unimplemented(
+            "stats are not offered by the ACI provider: ACI reports usage only as Azure Monitor metrics, one query per container group, which this provider does not make",
+        ))
+    }
+}

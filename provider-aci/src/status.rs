@@ -1,0 +1,389 @@
+//! Container group → pod status (pure): `provisioningState` first, then `instanceView.state`,
+//! then each container's `currentState` (Waiting/Running/Terminated with exit codes) and
+//! `restartCount`.
+
+use podprovider_proto::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, PodPhase, PodRef, PodStatus, container_state::State,
+};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use crate::model::{self, ContainerGroup, ContainerInstanceView};
+
+/// Parses an ARM timestamp.
+pub fn timestamp(s: Option<&str>) -> Option<prost_types::Timestamp> {
+    let t = OffsetDateTime::parse(s?, &Rfc3339).ok()?;
+    Some(prost_types::Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: i32::try_from(t.nanosecond()).unwrap_or(0),
+    })
+}
+
+fn state(s: Option<&model::ContainerState>, waiting_reason: &str) -> ContainerState {
+    let Some(s) = s else {
+        return ContainerState {
+            state: Some(State::Waiting(ContainerStateWaiting {
+                reason: waiting_reason.into(),
+                message: String::new(),
+            })),
+        };
+    };
+    let detail = s.detail_status.clone().unwrap_or_default();
+    let inner = match s.state.as_deref().unwrap_or_default() {
+        "Running" => State::Running(ContainerStateRunning {
+            started_at: timestamp(s.start_time.as_deref()),
+        }),
+        "Terminated" => {
+            let code = s.exit_code.unwrap_or(0);
+            State::Terminated(ContainerStateTerminated {
+                exit_code: code,
+                signal: 0,
+                reason: if code == 0 { "Completed" } else { "Error" }.into(),
+                message: detail,
+                started_at: timestamp(s.start_time.as_deref()),
+                finished_at: timestamp(s.finish_time.as_deref()),
+            })
+        }
+        _ => State::Waiting(ContainerStateWaiting {
+            reason: if detail.is_empty() {
+                waiting_reason.to_owned()
+            } else {
+                // ACI's detail (e.g. "CrashLoopBackOff: Back-off restarting") starts with a word.
+                detail
+                    .split([':', ' '])
+                    .next()
+                    .unwrap_or(waiting_reason)
+                    .to_owned()
+            },
+            message: detail,
+        }),
+    };
+    ContainerState { state: Some(inner) }
+}
+
+fn container_status(
+    name: &str,
+    image: &str,
+    view: Option<&ContainerInstanceView>,
+    waiting_reason: &str,
+) -> ContainerStatus {
+    let current = state(view.and_then(|v| v.current_state.as_ref()), waiting_reason);
+    let running = matches!(current.state, Some(State::Running(_)));
+    ContainerStatus {
+        name: name.into(),
+        image: image.into(),
+        image_id: String::new(),
+        container_id: String::new(),
+        ready: running,
+        started: running,
+        restart_count: view.and_then(|v| v.restart_count).unwrap_or(0),
+        state: Some(current),
+        last_state: view
+            .and_then(|v| v.previous_state.as_ref())
+            .filter(|p| p.state.is_some())
+            .map(|p| state(Some(p), "")),
+    }
+}
+
+fn is_terminated(c: &ContainerStatus) -> Option<i32> {
+    match c.state.as_ref().and_then(|s| s.state.as_ref()) {
+        Some(State::Terminated(t)) => Some(t.exit_code),
+        _ => None,
+    }
+}
+
+/// The last warning ACI recorded for the group or a container, for failure messages.
+fn last_warning(g: &ContainerGroup) -> Option<String> {
+    let group = g.properties.instance_view.iter().flat_map(|v| &v.events);
+    let containers = g
+        .properties
+        .containers
+        .iter()
+        .filter_map(|c| c.properties.instance_view.as_ref())
+        .flat_map(|v| &v.events);
+    group
+        .chain(containers)
+        .filter(|e| e.kind.as_deref() == Some("Warning"))
+        .filter_map(|e| e.message.clone())
+        .next_back()
+}
+
+/// The status of a pod from its group.
+pub fn pod_status(pod_ref: &PodRef, g: &ContainerGroup) -> PodStatus {
+    let provisioning = g.properties.provisioning_state.as_deref().unwrap_or("");
+    let group_state = g
+        .properties
+        .instance_view
+        .as_ref()
+        .and_then(|v| v.state.as_deref())
+        .unwrap_or("");
+    let waiting_reason = if provisioning == "Failed" {
+        "ProviderFailed"
+    } else {
+        "ContainerCreating"
+    };
+    let init_statuses: Vec<ContainerStatus> = g
+        .properties
+        .init_containers
+        .iter()
+        .map(|c| {
+            container_status(
+                &c.name,
+                &c.properties.image,
+                c.properties.instance_view.as_ref(),
+                "PodInitializing",
+            )
+        })
+        .collect();
+    let init_done = init_statuses.iter().all(|c| is_terminated(c) == Some(0));
+    let statuses: Vec<ContainerStatus> = g
+        .properties
+        .containers
+        .iter()
+        .map(|c| {
+            container_status(
+                &c.name,
+                &c.properties.image,
+                c.properties.instance_view.as_ref(),
+                if init_done {
+                    waiting_reason
+                } else {
+                    "PodInitializing"
+                },
+            )
+        })
+        .collect();
+    let any_running = statuses.iter().any(|c| {
+        matches!(
+            c.state.as_ref().and_then(|s| s.state.as_ref()),
+            Some(State::Running(_))
+        )
+    });
+    let exits: Vec<Option<i32>> = statuses.iter().map(is_terminated).collect();
+    let all_exited = !exits.is_empty() && exits.iter().all(Option::is_some);
+    let all_zero = all_exited && exits.iter().all(|e| *e == Some(0));
+    let restart_policy = g.properties.restart_policy.as_deref().unwrap_or("Always");
+
+    let none = || (String::new(), String::new());
+    let by_exit = |zero: bool| {
+        if zero {
+            PodPhase::Succeeded
+        } else {
+            PodPhase::Failed
+        }
+    };
+    let (phase, (reason, message)) = if provisioning == "Failed" && !any_running {
+        (
+            PodPhase::Failed,
+            (
+                "ProviderFailed".to_owned(),
+                last_warning(g).unwrap_or_else(|| "ACI failed the container group".into()),
+            ),
+        )
+    } else if group_state == "Succeeded" {
+        (PodPhase::Succeeded, none())
+    } else if group_state == "Failed" && !any_running {
+        (PodPhase::Failed, none())
+    } else if group_state == "Stopped" && !any_running {
+        let reason = if all_zero {
+            none()
+        } else {
+            ("Stopped".into(), "the container group was stopped".into())
+        };
+        (by_exit(all_zero), reason)
+    } else if all_exited && restart_policy == "Never" {
+        (by_exit(all_zero), none())
+    } else if all_zero && restart_policy == "OnFailure" {
+        (PodPhase::Succeeded, none())
+    } else if any_running || (group_state == "Running" && all_exited) {
+        (PodPhase::Running, none())
+    } else {
+        (PodPhase::Pending, none())
+    };
+    let start_time = statuses
+        .iter()
+        .chain(&init_statuses)
+        .filter_map(|c| match c.state.as_ref().and_then(|s| s.state.as_ref()) {
+            Some(State::Running(r)) => r.started_at,
+            Some(State::Terminated(t)) => t.started_at,
+            _ => None,
+        })
+        .min_by_key(|t| (t.seconds, t.nanos));
+    let ip = g
+        .properties
+        .ip_address
+        .as_ref()
+        .and_then(|a| a.ip.clone())
+        .unwrap_or_default();
+    PodStatus {
+        pod_ref: Some(pod_ref.clone()),
+        phase: phase as i32,
+        reason,
+        message,
+        pod_ips: if ip.is_empty() {
+            vec![]
+        } else {
+            vec![ip.clone()]
+        },
+        pod_ip: ip,
+        start_time,
+        init_container_statuses: init_statuses,
+        container_statuses: statuses,
+        cloud_id: g.id.clone().unwrap_or_default(),
+    }
+}
+
+/// The status right after an accepted PUT: Pending, every container waiting.
+pub fn accepted(pod_ref: &PodRef, g: &ContainerGroup, id: &str) -> PodStatus {
+    let mut g = g.clone();
+    g.properties.provisioning_state = Some("Pending".into());
+    g.properties.instance_view = None;
+    for c in &mut g.properties.containers {
+        c.properties.instance_view = None;
+    }
+    for c in &mut g.properties.init_containers {
+        c.properties.instance_view = None;
+    }
+    g.id = Some(id.to_owned());
+    pod_status(pod_ref, &g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(json: serde_json::Value) -> ContainerGroup {
+        serde_json::from_value(json).expect("group json")
+    }
+
+    fn r() -> PodRef {
+        PodRef {
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "u".into(),
+        }
+    }
+
+    fn inner(c: &ContainerStatus) -> &State {
+        c.state
+            .as_ref()
+            .and_then(|s| s.state.as_ref())
+            .expect("state set")
+    }
+
+    #[test]
+    fn creating_group_is_pending_with_waiting_containers() {
+        let g = group(serde_json::json!({
+            "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerInstance/containerGroups/g",
+            "properties": {"provisioningState": "Creating", "containers": [{"name": "web", "properties": {"image": "nginx"}}]}
+        }));
+        let s = pod_status(&r(), &g);
+        assert_eq!(s.phase, PodPhase::Pending as i32);
+        assert!(s.cloud_id.ends_with("/containerGroups/g"));
+        assert!(
+            matches!(inner(&s.container_statuses[0]), State::Waiting(w) if w.reason == "ContainerCreating")
+        );
+    }
+
+    #[test]
+    fn running_group_reports_ip_start_and_restarts() {
+        let g = group(serde_json::json!({
+            "properties": {
+                "provisioningState": "Succeeded",
+                "ipAddress": {"ip": "52.1.2.3", "ports": [{"port": 80}], "type": "Public"},
+                "instanceView": {"state": "Running", "events": []},
+                "containers": [{"name": "web", "properties": {"image": "nginx", "instanceView": {
+                    "restartCount": 2,
+                    "currentState": {"state": "Running", "startTime": "2024-01-02T03:04:05.5Z", "detailStatus": ""},
+                    "previousState": {"state": "Terminated", "exitCode": 137, "startTime": "2024-01-02T03:00:00Z", "finishTime": "2024-01-02T03:04:00Z", "detailStatus": "Killed"}
+                }}}]
+            }
+        }));
+        let s = pod_status(&r(), &g);
+        assert_eq!(s.phase, PodPhase::Running as i32);
+        assert_eq!(s.pod_ip, "52.1.2.3");
+        assert_eq!(s.start_time.map(|t| t.seconds), Some(1_704_164_645));
+        let c = &s.container_statuses[0];
+        assert!(c.ready && c.started);
+        assert_eq!(c.restart_count, 2);
+        assert!(matches!(
+            c.last_state.as_ref().and_then(|l| l.state.as_ref()),
+            Some(State::Terminated(t)) if t.exit_code == 137 && t.reason == "Error"
+        ));
+    }
+
+    #[test]
+    fn terminated_containers_decide_the_phase_by_exit_code_and_policy() {
+        let g = |policy: &str, group_state: &str, code: i32| {
+            group(serde_json::json!({
+                "properties": {
+                    "provisioningState": "Succeeded",
+                    "restartPolicy": policy,
+                    "instanceView": {"state": group_state},
+                    "containers": [{"name": "job", "properties": {"image": "busybox", "instanceView": {
+                        "restartCount": 0,
+                        "currentState": {"state": "Terminated", "exitCode": code, "finishTime": "2024-01-02T03:04:05Z", "detailStatus": "Completed"}
+                    }}}]
+                }
+            }))
+        };
+        assert_eq!(
+            pod_status(&r(), &g("Never", "Succeeded", 0)).phase,
+            PodPhase::Succeeded as i32
+        );
+        assert_eq!(
+            pod_status(&r(), &g("Never", "Failed", 3)).phase,
+            PodPhase::Failed as i32
+        );
+        // ACI may still say Running for a moment: the policy decides.
+        assert_eq!(
+            pod_status(&r(), &g("Never", "Running", 3)).phase,
+            PodPhase::Failed as i32
+        );
+        assert_eq!(
+            pod_status(&r(), &g("OnFailure", "Running", 0)).phase,
+            PodPhase::Succeeded as i32
+        );
+        let s = pod_status(&r(), &g("Never", "Failed", 3));
+        assert!(
+            matches!(inner(&s.container_statuses[0]), State::Terminated(t) if t.exit_code == 3 && t.reason == "Error")
+        );
+    }
+
+    #[test]
+    fn failed_provisioning_is_a_provider_failure_with_acis_message() {
+        let g = group(serde_json::json!({
+            "properties": {
+                "provisioningState": "Failed",
+                "instanceView": {"state": "Pending", "events": [{"type": "Warning", "name": "Failed", "message": "Failed to pull image \"nope\""}]},
+                "containers": [{"name": "web", "properties": {"image": "nope"}}]
+            }
+        }));
+        let s = pod_status(&r(), &g);
+        assert_eq!(s.phase, PodPhase::Failed as i32);
+        assert_eq!(s.reason, "ProviderFailed");
+        assert!(s.message.contains("Failed to pull image"));
+    }
+
+    #[test]
+    fn init_containers_hold_app_containers_in_pod_initializing() {
+        let g = group(serde_json::json!({
+            "properties": {
+                "provisioningState": "Succeeded",
+                "instanceView": {"state": "Pending"},
+                "initContainers": [{"name": "init", "properties": {"image": "busybox", "instanceView": {
+                    "currentState": {"state": "Running", "startTime": "2024-01-02T03:04:05Z"}}}}],
+                "containers": [{"name": "web", "properties": {"image": "nginx"}}]
+            }
+        }));
+        let s = pod_status(&r(), &g);
+        assert_eq!(s.phase, PodPhase::Pending as i32);
+        assert!(
+            matches!(inner(&s.container_statuses[0]), State::Waiting(w) if w.reason == "PodInitializing")
+        );
+        assert!(matches!(
+            inner(&s.init_container_statuses[0]),
+            State::Running(_)
+        ));
+    }
+}

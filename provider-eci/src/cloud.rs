@@ -284,6 +284,10 @@ impl Cloud {
         if opts.timestamps {
             req["Timestamps"] = json!(true);
         }
+        if opts.previous {
+            // The log of the container's previous instance (after a restart).
+            req["LastTime"] = json!(true);
+        }
         let r: api::LogResponse = self.call("DescribeContainerLog", req).await?;
         Ok(r.content)
     }
@@ -335,4 +339,6 @@ pub struct LogOptions {
     pub limit_bytes: Option<i64>,
     /// Prefix each line with its timestamp.
     pub timestamps: bool,
+    /// The previous instance of a restarted container.
+    pub previous: bool,
 }

@@ -1,20 +1,37 @@
 //! `provider-eci`: the PodProvider gRPC service for Alibaba Cloud Elastic Container Instance (ECI).
 //!
-//! Skeleton: serves the contract with health and reflection; every PodProvider RPC answers
-//! UNIMPLEMENTED until the provider's own issue lands.
+//! Pods become ECI container groups (`CreateContainerGroup`, RPC API 2018-08-08, requests signed
+//! with ACS3-HMAC-SHA256); statuses come from `DescribeContainerGroupStatus` per interval and a
+//! periodic full `DescribeContainerGroups`; logs from `DescribeContainerLog`; exec over the
+//! WebSocket of `ExecContainerCommand`. See README.md for the flags.
+#![forbid(unsafe_code)]
 
-#![allow(dead_code)]
 mod api;
 mod cloud;
+mod config;
 mod error;
+mod exec;
+mod generic_log_follow;
+mod generic_ws_exec;
 mod mapping;
 mod params;
+mod provider;
 mod signing;
 mod sizes;
 mod status;
 
+use std::collections::HashMap;
+
+use anyhow::Context;
 use clap::Parser;
-use provider_common::ServerArgs;
+use provider_common::{ServerArgs, retry::RetryPolicy, status_loop};
+
+use crate::{
+    cloud::Cloud,
+    config::EciArgs,
+    mapping::Placement,
+    provider::{EciProvider, Settings},
+};
 
 /// Command-line flags (each with an environment fallback).
 #[derive(Parser, Debug)]
@@ -26,19 +43,85 @@ use provider_common::ServerArgs;
 struct Cli {
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    eci: EciArgs,
 }
-
-/// The Alibaba Cloud Elastic Container Instance (ECI) provider.
-#[derive(Debug, Default)]
-struct EciProvider;
-
-// Every RPC keeps its generated default: UNIMPLEMENTED.
-#[tonic::async_trait]
-impl podprovider_proto::PodProvider for EciProvider {}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    provider_common::run("provider-eci", EciProvider, &cli.server).await?;
+    let _telemetry = provider_common::logging::init(
+        "provider-eci",
+        cli.server.log_format,
+        &cli.server.log_filter,
+    );
+    let mut registry = prometheus_client::registry::Registry::default();
+    let grpc_metrics = vk_telemetry::grpc::GrpcMetrics::register(&mut registry, "server");
+    provider_common::retry::register_metrics(&mut registry);
+    let args = &cli.eci;
+    args.validate()?;
+    let creds = config::credentials_from_env()?;
+    let region = args.region.clone().unwrap_or_default();
+    let endpoint = args
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| cloud::default_endpoint(&region, args.vpc_endpoint));
+    tracing::info!(%endpoint, %region, access_key_id = %creds.access_key_id, sts = creds.security_token.is_some(), "ECI client");
+    let cloud = Cloud::new(&endpoint, &region, creds, RetryPolicy::default())
+        .map_err(anyhow::Error::msg)
+        .context("ECI client")?;
+    let capacity = HashMap::from([
+        ("cpu".to_owned(), args.capacity_cpu.clone()),
+        ("memory".to_owned(), args.capacity_memory.clone()),
+        ("pods".to_owned(), args.capacity_pods.clone()),
+        (
+            "ephemeral-storage".to_owned(),
+            args.capacity_ephemeral_storage.clone(),
+        ),
+    ]);
+    let settings = Settings {
+        placement: Placement {
+            vswitch_id: args.vswitch_id.clone().unwrap_or_default(),
+            security_group_id: args.security_group_id.clone().unwrap_or_default(),
+            zone_id: args.zone_id.clone(),
+        },
+        capacity,
+        full_sync: args.full_sync(),
+    };
+    let provider = EciProvider::new(cloud, settings);
+
+    // Rebuild state from ECI before serving, so the first WatchPods snapshot is complete.
+    let hub = provider.hub();
+    match provider.poll().await {
+        Ok(pods) => {
+            tracing::info!(pods = pods.len(), "state rebuilt from ECI");
+            hub.replace_all(pods);
+            hub.set_health(status_loop::PollHealth::Ok);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "first status poll failed; serving anyway, reporting NotReady");
+            hub.set_health(status_loop::PollHealth::Failed(e.to_string()));
+        }
+    }
+    let poller = provider.clone();
+    let poll_loop = tokio::spawn(status_loop::run_poll_loop(
+        hub,
+        args.status_interval(),
+        move || {
+            let p = poller.clone();
+            async move { p.poll().await }
+        },
+    ));
+    provider_common::serve_metrics(&cli.server, registry).await?;
+    let served = provider_common::serve(
+        provider,
+        &cli.server.listen,
+        Some(grpc_metrics),
+        provider_common::shutdown::signal(),
+    )
+    .await;
+    poll_loop.abort();
+    served?;
     Ok(())
 }

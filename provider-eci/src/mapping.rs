@@ -57,7 +57,12 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// The group's name.
     pub name: String,
+    /// Hash of everything sent (tagged as `vk-content-hash`), to tell an unchanged UpdatePod.
+    pub content_hash: String,
 }
+
+/// Tag holding the hash of the create request, for UpdatePod after a restart.
+pub const TAG_HASH: &str = "vk-content-hash";
 
 /// The group name of a pod: `vk-<ns>-<name>-<hash>`, lower-case letters, digits and `-`, at most
 /// 128 characters (ECI's rule for `ContainerGroupName`).
@@ -585,17 +590,23 @@ pub fn plan(pod: &Pod, placement: &Placement) -> Result<Plan, Invalid> {
 
     annotations(pod, &mut req)?;
 
+    // Hash before the tags (which will hold it); the ClientToken is per UID, not content.
+    let mut hashed = req.clone();
+    hashed.remove("ClientToken");
+    let content_hash = naming::short_hash(&[&Value::Object(hashed).to_string()], 16);
     let mut tags: Vec<Value> = naming::pod_tags(pod_ref, &pod.node_name)
         .into_iter()
         .map(|(k, v)| json!({"Key": k, "Value": v}))
         .collect();
     tags.push(json!({"Key": TAG_MANAGED.0, "Value": TAG_MANAGED.1}));
+    tags.push(json!({"Key": TAG_HASH, "Value": content_hash}));
     req.insert("Tag".into(), Value::Array(tags));
 
     Ok(Plan {
         request: Value::Object(req),
         warnings,
         name,
+        content_hash,
     })
 }
 

@@ -1,0 +1,123 @@
+//! Flags (each with an environment fallback) and their validation at start. Credentials come
+//! from the environment only (never flags, which `ps` shows).
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::signing::Credentials;
+
+/// ECI settings.
+#[derive(Args, Clone, Debug)]
+pub struct EciArgs {
+    /// Region, e.g. cn-hangzhou (`RegionId` of every call; picks the endpoint).
+    #[arg(long, env = "ALIBABA_CLOUD_REGION_ID")]
+    pub region: Option<String>,
+
+    /// Use the VPC endpoint `eci-vpc.<region>.aliyuncs.com` instead of `eci.<region>.aliyuncs.com`.
+    #[arg(long, env = "ECI_VPC_ENDPOINT", default_value_t = false)]
+    pub vpc_endpoint: bool,
+
+    /// Endpoint override with scheme (`https://…` or, for tests, `http://127.0.0.1:PORT`).
+    #[arg(long, env = "ECI_ENDPOINT")]
+    pub endpoint: Option<String>,
+
+    /// vSwitch(es) of the groups (`VSwitchId`; several, comma-separated, for several zones). Required.
+    #[arg(long, env = "ECI_VSWITCH_ID")]
+    pub vswitch_id: Option<String>,
+
+    /// Security group of the groups (`SecurityGroupId`). Required.
+    #[arg(long, env = "ECI_SECURITY_GROUP_ID")]
+    pub security_group_id: Option<String>,
+
+    /// Zone to pin groups to (`ZoneId`); default: the vSwitch's.
+    #[arg(long, env = "ECI_ZONE_ID")]
+    pub zone_id: Option<String>,
+
+    /// Node capacity: CPU (Kubernetes quantity).
+    #[arg(long, env = "ECI_CAPACITY_CPU", default_value = "1000")]
+    pub capacity_cpu: String,
+
+    /// Node capacity: memory (Kubernetes quantity).
+    #[arg(long, env = "ECI_CAPACITY_MEMORY", default_value = "4Ti")]
+    pub capacity_memory: String,
+
+    /// Node capacity: pods.
+    #[arg(long, env = "ECI_CAPACITY_PODS", default_value = "1000")]
+    pub capacity_pods: String,
+
+    /// Node capacity: ephemeral storage (Kubernetes quantity).
+    #[arg(long, env = "ECI_CAPACITY_EPHEMERAL_STORAGE", default_value = "10Ti")]
+    pub capacity_ephemeral_storage: String,
+
+    /// Seconds between two status polls (DescribeContainerGroupStatus with SinceSecond).
+    #[arg(long, env = "ECI_STATUS_INTERVAL_SECONDS", default_value_t = 5.0)]
+    pub status_interval_seconds: f64,
+
+    /// Seconds between two full syncs (DescribeContainerGroups + full status list).
+    #[arg(long, env = "ECI_FULL_SYNC_SECONDS", default_value_t = 60.0)]
+    pub full_sync_seconds: f64,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Something required is missing.
+    #[error("{0} is required")]
+    Missing(&'static str),
+    /// A bad value.
+    #[error("{0}")]
+    Bad(String),
+}
+
+impl EciArgs {
+    /// Checks what can be checked without calling ECI.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        if !set(&self.region) {
+            return Err(ConfigError::Missing("--region (ALIBABA_CLOUD_REGION_ID)"));
+        }
+        if !set(&self.vswitch_id) {
+            return Err(ConfigError::Missing("--vswitch-id (ECI_VSWITCH_ID)"));
+        }
+        if !set(&self.security_group_id) {
+            return Err(ConfigError::Missing(
+                "--security-group-id (ECI_SECURITY_GROUP_ID)",
+            ));
+        }
+        if !(0.1..=3600.0).contains(&self.status_interval_seconds) {
+            return Err(ConfigError::Bad(
+                "--status-interval-seconds must be between 0.1 and 3600".into(),
+            ));
+        }
+        if self.full_sync_seconds < self.status_interval_seconds {
+            return Err(ConfigError::Bad(
+                "--full-sync-seconds must be at least --status-interval-seconds".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The status poll interval.
+    pub fn status_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.status_interval_seconds)
+    }
+
+    /// The full sync interval.
+    pub fn full_sync(&self) -> Duration {
+        Duration::from_secs_f64(self.full_sync_seconds)
+    }
+}
+
+/// Credentials from `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET` and, for
+/// STS (temporary) credentials, `ALIBABA_CLOUD_SECURITY_TOKEN`.
+pub fn credentials_from_env() -> Result<Credentials, ConfigError> {
+    let get = |k: &'static str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    Ok(Credentials {
+        access_key_id: get("ALIBABA_CLOUD_ACCESS_KEY_ID")
+            .ok_or(ConfigError::Missing("ALIBABA_CLOUD_ACCESS_KEY_ID"))?,
+        access_key_secret: get("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+            .ok_or(ConfigError::Missing("ALIBABA_CLOUD_ACCESS_KEY_SECRET"))?,
+        security_token: get("ALIBABA_CLOUD_SECURITY_TOKEN"),
+    })
+}

@@ -1,0 +1,708 @@
+//! The `PodProvider` implementation: pods as ECI container groups.
+
+use std::{
+    collections::{HashMap, HashSet},
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use futures::Stream;
+use podprovider_proto::v1::{
+    AttachRequest, CreatePodRequest, CreatePodResponse, DeletePodRequest, DeletePodResponse,
+    ExecRequest, GetContainerLogsRequest, GetNodeInfoRequest, GetPodRequest, GetPodResponse,
+    GetStatsRequest, GetStatsResponse, ListPodsRequest, ListPodsResponse, LogChunk, NodeInfo,
+    NodeSystemInfo, PingRequest, PingResponse, Pod, PodEvent, PodPhase, PodRef, PodStatus,
+    PortForwardRequest, PortForwardResponse, StreamOutput, UpdatePodRequest, UpdatePodResponse,
+    WatchPodsRequest, container_state,
+};
+use provider_common::{
+    naming,
+    status_loop::{PollHealth, StatusHub},
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    api,
+    cloud::{Cloud, GroupFilter, LogOptions},
+    error::EciError,
+    exec, generic_log_follow,
+    mapping::{self, Placement, TAG_HASH, TAG_MANAGED},
+    status::{self, Shape},
+};
+
+/// How long a group ECI accepted may be missing from a full list before it counts as gone
+/// (eventual consistency of the list after a create).
+const LIST_GRACE: Duration = Duration::from_secs(30);
+/// How often a log follow polls.
+const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Provider settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where groups go.
+    pub placement: Placement,
+    /// Node capacity.
+    pub capacity: HashMap<String, String>,
+    /// A full list (DescribeContainerGroups + full DescribeContainerGroupStatus) at least this often.
+    pub full_sync: Duration,
+}
+
+/// A pod this provider runs.
+#[derive(Clone, Debug)]
+struct Tracked {
+    pod_ref: PodRef,
+    node: String,
+    group_id: String,
+    shape: Shape,
+    content_hash: String,
+    /// When this provider learned of it (created or adopted).
+    since: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pods: HashMap<String, Tracked>,
+    /// UIDs with a create in progress (a concurrent second create waits for the first).
+    creating: HashSet<String>,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    last_full: Option<Instant>,
+    last_poll: Option<Instant>,
+}
+
+/// Pods on ECI.
+#[derive(Clone)]
+pub struct EciProvider {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cloud: Cloud,
+    settings: Settings,
+    hub: Arc<StatusHub>,
+    state: Mutex<State>,
+    sync: Mutex<SyncState>,
+    create_done: tokio::sync::Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn check_ref(r: Option<&PodRef>) -> Result<PodRef, Status> {
+    match r {
+        Some(r) if !r.namespace.is_empty() && !r.name.is_empty() && !r.uid.is_empty() => {
+            Ok(r.clone())
+        }
+        _ => Err(Status::invalid_argument(
+            "pod_ref needs namespace, name and uid",
+        )),
+    }
+}
+
+fn now_ts() -> prost_types::Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(0),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn managed_tag() -> Vec<(String, String)> {
+    vec![(TAG_MANAGED.0.to_owned(), TAG_MANAGED.1.to_owned())]
+}
+
+fn shape_of(pod: &Pod) -> Shape {
+    Shape {
+        init: pod
+            .init_containers
+            .iter()
+            .map(|c| (c.name.clone(), c.image.clone()))
+            .collect(),
+        app: pod
+            .containers
+            .iter()
+            .map(|c| (c.name.clone(), c.image.clone()))
+            .collect(),
+    }
+}
+
+fn group_shape(g: &api::Group) -> Shape {
+    Shape {
+        init: g
+            .init_containers
+            .iter()
+            .map(|c| (c.name.clone(), c.image.clone()))
+            .collect(),
+        app: g
+            .containers
+            .iter()
+            .map(|c| (c.name.clone(), c.image.clone()))
+            .collect(),
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+impl EciProvider {
+    /// A provider for `cloud` with `settings`.
+    pub fn new(cloud: Cloud, settings: Settings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                cloud,
+                settings,
+                hub: StatusHub::new(),
+                state: Mutex::default(),
+                sync: Mutex::default(),
+                create_done: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    /// The status hub (for the poll loop).
+    pub fn hub(&self) -> Arc<StatusHub> {
+        self.inner.hub.clone()
+    }
+
+    /// One status poll. Every interval: `DescribeContainerGroupStatus` by the provider's tag, with
+    /// `SinceSecond` (only groups that changed) after a full sync. At start and every
+    /// `full_sync`: `DescribeContainerGroups` by tag (all pages) to adopt groups after a restart
+    /// and notice groups deleted behind our back, plus a full status list. Returns the complete
+    /// (node, status) list for the hub.
+    pub async fn poll(&self) -> Result<Vec<(String, PodStatus)>, EciError> {
+        let started = Instant::now();
+        let (full, since) = {
+            let s = lock(&self.inner.sync);
+            let full = s
+                .last_full
+                .is_none_or(|t| t.elapsed() >= self.inner.settings.full_sync);
+            let since = s.last_poll.map(|t| t.elapsed().as_secs() + 3).unwrap_or(60);
+            (full, since)
+        };
+        let cloud = &self.inner.cloud;
+        if full {
+            let groups = cloud
+                .groups(&GroupFilter {
+                    tags: &managed_tag(),
+                    name: None,
+                })
+                .await?;
+            self.reconcile_membership(&groups);
+        }
+        let statuses = cloud
+            .statuses(&managed_tag(), if full { None } else { Some(since) })
+            .await?;
+        let by_id: HashMap<&str, &api::GroupStatus> = statuses
+            .iter()
+            .map(|g| (g.container_group_id.as_str(), g))
+            .collect();
+        let mut out = Vec::new();
+        for t in lock(&self.inner.state).pods.values() {
+            let status = match by_id.get(t.group_id.as_str()) {
+                Some(g) => status::pod_status(&t.pod_ref, &t.shape, g),
+                None => self
+                    .inner
+                    .hub
+                    .get(&t.pod_ref.uid)
+                    .unwrap_or_else(|| status::accepted(&t.pod_ref, &t.shape, &t.group_id)),
+            };
+            out.push((t.node.clone(), status));
+        }
+        let mut s = lock(&self.inner.sync);
+        s.last_poll = Some(started);
+        if full {
+            s.last_full = Some(started);
+        }
+        Ok(out)
+    }
+
+    /// Adopts tagged groups this provider does not track and forgets tracked groups the full list
+    /// no longer has.
+    fn reconcile_membership(&self, groups: &[api::Group]) {
+        let mut st = lock(&self.inner.state);
+        let mut listed = HashSet::new();
+        for g in groups {
+            listed.insert(g.container_group_id.clone());
+            let tags = g.tags.iter().map(|t| (t.key.as_str(), t.value.as_str()));
+            let Some((pod_ref, node)) = naming::pod_from_tags(tags) else {
+                continue;
+            };
+            // A group on its way out is not adopted: its pod is being deleted.
+            if g.status == "Terminating" {
+                continue;
+            }
+            if !st.pods.contains_key(&pod_ref.uid) {
+                let hash = g
+                    .tags
+                    .iter()
+                    .find(|t| t.key == TAG_HASH)
+                    .map(|t| t.value.clone())
+                    .unwrap_or_default();
+                tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %g.container_group_id, "adopted container group");
+                st.pods.insert(
+                    pod_ref.uid.clone(),
+                    Tracked {
+                        pod_ref,
+                        node,
+                        group_id: g.container_group_id.clone(),
+                        shape: group_shape(g),
+                        content_hash: hash,
+                        since: Instant::now(),
+                    },
+                );
+            }
+        }
+        st.pods.retain(|_, t| {
+            let keep = listed.contains(&t.group_id) || t.since.elapsed() < LIST_GRACE;
+            if !keep {
+                tracing::warn!(uid = %t.pod_ref.uid, group = %t.group_id, "container group is gone from ECI");
+            }
+            keep
+        });
+    }
+
+    async fn create(&self, pod: Pod) -> Result<PodStatus, Status> {
+        let pod_ref = check_ref(pod.pod_ref.as_ref())?;
+        let plan = mapping::plan(&pod, &self.inner.settings.placement)
+            .map_err(|e| Status::invalid_argument(e.0))?;
+        let node = pod.node_name.clone();
+        let uid = pod_ref.uid.clone();
+
+        // One create per UID at a time; a retry while the first runs waits for its outcome.
+        loop {
+            let notified = self.inner.create_done.notified();
+            {
+                let mut st = lock(&self.inner.state);
+                if let Some(t) = st.pods.get(&uid) {
+                    let t = t.clone();
+                    drop(st);
+                    return Ok(self
+                        .inner
+                        .hub
+                        .get(&uid)
+                        .unwrap_or_else(|| status::accepted(&t.pod_ref, &t.shape, &t.group_id)));
+                }
+                if st.creating.insert(uid.clone()) {
+                    break;
+                }
+            }
+            notified.await;
+        }
+        // The ClientToken (from the UID) makes ECI return the existing group for a repeated
+        // create, so a retry after a lost answer or a restart never makes a second group.
+        let result = self.inner.cloud.create(plan.request).await;
+        let shape = shape_of(&pod);
+        let status = match result {
+            Ok(id) => {
+                tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %uid, group = %id, name = %plan.name, "container group created");
+                let status = status::accepted(&pod_ref, &shape, &id);
+                lock(&self.inner.state).pods.insert(
+                    uid.clone(),
+                    Tracked {
+                        pod_ref: pod_ref.clone(),
+                        node: node.clone(),
+                        group_id: id,
+                        shape,
+                        content_hash: plan.content_hash.clone(),
+                        since: Instant::now(),
+                    },
+                );
+                self.inner.hub.upsert(&node, status.clone());
+                Ok(status)
+            }
+            Err(e) => {
+                tracing::warn!(uid = %uid, error = %e, "CreateContainerGroup failed");
+                Err(e.to_status())
+            }
+        };
+        lock(&self.inner.state).creating.remove(&uid);
+        self.inner.create_done.notify_waiters();
+        let status = status?;
+        for w in &plan.warnings {
+            self.inner.hub.event(
+                &node,
+                PodEvent {
+                    pod_ref: Some(pod_ref.clone()),
+                    warning: true,
+                    reason: "ProviderIgnoredSetting".into(),
+                    message: w.clone(),
+                    time: Some(now_ts()),
+                },
+            );
+        }
+        Ok(status)
+    }
+
+    /// The group of a pod: tracked, else looked up by its deterministic name and UID tag.
+    async fn find_group(&self, pod_ref: &PodRef) -> Result<Option<String>, EciError> {
+        if let Some(t) = lock(&self.inner.state).pods.get(&pod_ref.uid) {
+            return Ok(Some(t.group_id.clone()));
+        }
+        let name = mapping::group_name(pod_ref);
+        let groups = self
+            .inner
+            .cloud
+            .groups(&GroupFilter {
+                tags: &[(naming::TAG_UID.to_owned(), pod_ref.uid.clone())],
+                name: Some(&name),
+            })
+            .await?;
+        Ok(groups
+            .into_iter()
+            .find(|g| {
+                g.tags
+                    .iter()
+                    .any(|t| t.key == naming::TAG_UID && t.value == pod_ref.uid)
+            })
+            .map(|g| g.container_group_id))
+    }
+
+    async fn delete(&self, pod_ref: PodRef) -> Result<bool, Status> {
+        let Some(id) = self.find_group(&pod_ref).await.map_err(|e| e.to_status())? else {
+            return Ok(false);
+        };
+        let found = self
+            .inner
+            .cloud
+            .delete(&id)
+            .await
+            .map_err(|e| e.to_status())?;
+        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %id, "container group deleted");
+        lock(&self.inner.state).pods.remove(&pod_ref.uid);
+        self.inner.hub.remove(&pod_ref.uid);
+        Ok(found)
+    }
+
+    fn tracked(&self, pod_ref: &PodRef) -> Result<Tracked, Status> {
+        lock(&self.inner.state)
+            .pods
+            .get(&pod_ref.uid)
+            .cloned()
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "pod {}/{} is not known",
+                    pod_ref.namespace, pod_ref.name
+                ))
+            })
+    }
+
+    /// The current state of a container, from the last status.
+    fn container_state(&self, uid: &str, container: &str) -> Option<container_state::State> {
+        let s = self.inner.hub.get(uid)?;
+        s.container_statuses
+            .iter()
+            .chain(&s.init_container_statuses)
+            .find(|c| c.name == container)
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.state.clone())
+    }
+}
+
+#[tonic::async_trait]
+impl podprovider_proto::PodProvider for EciProvider {
+    async fn get_node_info(
+        &self,
+        _req: Request<GetNodeInfoRequest>,
+    ) -> Result<Response<NodeInfo>, Status> {
+        let s = &self.inner.settings;
+        let mut labels = HashMap::from([(
+            "topology.kubernetes.io/region".to_owned(),
+            self.inner.cloud.region.clone(),
+        )]);
+        if let Some(z) = &s.placement.zone_id {
+            labels.insert("topology.kubernetes.io/zone".to_owned(), z.clone());
+        }
+        Ok(Response::new(NodeInfo {
+            provider_name: "eci".into(),
+            provider_version: env!("CARGO_PKG_VERSION").into(),
+            capacity: s.capacity.clone(),
+            allocatable: HashMap::new(),
+            operating_system: "linux".into(),
+            architecture: "amd64".into(),
+            labels,
+            taints: Vec::new(),
+            conditions: Vec::new(),
+            system_info: Some(NodeSystemInfo {
+                os_image: "Alibaba Cloud Elastic Container Instance".into(),
+                kernel_version: String::new(),
+                container_runtime_version: format!("eci://{}", crate::cloud::API_VERSION),
+            }),
+            revision: "1".into(),
+        }))
+    }
+
+    async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        let (ready, reason, message) = match self.inner.hub.health() {
+            PollHealth::Ok | PollHealth::Starting => (true, String::new(), String::new()),
+            PollHealth::Failed(msg) => (
+                false,
+                "CloudAPIUnreachable".to_owned(),
+                format!("The last ECI status poll failed: {msg}"),
+            ),
+        };
+        Ok(Response::new(PingResponse {
+            ready,
+            reason,
+            message,
+            node_info_revision: "1".into(),
+        }))
+    }
+
+    async fn create_pod(
+        &self,
+        req: Request<CreatePodRequest>,
+    ) -> Result<Response<CreatePodResponse>, Status> {
+        let pod = req
+            .into_inner()
+            .pod
+            .ok_or_else(|| Status::invalid_argument("CreatePod needs a pod"))?;
+        let status = self.create(pod).await?;
+        Ok(Response::new(CreatePodResponse {
+            status: Some(status),
+        }))
+    }
+
+    async fn update_pod(
+        &self,
+        req: Request<UpdatePodRequest>,
+    ) -> Result<Response<UpdatePodResponse>, Status> {
+        let pod = req
+            .into_inner()
+            .pod
+            .ok_or_else(|| Status::invalid_argument("UpdatePod needs a pod"))?;
+        let pod_ref = check_ref(pod.pod_ref.as_ref())?;
+        let plan = mapping::plan(&pod, &self.inner.settings.placement)
+            .map_err(|e| Status::invalid_argument(e.0))?;
+        let t = self.tracked(&pod_ref)?;
+        if t.content_hash != plan.content_hash {
+            return Err(Status::unimplemented(
+                "this provider does not change a running ECI container group in place (images, environment and files are fixed at CreateContainerGroup)",
+            ));
+        }
+        Ok(Response::new(UpdatePodResponse {
+            status: self.inner.hub.get(&pod_ref.uid),
+        }))
+    }
+
+    async fn delete_pod(
+        &self,
+        req: Request<DeletePodRequest>,
+    ) -> Result<Response<DeletePodResponse>, Status> {
+        let pod_ref = check_ref(req.get_ref().pod_ref.as_ref())?;
+        let found = self.delete(pod_ref).await?;
+        Ok(Response::new(DeletePodResponse { found }))
+    }
+
+    async fn get_pod(
+        &self,
+        req: Request<GetPodRequest>,
+    ) -> Result<Response<GetPodResponse>, Status> {
+        let pod_ref = check_ref(req.get_ref().pod_ref.as_ref())?;
+        let status = self.inner.hub.get(&pod_ref.uid).ok_or_else(|| {
+            Status::not_found(format!(
+                "pod {}/{} is not known",
+                pod_ref.namespace, pod_ref.name
+            ))
+        })?;
+        Ok(Response::new(GetPodResponse {
+            status: Some(status),
+        }))
+    }
+
+    async fn list_pods(
+        &self,
+        req: Request<ListPodsRequest>,
+    ) -> Result<Response<ListPodsResponse>, Status> {
+        Ok(Response::new(ListPodsResponse {
+            pods: self.inner.hub.list(&req.get_ref().node_name),
+        }))
+    }
+
+    async fn watch_pods(
+        &self,
+        req: Request<WatchPodsRequest>,
+    ) -> Result<Response<BoxStream<podprovider_proto::v1::WatchPodsEvent>>, Status> {
+        Ok(Response::new(
+            self.inner.hub.watch(&req.get_ref().node_name),
+        ))
+    }
+
+    async fn get_container_logs(
+        &self,
+        req: Request<GetContainerLogsRequest>,
+    ) -> Result<Response<BoxStream<LogChunk>>, Status> {
+        let req = req.into_inner();
+        let pod_ref = check_ref(req.pod_ref.as_ref())?;
+        let t = self.tracked(&pod_ref)?;
+        let known = t
+            .shape
+            .app
+            .iter()
+            .chain(&t.shape.init)
+            .any(|(n, _)| *n == req.container);
+        if !known {
+            return Err(Status::not_found(format!(
+                "container {} is not in pod {}/{}",
+                req.container, pod_ref.namespace, pod_ref.name
+            )));
+        }
+        if matches!(
+            self.container_state(&pod_ref.uid, &req.container),
+            Some(container_state::State::Waiting(_)) | None
+        ) && self
+            .inner
+            .hub
+            .get(&pod_ref.uid)
+            .is_some_and(|s| s.phase == PodPhase::Pending as i32)
+        {
+            return Err(Status::failed_precondition(format!(
+                "container {} is waiting to start",
+                req.container
+            )));
+        }
+        let first = LogOptions {
+            tail: req.tail_lines,
+            since_seconds: req.since_seconds,
+            start_time: match (req.since_seconds, req.since_time.as_ref()) {
+                (None, Some(t)) => time::OffsetDateTime::from_unix_timestamp(t.seconds)
+                    .ok()
+                    .and_then(|d| {
+                        d.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    }),
+                _ => None,
+            },
+            limit_bytes: None,
+            // Always asked for: the follow tells lines apart by them; stripped unless wanted.
+            timestamps: true,
+            previous: req.previous,
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let me = self.clone();
+        let uid = pod_ref.uid.clone();
+        let container = req.container.clone();
+        let group = t.group_id.clone();
+        let cloud = self.inner.cloud.clone();
+        tokio::spawn(async move {
+            let fetch = move |since: Option<i64>| {
+                let cloud = cloud.clone();
+                let group = group.clone();
+                let container = container.clone();
+                let opts = match since {
+                    None => first.clone(),
+                    Some(s) => LogOptions {
+                        since_seconds: Some(s),
+                        timestamps: true,
+                        ..Default::default()
+                    },
+                };
+                async move {
+                    cloud
+                        .log(&group, &container, &opts)
+                        .await
+                        .map_err(|e| e.to_status())
+                }
+            };
+            let running = move || {
+                me.inner.hub.get(&uid).is_some_and(|s| {
+                    s.phase == PodPhase::Running as i32 || s.phase == PodPhase::Pending as i32
+                })
+            };
+            generic_log_follow::stream(
+                tx,
+                req.timestamps,
+                req.follow && !req.previous,
+                req.limit_bytes.map(|b| usize::try_from(b).unwrap_or(0)),
+                FOLLOW_INTERVAL,
+                fetch,
+                running,
+            )
+            .await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn exec(
+        &self,
+        req: Request<Streaming<ExecRequest>>,
+    ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
+        let mut input = req.into_inner();
+        let start = exec::first_start(&mut input).await?;
+        let pod_ref = check_ref(start.pod_ref.as_ref())?;
+        let t = self.tracked(&pod_ref)?;
+        if !t
+            .shape
+            .app
+            .iter()
+            .chain(&t.shape.init)
+            .any(|(n, _)| *n == start.container)
+        {
+            return Err(Status::not_found(format!(
+                "container {} is not in pod {}/{}",
+                start.container, pod_ref.namespace, pod_ref.name
+            )));
+        }
+        if !matches!(
+            self.container_state(&pod_ref.uid, &start.container),
+            Some(container_state::State::Running(_))
+        ) {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                start.container
+            )));
+        }
+        if start.command.is_empty() {
+            return Err(Status::invalid_argument("exec needs a command"));
+        }
+        let uri = self
+            .inner
+            .cloud
+            .exec(
+                &t.group_id,
+                &start.container,
+                &start.command,
+                start.tty,
+                start.stdin,
+            )
+            .await
+            .map_err(|e| e.to_status())?;
+        let out = crate::generic_ws_exec::bridge(&uri, input, start.tty)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot open the exec WebSocket: {e}")))?;
+        Ok(Response::new(out))
+    }
+
+    async fn attach(
+        &self,
+        _req: Request<Streaming<AttachRequest>>,
+    ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
+        Err(Status::unimplemented(
+            "attach is not offered by ECI: its API can exec a new command but cannot attach to a container's main process",
+        ))
+    }
+
+    async fn port_forward(
+        &self,
+        _req: Request<Streaming<PortForwardRequest>>,
+    ) -> Result<Response<BoxStream<PortForwardResponse>>, Status> {
+        Err(Status::unimplemented(
+            "port-forward is not offered by ECI: its API has no port-forwarding operation",
+        ))
+    }
+
+    async fn get_stats(
+        &self,
+        _req: Request<GetStatsRequest>,
+    ) -> Result<Response<GetStatsResponse>, Status> {
+        // DescribeMultiContainerGroupMetric could answer this; not wired yet. No figures is a
+        // valid answer.
+        Ok(Response::new(GetStatsResponse { pods: Vec::new() }))
+    }
+}

@@ -65,7 +65,7 @@ pub async fn handle(
     body: Bytes,
 ) -> Response {
     Stats::bump(&st.stats.requests);
-    if let Err(resp) = authenticate(&st, &headers) {
+    if let Some(resp) = auth_rejection(&st, &headers) {
         Stats::bump(&st.stats.auth_failures);
         return resp;
     }
@@ -92,7 +92,7 @@ pub async fn handle(
     let Some(target) = parse_target(&st, &segs) else {
         return not_found_path(&st, &segs, path);
     };
-    if let Err(resp) = check_api_version(uri.query(), &st.config.location) {
+    if let Some(resp) = api_version_rejection(uri.query(), &st.config.location) {
         return resp;
     }
     let query = uri.query().unwrap_or_default();
@@ -170,7 +170,8 @@ fn not_found_path(st: &AppState, segs: &[&str], path: &str) -> Response {
     )
 }
 
-fn check_api_version(query: Option<&str>, location: &str) -> Result<(), Response> {
+/// The error for a missing or unknown `api-version`, if any.
+fn api_version_rejection(query: Option<&str>, location: &str) -> Option<Response> {
     let version = query.and_then(|q| {
         q.split('&')
             .filter_map(|kv| kv.split_once('='))
@@ -178,13 +179,13 @@ fn check_api_version(query: Option<&str>, location: &str) -> Result<(), Response
             .map(|(_, v)| v)
     });
     match version {
-        None | Some("") => Err(arm_error(
+        None | Some("") => Some(arm_error(
             StatusCode::BAD_REQUEST,
             "MissingApiVersionParameter",
             "The api-version query parameter (?api-version=) is required for all requests.",
         )),
-        Some(v) if API_VERSIONS.contains(&v) => Ok(()),
-        Some(v) => Err(arm_error(
+        Some(v) if API_VERSIONS.contains(&v) => None,
+        Some(v) => Some(arm_error(
             StatusCode::BAD_REQUEST,
             "NoRegisteredProviderFound",
             &format!(
@@ -196,8 +197,9 @@ fn check_api_version(query: Option<&str>, location: &str) -> Result<(), Response
     }
 }
 
-/// Requires `Authorization: Bearer <token issued here and not expired>`, answering as ARM does.
-fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// Requires `Authorization: Bearer <token issued here and not expired>`; the 401 ARM sends
+/// otherwise.
+fn auth_rejection(st: &AppState, headers: &HeaderMap) -> Option<Response> {
     let challenge = |error_description: &str| {
         format!(
             "Bearer authorization_uri=\"{}/{}\", error=\"invalid_token\", \
@@ -216,7 +218,7 @@ fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     else {
-        return Err(reject(
+        return Some(reject(
             "AuthenticationFailed",
             "Authentication failed. The 'Authorization' header is missing.",
             "The authentication failed because of missing 'Authorization' header.",
@@ -226,7 +228,7 @@ fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         .strip_prefix("Bearer ")
         .or_else(|| auth.strip_prefix("bearer "))
     else {
-        return Err(reject(
+        return Some(reject(
             "AuthenticationFailed",
             "Authentication failed. The 'Authorization' header is provided in an invalid format.",
             "The authentication failed because of invalid 'Authorization' header.",
@@ -234,17 +236,17 @@ fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     };
     let expiry = lock(&st.tokens).get(token.trim()).copied();
     match expiry {
-        None => Err(reject(
+        None => Some(reject(
             "InvalidAuthenticationToken",
             "The access token is invalid.",
             "The access token is invalid.",
         )),
-        Some(at) if at <= Instant::now() => Err(reject(
+        Some(at) if at <= Instant::now() => Some(reject(
             "ExpiredAuthenticationToken",
             "The access token expiry UTC time is earlier than current UTC time.",
             "The access token has expired.",
         )),
-        Some(_) => Ok(()),
+        Some(_) => None,
     }
 }
 

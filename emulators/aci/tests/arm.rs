@@ -80,16 +80,40 @@ async fn documented_example_put_answers_like_the_documented_response() -> anyhow
     assert_eq!(c["properties"]["image"], "nginx");
     assert_eq!(c["properties"]["ports"], json!([{"port": 80}]));
     assert_eq!(c["properties"]["resources"]["requests"]["memoryInGB"], 1.5);
-    assert_eq!(c["properties"]["volumeMounts"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        c["properties"]["volumeMounts"].as_array().map(Vec::len),
+        Some(3)
+    );
     // As in the documented response: an IP and an FQDN are assigned, write-only secrets vanish.
-    assert!(p["ipAddress"]["ip"].as_str().is_some_and(|ip| ip.split('.').count() == 4));
-    assert!(p["ipAddress"]["fqdn"].as_str().is_some_and(|f| f.starts_with("dnsnamelabel1.")));
-    assert_eq!(p["ipAddress"]["ports"], json!([{"port": 80, "protocol": "TCP"}]));
-    assert_eq!(p["volumes"][0]["azureFile"], json!({"shareName": "shareName", "storageAccountName": "accountName"}));
+    assert!(
+        p["ipAddress"]["ip"]
+            .as_str()
+            .is_some_and(|ip| ip.split('.').count() == 4)
+    );
+    assert!(
+        p["ipAddress"]["fqdn"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("dnsnamelabel1."))
+    );
+    assert_eq!(
+        p["ipAddress"]["ports"],
+        json!([{"port": 80, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        p["volumes"][0]["azureFile"],
+        json!({"shareName": "shareName", "storageAccountName": "accountName"})
+    );
     assert_eq!(p["volumes"][1], json!({"name": "volume2", "emptyDir": {}}));
     assert_eq!(p["volumes"][2], json!({"name": "volume3", "secret": {}}));
-    assert_eq!(p["diagnostics"]["logAnalytics"]["workspaceId"], "workspaceid");
-    assert!(p["diagnostics"]["logAnalytics"].get("workspaceKey").is_none());
+    assert_eq!(
+        p["diagnostics"]["logAnalytics"]["workspaceId"],
+        "workspaceid"
+    );
+    assert!(
+        p["diagnostics"]["logAnalytics"]
+            .get("workspaceKey")
+            .is_none()
+    );
     assert!(!r.text.contains("accountKey") && !r.text.contains("SecretValue1InBase64"));
 
     let done = emu
@@ -123,21 +147,32 @@ async fn provisioning_moves_creating_to_succeeded_and_waiting_to_running() -> an
     assert_eq!(current_state(&g, "app")["state"], "Waiting");
 
     let g = emu
-        .wait_group("prov", "app running", |g| current_state(g, "app")["state"] == "Running")
+        .wait_group("prov", "app running", |g| {
+            current_state(g, "app")["state"] == "Running"
+        })
         .await?;
     assert_eq!(g["properties"]["provisioningState"], "Succeeded");
     assert_eq!(g["properties"]["instanceView"]["state"], "Running");
     // Init containers ran to completion first, in order.
-    let inits = g["properties"]["initContainers"].as_array().cloned().unwrap_or_default();
+    let inits = g["properties"]["initContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(inits.len(), 2);
-    let app_start = current_state(&g, "app")["startTime"].as_str().unwrap_or_default().to_owned();
+    let app_start = current_state(&g, "app")["startTime"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let mut previous_finish = String::new();
     for i in &inits {
         let s = &i["properties"]["instanceView"]["currentState"];
         assert_eq!(s["state"], "Terminated", "{i}");
         assert_eq!(s["exitCode"], 0);
         let finish = s["finishTime"].as_str().unwrap_or_default().to_owned();
-        assert!(finish >= previous_finish && finish <= app_start, "{finish} vs {app_start}");
+        assert!(
+            finish >= previous_finish && finish <= app_start,
+            "{finish} vs {app_start}"
+        );
         previous_finish = finish;
     }
     emu.emu.stop().await
@@ -150,11 +185,19 @@ async fn exits_follow_the_restart_policy() -> anyhow::Result<()> {
         ..Default::default()
     })
     .await?;
-    for (name, policy) in [("never", "Never"), ("onfailure", "OnFailure"), ("always", "Always")] {
-        let r = emu.put_group(name, &simple_group(policy, &[("a", &[]), ("b", &[])])).await?;
-        assert_eq!(r.status, 201, "{}", r.text);
-        emu.wait_group(name, "running", |g| g["properties"]["instanceView"]["state"] == "Running")
+    for (name, policy) in [
+        ("never", "Never"),
+        ("onfailure", "OnFailure"),
+        ("always", "Always"),
+    ] {
+        let r = emu
+            .put_group(name, &simple_group(policy, &[("a", &[]), ("b", &[])]))
             .await?;
+        assert_eq!(r.status, 201, "{}", r.text);
+        emu.wait_group(name, "running", |g| {
+            g["properties"]["instanceView"]["state"] == "Running"
+        })
+        .await?;
     }
     // Never: a 3 stays Terminated with exit code 3; the group fails once all have ended.
     emu.emu.exit_container("never", "a", 3).await?;
@@ -163,7 +206,10 @@ async fn exits_follow_the_restart_policy() -> anyhow::Result<()> {
     assert_eq!(a["state"], "Terminated");
     assert_eq!(a["exitCode"], 3);
     assert!(a["finishTime"].is_string());
-    assert_eq!(g["properties"]["instanceView"]["state"], "Running", "b still runs");
+    assert_eq!(
+        g["properties"]["instanceView"]["state"], "Running",
+        "b still runs"
+    );
     emu.emu.exit_container("never", "b", 0).await?;
     let g = emu.get_group("never").await?.body;
     assert_eq!(g["properties"]["instanceView"]["state"], "Failed");
@@ -220,9 +266,21 @@ async fn invalid_groups_are_rejected_with_aci_error_codes() -> anyhow::Result<()
     cases.push(("nores".to_owned(), v, "InvalidRequestContent"));
     let mut v = simple_group("Never", &[("a", &[]), ("b", &[])]);
     v["properties"]["containers"][0]["properties"]["resources"]["limits"] = json!({"cpu": 1.5});
-    cases.push(("limit".to_owned(), v, "ContainerLimitGreaterThanContainerGroupTotalRequest"));
-    cases.push(("dup".to_owned(), simple_group("Never", &[("a", &[]), ("a", &[])]), "DuplicateContainerName"));
-    cases.push(("badc".to_owned(), simple_group("Never", &[("A_b", &[])]), "InvalidContainerName"));
+    cases.push((
+        "limit".to_owned(),
+        v,
+        "ContainerLimitGreaterThanContainerGroupTotalRequest",
+    ));
+    cases.push((
+        "dup".to_owned(),
+        simple_group("Never", &[("a", &[]), ("a", &[])]),
+        "DuplicateContainerName",
+    ));
+    cases.push((
+        "badc".to_owned(),
+        simple_group("Never", &[("A_b", &[])]),
+        "InvalidContainerName",
+    ));
     let mut v = ok();
     v["properties"]["ipAddress"] = json!({"type": "Public", "ports": [{"port": 8080}]});
     cases.push(("ports".to_owned(), v, "InvalidIpAddressPorts"));
@@ -241,7 +299,11 @@ async fn invalid_groups_are_rejected_with_aci_error_codes() -> anyhow::Result<()
         let r = emu.put_group(name, body).await?;
         assert_eq!(r.status, 400, "{name}: {}", r.text);
         assert_eq!(r.body["error"]["code"], *code, "{name}: {}", r.text);
-        assert!(r.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
     let limit = emu.put_group("limit", &cases[5].1).await?;
     assert_eq!(
@@ -268,15 +330,24 @@ async fn secure_values_are_hidden_from_get_but_stored() -> anyhow::Result<()> {
     let put = emu.put_group("sec", &spec).await?;
     assert_eq!(put.status, 201);
     let get = emu.get_group("sec").await?;
-    let list = emu.arm("GET", &format!("{}?{API}", Emu::groups_path()), None).await?;
+    let list = emu
+        .arm("GET", &format!("{}?{API}", Emu::groups_path()), None)
+        .await?;
     for r in [&put, &get, &list] {
         assert!(!r.text.contains("s3cr3t-value"), "{}", r.text);
         assert!(r.text.contains("visible-value"));
     }
     let env = &container(&get.body, "a")["properties"]["environmentVariables"];
-    assert_eq!(env, &json!([{"name": "PLAIN", "value": "visible-value"}, {"name": "SECRET"}]));
+    assert_eq!(
+        env,
+        &json!([{"name": "PLAIN", "value": "visible-value"}, {"name": "SECRET"}])
+    );
     let stored = emu.emu.stored_group("sec").await?;
-    assert_eq!(stored.as_ref(), Some(&spec), "the admin API returns exactly the PUT body");
+    assert_eq!(
+        stored.as_ref(),
+        Some(&spec),
+        "the admin API returns exactly the PUT body"
+    );
     assert_eq!(emu.emu.stored_group("missing").await?, None);
     assert!(!emu.log().contains("s3cr3t-value"));
     emu.emu.stop().await
@@ -287,12 +358,18 @@ async fn put_is_idempotent_list_and_delete_work() -> anyhow::Result<()> {
     let emu = Emu::start(AciEmulatorOptions::default()).await?;
     let spec = simple_group("Never", &[("a", &[])]);
     assert_eq!(emu.put_group("one", &spec).await?.status, 201);
-    assert_eq!(emu.put_group("one", &spec).await?.status, 200, "same content again");
+    assert_eq!(
+        emu.put_group("one", &spec).await?.status,
+        200,
+        "same content again"
+    );
     assert_eq!(emu.put_group("two", &spec).await?.status, 201);
     let s = emu.emu.stats().await?;
     assert_eq!((s.created, s.live, s.deleted), (2, 2, 0));
 
-    let list = emu.arm("GET", &format!("{}?{API}", Emu::groups_path()), None).await?;
+    let list = emu
+        .arm("GET", &format!("{}?{API}", Emu::groups_path()), None)
+        .await?;
     assert_eq!(list.status, 200);
     let names: Vec<&str> = list.body["value"]
         .as_array()
@@ -306,7 +383,12 @@ async fn put_is_idempotent_list_and_delete_work() -> anyhow::Result<()> {
     let gone = emu.get_group("one").await?;
     assert_eq!(gone.status, 404);
     assert_eq!(gone.body["error"]["code"], "ResourceNotFound");
-    assert_eq!(emu.arm("DELETE", &Emu::group_path("one"), None).await?.status, 204);
+    assert_eq!(
+        emu.arm("DELETE", &Emu::group_path("one"), None)
+            .await?
+            .status,
+        204
+    );
     let s = emu.emu.stats().await?;
     assert_eq!((s.created, s.live, s.deleted), (2, 1, 1));
     emu.emu.stop().await
@@ -321,8 +403,7 @@ async fn logs_show_start_command_and_heartbeats_with_tail() -> anyhow::Result<()
     })
     .await?;
     let mut spec = simple_group("Always", &[("web", &["nginx", "-g", "daemon off;"])]);
-    spec["properties"]["containers"][0]["properties"]["environmentVariables"] =
-        json!([{"name": "TOKEN", "secureValue": "never-print-me"}, {"name": "V", "value": "plain-env"}]);
+    spec["properties"]["containers"][0]["properties"]["environmentVariables"] = json!([{"name": "TOKEN", "secureValue": "never-print-me"}, {"name": "V", "value": "plain-env"}]);
     emu.put_group("logs", &spec).await?;
     let base = format!("{}/logs/containers/web/logs", Emu::groups_path());
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -336,25 +417,44 @@ async fn logs_show_start_command_and_heartbeats_with_tail() -> anyhow::Result<()
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     let lines: Vec<&str> = content.lines().collect();
-    assert_eq!(lines[0], "Emulated container web started from image busybox:1.36");
+    assert_eq!(
+        lines[0],
+        "Emulated container web started from image busybox:1.36"
+    );
     assert_eq!(lines[1], "command: nginx -g daemon off;");
     assert_eq!(lines[2], "heartbeat 1");
     assert!(lines.contains(&"heartbeat 4"), "{content}");
     assert!(!content.contains("never-print-me") && !content.contains("plain-env"));
 
-    let r = emu.arm("GET", &format!("{base}?{API}&tail=2"), None).await?;
-    let tail: Vec<&str> = r.body["content"].as_str().unwrap_or_default().lines().collect();
+    let r = emu
+        .arm("GET", &format!("{base}?{API}&tail=2"), None)
+        .await?;
+    let tail: Vec<&str> = r.body["content"]
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .collect();
     assert_eq!(tail.len(), 2);
     assert!(tail.iter().all(|l| l.starts_with("heartbeat ")), "{tail:?}");
 
-    let r = emu.arm("GET", &format!("{base}?{API}&tail=1&timestamps=true"), None).await?;
-    let line = r.body["content"].as_str().unwrap_or_default().trim_end().to_owned();
+    let r = emu
+        .arm("GET", &format!("{base}?{API}&tail=1&timestamps=true"), None)
+        .await?;
+    let line = r.body["content"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_end()
+        .to_owned();
     let (ts, text) = line.split_once(' ').unwrap_or_default();
     assert!(ts.ends_with('Z') && ts.contains('T'), "{line}");
     assert!(text.starts_with("heartbeat "));
 
     let missing = emu
-        .arm("GET", &format!("{}/logs/containers/nope/logs?{API}", Emu::groups_path()), None)
+        .arm(
+            "GET",
+            &format!("{}/logs/containers/nope/logs?{API}", Emu::groups_path()),
+            None,
+        )
         .await?;
     assert_eq!(missing.status, 404);
     emu.emu.stop().await
@@ -372,8 +472,15 @@ async fn throttled_requests_get_429_with_retry_after_and_have_no_effect() -> any
     for _ in 0..3 {
         let r = emu.put_group("thr", &spec).await?;
         assert_eq!(r.status, 429);
-        assert_eq!(r.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("7"));
-        assert!(r.body["error"]["code"].as_str().is_some_and(|c| c.contains("Throttled")));
+        assert_eq!(
+            r.headers.get("retry-after").and_then(|v| v.to_str().ok()),
+            Some("7")
+        );
+        assert!(
+            r.body["error"]["code"]
+                .as_str()
+                .is_some_and(|c| c.contains("Throttled"))
+        );
     }
     assert_eq!(emu.emu.stored_group("thr").await?, None);
     let s = emu.emu.stats().await?;
@@ -396,15 +503,30 @@ async fn api_version_and_resource_group_are_checked() -> anyhow::Result<()> {
     let emu = Emu::start(AciEmulatorOptions::default()).await?;
     let base = format!("{}/x", Emu::groups_path());
     let r = emu.arm("GET", &base, None).await?;
-    assert_eq!((r.status, r.body["error"]["code"].as_str()), (400, Some("MissingApiVersionParameter")));
-    let r = emu.arm("GET", &format!("{base}?api-version=1999-01-01"), None).await?;
-    assert_eq!((r.status, r.body["error"]["code"].as_str()), (400, Some("NoRegisteredProviderFound")));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (400, Some("MissingApiVersionParameter"))
+    );
+    let r = emu
+        .arm("GET", &format!("{base}?api-version=1999-01-01"), None)
+        .await?;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (400, Some("NoRegisteredProviderFound"))
+    );
     let other_rg = Emu::groups_path().replace("/vk-rg/", "/other-rg/");
     let r = emu.arm("GET", &format!("{other_rg}/x?{API}"), None).await?;
-    assert_eq!((r.status, r.body["error"]["code"].as_str()), (404, Some("ResourceGroupNotFound")));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (404, Some("ResourceGroupNotFound"))
+    );
     // ARM paths are case-insensitive.
     let r = emu
-        .arm("GET", &format!("{}?{API}", Emu::groups_path().to_lowercase()), None)
+        .arm(
+            "GET",
+            &format!("{}?{API}", Emu::groups_path().to_lowercase()),
+            None,
+        )
         .await?;
     assert_eq!(r.status, 200, "{}", r.text);
     emu.emu.stop().await

@@ -25,7 +25,11 @@ async fn client_credentials_with_secret_or_federated_assertion() -> anyhow::Resu
         .await?;
     assert_eq!(wrong.status, 401, "{}", wrong.text);
     assert_eq!(wrong.body["error"], "invalid_client");
-    assert!(wrong.body["error_description"].as_str().is_some_and(|d| d.starts_with("AADSTS7000215:")));
+    assert!(
+        wrong.body["error_description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("AADSTS7000215:"))
+    );
     assert_eq!(wrong.body["error_codes"][0], 7000215);
 
     let fed = emu
@@ -39,7 +43,12 @@ async fn client_credentials_with_secret_or_federated_assertion() -> anyhow::Resu
     assert_eq!(fed.body["expires_in"], 3600);
     let token = fed.body["access_token"].as_str().unwrap_or_default();
     let r = emu
-        .raw("GET", &list_path(), &[("authorization", &format!("Bearer {token}"))], String::new())
+        .raw(
+            "GET",
+            &list_path(),
+            &[("authorization", &format!("Bearer {token}"))],
+            String::new(),
+        )
         .await?;
     assert_eq!(r.status, 200);
 
@@ -50,7 +59,11 @@ async fn client_credentials_with_secret_or_federated_assertion() -> anyhow::Resu
         ))
         .await?;
     assert_eq!(bad_fed.status, 401);
-    assert!(bad_fed.body["error_description"].as_str().is_some_and(|d| d.starts_with("AADSTS70021:")));
+    assert!(
+        bad_fed.body["error_description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("AADSTS70021:"))
+    );
 
     let bad_scope = emu
         .token_request(&format!(
@@ -67,7 +80,11 @@ async fn client_credentials_with_secret_or_federated_assertion() -> anyhow::Resu
         ))
         .await?;
     assert_eq!(unknown_client.status, 400);
-    assert!(unknown_client.body["error_description"].as_str().is_some_and(|d| d.starts_with("AADSTS700016:")));
+    assert!(
+        unknown_client.body["error_description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("AADSTS700016:"))
+    );
     // Neither secret nor assertion reaches the log.
     assert!(!emu.log().contains("vk-client-secret") && !emu.log().contains(FEDERATED_TOKEN));
     assert!(!emu.log().contains(&emu.token));
@@ -81,15 +98,26 @@ async fn imds_managed_identity_requires_the_metadata_header() -> anyhow::Result<
     let without = emu.raw("GET", path, &[], String::new()).await?;
     assert_eq!(without.status, 400);
     assert_eq!(without.body["error"], "invalid_request");
-    let with = emu.raw("GET", path, &[("Metadata", "true")], String::new()).await?;
+    let with = emu
+        .raw("GET", path, &[("Metadata", "true")], String::new())
+        .await?;
     assert_eq!(with.status, 200, "{}", with.text);
     assert_eq!(with.body["expires_in"], "3600", "IMDS numbers are strings");
-    assert!(with.body["expires_on"].as_str().is_some_and(|s| s.parse::<u64>().is_ok()));
+    assert!(
+        with.body["expires_on"]
+            .as_str()
+            .is_some_and(|s| s.parse::<u64>().is_ok())
+    );
     assert_eq!(with.body["resource"], "https://management.azure.com/");
     assert_eq!(with.body["token_type"], "Bearer");
     let token = with.body["access_token"].as_str().unwrap_or_default();
     let r = emu
-        .raw("GET", &list_path(), &[("authorization", &format!("Bearer {token}"))], String::new())
+        .raw(
+            "GET",
+            &list_path(),
+            &[("authorization", &format!("Bearer {token}"))],
+            String::new(),
+        )
         .await?;
     assert_eq!(r.status, 200);
     emu.emu.stop().await
@@ -111,15 +139,27 @@ async fn arm_rejects_missing_invalid_and_expired_tokens() -> anyhow::Result<()> 
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    assert!(challenge.starts_with("Bearer authorization_uri="), "{challenge}");
+    assert!(
+        challenge.starts_with("Bearer authorization_uri="),
+        "{challenge}"
+    );
 
     let invalid = emu
-        .raw("GET", &list_path(), &[("authorization", "Bearer made-up")], String::new())
+        .raw(
+            "GET",
+            &list_path(),
+            &[("authorization", "Bearer made-up")],
+            String::new(),
+        )
         .await?;
     assert_eq!(invalid.status, 401);
     assert_eq!(invalid.body["error"]["code"], "InvalidAuthenticationToken");
 
-    assert_eq!(emu.arm("GET", &list_path(), None).await?.status, 200, "fresh token works");
+    assert_eq!(
+        emu.arm("GET", &list_path(), None).await?.status,
+        200,
+        "fresh token works"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
     let expired = emu.arm("GET", &list_path(), None).await?;
     assert_eq!(expired.status, 401);

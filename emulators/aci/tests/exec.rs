@@ -13,8 +13,10 @@ async fn running_group(emu: &Emu) -> anyhow::Result<()> {
     spec["properties"]["containers"][0]["properties"]["environmentVariables"] =
         json!([{"name": "PLAIN", "value": "pv"}, {"name": "SECRET", "secureValue": "sv-123"}]);
     assert_eq!(emu.put_group("ex", &spec).await?.status, 201);
-    emu.wait_group("ex", "running", |g| g["properties"]["instanceView"]["state"] == "Running")
-        .await?;
+    emu.wait_group("ex", "running", |g| {
+        g["properties"]["instanceView"]["state"] == "Running"
+    })
+    .await?;
     Ok(())
 }
 
@@ -28,7 +30,10 @@ async fn exec(emu: &Emu, command: &str) -> anyhow::Result<(String, String)> {
         .await?;
     anyhow::ensure!(r.status == 200, "exec: {} {}", r.status, r.text);
     Ok((
-        r.body["webSocketUri"].as_str().unwrap_or_default().to_owned(),
+        r.body["webSocketUri"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
         r.body["password"].as_str().unwrap_or_default().to_owned(),
     ))
 }
@@ -66,12 +71,22 @@ async fn exec_runs_a_real_shell_after_the_password() -> anyhow::Result<()> {
     assert!(uri.starts_with("ws://127.0.0.1:"), "{uri}");
     let (mut ws, _) = tokio_tungstenite::connect_async(&uri).await?;
     ws.send(Message::Text(password.clone().into())).await?;
-    ws.send(Message::Text("echo hi; echo \"$PLAIN $SECRET\"; pwd; exit 3\n".into())).await?;
+    ws.send(Message::Text(
+        "echo hi; echo \"$PLAIN $SECRET\"; pwd; exit 3\n".into(),
+    ))
+    .await?;
     let out = collect(&mut ws).await;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.first(), Some(&"hi"), "{out}");
-    assert_eq!(lines.get(1), Some(&"pv sv-123"), "container env, secure values included");
-    assert!(lines.get(2).is_some_and(|d| d.contains("aci-emulator-ex-")), "{out}");
+    assert_eq!(
+        lines.get(1),
+        Some(&"pv sv-123"),
+        "container env, secure values included"
+    );
+    assert!(
+        lines.get(2).is_some_and(|d| d.contains("aci-emulator-ex-")),
+        "{out}"
+    );
 
     // The URI works once.
     let again = tokio_tungstenite::connect_async(&uri).await;

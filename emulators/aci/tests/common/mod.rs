@@ -79,12 +79,20 @@ impl Emu {
     }
 
     /// An authenticated ARM request.
-    pub async fn arm(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Resp> {
+    pub async fn arm(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Resp> {
         let auth = format!("Bearer {}", self.token);
         self.raw(
             method,
             path,
-            &[("authorization", &auth), ("content-type", "application/json")],
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
             body.map(Value::to_string).unwrap_or_default(),
         )
         .await
@@ -106,7 +114,8 @@ impl Emu {
         body: String,
     ) -> anyhow::Result<Resp> {
         let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.emu.port)).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let mut req = hyper::Request::builder()
             .method(method)

@@ -291,7 +291,8 @@ async fn create_validation_uses_documented_codes() -> anyhow::Result<()> {
         }
         v
     };
-    let cases: Vec<(Vec<(&str, &str)>, u16, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             with(&[("VSwitchId", "vsw-other")]),
             404,
@@ -482,12 +483,10 @@ async fn exits_follow_the_restart_policy() -> anyhow::Result<()> {
     for id in [&never_ok, &never_bad, &on_failure] {
         emu.wait_status(id, "Running").await?;
     }
-    let exit = |g: &str, code: i32| format!("/_emulator/groups/{g}/containers/main/exit#{code}");
     for (g, c) in [(&never_ok, 0), (&never_bad, 3), (&on_failure, 1)] {
-        let path = exit(g, c);
-        let (path, _) = path.split_once('#').unwrap_or((&path, ""));
+        let path = format!("/_emulator/groups/{g}/containers/main/exit");
         let (s, _) = emu
-            .admin("POST", path, &format!("{{\"exit_code\": {c}}}"))
+            .admin("POST", &path, &format!("{{\"exit_code\": {c}}}"))
             .await?;
         assert_eq!(s, 204);
     }

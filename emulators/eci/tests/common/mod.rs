@@ -118,17 +118,17 @@ impl Emu {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let date = how.date.clone().unwrap_or_else(now_date);
-        let (method, query, body, ct): (&str, &[(String, String)], &[u8], Option<&str>) =
-            if how.in_query {
-                ("GET", &pairs, b"", None)
-            } else {
-                (
-                    "POST",
-                    &[],
-                    encoded.as_bytes(),
-                    Some("application/x-www-form-urlencoded"),
-                )
-            };
+        let no_query: Vec<(String, String)> = Vec::new();
+        let (method, query, body, ct) = if how.in_query {
+            ("GET", &pairs, &b""[..], None)
+        } else {
+            (
+                "POST",
+                &no_query,
+                encoded.as_bytes(),
+                Some("application/x-www-form-urlencoded"),
+            )
+        };
         let req = RequestToSign {
             method,
             host: &host,

@@ -109,6 +109,12 @@ pub struct Config {
     #[arg(long = "node-label", env = "VK_NODE_LABELS", value_delimiter = ',')]
     pub node_labels: Vec<String>,
 
+    /// Node capacity overrides, RESOURCE=QUANTITY (e.g. `cpu=20`, `memory=100Gi`, `pods=500`;
+    /// repeatable; comma-separated in env). They replace what the provider reports, in both
+    /// capacity and allocatable, so a cluster admin can cap what the scheduler places here.
+    #[arg(long = "capacity", env = "VK_NODE_CAPACITY", value_delimiter = ',', value_parser = parse_capacity)]
+    pub capacity: Vec<(String, String)>,
+
     /// How often to renew the node Lease.
     #[arg(long, env = "VK_LEASE_RENEW_INTERVAL", value_parser = parse_duration, default_value = "10s")]
     pub lease_renew_interval: Duration,
@@ -148,6 +154,18 @@ pub struct Config {
     /// Log filter in RUST_LOG syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
+}
+
+/// `RESOURCE=QUANTITY` for `--capacity`.
+fn parse_capacity(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+            Ok((k.trim().to_owned(), v.trim().to_owned()))
+        }
+        _ => Err(format!(
+            "expected RESOURCE=QUANTITY (e.g. cpu=20), got {s:?}"
+        )),
+    }
 }
 
 impl Config {

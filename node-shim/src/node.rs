@@ -401,16 +401,24 @@ impl NodeManager {
             })
             .collect();
 
+        let overrides = || {
+            self.cfg
+                .capacity
+                .iter()
+                .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+        };
         let capacity: BTreeMap<String, Quantity> = self
             .info
             .iter()
             .flat_map(|i| &i.capacity)
             .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+            .chain(overrides())
             .collect();
         let allocatable = match self.info.as_ref().map(|i| &i.allocatable) {
             Some(a) if !a.is_empty() => a
                 .iter()
                 .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+                .chain(overrides())
                 .collect(),
             _ => capacity.clone(),
         };

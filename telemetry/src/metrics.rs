@@ -32,11 +32,15 @@ fn respond(registry: &Registry, path: &str) -> http::Response<Full<Bytes>> {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             encode(registry),
         )
+    } else if path == "/healthz" {
+        // For HTTP liveness probes: Kubernetes 1.20 has no gRPC probes, and the kubelet API's
+        // own /healthz needs client credentials.
+        (http::StatusCode::OK, "text/plain", "ok\n".to_owned())
     } else {
         (
             http::StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; metrics are on /metrics\n".to_owned(),
+            "not found; metrics are on /metrics, liveness on /healthz\n".to_owned(),
         )
     };
     let mut response = http::Response::new(Full::new(Bytes::from(body)));
@@ -82,4 +86,20 @@ pub async fn serve(
             });
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthz_answers_ok_and_unknown_paths_404() {
+        let registry = Registry::default();
+        assert_eq!(respond(&registry, "/healthz").status(), http::StatusCode::OK);
+        assert_eq!(respond(&registry, "/metrics").status(), http::StatusCode::OK);
+        assert_eq!(
+            respond(&registry, "/other").status(),
+            http::StatusCode::NOT_FOUND
+        );
+    }
 }

@@ -1,0 +1,470 @@
+//! The helm chart (`helm/`), checked the way a user meets it:
+//! - `helm lint` and `helm template` for each provider; the rendered manifests pass
+//!   `kubernetes-validate --strict`; the values schema rejects bad values;
+//! - the rendered manifests apply to the real API server, and the node-shim, run with the
+//!   Deployment's own arguments under the chart's ServiceAccount token, takes a pod through its
+//!   whole life (Node, Lease, serving CSR, ConfigMap/Secret env, service links, token volume, status,
+//!   events, `kubectl logs` through TokenReview + SubjectAccessReview, deletion) without a single
+//!   "forbidden"; with one rule removed from the chart's ClusterRole the same run fails.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command as StdCommand,
+    time::Duration,
+};
+
+use anyhow::{Context, bail, ensure};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use provider_common::ListenAddr;
+use serde_json::{Value, json};
+use support::{SLOW, approve_serving_cert, kubectl, scheduled_pod};
+use tokio::process::Command;
+use vk_testkit::{
+    ControlPlane, bins::cache_dir, ports::free_port, process::ManagedProcess,
+    test_provider::Control, wait::eventually,
+};
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../helm");
+const NAMESPACE: &str = "vk-system";
+
+fn helm() -> anyhow::Result<PathBuf> {
+    let helm = cache_dir().join("helm/helm");
+    ensure!(
+        helm.exists(),
+        "{} is missing: run scripts/setup.sh",
+        helm.display()
+    );
+    Ok(helm)
+}
+
+/// Runs a command; its stdout, or an error with its output.
+fn run(cmd: &mut StdCommand) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(text)
+}
+
+/// `helm template` of the chart with `values` (a YAML/JSON document) into a file.
+fn render(dir: &Path, name: &str, values: &Value) -> anyhow::Result<(PathBuf, Vec<Value>)> {
+    let values_file = dir.join(format!("{name}-values.json"));
+    std::fs::write(&values_file, serde_json::to_vec(values)?)?;
+    let yaml = run(StdCommand::new(helm()?)
+        .args(["template", name, CHART, "--namespace", NAMESPACE, "-f"])
+        .arg(&values_file))?;
+    let rendered = dir.join(format!("{name}.yaml"));
+    std::fs::write(&rendered, &yaml)?;
+    Ok((rendered.clone(), yaml_documents(&rendered)?))
+}
+
+/// The YAML stream's documents as JSON (through the venv's PyYAML).
+fn yaml_documents(file: &Path) -> anyhow::Result<Vec<Value>> {
+    let json = run(StdCommand::new(cache_dir().join("venv/bin/python"))
+        .args([
+            "-c",
+            "import sys, yaml, json; \
+             json.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d], sys.stdout)",
+        ])
+        .arg(file))?;
+    Ok(serde_json::from_str(&json)?)
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> anyhow::Result<&'a Value> {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .with_context(|| format!("no {kind} rendered"))
+}
+
+/// The Deployment's container called `name`.
+fn container<'a>(docs: &'a [Value], name: &str) -> anyhow::Result<&'a Value> {
+    find(docs, "Deployment")?["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+        .with_context(|| format!("no {name} container"))
+}
+
+fn args(container: &Value) -> Vec<String> {
+    container["args"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn chart_lints_renders_and_validates_for_each_provider() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let validate = cache_dir().join("venv/bin/kubernetes-validate");
+    for (provider, taint_key) in [
+        ("eci", "alibabacloud.com/eci"),
+        ("aci", "virtual-kubelet.io/provider"),
+        ("fargate", "virtual-kubelet.io/provider"),
+    ] {
+        run(StdCommand::new(helm()?)
+            .args(["lint", "--strict", CHART, "--set"])
+            .arg(format!("provider={provider}")))?;
+        let values = json!({
+            "provider": provider,
+            "nodeName": format!("vn-{provider}"),
+            "extraTaints": ["azure.com/aci:NoSchedule"],
+            "capacity": {"cpu": "100", "pods": 500},
+            "providerConfig": {provider: {"region": "r1", "subnets": ["a", "b"], "assign-public-ip": true}},
+            "credentials": {"existingSecret": "cloud-creds"},
+            "telemetry": {"jaeger": {"enabled": true}},
+        });
+        let (file, docs) = render(dir.path(), provider, &values)?;
+        for version in ["1.25.0", "1.33.0"] {
+            run(StdCommand::new(&validate)
+                .args(["--strict", "--quiet", "-k", version])
+                .arg(&file))
+            .with_context(|| format!("{provider} chart against Kubernetes {version}"))?;
+        }
+
+        let shim = args(container(&docs, "node-shim")?);
+        for want in [
+            format!("--node-name=vn-{provider}"),
+            format!("--taint-key={taint_key}"),
+            "--extra-taint=azure.com/aci:NoSchedule".into(),
+            "--capacity=pods=500".into(),
+            "--provider-endpoint=unix:/var/run/vk/provider.sock".into(),
+        ] {
+            ensure!(
+                shim.contains(&want),
+                "{provider}: shim args {shim:?} lack {want}"
+            );
+        }
+        let sidecar = container(&docs, "provider")?;
+        ensure!(
+            sidecar["image"]
+                .as_str()
+                .is_some_and(|i| i.contains(&format!("provider-{provider}:"))),
+            "{provider}: sidecar image {}",
+            sidecar["image"]
+        );
+        let provider_args = args(sidecar);
+        for want in [
+            "--listen=unix:/var/run/vk/provider.sock",
+            "--region=r1",
+            "--subnets=a,b",
+            "--assign-public-ip",
+        ] {
+            ensure!(
+                provider_args.iter().any(|a| a == want),
+                "{provider}: provider args {provider_args:?} lack {want}"
+            );
+        }
+        // Cloud credentials reach the provider only; traces go to the bundled Jaeger.
+        ensure!(sidecar["envFrom"][0]["secretRef"]["name"] == "cloud-creds");
+        ensure!(container(&docs, "node-shim")?.get("envFrom").is_none());
+        ensure!(docs.iter().any(|d| d["kind"] == "Service"
+            && d["metadata"]["name"] == format!("vk-vn-{provider}-jaeger")));
+        for c in ["node-shim", "provider"] {
+            let sc = &container(&docs, c)?["securityContext"];
+            ensure!(sc["readOnlyRootFilesystem"] == true && sc["runAsNonRoot"] == true);
+            ensure!(sc["capabilities"]["drop"] == json!(["ALL"]));
+            ensure!(container(&docs, c)?["livenessProbe"]["httpGet"]["path"] == "/healthz");
+        }
+    }
+
+    // The values schema turns mistakes into clear errors before anything is applied.
+    for (bad, message) in [
+        (
+            "provider=gce",
+            "value must be one of 'eci', 'aci', 'fargate'",
+        ),
+        ("extraTaints[0]=no-effect", "/extraTaints/0"),
+        ("kubelet.servingCert=maybe", "/kubelet/servingCert"),
+    ] {
+        let out = StdCommand::new(helm()?)
+            .args(["template", "x", CHART, "--set", bad])
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success() && stderr.contains(message),
+            "{bad}: expected a schema error mentioning {message:?}, got: {stderr}"
+        );
+    }
+    Ok(())
+}
+
+/// A kubeconfig for the control plane that authenticates as the chart's ServiceAccount.
+fn service_account_kubeconfig(cp: &ControlPlane, sa: &str, path: &Path) -> anyhow::Result<()> {
+    let token = kubectl(
+        cp,
+        &["create", "token", sa, "-n", NAMESPACE, "--duration=1h"],
+    )?;
+    let ca = std::fs::read_to_string(&cp.pki.ca_files.cert)?;
+    use base64::Engine;
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {
+            "server": cp.server,
+            "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(ca),
+        }}],
+        "users": [{"name": sa, "user": {"token": token.trim()}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": sa}}],
+        "current-context": "c",
+    });
+    std::fs::write(path, serde_json::to_vec(&config)?)?;
+    Ok(())
+}
+
+/// Starts the shim with the chart's arguments and environment, changed only where a process on
+/// loopback must differ from a pod: the provider socket, ports, the client CA and the pod IP.
+fn spawn_chart_shim(
+    cp: &ControlPlane,
+    docs: &[Value],
+    kubeconfig: &Path,
+    socket: &Path,
+    dir: &Path,
+) -> anyhow::Result<ManagedProcess> {
+    let shim = container(docs, "node-shim")?;
+    let mut cmd = Command::new(Path::new(env!("CARGO_BIN_EXE_node-shim")));
+    for arg in args(shim) {
+        let arg = match arg.split_once('=') {
+            Some(("--provider-endpoint", _)) => {
+                format!("--provider-endpoint=unix:{}", socket.display())
+            }
+            Some(("--kubelet-port", _)) => format!("--kubelet-port={}", free_port()?),
+            Some(("--metrics-address", _)) => {
+                format!("--metrics-address=127.0.0.1:{}", free_port()?)
+            }
+            Some(("--client-ca-file", _)) => {
+                format!("--client-ca-file={}", cp.pki.ca_files.cert.display())
+            }
+            _ => arg,
+        };
+        cmd.arg(arg);
+    }
+    for env in shim["env"].as_array().into_iter().flatten() {
+        if let (Some(name), Some(value)) = (env["name"].as_str(), env["value"].as_str()) {
+            cmd.env(name, value);
+        }
+    }
+    cmd.env("VKUBELET_POD_IP", "127.0.0.1")
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(["--ping-interval=1s", "--resync-period=5s"]);
+    ManagedProcess::spawn("node-shim-chart", &mut cmd, dir)
+}
+
+/// Log lines of the shim that show a request the API server refused for lack of permission.
+fn forbidden_lines(shim: &ManagedProcess) -> Vec<String> {
+    std::fs::read_to_string(shim.log_path())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("forbidden") || l.contains("Forbidden"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One pod's life on the chart's node: env from a ConfigMap and a Secret, a service-account token
+/// volume, service links, Running, `kubectl logs`, events, deletion.
+async fn pod_lifecycle(cp: &ControlPlane, node: &str, name: &str) -> anyhow::Result<()> {
+    let client = cp.client().await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut pod = scheduled_pod(
+        name,
+        json!({"app": name}),
+        json!({"containers": [{"name": "c", "image": "nginx", "env": [
+            {"name": "FROM_CM", "valueFrom": {"configMapKeyRef": {"name": "chart-cm", "key": "k"}}},
+            {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "chart-secret", "key": "k"}}},
+        ]}]}),
+    )?;
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.node_selector = Some([("kubernetes.io/hostname".to_owned(), node.to_owned())].into());
+        spec.tolerations = Some(serde_json::from_value(json!([
+            {"key": "virtual-kubelet.io/provider", "operator": "Exists"},
+            {"key": "azure.com/aci", "operator": "Exists"},
+        ]))?);
+    }
+    pods.create(&Default::default(), &pod).await?;
+    eventually(SLOW, &format!("{name} Running"), || async {
+        let p = pods.get(name).await?;
+        Ok(p.status
+            .and_then(|s| s.phase)
+            .filter(|phase| phase == "Running"))
+    })
+    .await?;
+    let logs = eventually(SLOW, &format!("kubectl logs {name}"), || async {
+        Ok(kubectl(cp, &["logs", name]).ok().filter(|l| !l.is_empty()))
+    })
+    .await?;
+    tracing::info!(%logs, "logs through the chart's kubelet API");
+    let events = kubectl(
+        cp,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ],
+    )?;
+    ensure!(
+        events.contains("ProviderCreated"),
+        "events of {name}: {events}"
+    );
+    pods.delete(name, &Default::default()).await?;
+    eventually(SLOW, &format!("{name} gone"), || async {
+        Ok(pods.get_opt(name).await?.is_none().then_some(()))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_applies_and_its_rbac_is_enough_for_a_pod_lifecycle() -> anyhow::Result<()> {
+    vk_testkit::init_test_logging();
+    let cp = ControlPlane::start().await?;
+    let dir = tempfile::tempdir()?;
+    let node = "vn-chart";
+    let values = json!({
+        "provider": "fargate",
+        "nodeName": node,
+        "extraTaints": ["azure.com/aci:NoSchedule"],
+        "capacity": {"pods": "123"},
+        "providerConfig": {"fargate": {"region": "us-east-1", "cluster": "vk"}},
+    });
+    let (rendered, docs) = render(dir.path(), "chart", &values)?;
+    kubectl(&cp, &["create", "namespace", NAMESPACE])?;
+    kubectl(&cp, &["apply", "-f", &rendered.display().to_string()])?;
+    let sa = find(&docs, "ServiceAccount")?["metadata"]["name"]
+        .as_str()
+        .context("ServiceAccount name")?
+        .to_owned();
+    kubectl(
+        &cp,
+        &["get", "deployment", "-n", NAMESPACE, &format!("vk-{node}")],
+    )?;
+    kubectl(
+        &cp,
+        &[
+            "get",
+            "rolebinding",
+            "-n",
+            "kube-node-lease",
+            &format!("vk-{node}"),
+        ],
+    )?;
+    kubectl(
+        &cp,
+        &["create", "configmap", "chart-cm", "--from-literal=k=v"],
+    )?;
+    kubectl(
+        &cp,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "chart-secret",
+            "--from-literal=k=s3cr3t",
+        ],
+    )?;
+
+    let kubeconfig = dir.path().join("sa.kubeconfig");
+    service_account_kubeconfig(&cp, &sa, &kubeconfig)?;
+    // The ServiceAccount may do what the shim does and no more (`can-i` answers "no" with exit 1).
+    let can = |verb: &str, resource: &str| {
+        let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
+        let out = cp
+            .kubectl()
+            .args(["auth", "can-i", verb, resource, "--subresource", sub])
+            .arg(format!("--as=system:serviceaccount:{NAMESPACE}:{sa}"))
+            .output();
+        out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "yes")
+    };
+    for allowed in [
+        "patch pods/status",
+        "create tokenreviews.authentication.k8s.io",
+        "create serviceaccounts/token",
+    ] {
+        let (verb, resource) = allowed.split_once(' ').context("verb resource")?;
+        ensure!(
+            can(verb, resource),
+            "the chart's ServiceAccount cannot {allowed}"
+        );
+    }
+    for denied in ["create pods", "list secrets", "delete nodes", "patch pods"] {
+        let (verb, resource) = denied.split_once(' ').context("verb resource")?;
+        ensure!(
+            !can(verb, resource),
+            "the chart's ServiceAccount may {denied}"
+        );
+    }
+
+    let socket = dir.path().join("provider.sock");
+    let control = Control::new();
+    let _server = control.serve(ListenAddr::Unix(socket.clone())).await?;
+    let shim = spawn_chart_shim(&cp, &docs, &kubeconfig, &socket, dir.path())?;
+    let result = async {
+        approve_serving_cert(&cp, node).await?;
+        let nodes: Api<Node> = Api::all(cp.client().await?);
+        eventually(
+            SLOW,
+            "chart node Ready with the capacity override",
+            || async {
+                let n = nodes.get_opt(node).await?;
+                let status = n.and_then(|n| n.status);
+                let ready = status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                let pods = status
+                    .and_then(|s| s.capacity)
+                    .and_then(|c| c.get("pods").cloned());
+                Ok((ready && pods.is_some_and(|q| q.0 == "123")).then_some(()))
+            },
+        )
+        .await?;
+        kubectl(&cp, &["get", "lease", "-n", "kube-node-lease", node])?;
+        pod_lifecycle(&cp, node, "chart-pod").await?;
+        let forbidden = forbidden_lines(&shim);
+        ensure!(forbidden.is_empty(), "the shim was refused: {forbidden:#?}");
+
+        // The check has teeth: without pods/status the same lifecycle fails, and says why.
+        kubectl(
+            &cp,
+            &[
+                "patch",
+                "clusterrole",
+                &format!("vk-{node}"),
+                "--type=json",
+                "-p",
+                &json!([{"op": "test", "path": "/rules/3/resources", "value": ["pods/status"]},
+                        {"op": "remove", "path": "/rules/3"}])
+                .to_string(),
+            ],
+        )?;
+        let crippled = tokio::time::timeout(
+            Duration::from_secs(30),
+            pod_lifecycle(&cp, node, "no-status-pod"),
+        )
+        .await;
+        ensure!(
+            !matches!(crippled, Ok(Ok(()))),
+            "the pod lifecycle passed without pods/status"
+        );
+        eventually(SLOW, "forbidden in the shim's log", || async {
+            Ok(forbidden_lines(&shim)
+                .into_iter()
+                .find(|l| l.contains("pods") || l.contains("status")))
+        })
+        .await?;
+        Ok(())
+    }
+    .await;
+    result.map_err(|err: anyhow::Error| {
+        err.context(format!("--- shim log ---\n{}", shim.log_excerpt(80)))
+    })
+}

@@ -41,8 +41,15 @@ pub struct Arm {
     pub policy: RetryPolicy,
 }
 
+/// RFC 3986 unreserved characters stay as they are (`-._~` must not be encoded).
+pub const UNRESERVED: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn enc(s: &str) -> String {
-    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+    utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 impl Arm {

@@ -9,7 +9,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, header};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
@@ -137,8 +137,8 @@ fn form(pairs: &[(&str, &str)]) -> String {
         .map(|(k, v)| {
             format!(
                 "{}={}",
-                utf8_percent_encode(k, NON_ALPHANUMERIC),
-                utf8_percent_encode(v, NON_ALPHANUMERIC)
+                utf8_percent_encode(k, crate::arm::UNRESERVED),
+                utf8_percent_encode(v, crate::arm::UNRESERVED)
             )
         })
         .collect::<Vec<_>>()
@@ -258,12 +258,12 @@ impl TokenSource {
                 let mut url = format!(
                     "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}",
                     self.endpoints.imds.trim_end_matches('/'),
-                    utf8_percent_encode(&self.endpoints.resource, NON_ALPHANUMERIC)
+                    utf8_percent_encode(&self.endpoints.resource, crate::arm::UNRESERVED)
                 );
                 if let Some(id) = client_id {
                     url.push_str(&format!(
                         "&client_id={}",
-                        utf8_percent_encode(id, NON_ALPHANUMERIC)
+                        utf8_percent_encode(id, crate::arm::UNRESERVED)
                     ));
                 }
                 self.http
@@ -325,7 +325,7 @@ impl TokenSource {
         let url = format!(
             "{}/{}/oauth2/v2.0/token",
             self.endpoints.authority.trim_end_matches('/'),
-            utf8_percent_encode(tenant, NON_ALPHANUMERIC)
+            utf8_percent_encode(tenant, crate::arm::UNRESERVED)
         );
         self.http
             .send(
@@ -377,7 +377,7 @@ mod tests {
                 ("scope", "https://management.azure.com/.default"),
                 ("a", "b c")
             ]),
-            "scope=https%3A%2F%2Fmanagement%2Eazure%2Ecom%2F%2Edefault&a=b%20c"
+            "scope=https%3A%2F%2Fmanagement.azure.com%2F.default&a=b%20c"
         );
     }
 }

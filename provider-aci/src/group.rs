@@ -1012,6 +1012,7 @@ mod tests {
             cp["readinessProbe"]["exec"]["command"],
             serde_json::json!(["cat", "/tmp/ready"])
         );
+        assert_eq!(cp["resources"]["requests"]["memoryInGB"], 1.0);
         assert_eq!(
             cp["resources"]["requests"]["gpu"],
             serde_json::json!({"count": 2, "sku": "K80"})

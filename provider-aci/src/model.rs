@@ -195,7 +195,7 @@ pub struct ResourceRequirements {
 #[serde(rename_all = "camelCase")]
 pub struct ResourceAmounts {
     /// Memory in GB (multiples of 0.1).
-    #[serde(default)]
+    #[serde(rename = "memoryInGB", default)]
     pub memory_in_gb: f64,
     /// CPU cores (multiples of 0.01).
     #[serde(default)]

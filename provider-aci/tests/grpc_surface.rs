@@ -1,19 +1,85 @@
 //! provider-aci serves the PodProvider contract, health and reflection as a user sees them through
-//! grpcurl, on TCP and unix sockets, and stops cleanly on SIGTERM.
+//! grpcurl, on TCP and unix sockets, and stops cleanly on SIGTERM; what ACI cannot offer answers
+//! UNIMPLEMENTED; start fails with a clear message when required settings are missing.
 
-use std::path::Path;
+mod support;
 
-use vk_testkit::provider_checks;
+use std::{os::unix::fs::PermissionsExt, path::PathBuf};
 
-const BIN: &str = env!("CARGO_BIN_EXE_provider-aci");
+use anyhow::ensure;
+use support::*;
+use vk_testkit::{
+    aci_emulator::{AciEmulator, AciEmulatorOptions},
+    provider_checks,
+};
 
-#[tokio::test]
-async fn grpc_surface_health_reflection_and_shutdown() -> anyhow::Result<()> {
-    provider_checks::check_provider_binary(Path::new(BIN)).await
+/// A wrapper that runs the provider with the emulator's settings (the shared checks start the
+/// binary with `--listen` only).
+fn wrapper(emu: &AciEmulator, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let mut script = String::from("#!/bin/sh\n");
+    for (k, v) in provider_env() {
+        script.push_str(&format!("export {k}='{v}'\n"));
+    }
+    let args: Vec<String> = provider_args(emu, "unused")
+        .into_iter()
+        .skip(2)
+        .map(|a| format!("'{a}'"))
+        .collect();
+    script.push_str(&format!("exec {BIN} {} \"$@\"\n", args.join(" ")));
+    let path = dir.join("provider-aci");
+    std::fs::write(&path, script)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
 }
 
 #[tokio::test]
-async fn rpcs_not_offered_yet_answer_unimplemented() -> anyhow::Result<()> {
-    let rpcs = ["CreatePod", "DeletePod", "ListPods", "GetStats"];
-    provider_checks::check_unimplemented_rpcs(Path::new(BIN), &rpcs).await
+async fn grpc_surface_health_reflection_and_shutdown() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
+    let bin = wrapper(&emu, dir.path())?;
+    provider_checks::check_provider_binary(&bin).await?;
+    provider_checks::check_unimplemented_rpcs(&bin, &["Attach", "PortForward", "GetStats"]).await
+}
+
+#[tokio::test]
+async fn missing_settings_stop_the_start_with_a_clear_message() -> anyhow::Result<()> {
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--resource-group",
+            "rg",
+            "--location",
+            "westeurope",
+        ])
+        .env_remove("AZURE_SUBSCRIPTION_ID")
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "started without a subscription");
+    ensure!(
+        stderr.contains("--subscription-id (AZURE_SUBSCRIPTION_ID) is required"),
+        "{stderr}"
+    );
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "--subscription-id",
+            "s",
+            "--resource-group",
+            "rg",
+            "--location",
+            "westeurope",
+            "--auth-method",
+            "client-secret",
+            "--tenant-id",
+            "t",
+            "--client-id",
+            "c",
+        ])
+        .env_remove("AZURE_CLIENT_SECRET")
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(stderr.contains("AZURE_CLIENT_SECRET"), "{stderr}");
+    Ok(())
 }

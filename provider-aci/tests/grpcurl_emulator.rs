@@ -1,0 +1,267 @@
+//! provider-aci through grpcurl against the ACI emulator: a pod from a JSON request is created as
+//! a container group (its Secret-derived env value as `secureValue`), listed Running, its logs
+//! read (tail, follow), a command with arguments exec'd with its output and exit code, an invalid
+//! pod refused with ACI's wording, and deleted; the group is gone and no secret reached a log.
+
+mod support;
+
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use base64::Engine as _;
+use support::*;
+use vk_testkit::{
+    aci_emulator::{AciEmulator, AciEmulatorOptions},
+    grpcurl::{self, Target},
+    wait::eventually,
+};
+
+const SVC: &str = "podprovider.v1.PodProvider";
+const SECRET: &str = "s3cr3t-aci-value";
+
+fn pod_json(name: &str, uid: &str) -> String {
+    format!(
+        r#"{{"pod": {{
+          "podRef": {{"namespace": "default", "name": "{name}", "uid": "{uid}"}},
+          "nodeName": "{NODE}",
+          "containers": [{{
+            "name": "web", "image": "nginx:1.25",
+            "command": ["nginx"], "args": ["-g", "daemon off;"],
+            "env": [{{"name": "MODE", "value": "demo"}}, {{"name": "DB_PASSWORD", "value": "{SECRET}", "sensitive": true}}],
+            "ports": [{{"containerPort": 80, "protocol": "TCP"}}],
+            "resources": {{"requests": {{"cpuMillis": 500, "memoryBytes": 1000000000}}}}
+          }}],
+          "restartPolicy": "RESTART_POLICY_ALWAYS",
+          "terminationGracePeriodSeconds": 30
+        }}}}"#
+    )
+}
+
+fn ref_json(name: &str, uid: &str) -> String {
+    format!(r#"{{"namespace": "default", "name": "{name}", "uid": "{uid}"}}"#)
+}
+
+/// Decodes the base64 `data` fields grpcurl prints for LogChunk messages.
+fn log_text(out: &str) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    out.lines()
+        .filter_map(|l| l.trim().strip_prefix("\"data\": \""))
+        .filter_map(|l| l.strip_suffix('"'))
+        .filter_map(|d| b64.decode(d).ok())
+        .map(|d| String::from_utf8_lossy(&d).into_owned())
+        .collect()
+}
+
+async fn call(target: &Target, method: &str, body: &str) -> anyhow::Result<String> {
+    grpcurl::run_ok(target, &["-d", body], &[&format!("{SVC}/{method}")]).await
+}
+
+#[tokio::test]
+async fn create_list_logs_exec_delete_through_grpcurl() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let emu = AciEmulator::start(
+        dir.path(),
+        AciEmulatorOptions {
+            log_heartbeat_ms: 300,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let (mut provider, target, _) = start_provider(&emu, dir.path(), &[]).await?;
+    let result = scenario(&emu, &target).await;
+    let provider_log = std::fs::read_to_string(provider.log_path())?;
+    let status = provider.stop(Duration::from_secs(10)).await?;
+    result.with_context(|| format!("provider log:\n{}", provider.log_tail(40)))?;
+    ensure!(status.success(), "provider exited with {status}");
+    ensure!(
+        !provider_log.contains(SECRET) && !provider_log.contains("vk-client-secret"),
+        "a secret reached the provider's log"
+    );
+    let emu_log = std::fs::read_to_string(emu.process.log_path())?;
+    ensure!(
+        !emu_log.contains(SECRET),
+        "a secret reached the emulator's log"
+    );
+    Ok(())
+}
+
+async fn scenario(emu: &AciEmulator, target: &Target) -> anyhow::Result<()> {
+    let info = call(target, "GetNodeInfo", r#"{"nodeName":"vk-aci"}"#).await?;
+    ensure!(
+        info.contains(r#""providerName": "aci""#) && info.contains("azure.com/aci"),
+        "{info}"
+    );
+
+    let created = call(target, "CreatePod", &pod_json("web-1", "uid-1")).await?;
+    ensure!(
+        created.contains("POD_PHASE_PENDING")
+            && created.contains("containerGroups/vk-default-web-1-"),
+        "{created}"
+    );
+    // A retried create is a success and creates nothing new.
+    call(target, "CreatePod", &pod_json("web-1", "uid-1")).await?;
+    ensure!(
+        emu.stats().await?.created == 1,
+        "a retried create made a second group"
+    );
+
+    // The Secret-derived value travels only as secureValue.
+    let group = created
+        .split("containerGroups/")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .context("no group name in the create answer")?
+        .to_owned();
+    let stored = emu
+        .stored_group(&group)
+        .await?
+        .context("group not stored")?;
+    let env = &stored["properties"]["containers"][0]["properties"]["environmentVariables"];
+    ensure!(
+        env[1]["name"] == "DB_PASSWORD"
+            && env[1]["secureValue"] == SECRET
+            && env[1].get("value").is_none(),
+        "DB_PASSWORD is not a secureValue: {env}"
+    );
+    ensure!(env[0]["value"] == "demo", "{env}");
+    ensure!(
+        stored["tags"]["vk-pod-uid"] == "uid-1",
+        "{}",
+        stored["tags"]
+    );
+
+    let listed = eventually(WAIT, "pod listed Running", || async {
+        let out = call(target, "ListPods", r#"{"nodeName":"vk-aci"}"#).await?;
+        Ok(out.contains("POD_PHASE_RUNNING").then_some(out))
+    })
+    .await?;
+    ensure!(
+        listed.contains("web-1") && listed.contains("podIp"),
+        "{listed}"
+    );
+
+    // Logs: the emulator's lines, whole and tailed.
+    let logs_req = |extra: &str| {
+        format!(
+            r#"{{"podRef": {}, "container": "web"{extra}}}"#,
+            ref_json("web-1", "uid-1")
+        )
+    };
+    let all = eventually(WAIT, "two heartbeats logged", || async {
+        let text = log_text(&call(target, "GetContainerLogs", &logs_req("")).await?);
+        Ok(text.contains("heartbeat 2").then_some(text))
+    })
+    .await?;
+    ensure!(
+        all.starts_with(
+            "Emulated container web started from image nginx:1.25\ncommand: nginx -g daemon off;\n"
+        ),
+        "{all}"
+    );
+    let tail = log_text(&call(target, "GetContainerLogs", &logs_req(r#", "tailLines": 1"#)).await?);
+    ensure!(
+        tail.lines().count() == 1 && tail.starts_with("heartbeat "),
+        "tail 1: {tail:?}"
+    );
+    // Follow with a byte limit: new heartbeats arrive by polling, then the limit ends the stream.
+    let followed = log_text(
+        &call(
+            target,
+            "GetContainerLogs",
+            &logs_req(r#", "follow": true, "tailLines": 0, "limitBytes": 40"#),
+        )
+        .await?,
+    );
+    ensure!(followed.starts_with("heartbeat "), "follow: {followed:?}");
+    let missing = grpcurl::run(
+        target,
+        &[
+            "-d",
+            &format!(
+                r#"{{"podRef": {}, "container": "nope"}}"#,
+                ref_json("web-1", "uid-1")
+            ),
+        ],
+        &[&format!("{SVC}/GetContainerLogs")],
+    )
+    .await?;
+    ensure!(
+        String::from_utf8_lossy(&missing.stderr).contains("NotFound"),
+        "{missing:?}"
+    );
+
+    // Exec: a command with arguments, its output and its exit code (through /bin/sh).
+    let exec = |cmd: &str| {
+        format!(
+            r#"{{"start": {{"podRef": {}, "container": "web", "command": {cmd}, "stdout": true, "stderr": true}}}}"#,
+            ref_json("web-1", "uid-1")
+        )
+    };
+    let out = call(
+        target,
+        "Exec",
+        &exec(r#"["sh", "-c", "echo hello from $MODE; exit 3"]"#),
+    )
+    .await?;
+    let text = log_text(&out.replace("\"stdout\"", "\"data\""));
+    ensure!(text == "hello from demo\n", "exec output {text:?} in {out}");
+    ensure!(out.contains(r#""code": 3"#), "exit code 3 missing: {out}");
+    let out = call(target, "Exec", &exec(r#"["echo", "it's", "fine"]"#)).await?;
+    ensure!(
+        log_text(&out.replace("\"stdout\"", "\"data\"")) == "it's fine\n"
+            && out.contains("\"exit\""),
+        "{out}"
+    );
+    ensure!(
+        !out.contains("\"code\""),
+        "a zero exit code is the proto default: {out}"
+    );
+
+    // A limit above the group's request is refused before Azure is called, in ACI's words.
+    let bad = pod_json("bad", "uid-bad").replace(
+        r#""requests": {"cpuMillis": 500, "memoryBytes": 1000000000}"#,
+        r#""requests": {"cpuMillis": 500, "memoryBytes": 1000000000}, "limits": {"cpuMillis": 2000}"#,
+    );
+    let before = emu.stats().await?.requests;
+    let out = grpcurl::run(target, &["-d", &bad], &[&format!("{SVC}/CreatePod")]).await?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        err.contains("InvalidArgument")
+            && err.contains(
+                "The 'Cpu' limit '2' in container 'web' is greater than the total request '0.5'"
+            ),
+        "{err}"
+    );
+    ensure!(
+        emu.stats().await?.requests <= before + 2,
+        "the invalid pod reached ARM"
+    );
+
+    // Delete: the group goes, the pod leaves the list, a second delete finds nothing.
+    let out = call(
+        target,
+        "DeletePod",
+        &format!(r#"{{"podRef": {}}}"#, ref_json("web-1", "uid-1")),
+    )
+    .await?;
+    ensure!(out.contains(r#""found": true"#), "{out}");
+    eventually(WAIT, "pod gone", || async {
+        let out = call(target, "ListPods", r#"{"nodeName":"vk-aci"}"#).await?;
+        Ok((!out.contains("web-1")).then_some(()))
+    })
+    .await?;
+    let stats = emu.stats().await?;
+    ensure!(stats.live == 0 && stats.deleted == 1, "{stats:?}");
+    ensure!(stats.auth_failures == 0, "{stats:?}");
+    let again = call(
+        target,
+        "DeletePod",
+        &format!(r#"{{"podRef": {}}}"#, ref_json("web-1", "uid-1")),
+    )
+    .await?;
+    ensure!(
+        !again.contains("found"),
+        "a second delete must report found=false: {again}"
+    );
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Shared set-up for the provider-aci tests: the ACI emulator and the provider binary against it.
+#![allow(dead_code)] // each test file uses a part
+
+use std::{path::Path, time::Duration};
+
+use podprovider_proto::v1::{Container, Pod, PodRef, ResourceRequirements, Resources};
+use vk_testkit::{
+    aci_emulator::{self, AciEmulator},
+    grpcurl::Target,
+    ports::free_port,
+    process::ManagedProcess,
+    provider_checks,
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_provider-aci");
+pub const NODE: &str = "vk-aci";
+
+/// The provider's flags for `emu` (client-secret auth; the secret goes in the environment).
+pub fn provider_args(emu: &AciEmulator, listen: &str) -> Vec<String> {
+    [
+        "--listen",
+        listen,
+        "--subscription-id",
+        aci_emulator::SUBSCRIPTION_ID,
+        "--resource-group",
+        aci_emulator::RESOURCE_GROUP,
+        "--location",
+        aci_emulator::LOCATION,
+        "--arm-endpoint",
+        &emu.endpoint,
+        "--authority-host",
+        &emu.endpoint,
+        "--imds-endpoint",
+        &emu.endpoint,
+        "--tenant-id",
+        aci_emulator::TENANT_ID,
+        "--client-id",
+        aci_emulator::CLIENT_ID,
+        "--status-interval-seconds",
+        "0.5",
+        "--instance-view-refresh-seconds",
+        "2",
+        "--log-filter",
+        "info,provider_aci=debug,provider_common=debug",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+/// The environment of the provider: the client secret (never a flag).
+pub fn provider_env() -> Vec<(&'static str, String)> {
+    vec![(
+        "AZURE_CLIENT_SECRET",
+        aci_emulator::CLIENT_SECRET.to_owned(),
+    )]
+}
+
+/// Starts the provider binary against `emu` with `extra` flags.
+pub async fn start_provider(
+    emu: &AciEmulator,
+    dir: &Path,
+    extra: &[&str],
+) -> anyhow::Result<(ManagedProcess, Target, String)> {
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let target = Target::Tcp(addr.clone());
+    let mut args = provider_args(emu, &addr);
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let p = provider_checks::start_provider(Path::new(BIN), &args, &provider_env(), &target, dir)
+        .await?;
+    Ok((p, target, addr))
+}
+
+/// A small pod.
+pub fn pod(name: &str, uid: &str) -> Pod {
+    Pod {
+        pod_ref: Some(PodRef {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: uid.into(),
+        }),
+        node_name: NODE.into(),
+        containers: vec![Container {
+            name: "web".into(),
+            image: "nginx:1.25".into(),
+            resources: Some(ResourceRequirements {
+                requests: Some(Resources {
+                    cpu_millis: Some(250),
+                    memory_bytes: Some(512 << 20),
+                    ..Default::default()
+                }),
+                limits: None,
+            }),
+            ..Default::default()
+        }],
+        termination_grace_period_seconds: Some(30),
+        ..Default::default()
+    }
+}
+
+/// Generous deadline for emulator-backed conditions.
+pub const WAIT: Duration = Duration::from_secs(60);

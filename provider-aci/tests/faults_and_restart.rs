@@ -1,0 +1,167 @@
+//! Throttling and restarts against the ACI emulator:
+//! - with 20 % of ARM requests answered 429 + Retry-After, 50 creates and 50 deletes create
+//!   exactly 50 container groups and delete exactly 50;
+//! - a provider restarted under running pods rebuilds them from the groups' tags and creates
+//!   nothing.
+
+mod support;
+
+use std::time::Duration;
+
+use anyhow::ensure;
+use futures::{StreamExt, stream};
+use podprovider_proto::{
+    PodProviderClient,
+    v1::{CreatePodRequest, DeletePodRequest, ListPodsRequest, PodPhase},
+};
+use support::*;
+use vk_testkit::{
+    aci_emulator::{AciEmulator, AciEmulatorOptions},
+    wait::eventually,
+};
+
+type Client = PodProviderClient<tonic::transport::Channel>;
+
+async fn client(addr: &str) -> anyhow::Result<Client> {
+    Ok(PodProviderClient::connect(format!("http://{addr}")).await?)
+}
+
+async fn listed(c: &mut Client) -> anyhow::Result<Vec<podprovider_proto::v1::PodStatus>> {
+    Ok(c.list_pods(ListPodsRequest {
+        node_name: NODE.into(),
+    })
+    .await?
+    .into_inner()
+    .pods)
+}
+
+async fn running(c: &Client) -> anyhow::Result<usize> {
+    let mut c = c.clone();
+    Ok(listed(&mut c)
+        .await?
+        .iter()
+        .filter(|p| p.phase == PodPhase::Running as i32)
+        .count())
+}
+
+async fn create_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
+    let results: Vec<anyhow::Result<()>> = stream::iter(0..n)
+        .map(|i| {
+            let mut c = c.clone();
+            let p = pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}"));
+            async move {
+                c.create_pod(CreatePodRequest { pod: Some(p) }).await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+async fn delete_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
+    let results: Vec<anyhow::Result<()>> = stream::iter(0..n)
+        .map(|i| {
+            let mut c = c.clone();
+            let r = pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")).pod_ref;
+            async move {
+                let found = c
+                    .delete_pod(DeletePodRequest {
+                        pod_ref: r,
+                        grace_period_seconds: None,
+                    })
+                    .await?
+                    .into_inner()
+                    .found;
+                ensure!(found, "delete {prefix}-{i}: not found");
+                Ok(())
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+#[tokio::test]
+async fn twenty_percent_throttling_creates_and_deletes_exactly_fifty_groups() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let emu = AciEmulator::start(
+        dir.path(),
+        AciEmulatorOptions {
+            throttle_rate: 0.2,
+            retry_after_secs: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let c = client(&addr).await?;
+    create_all(&c, 50, "t").await?;
+    eventually(Duration::from_secs(120), "50 pods Running", || {
+        let c = c.clone();
+        async move { Ok((running(&c).await? == 50).then_some(())) }
+    })
+    .await?;
+    delete_all(&c, 50, "t").await?;
+    eventually(Duration::from_secs(120), "all pods gone", || {
+        let mut c = c.clone();
+        async move { Ok(listed(&mut c).await?.is_empty().then_some(())) }
+    })
+    .await?;
+    let stats = emu.stats().await?;
+    ensure!(
+        stats.created == 50,
+        "{} groups created: {stats:?}",
+        stats.created
+    );
+    ensure!(
+        stats.deleted == 50,
+        "{} groups deleted: {stats:?}",
+        stats.deleted
+    );
+    ensure!(stats.live == 0, "{stats:?}");
+    ensure!(
+        stats.throttled > 10,
+        "only {} requests throttled",
+        stats.throttled
+    );
+    ensure!(stats.auth_failures == 0, "{stats:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn restart_under_running_pods_adopts_them_and_creates_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
+    let (mut provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let c = client(&addr).await?;
+    create_all(&c, 10, "r").await?;
+    eventually(WAIT, "10 pods Running", || {
+        let c = c.clone();
+        async move { Ok((running(&c).await? == 10).then_some(())) }
+    })
+    .await?;
+    let status = provider.stop(Duration::from_secs(10)).await?;
+    ensure!(status.success(), "provider exited with {status}");
+
+    let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let mut c = client(&addr).await?;
+    // State is rebuilt before the provider serves: the first answer is complete.
+    let pods = listed(&mut c).await?;
+    ensure!(pods.len() == 10, "{} pods after restart", pods.len());
+    ensure!(
+        pods.iter().all(|p| p.phase == PodPhase::Running as i32),
+        "{pods:?}"
+    );
+    // The shim's retried create of a running pod is answered from the adopted state.
+    c.create_pod(CreatePodRequest {
+        pod: Some(pod("r-3", "r-uid-3")),
+    })
+    .await?;
+    let stats = emu.stats().await?;
+    ensure!(stats.created == 10 && stats.live == 10, "{stats:?}");
+    Ok(())
+}

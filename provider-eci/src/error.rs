@@ -23,6 +23,8 @@ pub enum Kind {
     NotFound,
     /// ECI rejected a parameter.
     Invalid,
+    /// The group is not in a state that allows the operation (e.g. exec into a stopped one).
+    Precondition,
     /// Quota or stock exhausted (not retried here; the shim retries later).
     Exhausted,
     /// Anything else.
@@ -80,6 +82,8 @@ pub fn classify(code: &str, http_status: u16) -> Kind {
         Kind::Unauthenticated
     } else if starts("Forbidden") || starts("NoPermission") || code == "Forbidden.RAM" {
         Kind::PermissionDenied
+    } else if starts("IncorrectStatus") || starts("IncorrectContainerGroupStatus") {
+        Kind::Precondition
     } else if starts("QuotaExceeded") || starts("OperationDenied.NoStock") || starts("NoStock") {
         Kind::Exhausted
     } else if code.ends_with(".NotFound") && code.contains("ContainerGroup") {
@@ -166,6 +170,7 @@ impl EciError {
                 "ECI denied the call; check the RAM permissions of the provider's credentials ({msg})"
             )),
             Kind::NotFound => tonic::Status::not_found(msg),
+            Kind::Precondition => tonic::Status::failed_precondition(msg),
             Kind::Invalid => tonic::Status::invalid_argument(msg),
             Kind::Other => tonic::Status::internal(msg),
         }
@@ -214,6 +219,11 @@ mod tests {
         assert_eq!(classify("Whatever", 502), Kind::Unavailable);
         assert_eq!(classify("", 429), Kind::Throttled);
         assert_eq!(classify("Odd", 400), Kind::Other);
+        assert_eq!(classify("IncorrectStatus", 403), Kind::Precondition);
+        assert_eq!(
+            classify("InvalidContainerGroupId.NotFound", 404),
+            Kind::NotFound
+        );
     }
 
     #[test]

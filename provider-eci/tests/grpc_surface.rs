@@ -1,19 +1,81 @@
 //! provider-eci serves the PodProvider contract, health and reflection as a user sees them through
-//! grpcurl, on TCP and unix sockets, and stops cleanly on SIGTERM.
+//! grpcurl, on TCP and unix sockets, and stops cleanly on SIGTERM; RPCs ECI cannot offer answer
+//! UNIMPLEMENTED; start fails with a clear message when a required setting is missing.
 
-use std::path::Path;
+mod support;
 
-use vk_testkit::provider_checks;
+use std::{os::unix::fs::PermissionsExt, path::PathBuf};
 
-const BIN: &str = env!("CARGO_BIN_EXE_provider-eci");
+use anyhow::ensure;
+use support::*;
+use vk_testkit::{
+    eci_emulator::{self, EciEmulator, EciEmulatorOptions},
+    provider_checks,
+};
 
-#[tokio::test]
-async fn grpc_surface_health_reflection_and_shutdown() -> anyhow::Result<()> {
-    provider_checks::check_provider_binary(Path::new(BIN)).await
+/// A wrapper that runs the provider with the emulator's settings and credentials in its
+/// environment (the shared checks start the binary with `--listen` only).
+fn wrapper(emu: &EciEmulator, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let mut script = String::from("#!/bin/sh\n");
+    for (k, v) in good_env() {
+        script.push_str(&format!("export {k}='{v}'\n"));
+    }
+    script.push_str(&format!(
+        "export ALIBABA_CLOUD_REGION_ID={} ECI_ENDPOINT={} ECI_VSWITCH_ID={} ECI_SECURITY_GROUP_ID={}\nexec {BIN} \"$@\"\n",
+        eci_emulator::REGION,
+        emu.endpoint,
+        eci_emulator::VSWITCH_ID,
+        eci_emulator::SECURITY_GROUP_ID,
+    ));
+    let path = dir.join("provider-eci");
+    std::fs::write(&path, script)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
 }
 
 #[tokio::test]
-async fn rpcs_not_offered_yet_answer_unimplemented() -> anyhow::Result<()> {
-    let rpcs = ["CreatePod", "DeletePod", "ListPods", "GetStats"];
-    provider_checks::check_unimplemented_rpcs(Path::new(BIN), &rpcs).await
+async fn grpc_surface_health_reflection_and_shutdown() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
+    let bin = wrapper(&emu, dir.path())?;
+    provider_checks::check_provider_binary(&bin).await?;
+    provider_checks::check_unimplemented_rpcs(&bin, &["Attach", "PortForward"]).await
+}
+
+#[tokio::test]
+async fn missing_settings_stop_the_start_with_a_clear_message() -> anyhow::Result<()> {
+    let base = [
+        "--listen",
+        "127.0.0.1:0",
+        "--region",
+        "cn-hangzhou",
+        "--security-group-id",
+        "sg-1",
+    ];
+    let out = tokio::process::Command::new(BIN)
+        .args(base)
+        .env_remove("ECI_VSWITCH_ID")
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "started without a vSwitch");
+    ensure!(
+        stderr.contains("--vswitch-id (ECI_VSWITCH_ID) is required"),
+        "{stderr}"
+    );
+
+    let out = tokio::process::Command::new(BIN)
+        .args(base)
+        .args(["--vswitch-id", "vsw-1"])
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "started without credentials");
+    ensure!(
+        stderr.contains("ALIBABA_CLOUD_ACCESS_KEY_ID is required"),
+        "{stderr}"
+    );
+    Ok(())
 }

@@ -1,0 +1,228 @@
+//! provider-eci through grpcurl against the ECI emulator: a pod from a JSON request is created
+//! (once, however often the create is retried), listed Running, its logs read, a command executed
+//! in it, and it is deleted; the emulator holds no group afterwards. What reached ECI is checked
+//! against the documented parameter names.
+
+mod support;
+
+use anyhow::{Context, ensure};
+use base64::Engine as _;
+use support::*;
+use vk_testkit::{
+    eci_emulator::{EciEmulator, EciEmulatorOptions},
+    grpcurl,
+    wait::eventually,
+};
+
+fn pod_json(name: &str, uid: &str) -> String {
+    format!(
+        r#"{{"pod": {{
+          "podRef": {{"namespace": "default", "name": "{name}", "uid": "{uid}"}},
+          "nodeName": "{NODE}",
+          "containers": [{{
+            "name": "web", "image": "nginx:1.25",
+            "command": ["nginx"], "args": ["-g", "daemon off;"],
+            "env": [{{"name": "MODE", "value": "demo"}}, {{"name": "DB_PASSWORD", "value": "s3cr3t-value", "sensitive": true}}],
+            "ports": [{{"containerPort": 80, "protocol": "TCP"}}],
+            "resources": {{"requests": {{"cpuMillis": 500, "memoryBytes": 268435456}}}}
+          }}],
+          "restartPolicy": "RESTART_POLICY_ALWAYS",
+          "terminationGracePeriodSeconds": 30
+        }}}}"#
+    )
+}
+
+fn decode_chunks(out: &str) -> String {
+    // grpcurl prints bytes fields as base64 in "data"/"stdout" members.
+    let mut text = String::new();
+    for line in out.lines() {
+        let line = line.trim();
+        for key in ["\"data\": \"", "\"stdout\": \""] {
+            if let Some(rest) = line.strip_prefix(key) {
+                let b64 = rest.trim_end_matches(',').trim_end_matches('"');
+                if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) {
+                    text.push_str(&String::from_utf8_lossy(&bytes));
+                }
+            }
+        }
+    }
+    text
+}
+
+#[tokio::test]
+async fn create_list_logs_exec_delete_through_grpcurl() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
+    let (mut provider, target, _) = start_provider(&emu, dir.path()).await?;
+    let result = async {
+        let info = grpcurl::run_ok(
+            &target,
+            &["-d", r#"{"nodeName":"vk-eci"}"#],
+            &[&format!("{SVC}/GetNodeInfo")],
+        )
+        .await?;
+        ensure!(info.contains(r#""providerName": "eci""#), "{info}");
+
+        let created = grpcurl::run_ok(
+            &target,
+            &["-d", &pod_json("web-1", "uid-1")],
+            &[&format!("{SVC}/CreatePod")],
+        )
+        .await?;
+        ensure!(created.contains("POD_PHASE_PENDING"), "{created}");
+        // A retried create is a success and creates nothing new (ClientToken from the UID).
+        grpcurl::run_ok(
+            &target,
+            &["-d", &pod_json("web-1", "uid-1")],
+            &[&format!("{SVC}/CreatePod")],
+        )
+        .await?;
+        let stats = emu.stats().await?;
+        ensure!(stats.created == 1 && stats.live == 1, "{stats:?}");
+
+        // What ECI received, by the documented parameter names.
+        let listed = eventually(WAIT, "pod listed Running", || async {
+            let out = grpcurl::run_ok(
+                &target,
+                &["-d", r#"{"nodeName":"vk-eci"}"#],
+                &[&format!("{SVC}/ListPods")],
+            )
+            .await?;
+            Ok(out.contains("POD_PHASE_RUNNING").then_some(out))
+        })
+        .await?;
+        ensure!(listed.contains("web-1") && listed.contains("eci-"), "{listed}");
+        let group_id = listed
+            .split('"')
+            .find(|s| s.starts_with("eci-"))
+            .context("no group id in the list")?
+            .to_owned();
+        let stored = emu
+            .stored_group(&group_id)
+            .await?
+            .context("the emulator does not have the group")?;
+        let params = &stored["params"];
+        for (k, v) in [
+            ("Container.1.Name", "web"),
+            ("Container.1.Image", "nginx:1.25"),
+            ("Container.1.Arg.2", "daemon off;"),
+            ("Container.1.EnvironmentVar.1.Key", "MODE"),
+            ("Container.1.Port.1.Port", "80"),
+            ("RestartPolicy", "Always"),
+            ("Tag.3.Key", "vk-pod-uid"),
+            ("Tag.3.Value", "uid-1"),
+        ] {
+            ensure!(params[k] == v, "{k} = {} in {params}", params[k]);
+        }
+        ensure!(
+            params["ClientToken"].as_str().is_some_and(|t| !t.is_empty()),
+            "no ClientToken: {params}"
+        );
+
+        // Logs: what the emulated container wrote.
+        let logs_req = |extra: &str| {
+            format!(
+                r#"{{"podRef": {{"namespace": "default", "name": "web-1", "uid": "uid-1"}}, "container": "web"{extra}}}"#
+            )
+        };
+        let text = eventually(WAIT, "log lines", || async {
+            let out = grpcurl::run_ok(
+                &target,
+                &["-d", &logs_req("")],
+                &[&format!("{SVC}/GetContainerLogs")],
+            )
+            .await?;
+            let text = decode_chunks(&out);
+            Ok(text.contains("heartbeat").then_some(text))
+        })
+        .await?;
+        ensure!(
+            text.contains("Emulated container web started from image nginx:1.25"),
+            "{text}"
+        );
+        let tail = decode_chunks(
+            &grpcurl::run_ok(
+                &target,
+                &["-d", &logs_req(r#", "tailLines": 1"#)],
+                &[&format!("{SVC}/GetContainerLogs")],
+            )
+            .await?,
+        );
+        ensure!(tail.lines().count() == 1, "tail 1: {tail:?}");
+        let missing = grpcurl::run(
+            &target,
+            &["-d", &logs_req("").replace(r#""container": "web""#, r#""container": "nope""#)],
+            &[&format!("{SVC}/GetContainerLogs")],
+        )
+        .await?;
+        ensure!(
+            String::from_utf8_lossy(&missing.stderr).contains("NotFound"),
+            "{missing:?}"
+        );
+
+        // Exec: a command's output and exit.
+        let exec = grpcurl::run_ok(
+            &target,
+            &[
+                "-d",
+                r#"{"start": {"podRef": {"namespace": "default", "name": "web-1", "uid": "uid-1"}, "container": "web", "command": ["echo", "hello-from-exec"], "stdout": true, "stderr": true}}"#,
+            ],
+            &[&format!("{SVC}/Exec")],
+        )
+        .await?;
+        ensure!(
+            decode_chunks(&exec).contains("hello-from-exec") && exec.contains("\"exit\""),
+            "{exec}"
+        );
+
+        // Invalid pods are rejected with the reason.
+        let bad = pod_json("bad", "uid-bad").replace(
+            r#""restartPolicy""#,
+            r#""volumes": [{"name": "h", "unsupported": {"kind": "hostPath"}}], "restartPolicy""#,
+        );
+        let out = grpcurl::run(&target, &["-d", &bad], &[&format!("{SVC}/CreatePod")]).await?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            err.contains("InvalidArgument") && err.contains("hostPath is not supported by ECI"),
+            "{err}"
+        );
+
+        // Delete: the group goes, the pod leaves the list; a second delete finds nothing.
+        let body = r#"{"podRef": {"namespace": "default", "name": "web-1", "uid": "uid-1"}}"#;
+        let out = grpcurl::run_ok(&target, &["-d", body], &[&format!("{SVC}/DeletePod")]).await?;
+        ensure!(out.contains(r#""found": true"#), "{out}");
+        eventually(WAIT, "pod gone from the list", || async {
+            let out = grpcurl::run_ok(
+                &target,
+                &["-d", r#"{"nodeName":"vk-eci"}"#],
+                &[&format!("{SVC}/ListPods")],
+            )
+            .await?;
+            Ok((!out.contains("web-1")).then_some(()))
+        })
+        .await?;
+        let again = grpcurl::run_ok(&target, &["-d", body], &[&format!("{SVC}/DeletePod")]).await?;
+        ensure!(!again.contains("found"), "a second delete must report found=false: {again}");
+        let stats = emu.stats().await?;
+        ensure!(stats.created == 1 && stats.deleted == 1 && stats.live == 0, "{stats:?}");
+
+        let provider_log = std::fs::read_to_string(provider.log_path())?;
+        ensure!(
+            !provider_log.contains("s3cr3t-value")
+                && !provider_log.contains(vk_testkit::eci_emulator::ACCESS_KEY_SECRET),
+            "a secret reached the provider's log"
+        );
+        Ok(())
+    }
+    .await;
+    let result = result.map_err(|e| {
+        e.context(format!(
+            "--- provider log ---\n{}",
+            provider.log_excerpt(60)
+        ))
+    });
+    let status = provider.stop(std::time::Duration::from_secs(10)).await?;
+    result?;
+    anyhow::ensure!(status.success(), "provider exited with {status}");
+    Ok(())
+}

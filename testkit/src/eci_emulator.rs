@@ -56,8 +56,7 @@ impl Default for EciEmulatorOptions {
 }
 
 /// The emulator's counters (`GET /_emulator/stats`).
-#[derive(Debug, k8s_openapi::serde::Deserialize)]
-#[serde(crate = "k8s_openapi::serde")]
+#[derive(Debug, serde::Deserialize)]
 pub struct EmulatorStats {
     /// Container groups newly created (ClientToken replays excluded).
     pub created: u64,

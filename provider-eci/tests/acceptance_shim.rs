@@ -1,0 +1,358 @@
+//! Issue 9's acceptance on ECI: acceptance manifests (examples/acceptance/), unchanged, through
+//! kubectl, the real kube-scheduler and two real `node-shim` processes onto virtual nodes backed by
+//! one real `provider-eci` against the ECI emulator:
+//! - `eci-nginx-pod.yaml` runs on the node whose taint key is `alibabacloud.com/eci`, as a
+//!   container group, and `kubectl logs` shows the container's log;
+//! - `aks-sample-deployment.yaml` (which tolerates `virtual-kubelet.io/provider` + `azure.com/aci`)
+//!   runs on the second node; scaled to 20 it has 20 groups, back to 3 exactly 3;
+//! - deleting everything leaves no pod and no container group.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, bail, ensure};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::{Api, api::ListParams};
+use podprovider_proto::v1::PodRef;
+use provider_common::naming::{self, NameRules};
+use support::start_provider;
+use tokio::process::Command;
+use vk_testkit::{
+    ControlPlane,
+    bins::workspace_bin,
+    eci_emulator::{EciEmulator, EciEmulatorOptions},
+    ports::free_port,
+    process::ManagedProcess,
+    wait::eventually,
+};
+
+const MANIFESTS: [&str; 2] = ["aks-sample-deployment.yaml", "eci-nginx-pod.yaml"];
+/// Deadline for each step.
+const SLOW: Duration = Duration::from_secs(120);
+/// The ACI walk-throughs' node: the default provider taint plus `azure.com/aci`.
+const ACI_NODE: &str = "vk-eci-aci";
+/// The ECI walk-through tolerates only `alibabacloud.com/eci`: that node's taint key.
+const ECI_NODE: &str = "vk-eci";
+
+fn example(file: &str) -> String {
+    format!(
+        "{}/../examples/acceptance/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn shim_bin() -> anyhow::Result<PathBuf> {
+    workspace_bin("node-shim").context(
+        "this test runs the real node-shim binary: build it into the same target directory \
+         (`cargo build -p node-shim`, or run `cargo test --workspace`)",
+    )
+}
+
+fn spawn_shim(
+    cp: &ControlPlane,
+    dir: &Path,
+    bin: &Path,
+    name: &str,
+    provider: &str,
+    extra_args: &[&str],
+) -> anyhow::Result<ManagedProcess> {
+    ManagedProcess::spawn(
+        &format!("node-shim-{name}"),
+        Command::new(bin)
+            .arg(format!("--node-name={name}"))
+            .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+            .arg(format!("--provider-endpoint=http://{provider}"))
+            .arg(format!("--kubelet-port={}", free_port()?))
+            .arg("--metrics-address=off")
+            .args(["--ping-interval=1s", "--resync-period=5s"])
+            .args(extra_args)
+            .env("RUST_LOG", "info,node_shim=debug"),
+        dir,
+    )
+}
+
+fn running_and_ready(p: &Pod) -> bool {
+    let s = p.status.as_ref();
+    s.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && s.and_then(|s| s.pod_ip.as_ref()).is_some()
+        && s.and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn node_of(p: &Pod) -> &str {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or_default()
+}
+
+fn provider_failure(pods: &[Pod]) -> Option<String> {
+    pods.iter().find_map(|p| {
+        let s = p.status.as_ref()?;
+        (s.reason.as_deref() == Some("ProviderFailed")).then(|| {
+            format!(
+                "pod {} failed with ProviderFailed: {}",
+                p.metadata.name.as_deref().unwrap_or_default(),
+                s.message.as_deref().unwrap_or_default()
+            )
+        })
+    })
+}
+
+/// The stored container group of a pod (by the group name the provider derives from the pod),
+/// if the emulator has it with the pod's UID tag.
+async fn group_of(emu: &EciEmulator, p: &Pod) -> anyhow::Result<Option<serde_json::Value>> {
+    let r = PodRef {
+        namespace: p.metadata.namespace.clone().unwrap_or_default(),
+        name: p.metadata.name.clone().unwrap_or_default(),
+        uid: p.metadata.uid.clone().unwrap_or_default(),
+    };
+    let name = naming::resource_name("vk", &r, &NameRules::dns_label(128));
+    let Some(g) = emu.stored_group(&name).await? else {
+        return Ok(None);
+    };
+    let params = &g["params"];
+    let tagged = (1..=10).any(|i| {
+        params[format!("Tag.{i}.Key")] == "vk-pod-uid"
+            && params[format!("Tag.{i}.Value")] == r.uid.as_str()
+    });
+    Ok(tagged.then_some(g))
+}
+
+async fn slowly<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    eventually(SLOW, what, || {
+        let fut = check();
+        async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            fut.await
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acceptance_manifests_run_scale_and_delete_on_eci() -> anyhow::Result<()> {
+    vk_testkit::install_crypto_provider();
+    vk_testkit::init_test_logging();
+    let shim = shim_bin()?;
+    let dir = tempfile::tempdir()?;
+    let emu = EciEmulator::start(
+        dir.path(),
+        EciEmulatorOptions {
+            log_heartbeat_ms: 500,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
+    let cp = ControlPlane::start().await?;
+    let mut aci = spawn_shim(
+        &cp,
+        dir.path(),
+        &shim,
+        ACI_NODE,
+        &addr,
+        &["--extra-taint=azure.com/aci:NoSchedule"],
+    )?;
+    // The ECI node serves `kubectl logs`: it accepts the API server's kubelet client certificate.
+    let client_ca = format!("--client-ca-file={}", cp.pki.ca_files.cert.display());
+    let mut eci = spawn_shim(
+        &cp,
+        dir.path(),
+        &shim,
+        ECI_NODE,
+        &addr,
+        &["--taint-key=alibabacloud.com/eci", &client_ca],
+    )?;
+    let client = cp.client().await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let result = async {
+        nodes_ready(&Api::all(client), &mut [&mut aci, &mut eci]).await?;
+        scenario(&cp, &emu, &pods).await
+    }
+    .await;
+    result.map_err(|err| {
+        let logs: Vec<String> = [&aci, &eci, &provider]
+            .iter()
+            .map(|p| format!("--- {} log (excerpt) ---\n{}", p.name(), p.log_excerpt(60)))
+            .collect();
+        err.context(logs.join("\n"))
+    })
+}
+
+async fn nodes_ready(nodes: &Api<Node>, shims: &mut [&mut ManagedProcess]) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for name in [ACI_NODE, ECI_NODE] {
+        loop {
+            for shim in shims.iter_mut() {
+                shim.ensure_running()?;
+            }
+            let ready = nodes.get_opt(name).await?.is_some_and(|n| {
+                n.status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            });
+            if ready {
+                break;
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "node {name} not Ready after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// `n` pods with `label`, Running and Ready on `node`, each with its container group (and, with
+/// `exact`, no other pod of that label in the API).
+async fn running_with_groups(
+    emu: &EciEmulator,
+    pods: &Api<Pod>,
+    selector: &str,
+    node: &str,
+    n: usize,
+    exact: bool,
+) -> anyhow::Result<Vec<Pod>> {
+    let what = format!("{n} pods {selector} Running on {node} with their groups");
+    slowly(&what, || async {
+        let all = pods
+            .list(&ListParams::default().labels(selector))
+            .await?
+            .items;
+        if let Some(failure) = provider_failure(&all) {
+            bail!("{failure}");
+        }
+        let running: Vec<Pod> = all
+            .iter()
+            .filter(|p| running_and_ready(p) && p.metadata.deletion_timestamp.is_none())
+            .filter(|p| node_of(p) == node)
+            .cloned()
+            .collect();
+        if running.len() != n || (exact && all.len() != n) {
+            return Ok(None);
+        }
+        for p in &running {
+            if group_of(emu, p).await?.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(running))
+    })
+    .await
+}
+
+async fn scenario(cp: &ControlPlane, emu: &EciEmulator, pods: &Api<Pod>) -> anyhow::Result<()> {
+    for file in MANIFESTS {
+        cp.run_kubectl(&["apply", "-f", &example(file)])?;
+    }
+    // The ECI walk-through's pod: on the ECI node, as a group with the manifest's image.
+    let mypod = slowly("mypod Running and Ready on the ECI node", || async {
+        let p = pods.get_opt("mypod").await?;
+        if let Some(failure) = p
+            .as_ref()
+            .and_then(|p| provider_failure(std::slice::from_ref(p)))
+        {
+            bail!("{failure}");
+        }
+        Ok(p.filter(|p| running_and_ready(p) && node_of(p) == ECI_NODE))
+    })
+    .await?;
+    let group = group_of(emu, &mypod)
+        .await?
+        .context("mypod has no container group")?;
+    ensure!(
+        group["params"]["Container.1.Image"] == "nginx:latest",
+        "{group}"
+    );
+    ensure!(
+        group["params"]["Container.1.ImagePullPolicy"] == "Always",
+        "{group}"
+    );
+    // kubectl logs goes API server → the shim's kubelet API, which serves once its
+    // kubelet-serving certificate request is approved (as an admin or an approver would).
+    slowly("the ECI node's serving certificate approved", || async {
+        let out = cp.run_kubectl(&["get", "csr", "-o", "name"])?;
+        let names: Vec<&str> = out
+            .lines()
+            .map(|l| l.trim_start_matches("certificatesigningrequest.certificates.k8s.io/"))
+            .filter(|n| n.starts_with(&format!("csr-{ECI_NODE}-")))
+            .collect();
+        for n in &names {
+            cp.run_kubectl(&["certificate", "approve", n])?;
+        }
+        Ok((!names.is_empty()).then_some(()))
+    })
+    .await?;
+    let last_error = std::sync::Mutex::new(String::new());
+    let logs = slowly("kubectl logs mypod", || async {
+        match cp.run_kubectl(&["logs", "mypod"]) {
+            Ok(out) => Ok(out.contains("heartbeat").then_some(out)),
+            Err(e) => {
+                *last_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = format!("{e:#}");
+                Ok(None)
+            }
+        }
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "last kubectl error: {}",
+            last_error.lock().map(|s| s.clone()).unwrap_or_default()
+        )
+    })?;
+    ensure!(
+        logs.contains("Emulated container nginx started from image nginx:latest"),
+        "{logs}"
+    );
+
+    // aks-sample: 3 on the ACI node, then 20, then back to exactly 3.
+    running_with_groups(emu, pods, "app=aks-sample", ACI_NODE, 3, true).await?;
+    cp.run_kubectl(&["scale", "deployment/aks-sample", "--replicas=20"])?;
+    running_with_groups(emu, pods, "app=aks-sample", ACI_NODE, 20, false).await?;
+    slowly("21 groups live", || async {
+        Ok((emu.stats().await?.live == 21).then_some(()))
+    })
+    .await?;
+    cp.run_kubectl(&["scale", "deployment/aks-sample", "--replicas=3"])?;
+    running_with_groups(emu, pods, "app=aks-sample", ACI_NODE, 3, true).await?;
+    slowly("exactly 4 groups live (3 aks-sample + mypod)", || async {
+        Ok((emu.stats().await?.live == 4).then_some(()))
+    })
+    .await?;
+
+    // Deleting everything leaves no pod and no group.
+    for file in MANIFESTS {
+        cp.run_kubectl(&["delete", "--wait=false", "-f", &example(file)])?;
+    }
+    slowly("no pod in the API and no group in ECI", || async {
+        let left = pods.list(&ListParams::default()).await?.items.len();
+        let stats = emu.stats().await?;
+        Ok((left == 0 && stats.live == 0).then_some(stats))
+    })
+    .await
+    .and_then(|stats| {
+        ensure!(
+            stats.created == stats.deleted && stats.created >= 21,
+            "{stats:?}"
+        );
+        Ok(())
+    })?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ensure!(
+        emu.stats().await?.live == 0,
+        "a group came back after everything was deleted"
+    );
+    Ok(())
+}

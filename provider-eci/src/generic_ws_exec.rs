@@ -1,9 +1,10 @@
 //! Cloud-neutral bridge between the contract's Exec stream and a cloud's exec WebSocket.
 //!
 //! Two framings are understood, chosen by the subprotocol the server accepts:
-//! - Kubernetes `v4.channel.k8s.io` / `channel.k8s.io`: every message starts with a channel byte
-//!   (0 stdin, 1 stdout, 2 stderr, 3 status as JSON with the exit code, 4 resize as
-//!   `{"Width","Height"}`);
+//! - Kubernetes `v5.channel.k8s.io` / `v4.channel.k8s.io` / `channel.k8s.io`: every message starts
+//!   with a channel byte (0 stdin, 1 stdout, 2 stderr, 3 status as JSON with the exit code, 4
+//!   resize as `{"Width","Height"}`); the end of stdin is v5's close message `[255, 0]`, and before
+//!   v5 an empty stdin message (which servers that cannot half-close simply ignore);
 //! - none: binary or text messages are the command's output (stdout; with a TTY the terminal),
 //!   client messages are stdin, and the exit code is 0 when the server closes normally (code 1000)
 //!   and 1 otherwise, since such a server does not report one.
@@ -26,7 +27,7 @@ use tokio_tungstenite::tungstenite::{
 use tonic::{Status, Streaming};
 
 /// The subprotocols offered, best first.
-const SUBPROTOCOLS: &str = "v4.channel.k8s.io, channel.k8s.io";
+const SUBPROTOCOLS: &str = "v5.channel.k8s.io, v4.channel.k8s.io, channel.k8s.io";
 
 /// A stream of exec output as tonic serves it.
 pub type OutputStream = Pin<Box<dyn Stream<Item = Result<StreamOutput, Status>> + Send>>;
@@ -100,21 +101,37 @@ pub async fn bridge(
     let (ws, resp) = tokio_tungstenite::client_async(request, io)
         .await
         .map_err(|e| format!("WebSocket handshake: {e}"))?;
-    let channels = resp
+    let protocol = resp
         .headers()
         .get("sec-websocket-protocol")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|p| p.contains("channel.k8s.io"));
+        .unwrap_or_default()
+        .to_owned();
+    let channels = protocol.contains("channel.k8s.io");
+    let v5 = protocol.starts_with("v5.");
     let (mut sink, mut source) = ws.split();
     let (tx, rx) = mpsc::channel::<Result<StreamOutput, Status>>(64);
 
-    // Client → container.
+    // Client → container. A half-closed request stream means the same as `stdin_closed`.
     let writer = tokio::spawn(async move {
-        while let Some(Ok(msg)) = input.next().await {
-            let Some(exec_request::Request::Input(i)) = msg.request else {
-                continue;
+        let close_stdin = if v5 { vec![255u8, 0] } else { vec![0u8] };
+        let mut closed = false;
+        loop {
+            let input = match input.next().await {
+                Some(Ok(ExecRequest {
+                    request: Some(exec_request::Request::Input(i)),
+                })) => i.input,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => Some(stream_input::Input::StdinClosed(true)),
             };
-            let frame = match i.input {
+            let frame = match input {
+                Some(stream_input::Input::StdinClosed(_)) if channels && !closed => {
+                    closed = true;
+                    Message::binary(close_stdin.clone())
+                }
+                Some(stream_input::Input::StdinClosed(_)) => return,
+                // An empty message would read as the end of stdin.
+                Some(stream_input::Input::Stdin(data)) if data.is_empty() => continue,
                 Some(stream_input::Input::Stdin(data)) if channels => {
                     let mut f = vec![0u8];
                     f.extend_from_slice(&data);
@@ -128,7 +145,7 @@ pub async fn bridge(
                     );
                     Message::binary(f)
                 }
-                // Neither framing can half-close stdin; the command sees EOF when the session ends.
+                // Resizes without a TTY, or in the raw framing, have nowhere to go.
                 _ => continue,
             };
             if sink.send(frame).await.is_err() {

@@ -92,27 +92,16 @@ async fn main() -> anyhow::Result<()> {
     let provider = EciProvider::new(cloud, settings);
 
     // Rebuild state from ECI before serving, so the first WatchPods snapshot is complete.
-    let hub = provider.hub();
     match provider.poll().await {
-        Ok(pods) => {
-            tracing::info!(pods = pods.len(), "state rebuilt from ECI");
-            hub.replace_all(pods);
-            hub.set_health(status_loop::PollHealth::Ok);
-        }
+        Ok(pods) => tracing::info!(pods, "state rebuilt from ECI"),
         Err(e) => {
             tracing::warn!(error = %e, "first status poll failed; serving anyway, reporting NotReady");
-            hub.set_health(status_loop::PollHealth::Failed(e.to_string()));
+            provider
+                .hub()
+                .set_health(status_loop::PollHealth::Failed(e.to_string()));
         }
     }
-    let poller = provider.clone();
-    let poll_loop = tokio::spawn(status_loop::run_poll_loop(
-        hub,
-        args.status_interval(),
-        move || {
-            let p = poller.clone();
-            async move { p.poll().await }
-        },
-    ));
+    let poll_loop = tokio::spawn(provider.clone().poll_forever(args.status_interval()));
     provider_common::serve_metrics(&cli.server, registry).await?;
     let served = provider_common::serve(
         provider,

@@ -149,6 +149,50 @@ fn group_shape(g: &api::Group) -> Shape {
     }
 }
 
+/// Adopts tagged groups this provider does not track and forgets tracked groups the full list
+/// no longer has.
+fn reconcile_membership(st: &mut State, groups: &[api::Group]) {
+    let mut listed = HashSet::new();
+    for g in groups {
+        listed.insert(g.container_group_id.clone());
+        let tags = g.tags.iter().map(|t| (t.key.as_str(), t.value.as_str()));
+        let Some((pod_ref, node)) = naming::pod_from_tags(tags) else {
+            continue;
+        };
+        // A group on its way out is not adopted: its pod is being deleted.
+        if g.status == "Terminating" {
+            continue;
+        }
+        if !st.pods.contains_key(&pod_ref.uid) {
+            let hash = g
+                .tags
+                .iter()
+                .find(|t| t.key == TAG_HASH)
+                .map(|t| t.value.clone())
+                .unwrap_or_default();
+            tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %g.container_group_id, "adopted container group");
+            st.pods.insert(
+                pod_ref.uid.clone(),
+                Tracked {
+                    pod_ref,
+                    node,
+                    group_id: g.container_group_id.clone(),
+                    shape: group_shape(g),
+                    content_hash: hash,
+                    since: Instant::now(),
+                },
+            );
+        }
+    }
+    st.pods.retain(|_, t| {
+        let keep = listed.contains(&t.group_id) || t.since.elapsed() < LIST_GRACE;
+        if !keep {
+            tracing::warn!(uid = %t.pod_ref.uid, group = %t.group_id, "container group is gone from ECI");
+        }
+        keep
+    });
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl EciProvider {
@@ -171,31 +215,38 @@ impl EciProvider {
         self.inner.hub.clone()
     }
 
-    /// One status poll. Every interval: `DescribeContainerGroupStatus` by the provider's tag, with
-    /// `SinceSecond` (only groups that changed) after a full sync. At start and every
-    /// `full_sync`: `DescribeContainerGroups` by tag (all pages) to adopt groups after a restart
-    /// and notice groups deleted behind our back, plus a full status list. Returns the complete
-    /// (node, status) list for the hub.
-    pub async fn poll(&self) -> Result<Vec<(String, PodStatus)>, EciError> {
+    /// One status poll, published to the hub. Every interval: `DescribeContainerGroupStatus` by
+    /// the provider's tag, with `SinceSecond` (only groups that changed) after a full sync. At
+    /// start and every `full_sync`: `DescribeContainerGroups` by tag (all pages) to adopt groups
+    /// after a restart and notice groups deleted behind our back, plus a full status list.
+    ///
+    /// The hub is replaced while the pod table is locked, so a create that finishes during the
+    /// poll is never dropped from the hub by a result computed before it (the contract wants an
+    /// accepted pod in every later snapshot). Returns the number of pods.
+    pub async fn poll(&self) -> Result<usize, EciError> {
         let started = Instant::now();
         let (full, since) = {
             let s = lock(&self.inner.sync);
             let full = s
                 .last_full
                 .is_none_or(|t| t.elapsed() >= self.inner.settings.full_sync);
+            // Since the last successful poll, with a margin for clock and call latency.
             let since = s.last_poll.map(|t| t.elapsed().as_secs() + 3).unwrap_or(60);
             (full, since)
         };
         let cloud = &self.inner.cloud;
-        if full {
-            let groups = cloud
-                .groups(&GroupFilter {
-                    tags: &managed_tag(),
-                    name: None,
-                })
-                .await?;
-            self.reconcile_membership(&groups);
-        }
+        let groups = if full {
+            Some(
+                cloud
+                    .groups(&GroupFilter {
+                        tags: &managed_tag(),
+                        name: None,
+                    })
+                    .await?,
+            )
+        } else {
+            None
+        };
         let statuses = cloud
             .statuses(&managed_tag(), if full { None } else { Some(since) })
             .await?;
@@ -203,8 +254,12 @@ impl EciProvider {
             .iter()
             .map(|g| (g.container_group_id.as_str(), g))
             .collect();
+        let mut st = lock(&self.inner.state);
+        if let Some(groups) = &groups {
+            reconcile_membership(&mut st, groups);
+        }
         let mut out = Vec::new();
-        for t in lock(&self.inner.state).pods.values() {
+        for t in st.pods.values() {
             let status = match by_id.get(t.group_id.as_str()) {
                 Some(g) => status::pod_status(&t.pod_ref, &t.shape, g),
                 None => self
@@ -215,57 +270,30 @@ impl EciProvider {
             };
             out.push((t.node.clone(), status));
         }
+        let n = out.len();
+        self.inner.hub.replace_all(out);
+        self.inner.hub.set_health(PollHealth::Ok);
+        drop(st);
         let mut s = lock(&self.inner.sync);
         s.last_poll = Some(started);
         if full {
             s.last_full = Some(started);
         }
-        Ok(out)
+        Ok(n)
     }
 
-    /// Adopts tagged groups this provider does not track and forgets tracked groups the full list
-    /// no longer has.
-    fn reconcile_membership(&self, groups: &[api::Group]) {
-        let mut st = lock(&self.inner.state);
-        let mut listed = HashSet::new();
-        for g in groups {
-            listed.insert(g.container_group_id.clone());
-            let tags = g.tags.iter().map(|t| (t.key.as_str(), t.value.as_str()));
-            let Some((pod_ref, node)) = naming::pod_from_tags(tags) else {
-                continue;
-            };
-            // A group on its way out is not adopted: its pod is being deleted.
-            if g.status == "Terminating" {
-                continue;
-            }
-            if !st.pods.contains_key(&pod_ref.uid) {
-                let hash = g
-                    .tags
-                    .iter()
-                    .find(|t| t.key == TAG_HASH)
-                    .map(|t| t.value.clone())
-                    .unwrap_or_default();
-                tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %g.container_group_id, "adopted container group");
-                st.pods.insert(
-                    pod_ref.uid.clone(),
-                    Tracked {
-                        pod_ref,
-                        node,
-                        group_id: g.container_group_id.clone(),
-                        shape: group_shape(g),
-                        content_hash: hash,
-                        since: Instant::now(),
-                    },
-                );
+    /// Polls every `interval` until the task is aborted; a failed poll keeps the last statuses
+    /// and is reported by `Ping`.
+    pub async fn poll_forever(self, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Err(e) = self.poll().await {
+                tracing::warn!(error = %e, "status poll failed; keeping the last known statuses");
+                self.inner.hub.set_health(PollHealth::Failed(e.to_string()));
             }
         }
-        st.pods.retain(|_, t| {
-            let keep = listed.contains(&t.group_id) || t.since.elapsed() < LIST_GRACE;
-            if !keep {
-                tracing::warn!(uid = %t.pod_ref.uid, group = %t.group_id, "container group is gone from ECI");
-            }
-            keep
-        });
     }
 
     async fn create(&self, pod: Pod) -> Result<PodStatus, Status> {

@@ -18,6 +18,9 @@ pub struct Cursor {
     pub last: Option<time::OffsetDateTime>,
     /// Lines sent with exactly `last`.
     pub at_last: usize,
+    /// Whether anything was taken yet: a cloud that ignores the timestamp request still gets its
+    /// first answer through whole (later polls cannot tell its lines apart and skip them).
+    pub started: bool,
 }
 
 /// Splits `line` into its leading RFC 3339 timestamp and the rest.
@@ -33,8 +36,14 @@ impl Cursor {
     pub fn take_new(&mut self, text: &str, keep_timestamps: bool) -> Vec<u8> {
         let mut out = Vec::new();
         let mut seen_at_last = 0usize;
+        let first = !self.started;
+        self.started = true;
         for line in text.lines() {
             let Some((t, rest)) = split_timestamp(line) else {
+                if first {
+                    out.extend_from_slice(line.as_bytes());
+                    out.push(b'\n');
+                }
                 continue;
             };
             let new = match self.last {
@@ -134,6 +143,16 @@ mod tests {
             b"2024-01-01T00:00:01Z c2\n2024-01-01T00:00:02.5Z d\n"
         );
         assert_eq!(c.take_new(second, false), b"");
+    }
+
+    #[test]
+    fn lines_without_timestamps_pass_once() {
+        let mut c = Cursor::default();
+        assert_eq!(
+            c.take_new("plain a\nplain b\n", false),
+            b"plain a\nplain b\n"
+        );
+        assert_eq!(c.take_new("plain a\nplain b\nplain c\n", false), b"");
     }
 
     #[tokio::test]

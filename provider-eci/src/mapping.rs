@@ -648,7 +648,22 @@ fn annotations(pod: &Pod, req: &mut Map<String, Value>) -> Result<(), Invalid> {
         req.insert("SpotPriceLimit".into(), json!(n));
     }
     if let Some(s) = a.get(ANN_USE_SPECS).filter(|v| !v.is_empty()) {
-        req.insert("InstanceType".into(), json!(s));
+        // "<vCPU>-<mem>Gi" names a size; anything else is a list of ECS instance types.
+        let size = s.split_once('-').and_then(|(c, m)| {
+            Some((
+                c.parse::<f64>().ok()?,
+                m.strip_suffix("Gi")?.parse::<f64>().ok()?,
+            ))
+        });
+        match size {
+            Some((cpu, mem)) => {
+                req.insert("Cpu".into(), json!(cpu));
+                req.insert("Memory".into(), json!(mem));
+            }
+            None => {
+                req.insert("InstanceType".into(), json!(s));
+            }
+        }
     }
     Ok(())
 }
@@ -915,6 +930,19 @@ mod tests {
         p.annotations
             .insert(ANN_SPOT_STRATEGY.into(), "Cheap".into());
         assert!(plan(&p, &placement()).is_err());
+    }
+
+    #[test]
+    fn use_specs_names_a_size_or_instance_types() {
+        let mut p = pod();
+        p.annotations.insert(ANN_USE_SPECS.into(), "4-8Gi".into());
+        let f = flatten(&plan(&p, &placement()).expect("valid").request);
+        assert_eq!((f["Cpu"].as_str(), f["Memory"].as_str()), ("4.0", "8.0"));
+        assert!(!f.contains_key("InstanceType"));
+        p.annotations
+            .insert(ANN_USE_SPECS.into(), "ecs.c6.large,ecs.g6.large".into());
+        let f = flatten(&plan(&p, &placement()).expect("valid").request);
+        assert_eq!(f["InstanceType"], "ecs.c6.large,ecs.g6.large");
     }
 
     #[test]

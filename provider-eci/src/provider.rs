@@ -65,6 +65,8 @@ struct Tracked {
 #[derive(Debug, Default)]
 struct State {
     pods: HashMap<String, Tracked>,
+    /// Group events already forwarded: (uid, reason, message, last timestamp).
+    events_seen: HashSet<(String, String, String, String)>,
     /// UIDs with a create in progress (a concurrent second create waits for the first).
     creating: HashSet<String>,
 }
@@ -151,6 +153,55 @@ fn group_shape(g: &api::Group) -> Shape {
 
 /// Adopts tagged groups this provider does not track and forgets tracked groups the full list
 /// no longer has.
+/// The group events (from a full list) not forwarded yet, as pod events for the pods' nodes.
+fn new_events(st: &mut State, groups: &[api::Group]) -> Vec<(String, PodEvent)> {
+    let mut out = Vec::new();
+    let by_group: HashMap<&str, &Tracked> =
+        st.pods.values().map(|t| (t.group_id.as_str(), t)).collect();
+    let mut fresh = Vec::new();
+    for g in groups {
+        let Some(t) = by_group.get(g.container_group_id.as_str()) else {
+            continue;
+        };
+        for e in &g.events {
+            let key = (
+                t.pod_ref.uid.clone(),
+                e.reason.clone(),
+                e.message.clone(),
+                e.last_timestamp.clone(),
+            );
+            if st.events_seen.contains(&key) {
+                continue;
+            }
+            fresh.push(key);
+            out.push((
+                t.node.clone(),
+                PodEvent {
+                    pod_ref: Some(t.pod_ref.clone()),
+                    warning: e.kind == "Warning",
+                    reason: if e.reason.is_empty() {
+                        "ECIEvent".into()
+                    } else {
+                        e.reason.clone()
+                    },
+                    message: e.message.clone(),
+                    time: status::ts(&e.last_timestamp).or_else(|| Some(now_ts())),
+                },
+            ));
+        }
+    }
+    let live: HashSet<&str> = st.pods.keys().map(String::as_str).collect();
+    let mut kept: HashSet<(String, String, String, String)> = st
+        .events_seen
+        .iter()
+        .filter(|k| live.contains(k.0.as_str()))
+        .cloned()
+        .collect();
+    kept.extend(fresh);
+    st.events_seen = kept;
+    out
+}
+
 fn reconcile_membership(st: &mut State, groups: &[api::Group]) {
     let mut listed = HashSet::new();
     for g in groups {
@@ -257,6 +308,9 @@ impl EciProvider {
         let mut st = lock(&self.inner.state);
         if let Some(groups) = &groups {
             reconcile_membership(&mut st, groups);
+            for (node, ev) in new_events(&mut st, groups) {
+                self.inner.hub.event(&node, ev);
+            }
         }
         let mut out = Vec::new();
         for t in st.pods.values() {
@@ -732,5 +786,63 @@ impl podprovider_proto::PodProvider for EciProvider {
         // DescribeMultiContainerGroupMetric could answer this; not wired yet. No figures is a
         // valid answer.
         Ok(Response::new(GetStatsResponse { pods: Vec::new() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_events_are_forwarded_once_per_pod() {
+        let pod_ref = PodRef {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: "u1".into(),
+        };
+        let mut st = State::default();
+        st.pods.insert(
+            "u1".into(),
+            Tracked {
+                pod_ref: pod_ref.clone(),
+                node: "vk".into(),
+                group_id: "eci-1".into(),
+                shape: Shape::default(),
+                content_hash: String::new(),
+                since: Instant::now(),
+            },
+        );
+        let event = |reason: &str, at: &str| api::GroupEvent {
+            kind: "Warning".into(),
+            reason: reason.into(),
+            message: "could not pull".into(),
+            last_timestamp: at.into(),
+        };
+        let groups = vec![
+            api::Group {
+                container_group_id: "eci-1".into(),
+                events: vec![event("Failed", "2024-01-01T00:00:00Z")],
+                ..Default::default()
+            },
+            api::Group {
+                container_group_id: "eci-unknown".into(),
+                events: vec![event("Failed", "2024-01-01T00:00:00Z")],
+                ..Default::default()
+            },
+        ];
+        let first = new_events(&mut st, &groups);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].0, "vk");
+        assert!(first[0].1.warning && first[0].1.reason == "Failed");
+        assert_eq!(first[0].1.pod_ref.as_ref(), Some(&pod_ref));
+        assert!(new_events(&mut st, &groups).is_empty(), "forwarded twice");
+        let mut again = groups.clone();
+        again[0]
+            .events
+            .push(event("Failed", "2024-01-01T00:01:00Z"));
+        assert_eq!(new_events(&mut st, &again).len(), 1);
+        st.pods.clear();
+        assert!(new_events(&mut st, &again).is_empty());
+        assert!(st.events_seen.is_empty(), "memory of gone pods is dropped");
     }
 }

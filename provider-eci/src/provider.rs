@@ -36,6 +36,8 @@ use crate::{
 /// How long a group ECI accepted may be missing from a full list before it counts as gone
 /// (eventual consistency of the list after a create).
 const LIST_GRACE: Duration = Duration::from_secs(30);
+/// The most lines `DescribeContainerLog` returns (`Tail`: default 500, maximum 2000).
+const MAX_TAIL: i64 = 2000;
 /// How often a log follow polls.
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -649,8 +651,9 @@ impl podprovider_proto::PodProvider for EciProvider {
                 req.container
             )));
         }
+        // ECI returns the last 500 lines unless told otherwise, and at most 2000 (and 1 MB).
         let first = LogOptions {
-            tail: req.tail_lines,
+            tail: Some(req.tail_lines.map_or(MAX_TAIL, |t| t.clamp(0, MAX_TAIL))),
             since_seconds: req.since_seconds,
             start_time: match (req.since_seconds, req.since_time.as_ref()) {
                 (None, Some(t)) => time::OffsetDateTime::from_unix_timestamp(t.seconds)

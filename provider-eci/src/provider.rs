@@ -746,6 +746,12 @@ impl podprovider_proto::PodProvider for EciProvider {
         if start.command.is_empty() {
             return Err(Status::invalid_argument("exec needs a command"));
         }
+        // ExecContainerCommand's documented limits.
+        if start.command.len() > 20 || start.command.iter().any(|a| a.chars().count() > 256) {
+            return Err(Status::invalid_argument(
+                "ECI runs commands of at most 20 words of at most 256 characters each",
+            ));
+        }
         let uri = self
             .inner
             .cloud

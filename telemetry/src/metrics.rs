@@ -95,8 +95,14 @@ mod tests {
     #[test]
     fn healthz_answers_ok_and_unknown_paths_404() {
         let registry = Registry::default();
-        assert_eq!(respond(&registry, "/healthz").status(), http::StatusCode::OK);
-        assert_eq!(respond(&registry, "/metrics").status(), http::StatusCode::OK);
+        assert_eq!(
+            respond(&registry, "/healthz").status(),
+            http::StatusCode::OK
+        );
+        assert_eq!(
+            respond(&registry, "/metrics").status(),
+            http::StatusCode::OK
+        );
         assert_eq!(
             respond(&registry, "/other").status(),
             http::StatusCode::NOT_FOUND

@@ -34,6 +34,19 @@ pub type WatchStream =
 struct Entry {
     node: String,
     status: PodStatus,
+    /// The hub's change counter when this entry last changed.
+    seq: u64,
+}
+
+/// The pods the hub knows, and when each last changed.
+#[derive(Debug, Default)]
+struct Known {
+    pods: HashMap<String, Entry>,
+    /// UIDs removed, with the change counter at removal: a poll that began before the removal
+    /// must not bring them back.
+    removed: HashMap<String, u64>,
+    /// Bumped on every change; a poll remembers it when it begins.
+    seq: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -57,7 +70,7 @@ pub enum PollHealth {
 /// Known pod statuses, keyed by UID, and the streams watching them.
 #[derive(Debug)]
 pub struct StatusHub {
-    pods: Mutex<HashMap<String, Entry>>,
+    pods: Mutex<Known>,
     health: Mutex<PollHealth>,
     tx: broadcast::Sender<Routed>,
 }
@@ -97,15 +110,19 @@ impl StatusHub {
         let Some(uid) = status.pod_ref.as_ref().map(|r| r.uid.clone()) else {
             return;
         };
-        let mut pods = lock(&self.pods);
-        if pods.get(&uid).is_some_and(|e| e.status == status) {
+        let mut known = lock(&self.pods);
+        if known.pods.get(&uid).is_some_and(|e| e.status == status) {
             return;
         }
-        pods.insert(
+        known.seq += 1;
+        let seq = known.seq;
+        known.removed.remove(&uid);
+        known.pods.insert(
             uid,
             Entry {
                 node: node.to_owned(),
                 status: status.clone(),
+                seq,
             },
         );
         self.send(node, Event::Status(status));
@@ -113,27 +130,64 @@ impl StatusHub {
 
     /// Forgets a pod and pushes `deleted`; does nothing for an unknown UID.
     pub fn remove(&self, uid: &str) {
-        let mut pods = lock(&self.pods);
-        if let Some(entry) = pods.remove(uid) {
+        let mut known = lock(&self.pods);
+        if let Some(entry) = known.pods.remove(uid) {
+            known.seq += 1;
+            let seq = known.seq;
+            known.removed.insert(uid.to_owned(), seq);
             let pod_ref = entry.status.pod_ref.unwrap_or_default();
             self.send(&entry.node, Event::Deleted(pod_ref));
         }
     }
 
+    /// The change counter, for [`replace_all_since`](Self::replace_all_since): read it before a
+    /// poll begins.
+    pub fn generation(&self) -> u64 {
+        lock(&self.pods).seq
+    }
+
     /// Makes the hub hold exactly `pods` (node, status): pushes changed and new statuses and
-    /// `deleted` for pods no longer present. The result of one complete poll.
+    /// `deleted` for pods no longer present. The result of one complete poll that no create or
+    /// delete can overlap (e.g. computed and applied under the provider's own lock).
     pub fn replace_all(&self, pods: Vec<(String, PodStatus)>) {
+        let since = self.generation();
+        self.replace_all_since(since, pods);
+    }
+
+    /// [`replace_all`](Self::replace_all) for a poll that began at generation `since`: pods
+    /// upserted or removed after that (a create or delete that finished while the poll ran) keep
+    /// their newer state, so a create racing a poll is never reported deleted.
+    pub fn replace_all_since(&self, since: u64, pods: Vec<(String, PodStatus)>) {
         let mut fresh: HashMap<String, (String, PodStatus)> = HashMap::new();
         for (node, status) in pods {
             if let Some(uid) = status.pod_ref.as_ref().map(|r| r.uid.clone()) {
                 fresh.insert(uid, (node, status));
             }
         }
-        let gone: Vec<String> = lock(&self.pods)
-            .keys()
-            .filter(|uid| !fresh.contains_key(*uid))
-            .cloned()
-            .collect();
+        let gone: Vec<String> = {
+            let mut known = lock(&self.pods);
+            for (uid, seq) in &known.removed {
+                if *seq > since {
+                    fresh.remove(uid);
+                }
+            }
+            known.removed.retain(|_, seq| *seq > since);
+            let newer: Vec<String> = known
+                .pods
+                .iter()
+                .filter(|(_, e)| e.seq > since)
+                .map(|(uid, _)| uid.clone())
+                .collect();
+            for uid in &newer {
+                fresh.remove(uid);
+            }
+            known
+                .pods
+                .iter()
+                .filter(|(uid, e)| e.seq <= since && !fresh.contains_key(*uid))
+                .map(|(uid, _)| uid.clone())
+                .collect()
+        };
         for uid in gone {
             self.remove(&uid);
         }
@@ -150,17 +204,18 @@ impl StatusHub {
 
     /// The known status of a pod.
     pub fn get(&self, uid: &str) -> Option<PodStatus> {
-        lock(&self.pods).get(uid).map(|e| e.status.clone())
+        lock(&self.pods).pods.get(uid).map(|e| e.status.clone())
     }
 
     /// The node a known pod belongs to.
     pub fn node_of(&self, uid: &str) -> Option<String> {
-        lock(&self.pods).get(uid).map(|e| e.node.clone())
+        lock(&self.pods).pods.get(uid).map(|e| e.node.clone())
     }
 
     /// Every known pod of `node`.
     pub fn list(&self, node: &str) -> Vec<PodStatus> {
         lock(&self.pods)
+            .pods
             .values()
             .filter(|e| e.node == node)
             .map(|e| e.status.clone())
@@ -170,6 +225,7 @@ impl StatusHub {
     /// Every known pod, of every node.
     pub fn all(&self) -> Vec<(String, PodStatus)> {
         lock(&self.pods)
+            .pods
             .values()
             .map(|e| (e.node.clone(), e.status.clone()))
             .collect()
@@ -192,6 +248,7 @@ impl StatusHub {
             let pods = lock(&self.pods);
             let rx = self.tx.subscribe();
             let snapshot: Vec<WatchPodsEvent> = pods
+                .pods
                 .values()
                 .filter(|e| e.node == node)
                 .map(|e| WatchPodsEvent {
@@ -244,9 +301,10 @@ where
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        let since = hub.generation();
         match poll().await {
             Ok(pods) => {
-                hub.replace_all(pods);
+                hub.replace_all_since(since, pods);
                 hub.set_health(PollHealth::Ok);
             }
             Err(err) => {
@@ -330,5 +388,36 @@ mod tests {
                 .is_err(),
             "nothing else may be pushed"
         );
+    }
+
+    #[test]
+    fn a_poll_never_undoes_a_create_or_delete_that_finished_while_it_ran() {
+        let hub = StatusHub::new();
+        hub.upsert("n1", status("old", PodPhase::Running));
+        hub.upsert("n1", status("leaving", PodPhase::Running));
+
+        // The poll begins; meanwhile a create and a delete finish.
+        let since = hub.generation();
+        hub.upsert("n1", status("new", PodPhase::Pending));
+        hub.remove("leaving");
+        // What the poll saw before them: "old" and "leaving", not "new".
+        hub.replace_all_since(
+            since,
+            vec![
+                ("n1".into(), status("old", PodPhase::Running)),
+                ("n1".into(), status("leaving", PodPhase::Running)),
+            ],
+        );
+        assert!(
+            hub.get("new").is_some(),
+            "the racing create was reported deleted"
+        );
+        assert!(hub.get("leaving").is_none(), "the racing delete was undone");
+        assert!(hub.get("old").is_some());
+
+        // The next poll, begun after both, is authoritative again.
+        let since = hub.generation();
+        hub.replace_all_since(since, vec![("n1".into(), status("old", PodPhase::Running))]);
+        assert!(hub.get("new").is_none());
     }
 }

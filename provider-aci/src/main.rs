@@ -10,7 +10,6 @@ mod arm;
 mod auth;
 mod config;
 mod error;
-mod generic_log_follow;
 mod generic_ws_exec;
 mod group;
 mod http;

@@ -9,9 +9,11 @@
 //! - [`retry`]: backoff with jitter for cloud calls, honouring Retry-After.
 //! - [`resources`]: a pod's total CPU and memory, rounding to cloud sizes.
 //! - [`naming`]: deterministic resource names and identity tags.
+//! - [`log_follow`]: container logs (and `follow` by polling) for clouds whose log API answers text.
 #![forbid(unsafe_code)]
 
 pub mod listen;
+pub mod log_follow;
 pub mod logging;
 pub mod naming;
 pub mod resources;

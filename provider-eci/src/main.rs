@@ -11,7 +11,6 @@ mod cloud;
 mod config;
 mod error;
 mod exec;
-mod generic_log_follow;
 mod generic_ws_exec;
 mod mapping;
 mod params;

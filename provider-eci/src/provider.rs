@@ -17,6 +17,7 @@ use podprovider_proto::v1::{
     WatchPodsRequest, container_state,
 };
 use provider_common::{
+    log_follow::{self, Fetch},
     naming,
     status_loop::{PollHealth, StatusHub},
 };
@@ -28,7 +29,7 @@ use crate::{
     api,
     cloud::{Cloud, GroupFilter, LogOptions},
     error::EciError,
-    exec, generic_log_follow,
+    exec,
     mapping::{self, Placement, TAG_HASH, TAG_MANAGED},
     status::{self, Shape},
 };
@@ -653,7 +654,7 @@ impl podprovider_proto::PodProvider for EciProvider {
         }
         // ECI returns the last 500 lines unless told otherwise, and at most 2000 (and 1 MB).
         let first = LogOptions {
-            tail: Some(req.tail_lines.map_or(MAX_TAIL, |t| t.clamp(0, MAX_TAIL))),
+            tail: Some(MAX_TAIL),
             since_seconds: req.since_seconds,
             start_time: match (req.since_seconds, req.since_time.as_ref()) {
                 (None, Some(t)) => time::OffsetDateTime::from_unix_timestamp(t.seconds)
@@ -669,6 +670,14 @@ impl podprovider_proto::PodProvider for EciProvider {
             timestamps: true,
             previous: req.previous,
         };
+        let opts = log_follow::Options {
+            follow: req.follow && !req.previous,
+            ..log_follow::Options::from_request(
+                &req,
+                time::OffsetDateTime::now_utc(),
+                FOLLOW_INTERVAL,
+            )
+        };
         let (tx, rx) = mpsc::channel(16);
         let me = self.clone();
         let uid = pod_ref.uid.clone();
@@ -676,14 +685,26 @@ impl podprovider_proto::PodProvider for EciProvider {
         let group = t.group_id.clone();
         let cloud = self.inner.cloud.clone();
         tokio::spawn(async move {
-            let fetch = move |since: Option<i64>| {
+            let fetch = move |what: Fetch| {
                 let cloud = cloud.clone();
                 let group = group.clone();
                 let container = container.clone();
-                let opts = match since {
-                    None => first.clone(),
-                    Some(s) => LogOptions {
-                        since_seconds: Some(s),
+                let opts = match what {
+                    Fetch::Start { tail } => LogOptions {
+                        tail: Some(tail.map_or(MAX_TAIL, |n| {
+                            i64::try_from(n).unwrap_or(MAX_TAIL).min(MAX_TAIL)
+                        })),
+                        ..first.clone()
+                    },
+                    // Nothing seen yet: the log as first asked for.
+                    Fetch::After { since: None } => first.clone(),
+                    // SinceSeconds counts whole seconds back from ECI's clock: start a little
+                    // before the last line seen; the cursor skips what was sent.
+                    Fetch::After { since: Some(t) } => LogOptions {
+                        tail: Some(MAX_TAIL),
+                        since_seconds: Some(
+                            (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0) + 2,
+                        ),
                         timestamps: true,
                         ..Default::default()
                     },
@@ -700,16 +721,7 @@ impl podprovider_proto::PodProvider for EciProvider {
                     s.phase == PodPhase::Running as i32 || s.phase == PodPhase::Pending as i32
                 })
             };
-            generic_log_follow::stream(
-                tx,
-                req.timestamps,
-                req.follow && !req.previous,
-                req.limit_bytes.map(|b| usize::try_from(b).unwrap_or(0)),
-                FOLLOW_INTERVAL,
-                fetch,
-                running,
-            )
-            .await;
+            log_follow::stream(opts, fetch, running, tx).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

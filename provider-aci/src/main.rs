@@ -10,13 +10,13 @@ mod arm;
 mod auth;
 mod config;
 mod error;
-mod generic_ws_exec;
 mod group;
 mod http;
 mod logs;
 mod model;
 mod provider;
 mod status;
+mod ws_exec;
 
 use std::{collections::HashMap, sync::Arc};
 

@@ -27,11 +27,11 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::{
     arm::Arm,
     error::AzureError,
-    generic_ws_exec::{self, Wrapper},
     group::{self, GroupSettings},
     logs,
     model::{ContainerGroup, TerminalSize},
     status,
+    ws_exec::{self, Wrapper},
 };
 
 /// How long a freshly created group may be missing from ARM's list (eventual consistency) before
@@ -633,7 +633,7 @@ impl podprovider_proto::PodProvider for AciProvider {
             .exec(&group, &start.container, &command, size)
             .await
             .map_err(|e| e.to_status())?;
-        let ws = generic_ws_exec::connect(
+        let ws = ws_exec::connect(
             &session.web_socket_uri,
             Some(&session.password),
             self.inner.arm.http().tls.clone(),
@@ -641,7 +641,7 @@ impl podprovider_proto::PodProvider for AciProvider {
         .await
         .map_err(Status::unavailable)?;
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(generic_ws_exec::bridge(ws, input, wrapper, tx));
+        tokio::spawn(ws_exec::bridge(ws, input, wrapper, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -11,13 +11,13 @@ mod cloud;
 mod config;
 mod error;
 mod exec;
-mod generic_ws_exec;
 mod mapping;
 mod params;
 mod provider;
 mod signing;
 mod sizes;
 mod status;
+mod ws_exec;
 
 use std::collections::HashMap;
 

@@ -776,7 +776,7 @@ impl podprovider_proto::PodProvider for EciProvider {
             )
             .await
             .map_err(|e| e.to_status())?;
-        let out = crate::generic_ws_exec::bridge(&uri, input, start.tty)
+        let out = crate::ws_exec::bridge(&uri, input, start.tty)
             .await
             .map_err(|e| Status::unavailable(format!("cannot open the exec WebSocket: {e}")))?;
         Ok(Response::new(out))

@@ -1,4 +1,4 @@
-//! Cloud-neutral bridge between the contract's Exec stream and a cloud's exec WebSocket.
+//! The bridge between the contract's Exec stream and ECI's exec WebSocket.
 //!
 //! Two framings are understood, chosen by the subprotocol the server accepts:
 //! - Kubernetes `v5.channel.k8s.io` / `v4.channel.k8s.io` / `channel.k8s.io`: every message starts

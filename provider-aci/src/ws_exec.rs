@@ -1,7 +1,8 @@
 //! Exec over ACI's WebSocket terminal session: connect to `ws://` or `wss://`, send the password
 //! first, then bridge the contract's Exec stream. ACI's sessions run one executable without
-//! arguments and report no exit code, so a command gets a shell wrapper: `/bin/sh` runs the command and prints an exit-status marker,
-//! which the bridge strips from the output and turns into the `exit` message.
+//! arguments and report no exit code, so a command gets a shell wrapper: `/bin/sh` runs it and
+//! prints an exit-status marker, which the bridge strips from the output and turns into the `exit`
+//! message.
 
 use std::{pin::Pin, sync::Arc};
 

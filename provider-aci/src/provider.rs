@@ -2,12 +2,11 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
-use futures::{Stream, StreamExt, stream};
+use futures::{StreamExt, stream};
 use podprovider_proto::v1::{
     AttachRequest, CreatePodRequest, CreatePodResponse, DeletePodRequest, DeletePodResponse,
     ExecRequest, GetContainerLogsRequest, GetNodeInfoRequest, GetPodRequest, GetPodResponse,
@@ -18,6 +17,7 @@ use podprovider_proto::v1::{
 };
 use provider_common::{
     naming,
+    rpc::{self, BoxStream},
     status_loop::{PollHealth, StatusHub},
 };
 use tokio::sync::mpsc;
@@ -95,27 +95,6 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn check_ref(r: Option<&PodRef>) -> Result<PodRef, Status> {
-    match r {
-        Some(r) if !r.namespace.is_empty() && !r.name.is_empty() && !r.uid.is_empty() => {
-            Ok(r.clone())
-        }
-        _ => Err(Status::invalid_argument(
-            "pod_ref needs namespace, name and uid",
-        )),
-    }
-}
-
-fn now_ts() -> prost_types::Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    prost_types::Timestamp {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(0),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-    }
-}
-
 fn container_names(g: &ContainerGroup) -> Vec<String> {
     g.properties
         .containers
@@ -137,10 +116,6 @@ fn container_state<'a>(s: &'a PodStatus, name: &str) -> Option<&'a CState> {
         .find(|c| c.name == name)
         .and_then(|c| c.state.as_ref())
         .and_then(|st| st.state.as_ref())
-}
-
-fn not_known(r: &PodRef) -> Status {
-    Status::not_found(format!("pod {}/{} is not known", r.namespace, r.name))
 }
 
 impl AciProvider {
@@ -287,7 +262,7 @@ impl AciProvider {
     }
 
     async fn create(&self, pod: Pod) -> Result<PodStatus, Status> {
-        let pod_ref = check_ref(pod.pod_ref.as_ref())?;
+        let pod_ref = rpc::pod_ref(pod.pod_ref.as_ref())?;
         let plan = group::plan(&pod, &self.inner.settings.groups)
             .map_err(|e| Status::invalid_argument(e.0))?;
         let node = pod.node_name.clone();
@@ -342,7 +317,7 @@ impl AciProvider {
                     warning: true,
                     reason: "ProviderIgnoredSetting".into(),
                     message: w.clone(),
-                    time: Some(now_ts()),
+                    time: Some(rpc::now()),
                 },
             );
         }
@@ -378,7 +353,7 @@ impl AciProvider {
         let t = st
             .pods
             .get(&pod_ref.uid)
-            .ok_or_else(|| not_known(pod_ref))?;
+            .ok_or_else(|| rpc::not_known(pod_ref))?;
         if !t.containers.iter().any(|c| c == container) {
             return Err(Status::not_found(format!(
                 "container {container} is not in pod {}/{}",
@@ -403,8 +378,6 @@ impl AciProvider {
                 .is_some_and(|s| matches!(s, CState::Running(_)))
     }
 }
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl podprovider_proto::PodProvider for AciProvider {
@@ -480,14 +453,14 @@ impl podprovider_proto::PodProvider for AciProvider {
             .into_inner()
             .pod
             .ok_or_else(|| Status::invalid_argument("UpdatePod needs a pod"))?;
-        let pod_ref = check_ref(pod.pod_ref.as_ref())?;
+        let pod_ref = rpc::pod_ref(pod.pod_ref.as_ref())?;
         let plan = group::plan(&pod, &self.inner.settings.groups)
             .map_err(|e| Status::invalid_argument(e.0))?;
         let hash = lock(&self.inner.state)
             .pods
             .get(&pod_ref.uid)
             .map(|t| t.content_hash.clone())
-            .ok_or_else(|| not_known(&pod_ref))?;
+            .ok_or_else(|| rpc::not_known(&pod_ref))?;
         if hash.as_deref() != Some(plan.content_hash.as_str()) {
             return Err(Status::unimplemented(
                 "ACI cannot change a running container group in place (a changed group is redeployed, restarting its containers)",
@@ -502,7 +475,7 @@ impl podprovider_proto::PodProvider for AciProvider {
         &self,
         req: Request<DeletePodRequest>,
     ) -> Result<Response<DeletePodResponse>, Status> {
-        let pod_ref = check_ref(req.get_ref().pod_ref.as_ref())?;
+        let pod_ref = rpc::pod_ref(req.get_ref().pod_ref.as_ref())?;
         let found = self.delete(pod_ref).await?;
         Ok(Response::new(DeletePodResponse { found }))
     }
@@ -511,33 +484,21 @@ impl podprovider_proto::PodProvider for AciProvider {
         &self,
         req: Request<GetPodRequest>,
     ) -> Result<Response<GetPodResponse>, Status> {
-        let pod_ref = check_ref(req.get_ref().pod_ref.as_ref())?;
-        let status = self
-            .inner
-            .hub
-            .get(&pod_ref.uid)
-            .ok_or_else(|| not_known(&pod_ref))?;
-        Ok(Response::new(GetPodResponse {
-            status: Some(status),
-        }))
+        rpc::get_pod(&self.inner.hub, &req)
     }
 
     async fn list_pods(
         &self,
         req: Request<ListPodsRequest>,
     ) -> Result<Response<ListPodsResponse>, Status> {
-        Ok(Response::new(ListPodsResponse {
-            pods: self.inner.hub.list(&req.get_ref().node_name),
-        }))
+        Ok(rpc::list_pods(&self.inner.hub, &req))
     }
 
     async fn watch_pods(
         &self,
         req: Request<WatchPodsRequest>,
     ) -> Result<Response<BoxStream<podprovider_proto::v1::WatchPodsEvent>>, Status> {
-        Ok(Response::new(
-            self.inner.hub.watch(&req.get_ref().node_name),
-        ))
+        Ok(rpc::watch_pods(&self.inner.hub, &req))
     }
 
     async fn get_container_logs(
@@ -545,7 +506,7 @@ impl podprovider_proto::PodProvider for AciProvider {
         req: Request<GetContainerLogsRequest>,
     ) -> Result<Response<BoxStream<LogChunk>>, Status> {
         let req = req.into_inner();
-        let pod_ref = check_ref(req.pod_ref.as_ref())?;
+        let pod_ref = rpc::pod_ref(req.pod_ref.as_ref())?;
         let group = self.locate(&pod_ref, &req.container)?;
         if req.previous {
             return Err(Status::not_found(
@@ -593,7 +554,7 @@ impl podprovider_proto::PodProvider for AciProvider {
                 ));
             }
         };
-        let pod_ref = check_ref(start.pod_ref.as_ref())?;
+        let pod_ref = rpc::pod_ref(start.pod_ref.as_ref())?;
         let group = self.locate(&pod_ref, &start.container)?;
         if start.command.is_empty() {
             return Err(Status::invalid_argument("exec needs a command"));

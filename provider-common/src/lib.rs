@@ -6,6 +6,7 @@
 //! - [`shutdown`]: a future that completes on SIGTERM or Ctrl-C.
 //! - [`logging`]: `tracing` set-up with text or JSON output.
 //! - [`status_loop`]: the poll-diff-push status hub behind `WatchPods`, `GetPod` and `ListPods`.
+//! - [`rpc`]: pod-reference checks and the RPCs answered from the status hub alone.
 //! - [`retry`]: backoff with jitter for cloud calls, honouring Retry-After.
 //! - [`resources`]: a pod's total CPU and memory, rounding to cloud sizes.
 //! - [`naming`]: deterministic resource names and identity tags.
@@ -18,6 +19,7 @@ pub mod logging;
 pub mod naming;
 pub mod resources;
 pub mod retry;
+pub mod rpc;
 pub mod server;
 pub mod shutdown;
 pub mod status_loop;

@@ -2,12 +2,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
-use futures::Stream;
 use podprovider_proto::v1::{
     AttachRequest, CreatePodRequest, CreatePodResponse, DeletePodRequest, DeletePodResponse,
     ExecRequest, GetContainerLogsRequest, GetNodeInfoRequest, GetPodRequest, GetPodResponse,
@@ -19,6 +17,7 @@ use podprovider_proto::v1::{
 use provider_common::{
     log_follow::{self, Fetch},
     naming,
+    rpc::{self, BoxStream},
     status_loop::{PollHealth, StatusHub},
 };
 use tokio::sync::mpsc;
@@ -99,27 +98,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn check_ref(r: Option<&PodRef>) -> Result<PodRef, Status> {
-    match r {
-        Some(r) if !r.namespace.is_empty() && !r.name.is_empty() && !r.uid.is_empty() => {
-            Ok(r.clone())
-        }
-        _ => Err(Status::invalid_argument(
-            "pod_ref needs namespace, name and uid",
-        )),
-    }
-}
-
-fn now_ts() -> prost_types::Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    prost_types::Timestamp {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(0),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-    }
-}
-
 fn managed_tag() -> Vec<(String, String)> {
     vec![(TAG_MANAGED.0.to_owned(), TAG_MANAGED.1.to_owned())]
 }
@@ -188,7 +166,7 @@ fn new_events(st: &mut State, groups: &[api::Group]) -> Vec<(String, PodEvent)> 
                         e.reason.clone()
                     },
                     message: e.message.clone(),
-                    time: status::ts(&e.last_timestamp).or_else(|| Some(now_ts())),
+                    time: status::ts(&e.last_timestamp).or_else(|| Some(rpc::now())),
                 },
             ));
         }
@@ -246,8 +224,6 @@ fn reconcile_membership(st: &mut State, groups: &[api::Group]) {
         keep
     });
 }
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl EciProvider {
     /// A provider for `cloud` with `settings`.
@@ -354,7 +330,7 @@ impl EciProvider {
     }
 
     async fn create(&self, pod: Pod) -> Result<PodStatus, Status> {
-        let pod_ref = check_ref(pod.pod_ref.as_ref())?;
+        let pod_ref = rpc::pod_ref(pod.pod_ref.as_ref())?;
         let plan = mapping::plan(&pod, &self.inner.settings.placement)
             .map_err(|e| Status::invalid_argument(e.0))?;
         let node = pod.node_name.clone();
@@ -418,7 +394,7 @@ impl EciProvider {
                     warning: true,
                     reason: "ProviderIgnoredSetting".into(),
                     message: w.clone(),
-                    time: Some(now_ts()),
+                    time: Some(rpc::now()),
                 },
             );
         }
@@ -562,7 +538,7 @@ impl podprovider_proto::PodProvider for EciProvider {
             .into_inner()
             .pod
             .ok_or_else(|| Status::invalid_argument("UpdatePod needs a pod"))?;
-        let pod_ref = check_ref(pod.pod_ref.as_ref())?;
+        let pod_ref = rpc::pod_ref(pod.pod_ref.as_ref())?;
         let plan = mapping::plan(&pod, &self.inner.settings.placement)
             .map_err(|e| Status::invalid_argument(e.0))?;
         let t = self.tracked(&pod_ref)?;
@@ -580,7 +556,7 @@ impl podprovider_proto::PodProvider for EciProvider {
         &self,
         req: Request<DeletePodRequest>,
     ) -> Result<Response<DeletePodResponse>, Status> {
-        let pod_ref = check_ref(req.get_ref().pod_ref.as_ref())?;
+        let pod_ref = rpc::pod_ref(req.get_ref().pod_ref.as_ref())?;
         let found = self.delete(pod_ref).await?;
         Ok(Response::new(DeletePodResponse { found }))
     }
@@ -589,34 +565,21 @@ impl podprovider_proto::PodProvider for EciProvider {
         &self,
         req: Request<GetPodRequest>,
     ) -> Result<Response<GetPodResponse>, Status> {
-        let pod_ref = check_ref(req.get_ref().pod_ref.as_ref())?;
-        let status = self.inner.hub.get(&pod_ref.uid).ok_or_else(|| {
-            Status::not_found(format!(
-                "pod {}/{} is not known",
-                pod_ref.namespace, pod_ref.name
-            ))
-        })?;
-        Ok(Response::new(GetPodResponse {
-            status: Some(status),
-        }))
+        rpc::get_pod(&self.inner.hub, &req)
     }
 
     async fn list_pods(
         &self,
         req: Request<ListPodsRequest>,
     ) -> Result<Response<ListPodsResponse>, Status> {
-        Ok(Response::new(ListPodsResponse {
-            pods: self.inner.hub.list(&req.get_ref().node_name),
-        }))
+        Ok(rpc::list_pods(&self.inner.hub, &req))
     }
 
     async fn watch_pods(
         &self,
         req: Request<WatchPodsRequest>,
     ) -> Result<Response<BoxStream<podprovider_proto::v1::WatchPodsEvent>>, Status> {
-        Ok(Response::new(
-            self.inner.hub.watch(&req.get_ref().node_name),
-        ))
+        Ok(rpc::watch_pods(&self.inner.hub, &req))
     }
 
     async fn get_container_logs(
@@ -624,7 +587,7 @@ impl podprovider_proto::PodProvider for EciProvider {
         req: Request<GetContainerLogsRequest>,
     ) -> Result<Response<BoxStream<LogChunk>>, Status> {
         let req = req.into_inner();
-        let pod_ref = check_ref(req.pod_ref.as_ref())?;
+        let pod_ref = rpc::pod_ref(req.pod_ref.as_ref())?;
         let t = self.tracked(&pod_ref)?;
         let known = t
             .shape
@@ -732,7 +695,7 @@ impl podprovider_proto::PodProvider for EciProvider {
     ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
         let mut input = req.into_inner();
         let start = exec::first_start(&mut input).await?;
-        let pod_ref = check_ref(start.pod_ref.as_ref())?;
+        let pod_ref = rpc::pod_ref(start.pod_ref.as_ref())?;
         let t = self.tracked(&pod_ref)?;
         if !t
             .shape

@@ -2,12 +2,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
 };
 
 use aws_sdk_ecs::types::Task;
-use futures::Stream;
 use podprovider_proto::v1::{
     AttachRequest, CreatePodRequest, CreatePodResponse, DeletePodRequest, DeletePodResponse,
     ExecRequest, GetContainerLogsRequest, GetNodeInfoRequest, GetPodRequest, GetPodResponse,
@@ -18,6 +16,7 @@ use podprovider_proto::v1::{
 };
 use provider_common::{
     naming::{self, NameRules},
+    rpc::{self, BoxStream},
     status_loop::{PollHealth, StatusHub},
 };
 use tokio::sync::mpsc;
@@ -98,17 +97,6 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn check_ref(r: Option<&PodRef>) -> Result<PodRef, Status> {
-    match r {
-        Some(r) if !r.namespace.is_empty() && !r.name.is_empty() && !r.uid.is_empty() => {
-            Ok(r.clone())
-        }
-        _ => Err(Status::invalid_argument(
-            "pod_ref needs namespace, name and uid",
-        )),
-    }
-}
-
 fn started_by(r: &PodRef) -> String {
     // startedBy: up to 128 letters, digits, hyphens and underscores.
     naming::resource_name("vk", r, &NameRules::alnum_dash_underscore(128))
@@ -119,16 +107,6 @@ fn tag_map(task: &Task) -> HashMap<&str, &str> {
         .iter()
         .filter_map(|t| Some((t.key()?, t.value()?)))
         .collect()
-}
-
-fn now_ts() -> prost_types::Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    prost_types::Timestamp {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(0),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-    }
 }
 
 impl FargateProvider {
@@ -298,7 +276,7 @@ impl FargateProvider {
     }
 
     async fn create(&self, pod: podprovider_proto::v1::Pod) -> Result<PodStatus, Status> {
-        let pod_ref = check_ref(pod.pod_ref.as_ref())?;
+        let pod_ref = rpc::pod_ref(pod.pod_ref.as_ref())?;
         let plan = taskdef::plan(&pod, &self.inner.settings.defs)
             .map_err(|e| Status::invalid_argument(e.0))?;
         let node = pod.node_name.clone();
@@ -343,7 +321,7 @@ impl FargateProvider {
                     warning: true,
                     reason: "ProviderIgnoredSetting".into(),
                     message: w.clone(),
-                    time: Some(now_ts()),
+                    time: Some(rpc::now()),
                 },
             );
         }
@@ -453,8 +431,6 @@ impl FargateProvider {
     }
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
 #[tonic::async_trait]
 impl podprovider_proto::PodProvider for FargateProvider {
     async fn get_node_info(
@@ -530,7 +506,7 @@ impl podprovider_proto::PodProvider for FargateProvider {
             .into_inner()
             .pod
             .ok_or_else(|| Status::invalid_argument("UpdatePod needs a pod"))?;
-        let pod_ref = check_ref(pod.pod_ref.as_ref())?;
+        let pod_ref = rpc::pod_ref(pod.pod_ref.as_ref())?;
         let plan = taskdef::plan(&pod, &self.inner.settings.defs)
             .map_err(|e| Status::invalid_argument(e.0))?;
         let hash = lock(&self.inner.state)
@@ -552,7 +528,7 @@ impl podprovider_proto::PodProvider for FargateProvider {
         &self,
         req: Request<DeletePodRequest>,
     ) -> Result<Response<DeletePodResponse>, Status> {
-        let pod_ref = check_ref(req.get_ref().pod_ref.as_ref())?;
+        let pod_ref = rpc::pod_ref(req.get_ref().pod_ref.as_ref())?;
         let found = self.delete(pod_ref).await?;
         Ok(Response::new(DeletePodResponse { found }))
     }
@@ -561,34 +537,21 @@ impl podprovider_proto::PodProvider for FargateProvider {
         &self,
         req: Request<GetPodRequest>,
     ) -> Result<Response<GetPodResponse>, Status> {
-        let pod_ref = check_ref(req.get_ref().pod_ref.as_ref())?;
-        let status = self.inner.hub.get(&pod_ref.uid).ok_or_else(|| {
-            Status::not_found(format!(
-                "pod {}/{} is not known",
-                pod_ref.namespace, pod_ref.name
-            ))
-        })?;
-        Ok(Response::new(GetPodResponse {
-            status: Some(status),
-        }))
+        rpc::get_pod(&self.inner.hub, &req)
     }
 
     async fn list_pods(
         &self,
         req: Request<ListPodsRequest>,
     ) -> Result<Response<ListPodsResponse>, Status> {
-        Ok(Response::new(ListPodsResponse {
-            pods: self.inner.hub.list(&req.get_ref().node_name),
-        }))
+        Ok(rpc::list_pods(&self.inner.hub, &req))
     }
 
     async fn watch_pods(
         &self,
         req: Request<WatchPodsRequest>,
     ) -> Result<Response<BoxStream<podprovider_proto::v1::WatchPodsEvent>>, Status> {
-        Ok(Response::new(
-            self.inner.hub.watch(&req.get_ref().node_name),
-        ))
+        Ok(rpc::watch_pods(&self.inner.hub, &req))
     }
 
     async fn get_container_logs(
@@ -596,7 +559,7 @@ impl podprovider_proto::PodProvider for FargateProvider {
         req: Request<GetContainerLogsRequest>,
     ) -> Result<Response<BoxStream<LogChunk>>, Status> {
         let req = req.into_inner();
-        let pod_ref = check_ref(req.pod_ref.as_ref())?;
+        let pod_ref = rpc::pod_ref(req.pod_ref.as_ref())?;
         let group = self.inner.settings.defs.log_group.clone().ok_or_else(|| {
             Status::unimplemented("container logs are off: the provider runs without --log-group")
         })?;
@@ -640,7 +603,7 @@ impl podprovider_proto::PodProvider for FargateProvider {
         let (tx, rx) = mpsc::channel(16);
         let me = self.clone();
         let uid = pod_ref.uid.clone();
-        let now_ms = now_ts().seconds * 1000;
+        let now_ms = rpc::now().seconds * 1000;
         tokio::spawn(logs::stream_logs(src, req, now_ms, tx, move || {
             lock(&me.inner.state)
                 .pods

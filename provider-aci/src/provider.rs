@@ -18,7 +18,7 @@ use podprovider_proto::v1::{
 use provider_common::{
     naming,
     rpc::{self, BoxStream},
-    status_loop::{PollHealth, StatusHub},
+    status_loop::StatusHub,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -415,20 +415,7 @@ impl podprovider_proto::PodProvider for AciProvider {
     }
 
     async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        let (ready, reason, message) = match self.inner.hub.health() {
-            PollHealth::Ok | PollHealth::Starting => (true, String::new(), String::new()),
-            PollHealth::Failed(msg) => (
-                false,
-                "CloudAPIUnreachable".to_owned(),
-                format!("The last ACI status poll failed: {msg}"),
-            ),
-        };
-        Ok(Response::new(PingResponse {
-            ready,
-            reason,
-            message,
-            node_info_revision: "1".into(),
-        }))
+        Ok(rpc::ping(&self.inner.hub, "ACI", "1"))
     }
 
     async fn create_pod(

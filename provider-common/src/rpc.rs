@@ -6,11 +6,12 @@ use std::pin::Pin;
 
 use futures::Stream;
 use podprovider_proto::v1::{
-    GetPodRequest, GetPodResponse, ListPodsRequest, ListPodsResponse, PodRef, WatchPodsRequest,
+    GetPodRequest, GetPodResponse, ListPodsRequest, ListPodsResponse, PingResponse, PodRef,
+    WatchPodsRequest,
 };
 use tonic::{Request, Response, Status};
 
-use crate::status_loop::{StatusHub, WatchStream};
+use crate::status_loop::{PollHealth, StatusHub, WatchStream};
 
 /// A server-streaming RPC's response stream, as tonic serves it.
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -57,6 +58,25 @@ pub fn watch_pods(hub: &StatusHub, req: &Request<WatchPodsRequest>) -> Response<
     Response::new(hub.watch(&req.get_ref().node_name))
 }
 
+/// `Ping` from the status poll's health: Ready unless the last poll of `cloud` (e.g. "ECS")
+/// failed, with reason `CloudAPIUnreachable` and the (secret-free) failure as message.
+pub fn ping(hub: &StatusHub, cloud: &str, node_info_revision: &str) -> Response<PingResponse> {
+    let (ready, reason, message) = match hub.health() {
+        PollHealth::Ok | PollHealth::Starting => (true, String::new(), String::new()),
+        PollHealth::Failed(msg) => (
+            false,
+            "CloudAPIUnreachable".to_owned(),
+            format!("The last {cloud} status poll failed: {msg}"),
+        ),
+    };
+    Response::new(PingResponse {
+        ready,
+        reason,
+        message,
+        node_info_revision: node_info_revision.to_owned(),
+    })
+}
+
 /// Now, as a protobuf timestamp (for pod events).
 pub fn now() -> prost_types::Timestamp {
     let d = std::time::SystemTime::now()
@@ -94,6 +114,20 @@ mod tests {
             assert_eq!(err, Some(tonic::Code::InvalidArgument));
         }
         assert!(pod_ref(None).is_err());
+    }
+
+    #[test]
+    fn ping_follows_the_last_poll() {
+        let hub = StatusHub::new();
+        assert!(ping(&hub, "ECS", "1").get_ref().ready);
+        hub.set_health(PollHealth::Failed("connection refused".into()));
+        let answer = ping(&hub, "ECS", "1").into_inner();
+        assert!(!answer.ready);
+        assert_eq!(answer.reason, "CloudAPIUnreachable");
+        assert_eq!(
+            answer.message,
+            "The last ECS status poll failed: connection refused"
+        );
     }
 
     #[test]

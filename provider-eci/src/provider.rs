@@ -500,20 +500,7 @@ impl podprovider_proto::PodProvider for EciProvider {
     }
 
     async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        let (ready, reason, message) = match self.inner.hub.health() {
-            PollHealth::Ok | PollHealth::Starting => (true, String::new(), String::new()),
-            PollHealth::Failed(msg) => (
-                false,
-                "CloudAPIUnreachable".to_owned(),
-                format!("The last ECI status poll failed: {msg}"),
-            ),
-        };
-        Ok(Response::new(PingResponse {
-            ready,
-            reason,
-            message,
-            node_info_revision: "1".into(),
-        }))
+        Ok(rpc::ping(&self.inner.hub, "ECI", "1"))
     }
 
     async fn create_pod(

@@ -17,7 +17,7 @@ use podprovider_proto::v1::{
 use provider_common::{
     naming::{self, NameRules},
     rpc::{self, BoxStream},
-    status_loop::{PollHealth, StatusHub},
+    status_loop::StatusHub,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -468,20 +468,7 @@ impl podprovider_proto::PodProvider for FargateProvider {
     }
 
     async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        let (ready, reason, message) = match self.inner.hub.health() {
-            PollHealth::Ok | PollHealth::Starting => (true, String::new(), String::new()),
-            PollHealth::Failed(msg) => (
-                false,
-                "CloudAPIUnreachable".to_owned(),
-                format!("The last ECS status poll failed: {msg}"),
-            ),
-        };
-        Ok(Response::new(PingResponse {
-            ready,
-            reason,
-            message,
-            node_info_revision: "1".into(),
-        }))
+        Ok(rpc::ping(&self.inner.hub, "ECS", "1"))
     }
 
     async fn create_pod(

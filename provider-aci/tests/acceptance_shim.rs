@@ -18,13 +18,11 @@ use anyhow::{Context, bail, ensure};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{Api, api::ListParams};
 use support::start_provider;
-use tokio::process::Command;
 use vk_testkit::{
     ControlPlane,
     aci_emulator::{AciEmulator, AciEmulatorOptions},
-    bins::workspace_bin,
-    ports::free_port,
     process::ManagedProcess,
+    shim::{example, spawn_shim},
     wait::eventually,
 };
 
@@ -84,43 +82,6 @@ spec:
     effect: NoSchedule
 "#;
 
-fn example(file: &str) -> String {
-    format!(
-        "{}/../examples/acceptance/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-fn shim_bin() -> anyhow::Result<PathBuf> {
-    workspace_bin("node-shim").context(
-        "this test runs the real node-shim binary: build it into the same target directory \
-         (`cargo build -p node-shim`)",
-    )
-}
-
-fn spawn_shim(cp: &ControlPlane, dir: &Path, provider: &str) -> anyhow::Result<ManagedProcess> {
-    ManagedProcess::spawn(
-        &format!("node-shim-{NODE}"),
-        Command::new(shim_bin()?)
-            .arg(format!("--node-name={NODE}"))
-            .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
-            .arg(format!("--provider-endpoint=http://{provider}"))
-            .arg(format!("--kubelet-port={}", free_port()?))
-            .arg("--metrics-address=off")
-            .arg("--extra-taint=azure.com/aci:NoSchedule")
-            // kubectl logs goes API server → kubelet port: serve TLS at once, accept the API
-            // server's client certificate.
-            .arg("--serving-cert=self-signed")
-            .arg(format!(
-                "--client-ca-file={}",
-                cp.pki.ca_files.cert.display()
-            ))
-            .args(["--ping-interval=1s", "--resync-period=5s"])
-            .env("RUST_LOG", "info,node_shim=debug"),
-        dir,
-    )
-}
-
 fn running_and_ready(p: &Pod) -> bool {
     let s = p.status.as_ref();
     s.and_then(|s| s.phase.as_deref()) == Some("Running")
@@ -171,7 +132,20 @@ async fn acceptance_manifests_run_scale_and_delete_on_aci() -> anyhow::Result<()
     .await?;
     let (provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
     let cp = ControlPlane::start().await?;
-    let mut shim = spawn_shim(&cp, dir.path(), &addr)?;
+    // kubectl logs goes API server → kubelet port: serve TLS at once, accept the API server's
+    // client certificate.
+    let client_ca = format!("--client-ca-file={}", cp.pki.ca_files.cert.display());
+    let mut shim = spawn_shim(
+        &cp,
+        dir.path(),
+        NODE,
+        &addr,
+        &[
+            "--extra-taint=azure.com/aci:NoSchedule",
+            "--serving-cert=self-signed",
+            &client_ca,
+        ],
+    )?;
     let client = cp.client().await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let result = async {

@@ -9,10 +9,7 @@
 
 mod support;
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -20,13 +17,11 @@ use kube::{Api, api::ListParams};
 use podprovider_proto::v1::PodRef;
 use provider_common::naming::{self, NameRules};
 use support::start_provider;
-use tokio::process::Command;
 use vk_testkit::{
     ControlPlane,
-    bins::workspace_bin,
     eci_emulator::{EciEmulator, EciEmulatorOptions},
-    ports::free_port,
     process::ManagedProcess,
+    shim::{example, shim_bin, spawn_shim},
     wait::eventually,
 };
 
@@ -37,43 +32,6 @@ const SLOW: Duration = Duration::from_secs(120);
 const ACI_NODE: &str = "vk-eci-aci";
 /// The ECI walk-through tolerates only `alibabacloud.com/eci`: that node's taint key.
 const ECI_NODE: &str = "vk-eci";
-
-fn example(file: &str) -> String {
-    format!(
-        "{}/../examples/acceptance/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-fn shim_bin() -> anyhow::Result<PathBuf> {
-    workspace_bin("node-shim").context(
-        "this test runs the real node-shim binary: build it into the same target directory \
-         (`cargo build -p node-shim`, or run `cargo test --workspace`)",
-    )
-}
-
-fn spawn_shim(
-    cp: &ControlPlane,
-    dir: &Path,
-    bin: &Path,
-    name: &str,
-    provider: &str,
-    extra_args: &[&str],
-) -> anyhow::Result<ManagedProcess> {
-    ManagedProcess::spawn(
-        &format!("node-shim-{name}"),
-        Command::new(bin)
-            .arg(format!("--node-name={name}"))
-            .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
-            .arg(format!("--provider-endpoint=http://{provider}"))
-            .arg(format!("--kubelet-port={}", free_port()?))
-            .arg("--metrics-address=off")
-            .args(["--ping-interval=1s", "--resync-period=5s"])
-            .args(extra_args)
-            .env("RUST_LOG", "info,node_shim=debug"),
-        dir,
-    )
-}
 
 fn running_and_ready(p: &Pod) -> bool {
     let s = p.status.as_ref();
@@ -142,7 +100,7 @@ where
 async fn acceptance_manifests_run_scale_and_delete_on_eci() -> anyhow::Result<()> {
     vk_testkit::install_crypto_provider();
     vk_testkit::init_test_logging();
-    let shim = shim_bin()?;
+    shim_bin()?; // fail before starting anything
     let dir = tempfile::tempdir()?;
     let emu = EciEmulator::start(
         dir.path(),
@@ -157,7 +115,6 @@ async fn acceptance_manifests_run_scale_and_delete_on_eci() -> anyhow::Result<()
     let mut aci = spawn_shim(
         &cp,
         dir.path(),
-        &shim,
         ACI_NODE,
         &addr,
         &["--extra-taint=azure.com/aci:NoSchedule"],
@@ -167,7 +124,6 @@ async fn acceptance_manifests_run_scale_and_delete_on_eci() -> anyhow::Result<()
     let mut eci = spawn_shim(
         &cp,
         dir.path(),
-        &shim,
         ECI_NODE,
         &addr,
         &["--taint-key=alibabacloud.com/eci", &client_ca],

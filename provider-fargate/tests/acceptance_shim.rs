@@ -11,20 +11,18 @@
 
 mod support;
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{Context, bail, ensure};
 use aws_sdk_ecs::types::TaskField;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{Api, api::ListParams};
 use support::{CLUSTER, LOG_GROUP, active_definitions, sdk, start_provider, tasks};
-use tokio::process::Command;
 use vk_testkit::{
-    ControlPlane, bins::workspace_bin, moto::Moto, ports::free_port, process::ManagedProcess,
+    ControlPlane,
+    moto::Moto,
+    process::ManagedProcess,
+    shim::{example, shim_bin, spawn_shim},
     wait::eventually,
 };
 
@@ -42,44 +40,6 @@ const SLOW: Duration = Duration::from_secs(120);
 const ACI_NODE: &str = "vk-fargate-aci";
 /// The ECI walk-through tolerates only `alibabacloud.com/eci`: that node's taint key.
 const ECI_NODE: &str = "vk-fargate-eci";
-
-fn example(file: &str) -> String {
-    format!(
-        "{}/../examples/acceptance/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-/// The workspace's `node-shim` binary, next to this test's target profile directory.
-fn shim_bin() -> anyhow::Result<PathBuf> {
-    workspace_bin("node-shim").context(
-        "this test runs the real node-shim binary: build it into the same target directory \
-         (`cargo build -p node-shim`, or run `cargo test --workspace`)",
-    )
-}
-
-fn spawn_shim(
-    cp: &ControlPlane,
-    dir: &Path,
-    bin: &Path,
-    name: &str,
-    provider: &str,
-    extra_args: &[&str],
-) -> anyhow::Result<ManagedProcess> {
-    ManagedProcess::spawn(
-        &format!("node-shim-{name}"),
-        Command::new(bin)
-            .arg(format!("--node-name={name}"))
-            .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
-            .arg(format!("--provider-endpoint=http://{provider}"))
-            .arg(format!("--kubelet-port={}", free_port()?))
-            .arg("--metrics-address=off")
-            .args(["--ping-interval=1s", "--resync-period=5s"])
-            .args(extra_args)
-            .env("RUST_LOG", "info,node_shim=debug"),
-        dir,
-    )
-}
 
 fn kubectl(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<String> {
     cp.run_kubectl(args)
@@ -197,7 +157,7 @@ struct Rig {
 async fn acceptance_manifests_run_scale_and_delete_on_fargate() -> anyhow::Result<()> {
     vk_testkit::install_crypto_provider();
     vk_testkit::init_test_logging();
-    let shim = shim_bin()?;
+    shim_bin()?; // fail before starting anything
     let dir = tempfile::tempdir()?;
     let moto = Moto::start(dir.path(), CLUSTER, LOG_GROUP).await?;
     let (provider, _, addr) = start_provider(&moto, &moto.endpoint, dir.path()).await?;
@@ -205,7 +165,6 @@ async fn acceptance_manifests_run_scale_and_delete_on_fargate() -> anyhow::Resul
     let mut aci = spawn_shim(
         &cp,
         dir.path(),
-        &shim,
         ACI_NODE,
         &addr,
         &["--extra-taint=azure.com/aci:NoSchedule"],
@@ -213,7 +172,6 @@ async fn acceptance_manifests_run_scale_and_delete_on_fargate() -> anyhow::Resul
     let mut eci = spawn_shim(
         &cp,
         dir.path(),
-        &shim,
         ECI_NODE,
         &addr,
         &["--taint-key=alibabacloud.com/eci"],

@@ -7,6 +7,7 @@
 //! - [`ports`]: free loopback ports.
 //! - [`moto`]: a real moto server (AWS emulator) set up for ECS on Fargate.
 //! - [`fault_proxy`]: an HTTP proxy injecting AWS throttling and 5xx in front of moto.
+//! - [`shim`]: the real node-shim binary for providers' end-to-end tests; acceptance manifests.
 //! - [`otlp`]: an OTLP/gRPC trace receiver recording spans.
 //!
 //! Errors are `anyhow` with context: this crate is used only by tests, benchmarks and the demo.
@@ -24,6 +25,7 @@ pub mod pki;
 pub mod ports;
 pub mod process;
 pub mod provider_checks;
+pub mod shim;
 pub mod test_provider;
 pub mod wait;
 

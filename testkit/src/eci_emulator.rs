@@ -4,7 +4,7 @@
 //! The binary is found next to the test executable ([`crate::bins::workspace_bin`]), so a crate
 //! whose tests use this needs `eci-emulator` as a dev-dependency.
 
-use std::{path::Path, time::Duration};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use anyhow::{Context, bail};
 use tokio::{
@@ -43,6 +43,9 @@ pub struct EciEmulatorOptions {
     pub start_delay_ms: u64,
     /// Interval of the `heartbeat <n>` lines in a running container's log.
     pub log_heartbeat_ms: u64,
+    /// Probability (0..=1) that a `CreateContainerGroup` / `DeleteContainerGroup` is applied but
+    /// answered `ServiceUnavailable` (HTTP 503), as if the answer had been lost in transit.
+    pub lost_answer_rate: f64,
 }
 
 impl Default for EciEmulatorOptions {
@@ -51,6 +54,7 @@ impl Default for EciEmulatorOptions {
             throttle_rate: 0.0,
             start_delay_ms: 300,
             log_heartbeat_ms: 2000,
+            lost_answer_rate: 0.0,
         }
     }
 }
@@ -70,6 +74,15 @@ pub struct EmulatorStats {
     pub requests: u64,
     /// API calls rejected for signature or credential reasons.
     pub auth_failures: u64,
+    /// Creates/deletes that were applied but answered `ServiceUnavailable` (lost-answer fault).
+    /// Each also counts in `created` / `deleted`.
+    #[serde(default)]
+    pub lost_answers: u64,
+    /// Authenticated API calls by action name (`x-acs-action`), whatever followed
+    /// authentication: throttled calls, parameter errors and lost answers included; calls
+    /// rejected before or during authentication are not.
+    #[serde(default)]
+    pub actions: BTreeMap<String, u64>,
 }
 
 /// A running emulator.
@@ -97,6 +110,8 @@ impl EciEmulator {
             &opts.start_delay_ms.to_string(),
             "--log-heartbeat-ms",
             &opts.log_heartbeat_ms.to_string(),
+            "--lost-answer-rate",
+            &opts.lost_answer_rate.to_string(),
         ]);
         let mut process =
             ManagedProcess::spawn(&format!("eci-emulator-{port}"), &mut cmd, log_dir)?;
@@ -139,6 +154,16 @@ impl EciEmulator {
         let (status, _) = admin_call(self.port, "PUT", "/_emulator/throttle", Some(&body)).await?;
         if status != 204 {
             bail!("PUT /_emulator/throttle answered {status}");
+        }
+        Ok(())
+    }
+
+    /// Changes the lost-answer probability at run time (`PUT /_emulator/faults`).
+    pub async fn set_lost_answer_rate(&self, rate: f64) -> anyhow::Result<()> {
+        let body = serde_json::json!({ "lost_answer_rate": rate }).to_string();
+        let (status, _) = admin_call(self.port, "PUT", "/_emulator/faults", Some(&body)).await?;
+        if status != 204 {
+            bail!("PUT /_emulator/faults answered {status}");
         }
         Ok(())
     }

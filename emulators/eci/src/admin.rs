@@ -1,4 +1,5 @@
-//! The unsigned test API under `/_emulator/` (health, stats, throttle, stored groups, exits).
+//! The unsigned test API under `/_emulator/` (health, stats, throttle, faults, stored groups,
+//! exits).
 
 use axum::{
     Json,
@@ -31,6 +32,27 @@ pub async fn throttle(State(emu): State<Shared>, body: Bytes) -> Response {
             StatusCode::NO_CONTENT.into_response()
         }
         _ => (StatusCode::BAD_REQUEST, "body must be {\"rate\": 0..=1}").into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultsBody {
+    lost_answer_rate: f64,
+}
+
+/// Fault rates other than throttling (kept on its own endpoint).
+pub async fn faults(State(emu): State<Shared>, body: Bytes) -> Response {
+    match serde_json::from_slice::<FaultsBody>(&body) {
+        Ok(b) if (0.0..=1.0).contains(&b.lost_answer_rate) => {
+            emu.lock().lost_answer_rate = b.lost_answer_rate;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => (
+            StatusCode::BAD_REQUEST,
+            "body must be {\"lost_answer_rate\": 0..=1}",
+        )
+            .into_response(),
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Codes and messages follow Alibaba Cloud's published list of common OpenAPI client errors
 //! (`InvalidAccessKeyId.NotFound` 404, `SignatureDoesNotMatch` 400, `SignatureNonceUsed` 400,
-//! `InvalidTimeStamp.Expired` 400, `Missing{ParameterName}` 400, `Throttling.User` 400, ...).
+//! `InvalidTimeStamp.Expired` 400, `Missing{ParameterName}` 400, `Throttling.User` 400, ...) and
+//! server errors (`ServiceUnavailable` 503).
 
 use axum::http::StatusCode;
 
@@ -149,6 +150,16 @@ impl ApiError {
             StatusCode::BAD_REQUEST,
             "Throttling.User",
             "Request was denied due to user flow control.",
+        )
+    }
+
+    /// The common server error (HTTP 503) of Alibaba Cloud's response-format page; served for
+    /// answers "lost" after the action was applied.
+    pub fn service_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "The request has failed due to a temporary failure of the server.",
         )
     }
 

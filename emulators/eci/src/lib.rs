@@ -41,6 +41,8 @@ pub struct Config {
     pub log_heartbeat_ms: u64,
     /// Initial throttling probability.
     pub throttle_rate: f64,
+    /// Initial probability that an applied Create/DeleteContainerGroup answers 503 anyway.
+    pub lost_answer_rate: f64,
 }
 
 /// The only vSwitch the emulator knows.

@@ -30,6 +30,10 @@ struct Args {
     /// Probability (0..=1) that an API call is throttled.
     #[arg(long, default_value_t = 0.0)]
     throttle_rate: f64,
+    /// Probability (0..=1) that an applied CreateContainerGroup / DeleteContainerGroup answers
+    /// `ServiceUnavailable` (503) as if its answer had been lost.
+    #[arg(long, default_value_t = 0.0)]
+    lost_answer_rate: f64,
 }
 
 #[tokio::main]
@@ -52,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         start_delay_ms: args.start_delay_ms,
         log_heartbeat_ms: args.log_heartbeat_ms.max(1),
         throttle_rate: args.throttle_rate.clamp(0.0, 1.0),
+        lost_answer_rate: args.lost_answer_rate.clamp(0.0, 1.0),
     };
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     server::serve(listener, config).await

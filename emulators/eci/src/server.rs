@@ -1,8 +1,8 @@
-//! The listener: routing, per-request authentication (signature V3), throttling, and the shared
-//! emulator state.
+//! The listener: routing, per-request authentication (signature V3), throttling, lost answers,
+//! and the shared emulator state.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration as StdDuration,
@@ -36,6 +36,11 @@ pub struct Stats {
     pub throttled: u64,
     pub requests: u64,
     pub auth_failures: u64,
+    /// Applied Create/DeleteContainerGroup calls answered `ServiceUnavailable` anyway.
+    pub lost_answers: u64,
+    /// Authenticated API calls by `x-acs-action`, whatever happened after authentication
+    /// (throttled, invalid parameters and lost answers included).
+    pub actions: BTreeMap<String, u64>,
 }
 
 /// Everything that changes while the emulator runs.
@@ -51,6 +56,7 @@ pub struct EmulatorState {
     pub exec_sessions: HashMap<String, ExecSession>,
     pub stats: Stats,
     pub throttle_rate: f64,
+    pub lost_answer_rate: f64,
     pub next_seq: u64,
 }
 
@@ -71,6 +77,7 @@ impl Emulator {
     pub fn new(config: Config, addr: SocketAddr) -> Self {
         let state = EmulatorState {
             throttle_rate: config.throttle_rate,
+            lost_answer_rate: config.lost_answer_rate,
             ..EmulatorState::default()
         };
         Self {
@@ -124,6 +131,7 @@ pub fn router(emu: Shared) -> Router {
         .route("/_emulator/health", get(|| async { "ok" }))
         .route("/_emulator/stats", get(admin::stats))
         .route("/_emulator/throttle", put(admin::throttle))
+        .route("/_emulator/faults", put(admin::faults))
         .route("/_emulator/groups/{id}", get(admin::group))
         .route(
             "/_emulator/groups/{id}/containers/{container}/exit",
@@ -185,13 +193,29 @@ async fn handle(
     }
     {
         let mut st = emu.lock();
+        // `authenticate` only passes actions of `api::ACTIONS`, so the map stays small.
+        *st.stats.actions.entry(action.to_owned()).or_default() += 1;
         if st.throttle_rate > 0.0 && rand::random::<f64>() < st.throttle_rate {
             st.stats.throttled += 1;
             return Err(ApiError::throttled());
         }
     }
-    api::dispatch(emu, action, &params).await
+    let value = api::dispatch(emu, action, &params).await?;
+    if LOST_ANSWER_ACTIONS.contains(&action) {
+        let mut st = emu.lock();
+        if st.lost_answer_rate > 0.0 && rand::random::<f64>() < st.lost_answer_rate {
+            // The action stays applied: the client must find out by retrying (ClientToken)
+            // or by looking, as after a real timeout or dropped connection.
+            st.stats.lost_answers += 1;
+            tracing::info!(%action, "applied, answer dropped (lost-answer fault)");
+            return Err(ApiError::service_unavailable());
+        }
+    }
+    Ok(value)
 }
+
+/// Actions whose successful answers the lost-answer fault may replace.
+const LOST_ANSWER_ACTIONS: &[&str] = &["CreateContainerGroup", "DeleteContainerGroup"];
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers

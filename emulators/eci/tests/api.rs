@@ -763,3 +763,145 @@ async fn throttling_at_rate_one_rejects_everything_without_effect() -> anyhow::R
     assert_eq!((s, &v["TotalCount"]), (200, &Value::from(0)));
     Ok(())
 }
+
+fn ids_of(v: &Value, list: &str) -> Vec<String> {
+    v[list]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .filter_map(|g| g["ContainerGroupId"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn lost_answers_apply_the_action_and_client_token_replays_find_it() -> anyhow::Result<()> {
+    let emu = Emu::start(&["--lost-answer-rate", "1"]).await?;
+    let p = [
+        R,
+        ("ContainerGroupName", "lost"),
+        ("Container.1.Name", "c"),
+        ("Container.1.Image", "busybox"),
+        ("ClientToken", "tok-lost"),
+    ];
+    let (s, v) = emu.call("CreateContainerGroup", &p).await?;
+    assert_eq!((s, code(&v)), (503, "ServiceUnavailable"), "{v}");
+    assert_eq!(
+        v["Message"],
+        "The request has failed due to a temporary failure of the server."
+    );
+    assert!(v["RequestId"].is_string() && v["HostId"].is_string() && v["Recommend"].is_string());
+    assert!(
+        v.get("ContainerGroupId").is_none(),
+        "the answer is lost: {v}"
+    );
+    let stats = emu.stats().await?;
+    assert_eq!(
+        (
+            stats["created"].as_u64(),
+            stats["live"].as_u64(),
+            stats["lost_answers"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "the create was applied: {stats}"
+    );
+    let (_, v) = emu.call("DescribeContainerGroups", &[R]).await?;
+    let ids = ids_of(&v, "ContainerGroups");
+    assert_eq!(ids.len(), 1, "{v}");
+
+    // Failed calls and other actions are never turned into lost answers.
+    let (s, v) = emu
+        .call(
+            "DeleteContainerGroup",
+            &[R, ("ContainerGroupId", "eci-doesnotexist")],
+        )
+        .await?;
+    assert_eq!((s, code(&v)), (404, "InvalidContainerGroupId.NotFound"));
+
+    let (s, _) = emu
+        .admin("PUT", "/_emulator/faults", "{\"lost_answer_rate\": 0}")
+        .await?;
+    assert_eq!(s, 204);
+    let (s, v) = emu.call("CreateContainerGroup", &p).await?;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["ContainerGroupId"].as_str(), Some(ids[0].as_str()));
+    let stats = emu.stats().await?;
+    assert_eq!(
+        (stats["created"].as_u64(), stats["live"].as_u64()),
+        (Some(1), Some(1)),
+        "a replay is not a creation: {stats}"
+    );
+
+    let (s, _) = emu
+        .admin("PUT", "/_emulator/faults", "{\"lost_answer_rate\": 1.0}")
+        .await?;
+    assert_eq!(s, 204);
+    let del = [R, ("ContainerGroupId", ids[0].as_str())];
+    let (s, v) = emu.call("DeleteContainerGroup", &del).await?;
+    assert_eq!((s, code(&v)), (503, "ServiceUnavailable"), "{v}");
+    let stats = emu.stats().await?;
+    assert_eq!(
+        (
+            stats["deleted"].as_u64(),
+            stats["live"].as_u64(),
+            stats["lost_answers"].as_u64()
+        ),
+        (Some(1), Some(0), Some(2)),
+        "the delete was applied: {stats}"
+    );
+    emu.admin("PUT", "/_emulator/faults", "{\"lost_answer_rate\": 0}")
+        .await?;
+    let (s, v) = emu.call("DeleteContainerGroup", &del).await?;
+    assert_eq!((s, code(&v)), (404, "InvalidContainerGroupId.NotFound"));
+    // The token stays spent: a replay still names the (now deleted) group, creating nothing.
+    let (s, v) = emu.call("CreateContainerGroup", &p).await?;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["ContainerGroupId"].as_str(), Some(ids[0].as_str()));
+    assert_eq!(emu.stats().await?["created"], 1);
+
+    for bad in [
+        "{\"lost_answer_rate\": 1.5}",
+        "{\"rate\": 0.5}",
+        "{\"lost_answer_rate\": 0.5, \"typo\": 1}",
+        "",
+    ] {
+        let (s, _) = emu.admin("PUT", "/_emulator/faults", bad).await?;
+        assert_eq!(s, 400, "{bad}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn stats_count_authenticated_calls_per_action() -> anyhow::Result<()> {
+    let emu = Emu::start(&[]).await?;
+    emu.call("DescribeContainerGroups", &[R]).await?;
+    emu.call("DescribeContainerGroups", &[]).await?; // MissingRegionId, still counted
+    let wrong = Call {
+        secret: "NotTheSecret".into(),
+        ..Call::default()
+    };
+    emu.call_with(&wrong, "DescribeContainerGroups", &[R])
+        .await?;
+    emu.call("DescribeNothing", &[R]).await?;
+    let create = [
+        R,
+        ("ContainerGroupName", "count"),
+        ("Container.1.Name", "c"),
+        ("Container.1.Image", "busybox"),
+    ];
+    emu.create(&create[1..]).await?;
+    emu.admin("PUT", "/_emulator/throttle", "{\"rate\": 1}")
+        .await?;
+    let (s, v) = emu.call("CreateContainerGroup", &create).await?;
+    assert_eq!((s, code(&v)), (400, "Throttling.User"));
+    let stats = emu.stats().await?;
+    assert_eq!(
+        stats["actions"],
+        serde_json::json!({"CreateContainerGroup": 2, "DescribeContainerGroups": 2}),
+        "{stats}"
+    );
+    assert_eq!(stats["requests"], 6, "{stats}");
+    assert_eq!(stats["lost_answers"], 0, "{stats}");
+    Ok(())
+}

@@ -3,16 +3,25 @@
 //! group's RestartPolicy (Always / OnFailure / Never, Kubernetes semantics) then decides whether
 //! it restarts (RestartCount + 1, PreviousState kept). When every container has terminated the
 //! group is `Succeeded` (all exit codes 0) or `Failed`.
+//!
+//! Every change goes through [`tracked`], which moves `status_changed` (what `SinceSecond`
+//! selects on) whenever what DescribeContainerGroupStatus shows for the group changes.
 
 use time::{Duration, OffsetDateTime};
 
 use crate::model::{Event, Group, RunState, format_time};
 
-fn set_status(g: &mut Group, status: &'static str, now: OffsetDateTime) {
-    if g.status != status {
-        g.status = status;
+/// Applies `change` to `g`; if the group's DescribeContainerGroupStatus entry differs afterwards
+/// (group status, container states, restart counts, readiness, ...), the group counts as changed
+/// `now`. Comparing the rendered entry, rather than listing fields, keeps this true when the
+/// entry gains fields.
+fn tracked<R>(g: &mut Group, now: OffsetDateTime, change: impl FnOnce(&mut Group) -> R) -> R {
+    let before = g.status_json();
+    let result = change(g);
+    if g.status_json() != before {
         g.status_changed = now;
     }
+    result
 }
 
 /// Moves a Pending group to Running once its start delay has passed.
@@ -20,24 +29,26 @@ pub fn advance(g: &mut Group, now: OffsetDateTime, start_delay: Duration) {
     if g.status != "Pending" || now - g.created < start_delay {
         return;
     }
-    for c in &mut g.init_containers {
-        c.state = RunState::Terminated {
-            start: now,
-            finish: now,
-            exit_code: 0,
-            reason: "Completed".into(),
-        };
-    }
-    for c in &mut g.containers {
-        c.state = RunState::Running { start: now };
-        g.events.push(Event {
-            kind: "Normal",
-            reason: "Started",
-            message: format!("Started container {}", c.spec.name),
-            at: now,
-        });
-    }
-    set_status(g, "Running", now);
+    tracked(g, now, |g| {
+        for c in &mut g.init_containers {
+            c.state = RunState::Terminated {
+                start: now,
+                finish: now,
+                exit_code: 0,
+                reason: "Completed".into(),
+            };
+        }
+        for c in &mut g.containers {
+            c.state = RunState::Running { start: now };
+            g.events.push(Event {
+                kind: "Normal",
+                reason: "Started",
+                message: format!("Started container {}", c.spec.name),
+                at: now,
+            });
+        }
+        g.status = "Running";
+    });
 }
 
 /// Why an exit could not be applied.
@@ -49,6 +60,15 @@ pub enum ExitError {
 
 /// The container `name` exits now with `exit_code`.
 pub fn exit_container(
+    g: &mut Group,
+    name: &str,
+    exit_code: i32,
+    now: OffsetDateTime,
+) -> Result<(), ExitError> {
+    tracked(g, now, |g| apply_exit(g, name, exit_code, now))
+}
+
+fn apply_exit(
     g: &mut Group,
     name: &str,
     exit_code: i32,
@@ -88,10 +108,10 @@ pub fn exit_container(
             .all(|c| matches!(c.state, RunState::Terminated { exit_code: 0, .. }));
         if ok {
             g.succeeded = Some(now);
-            set_status(g, "Succeeded", now);
+            g.status = "Succeeded";
         } else {
             g.failed = Some(now);
-            set_status(g, "Failed", now);
+            g.status = "Failed";
         }
     }
     Ok(())

@@ -873,6 +873,40 @@ async fn lost_answers_apply_the_action_and_client_token_replays_find_it() -> any
 }
 
 #[tokio::test]
+async fn since_second_sees_container_restarts() -> anyhow::Result<()> {
+    let emu = Emu::start(&["--start-delay-ms", "50"]).await?;
+    let id = emu
+        .create(&[
+            ("ContainerGroupName", "restarts"),
+            ("RestartPolicy", "Always"),
+            ("Container.1.Name", "main"),
+            ("Container.1.Image", "busybox"),
+        ])
+        .await?;
+    emu.wait_status(&id, "Running").await?;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let recent = [R, ("SinceSecond", "1")];
+    let (_, v) = emu.call("DescribeContainerGroupStatus", &recent).await?;
+    assert_eq!(v["TotalCount"], 0, "nothing changed lately: {v}");
+
+    let path = format!("/_emulator/groups/{id}/containers/main/exit");
+    let (s, _) = emu.admin("POST", &path, "{\"exit_code\": 1}").await?;
+    assert_eq!(s, 204);
+    let (_, v) = emu.call("DescribeContainerGroupStatus", &recent).await?;
+    assert_eq!(ids_of(&v, "Data"), vec![id.clone()], "{v}");
+    let group = &v["Data"][0];
+    assert_eq!(
+        group["Status"], "Running",
+        "the group status did not change"
+    );
+    let c = &group["PodStatus"]["ContainerStatuses"][0];
+    assert_eq!(c["RestartCount"], 1);
+    assert_eq!(c["LastState"]["Terminated"]["ExitCode"], 1);
+    assert!(c["State"]["Running"].is_object(), "{c}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn stats_count_authenticated_calls_per_action() -> anyhow::Result<()> {
     let emu = Emu::start(&[]).await?;
     emu.call("DescribeContainerGroups", &[R]).await?;

@@ -19,6 +19,7 @@ use provider_common::{
     naming,
     rpc::{self, BoxStream},
     status_loop::StatusHub,
+    uid_lock::UidLocks,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -51,6 +52,8 @@ pub struct Settings {
     pub operating_system: String,
     /// Re-fetch a group lacking an instance view in the list after this long.
     pub instance_view_refresh: Duration,
+    /// At most this many such re-fetches per poll (stalest first).
+    pub refreshes_per_poll: usize,
 }
 
 /// A pod this provider runs.
@@ -59,6 +62,9 @@ struct Tracked {
     pod_ref: PodRef,
     node: String,
     group: String,
+    /// [`group::Plan::public_hash`]: from the create, or the group's tag when adopted.
+    public_hash: Option<String>,
+    /// [`group::Plan::content_hash`]: known only for groups this process created.
     content_hash: Option<String>,
     deleting: bool,
     created: Instant,
@@ -74,7 +80,6 @@ struct Tracked {
 #[derive(Debug, Default)]
 struct State {
     pods: HashMap<String, Tracked>,
-    creating: HashSet<String>,
 }
 
 /// Pods on ACI.
@@ -88,7 +93,7 @@ struct Inner {
     settings: Settings,
     hub: Arc<StatusHub>,
     state: Mutex<State>,
-    create_done: tokio::sync::Notify,
+    uid_locks: UidLocks,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -127,7 +132,7 @@ impl AciProvider {
                 settings,
                 hub: StatusHub::new(),
                 state: Mutex::default(),
-                create_done: tokio::sync::Notify::new(),
+                uid_locks: UidLocks::default(),
             }),
         }
     }
@@ -146,6 +151,8 @@ impl AciProvider {
         let refresh = self.inner.settings.instance_view_refresh;
         let now = Instant::now();
         let mut to_get: Vec<String> = Vec::new();
+        // Unchanged groups due for a refresh, with when they were last fetched.
+        let mut due: Vec<(Option<Instant>, String)> = Vec::new();
         let mut listed_uids: HashSet<String> = HashSet::new();
         {
             let mut st = lock(&self.inner.state);
@@ -165,6 +172,7 @@ impl AciProvider {
                         pod_ref: pod_ref.clone(),
                         node: node.clone(),
                         group: name.clone(),
+                        public_hash: g.tags.get(group::TAG_SPEC_HASH).cloned(),
                         content_hash: None,
                         deleting: false,
                         created: now,
@@ -179,15 +187,18 @@ impl AciProvider {
                 if has_view {
                     t.last_view = Some(g);
                     t.last_detail = Some(now);
-                } else if changed
-                    || t.last_view.is_none()
-                    || t.last_detail
-                        .is_none_or(|d| now.duration_since(d) >= refresh)
-                {
+                } else if changed || t.last_view.is_none() {
                     to_get.push(pod_ref.uid.clone());
-                } else if let Some(v) = t.last_view.as_mut() {
-                    // Keep the detailed view, but take the list's newer group-level fields.
-                    v.properties.provisioning_state = g.properties.provisioning_state.clone();
+                } else {
+                    if t.last_detail
+                        .is_none_or(|d| now.duration_since(d) >= refresh)
+                    {
+                        due.push((t.last_detail, pod_ref.uid.clone()));
+                    }
+                    if let Some(v) = t.last_view.as_mut() {
+                        // Keep the detailed view, but take the list's newer group-level fields.
+                        v.properties.provisioning_state = g.properties.provisioning_state.clone();
+                    }
                 }
             }
             // Tracked groups missing from the list: gone if we deleted them; otherwise asked for
@@ -207,6 +218,15 @@ impl AciProvider {
                 st.pods.remove(&uid);
             }
         }
+        // ARM's list carries no instance views, so container exits and restarts show only in a
+        // GET: refresh a bounded number per poll, stalest first, to keep the cost per interval
+        // independent of the number of groups.
+        due.sort();
+        to_get.extend(
+            due.into_iter()
+                .take(self.inner.settings.refreshes_per_poll)
+                .map(|(_, uid)| uid),
+        );
 
         let targets: Vec<(String, String)> = {
             let st = lock(&self.inner.state);
@@ -267,29 +287,21 @@ impl AciProvider {
             .map_err(|e| Status::invalid_argument(e.0))?;
         let node = pod.node_name.clone();
         let uid = pod_ref.uid.clone();
-        // One create per UID at a time; a retry while the first runs waits for its outcome.
-        loop {
-            let notified = self.inner.create_done.notified();
-            {
-                let mut st = lock(&self.inner.state);
-                if st.pods.contains_key(&uid) {
-                    drop(st);
-                    return Ok(self
-                        .inner
-                        .hub
-                        .get(&uid)
-                        .unwrap_or_else(|| status::accepted(&pod_ref, &plan.group, "")));
-                }
-                if st.creating.insert(uid.clone()) {
-                    break;
-                }
-            }
-            notified.await;
+        // A retry while the first create runs waits for its outcome, then finds the pod.
+        let _held = self.inner.uid_locks.acquire(&uid).await;
+        if lock(&self.inner.state).pods.contains_key(&uid) {
+            return Ok(self
+                .inner
+                .hub
+                .get(&uid)
+                .unwrap_or_else(|| status::accepted(&pod_ref, &plan.group, "")));
         }
-        let result = self.inner.arm.put_group(&plan.name, &plan.group).await;
-        lock(&self.inner.state).creating.remove(&uid);
-        self.inner.create_done.notify_waiters();
-        let created = result.map_err(|e| e.to_status())?;
+        let created = self
+            .inner
+            .arm
+            .put_group(&plan.name, &plan.group)
+            .await
+            .map_err(|e| e.to_status())?;
         let id = created.id.clone().unwrap_or_default();
         let status = status::accepted(&pod_ref, &plan.group, &id);
         tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %uid, group = %plan.name, "container group created");
@@ -299,6 +311,7 @@ impl AciProvider {
                 pod_ref: pod_ref.clone(),
                 node: node.clone(),
                 group: plan.name.clone(),
+                public_hash: Some(plan.public_hash.clone()),
                 content_hash: Some(plan.content_hash.clone()),
                 deleting: false,
                 created: Instant::now(),
@@ -325,6 +338,9 @@ impl AciProvider {
     }
 
     async fn delete(&self, pod_ref: PodRef) -> Result<bool, Status> {
+        // A create still under way (the shim gave up waiting for it) would otherwise finish
+        // after this delete and leave a group behind: wait for its outcome first.
+        let _held = self.inner.uid_locks.acquire(&pod_ref.uid).await;
         let tracked = lock(&self.inner.state)
             .pods
             .get(&pod_ref.uid)
@@ -443,12 +459,29 @@ impl podprovider_proto::PodProvider for AciProvider {
         let pod_ref = rpc::pod_ref(pod.pod_ref.as_ref())?;
         let plan = group::plan(&pod, &self.inner.settings.groups)
             .map_err(|e| Status::invalid_argument(e.0))?;
-        let hash = lock(&self.inner.state)
-            .pods
-            .get(&pod_ref.uid)
-            .map(|t| t.content_hash.clone())
-            .ok_or_else(|| rpc::not_known(&pod_ref))?;
-        if hash.as_deref() != Some(plan.content_hash.as_str()) {
+        let unchanged = {
+            let mut st = lock(&self.inner.state);
+            let t = st
+                .pods
+                .get_mut(&pod_ref.uid)
+                .ok_or_else(|| rpc::not_known(&pod_ref))?;
+            let same_spec = t
+                .public_hash
+                .as_deref()
+                .is_none_or(|h| h == plan.public_hash);
+            // After a restart the secret values sent at create are unknown: only a pod without
+            // any can be recognised as unchanged.
+            let same_secrets = match t.content_hash.as_deref() {
+                Some(h) => h == plan.content_hash,
+                None => plan.public_hash == plan.content_hash,
+            };
+            if same_spec && same_secrets {
+                t.public_hash = Some(plan.public_hash.clone());
+                t.content_hash = Some(plan.content_hash.clone());
+            }
+            same_spec && same_secrets
+        };
+        if !unchanged {
             return Err(Status::unimplemented(
                 "ACI cannot change a running container group in place (a changed group is redeployed, restarting its containers)",
             ));

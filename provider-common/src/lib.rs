@@ -11,6 +11,7 @@
 //! - [`resources`]: a pod's total CPU and memory, rounding to cloud sizes.
 //! - [`naming`]: deterministic resource names and identity tags.
 //! - [`log_follow`]: container logs (and `follow` by polling) for clouds whose log API answers text.
+//! - [`uid_lock`]: one create or delete per pod UID at a time.
 #![forbid(unsafe_code)]
 
 pub mod listen;
@@ -23,6 +24,7 @@ pub mod rpc;
 pub mod server;
 pub mod shutdown;
 pub mod status_loop;
+pub mod uid_lock;
 
 pub use listen::ListenAddr;
 pub use server::{ServerArgs, run, serve, serve_metrics};

@@ -19,6 +19,7 @@ use provider_common::{
     naming,
     rpc::{self, BoxStream},
     status_loop::{PollHealth, StatusHub},
+    uid_lock::UidLocks,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -69,8 +70,6 @@ struct State {
     pods: HashMap<String, Tracked>,
     /// Group events already forwarded: (uid, reason, message, last timestamp).
     events_seen: HashSet<(String, String, String, String)>,
-    /// UIDs with a create in progress (a concurrent second create waits for the first).
-    creating: HashSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -91,7 +90,7 @@ struct Inner {
     hub: Arc<StatusHub>,
     state: Mutex<State>,
     sync: Mutex<SyncState>,
-    create_done: tokio::sync::Notify,
+    uid_locks: UidLocks,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -235,7 +234,7 @@ impl EciProvider {
                 hub: StatusHub::new(),
                 state: Mutex::default(),
                 sync: Mutex::default(),
-                create_done: tokio::sync::Notify::new(),
+                uid_locks: UidLocks::default(),
             }),
         }
     }
@@ -336,25 +335,15 @@ impl EciProvider {
         let node = pod.node_name.clone();
         let uid = pod_ref.uid.clone();
 
-        // One create per UID at a time; a retry while the first runs waits for its outcome.
-        loop {
-            let notified = self.inner.create_done.notified();
-            {
-                let mut st = lock(&self.inner.state);
-                if let Some(t) = st.pods.get(&uid) {
-                    let t = t.clone();
-                    drop(st);
-                    return Ok(self
-                        .inner
-                        .hub
-                        .get(&uid)
-                        .unwrap_or_else(|| status::accepted(&t.pod_ref, &t.shape, &t.group_id)));
-                }
-                if st.creating.insert(uid.clone()) {
-                    break;
-                }
-            }
-            notified.await;
+        // A retry while the first create runs waits for its outcome, then finds the pod.
+        let held = self.inner.uid_locks.acquire(&uid).await;
+        let known = lock(&self.inner.state).pods.get(&uid).cloned();
+        if let Some(t) = known {
+            return Ok(self
+                .inner
+                .hub
+                .get(&uid)
+                .unwrap_or_else(|| status::accepted(&t.pod_ref, &t.shape, &t.group_id)));
         }
         // The ClientToken (from the UID) makes ECI return the existing group for a repeated
         // create, so a retry after a lost answer or a restart never makes a second group.
@@ -383,8 +372,7 @@ impl EciProvider {
                 Err(e.to_status())
             }
         };
-        lock(&self.inner.state).creating.remove(&uid);
-        self.inner.create_done.notify_waiters();
+        drop(held);
         let status = status?;
         for w in &plan.warnings {
             self.inner.hub.event(
@@ -426,6 +414,9 @@ impl EciProvider {
     }
 
     async fn delete(&self, pod_ref: PodRef) -> Result<bool, Status> {
+        // A create still under way (the shim gave up waiting for it) would otherwise finish
+        // after this delete and leave a group behind: wait for its outcome first.
+        let _held = self.inner.uid_locks.acquire(&pod_ref.uid).await;
         let Some(id) = self.find_group(&pod_ref).await.map_err(|e| e.to_status())? else {
             return Ok(false);
         };

@@ -18,6 +18,7 @@ use provider_common::{
     naming::{self, NameRules},
     rpc::{self, BoxStream},
     status_loop::StatusHub,
+    uid_lock::UidLocks,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -75,8 +76,6 @@ struct State {
     /// Definitions this provider registered or found, ACTIVE as far as it knows.
     definitions: HashSet<String>,
     shapes: HashMap<String, Shape>,
-    /// UIDs with a create in progress (a concurrent second create waits for the first).
-    creating: HashSet<String>,
 }
 
 /// Pods on Fargate.
@@ -90,7 +89,7 @@ struct Inner {
     settings: Settings,
     hub: Arc<StatusHub>,
     state: Mutex<State>,
-    create_done: tokio::sync::Notify,
+    uid_locks: UidLocks,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -118,7 +117,7 @@ impl FargateProvider {
                 settings,
                 hub: StatusHub::new(),
                 state: Mutex::default(),
-                create_done: tokio::sync::Notify::new(),
+                uid_locks: UidLocks::default(),
             }),
         }
     }
@@ -282,36 +281,28 @@ impl FargateProvider {
         let node = pod.node_name.clone();
         let uid = pod_ref.uid.clone();
 
-        // One create per UID at a time; a retry while the first runs waits for its outcome.
-        loop {
-            let notified = self.inner.create_done.notified();
-            {
-                let mut st = lock(&self.inner.state);
-                if st.pods.contains_key(&uid) {
-                    drop(st);
-                    return Ok(self.inner.hub.get(&uid).unwrap_or_else(|| PodStatus {
-                        pod_ref: Some(pod_ref.clone()),
-                        phase: PodPhase::Pending as i32,
-                        ..Default::default()
-                    }));
-                }
-                if st.creating.insert(uid.clone()) {
-                    let family = plan.spec.family();
-                    *st.in_flight.entry(family).or_default() += 1;
-                    break;
-                }
+        // A retry while the first create runs waits for its outcome, then finds the pod.
+        let held = self.inner.uid_locks.acquire(&uid).await;
+        {
+            let mut st = lock(&self.inner.state);
+            if st.pods.contains_key(&uid) {
+                drop(st);
+                return Ok(self.inner.hub.get(&uid).unwrap_or_else(|| PodStatus {
+                    pod_ref: Some(pod_ref.clone()),
+                    phase: PodPhase::Pending as i32,
+                    ..Default::default()
+                }));
             }
-            notified.await;
+            *st.in_flight.entry(plan.spec.family()).or_default() += 1;
         }
         let result = self.create_task(&pod_ref, &node, &pod, &plan).await;
         {
             let mut st = lock(&self.inner.state);
-            st.creating.remove(&uid);
             if let Some(n) = st.in_flight.get_mut(&plan.spec.family()) {
                 *n = n.saturating_sub(1);
             }
         }
-        self.inner.create_done.notify_waiters();
+        drop(held);
         let status = result.map_err(|e| e.to_status())?;
         for w in &plan.warnings {
             self.inner.hub.event(
@@ -402,6 +393,9 @@ impl FargateProvider {
     }
 
     async fn delete(&self, pod_ref: PodRef) -> Result<bool, Status> {
+        // A create still under way (the shim gave up waiting for it) would otherwise finish
+        // after this delete and leave a task behind: wait for its outcome first.
+        let _held = self.inner.uid_locks.acquire(&pod_ref.uid).await;
         let tracked = lock(&self.inner.state)
             .pods
             .get(&pod_ref.uid)

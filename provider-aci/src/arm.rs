@@ -2,7 +2,10 @@
 //! each retried with `provider_common::retry` (429 with Retry-After, 5xx, connection failures)
 //! and with a fresh token after a 401.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
@@ -124,8 +127,17 @@ impl Arm {
         url: String,
         body: Option<Bytes>,
     ) -> Result<(StatusCode, Bytes), AzureError> {
-        let result = retry(&self.policy, op, || {
-            self.attempt(op, method.clone(), &url, body.clone())
+        // A 401 is retried once, with a fresh token; a second one is final.
+        let unauthorized = AtomicBool::new(false);
+        let result = retry(&self.policy, op, || async {
+            let attempt = self.attempt(op, method.clone(), &url, body.clone()).await;
+            match attempt {
+                Err(mut e) if e.status == 401 && unauthorized.swap(true, Ordering::Relaxed) => {
+                    e.kind = Kind::Auth;
+                    Err(e)
+                }
+                other => other,
+            }
         })
         .await;
         // A 401 that persists is an authentication failure, not an outage.

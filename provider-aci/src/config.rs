@@ -141,6 +141,16 @@ pub struct AciArgs {
         default_value_t = 30.0
     )]
     pub instance_view_refresh_seconds: f64,
+
+    /// At most this many GETs per poll refresh groups whose list entry did not change (stalest
+    /// first), so the status loop's cost stays bounded however many groups there are; new groups
+    /// and groups whose entry changed are always fetched.
+    #[arg(
+        long,
+        env = "ACI_INSTANCE_VIEW_REFRESHES_PER_POLL",
+        default_value_t = 10
+    )]
+    pub instance_view_refreshes_per_poll: usize,
 }
 
 impl std::fmt::Debug for AciArgs {

@@ -22,6 +22,10 @@ use crate::model::{
 pub const GPU_SKU_ANNOTATION: &str = "virtual-kubelet.io/gpu-type";
 /// Tag with the pod's grace period, for deletes after a restart.
 pub const TAG_GRACE: &str = "vk-grace-seconds";
+/// Tag with [`Plan::public_hash`].
+pub const TAG_SPEC_HASH: &str = "vk-spec-hash";
+/// Keys of the PUT body whose values are secrets.
+const SECRET_KEYS: [&str; 3] = ["secureValue", "password", "storageAccountKey"];
 
 /// What shapes every group, from the provider's flags.
 #[derive(Clone, Debug, Default)]
@@ -54,9 +58,14 @@ pub struct Plan {
     pub group: ContainerGroup,
     /// Settings ACI lacks that were ignored, one sentence each.
     pub warnings: Vec<String>,
-    /// Digest of the body (secrets included only through the digest), to recognise an unchanged
-    /// pod in UpdatePod.
+    /// Digest of the whole body, secrets included, to recognise an unchanged pod in UpdatePod.
+    /// Kept in memory only.
     pub content_hash: String,
+    /// Digest of the body without its secret values (the group's [`TAG_SPEC_HASH`] tag), so a
+    /// restarted provider still recognises an unchanged pod. Secrets stay out of it: tags are
+    /// readable by anyone who may read the resource group, and a digest of a short secret could
+    /// be guessed offline.
+    pub public_hash: String,
 }
 
 /// The group name of a pod: `vk-<ns>-<name>-<hash>`, at most 63 lower-case letters, digits and
@@ -608,18 +617,52 @@ pub fn plan(pod: &Pod, s: &GroupSettings) -> Result<Plan, Invalid> {
             instance_view: None,
         },
     };
-    let body = serde_json::to_vec(&group).map_err(|e| Invalid(format!("cannot encode: {e}")))?;
-    let content_hash: String = Sha256::digest(&body)
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let mut value =
+        serde_json::to_value(&group).map_err(|e| Invalid(format!("cannot encode: {e}")))?;
+    let content_hash = digest(&value);
+    strip_secrets(&mut value);
+    let public_hash = digest(&value);
+    let mut group = group;
+    group.tags.insert(TAG_SPEC_HASH.into(), public_hash.clone());
     Ok(Plan {
         name,
         group,
         warnings,
         content_hash,
+        public_hash,
     })
+}
+
+fn digest(v: &serde_json::Value) -> String {
+    Sha256::digest(v.to_string().as_bytes())
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Removes secret values (secure env values, registry passwords, storage keys, secret volume
+/// contents) from a PUT body, keeping their names.
+fn strip_secrets(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for key in SECRET_KEYS {
+                map.remove(key);
+            }
+            for (key, child) in map.iter_mut() {
+                match child {
+                    serde_json::Value::Object(files) if key == "secret" => {
+                        for content in files.values_mut() {
+                            *content = serde_json::Value::Null;
+                        }
+                    }
+                    _ => strip_secrets(child),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_secrets),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -769,6 +812,34 @@ mod tests {
             name: "web".into(),
             uid: "uid-1".into(),
         })
+    }
+
+    #[test]
+    fn the_tagged_spec_hash_ignores_secret_values_and_the_full_hash_does_not() {
+        let with_secret = |value: &str| {
+            let mut c = container("web");
+            c.env = vec![PbEnv {
+                name: "PASSWORD".into(),
+                value: value.into(),
+                sensitive: true,
+            }];
+            plan(&pod(vec![c]), &settings()).expect("valid")
+        };
+        let a = with_secret("s3cr3t");
+        let b = with_secret("other");
+        assert_eq!(a.public_hash, b.public_hash);
+        assert_ne!(a.content_hash, b.content_hash);
+        assert_eq!(a.group.tags[TAG_SPEC_HASH], a.public_hash);
+        // An image change is a spec change either way.
+        let mut c = container("web");
+        c.image = "nginx:1.26".into();
+        let moved = plan(&pod(vec![c]), &settings()).expect("valid");
+        assert_ne!(
+            moved.public_hash,
+            plan(&pod(vec![container("web")]), &settings())
+                .expect("valid")
+                .public_hash
+        );
     }
 
     #[test]

@@ -113,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
         capacity,
         operating_system: os,
         instance_view_refresh: args.instance_view_refresh(),
+        refreshes_per_poll: args.instance_view_refreshes_per_poll,
     };
     let provider = AciProvider::new(arm, settings);
 

@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use rand::Rng;
 use serde_json::{Value, json};
-use time::{Duration, OffsetDateTime};
+use time::{Duration, OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
     SECURITY_GROUP_ID, VSWITCH_ID, ZONE_ID,
@@ -362,14 +362,33 @@ fn status(emu: &Shared, p: &Params) -> Result<Value, ApiError> {
     }))
 }
 
+/// DescribeContainerLog. Documented: `StartTime` (UTC, RFC 3339), `Tail` (default 500, at most
+/// 2000), `LastTime` (the previous container of one that exited and restarted), `SinceSeconds`,
+/// `LimitBytes` (1..=1048576), `Timestamps`; at most 1 MB of content.
 fn logs(emu: &Shared, p: &Params) -> Result<Value, ApiError> {
     let id = p.required("ContainerGroupId")?;
     let name = p.required("ContainerName")?;
+    let start_time = p
+        .non_empty("StartTime")
+        .map(|t| OffsetDateTime::parse(t, &Rfc3339).map_err(|_| ApiError::invalid("StartTime")))
+        .transpose()?;
+    let limit_bytes = match p.int("LimitBytes")? {
+        Some(b) if !(1..=lifecycle::CONTENT_MAX_BYTES as i64).contains(&b) => {
+            return Err(ApiError::invalid("LimitBytes"));
+        }
+        b => b.map(|b| b as usize),
+    };
     let opts = LogOptions {
-        tail: p.int("Tail")?.map(|t| t.max(0) as usize),
+        // Capped like `Limit` elsewhere: the reference gives a maximum, not an error.
+        tail: p
+            .int("Tail")?
+            .map_or(lifecycle::TAIL_DEFAULT, |t| t.max(0) as usize)
+            .min(lifecycle::TAIL_MAX),
+        start_time,
         since_seconds: p.int("SinceSeconds")?,
-        limit_bytes: p.int("LimitBytes")?.map(|b| b.max(0) as usize),
+        limit_bytes,
         timestamps: p.bool("Timestamps", false)?,
+        previous: p.bool("LastTime", false)?,
     };
     let st = emu.lock();
     let g = st

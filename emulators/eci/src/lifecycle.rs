@@ -9,7 +9,7 @@
 
 use time::{Duration, OffsetDateTime};
 
-use crate::model::{Event, Group, RunState, format_time};
+use crate::model::{Container, Event, Group, RunState, format_time};
 
 /// Applies `change` to `g`; if the group's DescribeContainerGroupStatus entry differs afterwards
 /// (group status, container states, restart counts, readiness, ...), the group counts as changed
@@ -117,30 +117,47 @@ fn apply_exit(
     Ok(())
 }
 
+/// DescribeContainerLog's documented `Tail` default and maximum (lines).
+pub const TAIL_DEFAULT: usize = 500;
+pub const TAIL_MAX: usize = 2000;
+/// The documented most a log answer returns, and the upper bound of `LimitBytes` (1 MB).
+pub const CONTENT_MAX_BYTES: usize = 1_048_576;
+
 /// Options of DescribeContainerLog.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LogOptions {
-    pub tail: Option<usize>,
+    /// Lines from the end (already defaulted and capped).
+    pub tail: usize,
+    /// Only lines written at or after this time (`StartTime`).
+    pub start_time: Option<OffsetDateTime>,
     pub since_seconds: Option<i64>,
     pub limit_bytes: Option<usize>,
     pub timestamps: bool,
+    /// The previous run of a restarted container (`LastTime`) instead of the current one.
+    pub previous: bool,
 }
 
-/// The simulated output of the container's current run: a start line, the command line if it has
-/// one, then `heartbeat <n>` every `heartbeat`. Environment values are never printed.
-pub fn log_content(
-    g: &Group,
-    name: &str,
-    now: OffsetDateTime,
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            tail: TAIL_DEFAULT,
+            start_time: None,
+            since_seconds: None,
+            limit_bytes: None,
+            timestamps: false,
+            previous: false,
+        }
+    }
+}
+
+/// The lines one run of `c` wrote between `start` and `end`: a start line, the command line if
+/// it has one, then `heartbeat <n>` every `heartbeat`. Environment values are never printed.
+fn run_lines(
+    c: &Container,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
     heartbeat: Duration,
-    opts: &LogOptions,
-) -> Option<String> {
-    let c = g.find_container(name)?;
-    let (start, end) = match &c.state {
-        RunState::Waiting => return Some(String::new()),
-        RunState::Running { start } => (*start, now),
-        RunState::Terminated { start, finish, .. } => (*start, *finish),
-    };
+) -> Vec<(OffsetDateTime, String)> {
     let mut lines: Vec<(OffsetDateTime, String)> = vec![(
         start,
         format!(
@@ -163,14 +180,40 @@ pub fn log_content(
         lines.push((start + heartbeat * n, format!("heartbeat {n}")));
         n += 1;
     }
+    lines
+}
+
+/// The simulated log of the container `name` (its current run, or with `previous` the run
+/// before its last restart; empty if it never restarted), filtered as DescribeContainerLog's
+/// options say. `None` if the group has no such container.
+pub fn log_content(
+    g: &Group,
+    name: &str,
+    now: OffsetDateTime,
+    heartbeat: Duration,
+    opts: &LogOptions,
+) -> Option<String> {
+    let c = g.find_container(name)?;
+    let run = if opts.previous {
+        c.previous.as_ref()
+    } else {
+        Some(&c.state)
+    };
+    let (start, end) = match run {
+        None | Some(RunState::Waiting) => return Some(String::new()),
+        Some(RunState::Running { start }) => (*start, now),
+        Some(RunState::Terminated { start, finish, .. }) => (*start, *finish),
+    };
+    let mut lines = run_lines(c, start, end, heartbeat);
+    if let Some(from) = opts.start_time {
+        lines.retain(|(t, _)| *t >= from);
+    }
     if let Some(secs) = opts.since_seconds {
         let cutoff = now - Duration::seconds(secs);
         lines.retain(|(t, _)| *t >= cutoff);
     }
-    if let Some(tail) = opts.tail {
-        let skip = lines.len().saturating_sub(tail);
-        lines.drain(..skip);
-    }
+    let skip = lines.len().saturating_sub(opts.tail);
+    lines.drain(..skip);
     let mut content: String = lines
         .iter()
         .map(|(t, l)| {
@@ -181,12 +224,14 @@ pub fn log_content(
             }
         })
         .collect();
-    if let Some(limit) = opts.limit_bytes {
-        let mut cut = limit.min(content.len());
-        while !content.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        content.truncate(cut);
+    let limit = opts
+        .limit_bytes
+        .unwrap_or(CONTENT_MAX_BYTES)
+        .min(CONTENT_MAX_BYTES);
+    let mut cut = limit.min(content.len());
+    while !content.is_char_boundary(cut) {
+        cut -= 1;
     }
+    content.truncate(cut);
     Some(content)
 }

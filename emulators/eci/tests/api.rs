@@ -906,6 +906,142 @@ async fn since_second_sees_container_restarts() -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn log(emu: &Emu, id: &str, extra: &[(&str, &str)]) -> anyhow::Result<(u16, Value)> {
+    let mut p = vec![R, ("ContainerGroupId", id), ("ContainerName", "app")];
+    p.extend_from_slice(extra);
+    emu.call("DescribeContainerLog", &p).await
+}
+
+fn content(v: &Value) -> String {
+    v["Content"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn container_log_last_time_is_the_previous_run() -> anyhow::Result<()> {
+    let emu = Emu::start(&["--start-delay-ms", "50", "--log-heartbeat-ms", "100"]).await?;
+    let id = emu
+        .create(&[
+            ("ContainerGroupName", "prev"),
+            ("RestartPolicy", "OnFailure"),
+            ("Container.1.Name", "app"),
+            ("Container.1.Image", "busybox:1"),
+        ])
+        .await?;
+    emu.wait_status(&id, "Running").await?;
+    let (s, v) = log(&emu, &id, &[("LastTime", "true")]).await?;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(content(&v), "", "no previous run yet");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let path = format!("/_emulator/groups/{id}/containers/app/exit");
+    let (s, _) = emu.admin("POST", &path, "{\"exit_code\": 2}").await?;
+    assert_eq!(s, 204);
+
+    let (_, v) = log(&emu, &id, &[("LastTime", "true")]).await?;
+    let previous = content(&v);
+    let lines: Vec<&str> = previous.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some("Emulated container app started from image busybox:1")
+    );
+    let beats = lines.iter().filter(|l| l.starts_with("heartbeat ")).count();
+    assert!(beats >= 4, "the first run lasted over 400 ms: {previous}");
+    let (_, v) = log(&emu, &id, &[("LastTime", "false")]).await?;
+    let current = content(&v);
+    assert!(current.starts_with("Emulated container app started"));
+    assert!(
+        current.lines().count() < lines.len(),
+        "the current run has just begun: {current}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, v) = log(&emu, &id, &[("LastTime", "true")]).await?;
+    assert_eq!(
+        content(&v),
+        previous,
+        "a finished run's log no longer grows"
+    );
+    let (_, v) = log(&emu, &id, &[("LastTime", "true"), ("Tail", "1")]).await?;
+    assert_eq!(content(&v), format!("heartbeat {beats}\n"));
+    let (s, v) = log(&emu, &id, &[("LastTime", "maybe")]).await?;
+    assert_eq!((s, code(&v)), (400, "InvalidParameter"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn container_log_start_time_and_limits() -> anyhow::Result<()> {
+    let emu = Emu::start(&["--start-delay-ms", "50", "--log-heartbeat-ms", "300"]).await?;
+    let id = emu
+        .create(&[
+            ("ContainerGroupName", "since"),
+            ("Container.1.Name", "app"),
+            ("Container.1.Image", "busybox"),
+        ])
+        .await?;
+    emu.wait_status(&id, "Running").await?;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let (_, v) = log(&emu, &id, &[("StartTime", "2018-08-02T15:00:00Z")]).await?;
+    let all = content(&v);
+    assert!(all.lines().count() >= 9, "{all}");
+    let (_, v) = log(&emu, &id, &[("StartTime", "2999-01-01T08:00:00+08:00")]).await?;
+    assert_eq!(
+        content(&v),
+        "",
+        "nothing was written after a future StartTime"
+    );
+
+    // Lines at or after a whole second T are exactly those whose (second-precision) timestamp
+    // is at least T.
+    let (_, v) = log(&emu, &id, &[("Timestamps", "true")]).await?;
+    let stamped = content(&v);
+    let stamp = |l: &str| l.split(' ').next().unwrap_or_default().to_owned();
+    let last = stamped.lines().last().map(stamp).unwrap_or_default();
+    let (s, v) = log(&emu, &id, &[("Timestamps", "true"), ("StartTime", &last)]).await?;
+    assert_eq!(s, 200, "{v}");
+    let since = content(&v);
+    let expected_first = stamped.lines().find(|l| stamp(l) >= last);
+    assert_eq!(
+        since.lines().next(),
+        expected_first,
+        "{stamped}\n--\n{since}"
+    );
+    assert!(since.lines().all(|l| stamp(l) >= last), "{since}");
+    assert!(since.lines().count() < stamped.lines().count(), "{since}");
+
+    let (_, v) = log(&emu, &id, &[("LimitBytes", "10")]).await?;
+    assert_eq!(content(&v), "Emulated c");
+    for (name, value) in [
+        ("StartTime", "2018-08-02 15:00:00"),
+        ("StartTime", "yesterday"),
+        ("LimitBytes", "0"),
+        ("LimitBytes", "1048577"),
+    ] {
+        let (s, v) = log(&emu, &id, &[(name, value)]).await?;
+        assert_eq!((s, code(&v)), (400, "InvalidParameter"), "{name}={value}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn container_log_tail_defaults_to_500_and_stops_at_2000() -> anyhow::Result<()> {
+    let emu = Emu::start(&["--start-delay-ms", "50", "--log-heartbeat-ms", "1"]).await?;
+    let id = emu
+        .create(&[
+            ("ContainerGroupName", "tail"),
+            ("Container.1.Name", "app"),
+            ("Container.1.Image", "busybox"),
+        ])
+        .await?;
+    emu.wait_status(&id, "Running").await?;
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let (_, v) = log(&emu, &id, &[]).await?;
+    assert_eq!(content(&v).lines().count(), 500);
+    let (_, v) = log(&emu, &id, &[("Tail", "5000")]).await?;
+    assert_eq!(content(&v).lines().count(), 2000);
+    let (_, v) = log(&emu, &id, &[("Tail", "3")]).await?;
+    assert_eq!(content(&v).lines().count(), 3);
+    Ok(())
+}
+
 #[tokio::test]
 async fn stats_count_authenticated_calls_per_action() -> anyhow::Result<()> {
     let emu = Emu::start(&[]).await?;

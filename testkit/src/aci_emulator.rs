@@ -71,6 +71,13 @@ pub struct EmulatorStats {
     pub requests: u64,
     /// ARM requests rejected with 401, plus rejected credentials at the token endpoint.
     pub auth_failures: u64,
+    /// Authenticated ARM requests per operation, keyed `put`, `get`, `list`, `delete`, `logs`,
+    /// `exec` (all present, zeros included): a request counts once its method and path name the
+    /// operation, whether it is then throttled (429), rejected (400 api-version, validation) or
+    /// not found (404). 401s, other paths and methods, and stop/start/restart are not counted.
+    /// Empty when talking to an emulator that predates the field.
+    #[serde(default)]
+    pub ops: std::collections::BTreeMap<String, u64>,
 }
 
 /// A running aci-emulator.

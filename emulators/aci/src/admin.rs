@@ -40,6 +40,7 @@ async fn stats(State(st): State<Arc<AppState>>) -> Response {
         "throttled": s.throttled.load(Ordering::Relaxed),
         "requests": s.requests.load(Ordering::Relaxed),
         "auth_failures": s.auth_failures.load(Ordering::Relaxed),
+        "ops": s.ops_json(),
     }))
     .into_response()
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::{
     exec, lifecycle,
     model::Group,
-    state::{AppState, Stats, lock},
+    state::{AppState, Op, Stats, lock},
     validate,
 };
 
@@ -69,6 +69,13 @@ pub async fn handle(
         Stats::bump(&st.stats.auth_failures);
         return resp;
     }
+    let path = uri.path().trim_end_matches('/');
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let target = parse_target(&st, &segs);
+    // Counted before throttling so a test can see how often a client tried an operation.
+    if let Some(op) = target.as_ref().and_then(|t| operation(&method, t)) {
+        st.stats.bump_op(op);
+    }
     let rate = *lock(&st.throttle_rate);
     if rate > 0.0 && rand::random::<f64>() < rate {
         Stats::bump(&st.stats.throttled);
@@ -87,9 +94,7 @@ pub async fn handle(
         }
         return resp;
     }
-    let path = uri.path().trim_end_matches('/');
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let Some(target) = parse_target(&st, &segs) else {
+    let Some(target) = target else {
         return not_found_path(&st, &segs, path);
     };
     if let Some(resp) = api_version_rejection(uri.query(), &st.config.location) {
@@ -109,6 +114,19 @@ pub async fn handle(
             "MethodNotAllowed",
             &format!("The requested resource does not support http method '{m}'."),
         ),
+    }
+}
+
+/// The operation counted in `/_emulator/stats` `ops` for `method` on `target`, if any.
+fn operation(method: &Method, target: &Target<'_>) -> Option<Op> {
+    match (method, target) {
+        (&Method::PUT, Target::Group(_)) => Some(Op::Put),
+        (&Method::GET, Target::Group(_)) => Some(Op::Get),
+        (&Method::GET, Target::List) => Some(Op::List),
+        (&Method::DELETE, Target::Group(_)) => Some(Op::Delete),
+        (&Method::GET, Target::ContainerLogs(..)) => Some(Op::Logs),
+        (&Method::POST, Target::ContainerExec(..)) => Some(Op::Exec),
+        _ => None,
     }
 }
 

@@ -36,11 +36,54 @@ pub struct Stats {
     pub throttled: AtomicU64,
     pub requests: AtomicU64,
     pub auth_failures: AtomicU64,
+    /// Authenticated ARM requests per operation, indexed by `Op as usize`.
+    pub ops: [AtomicU64; Op::ALL.len()],
 }
 
 impl Stats {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn bump_op(&self, op: Op) {
+        Self::bump(&self.ops[op as usize]);
+    }
+
+    /// `{"put": n, ...}` for every operation, zeros included.
+    pub fn ops_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        Op::ALL
+            .iter()
+            .map(|op| {
+                let n = self.ops[*op as usize].load(Ordering::Relaxed);
+                (op.name().to_owned(), serde_json::Value::from(n))
+            })
+            .collect()
+    }
+}
+
+/// The ARM operations counted per operation in `/_emulator/stats` (`ops`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Put,
+    Get,
+    List,
+    Delete,
+    Logs,
+    Exec,
+}
+
+impl Op {
+    pub const ALL: [Op; 6] = [Op::Put, Op::Get, Op::List, Op::Delete, Op::Logs, Op::Exec];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Put => "put",
+            Op::Get => "get",
+            Op::List => "list",
+            Op::Delete => "delete",
+            Op::Logs => "logs",
+            Op::Exec => "exec",
+        }
     }
 }
 

@@ -531,3 +531,82 @@ async fn api_version_and_resource_group_are_checked() -> anyhow::Result<()> {
     assert_eq!(r.status, 200, "{}", r.text);
     emu.emu.stop().await
 }
+
+#[tokio::test]
+async fn stats_count_arm_requests_per_operation() -> anyhow::Result<()> {
+    let emu = Emu::start(AciEmulatorOptions::default()).await?;
+    let ops = |pairs: &[(&str, u64)]| -> std::collections::BTreeMap<String, u64> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    };
+    let zero = ops(&[
+        ("put", 0),
+        ("get", 0),
+        ("list", 0),
+        ("delete", 0),
+        ("logs", 0),
+        ("exec", 0),
+    ]);
+    assert_eq!(emu.emu.stats().await?.ops, zero, "all six, zeros included");
+
+    let spec = simple_group("Always", &[("a", &[])]);
+    assert_eq!(emu.put_group("ops", &spec).await?.status, 201);
+    assert_eq!(emu.put_group("ops", &spec).await?.status, 200);
+    assert_eq!(emu.put_group("Bad_Name", &spec).await?.status, 400);
+    assert_eq!(emu.get_group("ops").await?.status, 200);
+    assert_eq!(emu.get_group("missing").await?.status, 404);
+    let list = format!("{}?{API}", Emu::groups_path());
+    assert_eq!(emu.arm("GET", &list, None).await?.status, 200);
+    let no_version = Emu::groups_path();
+    assert_eq!(emu.arm("GET", &no_version, None).await?.status, 400);
+    let logs = format!("{}/ops/containers/nope/logs?{API}", Emu::groups_path());
+    assert_eq!(emu.arm("GET", &logs, None).await?.status, 404);
+    let exec = format!("{}/missing/containers/a/exec?{API}", Emu::groups_path());
+    let exec_body = json!({"command": "/bin/sh"});
+    assert_eq!(emu.arm("POST", &exec, Some(&exec_body)).await?.status, 404);
+    // Not operations of the six: group actions, other methods, unauthenticated requests.
+    let stop = format!("{}/ops/stop?{API}", Emu::groups_path());
+    assert_eq!(emu.arm("POST", &stop, None).await?.status, 204);
+    assert_eq!(
+        emu.arm("POST", &Emu::group_path("ops"), None).await?.status,
+        405
+    );
+    let unauth = emu
+        .raw("GET", &Emu::group_path("ops"), &[], String::new())
+        .await?;
+    assert_eq!(unauth.status, 401);
+    assert_eq!(
+        emu.arm("DELETE", &Emu::group_path("ops"), None)
+            .await?
+            .status,
+        200
+    );
+    // Throttled requests count too.
+    emu.emu.set_throttle_rate(1.0).await?;
+    assert_eq!(emu.get_group("ops").await?.status, 429);
+
+    let s = emu.emu.stats().await?;
+    assert_eq!(
+        s.ops,
+        ops(&[
+            ("put", 3),
+            ("get", 3),
+            ("list", 2),
+            ("delete", 1),
+            ("logs", 1),
+            ("exec", 1),
+        ])
+    );
+    // The older counters keep their meaning.
+    assert_eq!(
+        (
+            s.requests,
+            s.throttled,
+            s.auth_failures,
+            s.created,
+            s.deleted,
+            s.live
+        ),
+        (14, 1, 1, 1, 1, 0)
+    );
+    emu.emu.stop().await
+}

@@ -4,7 +4,9 @@
 //! Terminating → Running (containers still run or restart in place); Succeeded → Succeeded unless a
 //! container ended non-zero; Failed, ScheduleFailed and Expired → Failed with the ECI status as
 //! the reason. Container states come from `PodStatus.ContainerStatuses` (Waiting / Running /
-//! Terminated with exit code, signal, reason, restart count).
+//! Terminated with exit code, signal, reason, restart count). The status call reports no init
+//! containers: once an app container has started, every init container has completed (exit 0),
+//! as Kubernetes orders them.
 
 use podprovider_proto::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
@@ -109,6 +111,16 @@ fn containers(
         .collect()
 }
 
+/// Whether any container has left Waiting.
+fn any_started(cs: &[ContainerStatus]) -> bool {
+    cs.iter().any(|c| {
+        !matches!(
+            c.state.as_ref().and_then(|s| s.state.as_ref()),
+            Some(container_state::State::Waiting(_)) | None
+        )
+    })
+}
+
 fn exited_nonzero(cs: &[ContainerStatus]) -> bool {
     cs.iter().any(|c| {
         matches!(
@@ -127,19 +139,26 @@ pub fn pod_status(pod_ref: &PodRef, shape: &Shape, g: &api::GroupStatus) -> PodS
     } else {
         "Waiting"
     };
-    let init = containers(&shape.init, &ps.init_container_statuses, default_waiting);
     let app = containers(&shape.app, &ps.container_statuses, default_waiting);
+    let mut init = containers(&shape.init, &ps.init_container_statuses, default_waiting);
+    if ps.init_container_statuses.is_empty() && any_started(&app) {
+        for c in &mut init {
+            c.state = Some(ContainerState {
+                state: Some(container_state::State::Terminated(
+                    ContainerStateTerminated {
+                        exit_code: 0,
+                        reason: "Completed".to_owned(),
+                        ..Default::default()
+                    },
+                )),
+            });
+        }
+    }
     let (phase, reason, message) = match g.status.as_str() {
         "Pending" | "Scheduling" => (PodPhase::Pending, String::new(), String::new()),
         "Running" | "Restarting" | "Updating" | "Terminating" => {
             // A group whose containers all still wait (image pull) is Pending in Kubernetes terms.
-            let any_started = app.iter().chain(&init).any(|c| {
-                !matches!(
-                    c.state.as_ref().and_then(|s| s.state.as_ref()),
-                    Some(container_state::State::Waiting(_)) | None
-                )
-            });
-            if any_started || ps.phase == "Running" {
+            if any_started(&app) || any_started(&init) || ps.phase == "Running" {
                 (PodPhase::Running, String::new(), String::new())
             } else {
                 (PodPhase::Pending, String::new(), String::new())
@@ -296,6 +315,27 @@ mod tests {
         assert!(
             matches!(state_of(&s.init_container_statuses[0]), container_state::State::Terminated(t) if t.exit_code == 0 && t.reason == "Completed")
         );
+    }
+
+    #[test]
+    fn init_containers_are_completed_once_an_app_container_started() {
+        // DescribeContainerGroupStatus has no init container statuses.
+        let running = group(
+            "Running",
+            serde_json::json!({"PodStatus": {"Phase": "Running", "ContainerStatuses": [
+            {"Name": "web", "State": {"Running": {"StartedAt": "2024-01-01T00:00:05Z"}}}]}}),
+        );
+        let s = pod_status(&r(), &shape(), &running);
+        assert!(
+            matches!(state_of(&s.init_container_statuses[0]), container_state::State::Terminated(t) if t.exit_code == 0 && t.reason == "Completed")
+        );
+        // Before that they wait.
+        let pending = group("Pending", serde_json::json!({}));
+        let s = pod_status(&r(), &shape(), &pending);
+        assert!(matches!(
+            state_of(&s.init_container_statuses[0]),
+            container_state::State::Waiting(_)
+        ));
     }
 
     #[test]

@@ -283,7 +283,7 @@ fn group_not_found(st: &AppState, name: &str) -> Response {
 
 fn list(st: &AppState) -> Response {
     let groups = lock(&st.groups);
-    let value: Vec<Value> = groups.values().map(|g| g.view(&st.config)).collect();
+    let value: Vec<Value> = groups.values().map(|g| g.list_view(&st.config)).collect();
     json_response(StatusCode::OK, &json!({ "value": value }))
 }
 
@@ -319,7 +319,13 @@ fn put(st: &AppState, name: &str, body: &[u8]) -> Response {
         return json_response(StatusCode::OK, &existing.view(&st.config));
     }
     let group = match Group::new(name, spec, &st.config) {
-        Ok(g) => g,
+        Ok(mut g) => {
+            // An update keeps the resource's identity.
+            if let Some(existing) = groups.get(name) {
+                g.principal_id.clone_from(&existing.principal_id);
+            }
+            g
+        }
         Err(e) => {
             tracing::error!(group = name, "creating the work directory: {e}");
             return arm_error(

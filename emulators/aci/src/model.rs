@@ -196,6 +196,9 @@ pub struct Group {
     /// Working directory of exec processes; removed with the group.
     pub workdir: tempfile::TempDir,
     pub ip: String,
+    /// `identity.principalId` of a system-assigned identity: fixed for the group's life, as
+    /// ARM's is.
+    pub principal_id: String,
 }
 
 impl Group {
@@ -228,6 +231,7 @@ impl Group {
                 rand::random::<u8>(),
                 1 + rand::random::<u8>() % 254
             ),
+            principal_id: uuid::Uuid::new_v4().to_string(),
         })
     }
 
@@ -267,7 +271,29 @@ impl Group {
         if failed { "Failed" } else { "Succeeded" }
     }
 
-    /// The group as ARM returns it from PUT/GET/DELETE/list.
+    /// The group as ARM returns it in a list: like [`Group::view`] without the group's and the
+    /// (init) containers' `instanceView`, which real ARM only returns from GET (see README.md).
+    pub fn list_view(&self, cfg: &Config) -> Value {
+        let mut body = self.view(cfg);
+        if let Some(props) = body.get_mut("properties").and_then(Value::as_object_mut) {
+            props.remove("instanceView");
+            for key in ["initContainers", "containers"] {
+                for c in props
+                    .get_mut(key)
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(cprops) = c.get_mut("properties").and_then(Value::as_object_mut) {
+                        cprops.remove("instanceView");
+                    }
+                }
+            }
+        }
+        body
+    }
+
+    /// The group as ARM returns it from PUT/GET/DELETE (with instance views).
     pub fn view(&self, cfg: &Config) -> Value {
         let mut body = self.spec.clone();
         let Some(obj) = body.as_object_mut() else {
@@ -288,6 +314,11 @@ impl Group {
         if !obj.get("location").is_some_and(Value::is_string) {
             obj.insert("location".into(), json!(cfg.location));
         }
+        let location = obj
+            .get("location")
+            .and_then(Value::as_str)
+            .unwrap_or(&cfg.location)
+            .to_owned();
         if let Some(Value::Object(identity)) = obj.get_mut("identity") {
             // ARM fills in the identity's ids; they are not secret.
             if identity
@@ -295,10 +326,7 @@ impl Group {
                 .and_then(Value::as_str)
                 .is_some_and(|t| t.contains("SystemAssigned"))
             {
-                identity.insert(
-                    "principalId".into(),
-                    json!(uuid::Uuid::new_v4().to_string()),
-                );
+                identity.insert("principalId".into(), json!(self.principal_id));
                 identity.insert("tenantId".into(), json!(cfg.tenant_id));
             }
         }
@@ -338,13 +366,23 @@ impl Group {
         if let Some(Value::Object(ip)) = props.get_mut("ipAddress") {
             ip.insert("ip".into(), json!(self.ip));
             if let Some(label) = ip.get("dnsNameLabel").and_then(Value::as_str) {
-                let fqdn = format!("{label}.{}.azurecontainer.io", cfg.location);
+                let fqdn = format!("{label}.{}.azurecontainer.io", fqdn_region(&location));
                 ip.insert("fqdn".into(), json!(fqdn));
             }
         }
         hide_group_secrets(props);
         body
     }
+}
+
+/// The region in an FQDN (`<label>.<region>.azurecontainer.io`): the group's location as a
+/// region name, e.g. "West US" becomes `westus`.
+fn fqdn_region(location: &str) -> String {
+    location
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// ACI never returns `secureValue`s: the variable is listed by name only.

@@ -532,6 +532,96 @@ async fn api_version_and_resource_group_are_checked() -> anyhow::Result<()> {
     emu.emu.stop().await
 }
 
+/// Removes the group's and every (init) container's `instanceView`.
+fn without_instance_views(mut g: Value) -> Value {
+    let props = &mut g["properties"];
+    props.as_object_mut().map(|o| o.remove("instanceView"));
+    for key in ["initContainers", "containers"] {
+        for c in props[key].as_array_mut().into_iter().flatten() {
+            c["properties"]
+                .as_object_mut()
+                .map(|o| o.remove("instanceView"));
+        }
+    }
+    g
+}
+
+#[tokio::test]
+async fn list_omits_the_instance_views_get_put_and_delete_return() -> anyhow::Result<()> {
+    let emu = Emu::start(AciEmulatorOptions {
+        provisioning_delay_ms: 50,
+        ..Default::default()
+    })
+    .await?;
+    let mut spec = simple_group("Always", &[("app", &[]), ("side", &["sleep", "1d"])]);
+    spec["tags"] = json!({"team": "vk"});
+    spec["identity"] = json!({"type": "SystemAssigned"});
+    spec["properties"]["initContainers"] =
+        json!([{"name": "init", "properties": {"image": "busybox"}}]);
+    spec["properties"]["containers"][0]["properties"]["ports"] = json!([{"port": 80}]);
+    spec["properties"]["ipAddress"] =
+        json!({"type": "Public", "ports": [{"port": 80, "protocol": "TCP"}]});
+    assert_eq!(emu.put_group("lv", &spec).await?.status, 201);
+    let got = emu
+        .wait_group("lv", "running", |g| {
+            g["properties"]["instanceView"]["state"] == "Running"
+        })
+        .await?;
+    let has_views = |g: &Value| {
+        g["properties"]["instanceView"]["state"].is_string()
+            && ["initContainers", "containers"].iter().all(|k| {
+                g["properties"][k].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .all(|c| c["properties"]["instanceView"]["currentState"].is_object())
+                })
+            })
+    };
+    assert!(has_views(&got), "GET: {got}");
+
+    let list = emu
+        .arm("GET", &format!("{}?{API}", Emu::groups_path()), None)
+        .await?;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let entry = &list.body["value"][0];
+    assert!(!list.text.contains("instanceView"), "{}", list.text);
+    // Everything else is there, exactly as GET returns it.
+    assert_eq!(entry, &without_instance_views(got.clone()));
+    assert_eq!(entry["properties"]["provisioningState"], "Succeeded");
+    assert_eq!(entry["tags"], json!({"team": "vk"}));
+    assert!(entry["properties"]["ipAddress"]["ip"].is_string());
+    assert_eq!(
+        container(entry, "side")["properties"]["command"],
+        json!(["sleep", "1d"])
+    );
+    assert_eq!(
+        entry["identity"]["principalId"], got["identity"]["principalId"],
+        "the identity's principal id is stable"
+    );
+
+    let mut changed = spec.clone();
+    changed["tags"] = json!({"team": "other"});
+    let put = emu.put_group("lv", &changed).await?;
+    assert_eq!(put.status, 200, "{}", put.text);
+    assert!(
+        put.body["properties"]["instanceView"].is_object(),
+        "PUT: {}",
+        put.text
+    );
+    let running = emu
+        .wait_group("lv", "running again", |g| {
+            g["properties"]["instanceView"]["state"] == "Running"
+        })
+        .await?;
+    assert_eq!(
+        running["identity"]["principalId"],
+        got["identity"]["principalId"]
+    );
+    let del = emu.arm("DELETE", &Emu::group_path("lv"), None).await?;
+    assert_eq!(del.status, 200, "{}", del.text);
+    assert!(has_views(&del.body), "DELETE: {}", del.text);
+    emu.emu.stop().await
+}
+
 #[tokio::test]
 async fn stats_count_arm_requests_per_operation() -> anyhow::Result<()> {
     let emu = Emu::start(AciEmulatorOptions::default()).await?;

@@ -407,7 +407,9 @@ pub fn container_not_found(group: &str, container: &str) -> Response {
     )
 }
 
-/// `stop` (containers killed, state Stopped), `start`/`restart` (run again from the beginning).
+/// `stop` (204; containers killed, state Stopped), `restart` (204; runs again from the
+/// beginning), `start` (204 and no change while Pending or Running, else 202 and runs again from
+/// the beginning): the statuses of the REST reference's ContainerGroups_Stop/_Restart/_Start.
 fn group_action(st: &AppState, name: &str, action: &str) -> Response {
     let mut groups = lock(&st.groups);
     let Some(g) = groups.get_mut(name) else {
@@ -417,11 +419,20 @@ fn group_action(st: &AppState, name: &str, action: &str) -> Response {
         lifecycle::stop_group(g);
         return StatusCode::NO_CONTENT.into_response();
     }
+    let status = if !action.eq_ignore_ascii_case("start") {
+        StatusCode::NO_CONTENT
+    } else if matches!(g.instance_state(), "Pending" | "Running") {
+        // The reference's 204: "the container group is already running or starting".
+        return StatusCode::NO_CONTENT.into_response();
+    } else {
+        StatusCode::ACCEPTED
+    };
     let spec = g.spec.clone();
     match Group::new(name, spec, &st.config) {
-        Ok(fresh) => {
+        Ok(mut fresh) => {
+            fresh.principal_id = std::mem::take(&mut g.principal_id);
             *g = fresh;
-            StatusCode::ACCEPTED.into_response()
+            status.into_response()
         }
         Err(e) => {
             tracing::error!(group = name, "creating the work directory: {e}");

@@ -417,9 +417,11 @@ impl EciProvider {
         // A create still under way (the shim gave up waiting for it) would otherwise finish
         // after this delete and leave a group behind: wait for its outcome first.
         let _held = self.inner.uid_locks.acquire(&pod_ref.uid).await;
+        let tracked = lock(&self.inner.state).pods.contains_key(&pod_ref.uid);
         let Some(id) = self.find_group(&pod_ref).await.map_err(|e| e.to_status())? else {
             return Ok(false);
         };
+        // NotFound on a retry whose first answer was lost still means we had it.
         let found = self
             .inner
             .cloud
@@ -429,7 +431,7 @@ impl EciProvider {
         tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %id, "container group deleted");
         lock(&self.inner.state).pods.remove(&pod_ref.uid);
         self.inner.hub.remove(&pod_ref.uid);
-        Ok(found)
+        Ok(found || tracked)
     }
 
     fn tracked(&self, pod_ref: &PodRef) -> Result<Tracked, Status> {

@@ -109,12 +109,17 @@ async fn sts_credentials_work() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttling_at_20_percent_creates_and_deletes_exactly_50() -> anyhow::Result<()> {
+async fn throttling_and_lost_answers_at_20_percent_create_and_delete_exactly_50()
+-> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
+    // One call in five throttled; of the creates and deletes that go through, one in five loses
+    // its answer after taking effect, so the retry must not make a second group (ClientToken)
+    // nor fail the delete.
     let emu = EciEmulator::start(
         dir.path(),
         EciEmulatorOptions {
             throttle_rate: 0.2,
+            lost_answer_rate: 0.2,
             ..Default::default()
         },
     )
@@ -137,6 +142,13 @@ async fn throttling_at_20_percent_creates_and_deletes_exactly_50() -> anyhow::Re
         let stats = emu.stats().await?;
         ensure!(stats.created == 50 && stats.live == 50, "{stats:?}");
         ensure!(stats.throttled > 0, "nothing was throttled: {stats:?}");
+        ensure!(stats.lost_answers > 0, "no answer was lost: {stats:?}");
+        let attempts = stats
+            .actions
+            .get("CreateContainerGroup")
+            .copied()
+            .unwrap_or(0);
+        ensure!(attempts > 50, "creates were not retried: {stats:?}");
         // All of them reach Running through the (throttled) status poll.
         eventually(Duration::from_secs(90), "50 pods Running", || {
             let mut c = c.clone();

@@ -33,11 +33,11 @@ fn pod_json(name: &str, uid: &str) -> String {
 }
 
 fn decode_chunks(out: &str) -> String {
-    // grpcurl prints bytes fields as base64 in "data"/"stdout" members.
+    // grpcurl prints bytes fields as base64 in "data"/"stdout"/"stderr" members.
     let mut text = String::new();
     for line in out.lines() {
         let line = line.trim();
-        for key in ["\"data\": \"", "\"stdout\": \""] {
+        for key in ["\"data\": \"", "\"stdout\": \"", "\"stderr\": \""] {
             if let Some(rest) = line.strip_prefix(key) {
                 let b64 = rest.trim_end_matches(',').trim_end_matches('"');
                 if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) {
@@ -173,6 +173,20 @@ async fn create_list_logs_exec_delete_through_grpcurl() -> anyhow::Result<()> {
         ensure!(
             decode_chunks(&exec).contains("hello-from-exec") && exec.contains("\"exit\""),
             "{exec}"
+        );
+        // ... and a failing command's stderr and exit code.
+        let failing = grpcurl::run_ok(
+            &target,
+            &[
+                "-d",
+                r#"{"start": {"podRef": {"namespace": "default", "name": "web-1", "uid": "uid-1"}, "container": "web", "command": ["sh", "-c", "echo oops >&2; exit 3"], "stdout": true, "stderr": true}}"#,
+            ],
+            &[&format!("{SVC}/Exec")],
+        )
+        .await?;
+        ensure!(
+            decode_chunks(&failing).contains("oops") && failing.contains(r#""code": 3"#),
+            "stderr or exit code 3 missing: {failing}"
         );
 
         // Invalid pods are rejected with the reason.

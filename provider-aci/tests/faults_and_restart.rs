@@ -1,8 +1,8 @@
 //! Throttling and restarts against the ACI emulator:
 //! - with 20 % of ARM requests answered 429 + Retry-After, 50 creates and 50 deletes create
 //!   exactly 50 container groups and delete exactly 50;
-//! - a provider restarted under running pods rebuilds them from the groups' tags and creates
-//!   nothing.
+//! - a provider restarted under running pods rebuilds them from the groups' tags, creates
+//!   nothing, and still tells an unchanged pod from a changed one in UpdatePod.
 
 mod support;
 
@@ -12,7 +12,7 @@ use anyhow::ensure;
 use futures::{StreamExt, stream};
 use podprovider_proto::{
     PodProviderClient,
-    v1::{CreatePodRequest, DeletePodRequest, ListPodsRequest, PodPhase},
+    v1::{CreatePodRequest, DeletePodRequest, ListPodsRequest, PodPhase, UpdatePodRequest},
 };
 use support::*;
 use vk_testkit::{
@@ -163,5 +163,19 @@ async fn restart_under_running_pods_adopts_them_and_creates_nothing() -> anyhow:
     .await?;
     let stats = emu.stats().await?;
     ensure!(stats.created == 10 && stats.live == 10, "{stats:?}");
+    // An adopted pod is recognised from its group's spec-hash tag: the same pod is an update
+    // with nothing to do; a new image is one ACI cannot make in place.
+    c.update_pod(UpdatePodRequest {
+        pod: Some(pod("r-4", "r-uid-4")),
+    })
+    .await?;
+    let mut changed = pod("r-4", "r-uid-4");
+    changed.containers[0].image = "nginx:1.26".into();
+    let err = c
+        .update_pod(UpdatePodRequest { pod: Some(changed) })
+        .await
+        .err()
+        .map(|s| s.code());
+    ensure!(err == Some(tonic::Code::Unimplemented), "{err:?}");
     Ok(())
 }

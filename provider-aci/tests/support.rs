@@ -56,7 +56,8 @@ pub fn provider_env() -> Vec<(&'static str, String)> {
     )]
 }
 
-/// Starts the provider binary against `emu` with `extra` flags.
+/// Starts the provider binary against `emu` with `extra` flags (`--flag`, `value` pairs replace
+/// the defaults of [`provider_args`]).
 pub async fn start_provider(
     emu: &AciEmulator,
     dir: &Path,
@@ -65,6 +66,11 @@ pub async fn start_provider(
     let addr = format!("127.0.0.1:{}", free_port()?);
     let target = Target::Tcp(addr.clone());
     let mut args = provider_args(emu, &addr);
+    for flag in extra.iter().filter(|a| a.starts_with("--")) {
+        if let Some(i) = args.iter().position(|a| a == flag) {
+            args.drain(i..(i + 2).min(args.len()));
+        }
+    }
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let p = provider_checks::start_provider(Path::new(BIN), &args, &provider_env(), &target, dir)
         .await?;

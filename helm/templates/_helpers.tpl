@@ -61,6 +61,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
+{{/* A value as a flag argument: YAML numbers arrive as floats, so 1000000 would print as
+1e+06; whole numbers print as integers. */}}
+{{- define "vn.flagValue" -}}
+{{- if and (kindIs "float64" .) (eq . (floor .)) -}}{{ int64 . }}{{- else -}}{{ . }}{{- end -}}
+{{- end -}}
+
 {{/* Where the shim and the provider meet: a unix socket in a shared emptyDir. */}}
 {{- define "vn.socket" -}}/var/run/vk/provider.sock{{- end -}}
 

@@ -1,11 +1,16 @@
 //! The helm chart (`helm/`), checked the way a user meets it:
 //! - `helm lint` and `helm template` for each provider; the rendered manifests pass
-//!   `kubernetes-validate --strict`; the values schema rejects bad values;
-//! - the rendered manifests apply to the real API server, and the node-shim, run with the
+//!   `kubernetes-validate --strict`; the values schema (and the template's own checks) reject bad
+//!   values;
+//! - each real provider binary, started with its rendered sidecar arguments and environment
+//!   against its cloud (the ACI and ECI emulators, moto), serves gRPC and its probe endpoint;
+//! - the three renders apply to the real API server, and the node-shim, run with the
 //!   Deployment's own arguments under the chart's ServiceAccount token, takes a pod through its
-//!   whole life (Node, Lease, serving CSR, ConfigMap/Secret env, service links, token volume, status,
-//!   events, `kubectl logs` through TokenReview + SubjectAccessReview, deletion) without a single
-//!   "forbidden"; with one rule removed from the chart's ClusterRole the same run fails.
+//!   whole life (Node, Lease, serving CSR, ConfigMap/Secret env, service links, a projected
+//!   service-account token from the TokenRequest API, status, events, `kubectl logs` and a bearer
+//!   token's request to the kubelet API through TokenReview + SubjectAccessReview, deletion)
+//!   without a single "forbidden"; with one rule removed from the chart's ClusterRole the same
+//!   run fails.
 
 mod support;
 
@@ -20,11 +25,20 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use provider_common::ListenAddr;
 use serde_json::{Value, json};
-use support::{SLOW, approve_serving_cert, kubectl, scheduled_pod};
+use support::{SLOW, approve_serving_cert, curl, kubectl, scheduled_pod};
 use tokio::process::Command;
 use vk_testkit::{
-    ControlPlane, bins::cache_dir, ports::free_port, process::ManagedProcess,
-    test_provider::Control, wait::eventually,
+    ControlPlane,
+    aci_emulator::{self, AciEmulator, AciEmulatorOptions},
+    bins::{cache_dir, workspace_bin},
+    eci_emulator::{self, EciEmulator, EciEmulatorOptions},
+    grpcurl::{self, Target},
+    moto::Moto,
+    ports::free_port,
+    process::ManagedProcess,
+    provider_checks,
+    test_provider::Control,
+    wait::eventually,
 };
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../helm");
@@ -102,6 +116,40 @@ fn args(container: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A provider's settings as a user writes them in `providerConfig` (its README's flags), and the
+/// arguments they must become.
+fn provider_config(provider: &str) -> (Value, Vec<&'static str>) {
+    match provider {
+        "eci" => (
+            json!({"region": "cn-hangzhou", "vswitch-id": "vsw-1", "security-group-id": "sg-1", "vpc-endpoint": true}),
+            vec![
+                "--region=cn-hangzhou",
+                "--vswitch-id=vsw-1",
+                "--security-group-id=sg-1",
+                "--vpc-endpoint",
+            ],
+        ),
+        "aci" => (
+            json!({"subscription-id": "sub", "resource-group": "rg", "location": "westeurope", "subnet-ids": ["s1", "s2"]}),
+            vec![
+                "--subscription-id=sub",
+                "--resource-group=rg",
+                "--location=westeurope",
+                "--subnet-ids=s1,s2",
+            ],
+        ),
+        _ => (
+            json!({"region": "us-east-1", "subnets": ["a", "b"], "assign-public-ip": true, "capacity-pods": 2_000_000}),
+            vec![
+                "--region=us-east-1",
+                "--subnets=a,b",
+                "--assign-public-ip",
+                "--capacity-pods=2000000",
+            ],
+        ),
+    }
+}
+
 #[test]
 fn chart_lints_renders_and_validates_for_each_provider() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -113,13 +161,17 @@ fn chart_lints_renders_and_validates_for_each_provider() -> anyhow::Result<()> {
     ] {
         run(StdCommand::new(helm()?)
             .args(["lint", "--strict", CHART, "--set"])
-            .arg(format!("provider={provider}")))?;
+            .arg(format!(
+                "provider={provider},credentials.existingSecret=cloud-creds"
+            )))?;
+        let (config, want_args) = provider_config(provider);
         let values = json!({
             "provider": provider,
             "nodeName": format!("vn-{provider}"),
             "extraTaints": ["azure.com/aci:NoSchedule"],
-            "capacity": {"cpu": "100", "pods": 500},
-            "providerConfig": {provider: {"region": "r1", "subnets": ["a", "b"], "assign-public-ip": true}},
+            // A big whole number must not render as 1e+06.
+            "capacity": {"cpu": "100", "pods": 1_000_000},
+            "providerConfig": {provider: config},
             "credentials": {"existingSecret": "cloud-creds"},
             "telemetry": {"jaeger": {"enabled": true}},
         });
@@ -136,7 +188,7 @@ fn chart_lints_renders_and_validates_for_each_provider() -> anyhow::Result<()> {
             format!("--node-name=vn-{provider}"),
             format!("--taint-key={taint_key}"),
             "--extra-taint=azure.com/aci:NoSchedule".into(),
-            "--capacity=pods=500".into(),
+            "--capacity=pods=1000000".into(),
             "--provider-endpoint=unix:/var/run/vk/provider.sock".into(),
         ] {
             ensure!(
@@ -153,12 +205,10 @@ fn chart_lints_renders_and_validates_for_each_provider() -> anyhow::Result<()> {
             sidecar["image"]
         );
         let provider_args = args(sidecar);
-        for want in [
-            "--listen=unix:/var/run/vk/provider.sock",
-            "--region=r1",
-            "--subnets=a,b",
-            "--assign-public-ip",
-        ] {
+        for want in ["--listen=unix:/var/run/vk/provider.sock"]
+            .into_iter()
+            .chain(want_args)
+        {
             ensure!(
                 provider_args.iter().any(|a| a == want),
                 "{provider}: provider args {provider_args:?} lack {want}"
@@ -175,6 +225,27 @@ fn chart_lints_renders_and_validates_for_each_provider() -> anyhow::Result<()> {
             ensure!(sc["capabilities"]["drop"] == json!(["ALL"]));
             ensure!(container(&docs, c)?["livenessProbe"]["httpGet"]["path"] == "/healthz");
         }
+        // The provider binds its probe port only after rebuilding its state from the cloud.
+        ensure!(sidecar["startupProbe"]["httpGet"]["path"] == "/healthz");
+        // Patches are limited to this release's own Node and Lease.
+        let named: Vec<&Value> = docs
+            .iter()
+            .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+            .flat_map(|d| d["rules"].as_array().into_iter().flatten())
+            .filter(|r| r["verbs"] == json!(["patch"]))
+            .filter(|r| {
+                r["resources"]
+                    .as_array()
+                    .is_some_and(|rs| rs.iter().any(|x| x == "nodes" || x == "leases"))
+            })
+            .collect();
+        ensure!(
+            named.len() >= 2
+                && named
+                    .iter()
+                    .all(|r| r["resourceNames"] == json!([format!("vn-{provider}")])),
+            "{provider}: patch rules not limited to the node: {named:?}"
+        );
     }
 
     // The values schema turns mistakes into clear errors before anything is applied.
@@ -185,6 +256,10 @@ fn chart_lints_renders_and_validates_for_each_provider() -> anyhow::Result<()> {
         ),
         ("extraTaints[0]=no-effect", "/extraTaints/0"),
         ("kubelet.servingCert=maybe", "/kubelet/servingCert"),
+        (
+            "provider=eci",
+            "provider eci needs credentials.existingSecret",
+        ),
     ] {
         let out = StdCommand::new(helm()?)
             .args(["template", "x", CHART, "--set", bad])
@@ -195,6 +270,161 @@ fn chart_lints_renders_and_validates_for_each_provider() -> anyhow::Result<()> {
             "{bad}: expected a schema error mentioning {message:?}, got: {stderr}"
         );
     }
+    Ok(())
+}
+
+/// Runs the real provider binary with the rendered sidecar's arguments and environment plus
+/// `secret_env` (what `credentials.existingSecret` would hold), changed only where a process on
+/// loopback must differ from a pod (socket path, metrics port); waits until it serves gRPC and its
+/// probe endpoint.
+async fn run_chart_provider(
+    docs: &[Value],
+    provider: &str,
+    secret_env: &[(&str, String)],
+    dir: &Path,
+) -> anyhow::Result<ManagedProcess> {
+    let sidecar = container(docs, "provider")?;
+    let socket = dir.join(format!("{provider}.sock"));
+    let metrics = free_port()?;
+    let mut argv = Vec::new();
+    for arg in args(sidecar) {
+        argv.push(match arg.split_once('=') {
+            Some(("--listen", _)) => format!("--listen=unix:{}", socket.display()),
+            Some(("--metrics-address", _)) => format!("--metrics-address=127.0.0.1:{metrics}"),
+            _ => arg,
+        });
+    }
+    let mut env: Vec<(&str, String)> = sidecar["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?.to_owned())))
+        .collect();
+    env.extend(secret_env.iter().cloned());
+    let bin = workspace_bin(&format!("provider-{provider}"))?;
+    let process =
+        provider_checks::start_provider(&bin, &argv, &env, &Target::Unix(socket.clone()), dir)
+            .await
+            .with_context(|| format!("provider-{provider} with the chart's arguments {argv:?}"))?;
+    let probe = sidecar["startupProbe"]["httpGet"]["path"]
+        .as_str()
+        .context("startupProbe path")?
+        .to_owned();
+    let url = format!("http://127.0.0.1:{metrics}{probe}");
+    eventually(
+        SLOW,
+        &format!("provider-{provider} probe {url}"),
+        || async {
+            let out = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+                .output()
+                .await?;
+            Ok((String::from_utf8_lossy(&out.stdout) == "200").then_some(()))
+        },
+    )
+    .await?;
+    let info = grpcurl::run_ok(
+        &Target::Unix(socket),
+        &[],
+        &["podprovider.v1.PodProvider/GetNodeInfo"],
+    )
+    .await?;
+    ensure!(
+        info.contains(&format!("\"providerName\": \"{provider}\"")),
+        "provider-{provider} GetNodeInfo: {info}"
+    );
+    Ok(process)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_provider_serves_with_the_charts_arguments() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let render_for = |provider: &str, config: Value| {
+        render(
+            dir.path(),
+            &format!("real-{provider}"),
+            &json!({
+                "provider": provider,
+                "nodeName": format!("vn-{provider}"),
+                "providerConfig": {provider: config},
+                "credentials": {"existingSecret": "cloud-creds"},
+                "logging": {"format": "text", "level": "info"},
+            }),
+        )
+    };
+
+    let eci = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
+    let (_, docs) = render_for(
+        "eci",
+        json!({
+            "region": eci_emulator::REGION,
+            "endpoint": eci.endpoint,
+            "vswitch-id": eci_emulator::VSWITCH_ID,
+            "security-group-id": eci_emulator::SECURITY_GROUP_ID,
+            "zone-id": eci_emulator::ZONE_ID,
+        }),
+    )?;
+    let _eci_provider = run_chart_provider(
+        &docs,
+        "eci",
+        &[
+            (
+                "ALIBABA_CLOUD_ACCESS_KEY_ID",
+                eci_emulator::ACCESS_KEY_ID.to_owned(),
+            ),
+            (
+                "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+                eci_emulator::ACCESS_KEY_SECRET.to_owned(),
+            ),
+        ],
+        dir.path(),
+    )
+    .await?;
+
+    let aci = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
+    let (_, docs) = render_for(
+        "aci",
+        json!({
+            "subscription-id": aci_emulator::SUBSCRIPTION_ID,
+            "resource-group": aci_emulator::RESOURCE_GROUP,
+            "location": aci_emulator::LOCATION,
+            "arm-endpoint": aci.endpoint,
+            "authority-host": aci.endpoint,
+        }),
+    )?;
+    let _aci_provider = run_chart_provider(
+        &docs,
+        "aci",
+        &[
+            ("AZURE_TENANT_ID", aci_emulator::TENANT_ID.to_owned()),
+            ("AZURE_CLIENT_ID", aci_emulator::CLIENT_ID.to_owned()),
+            (
+                "AZURE_CLIENT_SECRET",
+                aci_emulator::CLIENT_SECRET.to_owned(),
+            ),
+        ],
+        dir.path(),
+    )
+    .await?;
+
+    let moto = Moto::start(dir.path(), "vk", "vk-logs").await?;
+    let (_, docs) = render_for(
+        "fargate",
+        json!({
+            "region": vk_testkit::moto::REGION,
+            "endpoint-url": moto.endpoint,
+            "cluster": "vk",
+            "subnets": [moto.subnet],
+            "security-groups": [moto.security_group],
+            "log-group": "vk-logs",
+            "execution-role-arn": "arn:aws:iam::123456789012:role/ecsTaskExecutionRole",
+        }),
+    )?;
+    let creds: Vec<(&str, String)> = Moto::aws_env(&moto.endpoint)
+        .into_iter()
+        .filter(|(k, _)| *k != "AWS_ENDPOINT_URL" && *k != "AWS_REGION")
+        .collect();
+    let _fargate_provider = run_chart_provider(&docs, "fargate", &creds, dir.path()).await?;
     Ok(())
 }
 
@@ -268,9 +498,14 @@ fn forbidden_lines(shim: &ManagedProcess) -> Vec<String> {
         .collect()
 }
 
-/// One pod's life on the chart's node: env from a ConfigMap and a Secret, a service-account token
-/// volume, service links, Running, `kubectl logs`, events, deletion.
-async fn pod_lifecycle(cp: &ControlPlane, node: &str, name: &str) -> anyhow::Result<()> {
+/// One pod's life on the chart's node: env from a ConfigMap and a Secret, a projected
+/// service-account token (TokenRequest), service links, Running, `kubectl logs`, events, deletion.
+async fn pod_lifecycle(
+    cp: &ControlPlane,
+    control: &Control,
+    node: &str,
+    name: &str,
+) -> anyhow::Result<()> {
     let client = cp.client().await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let mut pod = scheduled_pod(
@@ -279,7 +514,9 @@ async fn pod_lifecycle(cp: &ControlPlane, node: &str, name: &str) -> anyhow::Res
         json!({"containers": [{"name": "c", "image": "nginx", "env": [
             {"name": "FROM_CM", "valueFrom": {"configMapKeyRef": {"name": "chart-cm", "key": "k"}}},
             {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "chart-secret", "key": "k"}}},
-        ]}]}),
+        ], "volumeMounts": [{"name": "api-token", "mountPath": "/var/run/api"}]}],
+        "volumes": [{"name": "api-token", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600, "audience": "api"}}]}}]}),
     )?;
     if let Some(spec) = pod.spec.as_mut() {
         spec.node_selector = Some([("kubernetes.io/hostname".to_owned(), node.to_owned())].into());
@@ -296,6 +533,22 @@ async fn pod_lifecycle(cp: &ControlPlane, node: &str, name: &str) -> anyhow::Res
             .filter(|phase| phase == "Running"))
     })
     .await?;
+    // The token came from the TokenRequest API (serviceaccounts/token): a JWT.
+    let token = control
+        .pods()
+        .into_iter()
+        .filter(|p| p.pod_ref.as_ref().is_some_and(|r| r.name == name))
+        .flat_map(|p| p.volumes)
+        .filter(|v| v.name == "api-token")
+        .find_map(|v| match v.source {
+            Some(podprovider_proto::v1::volume::Source::Files(f)) => f.files.into_iter().next(),
+            _ => None,
+        })
+        .context("the projected token volume did not reach the provider")?;
+    ensure!(
+        token.sensitive && String::from_utf8_lossy(&token.content).split('.').count() == 3,
+        "the projected token is not a JWT"
+    );
     let logs = eventually(SLOW, &format!("kubectl logs {name}"), || async {
         Ok(kubectl(cp, &["logs", name]).ok().filter(|l| !l.is_empty()))
     })
@@ -339,6 +592,31 @@ async fn chart_applies_and_its_rbac_is_enough_for_a_pod_lifecycle() -> anyhow::R
     let (rendered, docs) = render(dir.path(), "chart", &values)?;
     kubectl(&cp, &["create", "namespace", NAMESPACE])?;
     kubectl(&cp, &["apply", "-f", &rendered.display().to_string()])?;
+    // The other providers' renders are accepted by the API server too.
+    for provider in ["eci", "aci"] {
+        let (file, _) = render(
+            dir.path(),
+            &format!("apply-{provider}"),
+            &json!({
+                "provider": provider,
+                "nodeName": format!("vn-apply-{provider}"),
+                "providerConfig": {provider: provider_config(provider).0},
+                "credentials": {"existingSecret": "cloud-creds"},
+                "telemetry": {"jaeger": {"enabled": true}},
+            }),
+        )?;
+        kubectl(&cp, &["apply", "-f", &file.display().to_string()])?;
+        kubectl(
+            &cp,
+            &[
+                "get",
+                "deployment",
+                "-n",
+                NAMESPACE,
+                &format!("vk-vn-apply-{provider}"),
+            ],
+        )?;
+    }
     let sa = find(&docs, "ServiceAccount")?["metadata"]["name"]
         .as_str()
         .context("ServiceAccount name")?
@@ -408,7 +686,7 @@ async fn chart_applies_and_its_rbac_is_enough_for_a_pod_lifecycle() -> anyhow::R
     let _server = control.serve(ListenAddr::Unix(socket.clone())).await?;
     let shim = spawn_chart_shim(&cp, &docs, &kubeconfig, &socket, dir.path())?;
     let result = async {
-        approve_serving_cert(&cp, node).await?;
+        let (kubelet_port, _) = approve_serving_cert(&cp, node).await?;
         let nodes: Api<Node> = Api::all(cp.client().await?);
         eventually(
             SLOW,
@@ -428,7 +706,39 @@ async fn chart_applies_and_its_rbac_is_enough_for_a_pod_lifecycle() -> anyhow::R
         )
         .await?;
         kubectl(&cp, &["get", "lease", "-n", "kube-node-lease", node])?;
-        pod_lifecycle(&cp, node, "chart-pod").await?;
+        pod_lifecycle(&cp, &control, node, "chart-pod").await?;
+        // A bearer token at the kubelet API: the shim asks TokenReview who it is and
+        // SubjectAccessReview whether it may (tokenreviews, subjectaccessreviews).
+        kubectl(&cp, &["create", "serviceaccount", "prober"])?;
+        kubectl(
+            &cp,
+            &[
+                "create",
+                "clusterrole",
+                "chart-node-proxy",
+                "--verb=get",
+                "--resource=nodes/proxy",
+            ],
+        )?;
+        kubectl(
+            &cp,
+            &[
+                "create",
+                "clusterrolebinding",
+                "chart-prober",
+                "--clusterrole=chart-node-proxy",
+                "--serviceaccount=default:prober",
+            ],
+        )?;
+        let prober = kubectl(&cp, &["create", "token", "prober"])?;
+        let (code, body) = curl(kubelet_port, "/pods", Some(prober.trim())).await?;
+        ensure!(code == 200, "a token with nodes/proxy got {code}: {body}");
+        let stranger = kubectl(&cp, &["create", "token", "default"])?;
+        let (code, body) = curl(kubelet_port, "/pods", Some(stranger.trim())).await?;
+        ensure!(
+            code == 403,
+            "a token without nodes/proxy got {code}: {body}"
+        );
         let forbidden = forbidden_lines(&shim);
         ensure!(forbidden.is_empty(), "the shim was refused: {forbidden:#?}");
 
@@ -448,7 +758,7 @@ async fn chart_applies_and_its_rbac_is_enough_for_a_pod_lifecycle() -> anyhow::R
         )?;
         let crippled = tokio::time::timeout(
             Duration::from_secs(30),
-            pod_lifecycle(&cp, node, "no-status-pod"),
+            pod_lifecycle(&cp, &control, node, "no-status-pod"),
         )
         .await;
         ensure!(

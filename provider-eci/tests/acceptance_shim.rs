@@ -131,7 +131,27 @@ async fn acceptance_manifests_run_scale_and_delete_on_eci() -> anyhow::Result<()
     let client = cp.client().await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let result = async {
-        nodes_ready(&Api::all(client), &mut [&mut aci, &mut eci]).await?;
+        let nodes: Api<Node> = Api::all(client);
+        nodes_ready(&nodes, &mut [&mut aci, &mut eci]).await?;
+        // The node eci-nginx-pod.yaml tolerates: its provider taint's key is alibabacloud.com/eci.
+        let taints = nodes
+            .get(ECI_NODE)
+            .await?
+            .spec
+            .and_then(|s| s.taints)
+            .unwrap_or_default();
+        ensure!(
+            taints
+                .iter()
+                .any(|t| t.key == "alibabacloud.com/eci" && t.effect == "NoSchedule"),
+            "the ECI node's taints: {taints:?}"
+        );
+        ensure!(
+            !taints
+                .iter()
+                .any(|t| t.key == "virtual-kubelet.io/provider"),
+            "the ECI node still has the default provider taint: {taints:?}"
+        );
         scenario(&cp, &emu, &pods).await
     }
     .await;

@@ -142,6 +142,13 @@ no_pods() { [ -z "$("${KUBECTL[@]}" get pods --no-headers 2>/dev/null)" ]; }
 no_groups() {
   curl -sf "$1/_emulator/stats" | python3 -c 'import json, sys; sys.exit(json.load(sys.stdin)["live"] != 0)'
 }
+no_tasks() {
+  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "$CACHE/venv/bin/python" -c '
+import sys, boto3
+ecs = boto3.client("ecs", endpoint_url=sys.argv[1], region_name="us-east-1")
+sys.exit(len(ecs.list_tasks(cluster=sys.argv[2], desiredStatus="RUNNING")["taskArns"]) != 0)' \
+    "$MOTO_URL" "$MOTO_CLUSTER"
+}
 
 step "approving the nodes' kubelet serving certificates (what a cluster's CSR approver does)"
 for p in fargate aci eci; do
@@ -183,6 +190,33 @@ for pod in mypod "$("${KUBECTL[@]}" get pods -l app=aks-sample -o name | head -n
   echo "$logs" | grep -q 'Emulated container' || fail "kubectl logs $pod did not return the emulator's log lines"
 done
 
+# moto runs no containers, so nothing writes the Fargate pod's CloudWatch log stream: write what
+# the awslogs driver would (stream <prefix>/<container>/<task id>), then read it back through
+# kubectl logs -> API server -> the shim's kubelet API -> provider-fargate -> CloudWatch Logs.
+fargate_pod="$("${KUBECTL[@]}" get pods -l app=fargate-hello -o jsonpath='{.items[0].metadata.name}')"
+task_arn="$("$GRPCURL" -plaintext -d '{"nodeName":"vk-fargate"}' "127.0.0.1:${PORTS[fargate]}" \
+  podprovider.v1.PodProvider/ListPods | python3 -c '
+import json, sys
+pods = json.load(sys.stdin).get("pods", [])
+print(next(p.get("cloudId", "") for p in pods if p["podRef"]["name"] == sys.argv[1]))' "$fargate_pod")"
+[ -n "$task_arn" ] || fail "provider-fargate does not list $fargate_pod"
+AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "$CACHE/venv/bin/python" - "$MOTO_URL" \
+  "$MOTO_LOGS" "vk/hello/${task_arn##*/}" <<'PY'
+import sys, time, boto3
+endpoint, group, stream = sys.argv[1:4]
+logs = boto3.client("logs", endpoint_url=endpoint, region_name="us-east-1")
+logs.create_log_stream(logGroupName=group, logStreamName=stream)
+now = int(time.time() * 1000)
+logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[
+    {"timestamp": now - 2000, "message": "nginx: start worker processes (written to moto as awslogs would)"},
+    {"timestamp": now - 1000, "message": "GET / HTTP/1.1 200"},
+])
+PY
+echo "--- kubectl logs pod/$fargate_pod" >&2
+logs="$("${KUBECTL[@]}" logs "$fargate_pod")"
+echo "$logs"
+echo "$logs" | grep -q 'start worker processes' || fail "kubectl logs $fargate_pod did not return its CloudWatch log lines"
+
 cat <<MSG
 
 The demo is running: three virtual nodes (vk-fargate, vk-aci, vk-eci) with pods on them.
@@ -205,6 +239,7 @@ if [ "$CHECK" = 1 ]; then
   wait_for 120 "all pods gone" no_pods
   wait_for 60 "no ACI container group left" no_groups "$ACI_URL"
   wait_for 60 "no ECI container group left" no_groups "$ECI_URL"
+  wait_for 60 "no Fargate task left running" no_tasks
   step "check passed"
   exit 0
 fi

@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use provider_common::ListenAddr;
 use serde_json::{Value, json};
-use support::{SLOW, approve_serving_cert, curl, kubectl, scheduled_pod};
+use support::{SLOW, approve_serving_cert, curl, grant_node_proxy, kubectl, scheduled_pod};
 use tokio::process::Command;
 use vk_testkit::{
     ControlPlane,
@@ -710,26 +710,7 @@ async fn chart_applies_and_its_rbac_is_enough_for_a_pod_lifecycle() -> anyhow::R
         // A bearer token at the kubelet API: the shim asks TokenReview who it is and
         // SubjectAccessReview whether it may (tokenreviews, subjectaccessreviews).
         kubectl(&cp, &["create", "serviceaccount", "prober"])?;
-        kubectl(
-            &cp,
-            &[
-                "create",
-                "clusterrole",
-                "chart-node-proxy",
-                "--verb=get",
-                "--resource=nodes/proxy",
-            ],
-        )?;
-        kubectl(
-            &cp,
-            &[
-                "create",
-                "clusterrolebinding",
-                "chart-prober",
-                "--clusterrole=chart-node-proxy",
-                "--serviceaccount=default:prober",
-            ],
-        )?;
+        grant_node_proxy(&cp, "chart-node-proxy", "prober")?;
         let prober = kubectl(&cp, &["create", "token", "prober"])?;
         let (code, body) = curl(kubelet_port, "/pods", Some(prober.trim())).await?;
         ensure!(code == 200, "a token with nodes/proxy got {code}: {body}");

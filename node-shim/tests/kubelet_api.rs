@@ -14,7 +14,8 @@ use std::{
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
 use kube::{Api, ResourceExt, api::PostParams};
 use support::{
-    SLOW, VirtualNode, approve_serving_cert, curl, kubectl, kubelet_port, start_node, with_logs,
+    SLOW, VirtualNode, approve_serving_cert, curl, grant_node_proxy, kubectl, kubelet_port,
+    start_node, with_logs,
 };
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
@@ -133,26 +134,7 @@ async fn serving_certificate_authentication_authorization_and_stats() -> anyhow:
                 && body.contains("subresource=proxy"),
             "{body}"
         );
-        kubectl(
-            &cp,
-            &[
-                "create",
-                "clusterrole",
-                "node-proxy",
-                "--verb=get",
-                "--resource=nodes/proxy",
-            ],
-        )?;
-        kubectl(
-            &cp,
-            &[
-                "create",
-                "clusterrolebinding",
-                "prober-node-proxy",
-                "--clusterrole=node-proxy",
-                "--serviceaccount=default:prober",
-            ],
-        )?;
+        grant_node_proxy(&cp, "node-proxy", "prober")?;
         let prober = service_account_token(&cp, "prober").await?;
         running_pod(&cp, pod_manifest("stats", "vk-sec", &["app", "sidecar"])?).await?;
         let (code, body) = curl(port, "/pods", Some(&prober)).await?;

@@ -240,3 +240,29 @@ pub async fn curl(port: u16, path: &str, token: Option<&str>) -> anyhow::Result<
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     Ok((code.trim().parse().unwrap_or(0), body.to_owned()))
 }
+
+/// Lets service account `default:<sa>` reach the kubelet API (`get nodes/proxy`, as the kubelet
+/// authorizes), through a ClusterRole and binding named after `name`.
+pub fn grant_node_proxy(cp: &ControlPlane, name: &str, sa: &str) -> anyhow::Result<()> {
+    kubectl(
+        cp,
+        &[
+            "create",
+            "clusterrole",
+            name,
+            "--verb=get",
+            "--resource=nodes/proxy",
+        ],
+    )?;
+    kubectl(
+        cp,
+        &[
+            "create",
+            "clusterrolebinding",
+            name,
+            &format!("--clusterrole={name}"),
+            &format!("--serviceaccount=default:{sa}"),
+        ],
+    )?;
+    Ok(())
+}

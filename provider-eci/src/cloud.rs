@@ -342,3 +342,34 @@ pub struct LogOptions {
     /// The previous instance of a restarted container.
     pub previous: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regional_and_vpc_endpoints() {
+        assert_eq!(
+            default_endpoint("cn-hangzhou", false),
+            "https://eci.cn-hangzhou.aliyuncs.com"
+        );
+        assert_eq!(
+            default_endpoint("ap-southeast-1", true),
+            "https://eci-vpc.ap-southeast-1.aliyuncs.com"
+        );
+        // The host is signed as sent, port included.
+        let c = Cloud::new(
+            "http://127.0.0.1:8082",
+            "cn-hangzhou",
+            Credentials {
+                access_key_id: "id".into(),
+                access_key_secret: "secret".into(),
+                security_token: None,
+            },
+            RetryPolicy::default(),
+        )
+        .expect("valid endpoint");
+        assert_eq!(c.host, "127.0.0.1:8082");
+        assert!(Cloud::new("ftp://x", "r", c.creds.clone(), RetryPolicy::default()).is_err());
+    }
+}

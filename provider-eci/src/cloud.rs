@@ -357,6 +357,8 @@ mod tests {
             default_endpoint("ap-southeast-1", true),
             "https://eci-vpc.ap-southeast-1.aliyuncs.com"
         );
+        // As main does: the workspace links both of rustls' crypto providers.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         // The host is signed as sent, port included.
         let c = Cloud::new(
             "http://127.0.0.1:8082",

@@ -24,10 +24,7 @@ use podprovider_proto::{
 use support::*;
 use vk_testkit::{
     aci_emulator::{self, AciEmulator, AciEmulatorOptions},
-    grpcurl::Target,
-    ports::free_port,
     process::ManagedProcess,
-    provider_checks,
     wait::eventually,
 };
 
@@ -219,24 +216,14 @@ async fn a_delete_waits_for_the_create_under_way() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The provider with `auth` flags instead of a client secret.
+/// The provider with `auth` flags and no client secret in its environment.
 async fn start_with_auth(
     emu: &AciEmulator,
     dir: &Path,
     auth: &[String],
 ) -> anyhow::Result<(ManagedProcess, String)> {
-    let addr = format!("127.0.0.1:{}", free_port()?);
-    // No provider_env(): the client secret is not in the environment.
-    let mut args = provider_args(emu, &addr);
-    args.extend(auth.iter().cloned());
-    let p = provider_checks::start_provider(
-        Path::new(BIN),
-        &args,
-        &[],
-        &Target::Tcp(addr.clone()),
-        dir,
-    )
-    .await?;
+    let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
+    let (p, _, addr) = start_provider_with_env(emu, dir, &auth, &[]).await?;
     Ok((p, addr))
 }
 

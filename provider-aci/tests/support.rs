@@ -63,6 +63,16 @@ pub async fn start_provider(
     dir: &Path,
     extra: &[&str],
 ) -> anyhow::Result<(ManagedProcess, Target, String)> {
+    start_provider_with_env(emu, dir, extra, &provider_env()).await
+}
+
+/// [`start_provider`] with `env` instead of [`provider_env`] (e.g. none, for the other credentials).
+pub async fn start_provider_with_env(
+    emu: &AciEmulator,
+    dir: &Path,
+    extra: &[&str],
+    env: &[(&'static str, String)],
+) -> anyhow::Result<(ManagedProcess, Target, String)> {
     let addr = format!("127.0.0.1:{}", free_port()?);
     let target = Target::Tcp(addr.clone());
     let mut args = provider_args(emu, &addr);
@@ -72,8 +82,7 @@ pub async fn start_provider(
         }
     }
     args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let p = provider_checks::start_provider(Path::new(BIN), &args, &provider_env(), &target, dir)
-        .await?;
+    let p = provider_checks::start_provider(Path::new(BIN), &args, env, &target, dir).await?;
     Ok((p, target, addr))
 }
 

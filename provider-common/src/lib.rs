@@ -12,12 +12,14 @@
 //! - [`naming`]: deterministic resource names and identity tags.
 //! - [`log_follow`]: container logs (and `follow` by polling) for clouds whose log API answers text.
 //! - [`uid_lock`]: one create or delete per pod UID at a time.
+//! - [`pod_spec`]: effective security settings, Secret-built commands, extended resources.
 #![forbid(unsafe_code)]
 
 pub mod listen;
 pub mod log_follow;
 pub mod logging;
 pub mod naming;
+pub mod pod_spec;
 pub mod resources;
 pub mod retry;
 pub mod rpc;

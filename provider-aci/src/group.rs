@@ -6,16 +6,20 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine as _;
 use podprovider_proto::v1::{
-    self as pb, Container, Pod, PodRef, RestartPolicy, probe::Handler, volume::Source,
+    self as pb, Container, ImagePullPolicy, Pod, PodRef, RestartPolicy, probe::Handler,
+    volume::Source,
 };
-use provider_common::naming::{self, NameRules};
+use provider_common::{
+    naming::{self, NameRules},
+    pod_spec::{self, EffectiveSecurity, NonRoot, Seccomp},
+};
 use sha2::{Digest, Sha256};
 
 use crate::model::{
     AzureFileVolume, ContainerDef, ContainerGroup, ContainerProps, DnsConfig, EnvVar,
     GitRepoVolume, GpuResource, GroupProperties, HttpHeader, InitContainerDef, InitContainerProps,
     IpAddress, Port, Probe, ProbeExec, ProbeHttpGet, RegistryCredential, ResourceAmounts,
-    ResourceRequirements, SubnetId, VolumeDef, VolumeMount,
+    ResourceRequirements, SecurityContextDef, SubnetId, VolumeDef, VolumeMount,
 };
 
 /// Annotation naming the GPU SKU (as the Go provider reads it).
@@ -26,6 +30,9 @@ pub const TAG_GRACE: &str = "vk-grace-seconds";
 pub const TAG_SPEC_HASH: &str = "vk-spec-hash";
 /// Keys of the PUT body whose values are secrets.
 const SECRET_KEYS: [&str; 3] = ["secureValue", "password", "storageAccountKey"];
+/// A seccomp profile (Docker's JSON format) that allows every system call: Kubernetes'
+/// `Unconfined` said in the only form ACI's `seccompProfile` takes, a profile's contents.
+const UNCONFINED_SECCOMP: &str = r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#;
 
 /// What shapes every group, from the provider's flags.
 #[derive(Clone, Debug, Default)]
@@ -136,9 +143,9 @@ fn size(c: &Container, s: &GroupSettings) -> Sized {
     }
 }
 
-fn env(c: &Container) -> Vec<EnvVar> {
+fn env(c: &Container, warnings: &mut Vec<String>) -> Vec<EnvVar> {
     // Later entries win over earlier ones with the same name, as in Kubernetes.
-    let mut out: Vec<EnvVar> = Vec::new();
+    let mut out: Vec<(EnvVar, &str)> = Vec::new();
     for e in &c.env {
         let var = if e.sensitive {
             EnvVar {
@@ -153,15 +160,31 @@ fn env(c: &Container) -> Vec<EnvVar> {
                 secure_value: None,
             }
         };
-        match out.iter_mut().find(|v| v.name == e.name) {
-            Some(slot) => *slot = var,
-            None => out.push(var),
+        match out.iter_mut().find(|(v, _)| v.name == e.name) {
+            Some(slot) => *slot = (var, e.pod_field.as_str()),
+            None => out.push((var, e.pod_field.as_str())),
         }
     }
-    out
+    out.into_iter()
+        .map(|(var, pod_field)| {
+            // ACI has no reference to the group's own IP, and the IP exists only once the
+            // group is placed: the variable stays empty (as the shim sent it) and users are told.
+            if !pod_field.is_empty() {
+                warnings.push(format!(
+                    "env {} of container {}: {pod_field} is not known before ACI places the group; the variable is empty",
+                    var.name, c.name
+                ));
+            }
+            var
+        })
+        .collect()
 }
 
 fn command(c: &Container) -> Result<Vec<String>, Invalid> {
+    // ACI shows a container's command to anyone who may read the group.
+    if let Some(msg) = pod_spec::sensitive_command(c, "ACI") {
+        return Err(Invalid(msg));
+    }
     if c.command.is_empty() && !c.args.is_empty() {
         return Err(Invalid(format!(
             "container {}: ACI cannot override only the arguments of an image's entrypoint; give both command and args",
@@ -219,6 +242,12 @@ fn probe(
             })
         }
         Handler::HttpGet(h) => {
+            if !h.host.is_empty() {
+                warnings.push(format!(
+                    "container {}: the {what} probe's httpGet host was ignored: ACI probes the container itself",
+                    c.name
+                ));
+            }
             out.http_get = Some(ProbeHttpGet {
                 path: (!h.path.is_empty()).then(|| h.path.clone()),
                 port: h.port,
@@ -244,7 +273,7 @@ fn probe(
     Some(out)
 }
 
-fn best_effort_warnings(c: &Container, warnings: &mut Vec<String>) {
+fn best_effort_warnings(c: &Container, init: bool, warnings: &mut Vec<String>) {
     let mut ignored = Vec::new();
     if !c.working_dir.is_empty() {
         ignored.push("workingDir");
@@ -255,8 +284,25 @@ fn best_effort_warnings(c: &Container, warnings: &mut Vec<String>) {
     if c.lifecycle.is_some() {
         ignored.push("lifecycle hooks");
     }
-    if c.security_context.is_some() {
-        ignored.push("securityContext");
+    for (set, what) in [
+        (c.stdin, "stdin"),
+        (c.stdin_once, "stdinOnce"),
+        (c.tty, "tty"),
+    ] {
+        if set {
+            ignored.push(what);
+        }
+    }
+    let res = c.resources.as_ref();
+    if [
+        res.and_then(|r| r.requests.as_ref()),
+        res.and_then(|r| r.limits.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|r| r.ephemeral_storage_bytes.is_some())
+    {
+        ignored.push("the ephemeral-storage amount");
     }
     for what in ignored {
         warnings.push(format!(
@@ -264,6 +310,105 @@ fn best_effort_warnings(c: &Container, warnings: &mut Vec<String>) {
             c.name
         ));
     }
+    if matches!(
+        ImagePullPolicy::try_from(c.image_pull_policy),
+        Ok(ImagePullPolicy::Never)
+    ) {
+        warnings.push(format!(
+            "container {}: imagePullPolicy Never was ignored: ACI pulls every image when it creates the group",
+            c.name
+        ));
+    }
+    if init {
+        for (p, what) in [
+            (&c.liveness_probe, "liveness"),
+            (&c.readiness_probe, "readiness"),
+        ] {
+            if p.is_some() {
+                warnings.push(format!(
+                    "init container {}: the {what} probe was ignored: ACI runs no probes in init containers",
+                    c.name
+                ));
+            }
+        }
+        if !c.ports.is_empty() {
+            warnings.push(format!(
+                "init container {}: ports were ignored: ACI init containers expose none",
+                c.name
+            ));
+        }
+    }
+}
+
+/// The container's `securityContext`, with the pod's settings where the container has none.
+fn security(
+    pod: &Pod,
+    c: &Container,
+    warnings: &mut Vec<String>,
+) -> Result<Option<SecurityContextDef>, Invalid> {
+    let e = EffectiveSecurity::of(pod.security_context.as_ref(), c.security_context.as_ref());
+    match e.non_root() {
+        NonRoot::Violated => return Err(Invalid(pod_spec::run_as_root_refused(c))),
+        NonRoot::Unverifiable => warnings.push(format!(
+            "container {}: runAsNonRoot was not checked: ACI does not tell the image's user; set runAsUser to a non-zero UID",
+            c.name
+        )),
+        NonRoot::Satisfied | NonRoot::NotAsked => {}
+    }
+    if e.read_only_root_filesystem == Some(true) {
+        warnings.push(format!(
+            "container {}: readOnlyRootFilesystem was ignored: ACI does not offer it",
+            c.name
+        ));
+    }
+    // ARM declares both ids as int32.
+    let id = |what: &str, v: Option<i64>| {
+        v.map(|v| {
+            i32::try_from(v).map_err(|_| {
+                Invalid(format!(
+                    "container {}: {what} {v} is beyond ACI's limit of 2147483647",
+                    c.name
+                ))
+            })
+        })
+        .transpose()
+    };
+    let seccomp_profile = match &e.seccomp {
+        None => None,
+        Some(Seccomp::Unconfined) => {
+            Some(base64::engine::general_purpose::STANDARD.encode(UNCONFINED_SECCOMP))
+        }
+        Some(Seccomp::RuntimeDefault) => {
+            warnings.push(format!(
+                "container {}: seccomp profile RuntimeDefault was not sent: ACI takes only a profile's contents, so ACI's own default applies",
+                c.name
+            ));
+            None
+        }
+        Some(other) => {
+            warnings.push(format!(
+                "container {}: seccomp profile {other} was ignored: ACI takes a profile's contents, and a virtual node has no profile files",
+                c.name
+            ));
+            None
+        }
+    };
+    let capabilities =
+        (!e.capabilities_add.is_empty() || !e.capabilities_drop.is_empty()).then(|| {
+            crate::model::Capabilities {
+                add: e.capabilities_add.clone(),
+                drop: e.capabilities_drop.clone(),
+            }
+        });
+    let def = SecurityContextDef {
+        privileged: e.privileged,
+        allow_privilege_escalation: e.allow_privilege_escalation,
+        capabilities,
+        run_as_group: id("runAsGroup", e.run_as_group)?,
+        run_as_user: id("runAsUser", e.run_as_user)?,
+        seccomp_profile,
+    };
+    Ok((def != SecurityContextDef::default()).then_some(def))
 }
 
 fn protocol(p: &str, c: &Container) -> Result<String, Invalid> {
@@ -431,6 +576,14 @@ pub fn plan(pod: &Pod, s: &GroupSettings) -> Result<Plan, Invalid> {
             )));
         }
     };
+    for c in pod.init_containers.iter().chain(&pod.containers) {
+        if let Some(r) = pod_spec::extended_resources(c).first() {
+            return Err(Invalid(format!(
+                "container {}: resource {r} is not offered by ACI",
+                c.name
+            )));
+        }
+    }
     let vols = volumes(pod, &mut warnings)?;
     let vol_names: BTreeSet<&str> = pod.volumes.iter().map(|v| v.name.as_str()).collect();
 
@@ -485,7 +638,7 @@ pub fn plan(pod: &Pod, s: &GroupSettings) -> Result<Plan, Invalid> {
     let mut containers = Vec::new();
     let mut group_ports: BTreeSet<Port> = BTreeSet::new();
     for (c, z) in pod.containers.iter().zip(&sized) {
-        best_effort_warnings(c, &mut warnings);
+        best_effort_warnings(c, false, &mut warnings);
         let gpu = match z.gpu {
             Some(count) => Some(GpuResource {
                 count,
@@ -515,7 +668,7 @@ pub fn plan(pod: &Pod, s: &GroupSettings) -> Result<Plan, Invalid> {
                 image: c.image.clone(),
                 command: command(c)?,
                 ports,
-                environment_variables: env(c),
+                environment_variables: env(c, &mut warnings),
                 resources: ResourceRequirements {
                     requests: ResourceAmounts {
                         memory_in_gb: to_f64(z.mem_req, 10),
@@ -527,13 +680,14 @@ pub fn plan(pod: &Pod, s: &GroupSettings) -> Result<Plan, Invalid> {
                 volume_mounts: mounts(c, &vol_names)?,
                 liveness_probe: probe(c.liveness_probe.as_ref(), "liveness", c, &mut warnings),
                 readiness_probe: probe(c.readiness_probe.as_ref(), "readiness", c, &mut warnings),
+                security_context: security(pod, c, &mut warnings)?,
                 instance_view: None,
             },
         });
     }
     let mut init_containers = Vec::new();
     for c in &pod.init_containers {
-        best_effort_warnings(c, &mut warnings);
+        best_effort_warnings(c, true, &mut warnings);
         if c.resources
             .as_ref()
             .is_some_and(|r| r.requests.is_some() || r.limits.is_some())
@@ -548,8 +702,9 @@ pub fn plan(pod: &Pod, s: &GroupSettings) -> Result<Plan, Invalid> {
             properties: InitContainerProps {
                 image: c.image.clone(),
                 command: command(c)?,
-                environment_variables: env(c),
+                environment_variables: env(c, &mut warnings),
                 volume_mounts: mounts(c, &vol_names)?,
+                security_context: security(pod, c, &mut warnings)?,
                 instance_view: None,
             },
         });
@@ -557,12 +712,18 @@ pub fn plan(pod: &Pod, s: &GroupSettings) -> Result<Plan, Invalid> {
     if !pod.host_aliases.is_empty() {
         warnings.push("hostAliases were ignored: ACI does not offer them".into());
     }
-    if pod
-        .security_context
-        .as_ref()
-        .is_some_and(|sc| !sc.sysctls.is_empty())
-    {
-        warnings.push("sysctls were ignored: ACI does not offer them".into());
+    if let Some(sc) = &pod.security_context {
+        if !sc.sysctls.is_empty() {
+            warnings.push("sysctls were ignored: ACI does not offer them".into());
+        }
+        // Pod-only settings; runAsUser, runAsGroup, runAsNonRoot and seccomp reach each
+        // container's securityContext above.
+        if sc.fs_group.is_some() {
+            warnings.push("fsGroup was ignored: ACI does not offer it".into());
+        }
+        if !sc.supplemental_groups.is_empty() {
+            warnings.push("supplementalGroups were ignored: ACI does not offer them".into());
+        }
     }
 
     let ip_address = (!group_ports.is_empty()).then(|| IpAddress {
@@ -822,6 +983,7 @@ mod tests {
                 name: "PASSWORD".into(),
                 value: value.into(),
                 sensitive: true,
+                pod_field: String::new(),
             }];
             plan(&pod(vec![c]), &settings()).expect("valid")
         };
@@ -850,16 +1012,19 @@ mod tests {
                 name: "MODE".into(),
                 value: "demo".into(),
                 sensitive: false,
+                pod_field: String::new(),
             },
             PbEnv {
                 name: "PASSWORD".into(),
                 value: "s3cr3t".into(),
                 sensitive: true,
+                pod_field: String::new(),
             },
             PbEnv {
                 name: "MODE".into(),
                 value: "prod".into(),
                 sensitive: false,
+                pod_field: String::new(),
             },
         ];
         c.ports = vec![
@@ -1107,6 +1272,314 @@ mod tests {
         bad.annotations
             .insert(GPU_SKU_ANNOTATION.into(), "H100".into());
         assert!(self::plan(&bad, &settings()).is_err());
+    }
+
+    fn json_of(p: &Plan) -> serde_json::Value {
+        serde_json::to_value(&p.group).expect("json")
+    }
+
+    #[test]
+    fn a_command_built_from_a_secret_is_refused_without_naming_the_value() {
+        let mut c = container("app");
+        c.command = vec!["run".into(), "--token=hunter2".into()];
+        c.command_sensitive = true;
+        let err = plan(&pod(vec![c.clone()]), &settings()).expect_err("refused");
+        assert_eq!(
+            err.0,
+            "container app: its command contains a value from a Secret, and ACI has no secure field for commands"
+        );
+        c.command_sensitive = false;
+        c.args = vec!["hunter2".into()];
+        c.args_sensitive = true;
+        let mut p = pod(vec![container("web")]);
+        p.init_containers = vec![c];
+        let err = plan(&p, &settings()).expect_err("refused");
+        assert!(
+            err.0.contains("its args contain a value from a Secret"),
+            "{err}"
+        );
+        assert!(!err.0.contains("hunter2"));
+    }
+
+    #[test]
+    fn pod_ip_variables_stay_empty_with_a_warning_naming_each() {
+        let mut c = container("app");
+        c.env = vec![
+            PbEnv {
+                name: "POD_IP".into(),
+                pod_field: "status.podIP".into(),
+                ..Default::default()
+            },
+            PbEnv {
+                name: "POD_IPS".into(),
+                pod_field: "status.podIPs".into(),
+                ..Default::default()
+            },
+            // Overridden by a later plain value: nothing to warn about.
+            PbEnv {
+                name: "OVERRIDDEN".into(),
+                pod_field: "status.podIP".into(),
+                ..Default::default()
+            },
+            PbEnv {
+                name: "OVERRIDDEN".into(),
+                value: "x".into(),
+                ..Default::default()
+            },
+        ];
+        let p = plan(&pod(vec![c]), &settings()).expect("valid");
+        assert_eq!(
+            p.warnings,
+            [
+                "env POD_IP of container app: status.podIP is not known before ACI places the group; the variable is empty",
+                "env POD_IPS of container app: status.podIPs is not known before ACI places the group; the variable is empty",
+            ]
+        );
+        let env = &json_of(&p)["properties"]["containers"][0]["properties"]["environmentVariables"];
+        assert_eq!(env[0], serde_json::json!({"name": "POD_IP", "value": ""}));
+        assert_eq!(
+            env[2],
+            serde_json::json!({"name": "OVERRIDDEN", "value": "x"})
+        );
+    }
+
+    #[test]
+    fn security_context_maps_to_acis_and_pod_settings_fill_what_a_container_leaves_unset() {
+        let mut app = container("app");
+        app.security_context = Some(pb::SecurityContext {
+            privileged: Some(false),
+            run_as_user: Some(2000),
+            allow_privilege_escalation: Some(false),
+            capabilities_add: vec!["NET_ADMIN".into()],
+            capabilities_drop: vec!["ALL".into()],
+            ..Default::default()
+        });
+        let mut p = pod(vec![app, container("side")]);
+        p.init_containers = vec![Container {
+            command: vec!["true".into()],
+            ..container("init")
+        }];
+        p.security_context = Some(pb::PodSecurityContext {
+            run_as_user: Some(1000),
+            run_as_group: Some(3000),
+            run_as_non_root: Some(true),
+            ..Default::default()
+        });
+        let plan = plan(&p, &settings()).expect("valid");
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        let json = json_of(&plan);
+        let props = &json["properties"];
+        assert_eq!(
+            props["containers"][0]["properties"]["securityContext"],
+            serde_json::json!({
+                "privileged": false,
+                "allowPrivilegeEscalation": false,
+                "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]},
+                "runAsGroup": 3000,
+                "runAsUser": 2000,
+            })
+        );
+        let pod_level = serde_json::json!({"runAsGroup": 3000, "runAsUser": 1000});
+        assert_eq!(
+            props["containers"][1]["properties"]["securityContext"],
+            pod_level
+        );
+        assert_eq!(
+            props["initContainers"][0]["properties"]["securityContext"],
+            pod_level
+        );
+        // Nothing set, nothing sent.
+        let plain = plan_json(&pod(vec![container("web")]));
+        assert!(plain["properties"]["containers"][0]["properties"]["securityContext"].is_null());
+    }
+
+    fn plan_json(p: &Pod) -> serde_json::Value {
+        json_of(&plan(p, &settings()).expect("valid"))
+    }
+
+    #[test]
+    fn run_as_non_root_with_uid_0_is_refused_and_without_a_uid_is_warned() {
+        let mut c = container("app");
+        c.security_context = Some(pb::SecurityContext {
+            run_as_user: Some(0),
+            ..Default::default()
+        });
+        let mut p = pod(vec![c]);
+        p.security_context = Some(pb::PodSecurityContext {
+            run_as_non_root: Some(true),
+            ..Default::default()
+        });
+        assert_eq!(
+            plan(&p, &settings()).expect_err("root").0,
+            "container app: runAsNonRoot is set but runAsUser is 0, so Kubernetes would not start it"
+        );
+        p.containers[0].security_context = None;
+        let warned = plan(&p, &settings()).expect("valid");
+        assert_eq!(
+            warned.warnings,
+            [
+                "container app: runAsNonRoot was not checked: ACI does not tell the image's user; set runAsUser to a non-zero UID"
+            ]
+        );
+    }
+
+    #[test]
+    fn seccomp_unconfined_becomes_an_allow_all_profile_and_other_types_are_warned() {
+        let with = |kind: &str, path: &str| {
+            let mut c = container("app");
+            c.security_context = Some(pb::SecurityContext {
+                seccomp_profile_type: kind.into(),
+                seccomp_localhost_profile: path.into(),
+                ..Default::default()
+            });
+            plan(&pod(vec![c]), &settings()).expect("valid")
+        };
+        let unconfined = with("Unconfined", "");
+        assert!(unconfined.warnings.is_empty());
+        let sent = json_of(&unconfined)["properties"]["containers"][0]["properties"]
+            ["securityContext"]["seccompProfile"]
+            .as_str()
+            .map(str::to_owned)
+            .expect("profile");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(sent)
+            .expect("base64");
+        let profile: serde_json::Value = serde_json::from_slice(&decoded).expect("json");
+        assert_eq!(
+            profile,
+            serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"})
+        );
+
+        let default = with("RuntimeDefault", "");
+        assert_eq!(
+            default.warnings,
+            [
+                "container app: seccomp profile RuntimeDefault was not sent: ACI takes only a profile's contents, so ACI's own default applies"
+            ]
+        );
+        assert!(
+            json_of(&default)["properties"]["containers"][0]["properties"]["securityContext"]
+                .is_null()
+        );
+        let local = with("Localhost", "profiles/audit.json");
+        assert_eq!(
+            local.warnings,
+            [
+                "container app: seccomp profile Localhost (profiles/audit.json) was ignored: ACI takes a profile's contents, and a virtual node has no profile files"
+            ]
+        );
+        // A pod-level profile reaches every container.
+        let mut p = pod(vec![container("a"), container("b")]);
+        p.security_context = Some(pb::PodSecurityContext {
+            seccomp_profile_type: "Unconfined".into(),
+            ..Default::default()
+        });
+        let json = plan_json(&p);
+        for i in 0..2 {
+            assert!(
+                json["properties"]["containers"][i]["properties"]["securityContext"]["seccompProfile"]
+                    .is_string()
+            );
+        }
+    }
+
+    #[test]
+    fn best_effort_settings_aci_lacks_are_each_warned() {
+        let mut c = container("app");
+        c.security_context = Some(pb::SecurityContext {
+            read_only_root_filesystem: Some(true),
+            ..Default::default()
+        });
+        c.stdin = true;
+        c.tty = true;
+        c.image_pull_policy = ImagePullPolicy::Never as i32;
+        c.readiness_probe = Some(pb::Probe {
+            handler: Some(Handler::HttpGet(HttpGetAction {
+                path: "/".into(),
+                port: 80,
+                host: "example.com".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        });
+        c.resources = Some(PbReq {
+            requests: Some(Resources {
+                ephemeral_storage_bytes: Some(1 << 30),
+                ..Default::default()
+            }),
+            limits: None,
+        });
+        let mut p = pod(vec![c]);
+        p.init_containers = vec![Container {
+            command: vec!["true".into()],
+            liveness_probe: Some(pb::Probe::default()),
+            ports: vec![ContainerPort {
+                container_port: 80,
+                ..Default::default()
+            }],
+            ..container("init")
+        }];
+        p.security_context = Some(pb::PodSecurityContext {
+            fs_group: Some(2000),
+            supplemental_groups: vec![4000],
+            ..Default::default()
+        });
+        let plan = plan(&p, &settings()).expect("valid");
+        let want = [
+            "container app: stdin was ignored",
+            "container app: tty was ignored",
+            "container app: the ephemeral-storage amount was ignored",
+            "container app: imagePullPolicy Never was ignored",
+            "container app: the readiness probe's httpGet host was ignored",
+            "container app: readOnlyRootFilesystem was ignored",
+            "init container init: the liveness probe was ignored",
+            "init container init: ports were ignored",
+            "fsGroup was ignored",
+            "supplementalGroups were ignored",
+        ];
+        for w in want {
+            assert!(
+                plan.warnings.iter().any(|x| x.starts_with(w)),
+                "{w} missing from {:?}",
+                plan.warnings
+            );
+        }
+        assert_eq!(plan.warnings.len(), want.len(), "{:?}", plan.warnings);
+        // The probe still runs, against the container.
+        assert!(
+            json_of(&plan)["properties"]["containers"][0]["properties"]["readinessProbe"]
+                ["httpGet"]
+                .is_object()
+        );
+    }
+
+    #[test]
+    fn extended_resources_are_refused() {
+        let mut c = container("app");
+        c.resources = Some(PbReq {
+            requests: None,
+            limits: Some(Resources {
+                other: [("hugepages-2Mi".to_owned(), "64Mi".to_owned())].into(),
+                ..Default::default()
+            }),
+        });
+        assert_eq!(
+            plan(&pod(vec![c]), &settings()).expect_err("refused").0,
+            "container app: resource hugepages-2Mi is not offered by ACI"
+        );
+    }
+
+    #[test]
+    fn informational_fields_change_nothing_and_warn_nothing() {
+        let plain = plan(&pod(vec![container("app")]), &settings()).expect("valid");
+        let mut c = container("app");
+        c.termination_message_policy = "FallbackToLogsOnError".into();
+        c.termination_message_path = "/tmp/msg".into();
+        let mut p = pod(vec![c]);
+        p.readiness_gates = vec!["example.com/ready".into()];
+        let informed = plan(&p, &settings()).expect("valid");
+        assert!(informed.warnings.is_empty(), "{:?}", informed.warnings);
+        assert_eq!(informed.content_hash, plain.content_hash);
     }
 
     #[test]

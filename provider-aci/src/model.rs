@@ -104,6 +104,9 @@ pub struct ContainerProps {
     /// Readiness probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<Probe>,
+    /// Security settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContextDef>,
     /// Runtime view (responses only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_view: Option<ContainerInstanceView>,
@@ -135,9 +138,47 @@ pub struct InitContainerProps {
     /// Mounts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_mounts: Vec<VolumeMount>,
+    /// Security settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContextDef>,
     /// Runtime view (responses only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_view: Option<ContainerInstanceView>,
+}
+
+/// `securityContext` of a container or init container (`SecurityContextDefinition`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityContextDef {
+    /// Run privileged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<bool>,
+    /// Whether the process may gain more privileges than its parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_privilege_escalation: Option<bool>,
+    /// Capabilities to add or drop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+    /// GID of the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_group: Option<i32>,
+    /// UID of the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_user: Option<i32>,
+    /// A seccomp profile's JSON, base64-encoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<String>,
+}
+
+/// `capabilities` of a security context.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Capabilities {
+    /// Capabilities to add.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    /// Capabilities to drop.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<String>,
 }
 
 /// A container port.

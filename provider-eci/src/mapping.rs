@@ -5,11 +5,12 @@
 
 use base64::Engine as _;
 use podprovider_proto::v1::{
-    Container, HttpGetAction, ImagePullPolicy, LifecycleHandler, Pod, PodRef, Probe, RestartPolicy,
-    lifecycle_handler, probe, volume,
+    Container, EnvVar, HttpGetAction, ImagePullPolicy, LifecycleHandler, Pod, PodRef, Probe,
+    RestartPolicy, lifecycle_handler, probe, volume,
 };
 use provider_common::{
     naming::{self, NameRules},
+    pod_spec::{self, EffectiveSecurity, NonRoot},
     resources,
 };
 use serde_json::{Map, Value, json};
@@ -63,6 +64,8 @@ pub struct Plan {
 
 /// Tag holding the hash of the create request, for UpdatePod after a restart.
 pub const TAG_HASH: &str = "vk-content-hash";
+/// Temporary storage every group gets free; `EphemeralStorage` asks for space beyond it.
+const FREE_EPHEMERAL_GIB: u64 = 30;
 
 /// The group name of a pod: `vk-<ns>-<name>-<hash>`, lower-case letters, digits and `-`, at most
 /// 128 characters (ECI's rule for `ContainerGroupName`).
@@ -124,6 +127,11 @@ fn probe(p: &Probe, what: &str, warnings: &mut Vec<String>) -> Option<Value> {
             v.insert("HttpGet".into(), http_get(h, what, warnings));
         }
         probe::Handler::TcpSocket(t) => {
+            if !t.host.is_empty() {
+                warnings.push(format!(
+                    "{what}: tcpSocket host is not supported by ECI; the pod IP is probed"
+                ));
+            }
             v.insert("TcpSocket".into(), json!({ "Port": t.port }));
         }
         probe::Handler::Grpc(_) => {
@@ -196,10 +204,106 @@ fn lifecycle(
     }
 }
 
-fn container(c: &Container, init: bool, warnings: &mut Vec<String>) -> Result<Value, Invalid> {
+/// `EnvironmentVar` entries: later entries win (Kubernetes order) and ECI wants each name once.
+/// Pod IPs come from ECI's own field reference, filled in once the group has its address.
+fn env(c: &Container, what: &str, warnings: &mut Vec<String>) -> Vec<Value> {
+    let mut env: Vec<(&str, &EnvVar)> = Vec::new();
+    for e in &c.env {
+        if let Some(slot) = env.iter_mut().find(|(n, _)| *n == e.name) {
+            slot.1 = e;
+        } else {
+            env.push((&e.name, e));
+        }
+    }
+    env.into_iter()
+        .map(|(k, e)| match e.pod_field.as_str() {
+            "" => json!({"Key": k, "Value": e.value}),
+            field => {
+                if field != "status.podIP" {
+                    warnings.push(format!(
+                        "env {k} of {what}: {field} is given as status.podIP, the only pod field ECI fills in (the group has one IP)"
+                    ));
+                }
+                json!({"Key": k, "FieldRef": {"FieldPath": "status.podIP"}})
+            }
+        })
+        .collect()
+}
+
+/// The container's `SecurityContext`, with the pod's settings where the container has none.
+fn security(
+    pod: &Pod,
+    c: &Container,
+    what: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Value>, Invalid> {
+    let e = EffectiveSecurity::of(pod.security_context.as_ref(), c.security_context.as_ref());
+    if e.privileged == Some(true) {
+        return Err(Invalid(format!(
+            "{what}: privileged containers are not supported by ECI"
+        )));
+    }
+    match e.non_root() {
+        NonRoot::Violated => return Err(Invalid(pod_spec::run_as_root_refused(c))),
+        NonRoot::Unverifiable => warnings.push(format!(
+            "{what}: runAsNonRoot was not checked: ECI does not tell the image's user; set runAsUser to a non-zero UID"
+        )),
+        NonRoot::Satisfied | NonRoot::NotAsked => {}
+    }
+    let mut s = Map::new();
+    if let Some(u) = e.run_as_user {
+        s.insert("RunAsUser".into(), json!(u));
+    }
+    if let Some(ro) = e.read_only_root_filesystem {
+        s.insert("ReadOnlyRootFilesystem".into(), json!(ro));
+    }
+    if !e.capabilities_add.is_empty() {
+        s.insert("Capability".into(), json!({"Add": e.capabilities_add}));
+    }
+    let mut ignored = Vec::new();
+    if !e.capabilities_drop.is_empty() {
+        ignored.push("capabilities.drop".to_owned());
+    }
+    if e.run_as_group.is_some() {
+        ignored.push("runAsGroup".to_owned());
+    }
+    // true is what a container gets anyway.
+    if e.allow_privilege_escalation == Some(false) {
+        ignored.push("allowPrivilegeEscalation".to_owned());
+    }
+    if let Some(profile) = &e.seccomp {
+        ignored.push(format!("seccomp profile {profile}"));
+    }
+    if !ignored.is_empty() {
+        warnings.push(format!(
+            "{what}: securityContext {} not supported by ECI and dropped",
+            match ignored.len() {
+                1 => format!("{} is", ignored[0]),
+                _ => format!("{} are", ignored.join(", ")),
+            }
+        ));
+    }
+    Ok((!s.is_empty()).then_some(Value::Object(s)))
+}
+
+fn container(
+    pod: &Pod,
+    c: &Container,
+    init: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Value, Invalid> {
     let what = format!("container {}", c.name);
     if c.name.is_empty() || c.image.is_empty() {
         return Err(Invalid(format!("{what}: name and image are required")));
+    }
+    // DescribeContainerGroups shows commands and arguments to anyone who may list groups.
+    if let Some(msg) = pod_spec::sensitive_command(c, "ECI") {
+        return Err(Invalid(msg));
+    }
+    if let Some(r) = pod_spec::extended_resources(c).first() {
+        return Err(Invalid(format!(
+            "{what}: resource {r} is not offered by ECI"
+        )));
     }
     let mut v = Map::new();
     v.insert("Name".into(), json!(c.name));
@@ -216,24 +320,9 @@ fn container(c: &Container, init: bool, warnings: &mut Vec<String>) -> Result<Va
     if !c.working_dir.is_empty() {
         v.insert("WorkingDir".into(), json!(c.working_dir));
     }
-    // Later entries win (Kubernetes order); ECI wants each name once.
-    let mut env: Vec<(&str, &str)> = Vec::new();
-    for e in &c.env {
-        if let Some(slot) = env.iter_mut().find(|(n, _)| *n == e.name) {
-            slot.1 = &e.value;
-        } else {
-            env.push((&e.name, &e.value));
-        }
-    }
+    let env = env(c, &what, warnings);
     if !env.is_empty() {
-        v.insert(
-            "EnvironmentVar".into(),
-            Value::Array(
-                env.iter()
-                    .map(|(k, val)| json!({"Key": k, "Value": val}))
-                    .collect(),
-            ),
-        );
+        v.insert("EnvironmentVar".into(), Value::Array(env));
     }
     let mut ports = Vec::new();
     for p in &c.ports {
@@ -286,12 +375,16 @@ fn container(c: &Container, init: bool, warnings: &mut Vec<String>) -> Result<Va
         v.insert("VolumeMount".into(), Value::Array(mounts));
     }
     if init {
-        for (p, n) in [
-            (&c.liveness_probe, "livenessProbe"),
-            (&c.readiness_probe, "readinessProbe"),
-            (&c.startup_probe, "startupProbe"),
+        for (set, n) in [
+            (c.liveness_probe.is_some(), "livenessProbe"),
+            (c.readiness_probe.is_some(), "readinessProbe"),
+            (c.startup_probe.is_some(), "startupProbe"),
+            (c.lifecycle.is_some(), "lifecycle"),
+            (c.stdin, "stdin"),
+            (c.stdin_once, "stdinOnce"),
+            (c.tty, "tty"),
         ] {
-            if p.is_some() {
+            if set {
                 warnings.push(format!("{what}: {n} on an init container is ignored"));
             }
         }
@@ -333,34 +426,8 @@ fn container(c: &Container, init: bool, warnings: &mut Vec<String>) -> Result<Va
             v.insert("Tty".into(), json!(true));
         }
     }
-    if let Some(sc) = &c.security_context {
-        if sc.privileged == Some(true) {
-            return Err(Invalid(format!(
-                "{what}: privileged containers are not supported by ECI"
-            )));
-        }
-        let mut s = Map::new();
-        if let Some(u) = sc.run_as_user {
-            s.insert("RunAsUser".into(), json!(u));
-        }
-        if let Some(ro) = sc.read_only_root_filesystem {
-            s.insert("ReadOnlyRootFilesystem".into(), json!(ro));
-        }
-        if !sc.capabilities_add.is_empty() {
-            s.insert("Capability".into(), json!({"Add": sc.capabilities_add}));
-        }
-        if !sc.capabilities_drop.is_empty()
-            || sc.run_as_group.is_some()
-            || sc.run_as_non_root.is_some()
-            || sc.allow_privilege_escalation.is_some()
-        {
-            warnings.push(format!(
-                "{what}: securityContext capabilities.drop, runAsGroup, runAsNonRoot and allowPrivilegeEscalation are not supported by ECI and were dropped"
-            ));
-        }
-        if !s.is_empty() {
-            v.insert("SecurityContext".into(), Value::Object(s));
-        }
+    if let Some(s) = security(pod, c, &what, warnings)? {
+        v.insert("SecurityContext".into(), s);
     }
     Ok(Value::Object(v))
 }
@@ -434,6 +501,28 @@ fn volumes(pod: &Pod) -> Result<Vec<Value>, Invalid> {
     Ok(out)
 }
 
+/// GiB of temporary storage to ask for beyond the free 30: what the pod's containers ask for
+/// (limit, else request) as Kubernetes adds it up, minus the free part.
+fn extra_ephemeral_gib(pod: &Pod) -> Option<u64> {
+    let of = |c: &Container| {
+        let r = c.resources.as_ref()?;
+        let bytes = r
+            .limits
+            .as_ref()
+            .and_then(|l| l.ephemeral_storage_bytes)
+            .or(r.requests.as_ref().and_then(|q| q.ephemeral_storage_bytes))?;
+        u64::try_from(bytes).ok()
+    };
+    let apps: u64 = pod.containers.iter().filter_map(of).sum();
+    let need = pod
+        .init_containers
+        .iter()
+        .filter_map(of)
+        .fold(apps, u64::max);
+    let gib = need.div_ceil(1 << 30);
+    (gib > FREE_EPHEMERAL_GIB).then(|| gib - FREE_EPHEMERAL_GIB)
+}
+
 /// The `CreateContainerGroup` request for `pod`.
 pub fn plan(pod: &Pod, placement: &Placement) -> Result<Plan, Invalid> {
     let pod_ref = pod
@@ -478,15 +567,18 @@ pub fn plan(pod: &Pod, placement: &Placement) -> Result<Plan, Invalid> {
         req.insert("Cpu".into(), json!(cpu));
         req.insert("Memory".into(), json!(mem));
     }
+    if let Some(extra) = extra_ephemeral_gib(pod) {
+        req.insert("EphemeralStorage".into(), json!(extra));
+    }
 
     let mut containers = Vec::new();
     for c in &pod.containers {
-        containers.push(container(c, false, &mut warnings)?);
+        containers.push(container(pod, c, false, &mut warnings)?);
     }
     req.insert("Container".into(), Value::Array(containers));
     let mut inits = Vec::new();
     for c in &pod.init_containers {
-        inits.push(container(c, true, &mut warnings)?);
+        inits.push(container(pod, c, true, &mut warnings)?);
     }
     if !inits.is_empty() {
         req.insert("InitContainer".into(), Value::Array(inits));
@@ -578,13 +670,13 @@ pub fn plan(pod: &Pod, placement: &Placement) -> Result<Plan, Invalid> {
         if !sysctls.is_empty() {
             req.insert("SecurityContext".into(), json!({"Sysctl": sysctls}));
         }
-        if sc.run_as_user.is_some()
-            || sc.run_as_group.is_some()
-            || sc.fs_group.is_some()
-            || !sc.supplemental_groups.is_empty()
-            || sc.run_as_non_root.is_some()
-        {
-            warnings.push("pod securityContext runAsUser/runAsGroup/fsGroup/supplementalGroups/runAsNonRoot are not supported at pod level by ECI and were dropped (set runAsUser per container)".into());
+        // runAsUser, runAsGroup, runAsNonRoot and seccomp reach (or are warned about in) each
+        // container's SecurityContext; these two exist only for the pod, which ECI lacks.
+        if sc.fs_group.is_some() || !sc.supplemental_groups.is_empty() {
+            warnings.push(
+                "pod securityContext fsGroup and supplementalGroups are not supported by ECI and were dropped"
+                    .into(),
+            );
         }
     }
 
@@ -673,9 +765,9 @@ mod tests {
     use std::collections::HashMap;
 
     use podprovider_proto::v1::{
-        ContainerPort, DnsConfig, DnsOption, EmptyDirVolume, EnvVar, FileEntry, FilesVolume,
-        HostAlias, NfsVolume, RegistryCredential, ResourceRequirements, Resources, TcpSocketAction,
-        UnsupportedVolume, Volume, VolumeMount,
+        ContainerPort, DnsConfig, DnsOption, EmptyDirVolume, FileEntry, FilesVolume, HostAlias,
+        Lifecycle, NfsVolume, PodSecurityContext, RegistryCredential, ResourceRequirements,
+        Resources, SecurityContext, TcpSocketAction, UnsupportedVolume, Volume, VolumeMount,
     };
 
     use super::*;
@@ -707,16 +799,19 @@ mod tests {
                         name: "A".into(),
                         value: "1".into(),
                         sensitive: false,
+                        pod_field: String::new(),
                     },
                     EnvVar {
                         name: "PW".into(),
                         value: "secret".into(),
                         sensitive: true,
+                        pod_field: String::new(),
                     },
                     EnvVar {
                         name: "A".into(),
                         value: "2".into(),
                         sensitive: false,
+                        pod_field: String::new(),
                     },
                 ],
                 ports: vec![ContainerPort {
@@ -955,6 +1050,246 @@ mod tests {
             "{:?}",
             plan.warnings
         );
+    }
+
+    #[test]
+    fn a_command_built_from_a_secret_is_refused_without_naming_the_value() {
+        let mut p = pod();
+        p.containers[0].args = vec!["--password=secret".into()];
+        p.containers[0].args_sensitive = true;
+        let e = plan(&p, &placement()).expect_err("refused");
+        assert_eq!(
+            e.0,
+            "container nginx: its args contain a value from a Secret, and ECI has no secure field for commands"
+        );
+        assert!(!e.0.contains("--password"));
+        let mut p = pod();
+        p.init_containers[0].command_sensitive = true;
+        assert!(
+            plan(&p, &placement())
+                .expect_err("refused")
+                .0
+                .starts_with("container init: its command contains")
+        );
+    }
+
+    #[test]
+    fn pod_ip_variables_use_ecis_field_reference() {
+        let mut p = pod();
+        p.containers[0].env = vec![
+            EnvVar {
+                name: "POD_IP".into(),
+                pod_field: "status.podIP".into(),
+                ..Default::default()
+            },
+            EnvVar {
+                name: "POD_IPS".into(),
+                pod_field: "status.podIPs".into(),
+                ..Default::default()
+            },
+        ];
+        let plan = plan(&p, &placement()).expect("valid");
+        let f = flatten(&plan.request);
+        assert_eq!(f["Container.1.EnvironmentVar.1.Key"], "POD_IP");
+        assert_eq!(
+            f["Container.1.EnvironmentVar.1.FieldRef.FieldPath"],
+            "status.podIP"
+        );
+        assert!(!f.contains_key("Container.1.EnvironmentVar.1.Value"));
+        assert_eq!(
+            f["Container.1.EnvironmentVar.2.FieldRef.FieldPath"],
+            "status.podIP"
+        );
+        assert_eq!(
+            plan.warnings
+                .iter()
+                .filter(|w| w.starts_with("env "))
+                .collect::<Vec<_>>(),
+            [
+                "env POD_IPS of container nginx: status.podIPs is given as status.podIP, the only pod field ECI fills in (the group has one IP)"
+            ]
+        );
+    }
+
+    #[test]
+    fn pod_security_settings_fill_each_containers_and_the_rest_is_warned() {
+        let mut p = pod();
+        p.security_context = Some(PodSecurityContext {
+            run_as_user: Some(1000),
+            run_as_group: Some(3000),
+            fs_group: Some(2000),
+            ..Default::default()
+        });
+        p.containers.push(Container {
+            name: "side".into(),
+            image: "busybox".into(),
+            security_context: Some(SecurityContext {
+                run_as_user: Some(2000),
+                read_only_root_filesystem: Some(true),
+                capabilities_add: vec!["NET_ADMIN".into()],
+                capabilities_drop: vec!["ALL".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let plan = plan(&p, &placement()).expect("valid");
+        let f = flatten(&plan.request);
+        assert_eq!(f["Container.1.SecurityContext.RunAsUser"], "1000");
+        assert_eq!(f["InitContainer.1.SecurityContext.RunAsUser"], "1000");
+        assert_eq!(f["Container.2.SecurityContext.RunAsUser"], "2000");
+        assert_eq!(
+            f["Container.2.SecurityContext.ReadOnlyRootFilesystem"],
+            "true"
+        );
+        assert_eq!(
+            f["Container.2.SecurityContext.Capability.Add.1"],
+            "NET_ADMIN"
+        );
+        for w in [
+            "container nginx: securityContext runAsGroup is not supported by ECI and dropped",
+            "container side: securityContext capabilities.drop, runAsGroup are not supported by ECI and dropped",
+            "pod securityContext fsGroup and supplementalGroups are not supported by ECI and were dropped",
+        ] {
+            assert!(
+                plan.warnings.iter().any(|x| x == w),
+                "{w} missing from {:?}",
+                plan.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn run_as_non_root_with_uid_0_is_refused_and_without_a_uid_is_warned() {
+        let mut p = pod();
+        p.security_context = Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(0),
+            ..Default::default()
+        });
+        assert_eq!(
+            plan(&p, &placement()).expect_err("root").0,
+            "container nginx: runAsNonRoot is set but runAsUser is 0, so Kubernetes would not start it"
+        );
+        p.security_context = Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            ..Default::default()
+        });
+        p.init_containers[0].security_context = Some(SecurityContext {
+            run_as_user: Some(65534),
+            ..Default::default()
+        });
+        let plan = plan(&p, &placement()).expect("valid");
+        let nonroot: Vec<_> = plan
+            .warnings
+            .iter()
+            .filter(|w| w.contains("runAsNonRoot"))
+            .collect();
+        assert_eq!(
+            nonroot,
+            [
+                "container nginx: runAsNonRoot was not checked: ECI does not tell the image's user; set runAsUser to a non-zero UID"
+            ]
+        );
+    }
+
+    #[test]
+    fn seccomp_profiles_are_warned_as_ignored() {
+        let mut p = pod();
+        p.init_containers.clear();
+        p.containers[0].security_context = Some(SecurityContext {
+            seccomp_profile_type: "Localhost".into(),
+            seccomp_localhost_profile: "profiles/audit.json".into(),
+            ..Default::default()
+        });
+        let plan = plan(&p, &placement()).expect("valid");
+        assert!(
+            plan.warnings.iter().any(|w| w
+                == "container nginx: securityContext seccomp profile Localhost (profiles/audit.json) is not supported by ECI and dropped"),
+            "{:?}",
+            plan.warnings
+        );
+        assert!(!flatten(&plan.request).contains_key("Container.1.SecurityContext.RunAsUser"));
+    }
+
+    #[test]
+    fn ephemeral_storage_beyond_the_free_30_gib_is_asked_for() {
+        let mut p = pod();
+        let with = |gib: i64| {
+            Some(ResourceRequirements {
+                requests: Some(Resources {
+                    ephemeral_storage_bytes: Some(gib << 30),
+                    ..Default::default()
+                }),
+                limits: None,
+            })
+        };
+        p.containers[0].resources = with(20);
+        assert!(
+            !flatten(&plan(&p, &placement()).expect("valid").request)
+                .contains_key("EphemeralStorage")
+        );
+        p.containers.push(Container {
+            name: "side".into(),
+            image: "busybox".into(),
+            resources: with(30),
+            ..Default::default()
+        });
+        let f = flatten(&plan(&p, &placement()).expect("valid").request);
+        assert_eq!(f["EphemeralStorage"], "20");
+    }
+
+    #[test]
+    fn extended_resources_are_refused() {
+        let mut p = pod();
+        p.containers[0].resources = Some(ResourceRequirements {
+            requests: Some(Resources {
+                other: [("example.com/fpga".to_owned(), "1".to_owned())].into(),
+                ..Default::default()
+            }),
+            limits: None,
+        });
+        assert_eq!(
+            plan(&p, &placement()).expect_err("refused").0,
+            "container nginx: resource example.com/fpga is not offered by ECI"
+        );
+    }
+
+    #[test]
+    fn init_container_hooks_terminals_and_probe_hosts_are_warned() {
+        let mut p = pod();
+        p.init_containers[0].lifecycle = Some(Lifecycle::default());
+        p.init_containers[0].tty = true;
+        p.containers[0].liveness_probe = Some(Probe {
+            handler: Some(probe::Handler::TcpSocket(TcpSocketAction {
+                port: 80,
+                host: "db.example".into(),
+            })),
+            ..Default::default()
+        });
+        let plan = plan(&p, &placement()).expect("valid");
+        for w in [
+            "container init: lifecycle on an init container is ignored",
+            "container init: tty on an init container is ignored",
+            "container nginx livenessProbe: tcpSocket host is not supported by ECI; the pod IP is probed",
+        ] {
+            assert!(
+                plan.warnings.iter().any(|x| x == w),
+                "{w} missing from {:?}",
+                plan.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn informational_fields_change_nothing_and_warn_nothing() {
+        let plain = plan(&pod(), &placement()).expect("valid");
+        let mut p = pod();
+        p.readiness_gates = vec!["example.com/ready".into()];
+        p.containers[0].termination_message_policy = "FallbackToLogsOnError".into();
+        p.containers[0].termination_message_path = "/tmp/msg".into();
+        let informed = plan(&p, &placement()).expect("valid");
+        assert_eq!(informed.warnings, plain.warnings);
+        assert_eq!(informed.content_hash, plain.content_hash);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! provider-eci through grpcurl against the ECI emulator: a pod from a JSON request is created
 //! (once, however often the create is retried), listed Running, its logs read, a command executed
 //! in it, and it is deleted; the emulator holds no group afterwards. What reached ECI is checked
-//! against the documented parameter names.
+//! against the documented parameter names (a pod-IP variable as `EnvironmentVar.N.FieldRef`).
 
 mod support;
 
@@ -22,7 +22,8 @@ fn pod_json(name: &str, uid: &str) -> String {
           "containers": [{{
             "name": "web", "image": "nginx:1.25",
             "command": ["nginx"], "args": ["-g", "daemon off;"],
-            "env": [{{"name": "MODE", "value": "demo"}}, {{"name": "DB_PASSWORD", "value": "s3cr3t-value", "sensitive": true}}],
+            "env": [{{"name": "MODE", "value": "demo"}}, {{"name": "DB_PASSWORD", "value": "s3cr3t-value", "sensitive": true}},
+                    {{"name": "POD_IP", "podField": "status.podIP"}}],
             "ports": [{{"containerPort": 80, "protocol": "TCP"}}],
             "resources": {{"requests": {{"cpuMillis": 500, "memoryBytes": 268435456}}}}
           }}],
@@ -107,6 +108,9 @@ async fn create_list_logs_exec_delete_through_grpcurl() -> anyhow::Result<()> {
             ("Container.1.Image", "nginx:1.25"),
             ("Container.1.Arg.2", "daemon off;"),
             ("Container.1.EnvironmentVar.1.Key", "MODE"),
+            // The pod's IP through ECI's own field reference, filled in by ECI.
+            ("Container.1.EnvironmentVar.3.Key", "POD_IP"),
+            ("Container.1.EnvironmentVar.3.FieldRef.FieldPath", "status.podIP"),
             ("Container.1.Port.1.Port", "80"),
             ("RestartPolicy", "Always"),
             ("Tag.3.Key", "vk-pod-uid"),

@@ -3,9 +3,10 @@
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerCondition, ContainerDefinition,
     ContainerDependency, ContainerOverride, CpuArchitecture, DesiredStatus, EphemeralStorage,
-    KeyValuePair, LaunchType, LogConfiguration, LogDriver, MountPoint, NetworkConfiguration,
-    NetworkMode, OsFamily, PortMapping, RuntimePlatform, Tag, Task, TaskDefinitionFamilyStatus,
-    TaskDefinitionStatus, TaskField, TaskOverride, TransportProtocol, Volume,
+    KernelCapabilities, KeyValuePair, LaunchType, LinuxParameters, LogConfiguration, LogDriver,
+    MountPoint, NetworkConfiguration, NetworkMode, OsFamily, PortMapping, RuntimePlatform,
+    SystemControl, Tag, Task, TaskDefinitionFamilyStatus, TaskDefinitionStatus, TaskField,
+    TaskOverride, TransportProtocol, Volume,
 };
 use provider_common::retry::{RetryPolicy, retry};
 
@@ -473,6 +474,26 @@ fn container_definition(
         .set_readonly_root_filesystem(c.readonly_root_filesystem)
         .pseudo_terminal(c.tty)
         .interactive(c.interactive);
+    if !c.capabilities_add.is_empty() || !c.capabilities_drop.is_empty() {
+        b = b.linux_parameters(
+            LinuxParameters::builder()
+                .capabilities(
+                    KernelCapabilities::builder()
+                        .set_add(Some(c.capabilities_add.clone()))
+                        .set_drop(Some(c.capabilities_drop.clone()))
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    for (name, value) in &c.system_controls {
+        b = b.system_controls(
+            SystemControl::builder()
+                .namespace(name)
+                .value(value)
+                .build(),
+        );
+    }
     for (port, proto) in &c.ports {
         b = b.port_mappings(
             PortMapping::builder()

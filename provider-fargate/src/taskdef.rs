@@ -7,8 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use podprovider_proto::v1::{Container, Pod, volume::Source};
-use provider_common::{naming::short_hash, resources};
+use podprovider_proto::v1::{Container, ImagePullPolicy, Pod, volume::Source};
+use provider_common::{
+    naming::short_hash,
+    pod_spec::{self, EffectiveSecurity, NonRoot},
+    resources,
+};
 use serde::Serialize;
 
 use crate::sizes::{self, TaskSize};
@@ -24,6 +28,8 @@ const DEFAULT_EPHEMERAL_GIB: u64 = 20;
 const MAX_EPHEMERAL_GIB: u64 = 200;
 /// Fargate's longest stop timeout.
 const MAX_STOP_TIMEOUT: i64 = 120;
+/// The one capability Fargate lets a container add.
+const FARGATE_ADDABLE_CAPABILITY: &str = "SYS_PTRACE";
 
 /// Provider settings that shape task definitions.
 #[derive(Clone, Debug, Default)]
@@ -83,6 +89,17 @@ pub struct ContainerSpec {
     pub interactive: bool,
     /// Names of the environment variables set through overrides (values are not here).
     pub env_names: Vec<String>,
+    /// `linuxParameters.capabilities.add`. Left out of the family hash when empty, as the next
+    /// two, so that pods without them keep the definitions registered before they existed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capabilities_add: Vec<String>,
+    /// `linuxParameters.capabilities.drop`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capabilities_drop: Vec<String>,
+    /// `systemControls` (the pod's sysctls, name and value): Fargate applies them to the whole
+    /// task, so every container carries the same list.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub system_controls: Vec<(String, String)>,
 }
 
 /// The task definition's content; equal content means one shared definition.
@@ -161,7 +178,7 @@ pub fn plan(pod: &Pod, settings: &DefSettings) -> Result<Plan, Invalid> {
                 "container name {FILES_CONTAINER} is reserved by the Fargate provider"
             )));
         }
-        check_container(c, &mut warnings)?;
+        check_container(pod, c, &mut warnings)?;
     }
     if all.len() + 1 > 10 {
         return Err(invalid(format!(
@@ -259,6 +276,7 @@ pub fn plan(pod: &Pod, settings: &DefSettings) -> Result<Plan, Invalid> {
     }
     for c in &pod.init_containers {
         let (spec, env) = container_spec(
+            pod,
             c,
             false,
             previous.iter().cloned().collect(),
@@ -271,6 +289,7 @@ pub fn plan(pod: &Pod, settings: &DefSettings) -> Result<Plan, Invalid> {
     }
     for c in &pod.containers {
         let (spec, env) = container_spec(
+            pod,
             c,
             true,
             previous.iter().cloned().collect(),
@@ -317,7 +336,23 @@ pub fn plan(pod: &Pod, settings: &DefSettings) -> Result<Plan, Invalid> {
     })
 }
 
-fn check_container(c: &Container, warnings: &mut Vec<String>) -> Result<(), Invalid> {
+/// A capability as ECS names it: upper case, without the `CAP_` prefix Kubernetes tolerates.
+fn capability(name: &str) -> String {
+    let upper = name.to_ascii_uppercase();
+    upper.strip_prefix("CAP_").unwrap_or(&upper).to_owned()
+}
+
+fn check_container(pod: &Pod, c: &Container, warnings: &mut Vec<String>) -> Result<(), Invalid> {
+    // Task definitions and overrides show commands to anyone who may describe them.
+    if let Some(msg) = pod_spec::sensitive_command(c, "Fargate") {
+        return Err(invalid(msg));
+    }
+    if let Some(r) = pod_spec::extended_resources(c).first() {
+        return Err(invalid(format!(
+            "container {}: resource {r} is not offered by Fargate",
+            c.name
+        )));
+    }
     let res = c.resources.as_ref();
     for r in [
         res.and_then(|r| r.requests.as_ref()),
@@ -333,17 +368,73 @@ fn check_container(c: &Container, warnings: &mut Vec<String>) -> Result<(), Inva
             )));
         }
     }
-    if let Some(sc) = &c.security_context {
-        if sc.privileged == Some(true) {
-            return Err(invalid(format!(
-                "container {}: privileged containers are not allowed on Fargate",
-                c.name
-            )));
-        }
-        if !sc.capabilities_add.is_empty() {
+    let sec = EffectiveSecurity::of(pod.security_context.as_ref(), c.security_context.as_ref());
+    if sec.privileged == Some(true) {
+        return Err(invalid(format!(
+            "container {}: privileged containers are not allowed on Fargate",
+            c.name
+        )));
+    }
+    match sec.non_root() {
+        NonRoot::Violated => return Err(invalid(pod_spec::run_as_root_refused(c))),
+        NonRoot::Unverifiable => warnings.push(format!(
+            "container {}: runAsNonRoot is not checked on Fargate, which does not tell the image's user; set runAsUser to a non-zero UID",
+            c.name
+        )),
+        NonRoot::Satisfied | NonRoot::NotAsked => {}
+    }
+    let refused: Vec<String> = sec
+        .capabilities_add
+        .iter()
+        .map(|c| capability(c))
+        .filter(|c| c != FARGATE_ADDABLE_CAPABILITY)
+        .collect();
+    if !refused.is_empty() {
+        warnings.push(format!(
+            "container {}: added capabilities {} are ignored: Fargate can add only {FARGATE_ADDABLE_CAPABILITY}",
+            c.name,
+            refused.join(", ")
+        ));
+    }
+    if sec.run_as_group.is_some() && sec.run_as_user.is_none() {
+        warnings.push(format!(
+            "container {}: runAsGroup is ignored without runAsUser: ECS sets a group only with a user",
+            c.name
+        ));
+    }
+    if sec.allow_privilege_escalation == Some(false) {
+        warnings.push(format!(
+            "container {}: allowPrivilegeEscalation false is ignored: Fargate does not offer it",
+            c.name
+        ));
+    }
+    if let Some(profile) = &sec.seccomp {
+        warnings.push(format!(
+            "container {}: seccomp profile {profile} is ignored: Fargate does not offer seccomp settings",
+            c.name
+        ));
+    }
+    if matches!(
+        ImagePullPolicy::try_from(c.image_pull_policy),
+        Ok(ImagePullPolicy::Never)
+    ) {
+        warnings.push(format!(
+            "container {}: imagePullPolicy Never is ignored: Fargate pulls every image when it starts the task",
+            c.name
+        ));
+    }
+    if c.stdin_once {
+        warnings.push(format!(
+            "container {}: stdinOnce is ignored on Fargate",
+            c.name
+        ));
+    }
+    // The last entry of a name is the one the container gets.
+    for (i, e) in c.env.iter().enumerate() {
+        if !e.pod_field.is_empty() && !c.env[i + 1..].iter().any(|later| later.name == e.name) {
             warnings.push(format!(
-                "container {}: added capabilities are ignored on Fargate",
-                c.name
+                "env {} of container {}: {} is not known before Fargate places the task; the variable is empty",
+                e.name, c.name, e.pod_field
             ));
         }
     }
@@ -384,12 +475,15 @@ fn pod_warnings(pod: &Pod) -> Vec<String> {
     if pod.dns_config.is_some() || pod.dns_policy == "None" {
         w.push("dnsConfig is ignored: Fargate tasks use the VPC resolver".into());
     }
-    if pod
-        .security_context
-        .as_ref()
-        .is_some_and(|s| !s.sysctls.is_empty())
-    {
-        w.push("sysctls are ignored on Fargate".into());
+    if let Some(sc) = &pod.security_context {
+        // Pod-only settings; sysctls become every container's systemControls, and the rest
+        // reaches each container's settings.
+        if sc.fs_group.is_some() {
+            w.push("fsGroup is ignored: Fargate does not offer it".into());
+        }
+        if !sc.supplemental_groups.is_empty() {
+            w.push("supplementalGroups are ignored: Fargate does not offer them".into());
+        }
     }
     if !pod.registry_credentials.is_empty() {
         w.push(
@@ -424,6 +518,7 @@ fn ephemeral_gib(pod: &Pod) -> Result<Option<u64>, Invalid> {
 }
 
 fn container_spec(
+    pod: &Pod,
     c: &Container,
     essential: bool,
     depends_on_success: Vec<String>,
@@ -453,13 +548,11 @@ fn container_spec(
         .iter()
         .map(|k| (k.clone(), env.get(k).cloned().unwrap_or_default()))
         .collect();
-    let sc = c.security_context.as_ref();
-    let user = sc
-        .and_then(|s| s.run_as_user)
-        .map(|u| match sc.and_then(|s| s.run_as_group) {
-            Some(g) => format!("{u}:{g}"),
-            None => u.to_string(),
-        });
+    let sec = EffectiveSecurity::of(pod.security_context.as_ref(), c.security_context.as_ref());
+    let user = sec.run_as_user.map(|u| match sec.run_as_group {
+        Some(g) => format!("{u}:{g}"),
+        None => u.to_string(),
+    });
     let spec = ContainerSpec {
         name: c.name.clone(),
         image: c.image.clone(),
@@ -491,10 +584,28 @@ fn container_spec(
         cpu_units: req_cpu.map(|m| (u64::try_from(m).unwrap_or(0) * 1024).div_ceil(1000)),
         stop_timeout: grace,
         user,
-        readonly_root_filesystem: sc.and_then(|s| s.read_only_root_filesystem),
+        readonly_root_filesystem: sec.read_only_root_filesystem,
         tty: c.tty,
         interactive: c.stdin,
         env_names: order,
+        // Others were warned about in check_container.
+        capabilities_add: sec
+            .capabilities_add
+            .iter()
+            .map(|c| capability(c))
+            .filter(|c| c == FARGATE_ADDABLE_CAPABILITY)
+            .collect(),
+        capabilities_drop: sec
+            .capabilities_drop
+            .iter()
+            .map(|c| capability(c))
+            .collect(),
+        system_controls: pod
+            .security_context
+            .iter()
+            .flat_map(|s| &s.sysctls)
+            .map(|s| (s.name.clone(), s.value.clone()))
+            .collect(),
     };
     (spec, env_pairs)
 }
@@ -550,6 +661,9 @@ fn files_helper(
         tty: false,
         interactive: false,
         env_names: names,
+        capabilities_add: Vec::new(),
+        capabilities_drop: Vec::new(),
+        system_controls: Vec::new(),
     };
     (spec, env)
 }
@@ -572,8 +686,9 @@ fn overrides_size(overrides: &[(String, Vec<(String, String)>)]) -> usize {
 #[cfg(test)]
 mod tests {
     use podprovider_proto::v1::{
-        ContainerPort, EnvVar, FileEntry, FilesVolume, PodRef, ResourceRequirements, Resources,
-        UnsupportedVolume, Volume, VolumeMount,
+        ContainerPort, EnvVar, FileEntry, FilesVolume, PodRef, PodSecurityContext,
+        ResourceRequirements, Resources, SecurityContext, Sysctl, UnsupportedVolume, Volume,
+        VolumeMount,
     };
 
     use super::*;
@@ -606,11 +721,13 @@ mod tests {
                         name: "POD_NAME".into(),
                         value: name.into(),
                         sensitive: false,
+                        pod_field: String::new(),
                     },
                     EnvVar {
                         name: "PASSWORD".into(),
                         value: secret.into(),
                         sensitive: true,
+                        pod_field: String::new(),
                     },
                 ],
                 ports: vec![ContainerPort {
@@ -757,8 +874,182 @@ mod tests {
             name: "BIG".into(),
             value: "x".repeat(9000),
             sensitive: true,
+            pod_field: String::new(),
         });
         let err = plan(&p, &settings()).expect_err("too big");
         assert!(err.0.contains("8 KiB") && !err.0.contains("xxxx"), "{err}");
+    }
+
+    fn web(plan: &Plan) -> &ContainerSpec {
+        plan.spec
+            .containers
+            .iter()
+            .find(|c| c.name == "web")
+            .expect("web")
+    }
+
+    #[test]
+    fn a_command_built_from_a_secret_is_refused_without_naming_the_value() {
+        let mut p = pod("p", "u", "s");
+        p.containers[0].command = vec!["run".into(), "--token=hunter2".into()];
+        p.containers[0].command_sensitive = true;
+        let err = plan(&p, &settings()).expect_err("refused");
+        assert_eq!(
+            err.0,
+            "container web: its command contains a value from a Secret, and Fargate has no secure field for commands"
+        );
+        assert!(!err.0.contains("hunter2"));
+    }
+
+    #[test]
+    fn pod_ip_variables_stay_empty_with_a_warning_naming_each() {
+        let mut p = pod("p", "u", "s");
+        p.containers[0].env.push(EnvVar {
+            name: "POD_IP".into(),
+            pod_field: "status.podIP".into(),
+            ..Default::default()
+        });
+        let plan = plan(&p, &settings()).expect("valid");
+        assert_eq!(
+            plan.warnings,
+            [
+                "env POD_IP of container web: status.podIP is not known before Fargate places the task; the variable is empty"
+            ]
+        );
+        let env = &plan
+            .overrides
+            .iter()
+            .find(|(n, _)| n == "web")
+            .expect("web")
+            .1;
+        assert!(env.contains(&("POD_IP".into(), String::new())));
+    }
+
+    #[test]
+    fn security_settings_map_to_ecs_with_pod_settings_filling_the_gaps() {
+        let mut p = pod("p", "u", "s");
+        p.security_context = Some(PodSecurityContext {
+            run_as_user: Some(1000),
+            run_as_group: Some(3000),
+            fs_group: Some(2000),
+            sysctls: vec![Sysctl {
+                name: "net.core.somaxconn".into(),
+                value: "1024".into(),
+            }],
+            ..Default::default()
+        });
+        p.containers[0].security_context = Some(SecurityContext {
+            read_only_root_filesystem: Some(true),
+            capabilities_add: vec!["CAP_SYS_PTRACE".into(), "NET_ADMIN".into()],
+            capabilities_drop: vec!["ALL".into()],
+            ..Default::default()
+        });
+        let plan = plan(&p, &settings()).expect("valid");
+        let c = web(&plan);
+        assert_eq!(c.user.as_deref(), Some("1000:3000"));
+        assert_eq!(c.readonly_root_filesystem, Some(true));
+        assert_eq!(c.capabilities_add, ["SYS_PTRACE"]);
+        assert_eq!(c.capabilities_drop, ["ALL"]);
+        assert_eq!(
+            c.system_controls,
+            [("net.core.somaxconn".to_owned(), "1024".to_owned())]
+        );
+        assert_eq!(
+            plan.warnings,
+            [
+                "container web: added capabilities NET_ADMIN are ignored: Fargate can add only SYS_PTRACE",
+                "fsGroup is ignored: Fargate does not offer it",
+            ]
+        );
+    }
+
+    #[test]
+    fn run_as_non_root_with_uid_0_is_refused_and_without_a_uid_is_warned() {
+        let mut p = pod("p", "u", "s");
+        p.containers[0].security_context = Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(0),
+            ..Default::default()
+        });
+        assert_eq!(
+            plan(&p, &settings()).expect_err("root").0,
+            "container web: runAsNonRoot is set but runAsUser is 0, so Kubernetes would not start it"
+        );
+        p.containers[0].security_context = Some(SecurityContext {
+            run_as_non_root: Some(true),
+            ..Default::default()
+        });
+        assert_eq!(
+            plan(&p, &settings()).expect("valid").warnings,
+            [
+                "container web: runAsNonRoot is not checked on Fargate, which does not tell the image's user; set runAsUser to a non-zero UID"
+            ]
+        );
+    }
+
+    #[test]
+    fn settings_fargate_lacks_are_each_warned() {
+        let mut p = pod("p", "u", "s");
+        p.security_context = Some(PodSecurityContext {
+            run_as_group: Some(3000),
+            seccomp_profile_type: "RuntimeDefault".into(),
+            supplemental_groups: vec![4000],
+            ..Default::default()
+        });
+        p.containers[0].security_context = Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            ..Default::default()
+        });
+        p.containers[0].image_pull_policy = ImagePullPolicy::Never as i32;
+        p.containers[0].stdin_once = true;
+        let plan = plan(&p, &settings()).expect("valid");
+        assert_eq!(
+            plan.warnings,
+            [
+                "container web: runAsGroup is ignored without runAsUser: ECS sets a group only with a user",
+                "container web: allowPrivilegeEscalation false is ignored: Fargate does not offer it",
+                "container web: seccomp profile RuntimeDefault is ignored: Fargate does not offer seccomp settings",
+                "container web: imagePullPolicy Never is ignored: Fargate pulls every image when it starts the task",
+                "container web: stdinOnce is ignored on Fargate",
+                "supplementalGroups are ignored: Fargate does not offer them",
+            ]
+        );
+        assert_eq!(web(&plan).user, None);
+    }
+
+    #[test]
+    fn extended_resources_are_refused() {
+        let mut p = pod("p", "u", "s");
+        if let Some(r) = p.containers[0].resources.as_mut() {
+            r.limits = Some(Resources {
+                other: [("hugepages-2Mi".to_owned(), "64Mi".to_owned())].into(),
+                ..Default::default()
+            });
+        }
+        assert_eq!(
+            plan(&p, &settings()).expect_err("refused").0,
+            "container web: resource hugepages-2Mi is not offered by Fargate"
+        );
+    }
+
+    #[test]
+    fn pods_without_the_new_settings_keep_their_task_definition_family() {
+        let plan = plan(&pod("p", "u", "s"), &settings()).expect("valid");
+        let json = serde_json::to_string(&plan.spec).expect("json");
+        for key in ["capabilities_add", "capabilities_drop", "system_controls"] {
+            assert!(!json.contains(key), "{key} in {json}");
+        }
+    }
+
+    #[test]
+    fn informational_fields_change_nothing_and_warn_nothing() {
+        let plain = plan(&pod("p", "u", "s"), &settings()).expect("valid");
+        let mut p = pod("p", "u", "s");
+        p.readiness_gates = vec!["example.com/ready".into()];
+        p.containers[0].termination_message_policy = "FallbackToLogsOnError".into();
+        p.containers[0].termination_message_path = "/tmp/msg".into();
+        let informed = plan(&p, &settings()).expect("valid");
+        assert!(informed.warnings.is_empty(), "{:?}", informed.warnings);
+        assert_eq!(informed.content_hash, plain.content_hash);
     }
 }

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod fields;
 pub mod kubelet;
 pub mod metrics;
 pub mod node;

@@ -712,6 +712,13 @@ pub fn plan(pod: &Pod, s: &GroupSettings) -> Result<Plan, Invalid> {
     if !pod.host_aliases.is_empty() {
         warnings.push("hostAliases were ignored: ACI does not offer them".into());
     }
+    // The shim sends the pod's name when spec.hostname is unset; only a chosen one is news.
+    if !pod.hostname.is_empty() && pod.hostname != pod_ref.name {
+        warnings.push("hostname was ignored: ACI does not offer it".into());
+    }
+    if !pod.subdomain.is_empty() {
+        warnings.push("subdomain was ignored: ACI does not offer it".into());
+    }
     if let Some(sc) = &pod.security_context {
         if !sc.sysctls.is_empty() {
             warnings.push("sysctls were ignored: ACI does not offer them".into());
@@ -1580,6 +1587,22 @@ mod tests {
         let informed = plan(&p, &settings()).expect("valid");
         assert!(informed.warnings.is_empty(), "{:?}", informed.warnings);
         assert_eq!(informed.content_hash, plain.content_hash);
+    }
+
+    #[test]
+    fn a_chosen_hostname_and_a_subdomain_are_warned_but_the_pod_name_is_not() {
+        let mut p = pod(vec![container("web")]);
+        p.hostname = "web".into();
+        assert!(plan(&p, &settings()).expect("valid").warnings.is_empty());
+        p.hostname = "db-0".into();
+        p.subdomain = "db".into();
+        assert_eq!(
+            plan(&p, &settings()).expect("valid").warnings,
+            [
+                "hostname was ignored: ACI does not offer it",
+                "subdomain was ignored: ACI does not offer it",
+            ]
+        );
     }
 
     #[test]

@@ -658,6 +658,9 @@ pub fn plan(pod: &Pod, placement: &Placement) -> Result<Plan, Invalid> {
     if !pod.hostname.is_empty() {
         req.insert("HostName".into(), json!(pod.hostname));
     }
+    if !pod.subdomain.is_empty() {
+        warnings.push("subdomain is not supported by ECI and was dropped".into());
+    }
     if let Some(g) = pod.termination_grace_period_seconds {
         req.insert("TerminationGracePeriodSeconds".into(), json!(g));
     }
@@ -1278,6 +1281,22 @@ mod tests {
                 plan.warnings
             );
         }
+    }
+
+    #[test]
+    fn the_hostname_is_mapped_and_a_subdomain_is_warned() {
+        let mut p = pod();
+        p.hostname = "db-0".into();
+        p.subdomain = "db".into();
+        let plan = plan(&p, &placement()).expect("valid");
+        assert_eq!(flatten(&plan.request)["HostName"], "db-0");
+        assert!(
+            plan.warnings
+                .iter()
+                .any(|w| w == "subdomain is not supported by ECI and was dropped"),
+            "{:?}",
+            plan.warnings
+        );
     }
 
     #[test]

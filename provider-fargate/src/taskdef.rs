@@ -472,6 +472,14 @@ fn pod_warnings(pod: &Pod) -> Vec<String> {
     if !pod.host_aliases.is_empty() {
         w.push("hostAliases are ignored: Fargate (awsvpc) has no extra /etc/hosts entries".into());
     }
+    // The shim sends the pod's name when spec.hostname is unset; only a chosen one is news.
+    let name = pod.pod_ref.as_ref().map_or("", |r| r.name.as_str());
+    if !pod.hostname.is_empty() && pod.hostname != name {
+        w.push("hostname is ignored: Fargate (awsvpc) does not offer it".into());
+    }
+    if !pod.subdomain.is_empty() {
+        w.push("subdomain is ignored: Fargate (awsvpc) does not offer it".into());
+    }
     if pod.dns_config.is_some() || pod.dns_policy == "None" {
         w.push("dnsConfig is ignored: Fargate tasks use the VPC resolver".into());
     }
@@ -1039,6 +1047,22 @@ mod tests {
         for key in ["capabilities_add", "capabilities_drop", "system_controls"] {
             assert!(!json.contains(key), "{key} in {json}");
         }
+    }
+
+    #[test]
+    fn a_chosen_hostname_and_a_subdomain_are_warned_but_the_pod_name_is_not() {
+        let mut p = pod("web-1", "u", "s");
+        p.hostname = "web-1".into();
+        assert!(plan(&p, &settings()).expect("valid").warnings.is_empty());
+        p.hostname = "db-0".into();
+        p.subdomain = "db".into();
+        assert_eq!(
+            plan(&p, &settings()).expect("valid").warnings,
+            [
+                "hostname is ignored: Fargate (awsvpc) does not offer it",
+                "subdomain is ignored: Fargate (awsvpc) does not offer it",
+            ]
+        );
     }
 
     #[test]

@@ -183,7 +183,7 @@ const fn kept(owner: Owner, name: &'static str, class: Class, note: &'static str
 use Class::{Ignored, Refused, Resolved, Scheduling};
 use Owner::{Container as C, PodSecurityContext as PSC, PodSpec as P, SecurityContext as SC};
 
-/// The table. Provider columns marked "planned" describe changes being made to the providers.
+/// The table. The provider columns follow the providers' mapping code; keep them in step.
 pub static FIELDS: &[Field] = &[
     // PodSpec.
     carried(
@@ -284,9 +284,9 @@ pub static FIELDS: &[Field] = &[
         P,
         "hostname",
         "The pod name when unset.",
-        "not used; planned: warning unless it is the pod name",
+        "warning unless it is the pod name",
         "HostName",
-        "not used; planned: warning unless it is the pod name",
+        "warning unless it is the pod name",
     ),
     kept(
         P,
@@ -441,9 +441,9 @@ pub static FIELDS: &[Field] = &[
         P,
         "subdomain",
         "Informational: DNS names come from a headless Service, if the cluster can reach the pod.",
-        "not used; planned: warning",
-        "not used; planned: warning",
-        "not used; planned: warning",
+        "warning: ignored",
+        "warning: ignored",
+        "warning: ignored",
     ),
     carried(
         P,
@@ -974,7 +974,7 @@ pub fn markdown() -> String {
          (`src/mapping.rs`) and `provider-fargate` (`src/taskdef.rs`) do with a carried field: the \
          cloud field it becomes, \"warning\" when the provider drops it with a warning event, \"not \
          mapped\" or \"not used\" when it drops it silently (or it needs nothing), \"refused\" when the \
-         pod is rejected. \"planned\" marks provider changes in progress.\n\n",
+         pod is rejected, \"checked\" when the provider verifies it.\n\n",
     );
     out.push_str("## Summary\n\n| Type |");
     for class in Class::ALL {

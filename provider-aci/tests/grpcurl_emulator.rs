@@ -1,5 +1,6 @@
 //! provider-aci through grpcurl against the ACI emulator: a pod from a JSON request is created as
-//! a container group (its Secret-derived env value as `secureValue`), listed Running, its logs
+//! a container group (its Secret-derived env value as `secureValue`, the pod's runAsUser in the
+//! container's `securityContext`), listed Running, its logs
 //! read (tail, follow), a command with arguments exec'd with its output and exit code, an invalid
 //! pod refused with ACI's wording, and deleted; the group is gone and no secret reached a log.
 
@@ -29,8 +30,10 @@ fn pod_json(name: &str, uid: &str) -> String {
             "command": ["nginx"], "args": ["-g", "daemon off;"],
             "env": [{{"name": "MODE", "value": "demo"}}, {{"name": "DB_PASSWORD", "value": "{SECRET}", "sensitive": true}}],
             "ports": [{{"containerPort": 80, "protocol": "TCP"}}],
-            "resources": {{"requests": {{"cpuMillis": 500, "memoryBytes": 1000000000}}}}
+            "resources": {{"requests": {{"cpuMillis": 500, "memoryBytes": 1000000000}}}},
+            "securityContext": {{"capabilitiesDrop": ["ALL"]}}
           }}],
+          "securityContext": {{"runAsUser": 1000, "runAsNonRoot": true}},
           "restartPolicy": "RESTART_POLICY_ALWAYS",
           "terminationGracePeriodSeconds": 30
         }}}}"#
@@ -124,6 +127,12 @@ async fn scenario(emu: &AciEmulator, target: &Target) -> anyhow::Result<()> {
         "DB_PASSWORD is not a secureValue: {env}"
     );
     ensure!(env[0]["value"] == "demo", "{env}");
+    // The container's securityContext with the pod's runAsUser under it, as ARM names them.
+    let sc = &stored["properties"]["containers"][0]["properties"]["securityContext"];
+    ensure!(
+        *sc == serde_json::json!({"capabilities": {"drop": ["ALL"]}, "runAsUser": 1000}),
+        "{sc}"
+    );
     ensure!(
         stored["tags"]["vk-pod-uid"] == "uid-1",
         "{}",

@@ -1,5 +1,6 @@
-//! provider-fargate through grpcurl against a real moto: a pod from a JSON request is created,
-//! listed, its logs read from the exact awslogs stream, deleted; the task is stopped in moto and
+//! provider-fargate through grpcurl against a real moto: a pod from a JSON request is created
+//! (its security settings in the task definition), listed, its logs read from the exact awslogs
+//! stream, deleted; the task is stopped in moto and
 //! the shared task definition deregistered once unused. Health and reflection work.
 
 mod support;
@@ -20,8 +21,10 @@ fn pod_json(name: &str, uid: &str) -> String {
             "command": ["nginx"], "args": ["-g", "daemon off;"],
             "env": [{{"name": "MODE", "value": "demo"}}, {{"name": "DB_PASSWORD", "value": "s3cr3t-value", "sensitive": true}}],
             "ports": [{{"containerPort": 80, "protocol": "TCP"}}],
-            "resources": {{"requests": {{"cpuMillis": 500, "memoryBytes": 268435456}}}}
+            "resources": {{"requests": {{"cpuMillis": 500, "memoryBytes": 268435456}}}},
+            "securityContext": {{"capabilitiesAdd": ["SYS_PTRACE"], "capabilitiesDrop": ["ALL"]}}
           }}],
+          "securityContext": {{"runAsUser": 1000, "sysctls": [{{"name": "net.core.somaxconn", "value": "1024"}}]}},
           "restartPolicy": "RESTART_POLICY_ALWAYS",
           "terminationGracePeriodSeconds": 30
         }}}}"#
@@ -128,6 +131,41 @@ async fn create_list_logs_delete_through_grpcurl() -> anyhow::Result<()> {
         .filter_map(|t| t.task_definition_arn())
         .collect();
     ensure!(defs.len() == 1, "two pods of one spec use {defs:?}");
+    // The security settings as ECS names them: the pod's runAsUser as `user`, capabilities in
+    // `linuxParameters`, the pod's sysctls as `systemControls`.
+    let def_arn = defs
+        .iter()
+        .next()
+        .context("no task definition")?
+        .to_string();
+    let def = ecs
+        .describe_task_definition()
+        .task_definition(&def_arn)
+        .send()
+        .await?;
+    let web = def
+        .task_definition()
+        .map(|d| d.container_definitions())
+        .unwrap_or_default()
+        .iter()
+        .find(|c| c.name() == Some("web"))
+        .context("no web container in the definition")?;
+    ensure!(web.user() == Some("1000"), "{web:?}");
+    let caps = web
+        .linux_parameters()
+        .and_then(|l| l.capabilities())
+        .context("no capabilities")?;
+    ensure!(
+        caps.add() == ["SYS_PTRACE"] && caps.drop() == ["ALL"],
+        "{caps:?}"
+    );
+    ensure!(
+        web.system_controls()
+            .iter()
+            .any(|s| s.namespace() == Some("net.core.somaxconn") && s.value() == Some("1024")),
+        "{:?}",
+        web.system_controls()
+    );
     let task1 = described
         .tasks()
         .iter()

@@ -139,6 +139,11 @@ pub struct Config {
     #[arg(long, env = "VK_RESYNC_PERIOD", value_parser = parse_duration, default_value = "60s")]
     pub resync_period: Duration,
 
+    /// How often the Secrets that running pods mount are re-read for changes (ConfigMaps are
+    /// watched; Secrets are polled with `get`, so the shim needs no right to list Secrets).
+    #[arg(long, env = "VK_SECRET_SYNC_PERIOD", value_parser = parse_duration, default_value = "60s")]
+    pub secret_sync_period: Duration,
+
     /// Deadline of each provider call.
     #[arg(long, env = "VK_PROVIDER_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub provider_timeout: Duration,

@@ -857,6 +857,36 @@ pub struct Verdict {
     /// One `PodFieldIgnored` warning per ignored field that is set (per container for container
     /// fields).
     pub ignored: Vec<Warning>,
+    /// The paths of the ignored fields, in the order of `ignored`.
+    pub ignored_paths: Vec<String>,
+}
+
+/// Kubernetes caps an event's note at 1 kB.
+const NOTE_LIMIT: usize = 1000;
+
+impl Verdict {
+    /// All ignored fields in one `PodFieldIgnored` Warning event: the event recorder folds events
+    /// of one reason into one series, so separate events would show only the first field.
+    pub fn ignored_event(&self) -> Option<Warning> {
+        if self.ignored_paths.is_empty() {
+            return None;
+        }
+        let mut message =
+            String::from("not supported on a virtual node and ignored (see POD-FIELDS.md):");
+        for (i, path) in self.ignored_paths.iter().enumerate() {
+            let left = self.ignored_paths.len() - i;
+            if message.len() + path.len() + 30 > NOTE_LIMIT {
+                message.push_str(&format!(" and {left} more"));
+                break;
+            }
+            message.push_str(if i == 0 { " " } else { ", " });
+            message.push_str(path);
+        }
+        Some(Warning {
+            reason: IGNORED_REASON,
+            message,
+        })
+    }
 }
 
 /// Applies [`FIELDS`] to `pod`: reports every Refused or Ignored field set to a non-default value.
@@ -902,10 +932,13 @@ fn inspect(verdict: &mut Verdict, owner: Owner, object: &Value, path: &str) {
                 "{at} is not supported on a virtual node: {}",
                 lower_first(f.note)
             )),
-            Class::Ignored => verdict.ignored.push(Warning {
-                reason: IGNORED_REASON,
-                message: format!("{at} is not supported on a virtual node and is ignored"),
-            }),
+            Class::Ignored => {
+                verdict.ignored.push(Warning {
+                    reason: IGNORED_REASON,
+                    message: format!("{at} is not supported on a virtual node and is ignored"),
+                });
+                verdict.ignored_paths.push(at);
+            }
             Class::Carried | Class::Resolved | Class::Scheduling => {}
         }
     }
@@ -1342,6 +1375,15 @@ mod tests {
         }
         let count = |c: Class| expected.iter().filter(|(class, _)| *class == c).count();
         assert_eq!(verdict.ignored.len(), count(Class::Ignored));
+        let event = verdict
+            .ignored_event()
+            .expect("one event for all ignored fields");
+        assert!(event.message.len() <= NOTE_LIMIT, "{}", event.message);
+        assert!(
+            event.message.contains("spec.shareProcessNamespace"),
+            "{}",
+            event.message
+        );
         assert_eq!(verdict.refused.len(), count(Class::Refused));
         assert!(verdict.ignored.iter().all(|w| w.reason == IGNORED_REASON));
         assert!(ignored.contains(

@@ -3,7 +3,8 @@
 //! Read in this order: [`config`] (flags), [`provider_client`] (the gRPC connection), [`node`]
 //! (Node registration, Lease, Ready from the provider's Ping), [`pods`] (the controller: watch,
 //! reconcile, provider status stream), [`resolve`] (env and volumes into the contract's Pod),
-//! [`status`] (provider status into Kubernetes status), [`kubelet`] (the kubelet HTTPS API: logs,
+//! [`status`] (provider status into Kubernetes status), [`volume_sources`] (mounted ConfigMaps and
+//! Secrets followed while pods run), [`kubelet`] (the kubelet HTTPS API: logs,
 //! exec, attach, port-forward, stats).
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod provider_client;
 pub mod quantity;
 pub mod resolve;
 pub mod status;
+pub mod volume_sources;
 
 use std::sync::Arc;
 

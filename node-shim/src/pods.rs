@@ -39,7 +39,10 @@ use tonic::Code;
 
 use tracing::{Instrument, field::Empty};
 
-use crate::{config::Config, metrics::Metrics, provider_client::ProviderClient, resolve, status};
+use crate::{
+    config::Config, fields, metrics::Metrics, provider_client::ProviderClient, resolve, status,
+    volume_sources::VolumeSources,
+};
 
 /// Errors that make one reconcile retry with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +102,8 @@ pub struct Context {
     host_ip: String,
     services: Store<Service>,
     metrics: Metrics,
+    /// The ConfigMaps and Secrets running pods mount, watched for changes.
+    volumes: VolumeSources,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -114,6 +119,7 @@ impl Context {
         cfg: Arc<Config>,
         services: Store<Service>,
         metrics: Metrics,
+        trigger: mpsc::UnboundedSender<ObjectRef<Pod>>,
     ) -> Arc<Self> {
         let recorder = Recorder::new(
             client.clone(),
@@ -123,6 +129,7 @@ impl Context {
             },
         );
         Arc::new(Self {
+            volumes: VolumeSources::new(client.clone(), cfg.secret_sync_period, trigger),
             host_ip: cfg.pod_ip.to_string(),
             client,
             provider,
@@ -167,18 +174,20 @@ impl Context {
         if status::would_regress(pod.status.as_ref(), &new) {
             return Ok(());
         }
-        if pod.status.as_ref().map(serde_json::to_value).transpose()?
-            == Some(serde_json::to_value(&new)?)
+        let current = pod.status.as_ref();
+        if current.map(serde_json::to_value).transpose()?
+            == Some(serde_json::to_value(status::merged(current, &new))?)
         {
             return Ok(());
         }
         let api: Api<Pod> =
             Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        // Strategic merge: conditions merge by type, so those other controllers own survive.
         let patch = serde_json::json!({"status": new});
         api.patch_status(
             &pod.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(patch),
+            &Patch::Strategic(patch),
         )
         .await?;
         Ok(())
@@ -245,8 +254,10 @@ async fn reconcile_pod(pod: Arc<Pod>, ctx: &Arc<Context>) -> Result<Action, Erro
     );
     let pod_ref = resolve::pod_ref(&pod);
     let result = if pod.metadata.deletion_timestamp.is_some() {
+        ctx.volumes.untrack(&uid);
         delete(&pod, &ctx, &uid, pod_ref, known).await
     } else if status::is_terminal(pod.status.as_ref().and_then(|s| s.phase.as_deref())) {
+        ctx.volumes.untrack(&uid);
         Ok(Action::await_change())
     } else {
         match known {
@@ -254,11 +265,26 @@ async fn reconcile_pod(pod: Arc<Pod>, ctx: &Arc<Context>) -> Result<Action, Erro
             None => create(&pod, &ctx, &uid).await,
             Some(k) if k.gone => lost(&pod, &ctx).await,
             Some(k) => {
-                if let Some(s) = &k.status {
-                    ctx.write_status(&pod, status::to_kubernetes(&pod, s, &ctx.host_ip))
-                        .await?;
+                let deadline = deadline_left(&pod);
+                if deadline.is_some_and(|d| d.is_zero()) {
+                    deadline_exceeded(&pod, &ctx, &uid, pod_ref).await
+                } else {
+                    for name in status::unreported_ephemeral(&pod) {
+                        let note = format!("{name}: {}", status::EPHEMERAL_UNSUPPORTED);
+                        ctx.event(&pod, true, "EphemeralContainerNotSupported", note, "Debug")
+                            .await;
+                    }
+                    if let Some(s) = &k.status {
+                        ctx.write_status(&pod, status::to_kubernetes(&pod, s, &ctx.host_ip))
+                            .await?;
+                    }
+                    let again = follow_spec(&pod, &ctx, &uid, &k).await?;
+                    // Come back for whichever is due first: a token refresh or the deadline.
+                    Ok(match again.into_iter().chain(deadline).min() {
+                        Some(d) => Action::requeue(d),
+                        None => Action::await_change(),
+                    })
                 }
-                follow_spec(&pod, &ctx, &uid, &k).await
             }
         }
     };
@@ -282,6 +308,16 @@ async fn create(pod: &Pod, ctx: &Context, uid: &str) -> Result<Action, Error> {
     let Some(services) = services_for(ctx, pod) else {
         return Ok(Action::requeue(Duration::from_millis(500)));
     };
+    // What the user wrote that a virtual node cannot honour: refused fields fail the pod, ignored
+    // ones are said once, before anything reaches the provider.
+    let verdict = fields::check(pod);
+    if !verdict.refused.is_empty() {
+        let message = verdict.refused.join("; ");
+        return fail(pod, ctx, fields::REFUSED_REASON, &message).await;
+    }
+    if let Some(w) = verdict.ignored_event() {
+        ctx.event(pod, true, w.reason, w.message, "Create").await;
+    }
     let print = fingerprint(pod);
     let resolved = match resolve::resolve(&ctx.client, pod, &ctx.host_ip, &services).await {
         Ok(r) => r,
@@ -297,6 +333,7 @@ async fn create(pod: &Pod, ctx: &Context, uid: &str) -> Result<Action, Error> {
             .await;
     }
     let refresh_at = resolve::token_expiry(&resolved.pod).map(refresh_time);
+    let versions = resolved.source_versions;
     let response = ctx
         .provider
         .clone()
@@ -319,6 +356,9 @@ async fn create(pod: &Pod, ctx: &Context, uid: &str) -> Result<Action, Error> {
                 entry.sent = Some(print);
                 entry.refresh_at = refresh_at;
             }
+            let live = resolve::live_sources(pod);
+            ctx.volumes
+                .track(uid, ObjectRef::from_obj(pod), live, &versions);
             let cloud_id = if s.cloud_id.is_empty() {
                 String::new()
             } else {
@@ -386,6 +426,11 @@ fn refresh_time(expiry: SystemTime) -> Instant {
     Instant::now() + left.mul_f64(0.8)
 }
 
+/// How long until `at`, if anything is due then.
+fn after(at: Option<Instant>) -> Option<Duration> {
+    at.map(|at| at.saturating_duration_since(Instant::now()))
+}
+
 fn next_action(refresh_at: Option<Instant>) -> Action {
     match refresh_at {
         Some(at) => Action::requeue(at.saturating_duration_since(Instant::now())),
@@ -404,21 +449,32 @@ fn record_sent(ctx: &Context, uid: &str, print: u64, refresh_at: Option<Instant>
 /// changed or its service-account tokens are due. A pod adopted after a restart gets fresh tokens
 /// at once (their age is unknown, as for the kubelet after a restart); otherwise its spec is taken
 /// as what the provider runs.
-async fn follow_spec(pod: &Pod, ctx: &Context, uid: &str, k: &Known) -> Result<Action, Error> {
+async fn follow_spec(
+    pod: &Pod,
+    ctx: &Context,
+    uid: &str,
+    k: &Known,
+) -> Result<Option<Duration>, Error> {
     let print = fingerprint(pod);
     let spec_changed = k.sent.is_some_and(|sent| sent != print);
     let refresh = match k.sent {
         None => has_service_account_token(pod),
         Some(_) => k.refresh_at.is_some_and(|at| at <= Instant::now()),
     };
-    if !spec_changed && !refresh {
+    let volumes_changed = ctx.volumes.is_stale(uid);
+    if !spec_changed && !refresh && !volumes_changed {
         if k.sent.is_none() {
             record_sent(ctx, uid, print, None);
         }
-        return Ok(next_action(k.refresh_at));
+        if !ctx.volumes.is_tracked(uid) {
+            // Adopted after a restart: the provider's copy is taken as current from here on.
+            ctx.volumes
+                .adopt(uid, ObjectRef::from_obj(pod), resolve::live_sources(pod));
+        }
+        return Ok(after(k.refresh_at));
     }
     let Some(services) = services_for(ctx, pod) else {
-        return Ok(Action::requeue(Duration::from_millis(500)));
+        return Ok(Some(Duration::from_millis(500)));
     };
     let resolved = match resolve::resolve(&ctx.client, pod, &ctx.host_ip, &services).await {
         Ok(r) => r,
@@ -426,7 +482,7 @@ async fn follow_spec(pod: &Pod, ctx: &Context, uid: &str, k: &Known) -> Result<A
             ctx.event(pod, true, "ProviderUpdateFailed", msg, "Update")
                 .await;
             record_sent(ctx, uid, print, None);
-            return Ok(Action::await_change());
+            return Ok(None);
         }
         Err(err) => {
             ctx.event(pod, true, err.reason(), err.to_string(), "Update")
@@ -442,15 +498,29 @@ async fn follow_spec(pod: &Pod, ctx: &Context, uid: &str, k: &Known) -> Result<A
     let request = UpdatePodRequest {
         pod: Some(resolved.pod),
     };
+    // Whatever the answer, the pod is now resolved against these versions: a provider that
+    // cannot update in place is not asked again until the next change.
+    let live = resolve::live_sources(pod);
+    ctx.volumes.track(
+        uid,
+        ObjectRef::from_obj(pod),
+        live,
+        &resolved.source_versions,
+    );
     match ctx.provider.clone().update_pod(request).await {
         Ok(_) => {
             record_sent(ctx, uid, print, refresh_at);
-            if spec_changed {
-                let note = "updated in the provider".to_owned();
+            if spec_changed || volumes_changed {
+                let note = if spec_changed {
+                    "updated in the provider"
+                } else {
+                    "mounted ConfigMap or Secret contents updated in the provider"
+                }
+                .to_owned();
                 ctx.event(pod, false, "ProviderUpdated", note, "Update")
                     .await;
             }
-            Ok(next_action(refresh_at))
+            Ok(after(refresh_at))
         }
         // The provider cannot apply this in place; the pod keeps running as it is.
         Err(st) if is_final_update_error(st.code()) => {
@@ -461,7 +531,7 @@ async fn follow_spec(pod: &Pod, ctx: &Context, uid: &str, k: &Known) -> Result<A
             ctx.event(pod, true, "ProviderUpdateFailed", note, "Update")
                 .await;
             record_sent(ctx, uid, print, None);
-            Ok(Action::await_change())
+            Ok(None)
         }
         Err(status) => Err(Error::Provider {
             call: "UpdatePod",
@@ -475,6 +545,51 @@ fn is_final_update_error(code: Code) -> bool {
         code,
         Code::Unimplemented | Code::InvalidArgument | Code::FailedPrecondition
     )
+}
+
+/// Time left before `spec.activeDeadlineSeconds` runs out, counted from `status.startTime` as the
+/// kubelet counts it; `None` without a deadline or a start time.
+fn deadline_left(pod: &Pod) -> Option<Duration> {
+    let limit = pod.spec.as_ref()?.active_deadline_seconds?;
+    let started = pod.status.as_ref()?.start_time.as_ref()?.0;
+    let limit = Duration::from_secs(u64::try_from(limit).unwrap_or(0));
+    let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(started);
+    let elapsed = Duration::try_from(elapsed).unwrap_or_default();
+    Some(limit.saturating_sub(elapsed))
+}
+
+const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+
+/// The kubelet's answer to an exceeded `activeDeadlineSeconds`: the workload is stopped (with the
+/// pod's grace period), then the pod is Failed with reason `DeadlineExceeded`. Stopping first, so a
+/// failed stop is retried rather than hidden behind a terminal phase.
+async fn deadline_exceeded(
+    pod: &Pod,
+    ctx: &Context,
+    uid: &str,
+    pod_ref: pb::PodRef,
+) -> Result<Action, Error> {
+    let req = DeletePodRequest {
+        pod_ref: Some(pod_ref),
+        grace_period_seconds: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds),
+    };
+    match ctx.provider.clone().delete_pod(req).await {
+        Ok(_) => {}
+        Err(st) if st.code() == Code::NotFound => {}
+        Err(status) => {
+            return Err(Error::Provider {
+                call: "DeletePod",
+                status,
+            });
+        }
+    }
+    if let Some(entry) = lock(&ctx.view).pods.get_mut(uid) {
+        entry.delete_requested = true;
+    }
+    fail(pod, ctx, "DeadlineExceeded", DEADLINE_MESSAGE).await
 }
 
 /// The pod cannot run: a Warning event and a terminal Failed status with `reason` and `message`.
@@ -814,13 +929,13 @@ pub async fn run(
             }
         }
     };
-    let ctx = Context::new(client, provider, cfg, services, metrics);
+    let (trigger_tx, trigger_rx) = mpsc::unbounded_channel();
+    let ctx = Context::new(client, provider, cfg, services, metrics, trigger_tx.clone());
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let selector = format!("spec.nodeName={}", ctx.cfg.node_name);
     let wc = watcher::Config::default().fields(&selector);
     let controller = Controller::new_with(api.clone(), wc.clone(), ());
     let store = controller.store();
-    let (trigger_tx, trigger_rx) = mpsc::unbounded_channel();
 
     // A second, light watch sends force-deleted pods (gone before we could reconcile their
     // deletion) straight to the provider.
@@ -831,6 +946,7 @@ pub async fn run(
             match event {
                 Ok(watcher::Event::Delete(pod)) => {
                     let uid = pod.uid().unwrap_or_default();
+                    ctx.volumes.untrack(&uid);
                     let (_, known) = ctx.known(&uid);
                     if known.is_some_and(|k| !k.gone) {
                         delete_orphan(&ctx, resolve::pod_ref(&pod)).await;

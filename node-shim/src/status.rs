@@ -172,6 +172,69 @@ fn condition(
     }
 }
 
+/// Why the readiness gates keep the pod from Ready, in the kubelet's words; `None` when every gate's
+/// condition is True.
+fn readiness_gate_problem(spec: &k8s::PodSpec, current: Option<&k8s::PodStatus>) -> Option<String> {
+    let conditions = current
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    for gate in spec.readiness_gates.iter().flatten() {
+        let t = &gate.condition_type;
+        match conditions.iter().find(|c| &c.type_ == t) {
+            None => {
+                return Some(format!(
+                    "corresponding condition of pod readiness gate \"{t}\" does not exist."
+                ));
+            }
+            Some(c) if c.status != "True" => {
+                return Some(format!(
+                    "the status of pod readiness gate \"{t}\" is not \"True\", but {}",
+                    c.status
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// The condition types the kubelet owns; the shim writes only these and leaves every other
+/// condition (readiness gates, `DisruptionTarget`, ...) to its writer.
+pub const OWNED_CONDITIONS: [&str; 4] = ["Initialized", "Ready", "ContainersReady", "PodScheduled"];
+
+/// `current` with `new` written over it as a strategic merge patch of `new` does: fields `new`
+/// sets replace the current ones, conditions merge by type. Comparing this with `current` tells
+/// whether a write would change anything.
+pub fn merged(current: Option<&k8s::PodStatus>, new: &k8s::PodStatus) -> k8s::PodStatus {
+    let mut out = current.cloned().unwrap_or_default();
+    let mut conditions = out.conditions.take().unwrap_or_default();
+    for c in new.conditions.iter().flatten() {
+        match conditions.iter_mut().find(|x| x.type_ == c.type_) {
+            Some(x) => *x = c.clone(),
+            None => conditions.push(c.clone()),
+        }
+    }
+    macro_rules! take {
+        ($($f:ident),*) => { $( if new.$f.is_some() { out.$f = new.$f.clone(); } )* };
+    }
+    take!(
+        phase,
+        reason,
+        message,
+        host_ip,
+        host_ips,
+        pod_ip,
+        pod_ips,
+        start_time,
+        qos_class,
+        init_container_statuses,
+        container_statuses,
+        ephemeral_container_statuses
+    );
+    out.conditions = Some(conditions).filter(|c| !c.is_empty());
+    out
+}
+
 /// The Kubernetes status for `pod` given the provider's view `s`.
 pub fn to_kubernetes(pod: &k8s::Pod, s: &pb::PodStatus, host_ip: &str) -> k8s::PodStatus {
     let now = Timestamp::now();
@@ -197,6 +260,17 @@ pub fn to_kubernetes(pod: &k8s::Pod, s: &pb::PodStatus, host_ip: &str) -> k8s::P
     } else {
         "ContainersNotReady"
     };
+    // As the kubelet: Ready also needs every readiness gate's condition True; other controllers
+    // set those.
+    let gate_problem = containers_ready
+        .then(|| readiness_gate_problem(&spec, current))
+        .flatten();
+    let ready = containers_ready && gate_problem.is_none();
+    let ready_reason = if !containers_ready {
+        Some(not_ready_reason)
+    } else {
+        gate_problem.as_ref().map(|_| "ReadinessGatesNotReady")
+    };
     let conditions = vec![
         condition(
             current,
@@ -205,13 +279,10 @@ pub fn to_kubernetes(pod: &k8s::Pod, s: &pb::PodStatus, host_ip: &str) -> k8s::P
             (!initialized).then_some("ContainersNotInitialized"),
             now,
         ),
-        condition(
-            current,
-            "Ready",
-            containers_ready,
-            (!containers_ready).then_some(not_ready_reason),
-            now,
-        ),
+        PodCondition {
+            message: gate_problem,
+            ..condition(current, "Ready", ready, ready_reason, now)
+        },
         condition(
             current,
             "ContainersReady",
@@ -248,8 +319,54 @@ pub fn to_kubernetes(pod: &k8s::Pod, s: &pb::PodStatus, host_ip: &str) -> k8s::P
         conditions: Some(conditions),
         init_container_statuses: Some(init).filter(|i| !i.is_empty()),
         container_statuses: Some(app),
+        ephemeral_container_statuses: Some(ephemeral_statuses(&spec)).filter(|e| !e.is_empty()),
         ..Default::default()
     }
+}
+
+/// Why an ephemeral container (`kubectl debug`) does not run on a virtual node.
+pub const EPHEMERAL_UNSUPPORTED: &str = "ephemeral containers cannot be added to a pod on a \
+virtual node: the cloud runs the pod's containers as one group that cannot gain a container";
+
+/// Every ephemeral container as terminated without having run, so `kubectl debug` stops waiting
+/// and says why, instead of waiting for a container that will never start.
+fn ephemeral_statuses(spec: &k8s::PodSpec) -> Vec<ContainerStatus> {
+    spec.ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|c| ContainerStatus {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            image_id: String::new(),
+            ready: false,
+            restart_count: 0,
+            state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 128,
+                    reason: Some("NotSupported".into()),
+                    message: Some(EPHEMERAL_UNSUPPORTED.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Ephemeral containers of `pod` whose status does not say yet that they will not run.
+pub fn unreported_ephemeral(pod: &k8s::Pod) -> Vec<String> {
+    let reported = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.ephemeral_container_statuses.as_deref())
+        .unwrap_or_default();
+    pod.spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .filter(|c| !reported.iter().any(|r| r.name == c.name))
+        .map(|c| c.name.clone())
+        .collect()
 }
 
 /// A status that fails the pod with `reason` and `message` (e.g. `ProviderFailed`).
@@ -326,6 +443,93 @@ mod tests {
         }
         let not_ready = to_kubernetes(&pod(serde_json::json!({})), &running(false), "127.0.0.1");
         assert_eq!(cond(&not_ready, "Ready"), "False");
+    }
+
+    #[test]
+    fn ready_waits_for_every_readiness_gate() {
+        let mut p = pod(serde_json::json!({}));
+        if let Some(spec) = p.spec.as_mut() {
+            spec.readiness_gates = Some(vec![k8s::PodReadinessGate {
+                condition_type: "example.com/lb".into(),
+            }]);
+        }
+        let s = to_kubernetes(&p, &running(true), "h");
+        assert_eq!(cond(&s, "ContainersReady"), "True");
+        assert_eq!(cond(&s, "Ready"), "False");
+        let ready = s.conditions.iter().flatten().find(|c| c.type_ == "Ready");
+        assert_eq!(
+            ready.and_then(|c| c.reason.as_deref()),
+            Some("ReadinessGatesNotReady")
+        );
+        let gate = |status: &str| PodCondition {
+            type_: "example.com/lb".into(),
+            status: status.into(),
+            ..Default::default()
+        };
+        p.status = Some(k8s::PodStatus {
+            conditions: Some(vec![gate("False")]),
+            ..Default::default()
+        });
+        assert_eq!(
+            cond(&to_kubernetes(&p, &running(true), "h"), "Ready"),
+            "False"
+        );
+        p.status = Some(k8s::PodStatus {
+            conditions: Some(vec![gate("True")]),
+            ..Default::default()
+        });
+        assert_eq!(
+            cond(&to_kubernetes(&p, &running(true), "h"), "Ready"),
+            "True"
+        );
+    }
+
+    #[test]
+    fn a_write_keeps_conditions_it_does_not_own() {
+        let p = pod(serde_json::json!({}));
+        let mut current = to_kubernetes(&p, &running(true), "h");
+        current
+            .conditions
+            .get_or_insert_default()
+            .push(PodCondition {
+                type_: "DisruptionTarget".into(),
+                status: "True".into(),
+                ..Default::default()
+            });
+        let new = to_kubernetes(&p, &running(false), "h");
+        let written = merged(Some(&current), &new);
+        assert_eq!(cond(&written, "DisruptionTarget"), "True");
+        assert_eq!(cond(&written, "Ready"), "False");
+        assert!(
+            new.conditions
+                .iter()
+                .flatten()
+                .all(|c| OWNED_CONDITIONS.contains(&c.type_.as_str())),
+            "the shim writes only the conditions it owns"
+        );
+        // Unchanged: merging the same status changes nothing, so no write is made.
+        let same = merged(Some(&current), &to_kubernetes(&p, &running(true), "h"));
+        assert_eq!(cond(&same, "Ready"), "True");
+        assert_eq!(same.conditions.as_ref().map(Vec::len), Some(5));
+    }
+
+    #[test]
+    fn ephemeral_containers_are_reported_as_not_run() {
+        let mut p = pod(serde_json::json!({}));
+        if let Some(spec) = p.spec.as_mut() {
+            spec.ephemeral_containers = Some(vec![k8s::EphemeralContainer {
+                name: "debugger".into(),
+                image: Some("busybox".into()),
+                ..Default::default()
+            }]);
+        }
+        assert_eq!(unreported_ephemeral(&p), vec!["debugger".to_owned()]);
+        let s = to_kubernetes(&p, &running(true), "h");
+        let e = &s.ephemeral_container_statuses.clone().expect("statuses")[0];
+        let t = e.state.as_ref().and_then(|st| st.terminated.as_ref());
+        assert_eq!(t.and_then(|t| t.reason.as_deref()), Some("NotSupported"));
+        p.status = Some(s);
+        assert!(unreported_ephemeral(&p).is_empty(), "reported once");
     }
 
     #[test]

@@ -186,6 +186,16 @@ impl StoredPod {
     }
 }
 
+/// An env value as the container sees it: pod-IP fields (`EnvVar.pod_field`) are filled in with the
+/// address this provider gave the pod, as a cloud fills in its own.
+fn pod_field_value(e: &pb::EnvVar, status: &PodStatus) -> String {
+    match e.pod_field.as_str() {
+        "status.podIP" => status.pod_ip.clone(),
+        "status.podIPs" => status.pod_ips.join(","),
+        _ => e.value.clone(),
+    }
+}
+
 fn end_instance(instance: &watch::Sender<Instance>, code: i32, message: &str) {
     instance.send_if_modified(|i| {
         if i.exit.is_some() {
@@ -955,7 +965,7 @@ impl podprovider_proto::PodProvider for TestProvider {
                 .map(|c| {
                     c.env
                         .iter()
-                        .map(|e| (e.name.clone(), e.value.clone()))
+                        .map(|e| (e.name.clone(), pod_field_value(e, &stored.status)))
                         .collect()
                 })
                 .unwrap_or_default();

@@ -36,7 +36,7 @@ fn pod(uid: &str) -> Pod {
             env: vec![EnvVar {
                 name: "GREETING".into(),
                 value: "hi there".into(),
-                sensitive: false,
+                ..Default::default()
             }],
             ..Default::default()
         }],

@@ -22,6 +22,8 @@ use podprovider_proto::v1 as pb;
 
 use crate::quantity;
 
+mod spec;
+
 /// Why a pod cannot be resolved yet.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -72,19 +74,36 @@ pub struct Resolved {
     pub pod: pb::Pod,
     /// Optional sources that were missing.
     pub warnings: Vec<Warning>,
+    /// The `resourceVersion` of every ConfigMap and Secret read (`None`: it did not exist), so a
+    /// later change to one the pod mounts can be told apart from what the provider already has.
+    pub source_versions: HashMap<SourceRef, Option<String>>,
+}
+
+/// A ConfigMap or Secret a pod refers to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceRef {
+    /// Which of the two.
+    pub kind: Kind,
+    /// Its namespace (the pod's).
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
 }
 
 /// The two Kubernetes objects pods take values from; they differ only in these respects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Kind {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// A ConfigMap.
     ConfigMap,
+    /// A Secret.
     Secret,
 }
 
 type Data = BTreeMap<String, Vec<u8>>;
 
 impl Kind {
-    fn label(self) -> &'static str {
+    /// "ConfigMap" or "Secret".
+    pub fn label(self) -> &'static str {
         match self {
             Self::ConfigMap => "ConfigMap",
             Self::Secret => "Secret",
@@ -116,6 +135,7 @@ struct Sources {
     client: Client,
     namespace: String,
     cache: HashMap<(Kind, String), Option<Data>>,
+    versions: HashMap<SourceRef, Option<String>>,
 }
 
 impl Sources {
@@ -129,42 +149,64 @@ impl Sources {
             let what = format!("reading {}", self.describe(kind, name));
             let fail = |source| Error::Kube { what, source };
             let ns = &self.namespace;
-            let data = match kind {
-                Kind::ConfigMap => Api::<ConfigMap>::namespaced(self.client.clone(), ns)
-                    .get_opt(name)
-                    .await
-                    .map_err(fail)?
-                    .map(|cm| {
-                        let text = cm
-                            .data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.into_bytes()));
-                        let binary = cm
-                            .binary_data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, ByteString(v))| (k, v));
-                        text.chain(binary).collect()
-                    }),
-                Kind::Secret => Api::<Secret>::namespaced(self.client.clone(), ns)
-                    .get_opt(name)
-                    .await
-                    .map_err(fail)?
-                    .map(|s| {
-                        let data = s
-                            .data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, ByteString(v))| (k, v));
-                        let text = s
-                            .string_data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.into_bytes()));
-                        data.chain(text).collect()
-                    }),
+            let (data, version) = match kind {
+                Kind::ConfigMap => {
+                    let cm = Api::<ConfigMap>::namespaced(self.client.clone(), ns)
+                        .get_opt(name)
+                        .await
+                        .map_err(fail)?;
+                    let version = cm
+                        .as_ref()
+                        .and_then(|o| o.metadata.resource_version.clone());
+                    (
+                        cm.map(|cm| {
+                            let text = cm
+                                .data
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(k, v)| (k, v.into_bytes()));
+                            let binary = cm
+                                .binary_data
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(k, ByteString(v))| (k, v));
+                            text.chain(binary).collect()
+                        }),
+                        version,
+                    )
+                }
+                Kind::Secret => {
+                    let secret = Api::<Secret>::namespaced(self.client.clone(), ns)
+                        .get_opt(name)
+                        .await
+                        .map_err(fail)?;
+                    let version = secret
+                        .as_ref()
+                        .and_then(|o| o.metadata.resource_version.clone());
+                    (
+                        secret.map(|s| {
+                            let data = s
+                                .data
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(k, ByteString(v))| (k, v));
+                            let text = s
+                                .string_data
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(k, v)| (k, v.into_bytes()));
+                            data.chain(text).collect()
+                        }),
+                        version,
+                    )
+                }
             };
+            let source = SourceRef {
+                kind,
+                namespace: ns.clone(),
+                name: name.to_owned(),
+            };
+            self.versions.insert(source, version);
             self.cache.insert(key.clone(), data);
         }
         Ok(self.cache.get(&key).and_then(Option::as_ref))
@@ -212,6 +254,7 @@ pub async fn resolve(
         client: client.clone(),
         namespace: namespace.clone(),
         cache: HashMap::new(),
+        versions: HashMap::new(),
     };
     let spec = pod.spec.clone().unwrap_or_default();
     let mut warnings = Vec::new();
@@ -306,7 +349,7 @@ pub async fn resolve(
             .unwrap_or_else(|| meta.name.clone().unwrap_or_default()),
         subdomain: spec.subdomain.clone().unwrap_or_default(),
         registry_credentials,
-        security_context: None,
+        security_context: spec::pod_security_context(spec.security_context.as_ref()),
         os: spec
             .os
             .as_ref()
@@ -318,11 +361,65 @@ pub async fn resolve(
             .as_ref()
             .map(|t| prost_timestamp(t.0)),
         resource_version: meta.resource_version.clone().unwrap_or_default(),
+        readiness_gates: spec
+            .readiness_gates
+            .iter()
+            .flatten()
+            .map(|g| g.condition_type.clone())
+            .collect(),
     };
     Ok(Resolved {
         pod: resolved,
         warnings,
+        source_versions: sources.versions,
     })
+}
+
+/// The ConfigMaps and Secrets whose contents a running pod follows, as with the kubelet: those of
+/// configMap, secret and projected volumes mounted at least once without `subPath` (a `subPath`
+/// mount is a copy taken at start; env values never change either).
+pub fn live_sources(pod: &k8s::Pod) -> Vec<SourceRef> {
+    let Some(spec) = &pod.spec else {
+        return Vec::new();
+    };
+    let namespace = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let live = |volume: &str| {
+        spec.init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .flat_map(|c| c.volume_mounts.iter().flatten())
+            .any(|m| m.name == volume && m.sub_path.as_deref().unwrap_or_default().is_empty())
+    };
+    let mut out = std::collections::BTreeSet::new();
+    for v in spec.volumes.iter().flatten().filter(|v| live(&v.name)) {
+        let mut add = |kind, name: &str| {
+            out.insert(SourceRef {
+                kind,
+                namespace: namespace.clone(),
+                name: name.to_owned(),
+            });
+        };
+        if let Some(cm) = &v.config_map {
+            add(Kind::ConfigMap, &cm.name);
+        }
+        if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) {
+            add(Kind::Secret, name);
+        }
+        for p in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(cm) = &p.config_map {
+                add(Kind::ConfigMap, &cm.name);
+            }
+            if let Some(sv) = &p.secret {
+                add(Kind::Secret, &sv.name);
+            }
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// Registry credentials from a `kubernetes.io/dockerconfigjson` (`.dockerconfigjson`) or
@@ -410,9 +507,22 @@ async fn container(
         .iter()
         .map(|e| (e.name.as_str(), e.value.as_str()))
         .collect();
-    let expand_all = |v: &Option<Vec<String>>| -> Vec<String> {
-        v.iter().flatten().map(|s| expand(s, &lookup)).collect()
+    let is_sensitive = |name: &str| env.iter().any(|e| e.name == name && e.sensitive);
+    let expand_all = |v: &Option<Vec<String>>| -> (Vec<String>, bool) {
+        let mut sensitive = false;
+        let out = v
+            .iter()
+            .flatten()
+            .map(|s| {
+                let (value, secret) = expand_tracked(s, &lookup, is_sensitive);
+                sensitive |= secret;
+                value
+            })
+            .collect();
+        (out, sensitive)
     };
+    let (command, command_sensitive) = expand_all(&c.command);
+    let (args, args_sensitive) = expand_all(&c.args);
     Ok(pb::Container {
         name: c.name.clone(),
         image: c.image.clone().unwrap_or_default(),
@@ -421,8 +531,10 @@ async fn container(
             Some("Never") => pb::ImagePullPolicy::Never,
             _ => pb::ImagePullPolicy::IfNotPresent,
         } as i32,
-        command: expand_all(&c.command),
-        args: expand_all(&c.args),
+        command,
+        args,
+        command_sensitive,
+        args_sensitive,
         working_dir: c.working_dir.clone().unwrap_or_default(),
         ports: c
             .ports
@@ -449,11 +561,23 @@ async fn container(
                 read_only: m.read_only.unwrap_or(false),
             })
             .collect(),
+        liveness_probe: spec::probe(c, c.liveness_probe.as_ref(), "livenessProbe")?,
+        readiness_probe: spec::probe(c, c.readiness_probe.as_ref(), "readinessProbe")?,
+        startup_probe: spec::probe(c, c.startup_probe.as_ref(), "startupProbe")?,
+        lifecycle: spec::lifecycle(c)?,
+        security_context: spec::security_context(c.security_context.as_ref()),
         env,
         stdin: c.stdin.unwrap_or(false),
         stdin_once: c.stdin_once.unwrap_or(false),
         tty: c.tty.unwrap_or(false),
-        ..Default::default()
+        termination_message_policy: c
+            .termination_message_policy
+            .clone()
+            .unwrap_or_else(|| "File".into()),
+        termination_message_path: c
+            .termination_message_path
+            .clone()
+            .unwrap_or_else(|| "/dev/termination-log".into()),
     })
 }
 
@@ -478,6 +602,17 @@ fn resources(
 /// `$(VAR)` expansion as Kubernetes does it: defined variables are substituted, `$$` escapes a
 /// dollar, and references to undefined variables are left as written.
 pub fn expand(input: &str, vars: &HashMap<&str, &str>) -> String {
+    expand_tracked(input, vars, |_| false).0
+}
+
+/// [`expand`], also telling whether any substituted variable is one `is_sensitive` names: a value
+/// built from a Secret's value is as secret as the Secret.
+pub fn expand_tracked(
+    input: &str,
+    vars: &HashMap<&str, &str>,
+    is_sensitive: impl Fn(&str) -> bool,
+) -> (String, bool) {
+    let mut sensitive = false;
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(pos) = rest.find('$') {
@@ -491,7 +626,10 @@ pub fn expand(input: &str, vars: &HashMap<&str, &str>) -> String {
                 Some(end) => {
                     let name = &inner[..end];
                     match vars.get(name) {
-                        Some(value) => out.push_str(value),
+                        Some(value) => {
+                            sensitive |= is_sensitive(name);
+                            out.push_str(value);
+                        }
                         None => {
                             out.push_str("$(");
                             out.push_str(name);
@@ -511,20 +649,27 @@ pub fn expand(input: &str, vars: &HashMap<&str, &str>) -> String {
         }
     }
     out.push_str(rest);
-    out
+    (out, sensitive)
 }
 
 fn push_env(env: &mut Vec<pb::EnvVar>, name: String, value: String, sensitive: bool) {
-    // Later definitions win, as in Kubernetes; keep the first position for stable ordering.
-    if let Some(existing) = env.iter_mut().find(|e| e.name == name) {
-        existing.value = value;
-        existing.sensitive = sensitive;
-    } else {
-        env.push(pb::EnvVar {
+    push_var(
+        env,
+        pb::EnvVar {
             name,
             value,
             sensitive,
-        });
+            pod_field: String::new(),
+        },
+    );
+}
+
+fn push_var(env: &mut Vec<pb::EnvVar>, var: pb::EnvVar) {
+    // Later definitions win, as in Kubernetes; keep the first position for stable ordering.
+    if let Some(existing) = env.iter_mut().find(|e| e.name == var.name) {
+        *existing = var;
+    } else {
+        env.push(var);
     }
 }
 
@@ -571,8 +716,11 @@ async fn env(
                 .map(|(k, v)| (k.as_str(), v.as_str()));
             let own = env.iter().map(|e| (e.name.as_str(), e.value.as_str()));
             let vars: HashMap<&str, &str> = links.chain(own).collect();
-            let value = expand(var.value.as_deref().unwrap_or_default(), &vars);
-            push_env(&mut env, var.name.clone(), value, false);
+            let (value, sensitive) =
+                expand_tracked(var.value.as_deref().unwrap_or_default(), &vars, |name| {
+                    env.iter().any(|e| e.name == name && e.sensitive)
+                });
+            push_env(&mut env, var.name.clone(), value, sensitive);
             continue;
         };
         let key_ref = source
@@ -611,11 +759,21 @@ async fn env(
                 }
             }
         } else if let Some(f) = &source.field_ref {
-            push_env(
+            let path = f.field_path.as_str();
+            // The cloud assigns the pod IP only once it places the pod: the provider fills it in.
+            let pod_field = if matches!(path, "status.podIP" | "status.podIPs") {
+                path.to_owned()
+            } else {
+                String::new()
+            };
+            push_var(
                 &mut env,
-                var.name.clone(),
-                field_value(pod, &f.field_path, host_ip)?,
-                false,
+                pb::EnvVar {
+                    name: var.name.clone(),
+                    value: field_value(pod, path, host_ip)?,
+                    sensitive: false,
+                    pod_field,
+                },
             );
         } else if let Some(r) = &source.resource_field_ref {
             push_env(
@@ -628,11 +786,7 @@ async fn env(
     }
     for (name, value) in ctx.service_env {
         if !env.iter().any(|e| &e.name == name) {
-            env.push(pb::EnvVar {
-                name: name.clone(),
-                value: value.clone(),
-                sensitive: false,
-            });
+            push_env(&mut env, name.clone(), value.clone(), false);
         }
     }
     Ok(env)
@@ -1384,6 +1538,7 @@ mod tests {
             client,
             namespace: "default".into(),
             cache: HashMap::new(),
+            versions: HashMap::new(),
         };
         let mut warnings = Vec::new();
         let env = env(&mut sources, &ctx, &c, &mut warnings)

@@ -124,6 +124,25 @@ async fn scenario(
         Some(&("s3cr3t-pa55", true))
     );
     assert_eq!(wp.termination_grace_period_seconds, Some(40));
+    // ... and its preStop hook, exactly as written.
+    let pre_stop = wp.containers[0]
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+        .and_then(|h| h.action.as_ref());
+    assert_eq!(
+        pre_stop,
+        Some(&podprovider_proto::v1::lifecycle_handler::Action::Exec(
+            podprovider_proto::v1::ExecAction {
+                command: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "sleep 3; apachectl -k graceful-stop; sleep 30".into()
+                ]
+            }
+        )),
+        "the preStop hook reaches the provider"
+    );
 
     // Scale to 100 and back to 3: exactly 3 left in the provider.
     kubectl(cp, &["scale", "deployment/aks-sample", "--replicas=100"])?;

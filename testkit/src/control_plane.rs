@@ -167,6 +167,9 @@ impl ControlPlane {
                 // Benchmarks push thousands of pods; don't let the API server's own limits dominate.
                 .arg("--max-requests-inflight=2000")
                 .arg("--max-mutating-requests-inflight=1000")
+                // Alpha in 1.20 (on by default from 1.23): lets tests add ephemeral containers
+                // as `kubectl debug` does.
+                .arg("--feature-gates=EphemeralContainers=true")
                 .arg("--v=1"),
             &logs,
         )?;

@@ -324,6 +324,12 @@ fn container(
     if !env.is_empty() {
         v.insert("EnvironmentVar".into(), Value::Array(env));
     }
+    // ECI has no per-variable secure field; EnvironmentVarHide keeps the container's whole
+    // environment out of DescribeContainerGroups. The API offers it on Container only, not on
+    // InitContainer.
+    if !init && c.env.iter().any(|e| e.sensitive) {
+        v.insert("EnvironmentVarHide".into(), json!(true));
+    }
     let mut ports = Vec::new();
     for p in &c.ports {
         let proto = if p.protocol.is_empty() {
@@ -991,6 +997,32 @@ mod tests {
             "duplicate env name sent"
         );
         assert!(plan.name.starts_with("vk-default-web-"));
+    }
+
+    #[test]
+    fn sensitive_env_sets_the_sdks_environment_var_hide_on_that_container_only() {
+        // CreateContainerGroupRequest.Container.N.EnvironmentVarHide in the ECI SDKs; their
+        // InitContainer has no such field, so it is never sent there.
+        let mut p = pod();
+        p.init_containers[0].env = vec![EnvVar {
+            name: "PW".into(),
+            value: "x".into(),
+            sensitive: true,
+            ..Default::default()
+        }];
+        let f = flatten(&plan(&p, &placement()).expect("valid").request);
+        assert_eq!(f["Container.1.EnvironmentVarHide"], "true");
+        assert!(
+            !f.contains_key("InitContainer.1.EnvironmentVarHide"),
+            "{f:#?}"
+        );
+
+        p.containers[0]
+            .env
+            .iter_mut()
+            .for_each(|e| e.sensitive = false);
+        let f = flatten(&plan(&p, &placement()).expect("valid").request);
+        assert!(!f.contains_key("Container.1.EnvironmentVarHide"));
     }
 
     #[test]

@@ -40,8 +40,32 @@ pub const VERSION: u16 = 3;
 /// while bounding what one frame can make us buffer.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 1 << 20;
 
-/// Limit on a header block after decompression, against zlib bombs.
-pub const MAX_HEADER_BLOCK_SIZE: usize = 256 * 1024;
+/// Limit on a header block after decompression: 128 KiB.
+///
+/// zlib inflates up to ~1000:1, so the frame size limit does not bound the
+/// plain block; inflate stops as soon as it passes this. Any block that keeps
+/// to [`MAX_HEADER_ENTRIES`] and [`MAX_HEADER_BYTES`] is under 67 KiB (the
+/// bytes plus 8 length bytes per pair), so this leaves room without letting a
+/// block grow past what the parser could accept. A block over it breaks
+/// [`HeaderLimit::BlockSize`], which ends the session: the rest of the block
+/// was not inflated, so the zlib context is out of step with the peer's.
+pub const MAX_HEADER_BLOCK_SIZE: usize = 128 * 1024;
+
+/// Limit on the entries of one decoded header block: 64.
+///
+/// Each part of a NUL-joined value is one entry, so the count is taken after
+/// splitting: without it a 4 KiB name with ~250k NULs in its value (a few
+/// hundred bytes compressed) decoded into ~250k copies of the name, ~1 GiB.
+/// Kubernetes sends about 5 (`streamtype`, `port`, `requestid`, ...).
+pub const MAX_HEADER_ENTRIES: usize = 64;
+
+/// Limit on the name and value bytes of one decoded header block, summed
+/// over entries (a name counts once per entry it is stored in): 64 KiB.
+///
+/// Checked before each entry is allocated, so decoding a block never holds
+/// more than this in names and values. Kubernetes' headers are well under
+/// 1 KiB.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// The largest payload the 24-bit length field can describe.
 const MAX_LENGTH_FIELD: usize = (1 << 24) - 1;
@@ -286,8 +310,45 @@ impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Headers {
     }
 }
 
-/// Why a frame could not be decoded or encoded. Every decode error leaves the
-/// connection unusable: the zlib context or the framing is out of sync.
+/// Which limit a header block broke; see [`FrameError::HeaderLimit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderLimit {
+    /// Decompresses to more than [`MAX_HEADER_BLOCK_SIZE`] bytes.
+    BlockSize,
+    /// More than [`MAX_HEADER_ENTRIES`] entries.
+    Entries,
+    /// More than [`MAX_HEADER_BYTES`] name and value bytes.
+    Bytes,
+}
+
+impl HeaderLimit {
+    /// Whether the zlib context is still in step with the peer's after a
+    /// block broke this limit, so the connection can go on. Only
+    /// [`HeaderLimit::BlockSize`] stops inflating part-way through a block.
+    pub fn compression_in_sync(self) -> bool {
+        !matches!(self, HeaderLimit::BlockSize)
+    }
+}
+
+impl fmt::Display for HeaderLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderLimit::BlockSize => {
+                write!(f, "decompresses to more than {MAX_HEADER_BLOCK_SIZE} bytes")
+            }
+            HeaderLimit::Entries => write!(f, "more than {MAX_HEADER_ENTRIES} entries"),
+            HeaderLimit::Bytes => {
+                write!(f, "more than {MAX_HEADER_BYTES} bytes of names and values")
+            }
+        }
+    }
+}
+
+/// Why a frame could not be decoded or encoded. A decode error leaves the
+/// connection unusable (the zlib context or the framing is out of sync),
+/// except [`FrameError::HeaderLimit`] with a limit whose
+/// [`HeaderLimit::compression_in_sync`] is true: that frame was consumed
+/// whole, and the next `decode` carries on after it.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("i/o error: {0}")]
@@ -303,8 +364,13 @@ pub enum FrameError {
     },
     #[error("malformed header block: {0}")]
     HeaderBlock(&'static str),
-    #[error("decompressed header block exceeds {max} bytes")]
-    HeaderBlockTooLarge { max: usize },
+    /// `stream_id` is the frame's stream, `None` when the block was parsed on
+    /// its own.
+    #[error("header block refused: {limit}")]
+    HeaderLimit {
+        stream_id: Option<StreamId>,
+        limit: HeaderLimit,
+    },
     #[error(
         "header block needs zlib dictionary {found:#010x}, not the SPDY/3 dictionary ({expected:#010x})"
     )]
@@ -405,7 +471,7 @@ impl Codec {
                     slot,
                     fin,
                     unidirectional: flags & FLAG_UNIDIRECTIONAL != 0,
-                    headers: self.decode_header_block(&body)?,
+                    headers: self.decode_stream_headers(stream_id, &body)?,
                 }
             }
             TYPE_SYN_REPLY | TYPE_HEADERS => {
@@ -418,7 +484,7 @@ impl Codec {
                     return Err(invalid(kind, "shorter than 4 bytes"));
                 }
                 let stream_id = nonzero_stream(body.get_u32(), kind)?;
-                let headers = self.decode_header_block(&body)?;
+                let headers = self.decode_stream_headers(stream_id, &body)?;
                 if frame_type == TYPE_SYN_REPLY {
                     Frame::SynReply {
                         stream_id,
@@ -504,7 +570,11 @@ impl Codec {
         Ok(Some(frame))
     }
 
-    fn decode_header_block(&mut self, compressed: &[u8]) -> Result<Headers, FrameError> {
+    /// Decompresses and parses one header block (the part of a SYN_STREAM,
+    /// SYN_REPLY or HEADERS frame after the stream ids) with this codec's
+    /// receiving zlib context, enforcing the header limits. `decode` calls
+    /// it; it is public so the parser can be exercised on its own.
+    pub fn decode_header_block(&mut self, compressed: &[u8]) -> Result<Headers, FrameError> {
         if compressed.is_empty() {
             // Nothing was fed to the peer's compressor, so there is nothing to
             // advance ours by either.
@@ -514,19 +584,48 @@ impl Codec {
         parse_header_block(&plain)
     }
 
+    /// [`Codec::decode_header_block`] for a frame of `stream_id`, so a
+    /// refusal names the stream to reset.
+    fn decode_stream_headers(
+        &mut self,
+        stream_id: StreamId,
+        compressed: &[u8],
+    ) -> Result<Headers, FrameError> {
+        self.decode_header_block(compressed).map_err(|e| match e {
+            FrameError::HeaderLimit { limit, .. } => FrameError::HeaderLimit {
+                stream_id: Some(stream_id),
+                limit,
+            },
+            other => other,
+        })
+    }
+
+    /// Compresses an already serialized header block with this codec's
+    /// sending zlib context. The encoder does this for every frame with
+    /// headers; it is public so tests can build blocks the encoder refuses
+    /// to produce (NUL in a value, too many entries).
+    pub fn compress_header_block(&mut self, raw: &[u8]) -> Result<Vec<u8>, FrameError> {
+        self.deflate(raw)
+    }
+
     /// Decompresses one header block. The peer sync-flushes after each block,
     /// so all of its bytes are available once the whole input is consumed.
+    ///
+    /// Inflates through a fixed scratch buffer and checks the total before
+    /// keeping each piece, so a zlib bomb costs at most
+    /// [`MAX_HEADER_BLOCK_SIZE`] plus the scratch, never the bomb's size.
     fn inflate(&mut self, input: &[u8]) -> Result<Vec<u8>, FrameError> {
         let inflater = self
             .decompressor
             .get_or_insert_with(|| Decompress::new(true));
-        let mut out: Vec<u8> = Vec::with_capacity((input.len() * 4).clamp(256, 16 * 1024));
+        let mut scratch = [0u8; 8 * 1024];
+        let mut out: Vec<u8> = Vec::new();
         let mut pos = 0;
         loop {
             let in_before = inflater.total_in();
             let out_before = inflater.total_out();
             let mut dictionary_set = false;
-            if let Err(e) = inflater.decompress_vec(&input[pos..], &mut out, FlushDecompress::Sync)
+            if let Err(e) = inflater.decompress(&input[pos..], &mut scratch, FlushDecompress::Sync)
             {
                 match e.needs_dictionary() {
                     Some(DICTIONARY_ID) => {
@@ -545,22 +644,22 @@ impl Codec {
                 }
             }
             let consumed = (inflater.total_in() - in_before) as usize;
-            let produced = inflater.total_out() - out_before;
+            // At most scratch.len(): inflate writes only into the slice.
+            let produced = (inflater.total_out() - out_before) as usize;
             pos += consumed;
-            if out.len() > MAX_HEADER_BLOCK_SIZE {
-                return Err(FrameError::HeaderBlockTooLarge {
-                    max: MAX_HEADER_BLOCK_SIZE,
+            if out.len() + produced > MAX_HEADER_BLOCK_SIZE {
+                return Err(FrameError::HeaderLimit {
+                    stream_id: None,
+                    limit: HeaderLimit::BlockSize,
                 });
             }
-            let out_full = out.len() == out.capacity();
-            if pos >= input.len() && !out_full {
+            out.extend_from_slice(&scratch[..produced]);
+            if pos >= input.len() && produced < scratch.len() {
                 // Input used up and inflate stopped with room to spare: the
                 // block is complete.
                 return Ok(out);
             }
-            if out_full {
-                out.reserve(out.capacity().max(256));
-            } else if consumed == 0 && produced == 0 && !dictionary_set {
+            if consumed == 0 && produced == 0 && !dictionary_set {
                 // Input left but inflate makes no progress: the peer ended its
                 // zlib stream or sent garbage after it.
                 return Err(FrameError::Compression(
@@ -636,8 +735,10 @@ fn put_flags_len(dst: &mut BytesMut, flags: u8, len: usize) {
     dst.put_u32((u32::from(flags) << 24) | (len as u32 & 0x00ff_ffff));
 }
 
-/// Parses a decompressed header block.
-fn parse_header_block(mut buf: &[u8]) -> Result<Headers, FrameError> {
+/// Parses a decompressed header block, enforcing [`MAX_HEADER_BLOCK_SIZE`],
+/// [`MAX_HEADER_ENTRIES`] and [`MAX_HEADER_BYTES`]. A value with NULs becomes
+/// one entry per part (see [`Headers`]).
+pub fn parse_header_block(mut buf: &[u8]) -> Result<Headers, FrameError> {
     fn take<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], FrameError> {
         if buf.len() < 4 {
             return Err(FrameError::HeaderBlock("truncated length"));
@@ -650,16 +751,31 @@ fn parse_header_block(mut buf: &[u8]) -> Result<Headers, FrameError> {
         *buf = rest;
         Ok(field)
     }
+    fn refused(limit: HeaderLimit) -> FrameError {
+        FrameError::HeaderLimit {
+            stream_id: None,
+            limit,
+        }
+    }
 
+    // Inflate already stops here; this covers blocks handed in directly.
+    if buf.len() > MAX_HEADER_BLOCK_SIZE {
+        return Err(refused(HeaderLimit::BlockSize));
+    }
     if buf.len() < 4 {
         return Err(FrameError::HeaderBlock("missing pair count"));
     }
     let count = buf.get_u32() as usize;
+    // Every pair yields at least one entry.
+    if count > MAX_HEADER_ENTRIES {
+        return Err(refused(HeaderLimit::Entries));
+    }
     let mut headers = Headers {
         // Each pair needs at least 8 bytes, so a lying count cannot make us
         // over-allocate.
         entries: Vec::with_capacity(count.min(buf.len() / 8)),
     };
+    let mut bytes = 0usize;
     for _ in 0..count {
         let name = std::str::from_utf8(take(&mut buf)?)
             .map_err(|_| FrameError::HeaderBlock("name is not UTF-8"))?;
@@ -672,6 +788,15 @@ fn parse_header_block(mut buf: &[u8]) -> Result<Headers, FrameError> {
         // lowercased so lookups behave the same either way.
         let name = name.to_ascii_lowercase();
         for v in value.split('\0') {
+            // Both limits are checked before the entry is allocated, so a
+            // hostile block is refused having cost at most the limits.
+            if headers.entries.len() >= MAX_HEADER_ENTRIES {
+                return Err(refused(HeaderLimit::Entries));
+            }
+            bytes += name.len() + v.len();
+            if bytes > MAX_HEADER_BYTES {
+                return Err(refused(HeaderLimit::Bytes));
+            }
             headers.entries.push((name.clone(), v.to_owned()));
         }
     }

@@ -60,7 +60,9 @@ pub mod kube;
 pub mod session;
 
 pub use dictionary::{DICTIONARY, DICTIONARY_ID};
-pub use frame::{Codec, Frame, FrameError, GoAwayStatus, Headers, RstStatus, StreamId};
+pub use frame::{
+    Codec, Frame, FrameError, GoAwayStatus, HeaderLimit, Headers, RstStatus, StreamId,
+};
 pub use session::{Config, Connection, RecvStream, SendStream, Session, Stream};
 
 /// Errors of a [`Session`] and its streams.

@@ -2,8 +2,14 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use flate2::{Compress, Compression, FlushCompress};
-use spdy::frame::{FLAG_FIN, FLAG_UNIDIRECTIONAL, Setting};
-use spdy::{Codec, DICTIONARY, DICTIONARY_ID, Frame, FrameError, GoAwayStatus, Headers, RstStatus};
+use spdy::frame::{
+    FLAG_FIN, FLAG_UNIDIRECTIONAL, MAX_HEADER_BLOCK_SIZE, MAX_HEADER_BYTES, MAX_HEADER_ENTRIES,
+    Setting, parse_header_block,
+};
+use spdy::{
+    Codec, DICTIONARY, DICTIONARY_ID, Frame, FrameError, GoAwayStatus, HeaderLimit, Headers,
+    RstStatus,
+};
 use tokio_util::codec::{Decoder, Encoder};
 
 fn encode(codec: &mut Codec, frame: Frame) -> BytesMut {
@@ -618,4 +624,154 @@ fn multi_valued_headers_round_trip_compressed() {
     };
     assert_eq!(headers.get_all("PORT").collect::<Vec<_>>(), ["80", "443"]);
     assert_eq!(headers.get("requestid"), Some("7"));
+}
+
+/// A SYN_STREAM frame carrying an already compressed header block, for
+/// blocks the encoder would refuse to build.
+fn syn_stream_with_block(stream_id: u32, block: &[u8]) -> BytesMut {
+    let mut wire = BytesMut::new();
+    wire.put_u32(0x8003_0001);
+    wire.put_u32(10 + block.len() as u32);
+    wire.put_u32(stream_id);
+    wire.put_u32(0);
+    wire.put_u16(0);
+    wire.put_slice(block);
+    wire
+}
+
+/// A block of one pair whose value is `parts` joined by NUL.
+fn nul_joined_block(name: &str, parts: &[&str]) -> Vec<u8> {
+    raw_block(&[(name, &parts.join("\0"))])
+}
+
+fn refused_by(result: Result<Headers, FrameError>) -> HeaderLimit {
+    match result {
+        Err(FrameError::HeaderLimit { limit, .. }) => limit,
+        other => panic!("expected a header limit refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn header_entry_limit_counts_nul_separated_values() {
+    let at_limit = vec!["v"; MAX_HEADER_ENTRIES];
+    let parsed = parse_header_block(&nul_joined_block("n", &at_limit)).unwrap();
+    assert_eq!(parsed.len(), MAX_HEADER_ENTRIES);
+
+    let over = vec!["v"; MAX_HEADER_ENTRIES + 1];
+    assert_eq!(
+        refused_by(parse_header_block(&nul_joined_block("n", &over))),
+        HeaderLimit::Entries
+    );
+    // A pair count above the limit is refused before anything is read.
+    let mut raw = Vec::new();
+    raw.put_u32(MAX_HEADER_ENTRIES as u32 + 1);
+    assert_eq!(refused_by(parse_header_block(&raw)), HeaderLimit::Entries);
+}
+
+#[test]
+fn header_byte_limit_counts_the_name_once_per_entry() {
+    // Two entries of a 1-byte name and values filling the rest exactly.
+    let half = (MAX_HEADER_BYTES - 2) / 2;
+    let v = "x".repeat(half);
+    let parsed = parse_header_block(&nul_joined_block("n", &[&v, &v])).unwrap();
+    assert_eq!(parsed.len(), 2);
+
+    let v1 = "x".repeat(half + 1);
+    assert_eq!(
+        refused_by(parse_header_block(&nul_joined_block("n", &[&v, &v1]))),
+        HeaderLimit::Bytes
+    );
+    // A long name repeated by NUL-splitting: 40 entries of a 2 KiB name.
+    let name = "n".repeat(2048);
+    assert_eq!(
+        refused_by(parse_header_block(&nul_joined_block(&name, &[""; 40]))),
+        HeaderLimit::Bytes
+    );
+}
+
+#[test]
+fn oversized_raw_block_is_refused_unparsed() {
+    let mut raw = raw_block(&[("n", "v")]);
+    raw.resize(MAX_HEADER_BLOCK_SIZE + 1, 0);
+    assert_eq!(refused_by(parse_header_block(&raw)), HeaderLimit::BlockSize);
+}
+
+#[test]
+fn decompression_stops_at_the_block_cap() {
+    // 4 MiB of one byte compresses to a few KiB; inflating it whole is what
+    // the cap prevents.
+    let raw = raw_block(&[("n", &"x".repeat(4 << 20))]);
+    let block = compress_block_with(DICTIONARY, &raw);
+    assert!(block.len() < 16 * 1024, "{}", block.len());
+    let err = Codec::new()
+        .decode(&mut syn_stream_with_block(1, &block))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FrameError::HeaderLimit {
+                stream_id: Some(1),
+                limit: HeaderLimit::BlockSize
+            }
+        ),
+        "{err}"
+    );
+    assert!(!HeaderLimit::BlockSize.compression_in_sync());
+    assert!(
+        err.to_string().contains("decompresses to more than"),
+        "{err}"
+    );
+}
+
+#[test]
+fn refused_header_block_leaves_the_codec_in_step() {
+    // Both blocks come from one peer compression context, as on the wire.
+    let mut client = Codec::new();
+    let over = vec!["v"; MAX_HEADER_ENTRIES + 1];
+    let block = client
+        .compress_header_block(&nul_joined_block("n", &over))
+        .unwrap();
+    let mut wire = syn_stream_with_block(1, &block);
+    wire.put_slice(&encode(
+        &mut client,
+        Frame::SynStream {
+            stream_id: 3,
+            associated_stream_id: 0,
+            priority: 0,
+            slot: 0,
+            fin: false,
+            unidirectional: false,
+            headers: exec_headers("stdin"),
+        },
+    ));
+
+    let mut server = Codec::new();
+    match server.decode(&mut wire) {
+        Err(FrameError::HeaderLimit {
+            stream_id: Some(1),
+            limit,
+        }) => {
+            assert_eq!(limit, HeaderLimit::Entries);
+            assert!(limit.compression_in_sync());
+        }
+        other => panic!("expected the entry limit, got {other:?}"),
+    }
+    match server.decode(&mut wire).unwrap() {
+        Some(Frame::SynStream {
+            stream_id: 3,
+            headers,
+            ..
+        }) => assert_eq!(headers.get("streamtype"), Some("stdin")),
+        other => panic!("expected SYN_STREAM 3, got {other:?}"),
+    }
+}
+
+#[test]
+fn compressed_and_direct_header_decoding_agree() {
+    let raw = raw_block(&[("streamtype", "data"), ("port", "80\x00443")]);
+    let mut client = Codec::new();
+    let block = client.compress_header_block(&raw).unwrap();
+    let via_codec = Codec::new().decode_header_block(&block).unwrap();
+    assert_eq!(via_codec, parse_header_block(&raw).unwrap());
+    assert_eq!(via_codec.get_all("port").collect::<Vec<_>>(), ["80", "443"]);
 }

@@ -13,11 +13,29 @@
 //! # Back-pressure
 //!
 //! Each stream buffers at most [`Config::stream_receive_buffer`] bytes of
-//! received data (plus one frame). When a stream's buffer is full the reader
+//! received data (or one frame, if a frame is larger), and the session at
+//! most [`Config::session_receive_buffer`] over all its streams. Every
+//! buffered frame is charged a fixed overhead on top of its payload and is
+//! copied out of the connection's read buffer, so the budgets bound memory,
+//! not just payload: a flood of 1-byte frames cannot pin read buffers or
+//! queue entries beyond them. When a budget is used up the reader
 //! stops reading the connection until the application consumes data, so a
 //! slow reader stalls the whole connection rather than growing memory. This is
 //! what spdystream does too (its frame handlers block on unbuffered
 //! channels). Read every stream you accept, concurrently, or drop/reset it.
+//!
+//! # Limits
+//!
+//! At most [`Config::max_concurrent_streams`] streams are open at once;
+//! further SYN_STREAMs get RST_STREAM(REFUSED_STREAM). A frame longer than
+//! [`Config::max_frame_size`] ends the session before its payload is read.
+//! A header block over one of the limits in [`crate::frame`] gets
+//! RST_STREAM(FRAME_TOO_LARGE) for its stream; if it was too large to
+//! decompress whole ([`HeaderLimit::BlockSize`]), GOAWAY(PROTOCOL_ERROR)
+//! follows and the session ends, as SPDY/3.1 requires when the compression
+//! contexts are out of step.
+//!
+//! [`HeaderLimit::BlockSize`]: crate::frame::HeaderLimit::BlockSize
 //! Outgoing data goes through a bounded queue ([`Config::write_queue`] frames
 //! of at most [`Config::max_data_chunk`] bytes), so `send` waits when the
 //! peer is not reading.
@@ -57,6 +75,31 @@ use crate::frame::{
 /// The SPDY/3 default initial flow-control window.
 const DEFAULT_WINDOW: u32 = 64 * 1024;
 
+/// Default for [`Config::max_concurrent_streams`]: 128 streams per session.
+///
+/// Kubernetes opens at most 5 for exec/attach and 2 per forwarded connection
+/// for port-forward, so this leaves room for ~60 connections forwarded over
+/// one session while bounding the per-stream state (and buffers) a peer can
+/// make us hold.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: usize = 128;
+
+/// Default for [`Config::stream_receive_buffer`]: 64 KiB per stream, the
+/// SPDY/3 default window, so a peer that honours windows never overruns it.
+pub const DEFAULT_STREAM_RECEIVE_BUFFER: u32 = DEFAULT_WINDOW;
+
+/// Default for [`Config::session_receive_buffer`]: 8 MiB per session.
+///
+/// Room for every stream's default buffer at the default stream count, so it
+/// only bites when frames larger than a stream's buffer pile up (a stream may
+/// hold one frame of up to [`DEFAULT_MAX_FRAME_SIZE`]; without this, 128 such
+/// streams would hold 128 MiB).
+pub const DEFAULT_SESSION_RECEIVE_BUFFER: usize = 8 << 20;
+
+/// Bytes charged per buffered DATA frame on top of its payload: roughly the
+/// queue entry, the permit and the allocation header. Keeps a stream of
+/// 1-byte frames within the buffer budgets in real memory.
+const CHUNK_OVERHEAD: usize = 128;
+
 /// Stop batching frames for one socket write beyond this many bytes.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -70,8 +113,13 @@ pub struct Config {
     /// one busy stream cannot hog the connection.
     pub max_data_chunk: usize,
     /// Received bytes buffered per stream before the reader waits for the
-    /// application. Also the window we tell flow-control-aware peers about.
+    /// application (a frame larger than this is still taken, alone). Also
+    /// the window we tell flow-control-aware peers about.
     pub stream_receive_buffer: u32,
+    /// Received bytes buffered over all streams of the session before the
+    /// reader waits for the application. Raised to at least
+    /// `max_frame_size` plus a little, so any one frame fits.
+    pub session_receive_buffer: usize,
     /// Send WINDOW_UPDATE frames as received data is consumed.
     pub send_window_updates: bool,
     /// Streams open at once; further SYN_STREAMs are refused.
@@ -90,9 +138,10 @@ impl Default for Config {
         Config {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_data_chunk: 32 * 1024,
-            stream_receive_buffer: DEFAULT_WINDOW,
+            stream_receive_buffer: DEFAULT_STREAM_RECEIVE_BUFFER,
+            session_receive_buffer: DEFAULT_SESSION_RECEIVE_BUFFER,
             send_window_updates: true,
-            max_concurrent_streams: 256,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             accept_backlog: 16,
             write_queue: 32,
             close_timeout: Duration::from_secs(5),
@@ -111,6 +160,11 @@ impl Config {
         self.stream_receive_buffer = self
             .stream_receive_buffer
             .clamp(1, permits_max.min(0x7fff_ffff));
+        // Permits are taken as u32, and one frame must always fit.
+        self.session_receive_buffer = self.session_receive_buffer.clamp(
+            self.max_frame_size + CHUNK_OVERHEAD,
+            (permits_max as usize).min(u32::MAX as usize),
+        );
         self.max_concurrent_streams = self.max_concurrent_streams.max(1);
         self.accept_backlog = self.accept_backlog.max(1);
         self.write_queue = self.write_queue.max(1);
@@ -161,10 +215,12 @@ impl StreamState {
     }
 }
 
-/// A received chunk; dropping it returns its bytes to the stream's budget.
+/// A received chunk; dropping it returns its bytes to the stream's and the
+/// session's budgets.
 struct Chunk {
     data: Bytes,
     _permit: OwnedSemaphorePermit,
+    _session_permit: OwnedSemaphorePermit,
 }
 
 struct Entry {
@@ -196,6 +252,8 @@ enum Out {
 struct Shared {
     config: Config,
     streams: Mutex<HashMap<StreamId, Entry>>,
+    /// Bounds buffered received bytes over all streams; one permit per byte.
+    recv_budget: Arc<Semaphore>,
     /// GOAWAY sent or received.
     going_away: AtomicBool,
     goaway_sent: AtomicBool,
@@ -759,6 +817,7 @@ impl Session {
         let (data_tx, data_rx) = mpsc::channel(config.write_queue);
         let (done_tx, done) = watch::channel(false);
         let shared = Arc::new(Shared {
+            recv_budget: Arc::new(Semaphore::new(config.session_receive_buffer)),
             config,
             streams: Mutex::new(HashMap::new()),
             going_away: AtomicBool::new(false),
@@ -951,7 +1010,42 @@ impl Driver {
                     continue;
                 }
                 Err(FrameError::Io(e)) => return Err(Error::Io(e)),
+                Err(FrameError::HeaderLimit {
+                    stream_id: Some(stream_id),
+                    limit,
+                }) if limit.compression_in_sync() => {
+                    // The frame was consumed whole and the zlib contexts are
+                    // in step: refusing the one stream is enough.
+                    warn!(stream_id, %limit, "SPDY header block refused, resetting the stream");
+                    let state = shared.streams().get(&stream_id).map(|e| e.state.clone());
+                    match state {
+                        Some(state) => {
+                            reset_stream(&state, &self.urgent_tx, RstStatus::FRAME_TOO_LARGE)
+                        }
+                        None => {
+                            if stream_id % 2 == 1 && stream_id > last_stream_id {
+                                // A refused SYN_STREAM still uses up its id.
+                                last_stream_id = stream_id;
+                            }
+                            self.refuse(stream_id, RstStatus::FRAME_TOO_LARGE).await;
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => {
+                    if let FrameError::HeaderLimit {
+                        stream_id: Some(stream_id),
+                        ..
+                    } = e
+                    {
+                        // SPDY/3.1: FRAME_TOO_LARGE for the stream, then the
+                        // session must close (the block was not inflated
+                        // whole).
+                        let _ = self.ctrl_tx.try_send(Frame::RstStream {
+                            stream_id,
+                            status: RstStatus::FRAME_TOO_LARGE,
+                        });
+                    }
                     warn!(error = %e, "SPDY protocol error, sending GOAWAY");
                     let _ = self.ctrl_tx.try_send(Frame::GoAway {
                         last_good_stream_id: shared.last_accepted.load(Ordering::Acquire),
@@ -1028,20 +1122,41 @@ impl Driver {
                         continue;
                     };
                     if let (false, Some(inbound)) = (data.is_empty(), inbound) {
-                        let want = u32::try_from(data.len())
-                            .unwrap_or(u32::MAX)
-                            .min(shared.config.stream_receive_buffer);
-                        let permit = tokio::select! {
+                        let cost = data.len().saturating_add(CHUNK_OVERHEAD);
+                        let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+                        // Capped so a frame larger than a budget still gets
+                        // in (alone) instead of waiting forever. The session
+                        // budget is at least a frame, so it never is capped.
+                        let stream_cost = cost.min(shared.config.stream_receive_buffer);
+                        let session_cost = cost.min(
+                            u32::try_from(shared.config.session_receive_buffer).unwrap_or(u32::MAX),
+                        );
+                        let permits = async {
+                            let stream = state.recv_buffer.clone();
+                            let stream = stream.acquire_many_owned(stream_cost).await?;
+                            let session = shared.recv_budget.clone();
+                            let session = session.acquire_many_owned(session_cost).await?;
+                            Ok::<_, tokio::sync::AcquireError>((stream, session))
+                        };
+                        let permits = tokio::select! {
                             biased;
                             _ = shared.shutdown.cancelled() => return Ok(()),
-                            permit = state.recv_buffer.clone().acquire_many_owned(want) => permit,
+                            permits = permits => permits,
                         };
-                        // Err: the stream was reset or its reader dropped.
-                        if let Ok(permit) = permit {
-                            let _ = inbound.send(Chunk {
-                                data,
-                                _permit: permit,
-                            });
+                        // Err: the stream was reset or its reader dropped
+                        // (a reset while waiting for the session budget is
+                        // caught by the check below).
+                        // (No let-chain: the crate keeps to its 1.85 MSRV.)
+                        if let Ok((permit, session_permit)) = permits {
+                            if !state.is_reset() {
+                                // Copied so the chunk does not pin the whole
+                                // read buffer it was decoded from.
+                                let _ = inbound.send(Chunk {
+                                    data: Bytes::copy_from_slice(&data),
+                                    _permit: permit,
+                                    _session_permit: session_permit,
+                                });
+                            }
                         }
                     }
                     if fin {

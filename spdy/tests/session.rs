@@ -757,3 +757,202 @@ async fn unspawned_connection_is_driven_by_the_caller() {
     session.close().await.unwrap();
     driver.await.unwrap().unwrap();
 }
+
+/// A raw header block of one name whose value is `n` NUL-joined parts: `n`
+/// entries once decoded. The encoder refuses NULs, so it is built by hand.
+fn block_of_entries(n: usize) -> Vec<u8> {
+    let value = vec!["v"; n].join("\0");
+    let mut raw = Vec::new();
+    raw.extend_from_slice(&1u32.to_be_bytes());
+    raw.extend_from_slice(&1u32.to_be_bytes());
+    raw.extend_from_slice(b"n");
+    raw.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    raw.extend_from_slice(value.as_bytes());
+    raw
+}
+
+/// A SYN_STREAM (`frame_type` 1) or HEADERS (8) frame around `raw`,
+/// compressed with the client's own context so later frames stay in step.
+fn frame_with_block(client: &mut Client, frame_type: u8, stream_id: u32, raw: &[u8]) -> Vec<u8> {
+    let block = client.codec.compress_header_block(raw).unwrap();
+    let ids: &[u8] = if frame_type == 1 {
+        &[0, 0, 0, 0, 0, 0]
+    } else {
+        &[]
+    };
+    let len = 4 + ids.len() + block.len();
+    let mut wire = vec![0x80, 0x03, 0x00, frame_type];
+    wire.extend_from_slice(&(len as u32).to_be_bytes());
+    wire.extend_from_slice(&stream_id.to_be_bytes());
+    wire.extend_from_slice(ids);
+    wire.extend_from_slice(&block);
+    wire
+}
+
+#[tokio::test]
+async fn header_block_over_a_limit_resets_only_that_stream() {
+    let (mut session, mut client) = pair(Config::default());
+    let wire = frame_with_block(&mut client, 1, 1, &block_of_entries(65));
+    client.send_raw(&wire).await;
+    assert_eq!(
+        client.expect().await,
+        Frame::RstStream {
+            stream_id: 1,
+            status: RstStatus::FRAME_TOO_LARGE
+        }
+    );
+    // The session goes on: the next stream opens normally.
+    client.open_exec(3, "stdin").await;
+    client.expect_reply(3).await;
+    let stream = accept(&mut session).await;
+    assert_eq!(stream.id(), 3);
+
+    // HEADERS over the limit on an open stream resets that stream.
+    let wire = frame_with_block(&mut client, 8, 3, &block_of_entries(65));
+    client.send_raw(&wire).await;
+    assert_eq!(
+        client.expect().await,
+        Frame::RstStream {
+            stream_id: 3,
+            status: RstStatus::FRAME_TOO_LARGE
+        }
+    );
+    assert_eq!(stream.reset_status(), Some(RstStatus::FRAME_TOO_LARGE));
+    client.send(Frame::Ping { id: 1 }).await;
+    assert_eq!(client.expect().await, Frame::Ping { id: 1 });
+}
+
+#[tokio::test]
+async fn header_block_over_the_size_cap_ends_the_session() {
+    let (mut session, mut client) = pair(Config::default());
+    // One value of 256 KiB: twice the cap, a few hundred bytes compressed.
+    let mut raw = Vec::new();
+    raw.extend_from_slice(&1u32.to_be_bytes());
+    raw.extend_from_slice(&1u32.to_be_bytes());
+    raw.extend_from_slice(b"n");
+    raw.extend_from_slice(&(256u32 << 10).to_be_bytes());
+    raw.resize(raw.len() + (256 << 10), b'x');
+    let wire = frame_with_block(&mut client, 1, 1, &raw);
+    assert!(wire.len() < 4096, "{}", wire.len());
+    client.send_raw(&wire).await;
+    // SPDY/3.1: FRAME_TOO_LARGE for the stream, then close the session
+    // since the block was not decompressed whole.
+    assert_eq!(
+        client.expect().await,
+        Frame::RstStream {
+            stream_id: 1,
+            status: RstStatus::FRAME_TOO_LARGE
+        }
+    );
+    assert_eq!(
+        client.expect().await,
+        Frame::GoAway {
+            last_good_stream_id: 0,
+            status: GoAwayStatus::PROTOCOL_ERROR
+        }
+    );
+    assert_eq!(client.recv().await, None);
+    let err = timeout(STEP, session.closed()).await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Frame(FrameError::HeaderLimit {
+                stream_id: Some(1),
+                limit: spdy::HeaderLimit::BlockSize
+            })
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn session_receive_budget_bounds_buffering_across_streams() {
+    // The session budget is raised to one frame plus overhead (~1 KiB), far
+    // below the two 64 KiB stream buffers.
+    let config = Config {
+        max_frame_size: 1024,
+        session_receive_buffer: 0,
+        ..Config::default()
+    };
+    let (mut session, mut client) = pair(config);
+    client.open_exec(1, "stdin").await;
+    client.expect_reply(1).await;
+    client.open_exec(3, "resize").await;
+    client.expect_reply(3).await;
+    let mut first = accept(&mut session).await;
+    let mut second = accept(&mut session).await;
+
+    let send = |id: u32, n: usize| Frame::Data {
+        stream_id: id,
+        fin: false,
+        data: Bytes::from(vec![b'a'; n]),
+    };
+    client.send(send(1, 1000)).await;
+    client.send(send(3, 100)).await;
+    client.send(Frame::Ping { id: 1 }).await;
+    // Stream 3's frame does not fit next to stream 1's, so the reader waits
+    // and the PING behind it is not answered yet.
+    assert!(
+        timeout(Duration::from_millis(300), client.recv())
+            .await
+            .is_err(),
+        "the session should stop reading while its budget is used up"
+    );
+    assert_eq!(
+        timeout(STEP, first.recv()).await.unwrap().unwrap().len(),
+        1000
+    );
+    assert_eq!(client.expect().await, Frame::Ping { id: 1 });
+    assert_eq!(
+        timeout(STEP, second.recv()).await.unwrap().unwrap().len(),
+        100
+    );
+}
+
+#[tokio::test]
+async fn tiny_frames_are_charged_more_than_their_payload() {
+    // 16 one-byte frames are 16 bytes of payload, but each buffered frame
+    // costs real memory too: they must not all fit a 1 KiB buffer.
+    let config = Config {
+        stream_receive_buffer: 1024,
+        send_window_updates: false,
+        ..Config::default()
+    };
+    let (mut session, mut client) = pair(config);
+    client.open_exec(1, "stdin").await;
+    client.expect_reply(1).await;
+    let mut stdin = accept(&mut session).await;
+    for _ in 0..16 {
+        client.data(1, b"x", false).await;
+    }
+    client.send(Frame::Ping { id: 1 }).await;
+    assert!(
+        timeout(Duration::from_millis(300), client.recv())
+            .await
+            .is_err(),
+        "16 tiny frames should fill a 1 KiB stream buffer"
+    );
+    let mut got = 0;
+    while got < 16 {
+        got += timeout(STEP, stdin.recv()).await.unwrap().unwrap().len();
+    }
+    assert_eq!(client.expect().await, Frame::Ping { id: 1 });
+}
+
+#[test]
+fn default_config_uses_the_documented_limits() {
+    let config = Config::default();
+    assert_eq!(
+        config.max_concurrent_streams,
+        spdy::session::DEFAULT_MAX_CONCURRENT_STREAMS
+    );
+    assert_eq!(
+        config.stream_receive_buffer,
+        spdy::session::DEFAULT_STREAM_RECEIVE_BUFFER
+    );
+    assert_eq!(
+        config.session_receive_buffer,
+        spdy::session::DEFAULT_SESSION_RECEIVE_BUFFER
+    );
+    assert_eq!(config.max_frame_size, spdy::frame::DEFAULT_MAX_FRAME_SIZE);
+}

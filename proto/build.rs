@@ -11,6 +11,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out.join("podprovider_descriptor.bin"))
         // Providers implement only what their cloud offers; the rest answers UNIMPLEMENTED.
         .generate_default_stubs(true)
+        // Messages that can hold secrets get a hand-written, redacting Debug (src/redact.rs).
+        .skip_debug([
+            ".podprovider.v1.EnvVar",
+            ".podprovider.v1.FileEntry",
+            ".podprovider.v1.RegistryCredential",
+            ".podprovider.v1.AzureFileVolume",
+            ".podprovider.v1.Container",
+        ])
         .compile_protos(
             &[PathBuf::from("proto/podprovider/v1/podprovider.proto")],
             &[PathBuf::from("proto"), include],

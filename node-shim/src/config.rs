@@ -120,7 +120,8 @@ pub struct Config {
     pub lease_renew_interval: Duration,
 
     /// Lease duration published on the Lease, in seconds.
-    #[arg(long, env = "VK_LEASE_DURATION_SECONDS", default_value_t = 40)]
+    #[arg(long, env = "VK_LEASE_DURATION_SECONDS", default_value_t = 40,
+          value_parser = clap::value_parser!(i32).range(1..=3600))]
     pub lease_duration_seconds: i32,
 
     /// How often to ping the provider (Ready follows the answer).
@@ -132,7 +133,8 @@ pub struct Config {
     pub node_status_period: Duration,
 
     /// Pods reconciled at the same time.
-    #[arg(long, env = "VK_WORKERS", default_value_t = 64)]
+    #[arg(long, env = "VK_WORKERS", default_value_t = 64,
+          value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: u16,
 
     /// How often provider pods are compared with the API to delete orphans.
@@ -217,15 +219,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 2m"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!(
-            "invalid duration {s:?}: unit must be ms, s, m or h"
-        )),
+    // Every duration here is a period or a deadline: zero would spin or panic, and more than a
+    // day is a typo.
+    const MAX: Duration = Duration::from_secs(24 * 3600);
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: unit must be ms, s, m or h"
+            ));
+        }
+    };
+    if d.is_zero() || d > MAX {
+        return Err(format!(
+            "invalid duration {s:?}: must be more than 0 and at most 24h"
+        ));
     }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -251,6 +264,16 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("ten").is_err());
+        assert!(
+            parse_duration("0s").is_err(),
+            "zero periods would spin or panic"
+        );
+        assert!(
+            parse_duration("18446744073709551615m").is_err(),
+            "no overflow"
+        );
+        assert!(Config::try_parse_from(["node-shim", "--workers=0"]).is_err());
+        assert!(Config::try_parse_from(["node-shim", "--lease-duration-seconds=0"]).is_err());
         assert!(parse_duration("5d").is_err());
     }
 

@@ -244,8 +244,18 @@ impl NodeManager {
             .info
             .as_ref()
             .map_or("amd64", |i| non_empty(&i.architecture, "amd64"));
-        let mut labels: BTreeMap<String, String> =
-            self.info.iter().flat_map(|i| i.labels.clone()).collect();
+        let mut labels: BTreeMap<String, String> = self
+            .info
+            .iter()
+            .flat_map(|i| i.labels.clone())
+            .filter(|(k, v)| {
+                let allowed = provider_label_allowed(k, v);
+                if !allowed {
+                    tracing::warn!(label = %k, "ignoring a node label the provider suggested: reserved or invalid");
+                }
+                allowed
+            })
+            .collect();
         let name = self.cfg.node_name.as_str();
         for (k, v) in [
             ("type", "virtual-kubelet"),
@@ -289,14 +299,23 @@ impl NodeManager {
             taints.push(parse_taint(spec)?);
         }
         for t in self.info.iter().flat_map(|i| &i.taints) {
-            if !taints.iter().any(|have| have.key == t.key) {
-                taints.push(Taint {
-                    key: t.key.clone(),
-                    value: Some(t.value.clone()).filter(|v| !v.is_empty()),
-                    effect: check_effect(&t.effect)?,
-                    time_added: None,
-                });
+            if taints.iter().any(|have| have.key == t.key) {
+                continue;
             }
+            // The provider's suggestions must never stop the node: a bad one is skipped.
+            let effect = match check_effect(&t.effect) {
+                Ok(e) if label_key_valid(&t.key) && label_value_valid(&t.value) => e,
+                _ => {
+                    tracing::warn!(key = %t.key, effect = %t.effect, "ignoring an invalid taint the provider suggested");
+                    continue;
+                }
+            };
+            taints.push(Taint {
+                key: t.key.clone(),
+                value: Some(t.value.clone()).filter(|v| !v.is_empty()),
+                effect,
+                time_added: None,
+            });
         }
         Ok(taints)
     }
@@ -567,6 +586,74 @@ fn non_empty<'a>(s: &'a str, default: &'a str) -> &'a str {
     if s.is_empty() { default } else { s }
 }
 
+/// Whether a label the provider suggests may go on the Node: a valid Kubernetes label, and not
+/// in the namespaces a kubelet may not set (NodeRestriction: `kubernetes.io` and `k8s.io` except
+/// the kubelet's own, and `node-restriction.kubernetes.io` in particular).
+pub fn provider_label_allowed(key: &str, value: &str) -> bool {
+    if !label_key_valid(key) || !label_value_valid(value) {
+        return false;
+    }
+    let Some((prefix, _)) = key.split_once('/') else {
+        return true;
+    };
+    let in_ns = |ns: &str| prefix == ns || prefix.ends_with(&format!(".{ns}"));
+    if !in_ns("kubernetes.io") && !in_ns("k8s.io") {
+        return true;
+    }
+    const KUBELET_LABELS: &[&str] = &[
+        "kubernetes.io/hostname",
+        "kubernetes.io/instance-type",
+        "kubernetes.io/os",
+        "kubernetes.io/arch",
+        "beta.kubernetes.io/instance-type",
+        "beta.kubernetes.io/os",
+        "beta.kubernetes.io/arch",
+        "failure-domain.beta.kubernetes.io/zone",
+        "failure-domain.beta.kubernetes.io/region",
+        "topology.kubernetes.io/zone",
+        "topology.kubernetes.io/region",
+        "node.kubernetes.io/instance-type",
+    ];
+    KUBELET_LABELS.contains(&key)
+        || ["kubelet.kubernetes.io", "node.kubernetes.io"]
+            .iter()
+            .any(|ns| in_ns(ns))
+}
+
+fn label_name_valid(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !name.is_empty()
+        && name.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A qualified name: `[DNS subdomain/]name`.
+fn label_key_valid(key: &str) -> bool {
+    match key.split_once('/') {
+        Some((prefix, name)) => {
+            !prefix.is_empty()
+                && prefix.len() <= 253
+                && prefix.split('.').all(|part| {
+                    !part.is_empty()
+                        && part.len() <= 63
+                        && part
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                })
+                && label_name_valid(name)
+        }
+        None => label_name_valid(key),
+    }
+}
+
+fn label_value_valid(value: &str) -> bool {
+    value.is_empty() || label_name_valid(value)
+}
+
 fn check_effect(effect: &str) -> Result<String, Error> {
     match effect {
         "NoSchedule" | "PreferNoSchedule" | "NoExecute" => Ok(effect.to_owned()),
@@ -601,6 +688,28 @@ pub fn parse_taint(spec: &str) -> Result<Taint, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provider_labels_are_filtered_as_node_restriction_would() {
+        assert!(provider_label_allowed("alibabacloud.com/eci", "true"));
+        assert!(provider_label_allowed(
+            "topology.kubernetes.io/zone",
+            "eu-1a"
+        ));
+        assert!(provider_label_allowed(
+            "node.kubernetes.io/instance-type",
+            "eci"
+        ));
+        assert!(!provider_label_allowed(
+            "node-restriction.kubernetes.io/x",
+            "y"
+        ));
+        assert!(!provider_label_allowed("kubernetes.io/role", "master"));
+        assert!(!provider_label_allowed("foo.k8s.io/x", "y"));
+        assert!(!provider_label_allowed("ok", "a value with spaces"));
+        assert!(!provider_label_allowed(&"k".repeat(64), "v"));
+        assert!(!provider_label_allowed("", "v"));
+    }
 
     #[test]
     fn taint_specs() {

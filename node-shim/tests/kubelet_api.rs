@@ -148,6 +148,25 @@ async fn serving_certificate_authentication_authorization_and_stats() -> anyhow:
         );
         // nodes/proxy does not cover the stats subresource, as for the kubelet.
         assert_eq!(curl(port, "/stats/summary", Some(&prober)).await?.0, 403);
+        // A WebSocket exec arrives as GET, but it is authorized as `create`: a principal that may
+        // only read (get nodes/proxy) cannot exec into pods.
+        let ws_exec = Command::new("curl")
+            .args(["-k", "-s", "--max-time", "10", "-w", "\n%{http_code}"])
+            .args(["-H", "Connection: Upgrade", "-H", "Upgrade: websocket"])
+            .args(["-H", "Sec-WebSocket-Version: 13"])
+            .args(["-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="])
+            .args(["-H", "Sec-WebSocket-Protocol: v5.channel.k8s.io"])
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {prober}"))
+            .arg(format!(
+                "https://127.0.0.1:{port}/exec/default/stats/app?command=id&stdout=1"
+            ))
+            .output()
+            .await?;
+        let text = String::from_utf8_lossy(&ws_exec.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        assert_eq!(code.trim(), "403", "{text}");
+        assert!(body.contains("verb=create"), "{body}");
 
         // Through the API server (its client certificate is system:masters).
         let raw = |path: &str| {
@@ -570,5 +589,77 @@ async fn streaming(cp: &ControlPlane, node: &VirtualNode) -> anyhow::Result<()> 
     assert!(previous.starts_with("c started\none\n"), "{previous:?}");
     assert!(previous.contains("after follow started"), "{previous:?}");
     assert_eq!(kubectl(cp, &["logs", "shell"])?, "c started\n");
+    Ok(())
+}
+
+/// Hostile clients: ten thousand idle connections do not stop a real `kubectl logs`, and a client
+/// that sends its headers slowly is cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_clients_do_not_stop_the_kubelet_api() -> anyhow::Result<()> {
+    vk_testkit::init_test_logging();
+    let cp = ControlPlane::start().await?;
+    let dir = tempfile::tempdir()?;
+    let (node, port, _) = node_with_approved_cert(&cp, dir.path(), "vk-hostile").await?;
+    let result = hostile(&cp, &node, port).await;
+    with_logs(result, &[&node])
+}
+
+async fn hostile(cp: &ControlPlane, node: &VirtualNode, port: u16) -> anyhow::Result<()> {
+    let pod = running_pod(cp, pod_manifest("target", "vk-hostile", &["c"])?).await?;
+    assert!(
+        node.control
+            .append_log(&pod.uid().unwrap_or_default(), "c", "still served")
+    );
+
+    // 10,000 connections that never speak (no TLS handshake).
+    let mut idle = Vec::with_capacity(10_000);
+    for _ in 0..10_000 {
+        idle.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await?);
+    }
+    let started = std::time::Instant::now();
+    let mut logs = Command::from(cp.kubectl());
+    logs.args(["logs", "target"]);
+    let out = tokio::time::timeout(Duration::from_secs(30), logs.output()).await??;
+    assert!(
+        out.status.success(),
+        "kubectl logs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("still served"));
+    tracing::info!(took = ?started.elapsed(), "kubectl logs answered beside 10,000 idle connections");
+    drop(idle);
+
+    // Headers sent one line a second: the connection is closed by the header-read timeout.
+    let mut slow = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut stdin = slow.stdin.take().expect("piped stdin");
+    let sent = std::time::Instant::now();
+    stdin
+        .write_all(b"GET /pods HTTP/1.1\r\nHost: x\r\n")
+        .await?;
+    let cut = loop {
+        if let Some(status) = slow.try_wait()? {
+            break Some((sent.elapsed(), status));
+        }
+        if sent.elapsed() > Duration::from_secs(40) {
+            break None;
+        }
+        // Ignore write errors: the point is when the server closes.
+        let _ = stdin.write_all(b"X-Slow: 1\r\n").await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let _ = slow.kill().await;
+    let (after, _) = cut.expect("a client sending headers slowly is cut off");
+    assert!(after < Duration::from_secs(25), "cut off after {after:?}");
+    tracing::info!(?after, "slow client cut off");
     Ok(())
 }

@@ -13,6 +13,8 @@ pub mod v1 {
     tonic::include_proto!("podprovider.v1");
 }
 
+mod redact;
+
 /// Encoded `FileDescriptorSet` of the contract, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("podprovider_descriptor");

@@ -4,7 +4,7 @@ use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use http_body_util::Full;
 use hyper::{body::Bytes, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +52,11 @@ fn respond(registry: &Registry, path: &str) -> http::Response<Full<Bytes>> {
     response
 }
 
+/// Metrics connections served at once (scrapers are few); more are closed at accept.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Time a client has to send a request's headers (also bounds idle keep-alive connections).
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Binds `addr` and serves `registry` until `shutdown`. Binding happens before this returns, so a
 /// taken port is reported at start.
 pub async fn serve(
@@ -61,6 +66,7 @@ pub async fn serve(
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "metrics on /metrics");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
         loop {
             let (tcp, _) = tokio::select! {
@@ -74,6 +80,9 @@ pub async fn serve(
                     }
                 },
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                continue;
+            };
             let registry = registry.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
@@ -81,8 +90,11 @@ pub async fn serve(
                     async move { Ok::<_, Infallible>(response) }
                 });
                 let _ = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
                     .serve_connection(TokioIo::new(tcp), service)
                     .await;
+                drop(slot);
             });
         }
     }))

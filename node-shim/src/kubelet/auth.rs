@@ -20,8 +20,13 @@ use kube::{Api, Client, api::PostParams};
 const TOKEN_TTL: Duration = Duration::from_secs(120);
 const ALLOWED_TTL: Duration = Duration::from_secs(300);
 const DENIED_TTL: Duration = Duration::from_secs(30);
-/// Bounds the caches; a full cache is cleared of expired entries, then of everything.
-const MAX_CACHED: usize = 4096;
+/// Bounds the caches; a full cache drops its expired entries, then the least recently used.
+pub const MAX_CACHED: usize = 4096;
+/// TokenReviews one client address may cause: a burst, then this many per second. A client
+/// trying tokens at random gets 429 instead of turning each guess into an API server call.
+pub const TOKEN_REVIEW_BURST: f64 = 20.0;
+/// See [`TOKEN_REVIEW_BURST`].
+pub const TOKEN_REVIEWS_PER_SECOND: f64 = 5.0;
 
 /// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -64,6 +69,9 @@ pub enum Denied {
         /// The subresource.
         subresource: &'static str,
     },
+    /// The client caused too many TokenReviews lately (HTTP 429).
+    #[error("too many new bearer tokens from this client; retry later")]
+    RateLimited,
     /// The API server could not answer a review (HTTP 500; not cached).
     #[error("checking access with the API server failed")]
     Unavailable(#[source] kube::Error),
@@ -72,14 +80,20 @@ pub enum Denied {
 /// The kubelet's authorization attributes for a request: verb from the HTTP method, subresource
 /// from the path (`stats`, `metrics`, `log`, `spec`, else `proxy`).
 pub fn attributes(method: &http::Method, path: &str) -> (&'static str, &'static str) {
+    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    // Streaming commands are `create` whatever the method: over WebSocket they arrive as GET, and a
+    // principal allowed only to read (`get nodes/proxy`) must not exec into pods.
+    let streaming = ["/exec", "/attach", "/portForward", "/run"]
+        .iter()
+        .any(|p| under(p));
     let verb = match *method {
+        _ if streaming => "create",
         http::Method::POST => "create",
         http::Method::PUT => "update",
         http::Method::PATCH => "patch",
         http::Method::DELETE => "delete",
         _ => "get",
     };
-    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
     let subresource = if under("/stats") {
         "stats"
     } else if under("/metrics") {
@@ -94,41 +108,99 @@ pub fn attributes(method: &http::Method, path: &str) -> (&'static str, &'static 
     (verb, subresource)
 }
 
-struct Cache<K, V> {
-    entries: Mutex<HashMap<K, (Instant, V)>>,
+struct Entry<V> {
+    until: Instant,
+    used: u64,
+    value: V,
 }
 
-impl<K: std::hash::Hash + Eq, V: Clone> Cache<K, V> {
+/// A bounded cache with expiry, evicting the least recently used entry when full.
+struct Cache<K, V> {
+    entries: Mutex<(u64, HashMap<K, Entry<V>>)>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Cache<K, V> {
     fn new() -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new((0, HashMap::new())),
         }
     }
 
     fn get(&self, key: &K) -> Option<V> {
-        let entries = self
+        let mut guard = self
             .entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries
-            .get(key)
-            .filter(|(until, _)| *until > Instant::now())
-            .map(|(_, v)| v.clone())
+        let (clock, entries) = &mut *guard;
+        *clock += 1;
+        let e = entries.get_mut(key).filter(|e| e.until > Instant::now())?;
+        e.used = *clock;
+        Some(e.value.clone())
     }
 
     fn put(&self, key: K, value: V, ttl: Duration) {
-        let mut entries = self
+        let mut guard = self
             .entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if entries.len() >= MAX_CACHED {
+        let (clock, entries) = &mut *guard;
+        *clock += 1;
+        if entries.len() >= MAX_CACHED && !entries.contains_key(&key) {
             let now = Instant::now();
-            entries.retain(|_, (until, _)| *until > now);
+            entries.retain(|_, e| e.until > now);
             if entries.len() >= MAX_CACHED {
-                entries.clear();
+                let oldest = entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.used)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    entries.remove(&k);
+                }
             }
         }
-        entries.insert(key, (Instant::now() + ttl, value));
+        let until = Instant::now() + ttl;
+        entries.insert(
+            key,
+            Entry {
+                until,
+                used: *clock,
+                value,
+            },
+        );
+    }
+}
+
+/// Token buckets per client address, for TokenReviews.
+struct ReviewBudget {
+    buckets: Mutex<HashMap<std::net::IpAddr, (f64, Instant)>>,
+}
+
+impl ReviewBudget {
+    /// Takes one review from `client`'s bucket; false when it is empty.
+    fn take(&self, client: std::net::IpAddr) -> bool {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if buckets.len() >= MAX_CACHED && !buckets.contains_key(&client) {
+            // Full buckets carry no information; drop them first.
+            let refill = Duration::from_secs_f64(TOKEN_REVIEW_BURST / TOKEN_REVIEWS_PER_SECOND);
+            buckets.retain(|_, (_, at)| now.duration_since(*at) < refill);
+            if buckets.len() >= MAX_CACHED {
+                return false;
+            }
+        }
+        let (tokens, at) = buckets.entry(client).or_insert((TOKEN_REVIEW_BURST, now));
+        let refilled = *tokens + now.duration_since(*at).as_secs_f64() * TOKEN_REVIEWS_PER_SECOND;
+        *tokens = refilled.min(TOKEN_REVIEW_BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -140,6 +212,7 @@ pub struct Auth {
     /// Keyed by the token's SHA-256, so tokens are not kept in memory.
     tokens: Cache<[u8; 32], Option<User>>,
     decisions: Cache<(User, &'static str, &'static str), bool>,
+    budget: ReviewBudget,
 }
 
 fn sha256(token: &str) -> [u8; 32] {
@@ -159,6 +232,9 @@ impl Auth {
             anonymous,
             tokens: Cache::new(),
             decisions: Cache::new(),
+            budget: ReviewBudget {
+                buckets: Mutex::default(),
+            },
         }
     }
 
@@ -168,6 +244,7 @@ impl Auth {
         &self,
         cert_user: Option<&User>,
         authorization: Option<&str>,
+        client: std::net::IpAddr,
     ) -> Result<User, Denied> {
         if let Some(user) = cert_user {
             return Ok(user.clone());
@@ -177,16 +254,19 @@ impl Auth {
             .map(str::trim)
             .filter(|t| !t.is_empty());
         match token {
-            Some(token) => self.review_token(token).await,
+            Some(token) => self.review_token(token, client).await,
             None if self.anonymous => Ok(User::anonymous()),
             None => Err(Denied::Unauthenticated),
         }
     }
 
-    async fn review_token(&self, token: &str) -> Result<User, Denied> {
+    async fn review_token(&self, token: &str, client: std::net::IpAddr) -> Result<User, Denied> {
         let key = sha256(token);
         if let Some(cached) = self.tokens.get(&key) {
             return cached.ok_or(Denied::Unauthenticated);
+        }
+        if !self.budget.take(client) {
+            return Err(Denied::RateLimited);
         }
         let review = TokenReview {
             spec: TokenReviewSpec {
@@ -305,7 +385,49 @@ mod tests {
         for i in 0..(MAX_CACHED as u32 + 10) {
             cache.put(i, true, Duration::from_secs(60));
         }
-        let len = cache.entries.lock().map(|e| e.len()).unwrap_or_default();
+        let len = cache.entries.lock().map(|e| e.1.len()).unwrap_or_default();
         assert!(len <= MAX_CACHED, "{len}");
+    }
+
+    #[test]
+    fn a_full_cache_evicts_the_least_recently_used() {
+        let cache: Cache<u32, u32> = Cache::new();
+        for i in 0..MAX_CACHED as u32 {
+            cache.put(i, i, Duration::from_secs(60));
+        }
+        // 0 is the oldest insert, but it was just used: 1 goes instead.
+        assert_eq!(cache.get(&0), Some(0));
+        cache.put(99_999, 1, Duration::from_secs(60));
+        assert_eq!(cache.get(&0), Some(0));
+        assert_eq!(cache.get(&1), None);
+        assert_eq!(cache.get(&2), Some(2), "only one entry was evicted");
+    }
+
+    #[test]
+    fn token_reviews_are_budgeted_per_client() {
+        let budget = ReviewBudget {
+            buckets: Mutex::default(),
+        };
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let allowed = (0..100).filter(|_| budget.take(a)).count();
+        assert_eq!(
+            allowed, TOKEN_REVIEW_BURST as usize,
+            "a burst, then nothing"
+        );
+        assert!(budget.take(b), "another client has its own budget");
+    }
+
+    #[test]
+    fn streaming_commands_are_create_whatever_the_method() {
+        let get = http::Method::GET;
+        for path in [
+            "/exec/ns/p/c",
+            "/attach/ns/p/c",
+            "/portForward/ns/p",
+            "/run/ns/p/c",
+        ] {
+            assert_eq!(attributes(&get, path), ("create", "proxy"), "{path}");
+        }
+        assert_eq!(attributes(&get, "/execute"), ("get", "proxy"));
     }
 }

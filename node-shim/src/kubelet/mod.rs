@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,6 +27,15 @@ use tracing::Instrument;
 
 use crate::{config::Config, provider_client::ProviderClient};
 use auth::{Auth, Denied, User};
+
+/// Connections served at once; more are closed at accept. High enough that thousands of idle
+/// connections (each cut off by the timeouts below) leave room for real requests.
+pub const MAX_CONNECTIONS: usize = 16_384;
+/// Time a client has to finish the TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send a request's headers, from connection or from the end of the
+/// previous request (so it also bounds idle keep-alive connections).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The response body type of every handler.
 pub type Body = BoxBody<Bytes, std::io::Error>;
@@ -160,6 +169,7 @@ pub async fn run(
         started: std::time::SystemTime::now(),
     });
     tracing::info!(%addr, "kubelet API listening");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -167,7 +177,15 @@ pub async fn run(
         };
         match accepted {
             Ok((tcp, peer)) => {
-                tokio::spawn(serve_connection(api.clone(), acceptor.clone(), tcp, peer));
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, "kubelet API connection limit reached; closing");
+                    continue;
+                };
+                let (api, acceptor) = (api.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    serve_connection(api, acceptor, tcp, peer).await;
+                    drop(slot);
+                });
             }
             Err(err) => {
                 // E.g. out of file descriptors: back off instead of spinning.
@@ -184,7 +202,7 @@ async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
 ) {
-    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(err)) => {
             tracing::debug!(%peer, %err, "kubelet API TLS handshake failed");
@@ -207,9 +225,11 @@ async fn serve_connection(
     let service = service_fn(move |req| {
         let api = api.clone();
         let cert_user = cert_user.clone();
-        async move { Ok::<_, Infallible>(handle(api, cert_user, req).await) }
+        async move { Ok::<_, Infallible>(handle(api, cert_user, peer, req).await) }
     });
     if let Err(err) = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(tls), service)
         .with_upgrades()
         .await
@@ -221,6 +241,7 @@ async fn serve_connection(
 async fn handle(
     api: Arc<KubeletApi>,
     cert_user: Option<User>,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let authorization = req
@@ -230,7 +251,7 @@ async fn handle(
     let path = req.uri().path().to_owned();
     let checked = match api
         .auth
-        .authenticate(cert_user.as_ref(), authorization)
+        .authenticate(cert_user.as_ref(), authorization, peer.ip())
         .await
     {
         Ok(user) => api
@@ -243,6 +264,9 @@ async fn handle(
     let user = match checked {
         Ok(user) => user,
         Err(Denied::Unauthenticated) => return text(StatusCode::UNAUTHORIZED, "Unauthorized"),
+        Err(denied @ Denied::RateLimited) => {
+            return text(StatusCode::TOO_MANY_REQUESTS, denied.to_string());
+        }
         Err(denied @ Denied::Forbidden { .. }) => {
             return text(StatusCode::FORBIDDEN, denied.to_string());
         }

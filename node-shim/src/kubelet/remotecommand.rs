@@ -22,7 +22,7 @@ use tokio_tungstenite::{
     tungstenite::{
         Message,
         handshake::derive_accept_key,
-        protocol::{CloseFrame, Role, frame::coding::CloseCode},
+        protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode},
     },
 };
 use tracing::Instrument;
@@ -36,6 +36,17 @@ const CHANNEL_PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
 const PORT_FORWARD_PROTOCOL: &str = spdy::kube::PORT_FORWARD_V1;
 /// How long the client has to open its SPDY streams after the upgrade (the kubelet's default).
 const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest WebSocket message and frame accepted (stdin chunks from kubectl, `kubectl cp` included,
+/// are 32 KiB at most); tungstenite's defaults would buffer 64 MiB per message.
+pub const MAX_WEBSOCKET_MESSAGE: usize = 1 << 20;
+/// Port-forward streams waiting for their partner (data/error); kubectl opens a pair per
+/// connection, so more than this is not kubectl.
+pub const MAX_PENDING_PORT_FORWARD_STREAMS: usize = 64;
+/// How long half a port-forward pair waits for the other half (the kubelet's stream creation
+/// timeout).
+pub const PORT_FORWARD_PAIRING_TIMEOUT: Duration = STREAM_CREATION_TIMEOUT;
+/// Unparsed terminal-size bytes kept between messages; a real resize message is a few dozen.
+pub const MAX_RESIZE_BUFFER: usize = 4096;
 
 /// WebSocket channel numbers.
 mod channel {
@@ -347,7 +358,11 @@ pub async fn handle(
             };
             match transport {
                 Transport::WebSocket(_) => {
-                    let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await;
+                    let config = WebSocketConfig::default()
+                        .max_message_size(Some(MAX_WEBSOCKET_MESSAGE))
+                        .max_frame_size(Some(MAX_WEBSOCKET_MESSAGE));
+                    let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, Some(config))
+                        .await;
                     session.over_websocket(ws).await;
                 }
                 Transport::Spdy(_) => session.over_spdy(spdy::Session::new(upgraded)).await,
@@ -412,15 +427,29 @@ impl ResizeDecoder {
         let mut consumed = 0;
         {
             let mut it = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Size>();
-            while let Some(Ok(s)) = it.next() {
-                consumed = it.byte_offset();
-                sizes.push(pb::TerminalSize {
-                    width: s.width,
-                    height: s.height,
-                });
+            loop {
+                match it.next() {
+                    Some(Ok(s)) => {
+                        consumed = it.byte_offset();
+                        sizes.push(pb::TerminalSize {
+                            width: s.width,
+                            height: s.height,
+                        });
+                    }
+                    // Not a size message: skip what is buffered rather than wait on it forever.
+                    Some(Err(e)) if !e.is_eof() => {
+                        consumed = self.buf.len();
+                        break;
+                    }
+                    _ => break,
+                }
             }
         }
         let _ = self.buf.split_to(consumed);
+        if self.buf.len() > MAX_RESIZE_BUFFER {
+            // Not a size message in the making: drop it rather than grow.
+            self.buf.clear();
+        }
         sizes
     }
 }
@@ -705,23 +734,49 @@ pub async fn port_forward(
             }
         };
         let mut session = spdy::Session::new(upgraded);
-        let mut pending: HashMap<String, (Option<spdy::Stream>, Option<spdy::Stream>)> =
-            HashMap::new();
-        while let Some(stream) = session.accept().await {
+        let mut pending: HashMap<String, Pending> = HashMap::new();
+        loop {
+            // Halves of pairs that waited too long are dropped (their streams reset).
+            let oldest = pending.values().map(|p| p.since).min();
+            let stream = tokio::select! {
+                s = session.accept() => s,
+                () = async {
+                    match oldest {
+                        Some(at) => tokio::time::sleep_until(at + PORT_FORWARD_PAIRING_TIMEOUT).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let now = tokio::time::Instant::now();
+                    pending.retain(|_, p| now.duration_since(p.since) < PORT_FORWARD_PAIRING_TIMEOUT);
+                    continue;
+                }
+            };
+            let Some(stream) = stream else { break };
             let id = stream
                 .headers()
                 .get(spdy::kube::HEADER_REQUEST_ID)
                 .unwrap_or_default()
                 .to_owned();
-            let entry = pending.entry(id.clone()).or_default();
+            if !pending.contains_key(&id) && pending.len() >= MAX_PENDING_PORT_FORWARD_STREAMS {
+                tracing::debug!("too many unpaired port-forward streams; dropping one");
+                continue;
+            }
+            let entry = pending.entry(id.clone()).or_insert_with(|| Pending {
+                since: tokio::time::Instant::now(),
+                streams: (None, None),
+            });
+            let entry = &mut entry.streams;
             match stream.stream_type() {
                 Some(spdy::kube::STREAM_TYPE_DATA) => entry.0 = Some(stream),
                 Some(spdy::kube::STREAM_TYPE_ERROR) => entry.1 = Some(stream),
                 _ => continue,
             }
             // A pair is complete once both its streams are open.
-            if matches!(pending.get(&id), Some((Some(_), Some(_))))
-                && let Some((Some(data), Some(error))) = pending.remove(&id)
+            if matches!(pending.get(&id), Some(p) if matches!(p.streams, (Some(_), Some(_))))
+                && let Some(Pending {
+                    streams: (Some(data), Some(error)),
+                    ..
+                }) = pending.remove(&id)
             {
                 let forwarded = forward(api.clone(), pod_ref.clone(), data, error);
                 tokio::spawn(forwarded.instrument(tracing::Span::current()));
@@ -731,6 +786,12 @@ pub async fn port_forward(
     switching(spdy::kube::upgrade_response_headers(Some(
         PORT_FORWARD_PROTOCOL,
     )))
+}
+
+/// Half (or all) of a port-forward pair: its data and error streams, and since when it waits.
+struct Pending {
+    since: tokio::time::Instant,
+    streams: (Option<spdy::Stream>, Option<spdy::Stream>),
 }
 
 /// One forwarded connection: the `data` stream's bytes to and from the provider; a failure is
@@ -880,5 +941,23 @@ mod tests {
             ]
         );
         assert!(d.buf.is_empty());
+    }
+
+    #[test]
+    fn resize_garbage_is_bounded() {
+        let mut d = ResizeDecoder::default();
+        for _ in 0..1000 {
+            assert!(d.push(&[b'x'; 1024]).is_empty());
+            assert!(d.buf.len() <= MAX_RESIZE_BUFFER);
+        }
+        // An endless unterminated string is cut off too.
+        assert!(d.push(br#"{"Width":""#).is_empty());
+        for _ in 0..100 {
+            assert!(d.push(&[b'a'; 1024]).is_empty());
+            assert!(d.buf.len() <= MAX_RESIZE_BUFFER);
+        }
+        // After garbage, real messages still decode.
+        let sizes = d.push(br#"{"Width":1,"Height":2}"#);
+        assert_eq!(sizes.len(), 1);
     }
 }

@@ -1,14 +1,19 @@
-//! The ECS and CloudWatch Logs calls this provider makes, each retried with backoff.
+//! The ECS, Secrets Manager and CloudWatch Logs calls this provider makes, each retried with
+//! backoff.
 
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerCondition, ContainerDefinition,
     ContainerDependency, ContainerOverride, CpuArchitecture, DesiredStatus, EphemeralStorage,
     KernelCapabilities, KeyValuePair, LaunchType, LinuxParameters, LogConfiguration, LogDriver,
-    MountPoint, NetworkConfiguration, NetworkMode, OsFamily, PortMapping, RuntimePlatform,
-    SystemControl, Tag, Task, TaskDefinitionFamilyStatus, TaskDefinitionStatus, TaskField,
-    TaskOverride, TransportProtocol, Volume,
+    MountPoint, NetworkConfiguration, NetworkMode, OsFamily, PortMapping, RepositoryCredentials,
+    RuntimePlatform, Secret, SystemControl, Tag, Task, TaskDefinitionFamilyStatus,
+    TaskDefinitionStatus, TaskField, TaskOverride, TransportProtocol, Volume,
 };
-use provider_common::retry::{RetryPolicy, retry};
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+use provider_common::{
+    naming,
+    retry::{RetryPolicy, retry},
+};
 
 use crate::{
     error::{AwsError, Kind},
@@ -34,6 +39,8 @@ pub struct Cloud {
     pub ecs: aws_sdk_ecs::Client,
     /// CloudWatch Logs.
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// Secrets Manager (the pods' sensitive values).
+    pub secrets: aws_sdk_secretsmanager::Client,
     /// Cluster name or ARN.
     pub cluster: String,
     /// Retry policy for every call.
@@ -71,6 +78,15 @@ where
     E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
     move |e| AwsError::from_sdk(op, e)
+}
+
+/// A secret of ours, as ListSecrets shows it.
+#[derive(Clone, Debug)]
+pub struct OurSecret {
+    /// Name.
+    pub name: String,
+    /// The pod's UID (tag).
+    pub pod_uid: String,
 }
 
 impl Cloud {
@@ -351,6 +367,157 @@ impl Cloud {
     }
 }
 
+impl Cloud {
+    /// Creates secret `name` with `value`, or gives the existing one `value` as its current
+    /// version; returns its ARN. `token` makes a retried create idempotent: it must not be derived
+    /// from the value (it becomes the version ID, which anyone who may describe the secret sees).
+    pub async fn put_secret(
+        &self,
+        name: &str,
+        value: &str,
+        token: &str,
+        tags: &[(String, String)],
+    ) -> Result<String, AwsError> {
+        retry(&self.policy, "CreateSecret", || async {
+            let mut req = self
+                .secrets
+                .create_secret()
+                .name(name)
+                .secret_string(value)
+                .client_request_token(token)
+                .description("virtual-kubelet: a pod's values from Kubernetes Secrets");
+            for (k, v) in tags {
+                req = req.tags(
+                    aws_sdk_secretsmanager::types::Tag::builder()
+                        .key(k)
+                        .value(v)
+                        .build(),
+                );
+            }
+            match req.send().await.map_err(sdk("CreateSecret")) {
+                Ok(out) => out
+                    .arn()
+                    .map(str::to_owned)
+                    .ok_or_else(|| other("CreateSecret", "no secret ARN in the answer")),
+                // A lost answer or an earlier attempt of this create: make the value current (the
+                // SDK gives PutSecretValue a fresh token, so this is a new version).
+                Err(e) if e.code == "ResourceExistsException" => {
+                    let out = self
+                        .secrets
+                        .put_secret_value()
+                        .secret_id(name)
+                        .secret_string(value)
+                        .send()
+                        .await
+                        .map_err(sdk("PutSecretValue"))?;
+                    out.arn()
+                        .map(str::to_owned)
+                        .ok_or_else(|| other("PutSecretValue", "no secret ARN in the answer"))
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// The current string of secret `name`; `None` when there is no such secret.
+    pub async fn secret_string(&self, name: &str) -> Result<Option<String>, AwsError> {
+        retry(&self.policy, "GetSecretValue", || async {
+            match self
+                .secrets
+                .get_secret_value()
+                .secret_id(name)
+                .send()
+                .await
+                .map_err(sdk("GetSecretValue"))
+            {
+                Ok(out) => Ok(out.secret_string().map(str::to_owned)),
+                Err(e) if e.kind == Kind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// Secrets whose name starts with `prefix` and that carry the tag `key`=`value` (all pages).
+    pub async fn list_secrets(
+        &self,
+        prefix: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<OurSecret>, AwsError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = retry(&self.policy, "ListSecrets", || async {
+                self.secrets
+                    .list_secrets()
+                    .filters(
+                        Filter::builder()
+                            .key(FilterNameStringType::Name)
+                            .values(prefix)
+                            .build(),
+                    )
+                    .filters(
+                        Filter::builder()
+                            .key(FilterNameStringType::TagKey)
+                            .values(key)
+                            .build(),
+                    )
+                    .max_results(100)
+                    .set_next_token(token.clone())
+                    .send()
+                    .await
+                    .map_err(sdk("ListSecrets"))
+            })
+            .await?;
+            for s in page.secret_list() {
+                let tag = |k: &str| {
+                    s.tags()
+                        .iter()
+                        .find(|t| t.key() == Some(k))
+                        .and_then(|t| t.value())
+                };
+                // The filters match name prefixes and tag keys; the identity is checked exactly.
+                let (Some(name), Some(v)) = (s.name(), tag(key)) else {
+                    continue;
+                };
+                if v != value || !name.starts_with(prefix) {
+                    continue;
+                }
+                out.push(OurSecret {
+                    name: name.to_owned(),
+                    pod_uid: tag(naming::TAG_UID).unwrap_or_default().to_owned(),
+                });
+            }
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Deletes a secret at once (no recovery window); an unknown secret is fine.
+    pub async fn delete_secret(&self, name: &str) -> Result<(), AwsError> {
+        retry(&self.policy, "DeleteSecret", || async {
+            match self
+                .secrets
+                .delete_secret()
+                .secret_id(name)
+                .force_delete_without_recovery(true)
+                .send()
+                .await
+                .map_err(sdk("DeleteSecret"))
+            {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind == Kind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+}
+
 fn other(op: &'static str, msg: &str) -> AwsError {
     AwsError {
         op,
@@ -523,6 +690,27 @@ fn container_definition(
         {
             b = b.depends_on(d);
         }
+    }
+    if let Some(arn) = &spec.values_secret_arn {
+        for (name, key) in &c.secrets {
+            // `<arn>:<json-key>:<version-stage>:<version-id>`; empty stage and ID = AWSCURRENT.
+            if let Ok(secret) = Secret::builder()
+                .name(name)
+                .value_from(format!("{arn}:{key}::"))
+                .build()
+            {
+                b = b.secrets(secret);
+            }
+        }
+    }
+    if let Some(arn) = c
+        .registry_secret
+        .and_then(|i| spec.registry_secret_arns.get(i))
+        && let Ok(creds) = RepositoryCredentials::builder()
+            .credentials_parameter(arn)
+            .build()
+    {
+        b = b.repository_credentials(creds);
     }
     if let Some((group, region, prefix)) = &spec.awslogs
         && let Ok(log) = LogConfiguration::builder()

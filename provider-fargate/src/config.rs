@@ -50,7 +50,9 @@ pub struct FargateArgs {
     #[arg(long, env = "FARGATE_ASSIGN_PUBLIC_IP", default_value_t = false)]
     pub assign_public_ip: bool,
 
-    /// Task execution role ARN: pulls from ECR and writes awslogs. Required with --log-group.
+    /// Task execution role ARN: pulls from ECR, writes awslogs and reads the pods' secrets from
+    /// Secrets Manager (values from Kubernetes Secrets, imagePullSecrets). Required with
+    /// --log-group and for pods with such values.
     #[arg(long, env = "FARGATE_EXECUTION_ROLE_ARN")]
     pub execution_role_arn: Option<String>,
 
@@ -111,6 +113,12 @@ pub struct FargateArgs {
     /// Seconds between two status polls of ECS (one ListTasks + batched DescribeTasks).
     #[arg(long, env = "FARGATE_STATUS_INTERVAL_SECONDS", default_value_t = 5.0)]
     pub status_interval_seconds: f64,
+
+    /// This installation's identity (letters, digits, `-`, `_`; at most 64): tagged on every
+    /// task, task definition and secret it creates, and the only ones it adopts or cleans up.
+    /// Default: derived from the cluster. Give each provider sharing an account and cluster its own.
+    #[arg(long, env = "FARGATE_INSTALLATION_ID")]
+    pub installation_id: Option<String>,
 }
 
 /// A configuration that cannot work.
@@ -140,6 +148,11 @@ pub enum ConfigError {
     /// A bad interval.
     #[error("--status-interval-seconds must be between 0.1 and 3600")]
     BadInterval,
+    /// A bad installation ID.
+    #[error(
+        "--installation-id (FARGATE_INSTALLATION_ID) must be 1 to 64 letters, digits, '-' or '_'"
+    )]
+    BadInstallationId,
 }
 
 impl FargateArgs {
@@ -170,13 +183,46 @@ impl FargateArgs {
         if !(0.1..=3600.0).contains(&self.status_interval_seconds) {
             return Err(ConfigError::BadInterval);
         }
+        if let Some(id) = &self.installation_id
+            && !valid_installation_id(id)
+        {
+            return Err(ConfigError::BadInstallationId);
+        }
         Ok(())
+    }
+
+    /// The installation ID: the flag, else `ecs-<cluster name>` (from a name or an ARN), cut to
+    /// what tags and secret names allow.
+    pub fn installation(&self) -> String {
+        if let Some(id) = &self.installation_id {
+            return id.clone();
+        }
+        let cluster = self.cluster.rsplit('/').next().unwrap_or(&self.cluster);
+        let clean: String = format!("ecs-{cluster}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64)
+            .collect();
+        clean
     }
 
     /// The status poll interval.
     pub fn status_interval(&self) -> Duration {
         Duration::from_secs_f64(self.status_interval_seconds)
     }
+}
+
+fn valid_installation_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// A plain Kubernetes quantity: digits with an optional fraction and suffix.
@@ -239,6 +285,22 @@ mod tests {
             parse(&cap).validate(),
             Err(ConfigError::BadQuantity { name: "memory", .. })
         ));
+    }
+
+    #[test]
+    fn installation_id_is_the_flag_or_derived_from_the_cluster() {
+        let ok = ["--subnets", "s", "--security-groups", "g"];
+        assert_eq!(parse(&ok).installation(), "ecs-default");
+        let mut arn = ok.to_vec();
+        arn.extend(["--cluster", "arn:aws:ecs:us-east-1:1:cluster/prod.eu"]);
+        assert_eq!(parse(&arn).installation(), "ecs-prod-eu");
+        let mut own = ok.to_vec();
+        own.extend(["--installation-id", "team-a"]);
+        assert_eq!(parse(&own).installation(), "team-a");
+        assert_eq!(parse(&own).validate(), Ok(()));
+        let mut bad = ok.to_vec();
+        bad.extend(["--installation-id", "a/b"]);
+        assert_eq!(parse(&bad).validate(), Err(ConfigError::BadInstallationId));
     }
 
     #[test]

@@ -83,6 +83,11 @@ async fn main() -> anyhow::Result<()> {
                 .interceptor(telemetry::TraceContext)
                 .build(),
         ),
+        secrets: aws_sdk_secretsmanager::Client::from_conf(
+            aws_sdk_secretsmanager::config::Builder::from(&sdk)
+                .interceptor(telemetry::TraceContext)
+                .build(),
+        ),
         cluster: args.cluster.clone(),
         policy: RetryPolicy::default(),
     };
@@ -117,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         enable_execute_command: args.enable_execute_command,
         capacity,
         architecture: args.architecture.k8s().to_owned(),
+        installation: args.installation(),
     };
     let provider = FargateProvider::new(cloud, settings);
 
@@ -134,6 +140,13 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => {
             tracing::warn!(error = %e, "first status poll failed; serving anyway, reporting NotReady");
             hub.set_health(status_loop::PollHealth::Failed(e.to_string()));
+        }
+    }
+    // Secrets of pods deleted while the provider was down; only once the pods are known.
+    if matches!(hub.health(), status_loop::PollHealth::Ok) {
+        match provider.sweep_secrets().await {
+            Ok(n) => tracing::info!(deleted = n, "secrets of gone pods swept"),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep secrets of gone pods"),
         }
     }
     let poller = provider.clone();

@@ -36,6 +36,8 @@ use crate::{
 /// (for UpdatePod after a restart).
 const TAG_GRACE: &str = "vk-grace-seconds";
 const TAG_HASH: &str = "vk-content-hash";
+/// The installation that owns a task, task definition or secret.
+pub const TAG_INSTALLATION: &str = "vk-installation";
 
 /// Provider settings.
 #[derive(Clone, Debug)]
@@ -52,6 +54,8 @@ pub struct Settings {
     pub capacity: HashMap<String, String>,
     /// Kubernetes architecture name.
     pub architecture: String,
+    /// This installation's identity: tagged on what it creates, and the limit of what it touches.
+    pub installation: String,
 }
 
 /// A pod this provider runs.
@@ -63,6 +67,10 @@ struct Tracked {
     def_arn: String,
     shape: Shape,
     content_hash: String,
+    /// Digest of the pod's secret strings (memory only); `None` after a restart until needed.
+    secrets_digest: Option<String>,
+    /// Names of the pod's secrets; `None` when not known (adopted and not swept yet).
+    secret_names: Option<Vec<String>>,
     deleting: bool,
     /// Last status ECS reported, for logs (follow ends when terminated).
     last_status: String,
@@ -99,6 +107,16 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 fn started_by(r: &PodRef) -> String {
     // startedBy: up to 128 letters, digits, hyphens and underscores.
     naming::resource_name("vk", r, &NameRules::alnum_dash_underscore(128))
+}
+
+/// Every secret name of this installation starts with this.
+fn secrets_root(installation: &str) -> String {
+    format!("vk/{installation}/")
+}
+
+/// A pod's secret names start with this (UIDs are letters, digits and hyphens).
+fn secrets_prefix(installation: &str, uid: &str) -> String {
+    format!("{}{uid}/", secrets_root(installation))
 }
 
 fn tag_map(task: &Task) -> HashMap<&str, &str> {
@@ -192,6 +210,8 @@ impl FargateProvider {
                 def_arn,
                 shape,
                 content_hash: hash.unwrap_or_default(),
+                secrets_digest: None,
+                secret_names: None,
                 deleting: false,
                 last_status: String::new(),
             });
@@ -326,14 +346,87 @@ impl FargateProvider {
         pod: &podprovider_proto::v1::Pod,
         plan: &taskdef::Plan,
     ) -> Result<PodStatus, AwsError> {
-        let cloud = &self.inner.cloud;
-        let def_tags = vec![("vk-managed-by".to_owned(), "virtual-kubelet".to_owned())];
-        let def_arn = cloud.ensure_definition(&plan.spec, &def_tags).await?;
-        lock(&self.inner.state).definitions.insert(def_arn.clone());
+        let installation = &self.inner.settings.installation;
         let mut tags: Vec<(String, String)> = naming::pod_tags(pod_ref, node)
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
+        tags.push((TAG_INSTALLATION.into(), installation.clone()));
+        let (spec, secret_names) = if plan.secrets.is_empty() {
+            (plan.spec.clone(), Vec::new())
+        } else {
+            let (values_arn, registry_arns, names) =
+                self.put_secrets(pod_ref, &plan.secrets, &tags).await?;
+            (plan.bind(values_arn, registry_arns), names)
+        };
+        // A definition of the pod's own (it references its secrets) is protected from GC by its
+        // own in-flight count; the shared family is counted by the caller.
+        let own_family = (spec.family() != plan.spec.family()).then(|| spec.family());
+        if let Some(f) = &own_family {
+            *lock(&self.inner.state)
+                .in_flight
+                .entry(f.clone())
+                .or_default() += 1;
+        }
+        let result = self
+            .run_task(pod_ref, node, pod, plan, &spec, tags, secret_names)
+            .await;
+        if let Some(f) = &own_family
+            && let Some(n) = lock(&self.inner.state).in_flight.get_mut(f)
+        {
+            *n = n.saturating_sub(1);
+        }
+        result
+    }
+
+    /// The pod's secrets, created or updated: (values ARN, registry ARNs, every name).
+    async fn put_secrets(
+        &self,
+        pod_ref: &PodRef,
+        secrets: &taskdef::Secrets,
+        tags: &[(String, String)],
+    ) -> Result<(Option<String>, Vec<String>, Vec<String>), AwsError> {
+        let prefix = secrets_prefix(&self.inner.settings.installation, &pod_ref.uid);
+        let (values, registries) = secrets.strings();
+        let mut names = Vec::new();
+        let mut values_arn = None;
+        if let Some(v) = values {
+            let name = format!("{prefix}values");
+            let token = naming::short_hash(&[&pod_ref.uid, &name], 32);
+            values_arn = Some(self.inner.cloud.put_secret(&name, &v, &token, tags).await?);
+            names.push(name);
+        }
+        let mut registry_arns = Vec::new();
+        for (i, v) in registries.iter().enumerate() {
+            let name = format!("{prefix}registry-{i}");
+            let token = naming::short_hash(&[&pod_ref.uid, &name], 32);
+            registry_arns.push(self.inner.cloud.put_secret(&name, v, &token, tags).await?);
+            names.push(name);
+        }
+        Ok((values_arn, registry_arns, names))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_task(
+        &self,
+        pod_ref: &PodRef,
+        node: &str,
+        pod: &podprovider_proto::v1::Pod,
+        plan: &taskdef::Plan,
+        spec: &taskdef::TaskDefSpec,
+        mut tags: Vec<(String, String)>,
+        secret_names: Vec<String>,
+    ) -> Result<PodStatus, AwsError> {
+        let cloud = &self.inner.cloud;
+        let def_tags = vec![
+            ("vk-managed-by".to_owned(), "virtual-kubelet".to_owned()),
+            (
+                TAG_INSTALLATION.to_owned(),
+                self.inner.settings.installation.clone(),
+            ),
+        ];
+        let def_arn = cloud.ensure_definition(spec, &def_tags).await?;
+        lock(&self.inner.state).definitions.insert(def_arn.clone());
         tags.push((
             TAG_GRACE.into(),
             pod.termination_grace_period_seconds
@@ -383,6 +476,8 @@ impl FargateProvider {
                     def_arn,
                     shape,
                     content_hash: plan.content_hash.clone(),
+                    secrets_digest: Some(plan.secrets.digest()),
+                    secret_names: Some(secret_names),
                     deleting: false,
                     last_status: String::new(),
                 },
@@ -399,17 +494,23 @@ impl FargateProvider {
         let tracked = lock(&self.inner.state)
             .pods
             .get(&pod_ref.uid)
-            .map(|t| t.task_arn.clone());
-        let arn = match tracked {
-            Some(arn) => Some(arn),
-            None => self
-                .inner
-                .cloud
-                .find_task(&started_by(&pod_ref))
-                .await
-                .map_err(|e| e.to_status())?,
+            .map(|t| (t.task_arn.clone(), t.secret_names.clone()));
+        let (arn, secret_names) = match tracked {
+            Some((arn, names)) => (Some(arn), names),
+            None => (
+                self.inner
+                    .cloud
+                    .find_task(&started_by(&pod_ref))
+                    .await
+                    .map_err(|e| e.to_status())?,
+                None,
+            ),
         };
         let Some(arn) = arn else {
+            // A create that failed after making the pod's secrets leaves them behind.
+            self.delete_secrets(&pod_ref.uid, secret_names)
+                .await
+                .map_err(|e| e.to_status())?;
             return Ok(false);
         };
         self.inner
@@ -421,7 +522,92 @@ impl FargateProvider {
         if let Some(t) = lock(&self.inner.state).pods.get_mut(&pod_ref.uid) {
             t.deleting = true;
         }
+        // ECS read the secrets when the containers started; a stopped task needs them no more.
+        self.delete_secrets(&pod_ref.uid, secret_names)
+            .await
+            .map_err(|e| e.to_status())?;
+        if let Some(t) = lock(&self.inner.state).pods.get_mut(&pod_ref.uid) {
+            t.secret_names = Some(Vec::new());
+        }
         Ok(true)
+    }
+
+    /// Deletes the pod's secrets: `names` when known, else whatever ListSecrets finds for it.
+    async fn delete_secrets(&self, uid: &str, names: Option<Vec<String>>) -> Result<(), AwsError> {
+        let installation = &self.inner.settings.installation;
+        let names = match names {
+            Some(n) => n,
+            None => self
+                .inner
+                .cloud
+                .list_secrets(
+                    &secrets_prefix(installation, uid),
+                    TAG_INSTALLATION,
+                    installation,
+                )
+                .await?
+                .into_iter()
+                .filter(|s| s.pod_uid == uid)
+                .map(|s| s.name)
+                .collect(),
+        };
+        for name in names {
+            self.inner.cloud.delete_secret(&name).await?;
+            tracing::debug!(uid = %uid, secret = %name, "secret deleted");
+        }
+        Ok(())
+    }
+
+    /// After a restart (state rebuilt, not serving yet): deletes this installation's secrets whose
+    /// pod is not running any more, and learns the names of the others.
+    pub async fn sweep_secrets(&self) -> Result<usize, AwsError> {
+        let installation = &self.inner.settings.installation;
+        let ours = self
+            .inner
+            .cloud
+            .list_secrets(&secrets_root(installation), TAG_INSTALLATION, installation)
+            .await?;
+        let mut by_pod: HashMap<String, Vec<String>> = HashMap::new();
+        for s in ours {
+            by_pod.entry(s.pod_uid).or_default().push(s.name);
+        }
+        let mut deleted = 0;
+        for (uid, names) in by_pod {
+            let live = {
+                let mut st = lock(&self.inner.state);
+                match st.pods.get_mut(&uid) {
+                    Some(t) if !t.deleting => {
+                        t.secret_names = Some(names.clone());
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if !live {
+                deleted += names.len();
+                self.delete_secrets(&uid, Some(names)).await?;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+impl FargateProvider {
+    /// Digest of the secret strings stored for the pod, in the shape of `like`.
+    async fn stored_digest(&self, uid: &str, like: &taskdef::Secrets) -> Result<String, AwsError> {
+        let prefix = secrets_prefix(&self.inner.settings.installation, uid);
+        let cloud = &self.inner.cloud;
+        let values = cloud.secret_string(&format!("{prefix}values")).await?;
+        let mut registries = Vec::new();
+        for i in 0..like.registries.len() {
+            registries.push(
+                cloud
+                    .secret_string(&format!("{prefix}registry-{i}"))
+                    .await?
+                    .unwrap_or_default(),
+            );
+        }
+        Ok(taskdef::Secrets::digest_of(values.as_deref(), &registries))
     }
 }
 
@@ -490,15 +676,36 @@ impl podprovider_proto::PodProvider for FargateProvider {
         let pod_ref = rpc::pod_ref(pod.pod_ref.as_ref())?;
         let plan = taskdef::plan(&pod, &self.inner.settings.defs)
             .map_err(|e| Status::invalid_argument(e.0))?;
-        let hash = lock(&self.inner.state)
+        let (hash, digest) = lock(&self.inner.state)
             .pods
             .get(&pod_ref.uid)
-            .map(|t| t.content_hash.clone())
+            .map(|t| (t.content_hash.clone(), t.secrets_digest.clone()))
             .ok_or_else(|| Status::not_found(format!("pod {} is not known", pod_ref.uid)))?;
         if hash != plan.content_hash {
             return Err(Status::unimplemented(
                 "ECS cannot change a running task in place (images, environment and files are fixed at RunTask)",
             ));
+        }
+        if !plan.secrets.is_empty() {
+            let digest = match digest {
+                Some(d) => d,
+                // After a restart: the pod's secrets say what the task was started with.
+                None => {
+                    let d = self
+                        .stored_digest(&pod_ref.uid, &plan.secrets)
+                        .await
+                        .map_err(|e| e.to_status())?;
+                    if let Some(t) = lock(&self.inner.state).pods.get_mut(&pod_ref.uid) {
+                        t.secrets_digest = Some(d.clone());
+                    }
+                    d
+                }
+            };
+            if digest != plan.secrets.digest() {
+                return Err(Status::unimplemented(
+                    "ECS cannot change a running task in place: values from Secrets are read once, when the task starts",
+                ));
+            }
         }
         Ok(Response::new(UpdatePodResponse {
             status: self.inner.hub.get(&pod_ref.uid),

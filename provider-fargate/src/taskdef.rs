@@ -1,9 +1,11 @@
 //! From a resolved pod to an ECS task definition (shared by every pod with the same shape) plus the
-//! per-pod parts that go into RunTask overrides (environment, file contents).
+//! per-pod parts that go into RunTask overrides (plain environment, plain file contents) and into
+//! Secrets Manager (everything sensitive).
 //!
-//! Everything pod-specific and every secret stays out of the task definition: definitions are
-//! readable by anyone with `ecs:DescribeTaskDefinition` and outlive the pod, while overrides
-//! belong to the one task. So the pods of a Deployment share one definition.
+//! Plain pod-specific values stay out of the task definition, so the pods of a Deployment share
+//! one. Sensitive values go nowhere ECS shows them (definitions, overrides and tags are readable by
+//! anyone who may describe them): they are stored in the pod's own secrets, which the definition
+//! references by ARN; such a pod gets a definition of its own.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +25,8 @@ pub const FILES_CONTAINER: &str = "vk-files";
 pub const FAMILY_PREFIX: &str = "vk-";
 /// ECS limits the JSON of RunTask overrides to 8 KiB.
 const MAX_OVERRIDES_BYTES: usize = 8192;
+/// Secrets Manager holds at most 64 KiB per secret value.
+const MAX_SECRET_BYTES: usize = 65536;
 /// Fargate gives every task 20 GiB of ephemeral storage, and up to 200 GiB when asked.
 const DEFAULT_EPHEMERAL_GIB: u64 = 20;
 const MAX_EPHEMERAL_GIB: u64 = 200;
@@ -89,6 +93,13 @@ pub struct ContainerSpec {
     pub interactive: bool,
     /// Names of the environment variables set through overrides (values are not here).
     pub env_names: Vec<String>,
+    /// ECS `secrets`: (variable, JSON key in the pod's values secret). Left out of the family hash
+    /// when empty, as `registry_secret`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<(String, String)>,
+    /// `repositoryCredentials`: index into the pod's registry secrets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_secret: Option<usize>,
     /// `linuxParameters.capabilities.add`. Left out of the family hash when empty, as the next
     /// two, so that pods without them keep the definitions registered before they existed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -123,6 +134,12 @@ pub struct TaskDefSpec {
     pub awslogs: Option<(String, String, String)>,
     /// CPU architecture.
     pub cpu_architecture: String,
+    /// ARN of the pod's values secret, once created (see [`Plan::bind`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values_secret_arn: Option<String>,
+    /// ARNs of the pod's registry secrets, in [`Secrets::registries`] order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub registry_secret_arns: Vec<String>,
 }
 
 impl TaskDefSpec {
@@ -134,17 +151,93 @@ impl TaskDefSpec {
     }
 }
 
+/// The pod's sensitive values, bound for Secrets Manager. Never log them: `Debug` shows counts.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secrets {
+    /// The values secret: JSON key → sensitive env value or base64 of a sensitive file.
+    pub values: BTreeMap<String, String>,
+    /// Registry credentials (username, password) some container pulls with, one secret each.
+    pub registries: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("values", &self.values.len())
+            .field("registries", &self.registries.len())
+            .finish()
+    }
+}
+
+impl Secrets {
+    /// No sensitive value at all.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.registries.is_empty()
+    }
+
+    /// The values secret's string (a JSON object; keys sorted, so equal values give equal text).
+    pub fn values_json(&self) -> String {
+        serde_json::to_string(&self.values).unwrap_or_default()
+    }
+
+    /// The `i`th registry secret's string, as ECS `repositoryCredentials` wants it.
+    pub fn registry_json(&self, i: usize) -> String {
+        self.registries
+            .get(i)
+            .map(|(u, p)| serde_json::json!({"username": u, "password": p}).to_string())
+            .unwrap_or_default()
+    }
+
+    /// The secret strings in a fixed order: `None` for "no values secret".
+    pub fn strings(&self) -> (Option<String>, Vec<String>) {
+        (
+            (!self.values.is_empty()).then(|| self.values_json()),
+            (0..self.registries.len())
+                .map(|i| self.registry_json(i))
+                .collect(),
+        )
+    }
+
+    /// Digest of the secret strings, for UpdatePod's comparison. Memory only: an unkeyed hash of
+    /// a secret would confirm guesses, so it never goes into a tag, log or message.
+    pub fn digest_of(values: Option<&str>, registries: &[String]) -> String {
+        let mut parts = vec![values.unwrap_or("")];
+        parts.extend(registries.iter().map(String::as_str));
+        short_hash(&parts, 64)
+    }
+
+    /// [`Self::digest_of`] this plan's strings.
+    pub fn digest(&self) -> String {
+        let (v, r) = self.strings();
+        Self::digest_of(v.as_deref(), &r)
+    }
+}
+
 /// What a pod becomes on ECS.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    /// The shared definition.
+    /// The definition; shared unless the pod has secrets (then [`Plan::bind`] makes it the pod's).
     pub spec: TaskDefSpec,
-    /// Per container: environment for RunTask overrides (may hold secrets: never log).
+    /// Per container: plain environment for RunTask overrides (nothing sensitive).
     pub overrides: Vec<(String, Vec<(String, String)>)>,
+    /// Sensitive values, for the pod's secrets.
+    pub secrets: Secrets,
     /// Settings ignored as best effort, one sentence each, for warning events.
     pub warnings: Vec<String>,
-    /// Hash of definition and overrides: an UpdatePod with the same hash changes nothing.
+    /// Hash of the definition (before binding) and the plain overrides: an UpdatePod with the
+    /// same hash and the same secrets changes nothing. Covers no sensitive value, so it may be a
+    /// tag.
     pub content_hash: String,
+}
+
+impl Plan {
+    /// The definition referencing the created secrets by ARN.
+    pub fn bind(&self, values_arn: Option<String>, registry_arns: Vec<String>) -> TaskDefSpec {
+        let mut spec = self.spec.clone();
+        spec.values_secret_arn = values_arn;
+        spec.registry_secret_arns = registry_arns;
+        spec
+    }
 }
 
 /// A pod that cannot run on Fargate; the message is shown to users and holds no secret.
@@ -265,39 +358,56 @@ pub fn plan(pod: &Pod, settings: &DefSettings) -> Result<Plan, Invalid> {
         .map(|g| g.clamp(0, MAX_STOP_TIMEOUT));
     let mut containers = Vec::new();
     let mut overrides = Vec::new();
+    let mut secrets = Secrets::default();
 
     // Each step waits for the previous one to exit 0: files helper, init 1..n, then the apps.
     let mut previous: Option<String> = None;
     if !files.is_empty() {
-        let (spec, env) = files_helper(&files, settings, memory_mib);
+        let (spec, env) = files_helper(&files, settings, memory_mib, &mut secrets);
         previous = Some(spec.name.clone());
         overrides.push((spec.name.clone(), env));
         containers.push(spec);
     }
-    for c in &pod.init_containers {
-        let (spec, env) = container_spec(
+    let mut registries = Registries::new(pod, &mut warnings);
+    for (i, c) in pod.init_containers.iter().enumerate() {
+        let (mut spec, env) = container_spec(
             pod,
             c,
             false,
             previous.iter().cloned().collect(),
             memory_mib,
             grace,
+            (&format!("i{i}"), &mut secrets),
         );
+        spec.registry_secret = registries.for_image(&c.image, &mut secrets);
         previous = Some(c.name.clone());
         overrides.push((c.name.clone(), env));
         containers.push(spec);
     }
-    for c in &pod.containers {
-        let (spec, env) = container_spec(
+    for (i, c) in pod.containers.iter().enumerate() {
+        let (mut spec, env) = container_spec(
             pod,
             c,
             true,
             previous.iter().cloned().collect(),
             memory_mib,
             grace,
+            (&format!("a{i}"), &mut secrets),
         );
+        spec.registry_secret = registries.for_image(&c.image, &mut secrets);
         overrides.push((c.name.clone(), env));
         containers.push(spec);
+    }
+    if !secrets.is_empty() && settings.execution_role_arn.is_none() {
+        return Err(invalid(
+            "the pod uses values from Secrets (environment, files or imagePullSecrets), which ECS reads from Secrets Manager with the task execution role; the provider runs without --execution-role-arn",
+        ));
+    }
+    let secret_size = secrets.values_json().len();
+    if secret_size > MAX_SECRET_BYTES {
+        return Err(invalid(format!(
+            "Secret-derived environment values and files take {secret_size} bytes; Secrets Manager holds at most 64 KiB per secret"
+        )));
     }
 
     let spec = TaskDefSpec {
@@ -310,11 +420,13 @@ pub fn plan(pod: &Pod, settings: &DefSettings) -> Result<Plan, Invalid> {
         task_role_arn: settings.task_role_arn.clone(),
         awslogs,
         cpu_architecture: settings.cpu_architecture.clone(),
+        values_secret_arn: None,
+        registry_secret_arns: Vec::new(),
     };
     let size = overrides_size(&overrides);
     if size > MAX_OVERRIDES_BYTES {
         return Err(invalid(format!(
-            "environment and file contents take {size} bytes; ECS allows 8 KiB of RunTask overrides per task"
+            "plain environment values and file contents take {size} bytes; ECS allows 8 KiB of RunTask overrides per task"
         )));
     }
     warnings.extend(pod_warnings(pod));
@@ -331,6 +443,7 @@ pub fn plan(pod: &Pod, settings: &DefSettings) -> Result<Plan, Invalid> {
     Ok(Plan {
         spec,
         overrides,
+        secrets,
         warnings,
         content_hash,
     })
@@ -493,13 +606,81 @@ fn pod_warnings(pod: &Pod) -> Vec<String> {
             w.push("supplementalGroups are ignored: Fargate does not offer them".into());
         }
     }
-    if !pod.registry_credentials.is_empty() {
-        w.push(
-            "imagePullSecrets are ignored: Fargate pulls private images with credentials stored in Secrets Manager (ECR uses the execution role)"
-                .into(),
-        );
-    }
     w
+}
+
+/// The registry of an image as Docker names it (`docker.io` for Docker Hub images).
+fn image_registry(image: &str) -> String {
+    match image.split_once('/') {
+        Some((host, _)) if host.contains('.') || host.contains(':') || host == "localhost" => {
+            normalize_registry(host)
+        }
+        _ => "docker.io".into(),
+    }
+}
+
+/// A credential's `server` as a registry host: no scheme, no path, Docker Hub's aliases as one.
+fn normalize_registry(server: &str) -> String {
+    let s = server
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = s.split('/').next().unwrap_or(s).to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            "docker.io".into()
+        }
+        _ => host,
+    }
+}
+
+/// ECR pulls with the execution role; `repositoryCredentials` is for other registries.
+fn is_ecr(registry: &str) -> bool {
+    registry.contains(".dkr.ecr.")
+        && (registry.ends_with(".amazonaws.com") || registry.ends_with(".amazonaws.com.cn"))
+}
+
+/// The pod's registry credentials, each turned into a registry secret when a container uses it.
+struct Registries<'a> {
+    creds: Vec<(String, &'a podprovider_proto::v1::RegistryCredential)>,
+    /// Credential index → registry secret index.
+    used: BTreeMap<usize, usize>,
+}
+
+impl<'a> Registries<'a> {
+    fn new(pod: &'a Pod, warnings: &mut Vec<String>) -> Self {
+        let mut creds = Vec::new();
+        for (i, c) in pod.registry_credentials.iter().enumerate() {
+            // Every field is sensitive (server too): the warning names the entry by position.
+            if c.password.is_empty() {
+                warnings.push(format!(
+                    "image pull credential {}: without a password it is ignored: ECS repositoryCredentials take a username and a password",
+                    i + 1
+                ));
+                continue;
+            }
+            creds.push((normalize_registry(&c.server), c));
+        }
+        Self {
+            creds,
+            used: BTreeMap::new(),
+        }
+    }
+
+    fn for_image(&mut self, image: &str, secrets: &mut Secrets) -> Option<usize> {
+        let registry = image_registry(image);
+        if is_ecr(&registry) {
+            return None;
+        }
+        let i = self.creds.iter().position(|(r, _)| *r == registry)?;
+        Some(*self.used.entry(i).or_insert_with(|| {
+            let c = self.creds[i].1;
+            secrets
+                .registries
+                .push((c.username.clone(), c.password.clone()));
+            secrets.registries.len() - 1
+        }))
+    }
 }
 
 fn ephemeral_gib(pod: &Pod) -> Result<Option<u64>, Invalid> {
@@ -532,6 +713,7 @@ fn container_spec(
     depends_on_success: Vec<String>,
     task_memory_mib: u64,
     grace: Option<i64>,
+    (key_prefix, secrets): (&str, &mut Secrets),
 ) -> (ContainerSpec, Vec<(String, String)>) {
     let res = c.resources.as_ref();
     let limit_mem = res
@@ -544,18 +726,27 @@ fn container_spec(
         .and_then(|r| r.requests.as_ref())
         .and_then(|l| l.cpu_millis);
     let mib = |b: i64| resources::bytes_to_mib_ceil(u64::try_from(b).unwrap_or(0));
-    // Kubernetes order, later entries win.
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    // Kubernetes order, later entries win; a sensitive final value goes to the values secret.
+    let mut env: BTreeMap<String, &podprovider_proto::v1::EnvVar> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     for e in &c.env {
-        if env.insert(e.name.clone(), e.value.clone()).is_none() {
+        if env.insert(e.name.clone(), e).is_none() {
             order.push(e.name.clone());
         }
     }
-    let env_pairs: Vec<(String, String)> = order
-        .iter()
-        .map(|k| (k.clone(), env.get(k).cloned().unwrap_or_default()))
-        .collect();
+    let mut env_pairs: Vec<(String, String)> = Vec::new();
+    let mut env_secrets: Vec<(String, String)> = Vec::new();
+    for (i, k) in order.iter().enumerate() {
+        let Some(e) = env.get(k) else { continue };
+        if e.sensitive {
+            let key = format!("{key_prefix}_{i}");
+            secrets.values.insert(key.clone(), e.value.clone());
+            env_secrets.push((k.clone(), key));
+        } else {
+            env_pairs.push((k.clone(), e.value.clone()));
+        }
+    }
+    let env_names: Vec<String> = env_pairs.iter().map(|(k, _)| k.clone()).collect();
     let sec = EffectiveSecurity::of(pod.security_context.as_ref(), c.security_context.as_ref());
     let user = sec.run_as_user.map(|u| match sec.run_as_group {
         Some(g) => format!("{u}:{g}"),
@@ -595,7 +786,9 @@ fn container_spec(
         readonly_root_filesystem: sec.read_only_root_filesystem,
         tty: c.tty,
         interactive: c.stdin,
-        env_names: order,
+        env_names,
+        secrets: env_secrets,
+        registry_secret: None,
         // Others were warned about in check_container.
         capabilities_add: sec
             .capabilities_add
@@ -628,6 +821,7 @@ fn files_helper(
     files: &[(String, &podprovider_proto::v1::FilesVolume)],
     settings: &DefSettings,
     task_memory_mib: u64,
+    secrets: &mut Secrets,
 ) -> (ContainerSpec, Vec<(String, String)>) {
     use base64::Engine as _;
     let encode = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
@@ -635,6 +829,7 @@ fn files_helper(
     let mut env = Vec::new();
     let mut mounts = Vec::new();
     let mut names = Vec::new();
+    let mut file_secrets = Vec::new();
     for (i, (vol, f)) in files.iter().enumerate() {
         let root = format!("/vk/{i}");
         mounts.push((vol.clone(), root.clone(), false));
@@ -646,8 +841,14 @@ fn files_helper(
                 "mkdir -p \"$(dirname {p})\" && printf %s \"${var}\" | base64 -d > {p} && chmod {mode:o} {p}",
                 p = sh_quote(&path)
             ));
-            env.push((var.clone(), encode(&file.content)));
-            names.push(var);
+            if file.sensitive {
+                // Injected by ECS from the values secret under the same variable name.
+                secrets.values.insert(var.clone(), encode(&file.content));
+                file_secrets.push((var.clone(), var));
+            } else {
+                env.push((var.clone(), encode(&file.content)));
+                names.push(var);
+            }
         }
     }
     let spec = ContainerSpec {
@@ -669,6 +870,8 @@ fn files_helper(
         tty: false,
         interactive: false,
         env_names: names,
+        secrets: file_secrets,
+        registry_secret: None,
         capabilities_add: Vec::new(),
         capabilities_drop: Vec::new(),
         system_controls: Vec::new(),
@@ -790,7 +993,19 @@ mod tests {
             .iter()
             .find(|(n, _)| n == "web")
             .expect("web overrides");
-        assert!(web.1.contains(&("PASSWORD".into(), "hunter2".into())));
+        assert_eq!(web.1, [("POD_NAME".to_owned(), "web-1".to_owned())]);
+        assert_eq!(
+            a.secrets.values.values().collect::<Vec<_>>(),
+            ["hunter2"],
+            "the Secret value goes to Secrets Manager"
+        );
+        assert_eq!(
+            a.content_hash,
+            plan(&pod("web-1", "u1", "guess"), &settings())
+                .expect("valid")
+                .content_hash,
+            "the content hash (a tag) confirms no guess of a secret"
+        );
 
         let mut bigger = pod("web-3", "u3", "x");
         bigger.containers[0].image = "nginx:1.26".into();
@@ -799,6 +1014,137 @@ mod tests {
             a.spec.family(),
             c.spec.family(),
             "a different image is a different definition"
+        );
+    }
+
+    #[test]
+    fn sensitive_env_and_files_become_ecs_secrets_of_the_values_secret() {
+        let mut p = pod("p", "u", "hunter2");
+        if let Some(Source::Files(f)) = p.volumes[0].source.as_mut() {
+            f.files.push(FileEntry {
+                path: "token".into(),
+                content: b"tok".to_vec(),
+                sensitive: true,
+                ..Default::default()
+            });
+        }
+        // A later plain entry of the same name wins over a sensitive one, as in Kubernetes.
+        p.containers[0].env.push(EnvVar {
+            name: "POD_NAME".into(),
+            value: "secret-name".into(),
+            sensitive: true,
+            pod_field: String::new(),
+        });
+        let plan = plan(&p, &settings()).expect("valid");
+        let web = web(&plan);
+        assert_eq!(
+            web.secrets,
+            [
+                ("POD_NAME".to_owned(), "a0_0".to_owned()),
+                ("PASSWORD".to_owned(), "a0_1".to_owned())
+            ]
+        );
+        assert!(web.env_names.is_empty(), "{:?}", web.env_names);
+        let helper = &plan.spec.containers[0];
+        assert_eq!(helper.env_names, ["VK_FILE_0_0"]);
+        assert_eq!(
+            helper.secrets,
+            [("VK_FILE_0_1".to_owned(), "VK_FILE_0_1".to_owned())]
+        );
+        assert_eq!(plan.secrets.values["VK_FILE_0_1"], "dG9r");
+        assert_eq!(plan.secrets.values["a0_1"], "hunter2");
+        let helper_env = &plan.overrides[0].1;
+        assert!(helper_env.iter().all(|(k, _)| k == "VK_FILE_0_0"));
+        // Binding gives the pod its own definition, referencing its secrets.
+        let bound = plan.bind(Some("arn:aws:secretsmanager:r:1:secret:x".into()), vec![]);
+        assert_ne!(bound.family(), plan.spec.family());
+        assert!(
+            !format!("{:?}", plan.secrets).contains("hunter2"),
+            "Debug must not show values"
+        );
+
+        let mut no_role = settings();
+        no_role.execution_role_arn = None;
+        no_role.log_group = None;
+        assert!(
+            super::plan(&p, &no_role)
+                .expect_err("no execution role")
+                .0
+                .contains("--execution-role-arn")
+        );
+    }
+
+    #[test]
+    fn registry_credentials_become_one_secret_per_registry_used_by_a_non_ecr_image() {
+        use podprovider_proto::v1::RegistryCredential;
+        let mut p = pod("p", "u", "s");
+        p.registry_credentials = vec![
+            RegistryCredential {
+                server: "https://index.docker.io/v1/".into(),
+                username: "hub".into(),
+                password: "pw1".into(),
+                ..Default::default()
+            },
+            RegistryCredential {
+                server: "registry.example.com:5000".into(),
+                username: "me".into(),
+                password: "pw2".into(),
+                ..Default::default()
+            },
+            RegistryCredential {
+                server: "token.example.com".into(),
+                identity_token: "t".into(),
+                ..Default::default()
+            },
+            RegistryCredential {
+                server: "123456789012.dkr.ecr.us-east-1.amazonaws.com".into(),
+                username: "AWS".into(),
+                password: "ecr".into(),
+                ..Default::default()
+            },
+        ];
+        p.containers[0].image = "registry.example.com:5000/team/app:1".into();
+        p.init_containers = vec![
+            Container {
+                name: "hub".into(),
+                image: "library/busybox".into(),
+                ..Default::default()
+            },
+            Container {
+                name: "ecr".into(),
+                image: "123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1".into(),
+                ..Default::default()
+            },
+            Container {
+                name: "again".into(),
+                image: "busybox".into(),
+                ..Default::default()
+            },
+        ];
+        let plan = plan(&p, &settings()).expect("valid");
+        let by_name = |n: &str| {
+            plan.spec
+                .containers
+                .iter()
+                .find(|c| c.name == n)
+                .expect("container")
+                .registry_secret
+        };
+        assert_eq!(by_name("hub"), Some(0));
+        assert_eq!(by_name("again"), Some(0));
+        assert_eq!(by_name("ecr"), None, "ECR pulls with the execution role");
+        assert_eq!(by_name("web"), Some(1));
+        assert_eq!(by_name(FILES_CONTAINER), None);
+        assert_eq!(
+            plan.secrets.registry_json(1),
+            r#"{"password":"pw2","username":"me"}"#
+        );
+        assert_eq!(plan.secrets.registries.len(), 2);
+        assert_eq!(
+            plan.warnings,
+            [
+                "image pull credential 3: without a password it is ignored: ECS repositoryCredentials take a username and a password"
+            ]
         );
     }
 
@@ -881,11 +1227,21 @@ mod tests {
         p.containers[0].env.push(EnvVar {
             name: "BIG".into(),
             value: "x".repeat(9000),
-            sensitive: true,
+            sensitive: false,
             pod_field: String::new(),
         });
         let err = plan(&p, &settings()).expect_err("too big");
         assert!(err.0.contains("8 KiB") && !err.0.contains("xxxx"), "{err}");
+
+        let mut p = pod("p", "u", "s");
+        p.containers[0].env.push(EnvVar {
+            name: "HUGE".into(),
+            value: "y".repeat(70_000),
+            sensitive: true,
+            pod_field: String::new(),
+        });
+        let err = plan(&p, &settings()).expect_err("too big for a secret");
+        assert!(err.0.contains("64 KiB") && !err.0.contains("yyyy"), "{err}");
     }
 
     fn web(plan: &Plan) -> &ContainerSpec {

@@ -1,7 +1,7 @@
 //! provider-fargate through grpcurl against a real moto: a pod from a JSON request is created
 //! (its security settings in the task definition), listed, its logs read from the exact awslogs
 //! stream, deleted; the task is stopped in moto and
-//! the shared task definition deregistered once unused. Health and reflection work.
+//! the pods' task definitions deregistered once unused. Health and reflection work.
 
 mod support;
 
@@ -109,7 +109,8 @@ async fn create_list_logs_delete_through_grpcurl() -> anyhow::Result<()> {
         "{listed}"
     );
 
-    // Same spec ⇒ one task definition.
+    // Same spec, but each pod with a Secret value has a definition of its own: it references the
+    // pod's own secret in Secrets Manager.
     grpcurl::run_ok(
         &target,
         &["-d", &pod_json("web-2", "uid-2")],
@@ -130,7 +131,7 @@ async fn create_list_logs_delete_through_grpcurl() -> anyhow::Result<()> {
         .iter()
         .filter_map(|t| t.task_definition_arn())
         .collect();
-    ensure!(defs.len() == 1, "two pods of one spec use {defs:?}");
+    ensure!(defs.len() == 2, "two pods with secrets use {defs:?}");
     // The security settings as ECS names them: the pod's runAsUser as `user`, capabilities in
     // `linuxParameters`, the pod's sysctls as `systemControls`.
     let def_arn = defs

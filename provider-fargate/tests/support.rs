@@ -46,18 +46,23 @@ pub async fn start_provider(
     endpoint: &str,
     dir: &Path,
 ) -> anyhow::Result<(ManagedProcess, Target, String)> {
+    start_provider_with(moto, endpoint, dir, &[]).await
+}
+
+/// [`start_provider`] with more flags (e.g. `--installation-id`).
+pub async fn start_provider_with(
+    moto: &Moto,
+    endpoint: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> anyhow::Result<(ManagedProcess, Target, String)> {
     let addr = format!("127.0.0.1:{}", free_port()?);
     let target = Target::Tcp(addr.clone());
     let env = Moto::aws_env(endpoint);
     let env: Vec<(&str, String)> = env.into_iter().collect();
-    let p = provider_checks::start_provider(
-        Path::new(BIN),
-        &provider_args(moto, &addr),
-        &env,
-        &target,
-        dir,
-    )
-    .await?;
+    let mut args = provider_args(moto, &addr);
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let p = provider_checks::start_provider(Path::new(BIN), &args, &env, &target, dir).await?;
     Ok((p, target, addr))
 }
 

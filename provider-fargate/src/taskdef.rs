@@ -30,6 +30,8 @@ const MAX_SECRET_BYTES: usize = 65536;
 /// Fargate gives every task 20 GiB of ephemeral storage, and up to 200 GiB when asked.
 const DEFAULT_EPHEMERAL_GIB: u64 = 20;
 const MAX_EPHEMERAL_GIB: u64 = 200;
+/// The smallest memory ECS accepts for a container, MiB.
+const MIN_CONTAINER_MIB: u64 = 6;
 /// Fargate's longest stop timeout.
 const MAX_STOP_TIMEOUT: i64 = 120;
 /// The one capability Fargate lets a container add.
@@ -398,6 +400,7 @@ pub fn plan(pod: &Pod, settings: &DefSettings) -> Result<Plan, Invalid> {
         overrides.push((c.name.clone(), env));
         containers.push(spec);
     }
+    fit_allocations(&mut containers, cpu, memory_mib);
     if !secrets.is_empty() && settings.execution_role_arn.is_none() {
         return Err(invalid(
             "the pod uses values from Secrets (environment, files or imagePullSecrets), which ECS reads from Secrets Manager with the task execution role; the provider runs without --execution-role-arn",
@@ -811,6 +814,85 @@ fn container_spec(
     (spec, env_pairs)
 }
 
+/// Container CPU and memory that ECS accepts: it counts every container of the task, init
+/// containers and the files helper included, so the containers' `cpu` must sum to at most the
+/// task's CPU and their reservations (`memoryReservation`, else `memory`) to at most its memory.
+/// The task is sized for max(largest init container, sum of app containers); init containers and
+/// the helper run alone before the apps, so they get no CPU share (0: the whole task while alone)
+/// and the smallest reservation, under a hard limit that still lets them use their memory.
+fn fit_allocations(containers: &mut [ContainerSpec], task_cpu: u64, task_memory_mib: u64) {
+    for c in containers.iter_mut().filter(|c| !c.essential) {
+        c.cpu_units = None;
+    }
+    let cpu: Vec<u64> = containers
+        .iter()
+        .map(|c| c.cpu_units.unwrap_or(0))
+        .collect();
+    for (c, v) in containers.iter_mut().zip(fit(&cpu, task_cpu, 1)) {
+        if c.cpu_units.is_some() {
+            c.cpu_units = Some(v);
+        }
+    }
+
+    // Apps keep their request; apps without one share what is left.
+    let mut wants: Vec<Option<u64>> = containers
+        .iter()
+        .map(|c| {
+            if c.essential {
+                c.memory_reservation_mib.map(|r| r.min(c.memory_mib))
+            } else {
+                Some(MIN_CONTAINER_MIB)
+            }
+        })
+        .collect();
+    let fixed: u64 = wants.iter().flatten().sum();
+    let open = wants.iter().filter(|w| w.is_none()).count() as u64;
+    if let Some(share) = task_memory_mib.saturating_sub(fixed).checked_div(open) {
+        for w in wants.iter_mut().filter(|w| w.is_none()) {
+            *w = Some(share.max(MIN_CONTAINER_MIB));
+        }
+    }
+    let wants: Vec<u64> = wants.into_iter().map(|w| w.unwrap_or(0)).collect();
+    for (c, r) in containers
+        .iter_mut()
+        .zip(fit(&wants, task_memory_mib, MIN_CONTAINER_MIB))
+    {
+        c.memory_mib = c.memory_mib.max(MIN_CONTAINER_MIB);
+        // A reservation equal to the hard limit says nothing more (ECS counts `memory` then).
+        c.memory_reservation_mib = (r < c.memory_mib).then_some(r);
+    }
+}
+
+/// `wants` scaled down to sum to at most `total`, none below `min` (zeros stay zero).
+fn fit(wants: &[u64], total: u64, min: u64) -> Vec<u64> {
+    let sum: u64 = wants.iter().sum();
+    if sum <= total {
+        return wants.to_vec();
+    }
+    let mut out: Vec<u64> = wants
+        .iter()
+        .map(|&w| {
+            if w == 0 {
+                0
+            } else {
+                (w * total / sum).max(min)
+            }
+        })
+        .collect();
+    // The minimums may push the sum over again: take the excess from the largest.
+    loop {
+        let sum: u64 = out.iter().sum();
+        let Some(i) = (0..out.len()).max_by_key(|&i| out[i]) else {
+            break;
+        };
+        if sum <= total || out[i] <= min {
+            break;
+        }
+        out[i] -= (sum - total).min(out[i] - min);
+    }
+    out
+}
+
 /// Single-quotes `s` for `sh`.
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -1146,6 +1228,152 @@ mod tests {
                 "image pull credential 3: without a password it is ignored: ECS repositoryCredentials take a username and a password"
             ]
         );
+    }
+
+    fn sized(
+        name: &str,
+        cpu: Option<i64>,
+        mem_mib: Option<i64>,
+        limit_mib: Option<i64>,
+    ) -> Container {
+        Container {
+            name: name.into(),
+            image: "busybox".into(),
+            resources: Some(ResourceRequirements {
+                requests: Some(Resources {
+                    cpu_millis: cpu,
+                    memory_bytes: mem_mib.map(|m| m << 20),
+                    ..Default::default()
+                }),
+                limits: limit_mib.map(|m| Resources {
+                    memory_bytes: Some(m << 20),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn container_allocations_fit_the_task_for_every_shape() {
+        let shapes: Vec<(&str, Vec<Container>, Vec<Container>, bool)> = vec![
+            (
+                "500m init + 500m app",
+                vec![sized("init", Some(500), Some(512), None)],
+                vec![sized("app", Some(500), Some(512), None)],
+                false,
+            ),
+            (
+                "three apps without requests",
+                vec![],
+                (0..3)
+                    .map(|i| sized(&format!("a{i}"), None, None, None))
+                    .collect(),
+                false,
+            ),
+            (
+                "an exact fit plus init and files",
+                vec![sized("init", Some(1000), Some(2048), None)],
+                vec![sized("app", Some(1000), Some(2048), None)],
+                true,
+            ),
+            (
+                "three 333m apps",
+                vec![],
+                (0..3)
+                    .map(|i| sized(&format!("a{i}"), Some(333), Some(100), Some(100)))
+                    .collect(),
+                true,
+            ),
+            (
+                "a big init before small apps",
+                vec![sized("migrate", Some(4000), Some(8192), None)],
+                vec![
+                    sized("web", Some(250), Some(256), Some(512)),
+                    sized("side", None, None, None),
+                ],
+                true,
+            ),
+            (
+                "nine containers",
+                (0..4)
+                    .map(|i| sized(&format!("i{i}"), Some(2000), Some(4096), None))
+                    .collect(),
+                (0..4)
+                    .map(|i| sized(&format!("a{i}"), Some(125), None, Some(64)))
+                    .collect(),
+                true,
+            ),
+        ];
+        for (what, init, apps, files) in shapes {
+            let mut p = pod("p", "u", "s");
+            p.init_containers = init;
+            p.containers = apps;
+            if !files {
+                p.volumes.clear();
+            }
+            let plan = plan(&p, &settings()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let spec = &plan.spec;
+            let cpu: u64 = spec.containers.iter().filter_map(|c| c.cpu_units).sum();
+            let reserved: u64 = spec
+                .containers
+                .iter()
+                .map(|c| c.memory_reservation_mib.unwrap_or(c.memory_mib))
+                .sum();
+            assert!(cpu <= spec.cpu, "{what}: cpu {cpu} > task {}", spec.cpu);
+            assert!(
+                reserved <= spec.memory_mib,
+                "{what}: reserved {reserved} MiB > task {}",
+                spec.memory_mib
+            );
+            for c in &spec.containers {
+                assert!(
+                    c.memory_mib >= MIN_CONTAINER_MIB && c.memory_mib <= spec.memory_mib,
+                    "{what}: {} memory {}",
+                    c.name,
+                    c.memory_mib
+                );
+                if let Some(r) = c.memory_reservation_mib {
+                    assert!(
+                        r < c.memory_mib && r >= MIN_CONTAINER_MIB,
+                        "{what}: {}",
+                        c.name
+                    );
+                }
+            }
+            assert!(
+                sizes::valid_sizes().contains(&(spec.cpu, spec.memory_mib)),
+                "{what}: not a Fargate size"
+            );
+        }
+    }
+
+    #[test]
+    fn init_containers_run_alone_so_apps_keep_their_requests() {
+        let mut p = pod("p", "u", "s");
+        p.volumes.clear();
+        p.containers = vec![sized("app", Some(500), Some(512), None)];
+        p.init_containers = vec![sized("init", Some(500), Some(512), None)];
+        let plan = plan(&p, &settings()).expect("valid");
+        let by = |n: &str| {
+            plan.spec
+                .containers
+                .iter()
+                .find(|c| c.name == n)
+                .expect("container")
+        };
+        assert_eq!((plan.spec.cpu, plan.spec.memory_mib), (512, 1024));
+        assert_eq!(by("app").cpu_units, Some(512));
+        assert_eq!(by("app").memory_reservation_mib, Some(512));
+        assert_eq!(by("init").cpu_units, None);
+        assert_eq!(by("init").memory_reservation_mib, Some(MIN_CONTAINER_MIB));
+        assert_eq!(
+            by("init").memory_mib,
+            1024,
+            "the hard limit still allows its memory"
+        );
+        assert_eq!(fit(&[600, 600, 0], 1000, 6), [500, 500, 0]);
+        assert_eq!(fit(&[1000, 6, 6], 1000, 6), [988, 6, 6]);
     }
 
     #[test]

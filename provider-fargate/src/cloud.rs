@@ -16,7 +16,7 @@ use provider_common::{
 };
 
 use crate::{
-    error::{AwsError, Kind},
+    error::{self, AwsError, Kind},
     status::Shape,
     taskdef::{FAMILY_PREFIX, FILES_CONTAINER, TaskDefSpec},
 };
@@ -285,8 +285,14 @@ impl Cloud {
     }
 
     /// Finds the task started for `run.started_by`, or runs it. One retry loop around both, so a
-    /// RunTask whose answer was lost is found rather than run twice.
-    pub async fn find_or_run(&self, run: &RunSpec<'_>) -> Result<Task, AwsError> {
+    /// RunTask whose answer was lost is found rather than run twice; a `ConflictException` (the
+    /// client token already started a task, not yet listed) adopts that task. `on_capacity` hears
+    /// each "capacity unavailable" answer, which is retried.
+    pub async fn find_or_run(
+        &self,
+        run: &RunSpec<'_>,
+        on_capacity: &(dyn Fn(&AwsError) + Sync),
+    ) -> Result<Task, AwsError> {
         retry(&self.policy, "RunTask", || async {
             let existing = self
                 .ecs
@@ -311,36 +317,47 @@ impl Cloud {
                     return Ok(task.clone());
                 }
             }
-            let out = run_request(&self.ecs, &self.cluster, run)?
-                .send()
-                .await
-                .map_err(sdk("RunTask"))?;
+            let out = match run_request(&self.ecs, &self.cluster, run)?.send().await {
+                Ok(out) => out,
+                Err(e) => {
+                    let Some(arn) = conflict_task(&e) else {
+                        return Err(AwsError::from_sdk("RunTask", e));
+                    };
+                    tracing::info!(task = %arn, "RunTask: the client token already started a task; adopting it");
+                    let out = self
+                        .ecs
+                        .describe_tasks()
+                        .cluster(&self.cluster)
+                        .tasks(&arn)
+                        .include(TaskField::Tags)
+                        .send()
+                        .await
+                        .map_err(sdk("DescribeTasks"))?;
+                    return out.tasks().first().cloned().ok_or_else(|| AwsError {
+                        // Eventual consistency: described on a later attempt.
+                        kind: Kind::Unavailable,
+                        ..other("DescribeTasks", "the task of the client token is not described yet")
+                    });
+                }
+            };
             if let Some(task) = out.tasks().first() {
                 return Ok(task.clone());
             }
-            let reason = out
+            let failures: Vec<(String, String)> = out
                 .failures()
                 .iter()
                 .map(|f| {
-                    format!(
-                        "{} {}",
-                        f.reason().unwrap_or_default(),
-                        f.detail().unwrap_or_default()
+                    (
+                        f.reason().unwrap_or_default().to_owned(),
+                        f.detail().unwrap_or_default().to_owned(),
                     )
                 })
-                .collect::<Vec<_>>()
-                .join("; ");
-            Err(AwsError {
-                op: "RunTask",
-                kind: if reason.contains("RESOURCE") || reason.contains("capacity") {
-                    Kind::Throttled
-                } else {
-                    Kind::Invalid
-                },
-                code: "RunTaskFailure".into(),
-                message: reason,
-                retry_after: None,
-            })
+                .collect();
+            let err = error::run_task_failure(&failures);
+            if err.code == error::CAPACITY_UNAVAILABLE {
+                on_capacity(&err);
+            }
+            Err(err)
         })
         .await
     }
@@ -515,6 +532,21 @@ impl Cloud {
             }
         })
         .await
+    }
+}
+
+/// The task a `ConflictException` names: RunTask's client token was used before.
+fn conflict_task(
+    e: &aws_sdk_ecs::error::SdkError<
+        aws_sdk_ecs::operation::run_task::RunTaskError,
+        aws_sdk_ecs::config::http::HttpResponse,
+    >,
+) -> Option<String> {
+    match e.as_service_error()? {
+        aws_sdk_ecs::operation::run_task::RunTaskError::ConflictException(c) => {
+            c.resource_ids().first().cloned()
+        }
+        _ => None,
     }
 }
 

@@ -19,6 +19,8 @@ pub enum Kind {
     Invalid,
     /// The credentials lack a permission.
     AccessDenied,
+    /// An account quota is used up (e.g. concurrent Fargate tasks or vCPUs): not retried here.
+    Quota,
     /// Anything else.
     Other,
 }
@@ -122,6 +124,9 @@ impl AwsError {
             Kind::AccessDenied => tonic::Status::unavailable(format!(
                 "AWS denied the call; check the provider's IAM permissions ({msg})"
             )),
+            Kind::Quota => tonic::Status::resource_exhausted(format!(
+                "an AWS quota is used up; raise it in Service Quotas or wait for tasks to end ({msg})"
+            )),
             Kind::Other => tonic::Status::internal(msg),
         }
     }
@@ -141,9 +146,94 @@ impl Retryable for AwsError {
     }
 }
 
+/// Code of a RunTask `failures` entry for Fargate capacity (retried, reported as a pod event).
+pub const CAPACITY_UNAVAILABLE: &str = "CapacityUnavailable";
+
+/// A RunTask answer without a task, from its `failures` (reason, detail), classified as the ECS
+/// docs describe them: "Capacity is unavailable at this time. Please try again later or in a
+/// different availability zone" (and EC2-style `RESOURCE:*` placement reasons) is transient;
+/// "You've reached the limit on the number of tasks/vCPUs you can run concurrently" is a quota;
+/// anything else says the request cannot work as it is.
+pub fn run_task_failure(failures: &[(String, String)]) -> AwsError {
+    let message = failures
+        .iter()
+        .map(|(r, d)| {
+            if d.is_empty() {
+                r.clone()
+            } else {
+                format!("{r} ({d})")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let any = |f: &dyn Fn(&str) -> bool| {
+        failures
+            .iter()
+            .any(|(r, d)| f(&r.to_ascii_lowercase()) || f(&d.to_ascii_lowercase()))
+    };
+    let (kind, code) =
+        if any(&|s| s.contains("capacity is unavailable") || s.starts_with("resource:")) {
+            (Kind::Unavailable, CAPACITY_UNAVAILABLE)
+        } else if any(&|s| {
+            s.contains("reached the limit") || s.contains("quota") || s.contains("limitexceeded")
+        }) {
+            (Kind::Quota, "QuotaExceeded")
+        } else {
+            (Kind::Invalid, "RunTaskFailure")
+        };
+    AwsError {
+        op: "RunTask",
+        kind,
+        code: code.into(),
+        message: if message.is_empty() {
+            "RunTask started no task and gave no reason".into()
+        } else {
+            message
+        },
+        retry_after: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn failure(reason: &str, detail: &str) -> AwsError {
+        run_task_failure(&[(reason.to_owned(), detail.to_owned())])
+    }
+
+    #[test]
+    fn run_task_failures_are_classified_as_the_ecs_docs_describe_them() {
+        let capacity = failure(
+            "Capacity is unavailable at this time. Please try again later or in a different availability zone",
+            "",
+        );
+        assert_eq!(
+            (capacity.kind, capacity.code.as_str()),
+            (Kind::Unavailable, CAPACITY_UNAVAILABLE)
+        );
+        assert!(capacity.is_retryable() && !capacity.is_throttle());
+        assert_eq!(capacity.to_status().code(), tonic::Code::Unavailable);
+
+        for reason in [
+            "You've reached the limit on the number of tasks you can run concurrently",
+            "You've reached the limit on the number of vCPUs you can run concurrently",
+        ] {
+            let quota = failure(reason, "");
+            assert_eq!(quota.kind, Kind::Quota, "{reason}");
+            assert!(!quota.is_retryable());
+            assert_eq!(quota.to_status().code(), tonic::Code::ResourceExhausted);
+            assert!(quota.to_status().message().contains(reason));
+        }
+
+        let other = failure("MISSING", "arn:aws:ecs:us-east-1:1:task-definition/x:1");
+        assert_eq!(other.kind, Kind::Invalid);
+        assert_eq!(other.to_status().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            run_task_failure(&[]).message,
+            "RunTask started no task and gave no reason"
+        );
+    }
 
     #[test]
     fn codes_are_classified() {

@@ -447,7 +447,23 @@ impl FargateProvider {
             platform_version: self.inner.settings.platform_version.as_deref(),
             enable_execute_command: self.inner.settings.enable_execute_command,
         };
-        let task = cloud.find_or_run(&run).await?;
+        // Fargate capacity comes and goes: retried, and told to the user once per create.
+        let told = std::sync::atomic::AtomicBool::new(false);
+        let on_capacity = |e: &AwsError| {
+            if !told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                self.inner.hub.event(
+                    node,
+                    PodEvent {
+                        pod_ref: Some(pod_ref.clone()),
+                        warning: true,
+                        reason: "FargateCapacityUnavailable".into(),
+                        message: format!("RunTask: {}; retrying", e.message),
+                        time: Some(rpc::now()),
+                    },
+                );
+            }
+        };
+        let task = cloud.find_or_run(&run, &on_capacity).await?;
         let task_arn = task.task_arn().unwrap_or_default().to_owned();
         let shape = Shape {
             init: pod

@@ -2,10 +2,11 @@
 //! `X-Amz-Target` starts with a given prefix it answers, at a set rate and instead of forwarding,
 //! either ECS throttling (HTTP 400, `x-amzn-ErrorType: ThrottlingException`, awsJson body) or a
 //! 5xx `ServerException`. It counts what it forwarded per operation, so tests can assert how many
-//! calls really reached the cloud.
+//! calls really reached the cloud. Tests can also script the next answers of one operation
+//! ([`FaultProxy::respond_next`]), e.g. a RunTask with `failures` or a `ConflictException`.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     convert::Infallible,
     net::SocketAddr,
     sync::{Arc, Mutex},
@@ -28,6 +29,8 @@ struct State {
     rng: u64,
     forwarded: HashMap<String, usize>,
     injected: HashMap<String, usize>,
+    /// Canned answers per operation, used before anything else: (HTTP status, awsJson body).
+    scripted: HashMap<String, VecDeque<(u16, String)>>,
 }
 
 impl State {
@@ -75,6 +78,7 @@ impl FaultProxy {
             rng: seed.max(1),
             forwarded: HashMap::new(),
             injected: HashMap::new(),
+            scripted: HashMap::new(),
         }));
         let shared = state.clone();
         let task = tokio::spawn(async move {
@@ -114,6 +118,17 @@ impl FaultProxy {
         lock(&self.state).injected.get(op).copied().unwrap_or(0)
     }
 
+    /// Answers the next request of operation `op` (e.g. "RunTask") with `status` and the awsJson
+    /// `body` instead of forwarding it (counted as injected); calls queue up in order. An error
+    /// body's `__type` becomes the `x-amzn-ErrorType` header.
+    pub fn respond_next(&self, op: &str, status: u16, body: &str) {
+        lock(&self.state)
+            .scripted
+            .entry(op.to_owned())
+            .or_default()
+            .push_back((status, body.to_owned()));
+    }
+
     /// Forgets the counts.
     pub fn reset_counts(&self) {
         let mut s = lock(&self.state);
@@ -151,6 +166,23 @@ fn fault(throttle: bool) -> Response<Full<Bytes>> {
     resp
 }
 
+fn canned(status: u16, body: String) -> Response<Full<Bytes>> {
+    let kind = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["__type"].as_str().map(str::to_owned));
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let h = resp.headers_mut();
+    h.insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
+    if let Some(v) = kind.and_then(|k| hyper::header::HeaderValue::from_str(&k).ok()) {
+        h.insert("x-amzn-errortype", v);
+    }
+    resp
+}
+
 async fn handle(
     req: Request<Incoming>,
     upstream: SocketAddr,
@@ -165,6 +197,10 @@ async fn handle(
     let op = target.rsplit('.').next().unwrap_or_default().to_owned();
     {
         let mut s = lock(&state);
+        if let Some((status, body)) = s.scripted.get_mut(&op).and_then(VecDeque::pop_front) {
+            *s.injected.entry(op.clone()).or_default() += 1;
+            return Ok(canned(status, body));
+        }
         if !s.prefix.is_empty() && target.starts_with(&s.prefix) {
             let roll = s.next_unit();
             if roll < s.rate {

@@ -41,6 +41,17 @@ async fn node_registers_heartbeats_and_follows_provider_health() -> anyhow::Resu
     let dir = tempfile::tempdir()?;
     let socket = dir.path().join("provider.sock");
     let control = Control::new();
+    // Suggestions a provider may get wrong: a reserved label, a bad taint effect.
+    control.set_node_suggestions(
+        &[
+            ("node-restriction.kubernetes.io/x", "y"),
+            ("example.com/tier", "virtual"),
+        ],
+        &[
+            ("example.com/bad", "v", "Sometimes"),
+            ("example.com/good", "v", "PreferNoSchedule"),
+        ],
+    );
     let server = control.serve(ListenAddr::Unix(socket.clone())).await?;
     let kubelet_port = free_port()?;
 
@@ -79,11 +90,22 @@ async fn node_registers_heartbeats_and_follows_provider_health() -> anyhow::Resu
     ] {
         assert_eq!(labels.get(k).map(String::as_str), Some(v), "label {k}");
     }
+    // The provider's suggestions are filtered: a reserved label never reaches the Node, a valid
+    // one does; a bad taint is skipped (the shim runs on) and a good one is applied.
+    assert!(!labels.contains_key("node-restriction.kubernetes.io/x"), "{labels:?}");
+    assert_eq!(labels.get("example.com/tier").map(String::as_str), Some("virtual"));
     let taints = node
         .spec
         .as_ref()
         .and_then(|s| s.taints.clone())
         .unwrap_or_default();
+    assert!(!taints.iter().any(|t| t.key == "example.com/bad"), "{taints:?}");
+    assert!(
+        taints
+            .iter()
+            .any(|t| t.key == "example.com/good" && t.effect == "PreferNoSchedule"),
+        "{taints:?}"
+    );
     let provider_taint = taints
         .iter()
         .find(|t| t.key == "virtual-kubelet.io/provider")

@@ -15,6 +15,7 @@ use podprovider_proto::v1::{
     PortForwardRequest, PortForwardResponse, StreamOutput, Taint, UpdatePodRequest,
     UpdatePodResponse, WatchPodsRequest, container_state::State as CState, exec_request,
 };
+use provider_common::log_share::LogFollowers;
 use provider_common::{
     naming,
     rpc::{self, BoxStream},
@@ -94,6 +95,8 @@ struct Inner {
     hub: Arc<StatusHub>,
     state: Mutex<State>,
     uid_locks: UidLocks,
+    /// One List Logs poll per followed container, however many follow it.
+    log_followers: LogFollowers,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -133,6 +136,7 @@ impl AciProvider {
                 hub: StatusHub::new(),
                 state: Mutex::default(),
                 uid_locks: UidLocks::default(),
+                log_followers: LogFollowers::default(),
             }),
         }
     }
@@ -549,7 +553,11 @@ impl podprovider_proto::PodProvider for AciProvider {
         let me = self.clone();
         let uid = pod_ref.uid.clone();
         let container = req.container.clone();
+        let followers = self.inner.log_followers.clone();
+        let key = pod_ref.uid.clone();
         tokio::spawn(logs::stream_logs(
+            followers,
+            key,
             self.inner.arm.clone(),
             group,
             req,

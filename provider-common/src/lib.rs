@@ -17,6 +17,7 @@
 
 pub mod listen;
 pub mod log_follow;
+pub mod log_share;
 pub mod logging;
 pub mod naming;
 pub mod pod_spec;

@@ -84,6 +84,9 @@ pub fn register_metrics(registry: &mut Registry) {
     }
 }
 
+/// The longest Retry-After honoured; a longer one is cut to this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
 /// How hard to retry.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
@@ -142,8 +145,14 @@ where
         .retry(policy.backoff())
         .sleep(tokio::time::sleep)
         .when(|e: &E| e.is_retryable())
-        // A Retry-After longer than our own delay wins; `None` (retries used up) stays `None`.
-        .adjust(|e: &E, delay| delay.map(|d| e.retry_after().map_or(d, |ra| ra.max(d))))
+        // A Retry-After longer than our own delay wins, up to MAX_RETRY_AFTER (a server asking
+        // for an hour must not park a create for an hour); `None` (retries used up) stays `None`.
+        .adjust(|e: &E, delay| {
+            delay.map(|d| {
+                e.retry_after()
+                    .map_or(d, |ra| ra.min(MAX_RETRY_AFTER).max(d))
+            })
+        })
         .notify(|e: &E, delay| {
             retries.fetch_add(1, Ordering::Relaxed);
             if let Some(m) = metrics {
@@ -288,6 +297,29 @@ mod tests {
             start.elapsed() >= Duration::from_secs(30),
             "{:?}",
             start.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_retry_after_is_capped() {
+        let start = tokio::time::Instant::now();
+        let calls = AtomicUsize::new(0);
+        let out = retry(&RetryPolicy::default(), "t", || async {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(E {
+                    transient: true,
+                    after: Some(Duration::from_secs(3600)),
+                })
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        assert!(out.is_ok());
+        let waited = start.elapsed();
+        assert!(
+            waited >= MAX_RETRY_AFTER && waited < MAX_RETRY_AFTER * 2,
+            "{waited:?}"
         );
     }
 

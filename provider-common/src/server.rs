@@ -123,18 +123,34 @@ where
                 .await?;
         }
         ListenAddr::Unix(path) => {
-            // A socket file left by a killed predecessor would make bind fail.
-            match std::fs::remove_file(path) {
-                Ok(()) => {}
+            // A socket file left by a killed predecessor would make bind fail; anything that is
+            // not a socket (a mistyped path to someone's file) is left alone.
+            use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+            match std::fs::symlink_metadata(path) {
+                Ok(meta) if meta.file_type().is_socket() => {
+                    std::fs::remove_file(path).map_err(bind_err)?;
+                }
+                Ok(_) => {
+                    return Err(bind_err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "the path exists and is not a socket; refusing to replace it",
+                    )));
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(bind_err(e)),
             }
             let listener = UnixListener::bind(path).map_err(bind_err)?;
+            // Only this user (the shim beside it runs as the same user) may connect: whoever
+            // reaches the socket can create workloads in the cloud account.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(bind_err)?;
             tracing::info!(listen = %addr, "serving podprovider.v1.PodProvider");
             let result = router
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopping)
                 .await;
-            let _ = std::fs::remove_file(path);
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                let _ = std::fs::remove_file(path);
+            }
             result?;
         }
     }

@@ -299,20 +299,32 @@ where
 {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = poll_deadline(interval);
     loop {
         ticker.tick().await;
         let since = hub.generation();
-        match poll().await {
-            Ok(pods) => {
+        match tokio::time::timeout(deadline, poll()).await {
+            Ok(Ok(pods)) => {
                 hub.replace_all_since(since, pods);
                 hub.set_health(PollHealth::Ok);
             }
-            Err(err) => {
+            Ok(Err(err)) => {
                 tracing::warn!(error = %err, "status poll failed; keeping the last known statuses");
                 hub.set_health(PollHealth::Failed(err.to_string()));
             }
+            Err(_) => {
+                let message = format!("status poll did not finish within {deadline:?}");
+                tracing::warn!("{message}; keeping the last known statuses");
+                hub.set_health(PollHealth::Failed(message));
+            }
         }
     }
+}
+
+/// How long one status poll may take before it is abandoned, so a cloud that answers headers and
+/// then stalls cannot freeze every pod's status: six intervals, at least a minute.
+pub fn poll_deadline(interval: Duration) -> Duration {
+    interval.saturating_mul(6).max(Duration::from_secs(60))
 }
 
 /// A `PodRef` with only the UID, for messages keyed by UID.
@@ -419,5 +431,39 @@ mod tests {
         let since = hub.generation();
         hub.replace_all_since(since, vec![("n1".into(), status("old", PodPhase::Running))]);
         assert!(hub.get("new").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_poll_is_abandoned_and_reported() {
+        let hub = StatusHub::new();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let task = tokio::spawn(run_poll_loop(
+            hub.clone(),
+            Duration::from_secs(5),
+            move || {
+                let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        // The first polls hang, like a cloud that sent headers and stalled.
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, String>(vec![("u1".to_owned(), status("u1", PodPhase::Running))])
+                }
+            },
+        ));
+        tokio::time::sleep(poll_deadline(Duration::from_secs(5)) + Duration::from_secs(1)).await;
+        assert!(matches!(hub.health(), PollHealth::Failed(m) if m.contains("did not finish")));
+        tokio::time::sleep(poll_deadline(Duration::from_secs(5)) * 2).await;
+        assert_eq!(hub.health(), PollHealth::Ok);
+        assert!(
+            calls.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+            "polling went on"
+        );
+        assert!(
+            hub.get("u1").is_some(),
+            "later polls still publish statuses"
+        );
+        task.abort();
     }
 }

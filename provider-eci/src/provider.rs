@@ -16,9 +16,10 @@ use podprovider_proto::v1::{
 };
 use provider_common::{
     log_follow::{self, Fetch},
+    log_share::LogFollowers,
     naming,
     rpc::{self, BoxStream},
-    status_loop::{PollHealth, StatusHub},
+    status_loop::{self, PollHealth, StatusHub},
     uid_lock::UidLocks,
 };
 use tokio::sync::mpsc;
@@ -91,6 +92,8 @@ struct Inner {
     state: Mutex<State>,
     sync: Mutex<SyncState>,
     uid_locks: UidLocks,
+    /// One DescribeContainerLog poll per followed container, however many follow it.
+    log_followers: LogFollowers,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -235,6 +238,7 @@ impl EciProvider {
                 state: Mutex::default(),
                 sync: Mutex::default(),
                 uid_locks: UidLocks::default(),
+                log_followers: LogFollowers::default(),
             }),
         }
     }
@@ -319,11 +323,21 @@ impl EciProvider {
     pub async fn poll_forever(self, interval: Duration) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let deadline = status_loop::poll_deadline(interval);
         loop {
             ticker.tick().await;
-            if let Err(e) = self.poll().await {
-                tracing::warn!(error = %e, "status poll failed; keeping the last known statuses");
-                self.inner.hub.set_health(PollHealth::Failed(e.to_string()));
+            match tokio::time::timeout(deadline, self.poll()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "status poll failed; keeping the last known statuses");
+                    self.inner.hub.set_health(PollHealth::Failed(e.to_string()));
+                }
+                // A stalled cloud must not freeze every pod's status.
+                Err(_) => {
+                    let message = format!("status poll did not finish within {deadline:?}");
+                    tracing::warn!("{message}; keeping the last known statuses");
+                    self.inner.hub.set_health(PollHealth::Failed(message));
+                }
             }
         }
     }
@@ -627,6 +641,8 @@ impl podprovider_proto::PodProvider for EciProvider {
         let container = req.container.clone();
         let group = t.group_id.clone();
         let cloud = self.inner.cloud.clone();
+        let followers = self.inner.log_followers.clone();
+        let (follow_uid, follow_container) = (uid.clone(), container.clone());
         tokio::spawn(async move {
             let fetch = move |what: Fetch| {
                 let cloud = cloud.clone();
@@ -664,7 +680,9 @@ impl podprovider_proto::PodProvider for EciProvider {
                     s.phase == PodPhase::Running as i32 || s.phase == PodPhase::Pending as i32
                 })
             };
-            log_follow::stream(opts, fetch, running, tx).await;
+            followers
+                .stream(&follow_uid, &follow_container, opts, fetch, running, tx)
+                .await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

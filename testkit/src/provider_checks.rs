@@ -144,8 +144,10 @@ pub async fn expect_unimplemented(target: &Target, method: &str, body: &str) -> 
 
 async fn check_unix_socket_and_sigterm(bin: &Path, dir: &Path) -> anyhow::Result<()> {
     let socket = dir.join("provider.sock");
-    // A stale socket file from a killed predecessor must not stop the provider from starting.
-    std::fs::write(&socket, b"stale")?;
+    // A stale socket from a killed predecessor (bound, never removed) must not stop the provider
+    // from starting.
+    drop(std::os::unix::net::UnixListener::bind(&socket)?);
+    ensure!(socket.exists(), "the stale socket is there");
     let target = Target::Unix(socket.clone());
     // Configured through the environment fallback rather than the flag.
     let env = [("PROVIDER_LISTEN", format!("unix:{}", socket.display()))];
@@ -162,6 +164,27 @@ async fn check_unix_socket_and_sigterm(bin: &Path, dir: &Path) -> anyhow::Result
         "provider exited with {status} after SIGTERM"
     );
     ensure!(!socket.exists(), "socket file left behind after shutdown");
+
+    // A path that is not a socket is never removed to make room: the provider refuses to start.
+    std::fs::write(&socket, b"someone's file")?;
+    let out = Command::new(bin)
+        .arg("--listen")
+        .arg(format!("unix:{}", socket.display()))
+        .output()
+        .await?;
+    ensure!(
+        !out.status.success(),
+        "provider started over a regular file"
+    );
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("not a socket"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        std::fs::read(&socket)? == b"someone's file",
+        "the file was touched"
+    );
     Ok(())
 }
 

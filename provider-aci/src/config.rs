@@ -83,13 +83,16 @@ pub struct AciArgs {
     #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE")]
     pub federated_token_file: Option<PathBuf>,
 
-    /// Subnet resource ids the groups join (VNet), comma-separated.
+    /// Subnet resource ids the groups join (VNet), comma-separated. With subnets every pod gets
+    /// a private IP; without, pods get no IP unless one asks for a public IP (annotation
+    /// virtual-kubelet.io/aci-public-ip: "true").
     #[arg(long, env = "ACI_SUBNET_IDS", value_delimiter = ',')]
     pub subnet_ids: Vec<String>,
 
-    /// IP address type of groups with ports: Public or Private; default Private with subnets,
-    /// else Public.
-    #[arg(long, env = "ACI_IP_ADDRESS_TYPE")]
+    /// Deprecated: only "Private" (with --subnet-ids) is accepted, which is what subnets imply.
+    /// A node-wide Public would expose every pod with ports; pods ask for a public IP with the
+    /// annotation virtual-kubelet.io/aci-public-ip: "true" instead.
+    #[arg(long, env = "ACI_IP_ADDRESS_TYPE", hide = true)]
     pub ip_address_type: Option<String>,
 
     /// GPU SKUs on offer in the region, comma-separated; the first is the default.
@@ -218,12 +221,26 @@ impl AciArgs {
                 "--os-type must be linux or windows".into(),
             ));
         }
-        if let Some(t) = &self.ip_address_type
-            && !matches!(t.as_str(), "Public" | "Private")
-        {
-            return Err(ConfigError::Bad(
-                "--ip-address-type must be Public or Private".into(),
-            ));
+        match self.ip_address_type.as_deref().map(str::trim) {
+            None | Some("") => {}
+            Some(t) if t.eq_ignore_ascii_case("Private") => {
+                if !self.subnet_ids.iter().any(|s| !s.trim().is_empty()) {
+                    return Err(ConfigError::Bad(
+                        "--ip-address-type Private needs --subnet-ids: ACI gives private IPs only in a virtual network".into(),
+                    ));
+                }
+            }
+            Some(t) if t.eq_ignore_ascii_case("Public") => {
+                return Err(ConfigError::Bad(
+                    "--ip-address-type Public is no longer supported: it exposed every pod with ports on the internet; a pod asks for a public IP with the annotation virtual-kubelet.io/aci-public-ip: \"true\"".into(),
+                ));
+            }
+            Some(_) => {
+                return Err(ConfigError::Bad(
+                    "--ip-address-type is deprecated and only takes Private (with --subnet-ids)"
+                        .into(),
+                ));
+            }
         }
         for v in [
             self.status_interval_seconds,
@@ -284,5 +301,49 @@ impl AciArgs {
     /// The instance-view refresh interval.
     pub fn instance_view_refresh(&self) -> Duration {
         Duration::from_secs_f64(self.instance_view_refresh_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        aci: AciArgs,
+    }
+
+    fn args(extra: &[&str]) -> AciArgs {
+        let base = [
+            "provider-aci",
+            "--subscription-id",
+            "s",
+            "--resource-group",
+            "rg",
+            "--location",
+            "westeurope",
+        ];
+        Cli::parse_from(base.iter().chain(extra)).aci
+    }
+
+    #[test]
+    fn a_node_wide_public_ip_type_is_refused_and_private_needs_subnets() {
+        assert!(args(&[]).validate().is_ok());
+        let e = args(&["--ip-address-type", "Public"])
+            .validate()
+            .expect_err("public refused");
+        assert!(
+            e.to_string().contains("virtual-kubelet.io/aci-public-ip"),
+            "{e}"
+        );
+        assert!(args(&["--ip-address-type", "Private"]).validate().is_err());
+        assert!(
+            args(&["--ip-address-type", "Private", "--subnet-ids", "/s/sub"])
+                .validate()
+                .is_ok()
+        );
     }
 }

@@ -24,6 +24,12 @@ use crate::model::{
 
 /// Annotation naming the GPU SKU (as the Go provider reads it).
 pub const GPU_SKU_ANNOTATION: &str = "virtual-kubelet.io/gpu-type";
+/// Annotation asking for a public IP (`"true"`): the only way a pod gets one.
+pub const PUBLIC_IP_ANNOTATION: &str = "virtual-kubelet.io/aci-public-ip";
+/// The port a private IP opens for a pod that declares none: ACI requires `ipAddress.ports`
+/// (REST reference: `IpAddress` requires `ports` and `type`), and `az container create` opens
+/// this one (TCP) when given no `--ports`.
+pub const PLACEHOLDER_PORT: i32 = 80;
 /// Tag with the pod's grace period, for deletes after a restart.
 pub const TAG_GRACE: &str = "vk-grace-seconds";
 /// Tag with [`Plan::public_hash`].
@@ -39,10 +45,9 @@ const UNCONFINED_SECCOMP: &str = r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#;
 pub struct GroupSettings {
     /// Azure region.
     pub location: String,
-    /// Subnet resource ids (VNet injection); empty = no VNet.
+    /// Subnet resource ids (VNet injection); empty = no VNet. With subnets every group gets a
+    /// private IP.
     pub subnet_ids: Vec<String>,
-    /// Public or Private.
-    pub ip_address_type: String,
     /// GPU SKUs on offer in the region; the first is the default.
     pub gpu_skus: Vec<String>,
     /// CPU request of a container that asks for none, in millicores.
@@ -65,6 +70,8 @@ pub struct Plan {
     pub group: ContainerGroup,
     /// Settings ACI lacks that were ignored, one sentence each.
     pub warnings: Vec<String>,
+    /// Why the pod will have no IP, when it will not (a warning event for users).
+    pub no_ip: Option<String>,
     /// Digest of the whole body, secrets included, to recognise an unchanged pod in UpdatePod.
     /// Kept in memory only.
     pub content_hash: String,
@@ -733,20 +740,7 @@ pub fn plan(pod: &Pod, s: &GroupSettings) -> Result<Plan, Invalid> {
         }
     }
 
-    let ip_address = (!group_ports.is_empty()).then(|| IpAddress {
-        ports: group_ports.into_iter().collect(),
-        kind: Some(if s.ip_address_type.is_empty() {
-            if s.subnet_ids.is_empty() {
-                "Public"
-            } else {
-                "Private"
-            }
-            .to_owned()
-        } else {
-            s.ip_address_type.clone()
-        }),
-        ip: None,
-    });
+    let (ip_address, no_ip) = ip_address(pod, s, group_ports, &mut containers)?;
     let restart_policy = match RestartPolicy::try_from(pod.restart_policy) {
         Ok(RestartPolicy::OnFailure) => "OnFailure",
         Ok(RestartPolicy::Never) => "Never",
@@ -796,9 +790,83 @@ pub fn plan(pod: &Pod, s: &GroupSettings) -> Result<Plan, Invalid> {
         name,
         group,
         warnings,
+        no_ip,
         content_hash,
         public_hash,
     })
+}
+
+/// Whether the pod asks for a public IP through [`PUBLIC_IP_ANNOTATION`].
+fn wants_public_ip(pod: &Pod) -> Result<bool, Invalid> {
+    match pod.annotations.get(PUBLIC_IP_ANNOTATION).map(|v| v.trim()) {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") || v.is_empty() => Ok(false),
+        Some(v) => Err(Invalid(format!(
+            "annotation {PUBLIC_IP_ANNOTATION} must be \"true\" or \"false\", not {v:?}"
+        ))),
+    }
+}
+
+/// The group's `ipAddress`, and why the pod has none when it has none. Public only when the pod
+/// asks (annotation); Private for every group in a VNet, with a placeholder port when the pod
+/// declares none (added to the first container too, as `az container create` does); else none.
+fn ip_address(
+    pod: &Pod,
+    s: &GroupSettings,
+    ports: BTreeSet<Port>,
+    containers: &mut [ContainerDef],
+) -> Result<(Option<IpAddress>, Option<String>), Invalid> {
+    let vnet = !s.subnet_ids.is_empty();
+    if wants_public_ip(pod)? {
+        if vnet {
+            // ACI: groups in a virtual network have private IPs only.
+            return Err(Invalid(format!(
+                "annotation {PUBLIC_IP_ANNOTATION} asks for a public IP, but this node runs pods in a virtual network, where ACI offers only private IPs"
+            )));
+        }
+        if ports.is_empty() {
+            return Err(Invalid(format!(
+                "annotation {PUBLIC_IP_ANNOTATION} asks for a public IP, but no container declares a port to open on it"
+            )));
+        }
+        let ip = IpAddress {
+            ports: ports.into_iter().collect(),
+            kind: Some("Public".into()),
+            ip: None,
+        };
+        return Ok((Some(ip), None));
+    }
+    if vnet {
+        let ports: Vec<Port> = if ports.is_empty() {
+            let placeholder = Port {
+                protocol: Some("TCP".into()),
+                port: PLACEHOLDER_PORT,
+            };
+            if let Some(first) = containers.first_mut() {
+                first.properties.ports.push(placeholder.clone());
+            }
+            vec![placeholder]
+        } else {
+            ports.into_iter().collect()
+        };
+        let ip = IpAddress {
+            ports,
+            kind: Some("Private".into()),
+            ip: None,
+        };
+        return Ok((Some(ip), None));
+    }
+    let why = if ports.is_empty() {
+        format!(
+            "the pod has no IP: ACI gives a container group an IP only in a virtual network (the provider's --subnet-ids) or, for a pod with ports, a public one on request (annotation {PUBLIC_IP_ANNOTATION}: \"true\")"
+        )
+    } else {
+        format!(
+            "the pod has no IP, so its ports are reachable only from its own containers: this node has no virtual network (the provider's --subnet-ids), and ACI's other choice, a public IP, is made only on request (annotation {PUBLIC_IP_ANNOTATION}: \"true\")"
+        )
+    };
+    Ok((None, Some(why)))
 }
 
 fn digest(v: &serde_json::Value) -> String {
@@ -848,7 +916,6 @@ mod tests {
         GroupSettings {
             location: "westeurope".into(),
             subnet_ids: vec![],
-            ip_address_type: String::new(),
             gpu_skus: vec!["V100".into(), "K80".into()],
             default_cpu_millis: 1000,
             default_memory_bytes: 1_500_000_000,
@@ -1012,7 +1079,7 @@ mod tests {
     }
 
     #[test]
-    fn env_uses_secure_value_for_secrets_and_ports_open_the_group() {
+    fn env_uses_secure_value_for_secrets() {
         let mut c = container("web");
         c.env = vec![
             PbEnv {
@@ -1034,18 +1101,6 @@ mod tests {
                 pod_field: String::new(),
             },
         ];
-        c.ports = vec![
-            ContainerPort {
-                name: "http".into(),
-                container_port: 80,
-                protocol: "TCP".into(),
-            },
-            ContainerPort {
-                name: "dns".into(),
-                container_port: 53,
-                protocol: "UDP".into(),
-            },
-        ];
         let p = plan(&pod(vec![c]), &settings()).expect("valid");
         let json = serde_json::to_value(&p.group).expect("json");
         let env = &json["properties"]["containers"][0]["properties"]["environmentVariables"];
@@ -1054,27 +1109,100 @@ mod tests {
             env[1],
             serde_json::json!({"name": "PASSWORD", "secureValue": "s3cr3t"})
         );
+        // Debug output never shows the secret.
+        assert!(!format!("{:?}", p.group).contains("s3cr3t"));
+    }
+
+    fn web_with_ports() -> Container {
+        let mut c = container("web");
+        c.ports = vec![
+            ContainerPort {
+                name: "http".into(),
+                container_port: 8080,
+                protocol: "TCP".into(),
+            },
+            ContainerPort {
+                name: "dns".into(),
+                container_port: 53,
+                protocol: "UDP".into(),
+            },
+        ];
+        c
+    }
+
+    fn vnet() -> GroupSettings {
+        let mut s = settings();
+        s.subnet_ids = vec!["/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/aci".into()];
+        s
+    }
+
+    fn public(mut p: Pod, value: &str) -> Pod {
+        p.annotations
+            .insert(PUBLIC_IP_ANNOTATION.into(), value.into());
+        p
+    }
+
+    #[test]
+    fn without_a_subnet_no_pod_gets_an_ip_unless_it_asks_for_a_public_one() {
+        // No ports: no IP, and users are told why.
+        let p = plan(&pod(vec![container("web")]), &settings()).expect("valid");
+        assert!(p.group.properties.ip_address.is_none());
+        assert!(p.no_ip.as_deref().is_some_and(|m| m.contains("no IP")));
+        // Ports alone never make a public IP: they stay on the container.
+        let p = plan(&pod(vec![web_with_ports()]), &settings()).expect("valid");
+        assert!(p.group.properties.ip_address.is_none());
+        assert_eq!(p.group.properties.containers[0].properties.ports.len(), 2);
+        assert!(
+            p.no_ip
+                .as_deref()
+                .is_some_and(|m| m.contains(PUBLIC_IP_ANNOTATION))
+        );
+        // The annotation asks for one, with the declared ports.
+        let p = plan(&public(pod(vec![web_with_ports()]), "true"), &settings()).expect("valid");
+        let json = serde_json::to_value(&p.group).expect("json");
         let ip = &json["properties"]["ipAddress"];
         assert_eq!(ip["type"], "Public");
         assert_eq!(
             ip["ports"],
-            serde_json::json!([{"protocol": "TCP", "port": 80}, {"protocol": "UDP", "port": 53}])
+            serde_json::json!([{"protocol": "TCP", "port": 8080}, {"protocol": "UDP", "port": 53}])
         );
-        // Debug output never shows the secret.
-        assert!(!format!("{:?}", p.group).contains("s3cr3t"));
+        assert!(p.no_ip.is_none());
+        let p = plan(&public(pod(vec![web_with_ports()]), "false"), &settings()).expect("valid");
+        assert!(p.group.properties.ip_address.is_none());
+        // A public IP needs a port; a value other than true/false is a mistake.
+        assert!(plan(&public(pod(vec![container("web")]), "true"), &settings()).is_err());
+        let e = plan(&public(pod(vec![web_with_ports()]), "yes"), &settings()).expect_err("bad");
+        assert!(e.0.contains(PUBLIC_IP_ANNOTATION), "{e}");
+    }
 
-        let mut s = settings();
-        s.subnet_ids = vec!["/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/aci".into()];
-        let mut c = container("web");
-        c.ports = vec![ContainerPort {
-            name: String::new(),
-            container_port: 80,
-            protocol: String::new(),
-        }];
-        let p = plan(&pod(vec![c]), &s).expect("valid");
+    #[test]
+    fn in_a_vnet_every_group_gets_a_private_ip() {
+        let s = vnet();
+        let p = plan(&pod(vec![web_with_ports()]), &s).expect("valid");
         let json = serde_json::to_value(&p.group).expect("json");
         assert_eq!(json["properties"]["ipAddress"]["type"], "Private");
+        assert_eq!(
+            json["properties"]["ipAddress"]["ports"],
+            serde_json::json!([{"protocol": "TCP", "port": 8080}, {"protocol": "UDP", "port": 53}])
+        );
         assert_eq!(json["properties"]["subnetIds"][0]["id"], s.subnet_ids[0]);
+        assert!(p.no_ip.is_none());
+        // No ports: ACI requires some, so the placeholder opens on the private IP and on the
+        // first container, as `az container create` does without --ports.
+        let p = plan(&pod(vec![container("web"), container("side")]), &s).expect("valid");
+        let json = serde_json::to_value(&p.group).expect("json");
+        let placeholder = serde_json::json!([{"protocol": "TCP", "port": PLACEHOLDER_PORT}]);
+        assert_eq!(json["properties"]["ipAddress"]["type"], "Private");
+        assert_eq!(json["properties"]["ipAddress"]["ports"], placeholder);
+        assert_eq!(
+            json["properties"]["containers"][0]["properties"]["ports"],
+            placeholder
+        );
+        assert!(json["properties"]["containers"][1]["properties"]["ports"].is_null());
+        assert!(p.no_ip.is_none());
+        // Public IPs do not exist in a VNet: asking for one is refused, not silently dropped.
+        let e = plan(&public(pod(vec![web_with_ports()]), "true"), &s).expect_err("refused");
+        assert!(e.0.contains("virtual network"), "{e}");
     }
 
     #[test]

@@ -100,7 +100,6 @@ async fn main() -> anyhow::Result<()> {
                 .filter(|s| !s.is_empty())
                 .cloned()
                 .collect(),
-            ip_address_type: args.ip_address_type.clone().unwrap_or_default(),
             gpu_skus: args
                 .gpu_skus
                 .iter()

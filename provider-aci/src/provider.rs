@@ -326,14 +326,19 @@ impl AciProvider {
             },
         );
         self.inner.hub.upsert(&node, status.clone());
-        for w in &plan.warnings {
+        let notices = plan
+            .warnings
+            .iter()
+            .map(|w| ("ProviderIgnoredSetting", w))
+            .chain(plan.no_ip.iter().map(|w| ("NoPodIP", w)));
+        for (reason, message) in notices {
             self.inner.hub.event(
                 &node,
                 PodEvent {
                     pod_ref: Some(pod_ref.clone()),
                     warning: true,
-                    reason: "ProviderIgnoredSetting".into(),
-                    message: w.clone(),
+                    reason: reason.into(),
+                    message: message.clone(),
                     time: Some(rpc::now()),
                 },
             );

@@ -25,6 +25,7 @@ fn pod_json(name: &str, uid: &str) -> String {
         r#"{{"pod": {{
           "podRef": {{"namespace": "default", "name": "{name}", "uid": "{uid}"}},
           "nodeName": "{NODE}",
+          "annotations": {{"virtual-kubelet.io/aci-public-ip": "true"}},
           "containers": [{{
             "name": "web", "image": "nginx:1.25",
             "command": ["nginx"], "args": ["-g", "daemon off;"],

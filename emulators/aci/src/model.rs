@@ -215,6 +215,7 @@ impl Group {
         let workdir = tempfile::Builder::new()
             .prefix(&format!("aci-emulator-{name}-"))
             .tempdir()?;
+        let ip = ip_for(props["ipAddress"]["type"].as_str());
         Ok(Self {
             name: name.to_owned(),
             restart_policy: RestartPolicy::parse(props["restartPolicy"].as_str())
@@ -226,11 +227,7 @@ impl Group {
             stopped: false,
             containers,
             workdir,
-            ip: format!(
-                "10.0.{}.{}",
-                rand::random::<u8>(),
-                1 + rand::random::<u8>() % 254
-            ),
+            ip,
             principal_id: uuid::Uuid::new_v4().to_string(),
         })
     }
@@ -372,6 +369,22 @@ impl Group {
         }
         hide_group_secrets(props);
         body
+    }
+}
+
+/// The address of a group's `ipAddress`: Private ones come from the VNet's space (10.0.0.0/16
+/// here), Public ones from a public range (20.0.0.0/8, an Azure range), so tests can tell them
+/// apart.
+fn ip_for(kind: Option<&str>) -> String {
+    let host = 1 + rand::random::<u8>() % 254;
+    if kind.is_some_and(|k| k.eq_ignore_ascii_case("Private")) {
+        format!("10.0.{}.{host}", rand::random::<u8>())
+    } else {
+        format!(
+            "20.{}.{}.{host}",
+            rand::random::<u8>(),
+            rand::random::<u8>()
+        )
     }
 }
 

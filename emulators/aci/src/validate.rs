@@ -222,6 +222,21 @@ pub fn check_group(name: &str, body: &Value) -> Result<(), Invalid> {
         }
     }
     if let Some(ip) = props.get("ipAddress").filter(|v| v.is_object()) {
+        let in_vnet = props["subnetIds"].as_array().is_some_and(|s| !s.is_empty())
+            || props["networkProfile"].is_object();
+        if ip["type"]
+            .as_str()
+            .is_some_and(|t| t.eq_ignore_ascii_case("Private"))
+            && !in_vnet
+        {
+            return Err(invalid(
+                "PrivateIPAddressNotSupported",
+                format!(
+                    "IP Address type in container group '{name}' is invalid. Private IP address is \
+                     only supported when network profile is defined."
+                ),
+            ));
+        }
         let ports: Vec<i64> = ip["ports"]
             .as_array()
             .into_iter()

@@ -298,7 +298,7 @@ pub static FIELDS: &[Field] = &[
         P,
         "imagePullSecrets",
         Resolved,
-        "The shim reads each Secret (`.dockerconfigjson` or `.dockercfg`) into the contract's registry credentials; a missing one is a `FailedToRetrieveImagePullSecret` warning. Fargate ignores the credentials with a warning (private registries need Secrets Manager there).",
+        "The shim reads each Secret (`.dockerconfigjson` or `.dockercfg`) into the contract's registry credentials; a missing one is a `FailedToRetrieveImagePullSecret` warning. ACI: imageRegistryCredentials; ECI: ImageRegistryCredential; Fargate: a per-pod Secrets Manager secret referenced by repositoryCredentials (non-ECR images).",
     ),
     carried(
         P,
@@ -495,8 +495,8 @@ pub static FIELDS: &[Field] = &[
         "env",
         "Every value resolved (ConfigMap, Secret, downward API, resource fields, `$(VAR)`, service links); Secret values marked sensitive; `status.podIP(s)` fieldRefs sent as `pod_field` for the provider to fill.",
         "environmentVariables (secureValue when sensitive); pod IP fields: warning, left empty",
-        "EnvironmentVar; pod IP fields as FieldRef status.podIP",
-        "RunTask environment overrides; pod IP fields: warning, left empty",
+        "EnvironmentVar (EnvironmentVarHide on a container with sensitive values); pod IP fields as FieldRef status.podIP",
+        "RunTask environment overrides; sensitive values through a per-pod Secrets Manager secret (container secrets); pod IP fields: warning, left empty",
     ),
     kept(
         C,

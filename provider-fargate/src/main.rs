@@ -60,7 +60,17 @@ async fn main() -> anyhow::Result<()> {
 
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         // Our own retry loop (backoff with jitter, Retry-After) replaces the SDK's.
-        .retry_config(aws_config::retry::RetryConfig::disabled());
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        // Every call, body included, has a deadline: an endpoint that accepts a connection and
+        // then stalls must not hold a create, a delete or the status poll for ever.
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .read_timeout(std::time::Duration::from_secs(30))
+                .operation_attempt_timeout(std::time::Duration::from_secs(30))
+                .operation_timeout(std::time::Duration::from_secs(60))
+                .build(),
+        );
     if let Some(region) = &args.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }

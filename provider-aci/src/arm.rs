@@ -44,6 +44,50 @@ pub struct Arm {
     pub policy: RetryPolicy,
 }
 
+/// One list entry as a group, or `None` (logged) when it does not have a group's shape: one
+/// unreadable group must not stop the status of all the others.
+fn read_listed(entry: serde_json::Value) -> Option<ContainerGroup> {
+    let label = |key: &str| {
+        entry
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let (name, id) = (label("name"), label("id"));
+    match serde_json::from_value(entry) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            tracing::warn!(group = %name, id = %id, error = %without_values(&e.to_string()), "skipping a container group that cannot be read");
+            None
+        }
+    }
+}
+
+/// A serde error without the values it quotes (a foreign group's fields are none of our logs'
+/// business): `invalid type: string "x"` becomes `invalid type: string "…"`.
+fn without_values(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut quote: Option<char> = None;
+    for c in msg.chars() {
+        match quote {
+            Some(q) if c == q => {
+                out.push('…');
+                out.push(c);
+                quote = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                if c == '"' || c == '`' {
+                    quote = Some(c);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// RFC 3986 unreserved characters stay as they are (`-._~` must not be encoded).
 pub const UNRESERVED: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -212,7 +256,7 @@ impl Arm {
         loop {
             let (_, body) = self.call(OP, Method::GET, url.clone(), None).await?;
             let page: GroupList = Self::parse(OP, &body)?;
-            out.extend(page.value);
+            out.extend(page.value.into_iter().filter_map(read_listed));
             match page.next_link.filter(|l| !l.is_empty()) {
                 Some(next) => url = next,
                 None => return Ok(out),
@@ -269,5 +313,29 @@ impl Arm {
             .call(OP, Method::POST, url, Some(Bytes::from(body)))
             .await?;
         Self::parse(OP, &body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_list_entry_is_skipped_and_its_values_stay_out_of_the_log() {
+        let ok = serde_json::json!({"name": "ours", "properties": {"containers": [
+            {"name": "web", "properties": {"image": "nginx",
+                "livenessProbe": {"exec": {}, "httpGet": {"port": 80, "httpHeaders": [{}]}}}}
+        ]}});
+        let bad = serde_json::json!({"name": "theirs", "properties": {"containers": "s3cret"}});
+        let groups: Vec<ContainerGroup> = [bad, ok].into_iter().filter_map(read_listed).collect();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].name.as_deref(), Some("ours"));
+        let e = serde_json::from_value::<ContainerGroup>(
+            serde_json::json!({"properties": {"containers": "s3cret"}}),
+        )
+        .expect_err("malformed");
+        let logged = without_values(&e.to_string());
+        assert!(!logged.contains("s3cret"), "{logged}");
+        assert!(logged.contains("invalid type"), "{logged}");
     }
 }

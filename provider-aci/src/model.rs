@@ -296,10 +296,11 @@ pub struct Probe {
     pub timeout_seconds: Option<i32>,
 }
 
-/// `exec` of a probe.
+/// `exec` of a probe (`ContainerExec`: nothing required).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ProbeExec {
     /// Command and arguments.
+    #[serde(default)]
     pub command: Vec<String>,
 }
 
@@ -320,12 +321,14 @@ pub struct ProbeHttpGet {
     pub http_headers: Vec<HttpHeader>,
 }
 
-/// One probe header.
+/// One probe header (`HttpHeader`: nothing required).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct HttpHeader {
     /// Name.
+    #[serde(default)]
     pub name: String,
     /// Value.
+    #[serde(default)]
     pub value: String,
 }
 
@@ -540,13 +543,14 @@ pub struct Event {
     pub kind: Option<String>,
 }
 
-/// A page of Container Groups - List By Resource Group.
+/// A page of Container Groups - List By Resource Group. Entries stay raw JSON until read one by
+/// one, so a group this provider cannot read (someone else's, or a newer shape) costs only itself.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GroupList {
     /// Groups.
     #[serde(default)]
-    pub value: Vec<ContainerGroup>,
+    pub value: Vec<serde_json::Value>,
     /// The next page, if any.
     #[serde(default)]
     pub next_link: Option<String>,

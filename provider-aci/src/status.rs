@@ -92,20 +92,69 @@ fn is_terminated(c: &ContainerStatus) -> Option<i32> {
     }
 }
 
-/// The last warning ACI recorded for the group or a container, for failure messages.
-fn last_warning(g: &ContainerGroup) -> Option<String> {
-    let group = g.properties.instance_view.iter().flat_map(|v| &v.events);
-    let containers = g
+/// `provisioningState`s after which ACI will not bring the group up: `Failed` and `Canceled`
+/// (ARM's terminal states), and `Unhealthy` and `NotAccessible` of the enum the SDKs declare for
+/// 2024-05-01-preview onwards (2023-05-01 types the field as a free string).
+pub const TERMINAL_FAILURES: [&str; 4] = ["Failed", "Canceled", "Unhealthy", "NotAccessible"];
+
+/// Whether an event's name says something went wrong (`Failed`, `FailedMount`, `BackOff`...),
+/// whatever its type: ACI's own failed-group example reports `FailedMount` as `Normal`.
+fn failure_name(name: &str) -> bool {
+    name.starts_with("Fail")
+        || ["Error", "BackOff", "Unhealthy", "Evict", "Kill", "OOM"]
+            .iter()
+            .any(|w| name.contains(w))
+}
+
+/// What ACI says went wrong, as `<event name>: <message>`: the most telling event of the group
+/// and its containers (a Warning or a failure name first, group-level before container-level,
+/// then the latest), else a container's `detailStatus`.
+fn failure_detail(g: &ContainerGroup) -> Option<String> {
+    let group = g
         .properties
-        .containers
+        .instance_view
         .iter()
-        .filter_map(|c| c.properties.instance_view.as_ref())
-        .flat_map(|v| &v.events);
-    group
-        .chain(containers)
-        .filter(|e| e.kind.as_deref() == Some("Warning"))
-        .filter_map(|e| e.message.clone())
-        .next_back()
+        .flat_map(|v| &v.events)
+        .map(|e| (true, e));
+    let views = || {
+        g.properties
+            .init_containers
+            .iter()
+            .filter_map(|c| c.properties.instance_view.as_ref())
+            .chain(
+                g.properties
+                    .containers
+                    .iter()
+                    .filter_map(|c| c.properties.instance_view.as_ref()),
+            )
+    };
+    let best = group
+        .chain(views().flat_map(|v| &v.events).map(|e| (false, e)))
+        .enumerate()
+        .filter(|(_, (_, e))| e.message.as_deref().is_some_and(|m| !m.trim().is_empty()))
+        .map(|(i, (group_level, e))| {
+            let name = e.name.as_deref().unwrap_or_default();
+            let bad = e.kind.as_deref() == Some("Warning") || failure_name(name);
+            let at = timestamp(e.last_timestamp.as_deref().or(e.first_timestamp.as_deref()))
+                .map(|t| (t.seconds, t.nanos));
+            ((bad, group_level, at, i), e)
+        })
+        .filter(|((bad, group_level, _, _), _)| *bad || *group_level)
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, e)| e);
+    if let Some(e) = best {
+        let message = e.message.as_deref().unwrap_or_default().trim();
+        return Some(match e.name.as_deref().filter(|n| !n.is_empty()) {
+            Some(name) => format!("{name}: {message}"),
+            None => message.to_owned(),
+        });
+    }
+    views()
+        .filter_map(|v| v.current_state.as_ref())
+        .filter_map(|s| s.detail_status.as_deref())
+        .map(str::trim)
+        .find(|d| !d.is_empty())
+        .map(str::to_owned)
 }
 
 /// The status of a pod from its group.
@@ -117,7 +166,8 @@ pub fn pod_status(pod_ref: &PodRef, g: &ContainerGroup) -> PodStatus {
         .as_ref()
         .and_then(|v| v.state.as_deref())
         .unwrap_or("");
-    let waiting_reason = if provisioning == "Failed" {
+    let terminal = TERMINAL_FAILURES.contains(&provisioning);
+    let waiting_reason = if terminal {
         "ProviderFailed"
     } else {
         "ContainerCreating"
@@ -172,18 +222,22 @@ pub fn pod_status(pod_ref: &PodRef, g: &ContainerGroup) -> PodStatus {
             PodPhase::Failed
         }
     };
-    let (phase, (reason, message)) = if provisioning == "Failed" && !any_running {
-        (
-            PodPhase::Failed,
-            (
-                "ProviderFailed".to_owned(),
-                last_warning(g).unwrap_or_else(|| "ACI failed the container group".into()),
-            ),
-        )
+    let (phase, (reason, message)) = if terminal && !any_running {
+        let state = format!("ACI reports the container group {provisioning}");
+        let message = match failure_detail(g) {
+            Some(detail) => format!("{state}: {detail}"),
+            None => state,
+        };
+        (PodPhase::Failed, ("ProviderFailed".to_owned(), message))
     } else if group_state == "Succeeded" {
         (PodPhase::Succeeded, none())
     } else if group_state == "Failed" && !any_running {
-        (PodPhase::Failed, none())
+        // Exit codes tell the story; an event says more only when the containers never ran.
+        let detail = (!all_exited).then(|| failure_detail(g)).flatten();
+        (
+            PodPhase::Failed,
+            detail.map_or_else(none, |d| ("ProviderFailed".to_owned(), d)),
+        )
     } else if group_state == "Stopped" && !any_running {
         let reason = if all_zero {
             none()
@@ -363,6 +417,96 @@ mod tests {
         assert_eq!(s.phase, PodPhase::Failed as i32);
         assert_eq!(s.reason, "ProviderFailed");
         assert!(s.message.contains("Failed to pull image"));
+    }
+
+    /// The REST reference's own failed group (ContainerGroupsGet_Failed, 2023-05-01): its
+    /// `FailedMount` event is of type `Normal`.
+    const GET_FAILED: &str =
+        include_str!("../../emulators/aci/tests/fixtures/ContainerGroupsGet_Failed.json");
+
+    #[test]
+    fn the_references_failed_group_is_a_failed_pod_with_its_normal_typed_event() {
+        let example: serde_json::Value = serde_json::from_str(GET_FAILED).expect("fixture json");
+        let g = group(example["responses"]["200"]["body"].clone());
+        let s = pod_status(&r(), &g);
+        assert_eq!(s.phase, PodPhase::Failed as i32);
+        assert_eq!(s.reason, "ProviderFailed");
+        assert_eq!(
+            s.message,
+            "ACI reports the container group Failed: FailedMount: Output: mount error(2): Permission denied"
+        );
+        assert!(
+            matches!(inner(&s.container_statuses[0]), State::Waiting(w) if w.reason == "ProviderFailed")
+        );
+    }
+
+    #[test]
+    fn every_terminal_provisioning_state_fails_the_pod() {
+        for state in TERMINAL_FAILURES {
+            let g = group(serde_json::json!({
+                "properties": {
+                    "provisioningState": state,
+                    "containers": [{"name": "web", "properties": {"image": "nginx", "instanceView": {
+                        "currentState": {"state": "Waiting", "detailStatus": ""},
+                        "events": [{"type": "Normal", "name": "Pulled", "message": "Successfully pulled image"}]
+                    }}}]
+                }
+            }));
+            let s = pod_status(&r(), &g);
+            assert_eq!(s.phase, PodPhase::Failed as i32, "{state}");
+            assert_eq!(s.reason, "ProviderFailed");
+            // A benign event explains nothing: the state alone is the message.
+            assert_eq!(
+                s.message,
+                format!("ACI reports the container group {state}")
+            );
+        }
+        // Transitional states are not failures.
+        for state in ["Pending", "Creating", "Updating", "Repairing", "Accepted"] {
+            let g = group(serde_json::json!({
+                "properties": {"provisioningState": state, "containers": [{"name": "web", "properties": {"image": "nginx"}}]}
+            }));
+            assert_eq!(
+                pod_status(&r(), &g).phase,
+                PodPhase::Pending as i32,
+                "{state}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_warning_beats_a_later_benign_event_and_detail_status_is_the_last_resort() {
+        let g = group(serde_json::json!({
+            "properties": {
+                "provisioningState": "Failed",
+                "containers": [{"name": "web", "properties": {"image": "nope", "instanceView": {
+                    "currentState": {"state": "Waiting", "detailStatus": "ImagePullBackOff"},
+                    "events": [
+                        {"type": "Warning", "name": "Failed", "message": "Failed to pull image \"nope\"", "lastTimestamp": "2024-01-01T00:00:00Z"},
+                        {"type": "Normal", "name": "Pulling", "message": "pulling image \"nope\"", "lastTimestamp": "2024-01-01T00:01:00Z"}
+                    ]
+                }}}]
+            }
+        }));
+        let s = pod_status(&r(), &g);
+        assert!(
+            s.message.ends_with("Failed: Failed to pull image \"nope\""),
+            "{}",
+            s.message
+        );
+        let g = group(serde_json::json!({
+            "properties": {
+                "provisioningState": "Canceled",
+                "containers": [{"name": "web", "properties": {"image": "x", "instanceView": {
+                    "currentState": {"state": "Waiting", "detailStatus": "CrashLoopBackOff: back-off 10s"}
+                }}}]
+            }
+        }));
+        let s = pod_status(&r(), &g);
+        assert_eq!(
+            s.message,
+            "ACI reports the container group Canceled: CrashLoopBackOff: back-off 10s"
+        );
     }
 
     #[test]

@@ -219,6 +219,45 @@ impl AciEmulator {
         Ok(())
     }
 
+    /// Puts group `name` in the terminal `provisioning_state` (e.g. `Failed`, `Canceled`) with
+    /// group-level `events` (`[{"name", "type", "message"}]`); its containers stop running.
+    pub async fn fault_group(
+        &self,
+        name: &str,
+        provisioning_state: &str,
+        events: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let (status, body) = self
+            .request(
+                "POST",
+                &format!("/_emulator/groups/{name}/fault"),
+                Some(serde_json::json!({
+                    "provisioning_state": provisioning_state,
+                    "events": events,
+                })),
+            )
+            .await?;
+        if status != 204 {
+            bail!("fault {name}: {status} {}", String::from_utf8_lossy(&body));
+        }
+        Ok(())
+    }
+
+    /// Stores `raw` verbatim as a listed group named `name` (List and GET return it as is,
+    /// DELETE removes it): e.g. a malformed group someone else made.
+    pub async fn put_raw_group(&self, name: &str, raw: serde_json::Value) -> anyhow::Result<()> {
+        let (status, body) = self
+            .request("PUT", &format!("/_emulator/raw-groups/{name}"), Some(raw))
+            .await?;
+        if status != 204 {
+            bail!(
+                "raw group {name}: {status} {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(())
+    }
+
     /// Stops the server (SIGTERM, then SIGKILL after 5 s).
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.process.stop(Duration::from_secs(5)).await?;

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::{
     lifecycle::{self, ExitError},
+    model::GroupEvent,
     state::{AppState, lock},
 };
 
@@ -28,11 +29,58 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/_emulator/groups/{name}/containers/{container}/exit",
             post(exit),
         )
+        .route("/_emulator/groups/{name}/fault", post(fault))
+        .route("/_emulator/raw-groups/{name}", put(put_raw))
+}
+
+#[derive(Deserialize)]
+struct Fault {
+    provisioning_state: String,
+    #[serde(default)]
+    events: Vec<GroupEvent>,
+}
+
+/// Puts a group in a terminal provisioning state with group-level events (a failed mount, a
+/// canceled deployment), which the emulator does not otherwise simulate.
+async fn fault(
+    State(st): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Json(f): Json<Fault>,
+) -> Response {
+    if f.provisioning_state.is_empty() || f.provisioning_state == "Succeeded" {
+        return (
+            StatusCode::BAD_REQUEST,
+            "provisioning_state must be a failure such as Failed or Canceled",
+        )
+            .into_response();
+    }
+    let mut groups = lock(&st.groups);
+    let Some(g) = groups.get_mut(&name) else {
+        return (StatusCode::NOT_FOUND, "no such container group").into_response();
+    };
+    tracing::info!(group = %name, state = %f.provisioning_state, events = f.events.len(), "container group faulted (admin)");
+    g.fault(f.provisioning_state, f.events);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Stores any JSON as a listed group named `name`, verbatim (e.g. one this API would never
+/// produce), beside the simulated ones.
+async fn put_raw(
+    State(st): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Json(raw): Json<serde_json::Value>,
+) -> Response {
+    if lock(&st.groups).contains_key(&name) {
+        return (StatusCode::CONFLICT, "a simulated group has that name").into_response();
+    }
+    lock(&st.raw_groups).insert(name.clone(), raw);
+    tracing::info!(group = %name, "raw group stored (admin)");
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn stats(State(st): State<Arc<AppState>>) -> Response {
     let s = &st.stats;
-    let live = lock(&st.groups).len();
+    let live = lock(&st.groups).len() + lock(&st.raw_groups).len();
     Json(json!({
         "created": s.created.load(Ordering::Relaxed),
         "deleted": s.deleted.load(Ordering::Relaxed),

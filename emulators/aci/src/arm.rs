@@ -282,14 +282,20 @@ fn group_not_found(st: &AppState, name: &str) -> Response {
 }
 
 fn list(st: &AppState) -> Response {
-    let groups = lock(&st.groups);
-    let value: Vec<Value> = groups.values().map(|g| g.list_view(&st.config)).collect();
+    let mut value: Vec<Value> = lock(&st.groups)
+        .values()
+        .map(|g| g.list_view(&st.config))
+        .collect();
+    value.extend(lock(&st.raw_groups).values().cloned());
     json_response(StatusCode::OK, &json!({ "value": value }))
 }
 
 fn get(st: &AppState, name: &str) -> Response {
-    match lock(&st.groups).get(name) {
-        Some(g) => json_response(StatusCode::OK, &g.view(&st.config)),
+    if let Some(g) = lock(&st.groups).get(name) {
+        return json_response(StatusCode::OK, &g.view(&st.config));
+    }
+    match lock(&st.raw_groups).get(name) {
+        Some(raw) => json_response(StatusCode::OK, raw),
         None => group_not_found(st, name),
     }
 }
@@ -356,7 +362,13 @@ fn delete(st: &AppState, name: &str) -> Response {
             tracing::info!(group = name, "container group deleted");
             json_response(StatusCode::OK, &g.view(&st.config))
         }
-        None => StatusCode::NO_CONTENT.into_response(),
+        None => match lock(&st.raw_groups).remove(name) {
+            Some(raw) => {
+                Stats::bump(&st.stats.deleted);
+                json_response(StatusCode::OK, &raw)
+            }
+            None => StatusCode::NO_CONTENT.into_response(),
+        },
     }
 }
 

@@ -27,7 +27,7 @@ pub async fn run_ticker(state: Arc<AppState>) {
 
 /// Moves `group` forward to `now`.
 pub fn advance(group: &mut Group, now: Instant, heartbeat: Duration) {
-    if group.stopped {
+    if group.stopped || matches!(group.provisioning, Provisioning::Faulted(_)) {
         return;
     }
     if let Provisioning::Creating { ready_at } = group.provisioning {

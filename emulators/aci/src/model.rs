@@ -29,8 +29,26 @@ impl RestartPolicy {
 }
 
 pub enum Provisioning {
-    Creating { ready_at: Instant },
+    Creating {
+        ready_at: Instant,
+    },
     Succeeded,
+    /// A terminal failure set through the admin API (`Failed`, `Canceled`, ...): nothing runs.
+    Faulted(String),
+}
+
+/// A group-level `instanceView.events` entry (set through the admin API's fault).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct GroupEvent {
+    pub name: String,
+    #[serde(rename = "type", default = "normal")]
+    pub kind: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+fn normal() -> String {
+    "Normal".to_owned()
 }
 
 #[derive(Clone, Debug)]
@@ -191,6 +209,8 @@ pub struct Group {
     pub restart_policy: RestartPolicy,
     /// Set by the `stop` action: containers are killed and nothing restarts.
     pub stopped: bool,
+    /// Group-level events (`instanceView.events`), with when they were recorded.
+    pub events: Vec<(GroupEvent, OffsetDateTime)>,
     /// Init containers first, in order, then the containers.
     pub containers: Vec<ContainerRun>,
     /// Working directory of exec processes; removed with the group.
@@ -225,6 +245,7 @@ impl Group {
                 ready_at: Instant::now() + cfg.provisioning_delay,
             },
             stopped: false,
+            events: Vec::new(),
             containers,
             workdir,
             ip,
@@ -240,10 +261,24 @@ impl Group {
         self.containers.iter_mut().find(|c| c.name == name)
     }
 
-    pub fn provisioning_state(&self) -> &'static str {
-        match self.provisioning {
+    pub fn provisioning_state(&self) -> &str {
+        match &self.provisioning {
             Provisioning::Creating { .. } => "Creating",
             Provisioning::Succeeded => "Succeeded",
+            Provisioning::Faulted(state) => state,
+        }
+    }
+
+    /// Puts the group in the terminal provisioning `state` with group-level `events`, as the
+    /// REST reference's ContainerGroupsGet_Failed shows one: instance view `Pending`, containers
+    /// `Waiting` (a run in progress is gone), their events kept.
+    pub fn fault(&mut self, state: String, events: Vec<GroupEvent>) {
+        let now = OffsetDateTime::now_utc();
+        self.provisioning = Provisioning::Faulted(state);
+        self.events = events.into_iter().map(|e| (e, now)).collect();
+        for c in &mut self.containers {
+            c.state = RunState::Waiting;
+            c.next_heartbeat = None;
         }
     }
 
@@ -254,8 +289,10 @@ impl Group {
             return "Stopped";
         }
         let main: Vec<&ContainerRun> = self.containers.iter().filter(|c| !c.init).collect();
-        if matches!(self.provisioning, Provisioning::Creating { .. })
-            || main.iter().any(|c| matches!(c.state, RunState::Waiting))
+        if matches!(
+            self.provisioning,
+            Provisioning::Creating { .. } | Provisioning::Faulted(_)
+        ) || main.iter().any(|c| matches!(c.state, RunState::Waiting))
         {
             return "Pending";
         }
@@ -337,9 +374,23 @@ impl Group {
         if !props.contains_key("restartPolicy") {
             props.insert("restartPolicy".into(), json!("Always"));
         }
+        let events: Vec<Value> = self
+            .events
+            .iter()
+            .map(|(e, at)| {
+                json!({
+                    "name": e.name,
+                    "type": e.kind,
+                    "count": 1,
+                    "firstTimestamp": rfc3339(*at),
+                    "lastTimestamp": rfc3339(*at),
+                    "message": e.message,
+                })
+            })
+            .collect();
         props.insert(
             "instanceView".into(),
-            json!({"state": self.instance_state(), "events": []}),
+            json!({"state": self.instance_state(), "events": events}),
         );
         for (key, init) in [("initContainers", true), ("containers", false)] {
             if let Some(Value::Array(list)) = props.get_mut(key) {

@@ -93,6 +93,9 @@ pub struct AppState {
     pub throttle_rate: Mutex<f64>,
     /// Container groups by name (the emulator knows one resource group).
     pub groups: Mutex<BTreeMap<String, Group>>,
+    /// Test-injected entries returned verbatim by List and GET (e.g. a malformed group someone
+    /// else made); DELETE removes them.
+    pub raw_groups: Mutex<BTreeMap<String, serde_json::Value>>,
     /// Issued access tokens and when they expire.
     pub tokens: Mutex<HashMap<String, Instant>>,
     /// Exec sessions by the id in their WebSocket URI.
@@ -106,6 +109,7 @@ impl AppState {
             stats: Stats::default(),
             throttle_rate: Mutex::new(throttle_rate),
             groups: Mutex::default(),
+            raw_groups: Mutex::default(),
             tokens: Mutex::default(),
             exec_sessions: Mutex::default(),
         }

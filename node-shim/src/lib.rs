@@ -20,6 +20,9 @@ pub mod resolve;
 pub mod status;
 pub mod volume_sources;
 
+#[cfg(test)]
+mod fuzzing;
+
 use std::sync::Arc;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};

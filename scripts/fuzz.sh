@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
-# Long fuzz run of the property tests in spdy/tests/fuzz.rs (CI runs 256 cases each).
+# Long fuzz run of the property tests (CI runs 256 cases each):
+#   spdy:      spdy/tests/fuzz.rs
+#   node-shim: the `fuzz_*` proptest blocks in node-shim's modules (remotecommand, quantity,
+#              handlers, resolve), selected by name
 #
-#   scripts/fuzz.sh              200000 cases per property (the session property runs a quarter)
-#   scripts/fuzz.sh 1000000      that many
+#   scripts/fuzz.sh                   200000 cases per property, both crates (the spdy session
+#                                     property runs a quarter)
+#   scripts/fuzz.sh 1000000           that many
+#   scripts/fuzz.sh 100000 node-shim  one crate only (spdy | node-shim)
 #
-# A failing case is shrunk, saved to spdy/proptest-regressions/fuzz.txt (commit it) and replayed
-# first on every later run; add a named regression test for it at the bottom of the fuzz file.
+# A failing case is shrunk and saved under <crate>/proptest-regressions/ (commit it), then
+# replayed first on every later run; add a named regression test for it next to the property.
 # Env: CARGO_TARGET_DIR as usual; PROPTEST_* variables pass through to proptest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CASES="${1:-200000}"
-echo "fuzz: ${CASES} cases per property, release build" >&2
+ONLY="${2:-all}"
+case "$ONLY" in all | spdy | node-shim) ;; *) echo "fuzz: unknown crate $ONLY" >&2; exit 2 ;; esac
+echo "fuzz: ${CASES} cases per property, release build, ${ONLY}" >&2
 start=$(date +%s)
-PROPTEST_CASES="$CASES" cargo test -p spdy --release --test fuzz -- --nocapture
+if [[ "$ONLY" != node-shim ]]; then
+    PROPTEST_CASES="$CASES" cargo test -p spdy --release --test fuzz -- --nocapture
+fi
+if [[ "$ONLY" != spdy ]]; then
+    PROPTEST_CASES="$CASES" cargo test -p node-shim --release --lib fuzz_ -- --nocapture
+fi
 echo "fuzz: done in $(( $(date +%s) - start ))s" >&2

@@ -20,3 +20,10 @@ pub fn config() -> Config {
     }
 }
 
+/// For properties whose cases carry kilobytes of input: a quarter of the cases, at least 64.
+pub fn heavy_config() -> Config {
+    Config {
+        cases: (cases() / 4).max(64),
+        ..config()
+    }
+}

@@ -530,3 +530,100 @@ mod tests {
         assert!(text.contains("# TYPE node_cpu_usage_seconds_total counter"));
     }
 }
+
+/// Arbitrary `/containerLogs` queries: no panic; each value is taken as the kubelet takes it or
+/// refused with a message that names it.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const NUMBERS: [&str; 3] = ["tailLines", "sinceSeconds", "limitBytes"];
+    const FLAGS: [&str; 3] = ["follow", "timestamps", "previous"];
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(NUMBERS.to_vec()).prop_map(str::to_owned),
+            prop::sample::select(FLAGS.to_vec()).prop_map(str::to_owned),
+            Just("sinceTime".to_owned()),
+            ".{0,6}",
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            Just("-0".to_owned()),
+            Just("+5".to_owned()),
+            Just(" 5".to_owned()),
+            Just("99999999999999999999".to_owned()),
+            Just("false".to_owned()),
+            Just("FaLsE".to_owned()),
+            Just("0".to_owned()),
+            Just(String::new()),
+            Just("2026-11-23T10:00:00Z".to_owned()),
+            Just("2026-11-23T10:00:00.123456789+05:30".to_owned()),
+            Just("9999-12-31T23:59:59Z".to_owned()),
+            Just("2016-12-31T23:59:60Z".to_owned()),
+            Just("0000-01-01T00:00:00Z".to_owned()),
+            "[0-9T:.Z+-]{0,30}",
+            any::<String>(),
+        ]
+    }
+
+    /// What a query parameter means to the kubelet: absent, `false`/`0`, else true.
+    fn flag_model(v: Option<&String>) -> bool {
+        v.is_some_and(|v| !v.eq_ignore_ascii_case("false") && v != "0")
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzzing::config())]
+
+        #[test]
+        fn fuzz_logs_query_arbitrary_strings(query in any::<String>()) {
+            let _ = logs_request(pb::PodRef::default(), "c", Some(&query));
+        }
+
+        #[test]
+        fn fuzz_logs_query_values(pairs in prop::collection::vec((key(), value()), 0..8)) {
+            let query = pairs
+                .iter()
+                .map(|(k, v)| {
+                    let k: String = form_urlencoded::byte_serialize(k.as_bytes()).collect();
+                    let v: String = form_urlencoded::byte_serialize(v.as_bytes()).collect();
+                    format!("{k}={v}")
+                })
+                .collect::<Vec<_>>()
+                .join("&");
+            // The last value of a key wins.
+            let last: HashMap<&str, &String> =
+                pairs.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            let number_ok = |k: &str| last.get(k).is_none_or(|v| v.parse::<i64>().is_ok_and(|n| n >= 0));
+            match logs_request(pb::PodRef::default(), "c", Some(&query)) {
+                Ok(req) => {
+                    for (k, got) in NUMBERS.iter().zip([req.tail_lines, req.since_seconds, req.limit_bytes]) {
+                        prop_assert_eq!(got, last.get(k).map(|v| v.parse::<i64>().unwrap_or(-1)), "{}", k);
+                        prop_assert!(got.is_none_or(|n| n >= 0));
+                    }
+                    for (k, got) in FLAGS.iter().zip([req.follow, req.timestamps, req.previous]) {
+                        prop_assert_eq!(got, flag_model(last.get(k).copied()), "{}", k);
+                    }
+                    prop_assert_eq!(req.since_time.is_some(), last.contains_key("sinceTime"));
+                    if let Some(t) = req.since_time {
+                        prop_assert!((0..1_000_000_000).contains(&t.nanos));
+                    }
+                }
+                Err(msg) => {
+                    let named = NUMBERS.iter().any(|k| !number_ok(k) && msg.contains(k))
+                        || (msg.contains("sinceTime") && last.contains_key("sinceTime"));
+                    prop_assert!(named, "{:?} for {:?}", msg, query);
+                }
+            }
+            // Every number valid and no sinceTime: nothing to refuse.
+            if NUMBERS.iter().all(|k| number_ok(k)) && !last.contains_key("sinceTime") {
+                prop_assert!(logs_request(pb::PodRef::default(), "c", Some(&query)).is_ok());
+            }
+        }
+    }
+}

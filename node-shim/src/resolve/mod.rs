@@ -1595,3 +1595,132 @@ mod tests {
         assert_eq!(go_quote("\u{7f}é"), "\"\\x7fé\"");
     }
 }
+
+/// `$(VAR)` expansion of arbitrary strings and variable maps against a direct port of
+/// Kubernetes' `third_party/forked/golang/expansion.Expand`.
+#[cfg(test)]
+mod fuzz {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Kubernetes' algorithm, byte by byte as in Go.
+    fn model(input: &str, vars: &HashMap<&str, &str>) -> String {
+        let b = input.as_bytes();
+        let mut out = Vec::new();
+        let mut checkpoint = 0;
+        let mut cursor = 0;
+        while cursor < b.len() {
+            if b[cursor] == b'$' && cursor + 1 < b.len() {
+                out.extend_from_slice(&b[checkpoint..cursor]);
+                let rest = &b[cursor + 1..];
+                let advance = match rest[0] {
+                    b'$' => {
+                        out.push(b'$');
+                        1
+                    }
+                    b'(' => match rest.iter().position(|&c| c == b')') {
+                        Some(end) => {
+                            let name = std::str::from_utf8(&rest[1..end]).unwrap_or_default();
+                            match vars.get(name) {
+                                Some(v) => out.extend_from_slice(v.as_bytes()),
+                                None => out.extend_from_slice(format!("$({name})").as_bytes()),
+                            }
+                            end + 1
+                        }
+                        None => {
+                            out.extend_from_slice(b"$(");
+                            1
+                        }
+                    },
+                    c => {
+                        out.push(b'$');
+                        out.push(c);
+                        1
+                    }
+                };
+                cursor += advance;
+                checkpoint = cursor + 1;
+            }
+            cursor += 1;
+        }
+        out.extend_from_slice(&b[checkpoint.min(b.len())..]);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Inputs dense in `$`, parentheses and the variables' names.
+    fn template() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                Just("$".to_owned()),
+                Just("$$".to_owned()),
+                Just("(".to_owned()),
+                Just(")".to_owned()),
+                Just("$(".to_owned()),
+                Just("A".to_owned()),
+                Just("B_1".to_owned()),
+                Just("é".to_owned()),
+                ".{0,3}",
+            ],
+            0..24,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    fn vars() -> impl Strategy<Value = Vec<(String, String)>> {
+        prop::collection::vec(
+            (
+                prop_oneof![
+                    Just("A".to_owned()),
+                    Just("B_1".to_owned()),
+                    Just(String::new()),
+                    ".{0,4}"
+                ],
+                prop_oneof![Just("$(A)".to_owned()), Just("$$".to_owned()), ".{0,6}"],
+            ),
+            0..4,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzzing::config())]
+
+        #[test]
+        fn fuzz_expand_matches_kubernetes(
+            input in prop_oneof![template(), any::<String>()],
+            vars in vars(),
+            sensitive in any::<Option<prop::sample::Index>>(),
+        ) {
+            let map: HashMap<&str, &str> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let secret = sensitive.map(|i| vars.get(i.index(vars.len().max(1))).map(|(k, _)| k.as_str()));
+            let secret = secret.flatten();
+            let (out, tainted) = expand_tracked(&input, &map, |name| Some(name) == secret);
+            prop_assert_eq!(&out, &model(&input, &map));
+            prop_assert_eq!(expand(&input, &map), out);
+            // The secret variable tainted the result iff a `$(name)` reference to it was expanded:
+            // replacing its value with a marker shows whether it was.
+            if let Some(name) = secret {
+                let marker = "\u{1}MARK\u{1}";
+                let mut marked = map.clone();
+                marked.insert(name, marker);
+                let used = model(&input, &marked).contains(marker) && !input.contains(marker);
+                prop_assert_eq!(tainted, used);
+            } else {
+                prop_assert!(!tainted);
+            }
+        }
+
+        #[test]
+        fn fuzz_expand_escaped_is_literal(text in any::<String>(), vars in vars()) {
+            // `$$` is a literal `$`, so escaping every `$` gives the text back unexpanded.
+            let map: HashMap<&str, &str> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            prop_assert_eq!(expand(&text.replace('$', "$$"), &map), text.clone());
+            // With no variables, nothing that is not an escape changes.
+            if !text.contains('$') {
+                prop_assert_eq!(expand(&text, &map), text);
+            }
+        }
+    }
+}

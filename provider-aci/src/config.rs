@@ -83,6 +83,19 @@ pub struct AciArgs {
     #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE")]
     pub federated_token_file: Option<PathBuf>,
 
+    /// This cluster's identity, tagged on every container group (vk-cluster): the provider
+    /// adopts and deletes only groups carrying it. Letters, digits, '-', '_', '.'; at most 63.
+    /// Default: aci-<resource group>, so providers of different clusters sharing one resource
+    /// group must each set their own.
+    #[arg(long, env = "ACI_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+
+    /// Names of the virtual nodes this provider serves, comma-separated: pods of other nodes are
+    /// refused, and only groups tagged with these nodes are adopted or deleted. Default: any
+    /// node of this cluster.
+    #[arg(long = "node-name", env = "ACI_NODE_NAME", value_delimiter = ',')]
+    pub node_names: Vec<String>,
+
     /// Subnet resource ids the groups join (VNet), comma-separated. With subnets every pod gets
     /// a private IP; without, pods get no IP unless one asks for a public IP (annotation
     /// virtual-kubelet.io/aci-public-ip: "true").
@@ -221,6 +234,14 @@ impl AciArgs {
                 "--os-type must be linux or windows".into(),
             ));
         }
+        if let Some(id) = &self.cluster_id
+            && !valid_cluster_id(id)
+        {
+            return Err(ConfigError::Bad(
+                "--cluster-id (ACI_CLUSTER_ID) must be 1 to 63 letters, digits, '-', '_' or '.'"
+                    .into(),
+            ));
+        }
         match self.ip_address_type.as_deref().map(str::trim) {
             None | Some("") => {}
             Some(t) if t.eq_ignore_ascii_case("Private") => {
@@ -293,6 +314,28 @@ impl AciArgs {
         })
     }
 
+    /// The cluster identity: the flag, else `aci-<resource group>` (lower-cased, cut to 63).
+    pub fn cluster(&self, resource_group: &str) -> String {
+        if let Some(id) = self.cluster_id.as_deref().filter(|s| !s.is_empty()) {
+            return id.to_owned();
+        }
+        let derived: String = format!("aci-{}", resource_group.to_ascii_lowercase())
+            .chars()
+            .map(|c| if valid_cluster_char(c) { c } else { '-' })
+            .take(63)
+            .collect();
+        derived
+    }
+
+    /// The node names served (empty: any).
+    pub fn nodes(&self) -> Vec<String> {
+        self.node_names
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect()
+    }
+
     /// The status poll interval.
     pub fn status_interval(&self) -> Duration {
         Duration::from_secs_f64(self.status_interval_seconds)
@@ -302,6 +345,14 @@ impl AciArgs {
     pub fn instance_view_refresh(&self) -> Duration {
         Duration::from_secs_f64(self.instance_view_refresh_seconds)
     }
+}
+
+fn valid_cluster_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+fn valid_cluster_id(id: &str) -> bool {
+    (1..=63).contains(&id.len()) && id.chars().all(valid_cluster_char)
 }
 
 #[cfg(test)]
@@ -345,5 +396,17 @@ mod tests {
                 .validate()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn the_cluster_id_is_the_flag_or_derived_from_the_resource_group() {
+        assert_eq!(args(&[]).cluster("My_RG(prod)"), "aci-my_rg-prod-");
+        let own = args(&["--cluster-id", "team-a"]);
+        assert!(own.validate().is_ok());
+        assert_eq!(own.cluster("rg"), "team-a");
+        assert!(args(&["--cluster-id", "a/b"]).validate().is_err());
+        let long = "x".repeat(64);
+        assert!(args(&["--cluster-id", &long]).validate().is_err());
+        assert_eq!(args(&["--node-name", "a, b,"]).nodes(), vec!["a", "b"]);
     }
 }

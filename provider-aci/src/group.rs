@@ -34,6 +34,9 @@ pub const PLACEHOLDER_PORT: i32 = 80;
 pub const TAG_GRACE: &str = "vk-grace-seconds";
 /// Tag with [`Plan::public_hash`].
 pub const TAG_SPEC_HASH: &str = "vk-spec-hash";
+/// Tag with the cluster identity (`--cluster-id`): a provider adopts and deletes only groups
+/// carrying its own.
+pub const TAG_CLUSTER: &str = "vk-cluster";
 /// Keys of the PUT body whose values are secrets.
 const SECRET_KEYS: [&str; 3] = ["secureValue", "password", "storageAccountKey"];
 /// A seccomp profile (Docker's JSON format) that allows every system call: Kubernetes'
@@ -45,6 +48,8 @@ const UNCONFINED_SECCOMP: &str = r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#;
 pub struct GroupSettings {
     /// Azure region.
     pub location: String,
+    /// The cluster identity tagged on every group ([`TAG_CLUSTER`]).
+    pub cluster_id: String,
     /// Subnet resource ids (VNet injection); empty = no VNet. With subnets every group gets a
     /// private IP.
     pub subnet_ids: Vec<String>,
@@ -750,6 +755,7 @@ pub fn plan(pod: &Pod, s: &GroupSettings) -> Result<Plan, Invalid> {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+    tags.insert(TAG_CLUSTER.into(), s.cluster_id.clone());
     tags.insert(
         TAG_GRACE.into(),
         pod.termination_grace_period_seconds
@@ -915,6 +921,7 @@ mod tests {
     fn settings() -> GroupSettings {
         GroupSettings {
             location: "westeurope".into(),
+            cluster_id: "aci-rg".into(),
             subnet_ids: vec![],
             gpu_skus: vec!["V100".into(), "K80".into()],
             default_cpu_millis: 1000,
@@ -964,6 +971,7 @@ mod tests {
         assert_eq!(p.group.tags["vk-pod-uid"], "uid-1");
         assert_eq!(p.group.tags["vk-node"], "vk-aci");
         assert_eq!(p.group.tags[TAG_GRACE], "40");
+        assert_eq!(p.group.tags[TAG_CLUSTER], "aci-rg");
         assert_eq!(p.group.properties.os_type.as_deref(), Some("Linux"));
         assert_eq!(p.group.properties.restart_policy.as_deref(), Some("Always"));
         assert!(p.group.properties.ip_address.is_none());

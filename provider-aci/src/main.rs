@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
     let args = &cli.aci;
     let required = args.validate()?;
     let credential = args.credential()?;
-    tracing::info!(credential = credential.kind(), arm = %args.arm_endpoint, resource_group = %required.resource_group, "starting");
+    tracing::info!(credential = credential.kind(), arm = %args.arm_endpoint, resource_group = %required.resource_group, cluster = %args.cluster(&required.resource_group), nodes = ?args.nodes(), "starting");
 
     let http = http::Http::new();
     let tokens = Arc::new(TokenSource::new(
@@ -94,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings {
         groups: GroupSettings {
             location: required.location.clone(),
+            cluster_id: args.cluster(&required.resource_group),
             subnet_ids: args
                 .subnet_ids
                 .iter()
@@ -113,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
         operating_system: os,
         instance_view_refresh: args.instance_view_refresh(),
         refreshes_per_poll: args.instance_view_refreshes_per_poll,
+        node_names: args.nodes(),
     };
     let provider = AciProvider::new(arm, settings);
 

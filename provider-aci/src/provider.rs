@@ -55,6 +55,8 @@ pub struct Settings {
     pub instance_view_refresh: Duration,
     /// At most this many such re-fetches per poll (stalest first).
     pub refreshes_per_poll: usize,
+    /// The virtual nodes served; empty: any node of this cluster.
+    pub node_names: Vec<String>,
 }
 
 /// A pod this provider runs.
@@ -141,6 +143,21 @@ impl AciProvider {
         }
     }
 
+    fn serves(&self, node: &str) -> bool {
+        let nodes = &self.inner.settings.node_names;
+        nodes.is_empty() || nodes.iter().any(|n| n == node)
+    }
+
+    /// The pod and node of a group this provider owns: tagged with a pod, with this cluster's
+    /// identity and with a node it serves. Anything else in the resource group (another
+    /// cluster's or another node's groups) is never adopted or deleted.
+    fn ours(&self, g: &ContainerGroup) -> Option<(PodRef, String)> {
+        let (pod_ref, node) = pod_of(g)?;
+        let cluster = g.tags.get(group::TAG_CLUSTER)?;
+        (*cluster == self.inner.settings.groups.cluster_id && self.serves(&node))
+            .then_some((pod_ref, node))
+    }
+
     /// The status hub (for the poll loop).
     pub fn hub(&self) -> Arc<StatusHub> {
         self.inner.hub.clone()
@@ -161,7 +178,7 @@ impl AciProvider {
         {
             let mut st = lock(&self.inner.state);
             for g in listed {
-                let Some((pod_ref, node)) = pod_of(&g) else {
+                let Some((pod_ref, node)) = self.ours(&g) else {
                     continue;
                 };
                 let Some(name) = g.name.clone() else {
@@ -290,6 +307,12 @@ impl AciProvider {
         let plan = group::plan(&pod, &self.inner.settings.groups)
             .map_err(|e| Status::invalid_argument(e.0))?;
         let node = pod.node_name.clone();
+        if !self.serves(&node) {
+            return Err(Status::invalid_argument(format!(
+                "this provider serves nodes {}, not {node}",
+                self.inner.settings.node_names.join(", ")
+            )));
+        }
         let uid = pod_ref.uid.clone();
         // A retry while the first create runs waits for its outcome, then finds the pod.
         let _held = self.inner.uid_locks.acquire(&uid).await;
@@ -354,10 +377,28 @@ impl AciProvider {
             .pods
             .get(&pod_ref.uid)
             .map(|t| t.group.clone());
-        // Names follow from the identity: an untracked pod's group can still be found.
-        let name = tracked
-            .clone()
-            .unwrap_or_else(|| group::group_name(&pod_ref));
+        // Names follow from the identity: an untracked pod's group can still be found, but is
+        // deleted only if its tags say it is ours (not another cluster's or node's).
+        let name = match &tracked {
+            Some(name) => name.clone(),
+            None => {
+                let name = group::group_name(&pod_ref);
+                let found = self
+                    .inner
+                    .arm
+                    .get_group(&name)
+                    .await
+                    .map_err(|e| e.to_status())?;
+                match found {
+                    None => return Ok(false),
+                    Some(g) if self.ours(&g).is_some_and(|(r, _)| r.uid == pod_ref.uid) => name,
+                    Some(_) => {
+                        tracing::warn!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %name, "not deleting a container group of another cluster or node");
+                        return Ok(false);
+                    }
+                }
+            }
+        };
         let existed = self
             .inner
             .arm

@@ -80,6 +80,23 @@ pub struct EmulatorStats {
     pub ops: std::collections::BTreeMap<String, u64>,
 }
 
+/// A container group's name and tags (`GET /_emulator/groups`, `/_emulator/deleted`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct TaggedGroup {
+    /// Group name.
+    pub name: String,
+    /// Its tags (none: empty).
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    use serde::Deserialize;
+    Ok(Option::deserialize(d)?.unwrap_or_default())
+}
+
 /// A running aci-emulator.
 pub struct AciEmulator {
     /// The server process (stopped on drop).
@@ -256,6 +273,24 @@ impl AciEmulator {
             );
         }
         Ok(())
+    }
+
+    /// The groups in the resource group now, with their tags.
+    pub async fn live_groups(&self) -> anyhow::Result<Vec<TaggedGroup>> {
+        self.tagged_groups("/_emulator/groups").await
+    }
+
+    /// Every group a DELETE removed so far, in order, with its tags.
+    pub async fn deleted_groups(&self) -> anyhow::Result<Vec<TaggedGroup>> {
+        self.tagged_groups("/_emulator/deleted").await
+    }
+
+    async fn tagged_groups(&self, path: &str) -> anyhow::Result<Vec<TaggedGroup>> {
+        let (status, body) = self.request("GET", path, None).await?;
+        if status != 200 {
+            bail!("GET {path}: {status}");
+        }
+        Ok(serde_json::from_slice(&body)?)
     }
 
     /// Stops the server (SIGTERM, then SIGKILL after 5 s).

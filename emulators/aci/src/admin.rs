@@ -24,6 +24,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/_emulator/health", get(|| async { StatusCode::OK }))
         .route("/_emulator/stats", get(stats))
         .route("/_emulator/throttle", put(set_throttle))
+        .route("/_emulator/groups", get(live_groups))
+        .route("/_emulator/deleted", get(deleted_groups))
         .route("/_emulator/groups/{name}", get(stored_group))
         .route(
             "/_emulator/groups/{name}/containers/{container}/exit",
@@ -105,6 +107,25 @@ async fn set_throttle(State(st): State<Arc<AppState>>, Json(t): Json<Throttle>) 
     *lock(&st.throttle_rate) = t.rate;
     tracing::info!(rate = t.rate, "throttle rate changed");
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Every group now in the resource group (simulated and raw): `[{"name", "tags"}]` by name.
+async fn live_groups(State(st): State<Arc<AppState>>) -> Response {
+    let mut out: Vec<serde_json::Value> = lock(&st.groups)
+        .iter()
+        .map(|(name, g)| json!({"name": name, "tags": g.spec["tags"]}))
+        .collect();
+    out.extend(
+        lock(&st.raw_groups)
+            .iter()
+            .map(|(name, raw)| json!({"name": name, "tags": raw["tags"]})),
+    );
+    Json(out).into_response()
+}
+
+/// Every group a DELETE removed, in order: `[{"name", "tags"}]`.
+async fn deleted_groups(State(st): State<Arc<AppState>>) -> Response {
+    Json(lock(&st.deleted_log).clone()).into_response()
 }
 
 async fn stored_group(State(st): State<Arc<AppState>>, Path(name): Path<String>) -> Response {

@@ -358,6 +358,7 @@ fn delete(st: &AppState, name: &str) -> Response {
     match removed {
         Some(g) => {
             Stats::bump(&st.stats.deleted);
+            lock(&st.deleted_log).push(json!({"name": name, "tags": g.spec["tags"]}));
             exec::forget_group(st, name);
             tracing::info!(group = name, "container group deleted");
             json_response(StatusCode::OK, &g.view(&st.config))
@@ -365,6 +366,7 @@ fn delete(st: &AppState, name: &str) -> Response {
         None => match lock(&st.raw_groups).remove(name) {
             Some(raw) => {
                 Stats::bump(&st.stats.deleted);
+                lock(&st.deleted_log).push(json!({"name": name, "tags": raw["tags"]}));
                 json_response(StatusCode::OK, &raw)
             }
             None => StatusCode::NO_CONTENT.into_response(),

@@ -96,6 +96,8 @@ pub struct AppState {
     /// Test-injected entries returned verbatim by List and GET (e.g. a malformed group someone
     /// else made); DELETE removes them.
     pub raw_groups: Mutex<BTreeMap<String, serde_json::Value>>,
+    /// Every group a DELETE removed, in order: `{"name", "tags"}` (who deleted what).
+    pub deleted_log: Mutex<Vec<serde_json::Value>>,
     /// Issued access tokens and when they expire.
     pub tokens: Mutex<HashMap<String, Instant>>,
     /// Exec sessions by the id in their WebSocket URI.
@@ -110,6 +112,7 @@ impl AppState {
             throttle_rate: Mutex::new(throttle_rate),
             groups: Mutex::default(),
             raw_groups: Mutex::default(),
+            deleted_log: Mutex::default(),
             tokens: Mutex::default(),
             exec_sessions: Mutex::default(),
         }

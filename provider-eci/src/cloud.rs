@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::{
     client::legacy::{Client as HyperClient, connect::HttpConnector},
     rt::TokioExecutor,
@@ -28,8 +28,12 @@ pub const API_VERSION: &str = "2018-08-08";
 const GROUPS_PAGE: u32 = 20;
 /// Page size of `DescribeContainerGroupStatus` (its documented default).
 const STATUS_PAGE: u32 = 200;
-/// Deadline of one HTTP attempt.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline of one HTTP attempt, from sending the request to the last byte of the answer (a
+/// server that sends headers and then stalls must not hold a call forever).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest answer read into memory; bigger is an error, not an allocation. ECI's largest answers
+/// (a 200-group status page, a container log) are far smaller.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -46,6 +50,8 @@ pub struct Cloud {
     pub region: String,
     /// Retry policy of every call.
     pub policy: RetryPolicy,
+    /// [`ATTEMPT_TIMEOUT`], shorter in tests.
+    attempt_timeout: Duration,
 }
 
 /// The endpoint for `region`: regional public (`eci.<region>.aliyuncs.com`) or VPC
@@ -101,6 +107,7 @@ impl Cloud {
             creds,
             region: region.to_owned(),
             policy,
+            attempt_timeout: ATTEMPT_TIMEOUT,
         })
     }
 
@@ -140,9 +147,35 @@ impl Cloud {
         let req = req
             .body(Full::new(Bytes::new()))
             .map_err(|e| EciError::transport(action, e))?;
-        let resp = tokio::time::timeout(ATTEMPT_TIMEOUT, self.http.request(req))
+        let (status, retry_after, body) =
+            tokio::time::timeout(self.attempt_timeout, self.exchange(action, req))
+                .await
+                .map_err(|_| EciError::transport(action, "timed out"))??;
+        if !(200..300).contains(&status) {
+            let err = EciError::from_response(action, status, &body, retry_after);
+            tracing::debug!(call = action, code = %err.code, http = status, "ECI call failed");
+            return Err(err);
+        }
+        serde_json::from_slice(&body).map_err(|e| EciError::bad_answer(action, e))
+    }
+
+    /// Sends `req` and reads the whole answer, at most [`MAX_ANSWER_BYTES`] of it: status,
+    /// Retry-After and body.
+    async fn exchange(
+        &self,
+        action: &'static str,
+        req: http::Request<Full<Bytes>>,
+    ) -> Result<(u16, Option<Duration>, Bytes), EciError> {
+        let too_large = || {
+            EciError::bad_answer(
+                action,
+                format_args!("an answer larger than {MAX_ANSWER_BYTES} bytes"),
+            )
+        };
+        let resp = self
+            .http
+            .request(req)
             .await
-            .map_err(|_| EciError::transport(action, "timed out"))?
             .map_err(|e| EciError::transport(action, e))?;
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -151,18 +184,27 @@ impl Cloud {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = resp
-            .into_body()
+        // A declared length over the cap is refused before reading any of it.
+        let declared = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
+            return Err(too_large());
+        }
+        let body = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
-            .map_err(|e| EciError::transport(action, e))?
+            .map_err(|e| {
+                if e.is::<LengthLimitError>() {
+                    too_large()
+                } else {
+                    EciError::transport(action, e)
+                }
+            })?
             .to_bytes();
-        if !(200..300).contains(&status) {
-            let err = EciError::from_response(action, status, &body, retry_after);
-            tracing::debug!(call = action, code = %err.code, http = status, "ECI call failed");
-            return Err(err);
-        }
-        serde_json::from_slice(&body).map_err(|e| EciError::bad_answer(action, e))
+        Ok((status, retry_after, body))
     }
 
     /// `action` with `request` (flattened), retried; the answer parsed as `T`.
@@ -373,5 +415,138 @@ mod tests {
         .expect("valid endpoint");
         assert_eq!(c.host, "127.0.0.1:8082");
         assert!(Cloud::new("ftp://x", "r", c.creds.clone(), RetryPolicy::default()).is_err());
+    }
+
+    /// A client of a local test server: one attempt, no retries, a short attempt deadline.
+    fn local(addr: std::net::SocketAddr, attempt: Duration) -> Cloud {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut c = Cloud::new(
+            &format!("http://{addr}"),
+            "cn-hangzhou",
+            Credentials {
+                access_key_id: "id".into(),
+                access_key_secret: "secret".into(),
+                security_token: None,
+            },
+            RetryPolicy {
+                max_retries: 0,
+                ..RetryPolicy::default()
+            },
+        )
+        .expect("valid endpoint");
+        c.attempt_timeout = attempt;
+        c
+    }
+
+    /// Accepts one connection, reads the request head, writes `head`, then runs `rest`.
+    async fn serve_once<F, Fut>(head: &'static str, rest: F) -> std::net::SocketAddr
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut buf).await.expect("read");
+                if n == 0 {
+                    return;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            sock.write_all(head.as_bytes()).await.expect("write head");
+            rest(sock).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_is_timed_out() {
+        // Headers promptly, then one byte of a promised hundred and silence: the body is under
+        // the attempt deadline too.
+        let addr = serve_once(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+            |sock| async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                drop(sock);
+            },
+        )
+        .await;
+        let c = local(addr, Duration::from_millis(500));
+        let started = std::time::Instant::now();
+        let err = c
+            .call::<Value>("DescribeContainerGroups", json!({}))
+            .await
+            .expect_err("stalled");
+        assert_eq!(err.code, "Transport", "{err}");
+        assert!(err.message.contains("timed out"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_huge_declared_body_is_refused_unread() {
+        let addr = serve_once(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1099511627776\r\n\r\n",
+            |sock| async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                drop(sock);
+            },
+        )
+        .await;
+        let err = local(addr, Duration::from_secs(10))
+            .call::<Value>("DescribeContainerGroups", json!({}))
+            .await
+            .expect_err("too large");
+        assert_eq!(err.code, "UnreadableResponse", "{err}");
+        assert!(err.message.contains("larger than"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_huge_chunked_body_is_cut_off_at_the_cap() {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        };
+        use tokio::io::AsyncWriteExt;
+        // No length given: 1 MiB chunks until the client hangs up.
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        let addr = serve_once(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            move |mut sock| async move {
+                let chunk = vec![b' '; 1 << 20];
+                let head = format!("{:x}\r\n", chunk.len());
+                loop {
+                    let ok = sock.write_all(head.as_bytes()).await.is_ok()
+                        && sock.write_all(&chunk).await.is_ok()
+                        && sock.write_all(b"\r\n").await.is_ok();
+                    if !ok {
+                        return;
+                    }
+                    counter.fetch_add(chunk.len(), Ordering::Relaxed);
+                }
+            },
+        )
+        .await;
+        let err = local(addr, Duration::from_secs(30))
+            .call::<Value>("DescribeContainerStatus", json!({}))
+            .await
+            .expect_err("too large");
+        assert_eq!(err.code, "UnreadableResponse", "{err}");
+        assert!(err.message.contains("larger than"), "{err}");
+        // The client stopped reading near the cap (plus what the socket buffers held).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = sent.load(Ordering::Relaxed);
+        assert!(sent < MAX_ANSWER_BYTES + (16 << 20), "{sent} bytes sent");
     }
 }

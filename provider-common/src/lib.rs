@@ -15,6 +15,8 @@
 //! - [`pod_spec`]: effective security settings, Secret-built commands, extended resources.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "arbitrary")]
+pub mod arbitrary;
 pub mod listen;
 pub mod log_follow;
 pub mod log_share;

@@ -35,8 +35,9 @@ pub fn pod_resources(pod: &Pod) -> PodResources {
     let mut total = PodResources::default();
     for c in &pod.containers {
         let r = container_resources(c);
-        total.cpu_millis += r.cpu_millis;
-        total.memory_bytes += r.memory_bytes;
+        // Saturating: absurd requests must become a "too large" refusal, not an overflow.
+        total.cpu_millis = total.cpu_millis.saturating_add(r.cpu_millis);
+        total.memory_bytes = total.memory_bytes.saturating_add(r.memory_bytes);
     }
     for c in &pod.init_containers {
         let r = container_resources(c);
@@ -51,7 +52,7 @@ pub fn round_up(value: u64, step: u64) -> u64 {
     if step == 0 {
         return value;
     }
-    value.div_ceil(step) * step
+    value.div_ceil(step).saturating_mul(step)
 }
 
 /// Bytes as whole MiB, rounded up.
@@ -115,5 +116,19 @@ mod tests {
         assert_eq!(bytes_to_mib_ceil(1024 * 1024), 1);
         assert_eq!(smallest_fit(&[(1, 1), (2, 4)], 2, 3), Some((2, 4)));
         assert_eq!(smallest_fit(&[(1, 1)], 2, 1), None);
+    }
+
+    /// Found by fuzzing (provider-eci's fuzz_any_pod_is_planned_or_refused): two huge requests
+    /// overflowed the sum.
+    #[test]
+    fn huge_requests_saturate_instead_of_overflowing() {
+        let huge = container((i64::MAX, i64::MAX), None);
+        let pod = Pod {
+            containers: vec![huge; 3],
+            ..Default::default()
+        };
+        let r = pod_resources(&pod);
+        assert_eq!((r.cpu_millis, r.memory_bytes), (u64::MAX, u64::MAX));
+        assert_eq!(round_up(u64::MAX, 256), u64::MAX);
     }
 }

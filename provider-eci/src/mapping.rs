@@ -1363,4 +1363,26 @@ mod tests {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         );
     }
+
+    /// Any pod gets a plan or an error (INVALID_ARGUMENT for the caller), never a panic, and an
+    /// error never quotes a sensitive value.
+    #[test]
+    fn fuzz_any_pod_is_planned_or_refused() {
+        provider_common::arbitrary::run_on_pods(|pod| {
+            if let Err(e) = plan(&pod, &placement()) {
+                let message = e.to_string();
+                // What the pod shows openly (its Debug hides sensitive values) may be quoted.
+                let public = format!("{pod:?}");
+                for c in pod.init_containers.iter().chain(&pod.containers) {
+                    let secret = |v: &&podprovider_proto::v1::EnvVar| {
+                        v.sensitive && v.value.len() > 8 && !public.contains(&v.value)
+                    };
+                    for v in c.env.iter().filter(secret) {
+                        proptest::prop_assert!(!message.contains(&v.value), "{message}");
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
 }

@@ -180,8 +180,12 @@ pub async fn stream_logs<F>(
     F: FnMut() -> bool + Send,
 {
     let start_ms = match (req.since_seconds, req.since_time.as_ref()) {
-        (Some(s), _) => Some(now_ms - s * 1000),
-        (None, Some(t)) => Some(t.seconds * 1000 + i64::from(t.nanos) / 1_000_000),
+        (Some(s), _) => Some(now_ms.saturating_sub(s.saturating_mul(1000))),
+        (None, Some(t)) => Some(
+            t.seconds
+                .saturating_mul(1000)
+                .saturating_add(i64::from(t.nanos) / 1_000_000),
+        ),
         (None, None) => None,
     };
     let mut budget = req.limit_bytes.map(|b| usize::try_from(b).unwrap_or(0));

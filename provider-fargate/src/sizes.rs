@@ -104,7 +104,8 @@ pub struct TooLarge {
 /// The smallest valid Fargate size with at least the pod's CPU and memory.
 pub fn round_up(needs: PodResources) -> Result<TaskSize, TooLarge> {
     // Millicores to CPU units: 1000m = 1024 units.
-    let cpu_units = (needs.cpu_millis * 1024).div_ceil(1000);
+    // Saturating: an absurd request is TooLarge, not an overflow (found by fuzzing).
+    let cpu_units = needs.cpu_millis.saturating_mul(1024).div_ceil(1000);
     let memory_mib = bytes_to_mib_ceil(needs.memory_bytes);
     smallest_fit(&valid_sizes(), cpu_units, memory_mib)
         .map(|(cpu, memory_mib)| TaskSize { cpu, memory_mib })
@@ -181,5 +182,16 @@ mod tests {
         let err = size(16001, 1).expect_err("17 vCPU");
         assert!(err.to_string().contains("largest Fargate task"), "{err}");
         assert!(size(1000, 122_881).is_err());
+    }
+
+    /// Found by fuzzing (taskdef's fuzz_any_pod_is_planned_or_refused): a huge CPU request
+    /// overflowed the conversion to CPU units.
+    #[test]
+    fn a_huge_request_is_too_large_not_an_overflow() {
+        let needs = PodResources {
+            cpu_millis: u64::MAX,
+            memory_bytes: u64::MAX,
+        };
+        assert!(round_up(needs).is_err());
     }
 }

@@ -796,7 +796,12 @@ fn container_spec(
         // ECS (and moto) want a hard limit on every container; the task size when the pod sets none.
         memory_mib: limit_mem.map_or(task_memory_mib, mib).min(task_memory_mib),
         memory_reservation_mib: req_mem.map(mib),
-        cpu_units: req_cpu.map(|m| (u64::try_from(m).unwrap_or(0) * 1024).div_ceil(1000)),
+        cpu_units: req_cpu.map(|m| {
+            u64::try_from(m)
+                .unwrap_or(0)
+                .saturating_mul(1024)
+                .div_ceil(1000)
+        }),
         stop_timeout: grace,
         user,
         readonly_root_filesystem: sec.read_only_root_filesystem,
@@ -1686,5 +1691,27 @@ mod tests {
         let informed = plan(&p, &settings()).expect("valid");
         assert!(informed.warnings.is_empty(), "{:?}", informed.warnings);
         assert_eq!(informed.content_hash, plain.content_hash);
+    }
+
+    /// Any pod gets a plan or an error (INVALID_ARGUMENT for the caller), never a panic, and an
+    /// error never quotes a sensitive value.
+    #[test]
+    fn fuzz_any_pod_is_planned_or_refused() {
+        provider_common::arbitrary::run_on_pods(|pod| {
+            if let Err(e) = plan(&pod, &settings()) {
+                let message = e.to_string();
+                // What the pod shows openly (its Debug hides sensitive values) may be quoted.
+                let public = format!("{pod:?}");
+                for c in pod.init_containers.iter().chain(&pod.containers) {
+                    let secret = |v: &&podprovider_proto::v1::EnvVar| {
+                        v.sensitive && v.value.len() > 8 && !public.contains(&v.value)
+                    };
+                    for v in c.env.iter().filter(secret) {
+                        proptest::prop_assert!(!message.contains(&v.value), "{message}");
+                    }
+                }
+            }
+            Ok(())
+        });
     }
 }

@@ -91,6 +91,48 @@ pub struct Endpoints {
     pub resource: String,
 }
 
+/// How IMDS answers that mean "not yet" are retried, as the managed-identity documentation
+/// ("How to use managed identities ... to acquire an access token", error handling and retry
+/// guidance) says: 404 (IMDS is updating, or a new identity is not there yet) with exponential
+/// backoff; 410 (IMDS is going through updates, available again within 70 seconds) for at least
+/// 70 seconds. 429 and 5xx go back to the ARM call's own retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImdsRetry {
+    /// First 404 backoff; doubled each time.
+    pub base: Duration,
+    /// 404 retries before giving up.
+    pub not_found_retries: u32,
+    /// How long 410s are retried, in steps of a seventh of it (10 s for 70 s).
+    pub gone_for: Duration,
+}
+
+impl Default for ImdsRetry {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(1),
+            not_found_retries: 3,
+            gone_for: Duration::from_secs(70),
+        }
+    }
+}
+
+impl ImdsRetry {
+    /// The wait before asking IMDS again after `status`, with `retries` retries behind and
+    /// `elapsed` since the first request; `None` when the answer stands.
+    pub fn delay(&self, status: u16, retries: u32, elapsed: Duration) -> Option<Duration> {
+        match status {
+            404 if retries < self.not_found_retries => {
+                Some(self.base.saturating_mul(1 << retries.min(16)))
+            }
+            // One more request at or after the deadline: the documented window is a maximum.
+            410 if elapsed < self.gone_for => {
+                Some((self.gone_for / 7).min(self.gone_for - elapsed))
+            }
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Cached {
     token: Secret,
@@ -103,6 +145,7 @@ pub struct TokenSource {
     http: Http,
     credential: Credential,
     endpoints: Endpoints,
+    imds_retry: ImdsRetry,
     cache: Mutex<Option<Cached>>,
 }
 
@@ -168,8 +211,15 @@ impl TokenSource {
             http,
             credential,
             endpoints,
+            imds_retry: ImdsRetry::default(),
             cache: Mutex::new(None),
         }
+    }
+
+    /// The same with another IMDS retry schedule (tests shorten it).
+    pub fn with_imds_retry(mut self, r: ImdsRetry) -> Self {
+        self.imds_retry = r;
+        self
     }
 
     /// A valid token, from the cache or freshly fetched.
@@ -266,18 +316,7 @@ impl TokenSource {
                         utf8_percent_encode(id, crate::arm::UNRESERVED)
                     ));
                 }
-                self.http
-                    .send(
-                        OP,
-                        Method::GET,
-                        &url,
-                        vec![(
-                            header::HeaderName::from_static("metadata"),
-                            HeaderValue::from_static("true"),
-                        )],
-                        None,
-                    )
-                    .await?
+                self.imds_get(&url).await?
             }
         };
         if !reply.status.is_success() {
@@ -319,6 +358,38 @@ impl TokenSource {
             .and_then(seconds)
             .map_or(Duration::from_secs(3600), Duration::from_secs);
         Ok((Secret::new(parsed.access_token), lifetime))
+    }
+
+    /// The IMDS token request, retried on 404 and 410 per [`ImdsRetry`].
+    async fn imds_get(&self, url: &str) -> Result<crate::http::Reply, AzureError> {
+        let start = Instant::now();
+        let mut retries = 0;
+        loop {
+            let reply = self
+                .http
+                .send(
+                    OP,
+                    Method::GET,
+                    url,
+                    vec![(
+                        header::HeaderName::from_static("metadata"),
+                        HeaderValue::from_static("true"),
+                    )],
+                    None,
+                )
+                .await?;
+            let status = reply.status.as_u16();
+            let Some(wait) = self.imds_retry.delay(status, retries, start.elapsed()) else {
+                return Ok(reply);
+            };
+            tracing::warn!(
+                status,
+                retry_in_ms = wait.as_millis() as u64,
+                "IMDS is not ready to issue a token; retrying as its documentation advises"
+            );
+            tokio::time::sleep(wait).await;
+            retries += 1;
+        }
     }
 
     async fn post_aad(&self, tenant: &str, body: String) -> Result<crate::http::Reply, AzureError> {
@@ -368,6 +439,30 @@ mod tests {
         );
         assert_eq!(seconds(&serde_json::json!("86399")), Some(86399));
         assert_eq!(seconds(&serde_json::json!(3599)), Some(3599));
+    }
+
+    #[test]
+    fn imds_404s_back_off_exponentially_and_410s_are_retried_for_70_seconds() {
+        let r = ImdsRetry::default();
+        let zero = Duration::ZERO;
+        let secs = Duration::from_secs;
+        assert_eq!(r.delay(404, 0, zero), Some(secs(1)));
+        assert_eq!(r.delay(404, 1, zero), Some(secs(2)));
+        assert_eq!(r.delay(404, 2, zero), Some(secs(4)));
+        assert_eq!(r.delay(404, 3, zero), None);
+        assert_eq!(r.delay(410, 0, zero), Some(secs(10)));
+        assert_eq!(r.delay(410, 6, secs(65)), Some(secs(5)));
+        assert_eq!(r.delay(410, 7, secs(70)), None);
+        // Whatever the steps, 410s are retried until 70 s have passed.
+        let (mut elapsed, mut retries) = (zero, 0);
+        while let Some(d) = r.delay(410, retries, elapsed) {
+            elapsed += d;
+            retries += 1;
+        }
+        assert!(elapsed >= secs(70) && retries <= 8, "{elapsed:?} {retries}");
+        for status in [200, 400, 401, 429, 500] {
+            assert_eq!(r.delay(status, 0, zero), None, "{status}");
+        }
     }
 
     #[test]

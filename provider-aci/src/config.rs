@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 
-use crate::auth::{Credential, Secret};
+use crate::auth::{Credential, ImdsRetry, Secret};
 
 /// How to authenticate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -158,6 +158,26 @@ pub struct AciArgs {
     )]
     pub instance_view_refresh_seconds: f64,
 
+    /// First backoff of IMDS 404 retries, in milliseconds (doubled each retry; 3 retries).
+    /// For tests.
+    #[arg(
+        long,
+        env = "ACI_IMDS_RETRY_BASE_MS",
+        default_value_t = 1000,
+        hide = true
+    )]
+    pub imds_retry_base_ms: u64,
+
+    /// How long IMDS 410s are retried, in seconds (documented: IMDS is back within 70 s).
+    /// For tests.
+    #[arg(
+        long,
+        env = "ACI_IMDS_GONE_RETRY_SECONDS",
+        default_value_t = 70.0,
+        hide = true
+    )]
+    pub imds_gone_retry_seconds: f64,
+
     /// At most this many GETs per poll refresh groups whose list entry did not change (stalest
     /// first), so the status loop's cost stays bounded however many groups there are; new groups
     /// and groups whose entry changed are always fetched.
@@ -239,6 +259,14 @@ impl AciArgs {
         {
             return Err(ConfigError::Bad(
                 "--cluster-id (ACI_CLUSTER_ID) must be 1 to 63 letters, digits, '-', '_' or '.'"
+                    .into(),
+            ));
+        }
+        if !(0.0..=600.0).contains(&self.imds_gone_retry_seconds)
+            || !(1..=60_000).contains(&self.imds_retry_base_ms)
+        {
+            return Err(ConfigError::Bad(
+                "--imds-gone-retry-seconds must be 0 to 600 and --imds-retry-base-ms 1 to 60000"
                     .into(),
             ));
         }
@@ -334,6 +362,15 @@ impl AciArgs {
             .map(|n| n.trim().to_owned())
             .filter(|n| !n.is_empty())
             .collect()
+    }
+
+    /// The IMDS retry schedule.
+    pub fn imds_retry(&self) -> ImdsRetry {
+        ImdsRetry {
+            base: Duration::from_millis(self.imds_retry_base_ms),
+            gone_for: Duration::from_secs_f64(self.imds_gone_retry_seconds),
+            ..ImdsRetry::default()
+        }
     }
 
     /// The status poll interval.

@@ -63,15 +63,18 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(credential = credential.kind(), arm = %args.arm_endpoint, resource_group = %required.resource_group, cluster = %args.cluster(&required.resource_group), nodes = ?args.nodes(), "starting");
 
     let http = http::Http::new();
-    let tokens = Arc::new(TokenSource::new(
-        http.clone(),
-        credential,
-        Endpoints {
-            authority: args.authority_host.clone(),
-            imds: args.imds_endpoint.clone(),
-            resource: args.arm_audience.clone(),
-        },
-    ));
+    let tokens = Arc::new(
+        TokenSource::new(
+            http.clone(),
+            credential,
+            Endpoints {
+                authority: args.authority_host.clone(),
+                imds: args.imds_endpoint.clone(),
+                resource: args.arm_audience.clone(),
+            },
+        )
+        .with_imds_retry(args.imds_retry()),
+    );
     let arm = Arm::new(
         http,
         tokens,

@@ -275,6 +275,35 @@ impl AciEmulator {
         Ok(())
     }
 
+    /// The next `count` IMDS token requests answer `status` (e.g. 404 or 410) with no body.
+    pub async fn set_imds_faults(&self, status: u16, count: u64) -> anyhow::Result<()> {
+        let (code, body) = self
+            .request(
+                "PUT",
+                "/_emulator/imds-faults",
+                Some(serde_json::json!({ "status": status, "count": count })),
+            )
+            .await?;
+        if code != 204 {
+            bail!(
+                "PUT /_emulator/imds-faults: {code} {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(())
+    }
+
+    /// IMDS fault answers still to give and given so far: `(remaining, served)`.
+    pub async fn imds_faults(&self) -> anyhow::Result<(u64, u64)> {
+        let (code, body) = self.request("GET", "/_emulator/imds-faults", None).await?;
+        if code != 200 {
+            bail!("GET /_emulator/imds-faults: {code}");
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        let n = |k: &str| v[k].as_u64().unwrap_or_default();
+        Ok((n("remaining"), n("served")))
+    }
+
     /// The groups in the resource group now, with their tags.
     pub async fn live_groups(&self) -> anyhow::Result<Vec<TaggedGroup>> {
         self.tagged_groups("/_emulator/groups").await

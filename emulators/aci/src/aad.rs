@@ -241,6 +241,21 @@ async fn imds_token(
     if !metadata {
         return imds_error("invalid_request", "Required metadata header not specified");
     }
+    // Test-set "not yet" answers (404 while IMDS updates, 410 while it goes through updates).
+    {
+        let mut f = lock(&st.imds_faults);
+        if f.remaining > 0 {
+            f.remaining -= 1;
+            f.served += 1;
+            let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::GONE);
+            tracing::info!(
+                status = f.status,
+                remaining = f.remaining,
+                "IMDS fault answered"
+            );
+            return status.into_response();
+        }
+    }
     if q.get("api-version").is_none_or(String::is_empty) {
         return imds_error(
             "invalid_request",

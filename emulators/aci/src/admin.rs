@@ -32,7 +32,35 @@ pub fn routes() -> Router<Arc<AppState>> {
             post(exit),
         )
         .route("/_emulator/groups/{name}/fault", post(fault))
+        .route(
+            "/_emulator/imds-faults",
+            put(set_imds_faults).get(imds_faults),
+        )
         .route("/_emulator/raw-groups/{name}", put(put_raw))
+}
+
+#[derive(Deserialize)]
+struct SetImdsFaults {
+    status: u16,
+    count: u64,
+}
+
+/// The next `count` IMDS token requests answer `status` (e.g. 404, 410) with no body.
+async fn set_imds_faults(
+    State(st): State<Arc<AppState>>,
+    Json(f): Json<SetImdsFaults>,
+) -> Response {
+    if !(400..=599).contains(&f.status) {
+        return (StatusCode::BAD_REQUEST, "status must be 400 to 599").into_response();
+    }
+    let mut faults = lock(&st.imds_faults);
+    faults.status = f.status;
+    faults.remaining = f.count;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn imds_faults(State(st): State<Arc<AppState>>) -> Response {
+    Json(*lock(&st.imds_faults)).into_response()
 }
 
 #[derive(Deserialize)]

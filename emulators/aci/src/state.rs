@@ -28,6 +28,16 @@ pub struct Config {
     pub base_url: String,
 }
 
+/// IMDS answers set through `/_emulator/imds-faults`: the next `remaining` token requests get
+/// `status` with no body.
+#[derive(Clone, Copy, Default, serde::Serialize)]
+pub struct ImdsFaults {
+    pub status: u16,
+    pub remaining: u64,
+    /// Fault answers given so far.
+    pub served: u64,
+}
+
 /// Counters reported by `/_emulator/stats`.
 #[derive(Default)]
 pub struct Stats {
@@ -98,6 +108,7 @@ pub struct AppState {
     pub raw_groups: Mutex<BTreeMap<String, serde_json::Value>>,
     /// Every group a DELETE removed, in order: `{"name", "tags"}` (who deleted what).
     pub deleted_log: Mutex<Vec<serde_json::Value>>,
+    pub imds_faults: Mutex<ImdsFaults>,
     /// Issued access tokens and when they expire.
     pub tokens: Mutex<HashMap<String, Instant>>,
     /// Exec sessions by the id in their WebSocket URI.
@@ -113,6 +124,7 @@ impl AppState {
             groups: Mutex::default(),
             raw_groups: Mutex::default(),
             deleted_log: Mutex::default(),
+            imds_faults: Mutex::default(),
             tokens: Mutex::default(),
             exec_sessions: Mutex::default(),
         }

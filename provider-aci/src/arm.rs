@@ -44,6 +44,40 @@ pub struct Arm {
     pub policy: RetryPolicy,
 }
 
+/// The scheme, host and port of a URL (`None` when it has no host).
+fn origin(u: &url::Url) -> Option<(String, String, u16)> {
+    Some((
+        u.scheme().to_ascii_lowercase(),
+        u.host_str()?.to_ascii_lowercase(),
+        u.port_or_known_default()?,
+    ))
+}
+
+/// Refuses a `nextLink` outside the configured ARM endpoint: following it would send the bearer
+/// token to whatever host the page named.
+fn check_next_link(op: &'static str, endpoint: &str, next: &str) -> Result<(), AzureError> {
+    let arm = url::Url::parse(endpoint).ok().as_ref().and_then(origin);
+    let link = url::Url::parse(next).ok();
+    let target = link.as_ref().and_then(origin);
+    if arm.is_some() && arm == target {
+        return Ok(());
+    }
+    let host = link
+        .as_ref()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| "an unreadable URL".into());
+    Err(AzureError {
+        op,
+        kind: Kind::Other,
+        status: 200,
+        code: "ForeignNextLink".into(),
+        message: format!(
+            "ARM's list answered with a nextLink to {host}, not to the configured ARM endpoint {endpoint}: refusing to follow it (the request would carry the access token)"
+        ),
+        retry_after: None,
+    })
+}
+
 /// One list entry as a group, or `None` (logged) when it does not have a group's shape: one
 /// unreadable group must not stop the status of all the others.
 fn read_listed(entry: serde_json::Value) -> Option<ContainerGroup> {
@@ -248,19 +282,32 @@ impl Arm {
         }
     }
 
-    /// Container Groups - List By Resource Group, every page.
+    /// Container Groups - List By Resource Group, every page. A `nextLink` is followed only on
+    /// the configured ARM endpoint (the bearer token goes with it) and never twice.
     pub async fn list_groups(&self) -> Result<Vec<ContainerGroup>, AzureError> {
         const OP: &str = "ContainerGroups_ListByResourceGroup";
         let mut url = format!("{}?api-version={API_VERSION}", self.groups_url());
+        let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         loop {
             let (_, body) = self.call(OP, Method::GET, url.clone(), None).await?;
             let page: GroupList = Self::parse(OP, &body)?;
             out.extend(page.value.into_iter().filter_map(read_listed));
-            match page.next_link.filter(|l| !l.is_empty()) {
-                Some(next) => url = next,
-                None => return Ok(out),
+            let Some(next) = page.next_link.filter(|l| !l.is_empty()) else {
+                return Ok(out);
+            };
+            check_next_link(OP, &self.scope.endpoint, &next)?;
+            if !seen.insert(next.clone()) {
+                return Err(AzureError {
+                    op: OP,
+                    kind: Kind::Other,
+                    status: 200,
+                    code: "NextLinkLoop".into(),
+                    message: "ARM's list returned a nextLink it had already returned".into(),
+                    retry_after: None,
+                });
             }
+            url = next;
         }
     }
 
@@ -319,6 +366,36 @@ impl Arm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_links_are_followed_only_on_the_arm_endpoint() {
+        let arm = "https://management.azure.com";
+        let ok = format!(
+            "{arm}/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerInstance/containerGroups?api-version=2023-05-01&$skiptoken=x"
+        );
+        assert!(check_next_link("op", arm, &ok).is_ok());
+        assert!(check_next_link("op", "https://MANAGEMENT.azure.com/", &ok).is_ok());
+        assert!(
+            check_next_link(
+                "op",
+                arm,
+                "https://management.azure.com:443/subscriptions/s"
+            )
+            .is_ok()
+        );
+        for bad in [
+            "https://evil.example/subscriptions/s",
+            "http://management.azure.com/subscriptions/s",
+            "https://management.azure.com:8443/subscriptions/s",
+            "https://management.azure.com.evil.example/subscriptions/s",
+            "/subscriptions/s",
+            "not a url",
+        ] {
+            let e = check_next_link("op", arm, bad).expect_err(bad);
+            assert_eq!(e.code, "ForeignNextLink");
+            assert!(e.message.contains("refusing"), "{}", e.message);
+        }
+    }
 
     #[test]
     fn a_malformed_list_entry_is_skipped_and_its_values_stay_out_of_the_log() {

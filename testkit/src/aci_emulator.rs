@@ -304,6 +304,32 @@ impl AciEmulator {
         Ok((n("remaining"), n("served")))
     }
 
+    /// List pages of at most `page_size` groups (0: everything in one page), with `nextLink`s
+    /// on `next_link_base` (`None`: the emulator itself).
+    pub async fn set_paging(
+        &self,
+        page_size: usize,
+        next_link_base: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let (code, body) = self
+            .request(
+                "PUT",
+                "/_emulator/paging",
+                Some(serde_json::json!({
+                    "page_size": page_size,
+                    "next_link_base": next_link_base,
+                })),
+            )
+            .await?;
+        if code != 204 {
+            bail!(
+                "PUT /_emulator/paging: {code} {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(())
+    }
+
     /// The groups in the resource group now, with their tags.
     pub async fn live_groups(&self) -> anyhow::Result<Vec<TaggedGroup>> {
         self.tagged_groups("/_emulator/groups").await

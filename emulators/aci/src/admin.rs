@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::{
     lifecycle::{self, ExitError},
     model::GroupEvent,
-    state::{AppState, lock},
+    state::{AppState, Paging, lock},
 };
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -36,7 +36,14 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/_emulator/imds-faults",
             put(set_imds_faults).get(imds_faults),
         )
+        .route("/_emulator/paging", put(set_paging))
         .route("/_emulator/raw-groups/{name}", put(put_raw))
+}
+
+/// List pages of at most `page_size` groups (0: one page), `nextLink`s on `next_link_base`.
+async fn set_paging(State(st): State<Arc<AppState>>, Json(p): Json<Paging>) -> Response {
+    *lock(&st.paging) = p;
+    StatusCode::NO_CONTENT.into_response()
 }
 
 #[derive(Deserialize)]

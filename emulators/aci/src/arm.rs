@@ -102,7 +102,7 @@ pub async fn handle(
     }
     let query = uri.query().unwrap_or_default();
     match (method, target) {
-        (Method::GET, Target::List) => list(&st),
+        (Method::GET, Target::List) => list(&st, query),
         (Method::GET, Target::Group(name)) => get(&st, name),
         (Method::PUT, Target::Group(name)) => put(&st, name, &body),
         (Method::DELETE, Target::Group(name)) => delete(&st, name),
@@ -281,13 +281,48 @@ fn group_not_found(st: &AppState, name: &str) -> Response {
     )
 }
 
-fn list(st: &AppState) -> Response {
+/// The list, in pages when `/_emulator/paging` asks: `$skiptoken` (an offset here; opaque to
+/// clients) says where a page starts, `nextLink` (absolute, as ARM's) where the next one is.
+fn list(st: &AppState, query: &str) -> Response {
     let mut value: Vec<Value> = lock(&st.groups)
         .values()
         .map(|g| g.list_view(&st.config))
         .collect();
     value.extend(lock(&st.raw_groups).values().cloned());
-    json_response(StatusCode::OK, &json!({ "value": value }))
+    let paging = lock(&st.paging).clone();
+    if paging.page_size == 0 {
+        return json_response(StatusCode::OK, &json!({ "value": value }));
+    }
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_owned())
+    };
+    let skip: usize = param("$skiptoken")
+        .or_else(|| param("%24skiptoken"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let end = skip.saturating_add(paging.page_size).min(value.len());
+    let page: Vec<Value> = value
+        .get(skip..end)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default();
+    let mut body = json!({ "value": page });
+    if end < value.len() {
+        let base = paging
+            .next_link_base
+            .unwrap_or_else(|| st.config.base_url.clone());
+        let version = param("api-version").unwrap_or_default();
+        body["nextLink"] = json!(format!(
+            "{}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ContainerInstance/containerGroups?api-version={version}&$skiptoken={end}",
+            base.trim_end_matches('/'),
+            st.config.subscription_id,
+            st.config.resource_group
+        ));
+    }
+    json_response(StatusCode::OK, &body)
 }
 
 fn get(st: &AppState, name: &str) -> Response {

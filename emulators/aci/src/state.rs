@@ -38,6 +38,16 @@ pub struct ImdsFaults {
     pub served: u64,
 }
 
+/// List paging set through `/_emulator/paging`: at most `page_size` groups per List answer
+/// (0: all), the rest behind a `nextLink` on `next_link_base` (default: the emulator itself).
+#[derive(Clone, Default, serde::Deserialize)]
+pub struct Paging {
+    #[serde(default)]
+    pub page_size: usize,
+    #[serde(default)]
+    pub next_link_base: Option<String>,
+}
+
 /// Counters reported by `/_emulator/stats`.
 #[derive(Default)]
 pub struct Stats {
@@ -109,6 +119,7 @@ pub struct AppState {
     /// Every group a DELETE removed, in order: `{"name", "tags"}` (who deleted what).
     pub deleted_log: Mutex<Vec<serde_json::Value>>,
     pub imds_faults: Mutex<ImdsFaults>,
+    pub paging: Mutex<Paging>,
     /// Issued access tokens and when they expire.
     pub tokens: Mutex<HashMap<String, Instant>>,
     /// Exec sessions by the id in their WebSocket URI.
@@ -125,6 +136,7 @@ impl AppState {
             raw_groups: Mutex::default(),
             deleted_log: Mutex::default(),
             imds_faults: Mutex::default(),
+            paging: Mutex::default(),
             tokens: Mutex::default(),
             exec_sessions: Mutex::default(),
         }

@@ -22,9 +22,16 @@ use tokio::{
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_tungstenite::tungstenite::{
-    Message, client::IntoClientRequest, protocol::frame::coding::CloseCode,
+    Message,
+    client::IntoClientRequest,
+    protocol::{WebSocketConfig, frame::coding::CloseCode},
 };
 use tonic::{Status, Streaming};
+
+/// Deadline of the connect, TLS and WebSocket handshake to the exec URI.
+pub const OPEN_TIMEOUT: std::time::Duration = crate::cloud::ATTEMPT_TIMEOUT;
+/// Largest WebSocket message and frame accepted from ECI's exec endpoint.
+pub const MAX_MESSAGE: usize = 1 << 20;
 
 /// The subprotocols offered, best first.
 const SUBPROTOCOLS: &str = "v5.channel.k8s.io, v4.channel.k8s.io, channel.k8s.io";
@@ -90,7 +97,6 @@ pub async fn bridge(
     tty: bool,
 ) -> Result<OutputStream, String> {
     let url = url::Url::parse(uri).map_err(|e| format!("bad exec URI: {e}"))?;
-    let io = connect(&url).await?;
     let mut request = uri
         .into_client_request()
         .map_err(|e| format!("bad exec URI: {e}"))?;
@@ -98,9 +104,19 @@ pub async fn bridge(
         "Sec-WebSocket-Protocol",
         http::HeaderValue::from_static(SUBPROTOCOLS),
     );
-    let (ws, resp) = tokio_tungstenite::client_async(request, io)
-        .await
-        .map_err(|e| format!("WebSocket handshake: {e}"))?;
+    // Output chunks are small; tungstenite's defaults would buffer 64 MiB per message.
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    // A server that accepts the connection and then stalls must not hold the exec forever.
+    let (ws, resp) = tokio::time::timeout(OPEN_TIMEOUT, async {
+        let io = connect(&url).await?;
+        tokio_tungstenite::client_async_with_config(request, io, Some(config))
+            .await
+            .map_err(|e| format!("WebSocket handshake: {e}"))
+    })
+    .await
+    .map_err(|_| format!("no WebSocket handshake within {OPEN_TIMEOUT:?}"))??;
     let protocol = resp
         .headers()
         .get("sec-websocket-protocol")

@@ -92,14 +92,23 @@ async fn node_registers_heartbeats_and_follows_provider_health() -> anyhow::Resu
     }
     // The provider's suggestions are filtered: a reserved label never reaches the Node, a valid
     // one does; a bad taint is skipped (the shim runs on) and a good one is applied.
-    assert!(!labels.contains_key("node-restriction.kubernetes.io/x"), "{labels:?}");
-    assert_eq!(labels.get("example.com/tier").map(String::as_str), Some("virtual"));
+    assert!(
+        !labels.contains_key("node-restriction.kubernetes.io/x"),
+        "{labels:?}"
+    );
+    assert_eq!(
+        labels.get("example.com/tier").map(String::as_str),
+        Some("virtual")
+    );
     let taints = node
         .spec
         .as_ref()
         .and_then(|s| s.taints.clone())
         .unwrap_or_default();
-    assert!(!taints.iter().any(|t| t.key == "example.com/bad"), "{taints:?}");
+    assert!(
+        !taints.iter().any(|t| t.key == "example.com/bad"),
+        "{taints:?}"
+    );
     assert!(
         taints
             .iter()

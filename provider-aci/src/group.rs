@@ -1748,4 +1748,28 @@ mod tests {
         assert_eq!(fixed(25, 100), "0.25");
         assert_eq!(fixed(3, 10), "0.3");
     }
+
+    /// Any pod gets a plan or an error (INVALID_ARGUMENT for the caller), never a panic, and an
+    /// error never quotes a sensitive value; in both network modes.
+    #[test]
+    fn fuzz_any_pod_is_planned_or_refused() {
+        provider_common::arbitrary::run_on_pods(|pod| {
+            for s in [settings(), vnet()] {
+                if let Err(e) = plan(&pod, &s) {
+                    let message = e.to_string();
+                    // What the pod shows openly (its Debug hides sensitive values) may be quoted.
+                    let public = format!("{pod:?}");
+                    for c in pod.init_containers.iter().chain(&pod.containers) {
+                        let secret = |v: &&pb::EnvVar| {
+                            v.sensitive && v.value.len() > 8 && !public.contains(&v.value)
+                        };
+                        for v in c.env.iter().filter(secret) {
+                            proptest::prop_assert!(!message.contains(&v.value), "{message}");
+                        }
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
 }

@@ -24,7 +24,7 @@ where
         .stack_size(256 << 20)
         .spawn(move || {
             let mut runner = TestRunner::new(config());
-            runner.run(&pod(), |p| check(p)).map_err(|e| e.to_string())
+            runner.run(&pod(), check).map_err(|e| e.to_string())
         });
     match worker.map(|w| w.join()) {
         Ok(Ok(Ok(()))) => {}

@@ -495,7 +495,7 @@ pub static FIELDS: &[Field] = &[
         "env",
         "Every value resolved (ConfigMap, Secret, downward API, resource fields, `$(VAR)`, service links); Secret values marked sensitive; `status.podIP(s)` fieldRefs sent as `pod_field` for the provider to fill.",
         "environmentVariables (secureValue when sensitive); pod IP fields: warning, left empty",
-        "EnvironmentVar (EnvironmentVarHide on a container with sensitive values); pod IP fields as FieldRef status.podIP",
+        "EnvironmentVar (EnvironmentVarHide on a container with sensitive values; an init container with one is refused); pod IP fields as FieldRef status.podIP",
         "RunTask environment overrides; sensitive values through a per-pod Secrets Manager secret (container secrets); pod IP fields: warning, left empty",
     ),
     kept(

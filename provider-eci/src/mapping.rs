@@ -300,6 +300,15 @@ fn container(
     if let Some(msg) = pod_spec::sensitive_command(c, "ECI") {
         return Err(Invalid(msg));
     }
+    // EnvironmentVarHide exists on Container only: a Secret value in an init container's env
+    // would be shown by DescribeContainerGroups, so such a pod is refused rather than exposed.
+    if init && let Some(e) = c.env.iter().find(|e| e.sensitive) {
+        return Err(Invalid(format!(
+            "{what}: env {} comes from a Secret, and ECI cannot hide an init container's \
+             environment (EnvironmentVarHide exists for app containers only)",
+            e.name
+        )));
+    }
     if let Some(r) = pod_spec::extended_resources(c).first() {
         return Err(Invalid(format!(
             "{what}: resource {r} is not offered by ECI"
@@ -1004,18 +1013,26 @@ mod tests {
         // CreateContainerGroupRequest.Container.N.EnvironmentVarHide in the ECI SDKs; their
         // InitContainer has no such field, so it is never sent there.
         let mut p = pod();
-        p.init_containers[0].env = vec![EnvVar {
-            name: "PW".into(),
-            value: "x".into(),
-            sensitive: true,
-            ..Default::default()
-        }];
         let f = flatten(&plan(&p, &placement()).expect("valid").request);
         assert_eq!(f["Container.1.EnvironmentVarHide"], "true");
         assert!(
             !f.contains_key("InitContainer.1.EnvironmentVarHide"),
             "{f:#?}"
         );
+        // An init container cannot hide its environment: a Secret value there is refused, and
+        // the refusal names the variable, not its value.
+        p.init_containers[0].env = vec![EnvVar {
+            name: "PW".into(),
+            value: "hunter2-secret".into(),
+            sensitive: true,
+            ..Default::default()
+        }];
+        let refused = plan(&p, &placement()).expect_err("refused").to_string();
+        assert!(
+            refused.contains("env PW") && !refused.contains("hunter2"),
+            "{refused}"
+        );
+        p.init_containers[0].env.clear();
 
         p.containers[0]
             .env

@@ -34,6 +34,13 @@ pub struct EciArgs {
     #[arg(long, env = "ECI_ZONE_ID")]
     pub zone_id: Option<String>,
 
+    /// This cluster's identity, tagged on every container group (`vk-cluster`): the provider
+    /// lists, adopts and deletes only groups carrying it. Letters, digits, '-', '_', '.'; at most
+    /// 63. Default: `eci-<region>-<vSwitch ids>`, so clusters sharing a region and vSwitch must
+    /// each set their own.
+    #[arg(long, env = "ECI_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+
     /// Node capacity: CPU (Kubernetes quantity).
     #[arg(long, env = "ECI_CAPACITY_CPU", default_value = "1000")]
     pub capacity_cpu: String,
@@ -85,6 +92,14 @@ impl EciArgs {
                 "--security-group-id (ECI_SECURITY_GROUP_ID)",
             ));
         }
+        if let Some(id) = &self.cluster_id
+            && !valid_cluster_id(id)
+        {
+            return Err(ConfigError::Bad(
+                "--cluster-id (ECI_CLUSTER_ID) must be 1 to 63 letters, digits, '-', '_' or '.'"
+                    .into(),
+            ));
+        }
         if !(0.1..=3600.0).contains(&self.status_interval_seconds) {
             return Err(ConfigError::Bad(
                 "--status-interval-seconds must be between 0.1 and 3600".into(),
@@ -98,6 +113,22 @@ impl EciArgs {
         Ok(())
     }
 
+    /// The cluster identity: the flag, else `eci-<region>-<vSwitch ids>` (lower-cased, other
+    /// characters as '-', cut to 63), stable across restarts of one deployment.
+    pub fn cluster(&self) -> String {
+        if let Some(id) = self.cluster_id.as_deref().filter(|s| !s.is_empty()) {
+            return id.to_owned();
+        }
+        let region = self.region.as_deref().unwrap_or_default().trim();
+        let vswitch = self.vswitch_id.as_deref().unwrap_or_default().trim();
+        format!("eci-{region}-{vswitch}")
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if valid_cluster_char(c) { c } else { '-' })
+            .take(63)
+            .collect()
+    }
+
     /// The status poll interval.
     pub fn status_interval(&self) -> Duration {
         Duration::from_secs_f64(self.status_interval_seconds)
@@ -107,6 +138,14 @@ impl EciArgs {
     pub fn full_sync(&self) -> Duration {
         Duration::from_secs_f64(self.full_sync_seconds)
     }
+}
+
+fn valid_cluster_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+fn valid_cluster_id(id: &str) -> bool {
+    (1..=63).contains(&id.len()) && id.chars().all(valid_cluster_char)
 }
 
 /// Credentials from `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET` and, for
@@ -120,4 +159,47 @@ pub fn credentials_from_env() -> Result<Credentials, ConfigError> {
             .ok_or(ConfigError::Missing("ALIBABA_CLOUD_ACCESS_KEY_SECRET"))?,
         security_token: get("ALIBABA_CLOUD_SECURITY_TOKEN"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        eci: EciArgs,
+    }
+
+    fn args_with(vswitch: &str, extra: &[&str]) -> EciArgs {
+        let base = [
+            "x",
+            "--region",
+            "cn-hangzhou",
+            "--vswitch-id",
+            vswitch,
+            "--security-group-id",
+            "sg-1",
+        ];
+        Cli::parse_from(base.iter().chain(extra)).eci
+    }
+
+    fn args(extra: &[&str]) -> EciArgs {
+        args_with("vsw-a,vsw-B", extra)
+    }
+
+    #[test]
+    fn the_cluster_id_is_the_flag_or_derived_from_region_and_vswitch() {
+        assert_eq!(args(&[]).cluster(), "eci-cn-hangzhou-vsw-a-vsw-b");
+        let own = args(&["--cluster-id", "team-a"]);
+        assert!(own.validate().is_ok());
+        assert_eq!(own.cluster(), "team-a");
+        assert!(args(&["--cluster-id", "a/b"]).validate().is_err());
+        let long = "x".repeat(64);
+        assert!(args(&["--cluster-id", &long]).validate().is_err());
+        let many = "vsw-0123456789abcdefghij,".repeat(4);
+        assert_eq!(args_with(&many, &[]).cluster().len(), 63);
+    }
 }

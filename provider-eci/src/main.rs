@@ -66,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
         .endpoint
         .clone()
         .unwrap_or_else(|| cloud::default_endpoint(&region, args.vpc_endpoint));
-    tracing::info!(%endpoint, %region, access_key_id = %creds.access_key_id, sts = creds.security_token.is_some(), "ECI client");
+    tracing::info!(%endpoint, %region, access_key_id = %creds.access_key_id, sts = creds.security_token.is_some(), cluster = %args.cluster(), "ECI client");
     let cloud = Cloud::new(&endpoint, &region, creds, RetryPolicy::default())
         .map_err(anyhow::Error::msg)
         .context("ECI client")?;
@@ -84,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
             vswitch_id: args.vswitch_id.clone().unwrap_or_default(),
             security_group_id: args.security_group_id.clone().unwrap_or_default(),
             zone_id: args.zone_id.clone(),
+            cluster_id: args.cluster(),
         },
         capacity,
         full_sync: args.full_sync(),

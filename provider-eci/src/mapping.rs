@@ -19,6 +19,9 @@ use crate::sizes;
 
 /// Tag marking every group this provider creates (the status poll filters on it).
 pub const TAG_MANAGED: (&str, &str) = ("vk-managed-by", "virtual-kubelet");
+/// Tag with the cluster identity (`--cluster-id`): a provider lists, adopts and deletes only
+/// groups carrying its own, so clusters sharing an account and region leave each other alone.
+pub const TAG_CLUSTER: &str = "vk-cluster";
 
 /// Annotation: `"true"` creates an EIP for the group (`AutoCreateEip`).
 pub const ANN_WITH_EIP: &str = "k8s.aliyun.com/eci-with-eip";
@@ -42,6 +45,8 @@ pub struct Placement {
     pub security_group_id: String,
     /// `ZoneId`, if pinned.
     pub zone_id: Option<String>,
+    /// The cluster identity tagged on every group ([`TAG_CLUSTER`]).
+    pub cluster_id: String,
 }
 
 /// The pod cannot run on ECI; the message says why.
@@ -709,6 +714,7 @@ pub fn plan(pod: &Pod, placement: &Placement) -> Result<Plan, Invalid> {
         .map(|(k, v)| json!({"Key": k, "Value": v}))
         .collect();
     tags.push(json!({"Key": TAG_MANAGED.0, "Value": TAG_MANAGED.1}));
+    tags.push(json!({"Key": TAG_CLUSTER, "Value": placement.cluster_id}));
     tags.push(json!({"Key": TAG_HASH, "Value": content_hash}));
     req.insert("Tag".into(), Value::Array(tags));
 
@@ -796,6 +802,7 @@ mod tests {
             vswitch_id: "vsw-1".into(),
             security_group_id: "sg-1".into(),
             zone_id: Some("cn-hangzhou-k".into()),
+            cluster_id: "eci-test".into(),
         }
     }
 
@@ -992,6 +999,9 @@ mod tests {
             ("Tag.3.Value", "uid-1"),
             ("Tag.4.Value", "vk-eci"),
             ("Tag.5.Key", "vk-managed-by"),
+            // Tag.N.Key/Value of CreateContainerGroup: the cluster identity on every group.
+            ("Tag.6.Key", "vk-cluster"),
+            ("Tag.6.Value", "eci-test"),
         ];
         for (k, v) in want {
             assert_eq!(p.get(k).map(String::as_str), Some(v), "{k} in {p:#?}");

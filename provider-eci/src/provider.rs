@@ -31,7 +31,7 @@ use crate::{
     cloud::{Cloud, GroupFilter, LogOptions},
     error::EciError,
     exec,
-    mapping::{self, Placement, TAG_HASH, TAG_MANAGED},
+    mapping::{self, Placement, TAG_CLUSTER, TAG_HASH, TAG_MANAGED},
     status::{self, Shape},
 };
 
@@ -100,8 +100,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn managed_tag() -> Vec<(String, String)> {
-    vec![(TAG_MANAGED.0.to_owned(), TAG_MANAGED.1.to_owned())]
+/// The tags of every group this provider owns: managed by a virtual kubelet and of this cluster
+/// (`Tag.N.Key/Value` filters of DescribeContainerGroups and DescribeContainerGroupStatus).
+fn owned_tags(cluster: &str) -> Vec<(String, String)> {
+    vec![
+        (TAG_MANAGED.0.to_owned(), TAG_MANAGED.1.to_owned()),
+        (TAG_CLUSTER.to_owned(), cluster.to_owned()),
+    ]
+}
+
+/// Whether a listed group carries this cluster's tags. Checked on every answer as well as sent
+/// as a filter, so a gateway that ignored the filter still never hands us another cluster's group.
+fn is_ours(g: &api::Group, cluster: &str) -> bool {
+    owned_tags(cluster)
+        .iter()
+        .all(|(k, v)| g.tags.iter().any(|t| t.key == *k && t.value == *v))
 }
 
 fn shape_of(pod: &Pod) -> Shape {
@@ -185,9 +198,9 @@ fn new_events(st: &mut State, groups: &[api::Group]) -> Vec<(String, PodEvent)> 
     out
 }
 
-fn reconcile_membership(st: &mut State, groups: &[api::Group]) {
+fn reconcile_membership(st: &mut State, groups: &[api::Group], cluster: &str) {
     let mut listed = HashSet::new();
-    for g in groups {
+    for g in groups.iter().filter(|g| is_ours(g, cluster)) {
         listed.insert(g.container_group_id.clone());
         let tags = g.tags.iter().map(|t| (t.key.as_str(), t.value.as_str()));
         let Some((pod_ref, node)) = naming::pod_from_tags(tags) else {
@@ -243,6 +256,10 @@ impl EciProvider {
         }
     }
 
+    fn cluster(&self) -> &str {
+        &self.inner.settings.placement.cluster_id
+    }
+
     /// The status hub (for the poll loop).
     pub fn hub(&self) -> Arc<StatusHub> {
         self.inner.hub.clone()
@@ -268,11 +285,12 @@ impl EciProvider {
             (full, since)
         };
         let cloud = &self.inner.cloud;
+        let owned = owned_tags(self.cluster());
         let groups = if full {
             Some(
                 cloud
                     .groups(&GroupFilter {
-                        tags: &managed_tag(),
+                        tags: &owned,
                         name: None,
                     })
                     .await?,
@@ -281,7 +299,7 @@ impl EciProvider {
             None
         };
         let statuses = cloud
-            .statuses(&managed_tag(), if full { None } else { Some(since) })
+            .statuses(&owned, if full { None } else { Some(since) })
             .await?;
         let by_id: HashMap<&str, &api::GroupStatus> = statuses
             .iter()
@@ -289,7 +307,7 @@ impl EciProvider {
             .collect();
         let mut st = lock(&self.inner.state);
         if let Some(groups) = &groups {
-            reconcile_membership(&mut st, groups);
+            reconcile_membership(&mut st, groups, self.cluster());
             for (node, ev) in new_events(&mut st, groups) {
                 self.inner.hub.event(&node, ev);
             }
@@ -403,26 +421,30 @@ impl EciProvider {
         Ok(status)
     }
 
-    /// The group of a pod: tracked, else looked up by its deterministic name and UID tag.
+    /// The group of a pod: tracked, else looked up by its deterministic name, UID tag and this
+    /// cluster's tags (another cluster's group of the same name and UID is never ours to delete).
     async fn find_group(&self, pod_ref: &PodRef) -> Result<Option<String>, EciError> {
         if let Some(t) = lock(&self.inner.state).pods.get(&pod_ref.uid) {
             return Ok(Some(t.group_id.clone()));
         }
         let name = mapping::group_name(pod_ref);
+        let mut tags = owned_tags(self.cluster());
+        tags.push((naming::TAG_UID.to_owned(), pod_ref.uid.clone()));
         let groups = self
             .inner
             .cloud
             .groups(&GroupFilter {
-                tags: &[(naming::TAG_UID.to_owned(), pod_ref.uid.clone())],
+                tags: &tags,
                 name: Some(&name),
             })
             .await?;
         Ok(groups
             .into_iter()
             .find(|g| {
-                g.tags
-                    .iter()
-                    .any(|t| t.key == naming::TAG_UID && t.value == pod_ref.uid)
+                is_ours(g, self.cluster())
+                    && g.tags
+                        .iter()
+                        .any(|t| t.key == naming::TAG_UID && t.value == pod_ref.uid)
             })
             .map(|g| g.container_group_id))
     }
@@ -774,6 +796,44 @@ impl podprovider_proto::PodProvider for EciProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_groups_tagged_with_this_cluster_are_adopted() {
+        let group = |id: &str, uid: &str, cluster: Option<&str>| {
+            let pod_ref = PodRef {
+                namespace: "ns".into(),
+                name: "p".into(),
+                uid: uid.into(),
+            };
+            let mut tags: Vec<(String, String)> = naming::pod_tags(&pod_ref, "vk")
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            tags.push((TAG_MANAGED.0.into(), TAG_MANAGED.1.into()));
+            if let Some(c) = cluster {
+                tags.push((TAG_CLUSTER.into(), c.into()));
+            }
+            api::Group {
+                container_group_id: id.into(),
+                status: "Running".into(),
+                tags: tags
+                    .into_iter()
+                    .map(|(key, value)| api::Tag { key, value })
+                    .collect(),
+                ..Default::default()
+            }
+        };
+        let groups = vec![
+            group("eci-a", "ua", Some("a")),
+            group("eci-b", "ub", Some("b")),
+            // Created before cluster identities existed: nobody's.
+            group("eci-old", "uo", None),
+        ];
+        let mut st = State::default();
+        reconcile_membership(&mut st, &groups, "a");
+        assert_eq!(st.pods.keys().collect::<Vec<_>>(), vec!["ua"]);
+        assert_eq!(owned_tags("a")[1], ("vk-cluster".into(), "a".into()));
+    }
 
     #[test]
     fn group_events_are_forwarded_once_per_pod() {

@@ -85,6 +85,40 @@ pub struct EmulatorStats {
     pub actions: BTreeMap<String, u64>,
 }
 
+/// A group as `GET /_emulator/groups` and `/_emulator/deletions` list it.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GroupSummary {
+    /// `ContainerGroupId`.
+    pub container_group_id: String,
+    /// `ContainerGroupName`.
+    pub container_group_name: String,
+    /// `Status`.
+    pub status: String,
+    /// `Tags`.
+    pub tags: Vec<GroupTag>,
+}
+
+/// One tag of a [`GroupSummary`].
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GroupTag {
+    /// `Key`.
+    pub key: String,
+    /// `Value`.
+    pub value: String,
+}
+
+impl GroupSummary {
+    /// The value of tag `key`, if the group has it.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|t| t.key == key)
+            .map(|t| t.value.as_str())
+    }
+}
+
 /// A running emulator.
 pub struct EciEmulator {
     /// The server process (stopped on drop).
@@ -181,6 +215,24 @@ impl EciEmulator {
             (404, _) => Ok(None),
             (status, _) => bail!("GET {path} answered {status}"),
         }
+    }
+
+    /// Every group the emulator stores now (`GET /_emulator/groups`).
+    pub async fn live_groups(&self) -> anyhow::Result<Vec<GroupSummary>> {
+        self.summaries("/_emulator/groups").await
+    }
+
+    /// Every group deleted so far, in order (`GET /_emulator/deletions`).
+    pub async fn deletions(&self) -> anyhow::Result<Vec<GroupSummary>> {
+        self.summaries("/_emulator/deletions").await
+    }
+
+    async fn summaries(&self, path: &str) -> anyhow::Result<Vec<GroupSummary>> {
+        let (status, body) = admin_call(self.port, "GET", path, None).await?;
+        if status != 200 {
+            bail!("GET {path} answered {status}");
+        }
+        serde_json::from_slice(&body).with_context(|| format!("parsing {path}"))
     }
 
     /// Makes a running container exit now with `exit_code` (its restart policy then applies).

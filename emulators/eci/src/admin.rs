@@ -56,6 +56,27 @@ pub async fn faults(State(emu): State<Shared>, body: Bytes) -> Response {
     }
 }
 
+fn summary(g: &crate::model::Group) -> serde_json::Value {
+    json!({
+        "ContainerGroupId": g.id,
+        "ContainerGroupName": g.name,
+        "Status": g.status,
+        "Tags": g.tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>(),
+    })
+}
+
+/// Every stored group (read-only): id, name, status and tags, in creation order.
+pub async fn live_groups(State(emu): State<Shared>) -> Response {
+    let st = emu.lock();
+    Json(st.groups.iter().map(summary).collect::<Vec<_>>()).into_response()
+}
+
+/// Every group DeleteContainerGroup removed (read-only), in order, as it was when deleted.
+pub async fn deletions(State(emu): State<Shared>) -> Response {
+    let st = emu.lock();
+    Json(st.deletions.iter().map(summary).collect::<Vec<_>>()).into_response()
+}
+
 /// The group as stored: every request parameter as received, plus what Describe shows.
 pub async fn group(State(emu): State<Shared>, Path(id): Path<String>) -> Response {
     let st = emu.lock();

@@ -258,7 +258,8 @@ fn delete(emu: &Shared, p: &Params) -> Result<Value, ApiError> {
         .iter()
         .position(|g| g.id == id)
         .ok_or_else(ApiError::group_not_found)?;
-    st.groups.remove(idx);
+    let gone = st.groups.remove(idx);
+    st.deletions.push(gone);
     st.stats.deleted += 1;
     st.stats.live = st.groups.len() as u64;
     Ok(json!({}))

@@ -55,6 +55,9 @@ pub struct EmulatorState {
     /// Single-use exec WebSocket sessions by token.
     pub exec_sessions: HashMap<String, ExecSession>,
     pub stats: Stats,
+    /// Every group removed by DeleteContainerGroup, in order, with its tags (what was deleted,
+    /// not just how many, so tests can tell whose groups went).
+    pub deletions: Vec<Group>,
     pub throttle_rate: f64,
     pub lost_answer_rate: f64,
     pub next_seq: u64,
@@ -132,6 +135,8 @@ pub fn router(emu: Shared) -> Router {
         .route("/_emulator/stats", get(admin::stats))
         .route("/_emulator/throttle", put(admin::throttle))
         .route("/_emulator/faults", put(admin::faults))
+        .route("/_emulator/groups", get(admin::live_groups))
+        .route("/_emulator/deletions", get(admin::deletions))
         .route("/_emulator/groups/{id}", get(admin::group))
         .route(
             "/_emulator/groups/{id}/containers/{container}/exit",

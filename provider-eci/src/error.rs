@@ -13,7 +13,8 @@ use serde::Deserialize;
 pub enum Kind {
     /// `Throttling`, `Throttling.User`, `Throttling.Api`, …: retried with backoff.
     Throttled,
-    /// 5xx, `ServiceUnavailable`, `InternalError`, timeouts, connection failures: retried.
+    /// 5xx, `ServiceUnavailable`, `InternalError`, `OperationConflict`, timeouts, connection
+    /// failures: retried.
     Unavailable,
     /// The signature or the credentials were rejected.
     Unauthenticated,
@@ -88,7 +89,13 @@ pub fn classify(code: &str, http_status: u16) -> Kind {
         Kind::Exhausted
     } else if code.ends_with(".NotFound") && code.contains("ContainerGroup") {
         Kind::NotFound
-    } else if starts("ServiceUnavailable") || starts("InternalError") || starts("UnknownError") {
+    } else if starts("ServiceUnavailable")
+        || starts("InternalError")
+        || starts("UnknownError")
+        // DeleteContainerGroup's documented 400 "Request was denied due to conflict with a
+        // previous request": another operation on the group is still under way, so it passes.
+        || code == "OperationConflict"
+    {
         Kind::Unavailable
     } else if http_status == 429 {
         Kind::Throttled
@@ -224,6 +231,21 @@ mod tests {
             classify("InvalidContainerGroupId.NotFound", 404),
             Kind::NotFound
         );
+    }
+
+    /// DeleteContainerGroup documents `400 OperationConflict` ("Request was denied due to
+    /// conflict with a previous request"): transient, so retried, and UNAVAILABLE if it persists.
+    #[test]
+    fn delete_container_group_operation_conflict_is_retried() {
+        assert_eq!(classify("OperationConflict", 400), Kind::Unavailable);
+        let e = EciError::from_response(
+            "DeleteContainerGroup",
+            400,
+            br#"{"RequestId":"R-2","Code":"OperationConflict","Message":"Request was denied due to conflict with a previous request."}"#,
+            None,
+        );
+        assert!(e.is_retryable() && !e.is_throttle());
+        assert_eq!(e.to_status().code(), tonic::Code::Unavailable);
     }
 
     #[test]

@@ -71,6 +71,9 @@ struct State {
     pods: HashMap<String, Tracked>,
     /// Group events already forwarded: (uid, reason, message, last timestamp).
     events_seen: HashSet<(String, String, String, String)>,
+    /// Pods deleted lately: a full list fetched before a delete still shows its group, and
+    /// must not adopt it again once the delete has removed it from `pods`.
+    deleted: HashMap<String, Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +202,7 @@ fn new_events(st: &mut State, groups: &[api::Group]) -> Vec<(String, PodEvent)> 
 }
 
 fn reconcile_membership(st: &mut State, groups: &[api::Group], cluster: &str) {
+    st.deleted.retain(|_, at| at.elapsed() < LIST_GRACE);
     let mut listed = HashSet::new();
     for g in groups.iter().filter(|g| is_ours(g, cluster)) {
         listed.insert(g.container_group_id.clone());
@@ -210,7 +214,7 @@ fn reconcile_membership(st: &mut State, groups: &[api::Group], cluster: &str) {
         if g.status == "Terminating" {
             continue;
         }
-        if !st.pods.contains_key(&pod_ref.uid) {
+        if !st.pods.contains_key(&pod_ref.uid) && !st.deleted.contains_key(&pod_ref.uid) {
             let hash = g
                 .tags
                 .iter()
@@ -385,7 +389,9 @@ impl EciProvider {
             Ok(id) => {
                 tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %uid, group = %id, name = %plan.name, "container group created");
                 let status = status::accepted(&pod_ref, &shape, &id);
-                lock(&self.inner.state).pods.insert(
+                let mut st = lock(&self.inner.state);
+                st.deleted.remove(&uid);
+                st.pods.insert(
                     uid.clone(),
                     Tracked {
                         pod_ref: pod_ref.clone(),
@@ -465,7 +471,11 @@ impl EciProvider {
             .await
             .map_err(|e| e.to_status())?;
         tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %id, "container group deleted");
-        lock(&self.inner.state).pods.remove(&pod_ref.uid);
+        {
+            let mut st = lock(&self.inner.state);
+            st.pods.remove(&pod_ref.uid);
+            st.deleted.insert(pod_ref.uid.clone(), Instant::now());
+        }
         self.inner.hub.remove(&pod_ref.uid);
         Ok(found || tracked)
     }
@@ -832,6 +842,11 @@ mod tests {
         let mut st = State::default();
         reconcile_membership(&mut st, &groups, "a");
         assert_eq!(st.pods.keys().collect::<Vec<_>>(), vec!["ua"]);
+        // A list fetched before a delete does not bring the deleted pod back.
+        st.pods.clear();
+        st.deleted.insert("ua".into(), Instant::now());
+        reconcile_membership(&mut st, &groups, "a");
+        assert!(st.pods.is_empty());
         assert_eq!(owned_tags("a")[1], ("vk-cluster".into(), "a".into()));
     }
 

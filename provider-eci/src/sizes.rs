@@ -1,6 +1,8 @@
 //! ECI's vCPU/memory specifications (the combinations `CreateContainerGroup` accepts with
-//! `Cpu`/`Memory`, from the "Specifications of vCPU and memory" page of the ECI documentation), and
-//! rounding a pod's need up to the cheapest one that fits.
+//! `Cpu`/`Memory`, from the "Specifications of vCPU and memory" page of the ECI documentation,
+//! help.aliyun.com/document_detail/114662.html, the table supported in every region; the extra
+//! sizes of some regions, which spot groups cannot use, are left out), and rounding a pod's need
+//! up to the cheapest one that fits.
 
 use provider_common::resources;
 
@@ -10,7 +12,7 @@ const SIZES: &[(u64, &[u64])] = &[
     (500, &[1024, 2048]),
     (1000, &[2048, 4096, 8192]),
     (2000, &[1024, 2048, 4096, 8192, 16384]),
-    (4000, &[4096, 8192, 16384, 32768]),
+    (4000, &[2048, 4096, 8192, 16384, 32768]),
     (8000, &[4096, 8192, 16384, 32768, 65536]),
     (12000, &[12288, 24576, 49152, 98304]),
     (16000, &[16384, 32768, 65536, 131072]),
@@ -55,10 +57,21 @@ mod tests {
         assert_eq!(fit(500, 1536 * MIB), Some((0.5, 2.0)));
         assert_eq!(fit(600, 0), Some((1.0, 2.0)));
         assert_eq!(fit(1000, 10 * 1024 * MIB), Some((2.0, 16.0)));
-        assert_eq!(fit(3000, 0), Some((4.0, 4.0)));
+        assert_eq!(fit(3000, 0), Some((4.0, 2.0)));
         assert_eq!(fit(64_000, 512 * 1024 * MIB), Some((64.0, 512.0)));
         assert_eq!(fit(65_000, 0), None);
         assert_eq!(fit(1000, 600 * 1024 * MIB), None);
+    }
+
+    /// The documented table's 4 vCPU row is 2, 4, 8, 16 and 32 GiB (`Cpu`=4, `Memory`=2 is a
+    /// valid CreateContainerGroup size): 4 vCPU with little memory is not rounded up to 4 GiB.
+    #[test]
+    fn four_vcpu_with_2_gib_is_a_size() {
+        assert_eq!(fit(4000, 2 * 1024 * MIB), Some((4.0, 2.0)));
+        assert_eq!(fit(3500, 1536 * MIB), Some((4.0, 2.0)));
+        assert_eq!(fit(4000, 2 * 1024 * MIB + 1), Some((4.0, 4.0)));
+        let row = SIZES.iter().find(|(c, _)| *c == 4000).map(|(_, m)| *m);
+        assert_eq!(row, Some(&[2048, 4096, 8192, 16384, 32768][..]));
     }
 
     #[test]

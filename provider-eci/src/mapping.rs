@@ -67,6 +67,21 @@ pub struct Plan {
     pub content_hash: String,
 }
 
+/// Kubernetes' safe sysctls (the kubelet allows them without `--allowed-unsafe-sysctls`): sent
+/// as `SecurityContext.Sysctl.N`; every other sysctl goes to `HostSecurityContext.Sysctl.N`.
+const SAFE_SYSCTLS: [&str; 10] = [
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+];
+
 /// Tag holding the hash of the create request, for UpdatePod after a restart.
 pub const TAG_HASH: &str = "vk-content-hash";
 /// Temporary storage every group gets free; `EphemeralStorage` asks for space beyond it.
@@ -685,13 +700,25 @@ pub fn plan(pod: &Pod, placement: &Placement) -> Result<Plan, Invalid> {
         req.insert("TerminationGracePeriodSeconds".into(), json!(g));
     }
     if let Some(sc) = &pod.security_context {
-        let sysctls: Vec<Value> = sc
+        // SecurityContext.Sysctl takes safe sysctls, HostSecurityContext.Sysctl the others
+        // (CreateContainerGroup; ECI's security-context guide maps them to Kubernetes' split).
+        let (safe, unsafe_): (Vec<_>, Vec<_>) = sc
             .sysctls
             .iter()
-            .map(|s| json!({"Name": s.name, "Value": s.value}))
-            .collect();
-        if !sysctls.is_empty() {
-            req.insert("SecurityContext".into(), json!({"Sysctl": sysctls}));
+            .partition(|s| SAFE_SYSCTLS.contains(&s.name.as_str()));
+        let entries = |v: Vec<&podprovider_proto::v1::Sysctl>| -> Vec<Value> {
+            v.into_iter()
+                .map(|s| json!({"Name": s.name, "Value": s.value}))
+                .collect()
+        };
+        if !safe.is_empty() {
+            req.insert("SecurityContext".into(), json!({"Sysctl": entries(safe)}));
+        }
+        if !unsafe_.is_empty() {
+            req.insert(
+                "HostSecurityContext".into(),
+                json!({"Sysctl": entries(unsafe_)}),
+            );
         }
         // runAsUser, runAsGroup, runAsNonRoot and seccomp reach (or are warned about in) each
         // container's SecurityContext; these two exist only for the pod, which ECI lacks.
@@ -1171,6 +1198,53 @@ mod tests {
                 "env POD_IPS of container nginx: status.podIPs is given as status.podIP, the only pod field ECI fills in (the group has one IP)"
             ]
         );
+    }
+
+    /// Safe sysctls go to CreateContainerGroup's `SecurityContext.Sysctl.N.Name/Value`, unsafe
+    /// ones to `HostSecurityContext.Sysctl.N.Name/Value`, each list in the pod's order.
+    #[test]
+    fn sysctls_are_split_into_security_context_and_host_security_context() {
+        let mut p = pod();
+        let sysctl = |n: &str, v: &str| podprovider_proto::v1::Sysctl {
+            name: n.into(),
+            value: v.into(),
+        };
+        p.security_context = Some(PodSecurityContext {
+            sysctls: vec![
+                sysctl("net.core.somaxconn", "1024"),
+                sysctl("net.ipv4.ping_group_range", "0 2147483647"),
+                sysctl("kernel.msgmax", "65536"),
+                sysctl("net.ipv4.tcp_keepalive_time", "600"),
+            ],
+            ..Default::default()
+        });
+        let f = flatten(&plan(&p, &placement()).expect("valid").request);
+        let want = [
+            ("SecurityContext.Sysctl.1.Name", "net.ipv4.ping_group_range"),
+            ("SecurityContext.Sysctl.1.Value", "0 2147483647"),
+            (
+                "SecurityContext.Sysctl.2.Name",
+                "net.ipv4.tcp_keepalive_time",
+            ),
+            ("SecurityContext.Sysctl.2.Value", "600"),
+            ("HostSecurityContext.Sysctl.1.Name", "net.core.somaxconn"),
+            ("HostSecurityContext.Sysctl.1.Value", "1024"),
+            ("HostSecurityContext.Sysctl.2.Name", "kernel.msgmax"),
+            ("HostSecurityContext.Sysctl.2.Value", "65536"),
+        ];
+        for (k, v) in want {
+            assert_eq!(f.get(k).map(String::as_str), Some(v), "{k} in {f:#?}");
+        }
+        assert!(!f.contains_key("SecurityContext.Sysctl.3.Name"));
+        assert!(!f.contains_key("HostSecurityContext.Sysctl.3.Name"));
+        // Only safe ones: no HostSecurityContext at all.
+        p.security_context = Some(PodSecurityContext {
+            sysctls: vec![sysctl("kernel.shm_rmid_forced", "1")],
+            ..Default::default()
+        });
+        let f = flatten(&plan(&p, &placement()).expect("valid").request);
+        assert_eq!(f["SecurityContext.Sysctl.1.Name"], "kernel.shm_rmid_forced");
+        assert!(f.keys().all(|k| !k.starts_with("HostSecurityContext")));
     }
 
     #[test]

@@ -34,6 +34,19 @@ where
     }
 }
 
+/// Fails when `message` (a refusal of `pod`) quotes one of its sensitive env values. Values the
+/// pod also shows openly (its `Debug` hides sensitive ones) or too short to tell apart may appear.
+pub fn check_no_secret_quoted(pod: &pb::Pod, message: &str) -> Result<(), TestCaseError> {
+    let public = format!("{pod:?}");
+    for c in pod.init_containers.iter().chain(&pod.containers) {
+        for v in c.env.iter() {
+            let secret = v.sensitive && v.value.len() > 8 && !public.contains(&v.value);
+            prop_assert!(!(secret && message.contains(&v.value)), "{message}");
+        }
+    }
+    Ok(())
+}
+
 /// Cases per fuzz property in CI; `PROPTEST_CASES` overrides it (scripts/fuzz.sh runs many more).
 pub fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")

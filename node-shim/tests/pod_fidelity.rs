@@ -42,6 +42,19 @@ async fn phase(pods: &Api<Pod>, name: &str, want: &str) -> anyhow::Result<Pod> {
     .await
 }
 
+/// The text of file `path` in files volume `volume` of `p`, and whether it is flagged sensitive.
+fn file_in(p: &pb::Pod, volume: &str, path: &str) -> Option<(String, bool)> {
+    let v = p.volumes.iter().find(|v| v.name == volume)?;
+    let Some(pb::volume::Source::Files(f)) = &v.source else {
+        return None;
+    };
+    let e = f.files.iter().find(|e| e.path == path)?;
+    Some((
+        String::from_utf8_lossy(&e.content).into_owned(),
+        e.sensitive,
+    ))
+}
+
 fn condition<'a>(p: &'a Pod, type_: &str) -> Option<&'a k8s_openapi::api::core::v1::PodCondition> {
     p.status
         .as_ref()?
@@ -460,16 +473,7 @@ async fn conditions_scenario(cp: &ControlPlane, node: &support::VirtualNode) -> 
     pods.create(&Default::default(), &live).await?;
     let running = phase(&pods, "live", "Running").await?;
     let live_uid = running.uid().unwrap_or_default();
-    let mode = |p: &pb::Pod| -> Option<String> {
-        p.volumes.iter().find_map(|v| match &v.source {
-            Some(pb::volume::Source::Files(f)) => f
-                .files
-                .iter()
-                .find(|e| e.path == "mode")
-                .map(|e| String::from_utf8_lossy(&e.content).into_owned()),
-            _ => None,
-        })
-    };
+    let mode = |p: &pb::Pod| file_in(p, "cfg", "mode").map(|(text, _)| text);
     let first = provider_pod(&node.control, &live_uid).and_then(|p| mode(&p));
     assert_eq!(first.as_deref(), Some("first"));
     let edited = Instant::now();
@@ -495,22 +499,7 @@ async fn conditions_scenario(cp: &ControlPlane, node: &support::VirtualNode) -> 
     tracing::info!(took = ?edited.elapsed(), "ConfigMap change reached the provider");
 
     // A mounted Secret follows too (polled every --secret-sync-period, here 2 s).
-    let key = |p: &pb::Pod| -> Option<(String, bool)> {
-        p.volumes
-            .iter()
-            .find(|v| v.name == "sec")
-            .and_then(|v| match &v.source {
-                Some(pb::volume::Source::Files(f)) => {
-                    f.files.iter().find(|e| e.path == "key").map(|e| {
-                        (
-                            String::from_utf8_lossy(&e.content).into_owned(),
-                            e.sensitive,
-                        )
-                    })
-                }
-                _ => None,
-            })
-    };
+    let key = |p: &pb::Pod| file_in(p, "sec", "key");
     let first = provider_pod(&node.control, &live_uid).and_then(|p| key(&p));
     assert_eq!(first, Some(("one".to_owned(), true)));
     kubectl(

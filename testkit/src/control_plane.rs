@@ -153,6 +153,8 @@ impl ControlPlane {
                 .arg(format!("--service-account-signing-key-file={sa_key}"))
                 .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
                 .arg("--authorization-mode=Node,RBAC")
+                // As in a real cluster: a node identity may touch only its own Node, Lease and pods.
+                .arg("--enable-admission-plugins=NodeRestriction")
                 .arg("--allow-privileged=true")
                 .arg(format!(
                     "--kubelet-client-certificate={}",

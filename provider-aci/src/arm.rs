@@ -338,6 +338,18 @@ impl Arm {
     }
 
     /// Containers - Execute Command: a WebSocket URI and its password for one executable.
+    /// Containers - Attach: a WebSocket URI and password for the container's output stream.
+    pub async fn attach(&self, group: &str, container: &str) -> Result<ExecResponse, AzureError> {
+        const OP: &str = "Containers_Attach";
+        let url = format!(
+            "{}/containers/{}/attach?api-version={API_VERSION}",
+            self.group_url(group),
+            enc(container)
+        );
+        let (_, body) = self.call(OP, Method::POST, url, None).await?;
+        Self::parse(OP, &body)
+    }
+
     pub async fn exec(
         &self,
         group: &str,

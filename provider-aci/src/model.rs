@@ -575,14 +575,15 @@ pub struct TerminalSize {
     pub cols: u32,
 }
 
-/// Response of Containers - Execute Command (the password is a secret).
+/// Response of Containers - Execute Command, and of Containers - Attach (ContainerAttachResponse
+/// has the same two fields). The password is a secret.
 #[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecResponse {
     /// `wss://` URI of the session.
     #[serde(default)]
     pub web_socket_uri: String,
-    /// Sent as the first message.
+    /// Exec: sent as the first message; attach: the `Authorization` header's value.
     #[serde(default)]
     pub password: String,
 }

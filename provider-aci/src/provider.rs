@@ -13,7 +13,8 @@ use podprovider_proto::v1::{
     GetStatsRequest, GetStatsResponse, ListPodsRequest, ListPodsResponse, LogChunk, NodeInfo,
     NodeSystemInfo, PingRequest, PingResponse, Pod, PodEvent, PodRef, PodStatus,
     PortForwardRequest, PortForwardResponse, StreamOutput, Taint, UpdatePodRequest,
-    UpdatePodResponse, WatchPodsRequest, container_state::State as CState, exec_request,
+    UpdatePodResponse, WatchPodsRequest, attach_request, container_state::State as CState,
+    exec_request,
 };
 use provider_common::log_share::LogFollowers;
 use provider_common::{
@@ -429,6 +430,32 @@ impl AciProvider {
         Ok(t.group.clone())
     }
 
+    /// After an attach stream ended: the exit code of `container` if it has terminated, waiting
+    /// a few status polls for the termination to show (the stream can end first).
+    async fn exit_code_after_stream_end(&self, uid: &str, container: &str) -> Option<i32> {
+        const CHECKS: u32 = 24;
+        for _ in 0..CHECKS {
+            if let Some(CState::Terminated(t)) = self
+                .inner
+                .hub
+                .get(uid)
+                .as_ref()
+                .and_then(|s| container_state(s, container))
+            {
+                return Some(t.exit_code);
+            }
+            if lock(&self.inner.state)
+                .pods
+                .get(uid)
+                .is_none_or(|t| t.deleting)
+            {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        None
+    }
+
     fn is_running(&self, uid: &str, container: &str) -> bool {
         let deleting = lock(&self.inner.state)
             .pods
@@ -670,7 +697,7 @@ impl podprovider_proto::PodProvider for AciProvider {
             .map_err(|e| e.to_status())?;
         let ws = ws_exec::connect(
             &session.web_socket_uri,
-            Some(&session.password),
+            ws_exec::Password::FirstMessage(&session.password),
             self.inner.arm.http().tls.clone(),
         )
         .await
@@ -682,11 +709,55 @@ impl podprovider_proto::PodProvider for AciProvider {
 
     async fn attach(
         &self,
-        _req: Request<Streaming<AttachRequest>>,
+        req: Request<Streaming<AttachRequest>>,
     ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
-        Err(Status::unimplemented(
-            "attach is not offered by ACI: it has no API to attach to a container's main process",
-        ))
+        let mut input = req.into_inner();
+        let start = match input.message().await? {
+            Some(AttachRequest {
+                request: Some(attach_request::Request::Start(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first Attach message must be start",
+                ));
+            }
+        };
+        let pod_ref = rpc::pod_ref(start.pod_ref.as_ref())?;
+        let group = self.locate(&pod_ref, &start.container)?;
+        if !self.is_running(&pod_ref.uid, &start.container) {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                start.container
+            )));
+        }
+        // Containers_Attach is "attach to the output stream" (2023-05-01): nothing reaches the
+        // main process's stdin, so a caller that wants to send some is told rather than ignored.
+        if start.stdin {
+            return Err(Status::unimplemented(
+                "ACI's attach carries only a container's output: stdin cannot be attached (attach without -i, or use exec)",
+            ));
+        }
+        let session = self
+            .inner
+            .arm
+            .attach(&group, &start.container)
+            .await
+            .map_err(|e| e.to_status())?;
+        let ws = ws_exec::connect(
+            &session.web_socket_uri,
+            ws_exec::Password::Header(&session.password),
+            self.inner.arm.http().tls.clone(),
+        )
+        .await
+        .map_err(Status::unavailable)?;
+        let (tx, rx) = mpsc::channel(64);
+        let me = self.clone();
+        let container = start.container.clone();
+        tokio::spawn(ws_exec::bridge_attach(ws, input, tx, move || async move {
+            me.exit_code_after_stream_end(&pod_ref.uid, &container)
+                .await
+        }));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn port_forward(

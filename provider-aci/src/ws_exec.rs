@@ -15,7 +15,10 @@ use tokio::{
     net::TcpStream,
     sync::mpsc,
 };
-use tokio_tungstenite::{WebSocketStream, client_async, tungstenite::Message};
+use tokio_tungstenite::{
+    WebSocketStream, client_async,
+    tungstenite::{Message, client::IntoClientRequest},
+};
 use tonic::{Status, Streaming};
 
 /// A byte stream, plain or TLS.
@@ -25,11 +28,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// An open session.
 pub type Session = WebSocketStream<Pin<Box<dyn Io>>>;
 
-/// Connects to `uri` (`ws://` or `wss://`) and sends `password` (if any) as the first message.
+/// How a session's password is presented.
+#[derive(Clone, Copy)]
+pub enum Password<'a> {
+    /// As the first message (exec).
+    FirstMessage(&'a str),
+    /// As the `Authorization` header of the upgrade request (attach).
+    Header(&'a str),
+}
+
+/// Connects to `uri` (`ws://` or `wss://`) and presents `password`.
 /// Errors name the host only: the URI may carry a token.
 pub async fn connect(
     uri: &str,
-    password: Option<&str>,
+    password: Password<'_>,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<Session, String> {
     let url = url::Url::parse(uri).map_err(|_| "the exec session URI is not a URL".to_owned())?;
@@ -57,10 +69,20 @@ pub async fn connect(
     } else {
         Box::pin(tcp)
     };
-    let (mut ws, _) = client_async(uri, io)
+    let mut request = uri
+        .into_client_request()
+        .map_err(|_| format!("the session URI for {host} is not a WebSocket request"))?;
+    if let Password::Header(p) = password {
+        let value = http::HeaderValue::from_str(p)
+            .map_err(|_| "the session password is not a header value".to_owned())?;
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, value);
+    }
+    let (mut ws, _) = client_async(request, io)
         .await
-        .map_err(|e| format!("the exec session at {host} refused the WebSocket: {e}"))?;
-    if let Some(p) = password {
+        .map_err(|e| format!("the session at {host} refused the WebSocket: {e}"))?;
+    if let Password::FirstMessage(p) = password {
         ws.send(Message::text(p.to_owned()))
             .await
             .map_err(|e| format!("cannot authenticate the exec session: {e}"))?;
@@ -83,6 +105,8 @@ pub fn shell_quote(word: &str) -> String {
 /// The shell script that runs `command` and reports its exit status between markers.
 #[derive(Clone, Debug)]
 pub struct Wrapper {
+    /// The command reads the caller's stdin (else /dev/null).
+    pub stdin: bool,
     start: String,
     exit: String,
     /// The script to write to the shell's stdin.
@@ -96,13 +120,21 @@ impl Wrapper {
         let cmd: Vec<String> = command.iter().map(|w| shell_quote(w)).collect();
         let redirect = if stdin { "" } else { " </dev/null" };
         let merge = if tty { "" } else { " 2>&1" };
-        let quiet = if tty { "" } else { "stty -echo 2>/dev/null; " };
+        // Without a TTY the caller wants the bytes as they are: no echo, no CRLF on output, no
+        // CR→NL on input, no signals or flow control from bytes in stdin. ICANON stays on, so
+        // ^D at the start of a line is end of input (how the bridge closes stdin).
+        let quiet = if tty {
+            ""
+        } else {
+            "stty -echo -onlcr -icrnl -isig -ixon 2>/dev/null; "
+        };
         // The markers are assembled by printf so the script's own echo never contains them.
         let script = format!(
             "{quiet}printf '%s_%s__\\n' __vk_start {nonce}; {}{redirect}{merge}; printf '%s_%s__:%d\\n' __vk_exit {nonce} \"$?\"; exit\n",
             cmd.join(" ")
         );
         Self {
+            stdin,
             start: format!("__vk_start_{nonce}__"),
             exit: format!("__vk_exit_{nonce}__:"),
             script,
@@ -199,6 +231,75 @@ impl MarkerFilter {
     }
 }
 
+/// ^D: a terminal's end of input (at the start of a line; after other input it only flushes).
+const EOT: u8 = 4;
+
+/// The caller's stdin on its way to the session's terminal: held until the command has started,
+/// and closed by ^D — ACI's terminal session has no other end-of-input. Canonical terminal input
+/// ends a read at ^D: at the start of a line that read is empty, which the command takes as end of
+/// file; after a partial line it only delivers that line, so a second ^D is needed.
+#[derive(Debug, Default)]
+pub struct Stdin {
+    /// The command reads this terminal (else it reads /dev/null and nothing is sent).
+    wanted: bool,
+    held: Vec<u8>,
+    last: Option<u8>,
+    closed: bool,
+    eof_sent: bool,
+}
+
+impl Stdin {
+    /// Stdin for a command that reads the terminal (`wanted`) or not.
+    pub fn new(wanted: bool) -> Self {
+        Self {
+            wanted,
+            ..Self::default()
+        }
+    }
+
+    /// `data` from the caller: what to send now (nothing until the command has `started`).
+    pub fn data(&mut self, data: Vec<u8>, started: bool) -> Option<Vec<u8>> {
+        if !self.wanted || self.closed || data.is_empty() {
+            return None;
+        }
+        self.last = data.last().copied();
+        if started {
+            Some(data)
+        } else {
+            self.held.extend_from_slice(&data);
+            None
+        }
+    }
+
+    /// The caller closed stdin: the end-of-input bytes to send now, if the command has started.
+    pub fn close(&mut self, started: bool) -> Option<Vec<u8>> {
+        self.closed = true;
+        if started { self.eof() } else { None }
+    }
+
+    /// The command has started: everything held back, then the end of input if stdin closed.
+    pub fn release(&mut self) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.held);
+        if self.closed
+            && let Some(eof) = self.eof()
+        {
+            out.extend(eof);
+        }
+        out
+    }
+
+    fn eof(&mut self) -> Option<Vec<u8>> {
+        if !self.wanted || self.eof_sent {
+            return None;
+        }
+        self.eof_sent = true;
+        Some(match self.last {
+            None | Some(b'\n') => vec![EOT],
+            Some(_) => vec![EOT, EOT],
+        })
+    }
+}
+
 /// Output side of a bridge.
 pub type OutputTx = mpsc::Sender<Result<StreamOutput, Status>>;
 
@@ -217,10 +318,55 @@ fn exit(code: i32, message: &str) -> StreamOutput {
     }
 }
 
+/// Bridges an attach session (output only) to the contract's Attach stream until the session
+/// closes or the caller goes away. The caller's messages are read only to notice it leaving:
+/// ACI's attach carries no input. `ended` is asked, once the session closes, for the exit code
+/// of a main process that ended meanwhile (the contract sends `exit` only then).
+pub async fn bridge_attach<F, Fut>(
+    session: Session,
+    mut input: Streaming<podprovider_proto::v1::AttachRequest>,
+    tx: OutputTx,
+    ended: F,
+) where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Option<i32>>,
+{
+    let (mut sink, mut source) = session.split();
+    let mut input_open = true;
+    loop {
+        tokio::select! {
+            msg = input.next(), if input_open => {
+                if !matches!(msg, Some(Ok(_))) {
+                    input_open = false;
+                }
+            }
+            msg = source.next() => {
+                let data = match msg {
+                    Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
+                    Some(Ok(Message::Binary(b))) => b.to_vec(),
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                        if let Some(code) = ended().await {
+                            let _ = tx.send(Ok(exit(code, ""))).await;
+                        }
+                        return;
+                    }
+                    Some(Ok(_)) => continue,
+                };
+                if tx.send(Ok(stdout(data))).await.is_err() {
+                    break;
+                }
+            }
+            () = tx.closed() => break,
+        }
+    }
+    let _ = sink.send(Message::Close(None)).await;
+}
+
 /// Bridges an open session and the contract's Exec streams until the command ends or either
 /// side goes away. With `wrapper`, the script is sent first, stdin waits for the start marker,
 /// and the exit marker gives the exit code; without one (a TTY passthrough) the exit is reported
-/// as 0 with a note, since the cloud does not say.
+/// as 0 with a note, since the cloud does not say. A closed stdin (message or half-close) is
+/// sent as ^D ([`Stdin`]).
 pub async fn bridge(
     session: Session,
     mut input: Streaming<ExecRequest>,
@@ -241,7 +387,7 @@ pub async fn bridge(
         return;
     }
     let mut started = wrapper.is_none();
-    let mut pending_stdin: Vec<Vec<u8>> = Vec::new();
+    let mut stdin = Stdin::new(wrapper.as_ref().is_none_or(|w| w.stdin));
     let mut input_open = true;
     loop {
         tokio::select! {
@@ -249,24 +395,29 @@ pub async fn bridge(
                 Some(Ok(ExecRequest { request: Some(exec_request::Request::Input(i)) })) => {
                     match i.input {
                         Some(stream_input::Input::Stdin(data)) => {
-                            if started {
-                                if sink.send(Message::binary(data)).await.is_err() {
-                                    break;
-                                }
-                            } else {
-                                pending_stdin.push(data);
+                            if let Some(data) = stdin.data(data, started)
+                                && sink.send(Message::binary(data)).await.is_err()
+                            {
+                                break;
                             }
                         }
-                        // The cloud's session has no end-of-input; a TTY understands Ctrl-D.
-                        Some(stream_input::Input::StdinClosed(_)) if wrapper.is_none() => {
-                            let _ = sink.send(Message::binary(vec![4u8])).await;
+                        Some(stream_input::Input::StdinClosed(_)) => {
+                            if let Some(eof) = stdin.close(started) {
+                                let _ = sink.send(Message::binary(eof)).await;
+                            }
                         }
                         // Resizes: these sessions take a size only at creation.
                         _ => {}
                     }
                 }
                 Some(Ok(_)) => {}
-                Some(Err(_)) | None => input_open = false,
+                // A half-closed request stream means the same as stdin_closed.
+                Some(Err(_)) | None => {
+                    input_open = false;
+                    if let Some(eof) = stdin.close(started) {
+                        let _ = sink.send(Message::binary(eof)).await;
+                    }
+                }
             },
             msg = source.next() => {
                 let data = match msg {
@@ -292,10 +443,9 @@ pub async fn bridge(
                 let out = f.feed(&data);
                 if out.started {
                     started = true;
-                    for data in pending_stdin.drain(..) {
-                        if sink.send(Message::binary(data)).await.is_err() {
-                            break;
-                        }
+                    let held = stdin.release();
+                    if !held.is_empty() && sink.send(Message::binary(held)).await.is_err() {
+                        break;
                     }
                 }
                 if !out.output.is_empty() && tx.send(Ok(stdout(out.output))).await.is_err() {
@@ -315,6 +465,46 @@ pub async fn bridge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stdin_is_held_until_the_command_starts_and_closed_with_ctrl_d() {
+        // ACI's exec is a terminal: end of input is ^D at the start of a line.
+        let mut s = Stdin::new(true);
+        assert_eq!(s.data(b"x\n".to_vec(), false), None);
+        assert_eq!(s.close(false), None);
+        assert_eq!(s.release(), b"x\n\x04");
+        assert_eq!(s.close(true), None, "one end of input only");
+
+        // A partial line needs a second ^D: the first only delivers the line.
+        let mut s = Stdin::new(true);
+        assert_eq!(s.data(b"abc".to_vec(), true), Some(b"abc".to_vec()));
+        assert_eq!(s.close(true), Some(vec![4, 4]));
+        assert_eq!(
+            s.data(b"late".to_vec(), true),
+            None,
+            "nothing after the close"
+        );
+
+        // No input at all: a lone ^D.
+        assert_eq!(Stdin::new(true).close(true), Some(vec![4]));
+        // A command reading /dev/null is sent nothing.
+        let mut s = Stdin::new(false);
+        assert_eq!(s.data(b"x".to_vec(), true), None);
+        assert_eq!(s.close(true), None);
+    }
+
+    #[test]
+    fn without_a_tty_the_terminal_passes_bytes_unchanged() {
+        let w = Wrapper::new(&["cat".into()], true, false, "n1");
+        assert!(
+            w.script
+                .starts_with("stty -echo -onlcr -icrnl -isig -ixon 2>/dev/null; "),
+            "{}",
+            w.script
+        );
+        let tty = Wrapper::new(&["cat".into()], true, true, "n1");
+        assert!(!tty.script.contains("stty"), "{}", tty.script);
+    }
 
     #[test]
     fn words_are_quoted_for_sh() {

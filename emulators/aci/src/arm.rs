@@ -54,6 +54,7 @@ enum Target<'a> {
     Group(&'a str),
     ContainerLogs(&'a str, &'a str),
     ContainerExec(&'a str, &'a str),
+    ContainerAttach(&'a str, &'a str),
     GroupAction(&'a str, &'a str),
 }
 
@@ -108,6 +109,7 @@ pub async fn handle(
         (Method::DELETE, Target::Group(name)) => delete(&st, name),
         (Method::GET, Target::ContainerLogs(g, c)) => logs(&st, g, c, query),
         (Method::POST, Target::ContainerExec(g, c)) => exec::create_session(&st, g, c, &body),
+        (Method::POST, Target::ContainerAttach(g, c)) => exec::create_attach(&st, g, c),
         (Method::POST, Target::GroupAction(g, action)) => group_action(&st, g, action),
         (m, _) => arm_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -156,6 +158,8 @@ fn parse_target<'a>(st: &AppState, segs: &[&'a str]) -> Option<Target<'a>> {
                 Some(Target::ContainerLogs(name, container))
             } else if eq(op, "exec") {
                 Some(Target::ContainerExec(name, container))
+            } else if eq(op, "attach") {
+                Some(Target::ContainerAttach(name, container))
             } else {
                 None
             }

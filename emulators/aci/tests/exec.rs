@@ -76,16 +76,28 @@ async fn exec_runs_a_real_shell_after_the_password() -> anyhow::Result<()> {
     ))
     .await?;
     let out = collect(&mut ws).await;
+    // A terminal: the typed line is echoed (after the shell's prompt), then the output.
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.first(), Some(&"hi"), "{out}");
+    let hi = lines.iter().position(|l| *l == "hi");
+    assert!(
+        hi.is_some_and(|i| i > 0 && lines[i - 1].contains("echo hi;")),
+        "{out:?}"
+    );
+    let hi = hi.unwrap_or_default();
     assert_eq!(
-        lines.get(1),
+        lines.get(hi + 1),
         Some(&"pv sv-123"),
         "container env, secure values included"
     );
     assert!(
-        lines.get(2).is_some_and(|d| d.contains("aci-emulator-ex-")),
+        lines
+            .get(hi + 2)
+            .is_some_and(|d| d.contains("aci-emulator-ex-")),
         "{out}"
+    );
+    assert!(
+        out.contains("hi\r\n"),
+        "a terminal ends lines in CRLF: {out:?}"
     );
 
     // The URI works once.
@@ -126,5 +138,105 @@ async fn exec_command_with_arguments_fails_like_aci() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(r.status, 404);
+    emu.emu.stop().await
+}
+
+#[tokio::test]
+async fn exec_is_a_terminal_of_the_requested_size_where_ctrl_d_ends_input() -> anyhow::Result<()> {
+    let emu = Emu::start(AciEmulatorOptions {
+        provisioning_delay_ms: 50,
+        ..Default::default()
+    })
+    .await?;
+    running_group(&emu).await?;
+    let r = emu
+        .arm(
+            "POST",
+            &format!("{}/ex/containers/app/exec?{API}", Emu::groups_path()),
+            Some(&json!({"command": "/bin/sh", "terminalSize": {"rows": 33, "cols": 101}})),
+        )
+        .await?;
+    anyhow::ensure!(r.status == 200, "exec: {} {}", r.status, r.text);
+    let uri = r.body["webSocketUri"].as_str().unwrap_or_default();
+    let (mut ws, _) = tokio_tungstenite::connect_async(uri).await?;
+    let password = r.body["password"].as_str().unwrap_or_default();
+    ws.send(Message::Text(password.into())).await?;
+    // `cat` reads the terminal until ^D at the start of a line; then the shell goes on.
+    ws.send(Message::Text(
+        "stty size; cat; echo cat-ended-$?; exit 4\n".into(),
+    ))
+    .await?;
+    ws.send(Message::Text("typed\n".into())).await?;
+    ws.send(Message::Binary(vec![4u8].into())).await?;
+    let out = collect(&mut ws).await;
+    assert!(
+        out.contains("33 101"),
+        "terminalSize rows and cols: {out:?}"
+    );
+    assert!(out.contains("cat-ended-0"), "^D ended cat's input: {out:?}");
+    assert!(
+        out.matches("typed").count() >= 2,
+        "echoed, then cat's copy: {out:?}"
+    );
+    emu.emu.stop().await
+}
+
+#[tokio::test]
+async fn attach_streams_the_output_to_a_socket_opened_with_the_password_header()
+-> anyhow::Result<()> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let emu = Emu::start(AciEmulatorOptions {
+        provisioning_delay_ms: 50,
+        log_heartbeat_ms: 100,
+        ..Default::default()
+    })
+    .await?;
+    running_group(&emu).await?;
+    let attach = |container: &'static str| {
+        let emu = &emu;
+        async move {
+            emu.arm(
+                "POST",
+                &format!(
+                    "{}/ex/containers/{container}/attach?{API}",
+                    Emu::groups_path()
+                ),
+                None,
+            )
+            .await
+        }
+    };
+    let r = attach("app").await?;
+    anyhow::ensure!(r.status == 200, "attach: {} {}", r.status, r.text);
+    let uri = r.body["webSocketUri"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let password = r.body["password"].as_str().unwrap_or_default().to_owned();
+    assert!(uri.starts_with("ws://127.0.0.1:"), "{uri}");
+
+    // Without the password in Authorization the upgrade is refused.
+    assert!(tokio_tungstenite::connect_async(&uri).await.is_err());
+    let mut req = uri.as_str().into_client_request()?;
+    req.headers_mut().insert("authorization", password.parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    let mut out = String::new();
+    let read = async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Text(t) = msg {
+                out.push_str(t.as_str());
+                if out.matches("heartbeat").count() >= 2 {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), read).await;
+    assert!(out.matches("heartbeat").count() >= 2, "{out:?}");
+    assert!(
+        !out.contains("Emulated container"),
+        "only output written after the attach: {out:?}"
+    );
+    assert_eq!(attach("nope").await?.status, 404);
     emu.emu.stop().await
 }

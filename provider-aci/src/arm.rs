@@ -17,8 +17,22 @@ use crate::{
     auth::TokenSource,
     error::{AzureError, Kind, parse_retry_after},
     http::Http,
-    model::{ContainerGroup, ExecRequest, ExecResponse, GroupList, Logs, TerminalSize},
+    http::Reply,
+    model::{
+        ContainerGroup, ExecRequest, ExecResponse, GroupList, Logs, OperationStatus, TerminalSize,
+    },
 };
+
+/// What a DELETE of a group did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// Gone (200).
+    Deleted,
+    /// There was no such group (204, 404).
+    NotFound,
+    /// Accepted (202): under way, its outcome at `operation` if ARM gave one.
+    Accepted { operation: Option<String> },
+}
 
 /// The API version every call uses.
 pub const API_VERSION: &str = "2023-05-01";
@@ -56,6 +70,16 @@ fn origin(u: &url::Url) -> Option<(String, String, u16)> {
 /// Refuses a `nextLink` outside the configured ARM endpoint: following it would send the bearer
 /// token to whatever host the page named.
 fn check_next_link(op: &'static str, endpoint: &str, next: &str) -> Result<(), AzureError> {
+    check_same_origin(op, endpoint, next, "a nextLink")
+}
+
+/// `url` must be on the ARM endpoint (scheme, host, port): the request would carry the token.
+fn check_same_origin(
+    op: &'static str,
+    endpoint: &str,
+    next: &str,
+    what: &str,
+) -> Result<(), AzureError> {
     let arm = url::Url::parse(endpoint).ok().as_ref().and_then(origin);
     let link = url::Url::parse(next).ok();
     let target = link.as_ref().and_then(origin);
@@ -72,7 +96,7 @@ fn check_next_link(op: &'static str, endpoint: &str, next: &str) -> Result<(), A
         status: 200,
         code: "ForeignNextLink".into(),
         message: format!(
-            "ARM's list answered with a nextLink to {host}, not to the configured ARM endpoint {endpoint}: refusing to follow it (the request would carry the access token)"
+            "ARM answered with {what} to {host}, not to the configured ARM endpoint {endpoint}: refusing to follow it (the request would carry the access token)"
         ),
         retry_after: None,
     })
@@ -169,7 +193,7 @@ impl Arm {
         method: Method,
         url: &str,
         body: Option<Bytes>,
-    ) -> Result<(StatusCode, Bytes), AzureError> {
+    ) -> Result<Reply, AzureError> {
         let token = self.tokens.token().await?;
         let mut headers = vec![(
             header::AUTHORIZATION,
@@ -185,7 +209,7 @@ impl Arm {
         }
         let reply = self.http.send(op, method, url, headers, body).await?;
         if reply.status.is_success() {
-            return Ok((reply.status, reply.body));
+            return Ok(reply);
         }
         let retry_after = parse_retry_after(reply.headers.get(header::RETRY_AFTER));
         let mut err =
@@ -204,7 +228,7 @@ impl Arm {
         method: Method,
         url: String,
         body: Option<Bytes>,
-    ) -> Result<(StatusCode, Bytes), AzureError> {
+    ) -> Result<Reply, AzureError> {
         // A 401 is retried once, with a fresh token; a second one is final.
         let unauthorized = AtomicBool::new(false);
         let result = retry(&self.policy, op, || async {
@@ -254,10 +278,10 @@ impl Arm {
             retry_after: None,
         })?;
         let url = format!("{}?api-version={API_VERSION}", self.group_url(name));
-        let (_, body) = self
+        let reply = self
             .call(OP, Method::PUT, url, Some(Bytes::from(body)))
             .await?;
-        Self::parse(OP, &body)
+        Self::parse(OP, &reply.body)
     }
 
     /// Container Groups - Get; `None` when it does not exist.
@@ -265,21 +289,64 @@ impl Arm {
         const OP: &str = "ContainerGroups_Get";
         let url = format!("{}?api-version={API_VERSION}", self.group_url(name));
         match self.call(OP, Method::GET, url, None).await {
-            Ok((_, body)) => Ok(Some(Self::parse(OP, &body)?)),
+            Ok(reply) => Ok(Some(Self::parse(OP, &reply.body)?)),
             Err(e) if e.kind == Kind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     /// Container Groups - Delete; `false` when it did not exist.
-    pub async fn delete_group(&self, name: &str) -> Result<bool, AzureError> {
+    /// ContainerGroups_Delete, a long-running operation: 200 (deleted), 204 (not there) or 202
+    /// (accepted; its outcome at the `Azure-AsyncOperation` URL, else `Location`).
+    pub async fn delete_group(&self, name: &str) -> Result<Deletion, AzureError> {
         const OP: &str = "ContainerGroups_Delete";
         let url = format!("{}?api-version={API_VERSION}", self.group_url(name));
         match self.call(OP, Method::DELETE, url, None).await {
-            Ok((status, _)) => Ok(status != StatusCode::NO_CONTENT),
-            Err(e) if e.kind == Kind::NotFound => Ok(false),
+            Ok(r) if r.status == StatusCode::NO_CONTENT => Ok(Deletion::NotFound),
+            Ok(r) if r.status == StatusCode::ACCEPTED => {
+                let header = |h: &str| {
+                    r.headers
+                        .get(h)
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_owned)
+                };
+                Ok(Deletion::Accepted {
+                    operation: header("azure-asyncoperation").or_else(|| header("location")),
+                })
+            }
+            Ok(_) => Ok(Deletion::Deleted),
+            Err(e) if e.kind == Kind::NotFound => Ok(Deletion::NotFound),
             Err(e) => Err(e),
         }
+    }
+
+    /// The status of an asynchronous operation (`Azure-AsyncOperation` URL): `InProgress`,
+    /// `Succeeded`, `Failed` or `Canceled`, with the error's code and message if it failed.
+    /// Only URLs on the configured ARM endpoint are asked: the request carries the token.
+    pub async fn operation_status(&self, url: &str) -> Result<OperationStatus, AzureError> {
+        const OP: &str = "AsyncOperation_Get";
+        check_same_origin(
+            OP,
+            &self.scope.endpoint,
+            url,
+            "an asynchronous operation URL",
+        )?;
+        let reply = self.call(OP, Method::GET, url.to_owned(), None).await?;
+        // A Location URL answers 202 while in progress and 200/204 once done, maybe without a
+        // body; an Azure-AsyncOperation URL always has the status body.
+        if reply.body.is_empty() {
+            let status = if reply.status == StatusCode::ACCEPTED {
+                "InProgress"
+            } else {
+                "Succeeded"
+            };
+            return Ok(OperationStatus {
+                status: status.into(),
+                error: None,
+            });
+        }
+        Self::parse(OP, &reply.body)
     }
 
     /// Container Groups - List By Resource Group, every page. A `nextLink` is followed only on
@@ -290,8 +357,8 @@ impl Arm {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         loop {
-            let (_, body) = self.call(OP, Method::GET, url.clone(), None).await?;
-            let page: GroupList = Self::parse(OP, &body)?;
+            let reply = self.call(OP, Method::GET, url.clone(), None).await?;
+            let page: GroupList = Self::parse(OP, &reply.body)?;
             out.extend(page.value.into_iter().filter_map(read_listed));
             let Some(next) = page.next_link.filter(|l| !l.is_empty()) else {
                 return Ok(out);
@@ -332,8 +399,8 @@ impl Arm {
         if timestamps {
             url.push_str("&timestamps=true");
         }
-        let (_, body) = self.call(OP, Method::GET, url, None).await?;
-        let logs: Logs = Self::parse(OP, &body)?;
+        let reply = self.call(OP, Method::GET, url, None).await?;
+        let logs: Logs = Self::parse(OP, &reply.body)?;
         Ok(logs.content.unwrap_or_default())
     }
 
@@ -346,8 +413,8 @@ impl Arm {
             self.group_url(group),
             enc(container)
         );
-        let (_, body) = self.call(OP, Method::POST, url, None).await?;
-        Self::parse(OP, &body)
+        let reply = self.call(OP, Method::POST, url, None).await?;
+        Self::parse(OP, &reply.body)
     }
 
     pub async fn exec(
@@ -368,10 +435,10 @@ impl Arm {
             terminal_size: size,
         })
         .map_err(|e| AzureError::transport(OP, e.to_string()))?;
-        let (_, body) = self
+        let reply = self
             .call(OP, Method::POST, url, Some(Bytes::from(body)))
             .await?;
-        Self::parse(OP, &body)
+        Self::parse(OP, &reply.body)
     }
 }
 

@@ -177,17 +177,27 @@ fn env(c: &Container, warnings: &mut Vec<String>) -> Vec<EnvVar> {
             None => out.push((var, e.pod_field.as_str())),
         }
     }
+    // ACI refuses a variable without a value ("One and only one property of 'value' and
+    // 'secureValue' can be specified in an environment variable", InvalidEnvironmentVariable;
+    // virtual-kubelet#296), and an empty one reads as none: the variable is left out, so the
+    // container sees it unset rather than empty, and users are told.
     out.into_iter()
-        .map(|(var, pod_field)| {
-            // ACI has no reference to the group's own IP, and the IP exists only once the
-            // group is placed: the variable stays empty (as the shim sent it) and users are told.
+        .filter_map(|(var, pod_field)| {
+            let empty = var.value.as_deref().or(var.secure_value.as_deref()) == Some("");
             if !pod_field.is_empty() {
+                // ACI has no reference to the group's own IP, and the IP exists only once the
+                // group is placed.
                 warnings.push(format!(
-                    "env {} of container {}: {pod_field} is not known before ACI places the group; the variable is empty",
+                    "env {} of container {}: {pod_field} is not known before ACI places the group; the variable is not set",
+                    var.name, c.name
+                ));
+            } else if empty {
+                warnings.push(format!(
+                    "env {} of container {}: ACI refuses environment variables with an empty value; the variable is not set",
                     var.name, c.name
                 ));
             }
-            var
+            (!empty).then_some(var)
         })
         .collect()
 }
@@ -1474,15 +1484,47 @@ mod tests {
         assert_eq!(
             p.warnings,
             [
-                "env POD_IP of container app: status.podIP is not known before ACI places the group; the variable is empty",
-                "env POD_IPS of container app: status.podIPs is not known before ACI places the group; the variable is empty",
+                "env POD_IP of container app: status.podIP is not known before ACI places the group; the variable is not set",
+                "env POD_IPS of container app: status.podIPs is not known before ACI places the group; the variable is not set",
             ]
         );
+        // environmentVariables: the empty pod-IP variables are left out (ACI refuses them).
         let env = &json_of(&p)["properties"]["containers"][0]["properties"]["environmentVariables"];
-        assert_eq!(env[0], serde_json::json!({"name": "POD_IP", "value": ""}));
         assert_eq!(
-            env[2],
-            serde_json::json!({"name": "OVERRIDDEN", "value": "x"})
+            env,
+            &serde_json::json!([{"name": "OVERRIDDEN", "value": "x"}])
+        );
+    }
+
+    #[test]
+    fn environment_variables_with_an_empty_value_are_left_out_with_a_warning() {
+        // ACI's EnvironmentVariable needs exactly one of `value` and `secureValue`, non-empty.
+        let mut c = container("web");
+        c.env = vec![
+            PbEnv {
+                name: "EMPTY".into(),
+                ..Default::default()
+            },
+            PbEnv {
+                name: "EMPTY_SECRET".into(),
+                sensitive: true,
+                ..Default::default()
+            },
+            PbEnv {
+                name: "SET".into(),
+                value: "v".into(),
+                ..Default::default()
+            },
+        ];
+        let p = plan(&pod(vec![c]), &settings()).expect("valid");
+        let env = &json_of(&p)["properties"]["containers"][0]["properties"]["environmentVariables"];
+        assert_eq!(env, &serde_json::json!([{"name": "SET", "value": "v"}]));
+        assert_eq!(
+            p.warnings,
+            [
+                "env EMPTY of container web: ACI refuses environment variables with an empty value; the variable is not set",
+                "env EMPTY_SECRET of container web: ACI refuses environment variables with an empty value; the variable is not set",
+            ]
         );
     }
 

@@ -597,6 +597,17 @@ impl std::fmt::Debug for ExecResponse {
     }
 }
 
+/// An asynchronous operation's status (the body at an `Azure-AsyncOperation` URL).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct OperationStatus {
+    /// `InProgress`, `Succeeded`, `Failed`, `Canceled`.
+    #[serde(default)]
+    pub status: String,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<ErrorDetail>,
+}
+
 /// Response of Containers - List Logs.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct Logs {

@@ -28,7 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    arm::Arm,
+    arm::{Arm, Deletion},
     error::AzureError,
     group::{self, GroupSettings},
     logs,
@@ -40,6 +40,11 @@ use crate::{
 /// How long a freshly created group may be missing from ARM's list (eventual consistency) before
 /// the provider asks for it directly.
 const LIST_GRACE: Duration = Duration::from_secs(60);
+/// How often an accepted DELETE's operation is asked about, for how long, and how many DELETEs
+/// of one group are sent when ACI reports the deletion failed.
+const DELETE_POLL: Duration = Duration::from_secs(1);
+const DELETE_FOLLOW_LIMIT: Duration = Duration::from_secs(600);
+const DELETE_ATTEMPTS: u32 = 3;
 /// GETs in flight at once during a poll.
 const DETAIL_CONCURRENCY: usize = 8;
 
@@ -400,18 +405,97 @@ impl AciProvider {
                 }
             }
         };
-        let existed = self
+        let deletion = self
             .inner
             .arm
             .delete_group(&name)
             .await
             .map_err(|e| e.to_status())?;
-        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %name, existed, "container group deleted");
-        let mut st = lock(&self.inner.state);
-        if let Some(t) = st.pods.get_mut(&pod_ref.uid) {
-            t.deleting = true;
+        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %name, ?deletion, "container group deleted");
+        {
+            let mut st = lock(&self.inner.state);
+            if let Some(t) = st.pods.get_mut(&pod_ref.uid) {
+                t.deleting = true;
+            }
+        }
+        let existed = deletion != Deletion::NotFound;
+        if let Deletion::Accepted {
+            operation: Some(url),
+        } = deletion
+        {
+            tokio::spawn(self.clone().follow_deletion(pod_ref, name, url));
         }
         Ok(existed || tracked.is_some())
+    }
+
+    /// Follows an accepted (202) DELETE at its operation URL: a failed or canceled one is asked
+    /// again, at most [`DELETE_ATTEMPTS`] times in all; then the pod is no longer treated as
+    /// deleting (it shows its status again and a later DeletePod retries) and a Warning event
+    /// says why.
+    async fn follow_deletion(self, pod_ref: PodRef, group: String, mut url: String) {
+        let arm = &self.inner.arm;
+        let started = Instant::now();
+        let mut attempts = 1;
+        while started.elapsed() < DELETE_FOLLOW_LIMIT {
+            tokio::time::sleep(DELETE_POLL).await;
+            let status = match arm.operation_status(&url).await {
+                Ok(s) => s,
+                Err(e) if e.code == "ForeignNextLink" => {
+                    tracing::warn!(group = %group, error = %e, "not following the deletion's operation URL");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(group = %group, error = %e, "cannot read the deletion's status; asking again");
+                    continue;
+                }
+            };
+            let failed = match status.status.as_str() {
+                s if s.eq_ignore_ascii_case("Succeeded") => return,
+                s if s.eq_ignore_ascii_case("Failed") || s.eq_ignore_ascii_case("Canceled") => {
+                    status.error.map_or_else(
+                        || format!("the deletion ended {s}"),
+                        |e| format!("{}: {}", e.code, e.message),
+                    )
+                }
+                _ => continue,
+            };
+            tracing::warn!(group = %group, attempts, reason = %failed, "ACI did not delete the container group");
+            if attempts < DELETE_ATTEMPTS {
+                attempts += 1;
+                match arm.delete_group(&group).await {
+                    Ok(Deletion::Accepted {
+                        operation: Some(next),
+                    }) => {
+                        url = next;
+                        continue;
+                    }
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(group = %group, error = %e, "deleting the container group again failed")
+                    }
+                }
+            }
+            let node = {
+                let mut st = lock(&self.inner.state);
+                st.pods.get_mut(&pod_ref.uid).map(|t| {
+                    t.deleting = false;
+                    t.node.clone()
+                })
+            };
+            if let Some(node) = node {
+                self.inner.hub.event(
+                    &node,
+                    PodEvent {
+                        pod_ref: Some(pod_ref.clone()),
+                        warning: true,
+                        reason: "FailedDelete".into(),
+                        message: format!("ACI did not delete container group {group}: {failed}"),
+                        time: Some(rpc::now()),
+                    },
+                );
+            }
+            return;
+        }
     }
 
     /// The group of a known pod and whether `container` is in it.

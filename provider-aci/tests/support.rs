@@ -115,3 +115,27 @@ pub fn pod(name: &str, uid: &str) -> Pod {
 
 /// Generous deadline for emulator-backed conditions.
 pub const WAIT: Duration = Duration::from_secs(60);
+
+/// `PUT` of a JSON body to the emulator's admin API (knobs the testkit launcher has no method
+/// for); returns the status code.
+pub async fn admin_put(
+    emu: &AciEmulator,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.to_string();
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", emu.port)).await?;
+    let req = format!(
+        "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await?;
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no status in the admin answer: {answer}"))
+}

@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::{
     lifecycle::{self, ExitError},
     model::GroupEvent,
-    state::{AppState, Paging, lock},
+    state::{AppState, AsyncDelete, Paging, lock},
 };
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -37,7 +37,15 @@ pub fn routes() -> Router<Arc<AppState>> {
             put(set_imds_faults).get(imds_faults),
         )
         .route("/_emulator/paging", put(set_paging))
+        .route("/_emulator/async-delete", put(set_async_delete))
         .route("/_emulator/raw-groups/{name}", put(put_raw))
+}
+
+/// DELETE answers 202 + `Azure-AsyncOperation` (`enabled`), the group `Deleting` for
+/// `delay_ms`; the next `fail` operations end `Failed` and leave the group.
+async fn set_async_delete(State(st): State<Arc<AppState>>, Json(a): Json<AsyncDelete>) -> Response {
+    *lock(&st.async_delete) = a;
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// List pages of at most `page_size` groups (0: one page), `nextLink`s on `next_link_base`.

@@ -72,6 +72,13 @@ pub async fn handle(
     }
     let path = uri.path().trim_end_matches('/');
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let Some(id) = parse_operation(&st, &segs) {
+        st.stats.bump_op(Op::Operation);
+        if let Some(resp) = api_version_rejection(uri.query(), &st.config.location) {
+            return resp;
+        }
+        return operation_status(&st, id, path);
+    }
     let target = parse_target(&st, &segs);
     // Counted before throttling so a test can see how often a client tried an operation.
     if let Some(op) = target.as_ref().and_then(|t| operation(&method, t)) {
@@ -128,6 +135,7 @@ fn operation(method: &Method, target: &Target<'_>) -> Option<Op> {
         (&Method::DELETE, Target::Group(_)) => Some(Op::Delete),
         (&Method::GET, Target::ContainerLogs(..)) => Some(Op::Logs),
         (&Method::POST, Target::ContainerExec(..)) => Some(Op::Exec),
+        (&Method::POST, Target::ContainerAttach(..)) => Some(Op::Attach),
         _ => None,
     }
 }
@@ -166,6 +174,63 @@ fn parse_target<'a>(st: &AppState, segs: &[&'a str]) -> Option<Target<'a>> {
         }
         _ => None,
     }
+}
+
+/// `/subscriptions/{s}/providers/Microsoft.ContainerInstance/locations/{l}/operations/{id}`: an
+/// `Azure-AsyncOperation` URL this emulator handed out.
+fn parse_operation<'a>(st: &AppState, segs: &[&'a str]) -> Option<&'a str> {
+    let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    match segs {
+        [s, sub, p, ns, l, _, o, id]
+            if eq(s, "subscriptions")
+                && eq(sub, &st.config.subscription_id)
+                && eq(p, "providers")
+                && eq(ns, "Microsoft.ContainerInstance")
+                && eq(l, "locations")
+                && eq(o, "operations") =>
+        {
+            Some(id)
+        }
+        _ => None,
+    }
+}
+
+/// ARM's asynchronous operation status: `{"id", "name", "status", "startTime"[, "endTime",
+/// "error"]}`, `status` `InProgress` until done, then `Succeeded` or `Failed`.
+fn operation_status(st: &AppState, id: &str, path: &str) -> Response {
+    let ops = lock(&st.operations);
+    let Some(op) = ops.get(id) else {
+        return arm_error(
+            StatusCode::NOT_FOUND,
+            "OperationNotFound",
+            &format!("The operation '{id}' could not be found."),
+        );
+    };
+    let mut body = json!({
+        "id": path,
+        "name": id,
+        "status": "InProgress",
+        "startTime": crate::state::rfc3339(op.started),
+    });
+    if op.done_at <= Instant::now() {
+        body["endTime"] = json!(crate::state::rfc3339(time::OffsetDateTime::now_utc()));
+        if op.fail {
+            body["status"] = json!("Failed");
+            body["error"] = json!({
+                "code": "InternalServerError",
+                "message": format!("Deleting container group '{}' failed.", op.group),
+            });
+        } else {
+            body["status"] = json!("Succeeded");
+        }
+    }
+    json_response(StatusCode::OK, &body)
+}
+
+/// Counts a deletion and logs whose group it was.
+pub fn record_deletion(st: &AppState, name: &str, tags: &Value) {
+    Stats::bump(&st.stats.deleted);
+    lock(&st.deleted_log).push(json!({"name": name, "tags": tags}));
 }
 
 /// ARM's answers for a path outside the known subscription/resource group/resource type.
@@ -393,24 +458,74 @@ fn put(st: &AppState, name: &str, body: &[u8]) -> Response {
 }
 
 fn delete(st: &AppState, name: &str) -> Response {
+    let async_delete = *lock(&st.async_delete);
+    if async_delete.enabled && lock(&st.groups).contains_key(name) {
+        return delete_async(st, name, async_delete);
+    }
     let removed = lock(&st.groups).remove(name);
     match removed {
         Some(g) => {
-            Stats::bump(&st.stats.deleted);
-            lock(&st.deleted_log).push(json!({"name": name, "tags": g.spec["tags"]}));
+            record_deletion(st, name, &g.spec["tags"]);
             exec::forget_group(st, name);
             tracing::info!(group = name, "container group deleted");
             json_response(StatusCode::OK, &g.view(&st.config))
         }
         None => match lock(&st.raw_groups).remove(name) {
             Some(raw) => {
-                Stats::bump(&st.stats.deleted);
-                lock(&st.deleted_log).push(json!({"name": name, "tags": raw["tags"]}));
+                record_deletion(st, name, &raw["tags"]);
                 json_response(StatusCode::OK, &raw)
             }
             None => StatusCode::NO_CONTENT.into_response(),
         },
     }
+}
+
+/// The reference's 202 for ContainerGroups_Delete (a long-running operation): the group shows
+/// `Deleting` until the operation at `Azure-AsyncOperation` (and `Location`) is done.
+fn delete_async(st: &AppState, name: &str, cfg: crate::state::AsyncDelete) -> Response {
+    let fail = {
+        let mut a = lock(&st.async_delete);
+        let fail = a.fail > 0;
+        a.fail = a.fail.saturating_sub(1);
+        fail
+    };
+    let done_at = Instant::now() + std::time::Duration::from_millis(cfg.delay_ms);
+    let mut groups = lock(&st.groups);
+    let Some(g) = groups.get_mut(name) else {
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    // A failing operation leaves the group as it was.
+    if !fail {
+        g.deleting_until = Some(g.deleting_until.map_or(done_at, |t| t.min(done_at)));
+    }
+    drop(groups);
+    let id = crate::state::random_hex(16);
+    lock(&st.operations).insert(
+        id.clone(),
+        crate::state::Operation {
+            group: name.to_owned(),
+            started: time::OffsetDateTime::now_utc(),
+            done_at,
+            fail,
+        },
+    );
+    exec::forget_group(st, name);
+    tracing::info!(group = name, fail, "container group deletion accepted");
+    let url = format!(
+        "{}/subscriptions/{}/providers/Microsoft.ContainerInstance/locations/{}/operations/{id}?api-version=2023-05-01",
+        st.config.base_url,
+        st.config.subscription_id,
+        st.config.location.to_ascii_lowercase().replace(' ', "")
+    );
+    let mut resp = StatusCode::ACCEPTED.into_response();
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        resp.headers_mut().insert("azure-asyncoperation", v.clone());
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str("1") {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 fn logs(st: &AppState, group: &str, container: &str, query: &str) -> Response {

@@ -22,6 +22,16 @@ pub async fn run_ticker(state: Arc<AppState>) {
         for group in groups.values_mut() {
             advance(group, now, state.config.heartbeat);
         }
+        let done: Vec<String> = groups
+            .iter()
+            .filter(|(_, g)| g.deleting_until.is_some_and(|t| t <= now))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in done {
+            if let Some(g) = groups.remove(&name) {
+                crate::arm::record_deletion(&state, &name, &g.spec["tags"]);
+            }
+        }
     }
 }
 

@@ -219,6 +219,8 @@ pub struct Group {
     /// `identity.principalId` of a system-assigned identity: fixed for the group's life, as
     /// ARM's is.
     pub principal_id: String,
+    /// An asynchronous DELETE under way: the group is `Deleting` until then.
+    pub deleting_until: Option<Instant>,
 }
 
 impl Group {
@@ -250,6 +252,7 @@ impl Group {
             workdir,
             ip,
             principal_id: uuid::Uuid::new_v4().to_string(),
+            deleting_until: None,
         })
     }
 
@@ -262,6 +265,9 @@ impl Group {
     }
 
     pub fn provisioning_state(&self) -> &str {
+        if self.deleting_until.is_some() {
+            return "Deleting";
+        }
         match &self.provisioning {
             Provisioning::Creating { .. } => "Creating",
             Provisioning::Succeeded => "Succeeded",

@@ -48,6 +48,27 @@ pub struct Paging {
     pub next_link_base: Option<String>,
 }
 
+/// DELETE answered asynchronously, set through `/_emulator/async-delete`: 202 with an
+/// `Azure-AsyncOperation` URL; the group is `Deleting` for `delay_ms`, then gone; the first
+/// `fail` such operations end `Failed` instead and the group stays.
+#[derive(Clone, Copy, Default, serde::Deserialize)]
+pub struct AsyncDelete {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub delay_ms: u64,
+    #[serde(default)]
+    pub fail: u32,
+}
+
+/// An asynchronous DELETE, polled at its `Azure-AsyncOperation` URL.
+pub struct Operation {
+    pub group: String,
+    pub started: time::OffsetDateTime,
+    pub done_at: Instant,
+    pub fail: bool,
+}
+
 /// Counters reported by `/_emulator/stats`.
 #[derive(Default)]
 pub struct Stats {
@@ -90,10 +111,21 @@ pub enum Op {
     Delete,
     Logs,
     Exec,
+    Attach,
+    Operation,
 }
 
 impl Op {
-    pub const ALL: [Op; 6] = [Op::Put, Op::Get, Op::List, Op::Delete, Op::Logs, Op::Exec];
+    pub const ALL: [Op; 8] = [
+        Op::Put,
+        Op::Get,
+        Op::List,
+        Op::Delete,
+        Op::Logs,
+        Op::Exec,
+        Op::Attach,
+        Op::Operation,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -103,6 +135,8 @@ impl Op {
             Op::Delete => "delete",
             Op::Logs => "logs",
             Op::Exec => "exec",
+            Op::Attach => "attach",
+            Op::Operation => "operation",
         }
     }
 }
@@ -120,6 +154,9 @@ pub struct AppState {
     pub deleted_log: Mutex<Vec<serde_json::Value>>,
     pub imds_faults: Mutex<ImdsFaults>,
     pub paging: Mutex<Paging>,
+    pub async_delete: Mutex<AsyncDelete>,
+    /// Asynchronous operations by id.
+    pub operations: Mutex<HashMap<String, Operation>>,
     /// Issued access tokens and when they expire.
     pub tokens: Mutex<HashMap<String, Instant>>,
     /// Exec sessions by the id in their WebSocket URI.
@@ -137,6 +174,8 @@ impl AppState {
             deleted_log: Mutex::default(),
             imds_faults: Mutex::default(),
             paging: Mutex::default(),
+            async_delete: Mutex::default(),
+            operations: Mutex::default(),
             tokens: Mutex::default(),
             exec_sessions: Mutex::default(),
         }

@@ -29,6 +29,101 @@ fn missing(property: &str, path: &str) -> Invalid {
     )
 }
 
+/// ARM's deserialization error for a value outside an enum (its values are matched ignoring
+/// case, as ARM's JSON reader does).
+fn check_enum(value: &Value, allowed: &[&str], type_name: &str, path: &str) -> Result<(), Invalid> {
+    match value.as_str() {
+        Some(v) if allowed.iter().any(|a| a.eq_ignore_ascii_case(v)) => Ok(()),
+        _ => Err(invalid(
+            "InvalidRequestContent",
+            format!(
+                "The request content was invalid and could not be deserialized: 'Error \
+                 converting value {value} to type '{type_name}'. Path '{path}'.'."
+            ),
+        )),
+    }
+}
+
+/// A required enum: missing is a missing property, else [`check_enum`].
+fn required_enum(
+    parent: &Value,
+    key: &str,
+    allowed: &[&str],
+    type_name: &str,
+    parent_path: &str,
+) -> Result<(), Invalid> {
+    if parent.get(key).is_none_or(Value::is_null) {
+        return Err(missing(key, parent_path));
+    }
+    check_enum(
+        &parent[key],
+        allowed,
+        type_name,
+        &format!("{parent_path}.{key}"),
+    )
+}
+
+/// An optional enum: checked when present.
+fn optional_enum(
+    parent: &Value,
+    key: &str,
+    allowed: &[&str],
+    type_name: &str,
+    parent_path: &str,
+) -> Result<(), Invalid> {
+    if parent.get(key).is_none_or(Value::is_null) {
+        return Ok(());
+    }
+    check_enum(
+        &parent[key],
+        allowed,
+        type_name,
+        &format!("{parent_path}.{key}"),
+    )
+}
+
+/// `environmentVariables`: `name` required, and exactly one of `value` and `secureValue` (an
+/// empty string counts as none: a guess, see README.md).
+fn check_env(c: &Value, cname: &str, group: &str, ppath: &str) -> Result<(), Invalid> {
+    for (i, v) in c["environmentVariables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let Some(name) = v["name"].as_str() else {
+            return Err(missing(
+                "name",
+                &format!("{ppath}.environmentVariables[{i}]"),
+            ));
+        };
+        let given = |k: &str| v[k].as_str().is_some_and(|s| !s.is_empty());
+        if given("value") == given("secureValue") {
+            return Err(invalid(
+                "InvalidEnvironmentVariable",
+                format!(
+                    "The environment variable '{name}' in container '{cname}' of container group \
+                     '{group}' is invalid. One and only one property of 'value' and \
+                     'secureValue' can be specified in an environment variable."
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Ports of a container or of the IP address: `port` required, `protocol` TCP or UDP.
+fn check_ports(ports: &Value, type_name: &str, path: &str) -> Result<(), Invalid> {
+    for (i, p) in ports.as_array().into_iter().flatten().enumerate() {
+        let ppath = format!("{path}[{i}]");
+        if !p["port"].is_i64() {
+            return Err(missing("port", &ppath));
+        }
+        optional_enum(p, "protocol", &["TCP", "UDP"], type_name, &ppath)?;
+    }
+    Ok(())
+}
+
 /// Container group and container names: 1-63 chars of `[a-z0-9-]`, not starting or ending
 /// with '-'.
 pub fn valid_name(name: &str) -> bool {
@@ -98,6 +193,21 @@ pub fn check_group(name: &str, body: &Value) -> Result<(), Invalid> {
             ),
         ));
     }
+    // ContainerGroupPropertiesProperties requires `osType` (2023-05-01).
+    required_enum(
+        props,
+        "osType",
+        &["Windows", "Linux"],
+        "OperatingSystemTypes",
+        "properties",
+    )?;
+    optional_enum(
+        props,
+        "sku",
+        &["Standard", "Dedicated", "Confidential"],
+        "ContainerGroupSku",
+        "properties",
+    )?;
     let inits = props["initContainers"]
         .as_array()
         .cloned()
@@ -156,8 +266,17 @@ pub fn check_group(name: &str, body: &Value) -> Result<(), Invalid> {
                 }
                 Some(_) => {}
             }
-            for v in cprops["volumeMounts"].as_array().into_iter().flatten() {
+            check_env(cprops, cname, name, &ppath)?;
+            for (j, v) in cprops["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 let vname = v["name"].as_str().unwrap_or_default();
+                if v["mountPath"].as_str().is_none() {
+                    return Err(missing("mountPath", &format!("{ppath}.volumeMounts[{j}]")));
+                }
                 if !volumes.contains(vname) {
                     return Err(invalid(
                         "InvalidVolumeMount",
@@ -169,6 +288,21 @@ pub fn check_group(name: &str, body: &Value) -> Result<(), Invalid> {
                 }
             }
             if !is_init {
+                check_ports(
+                    &cprops["ports"],
+                    "ContainerNetworkProtocol",
+                    &format!("{ppath}.ports"),
+                )?;
+                for probe in ["livenessProbe", "readinessProbe"] {
+                    let get = &cprops[probe]["httpGet"];
+                    if get.is_object() {
+                        let gpath = format!("{ppath}.{probe}.httpGet");
+                        if !get["port"].is_i64() {
+                            return Err(missing("port", &gpath));
+                        }
+                        optional_enum(get, "scheme", &["http", "https"], "Scheme", &gpath)?;
+                    }
+                }
                 let res = &cprops["resources"];
                 if !res.is_object() {
                     return Err(missing("resources", &ppath));
@@ -184,6 +318,15 @@ pub fn check_group(name: &str, body: &Value) -> Result<(), Invalid> {
                 let Some(memory) = req["memoryInGB"].as_f64() else {
                     return Err(missing("memoryInGB", &rpath));
                 };
+                for (kind, gpu) in [("requests", &req["gpu"]), ("limits", &res["limits"]["gpu"])] {
+                    if gpu.is_object() {
+                        let gpath = format!("{ppath}.resources.{kind}.gpu");
+                        if !gpu["count"].is_i64() {
+                            return Err(missing("count", &gpath));
+                        }
+                        required_enum(gpu, "sku", &["K80", "P100", "V100"], "GpuSku", &gpath)?;
+                    }
+                }
                 if cpu <= 0.0 || memory <= 0.0 {
                     return Err(invalid(
                         "InvalidContainerResourceRequests",
@@ -222,6 +365,19 @@ pub fn check_group(name: &str, body: &Value) -> Result<(), Invalid> {
         }
     }
     if let Some(ip) = props.get("ipAddress").filter(|v| v.is_object()) {
+        // IpAddress requires `ports` and `type` (2023-05-01).
+        required_enum(
+            ip,
+            "type",
+            &["Public", "Private"],
+            "ContainerGroupIpAddressType",
+            "properties.ipAddress",
+        )?;
+        check_ports(
+            &ip["ports"],
+            "ContainerGroupNetworkProtocol",
+            "properties.ipAddress.ports",
+        )?;
         let in_vnet = props["subnetIds"].as_array().is_some_and(|s| !s.is_empty())
             || props["networkProfile"].is_object();
         if ip["type"]

@@ -252,6 +252,34 @@ async fn invalid_groups_are_rejected_with_aci_error_codes() -> anyhow::Result<()
     let mut v = ok();
     v["properties"]["restartPolicy"] = json!("Sometimes");
     cases.push(("policy".to_owned(), v, "InvalidRequestContent"));
+    // As strict as the 2023-05-01 definition: osType and ipAddress.type are required, enums
+    // are enums, an environment variable has exactly one of value and secureValue.
+    let mut v = ok();
+    v["properties"].as_object_mut().map(|o| o.remove("osType"));
+    cases.push(("noostype".to_owned(), v, "InvalidRequestContent"));
+    let mut v = ok();
+    v["properties"]["osType"] = json!("Plan9");
+    cases.push(("badostype".to_owned(), v, "InvalidRequestContent"));
+    let mut v = ok();
+    v["properties"]["containers"][0]["properties"]["ports"] = json!([{"port": 80}]);
+    v["properties"]["ipAddress"] = json!({"ports": [{"port": 80}]});
+    cases.push(("noiptype".to_owned(), v, "InvalidRequestContent"));
+    let mut v = ok();
+    v["properties"]["containers"][0]["properties"]["ports"] = json!([{"port": 80}]);
+    v["properties"]["ipAddress"] = json!({"type": "Elastic", "ports": [{"port": 80}]});
+    cases.push(("badiptype".to_owned(), v, "InvalidRequestContent"));
+    let mut v = ok();
+    v["properties"]["containers"][0]["properties"]["ports"] =
+        json!([{"port": 80, "protocol": "SCTP"}]);
+    cases.push(("badproto".to_owned(), v, "InvalidRequestContent"));
+    let mut v = ok();
+    v["properties"]["containers"][0]["properties"]["environmentVariables"] =
+        json!([{"name": "EMPTY"}]);
+    cases.push(("noenvvalue".to_owned(), v, "InvalidEnvironmentVariable"));
+    let mut v = ok();
+    v["properties"]["containers"][0]["properties"]["environmentVariables"] =
+        json!([{"name": "BOTH", "value": "a", "secureValue": "b"}]);
+    cases.push(("bothenv".to_owned(), v, "InvalidEnvironmentVariable"));
 
     for (name, body, code) in &cases {
         let r = emu.put_group(name, body).await?;
@@ -264,6 +292,14 @@ async fn invalid_groups_are_rejected_with_aci_error_codes() -> anyhow::Result<()
         );
     }
     let limit = emu.put_group("limit", &cases[5].1).await?;
+    let no_os = emu.put_group("noostype", &cases[12].1).await?;
+    assert!(
+        no_os.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("'osType'")),
+        "{}",
+        no_os.text
+    );
     assert_eq!(
         limit.body["error"]["message"],
         "The 'Cpu' limit '1.5' in container 'a' is greater than the total request '1' of container group 'limit'."
@@ -593,8 +629,14 @@ async fn stats_count_arm_requests_per_operation() -> anyhow::Result<()> {
         ("delete", 0),
         ("logs", 0),
         ("exec", 0),
+        ("attach", 0),
+        ("operation", 0),
     ]);
-    assert_eq!(emu.emu.stats().await?.ops, zero, "all six, zeros included");
+    assert_eq!(
+        emu.emu.stats().await?.ops,
+        zero,
+        "all eight, zeros included"
+    );
 
     let spec = simple_group("Always", &[("a", &[])]);
     assert_eq!(emu.put_group("ops", &spec).await?.status, 201);
@@ -611,7 +653,7 @@ async fn stats_count_arm_requests_per_operation() -> anyhow::Result<()> {
     let exec = format!("{}/missing/containers/a/exec?{API}", Emu::groups_path());
     let exec_body = json!({"command": "/bin/sh"});
     assert_eq!(emu.arm("POST", &exec, Some(&exec_body)).await?.status, 404);
-    // Not operations of the six: group actions, other methods, unauthenticated requests.
+    // Not counted operations: group actions, other methods, unauthenticated requests.
     let stop = format!("{}/ops/stop?{API}", Emu::groups_path());
     assert_eq!(emu.arm("POST", &stop, None).await?.status, 204);
     assert_eq!(
@@ -642,6 +684,8 @@ async fn stats_count_arm_requests_per_operation() -> anyhow::Result<()> {
             ("delete", 1),
             ("logs", 1),
             ("exec", 1),
+            ("attach", 0),
+            ("operation", 0),
         ])
     );
     // The older counters keep their meaning.

@@ -47,6 +47,18 @@ pub struct Config {
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// Run as the node (`system:node:<node-name>`), as the kubelet does: the `--kubeconfig` or
+    /// in-cluster credentials only request a client certificate from the
+    /// `kubernetes.io/kube-apiserver-client-kubelet` signer (TLS bootstrap); everything else is
+    /// done as the node, so the Node authorizer and NodeRestriction confine the shim to its own
+    /// Node, Lease and pods. The certificate is kept in `--cert-dir` and renewed before expiry.
+    #[arg(long, env = "VK_TLS_BOOTSTRAP")]
+    pub tls_bootstrap: bool,
+
+    /// Where `--tls-bootstrap` keeps the node's client certificate and key across restarts.
+    #[arg(long, env = "VK_CERT_DIR", default_value = "/var/lib/node-shim/pki")]
+    pub cert_dir: PathBuf,
+
     /// Port of the kubelet HTTPS API, published as the Node's kubelet endpoint.
     #[arg(long, env = "KUBELET_PORT", default_value_t = 10250)]
     pub kubelet_port: u16,

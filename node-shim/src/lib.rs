@@ -8,11 +8,14 @@
 //! exec, attach, port-forward, stats).
 #![forbid(unsafe_code)]
 
+pub mod certificates;
 pub mod config;
+pub mod events;
 pub mod fields;
 pub mod kubelet;
 pub mod metrics;
 pub mod node;
+pub mod node_identity;
 pub mod pods;
 pub mod provider_client;
 pub mod quantity;
@@ -53,32 +56,51 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The node identity (`--tls-bootstrap`) could not be set up.
+    #[error(transparent)]
+    NodeIdentity(#[from] node_identity::Error),
     /// The kubelet API could not be served.
     #[error(transparent)]
     Kubelet(#[from] kubelet::Error),
 }
 
-/// Builds the Kubernetes client from `--kubeconfig`, or in-cluster / default configuration.
-pub async fn kube_client(cfg: &Config) -> Result<kube::Client, Error> {
-    let config = match &cfg.kubeconfig {
+/// The Kubernetes configuration from `--kubeconfig`, or in-cluster / default configuration.
+async fn kube_config(cfg: &Config) -> Result<kube::Config, Error> {
+    match &cfg.kubeconfig {
         Some(path) => {
             let kubeconfig =
                 Kubeconfig::read_from(path).map_err(|e| Error::KubeConfig(e.to_string()))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| Error::KubeConfig(e.to_string()))?
+                .map_err(|e| Error::KubeConfig(e.to_string()))
         }
         None => kube::Config::infer()
             .await
-            .map_err(|e| Error::KubeConfig(e.to_string()))?,
-    };
-    Ok(kube::Client::try_from(config)?)
+            .map_err(|e| Error::KubeConfig(e.to_string())),
+    }
+}
+
+/// The Kubernetes client the shim works with: the configured credentials, or with
+/// `--tls-bootstrap` the node's own identity obtained with them, plus the configured
+/// credentials for what NodeRestriction keeps from a node (see [`node::NodeManager`]).
+pub async fn kube_clients(
+    cfg: &Arc<Config>,
+    shutdown: &CancellationToken,
+) -> Result<(kube::Client, Option<kube::Client>), Error> {
+    let config = kube_config(cfg).await?;
+    if cfg.tls_bootstrap {
+        let owner = kube::Client::try_from(config.clone())?;
+        let node = node_identity::client(config, cfg, shutdown).await?;
+        Ok((node, Some(owner)))
+    } else {
+        Ok((kube::Client::try_from(config)?, None))
+    }
 }
 
 /// Runs the shim until `shutdown` is cancelled. Cloud pods are neither deleted nor drained.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let cfg = Arc::new(cfg);
-    let client = kube_client(&cfg).await?;
+    let (client, owner) = kube_clients(&cfg, &shutdown).await?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
     if let Some(addr) = cfg.metrics_address.0 {
@@ -91,7 +113,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Error> 
         cfg.provider_timeout,
         Some(metrics.grpc.clone()),
     )?;
-    let node = node::NodeManager::new(client.clone(), provider.clone(), cfg.clone()).await?;
+    let node = node::NodeManager::new(client.clone(), owner, provider.clone(), cfg.clone()).await?;
     tracing::info!(node = %cfg.node_name, provider = %cfg.provider_endpoint, "node-shim starting");
     let kubelet_api = async {
         let result = kubelet::run(

@@ -80,12 +80,17 @@ pub struct NodeManager {
     /// When each condition type last changed status (Kubernetes `lastTransitionTime`).
     transitions: BTreeMap<String, (String, Timestamp)>,
     uid: Option<String>,
+    /// With `--tls-bootstrap`, the starting credentials, which set on this Node what
+    /// NodeRestriction keeps from the node itself (`kubernetes.io/role`, taints of an existing
+    /// Node); `None` when the shim runs with one identity.
+    owner: Option<Api<Node>>,
 }
 
 impl NodeManager {
     /// A manager for the node named in `cfg`.
     pub async fn new(
         client: Client,
+        owner: Option<Client>,
         provider: ProviderClient,
         cfg: Arc<Config>,
     ) -> Result<Self, Error> {
@@ -107,6 +112,7 @@ impl NodeManager {
             health: Health::unreachable("not asked yet"),
             transitions: BTreeMap::new(),
             uid: None,
+            owner: owner.map(Api::all),
         })
     }
 
@@ -480,13 +486,21 @@ impl NodeManager {
     }
 
     /// Creates the Node, or patches our labels and taints onto an existing one; then writes status
-    /// and the Lease.
+    /// and the Lease. Running as the node, what NodeRestriction reserves (labels outside the
+    /// kubelet's set; taints of an existing Node) is written with the owner's credentials.
     async fn register(&mut self) -> Result<(), Error> {
         let name = self.cfg.node_name.clone();
+        let mut labels = self.labels();
+        let reserved: BTreeMap<String, String> = match &self.owner {
+            Some(_) => labels
+                .extract_if(.., |k, _| !node_may_set_label(k))
+                .collect(),
+            None => BTreeMap::new(),
+        };
         let node = Node {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
-                labels: Some(self.labels()),
+                labels: Some(labels),
                 ..Default::default()
             },
             spec: Some(NodeSpec {
@@ -507,13 +521,24 @@ impl NodeManager {
                     "spec": {"taints": node.spec.as_ref().and_then(|s| s.taints.clone())},
                 });
                 let patched = self
-                    .api
+                    .owner
+                    .as_ref()
+                    .unwrap_or(&self.api)
                     .patch(&name, &PatchParams::default(), &Patch::Strategic(patch))
                     .await?;
                 tracing::info!(node = %name, "node already registered; labels and taints updated");
                 patched
             }
             Err(err) => return Err(err.into()),
+        };
+        let created = match (&self.owner, reserved.is_empty()) {
+            (Some(owner), false) => {
+                let patch = json!({"metadata": {"labels": reserved}});
+                owner
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await?
+            }
+            _ => created,
         };
         self.uid = created.metadata.uid;
         self.write_status().await?;
@@ -584,6 +609,34 @@ impl NodeManager {
 
 fn non_empty<'a>(s: &'a str, default: &'a str) -> &'a str {
     if s.is_empty() { default } else { s }
+}
+
+/// Whether NodeRestriction lets a node set label `key` on itself (Kubernetes 1.20
+/// `kubeletapis.IsKubeletLabel`): any label outside the `kubernetes.io` and `k8s.io` namespaces,
+/// and of those only the kubelet's own (hostname, os, arch, zone, region, instance type) and the
+/// `kubelet.kubernetes.io` / `node.kubernetes.io` namespaces.
+pub fn node_may_set_label(key: &str) -> bool {
+    const KUBELET_LABELS: [&str; 11] = [
+        "kubernetes.io/hostname",
+        "kubernetes.io/os",
+        "kubernetes.io/arch",
+        "beta.kubernetes.io/os",
+        "beta.kubernetes.io/arch",
+        "beta.kubernetes.io/instance-type",
+        "node.kubernetes.io/instance-type",
+        "failure-domain.beta.kubernetes.io/zone",
+        "failure-domain.beta.kubernetes.io/region",
+        "topology.kubernetes.io/zone",
+        "topology.kubernetes.io/region",
+    ];
+    let Some((namespace, _)) = key.split_once('/') else {
+        return true;
+    };
+    let within = |domain: &str| namespace == domain || namespace.ends_with(&format!(".{domain}"));
+    if !within("kubernetes.io") && !within("k8s.io") {
+        return true;
+    }
+    KUBELET_LABELS.contains(&key) || within("kubelet.kubernetes.io") || within("node.kubernetes.io")
 }
 
 /// Whether a label the provider suggests may go on the Node: a valid Kubernetes label, and not
@@ -705,6 +758,22 @@ mod tests {
             "y"
         ));
         assert!(!provider_label_allowed("kubernetes.io/role", "master"));
+        for (key, node_may) in [
+            ("type", true),
+            ("example.com/tier", true),
+            ("kubernetes.io/hostname", true),
+            ("beta.kubernetes.io/os", true),
+            (
+                "node.kubernetes.io/exclude-from-external-load-balancers",
+                true,
+            ),
+            ("kubernetes.io/role", false),
+            ("node-role.kubernetes.io/agent", false),
+            ("node-restriction.kubernetes.io/x", false),
+            ("example.k8s.io/x", false),
+        ] {
+            assert_eq!(node_may_set_label(key), node_may, "{key}");
+        }
         assert!(!provider_label_allowed("foo.k8s.io/x", "y"));
         assert!(!provider_label_allowed("ok", "a value with spaces"));
         assert!(!provider_label_allowed(&"k".repeat(64), "v"));

@@ -24,7 +24,6 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::{Event as KubeEvent, EventType, Recorder, Reporter},
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -40,8 +39,8 @@ use tonic::Code;
 use tracing::{Instrument, field::Empty};
 
 use crate::{
-    config::Config, fields, metrics::Metrics, provider_client::ProviderClient, resolve, status,
-    volume_sources::VolumeSources,
+    config::Config, events, fields, metrics::Metrics, provider_client::ProviderClient, resolve,
+    status, volume_sources::VolumeSources,
 };
 
 /// Errors that make one reconcile retry with backoff.
@@ -94,7 +93,7 @@ pub struct Context {
     client: Client,
     provider: ProviderClient,
     cfg: Arc<Config>,
-    recorder: Recorder,
+    recorder: events::Recorder,
     view: Mutex<ProviderView>,
     failures: Mutex<HashMap<String, u32>>,
     /// The resourceVersion each pod had when it was last reconciled (for the queue-depth gauge).
@@ -121,13 +120,7 @@ impl Context {
         metrics: Metrics,
         trigger: mpsc::UnboundedSender<ObjectRef<Pod>>,
     ) -> Arc<Self> {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "virtual-kubelet".into(),
-                instance: Some(cfg.node_name.clone()),
-            },
-        );
+        let recorder = events::Recorder::new(client.clone(), cfg.node_name.clone());
         Arc::new(Self {
             volumes: VolumeSources::new(client.clone(), cfg.secret_sync_period, trigger),
             host_ip: cfg.pod_ip.to_string(),
@@ -144,18 +137,16 @@ impl Context {
     }
 
     async fn event(&self, pod: &Pod, warning: bool, reason: &str, note: String, action: &str) {
-        let ev = KubeEvent {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: action.to_owned(),
-            secondary: None,
+        let kind = if warning {
+            events::Kind::Warning
+        } else {
+            events::Kind::Normal
         };
-        if let Err(err) = self.recorder.publish(&ev, &pod.object_ref(&())).await {
+        if let Err(err) = self
+            .recorder
+            .publish(&pod.object_ref(&()), kind, reason, &note, action)
+            .await
+        {
             tracing::warn!(%err, reason, "publishing an event failed");
         }
     }

@@ -8,12 +8,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use k8s_openapi::{
-    ByteString,
-    api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec},
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
-};
-use kube::{Api, Client, api::PostParams, runtime::wait::await_condition};
+use kube::Client;
 use rcgen::{CertificateParams, DnType, KeyPair, SanType};
 use rustls::{
     ServerConfig,
@@ -23,7 +18,10 @@ use rustls::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ServingCertMode};
+use crate::{
+    certificates,
+    config::{Config, ServingCertMode},
+};
 
 /// Setting up TLS failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,17 +40,9 @@ pub enum Error {
     /// rustls rejected the configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
-    /// The CSR could not be created or was not granted.
-    #[error("serving certificate request {name}: {reason}")]
-    Csr {
-        /// The CertificateSigningRequest.
-        name: String,
-        /// What happened.
-        reason: String,
-    },
-    /// A Kubernetes API call failed.
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
+    /// The serving certificate could not be obtained from the cluster.
+    #[error("serving certificate: {0}")]
+    Csr(#[from] certificates::Error),
 }
 
 fn file_error(path: &Path, reason: impl ToString) -> Error {
@@ -111,29 +101,6 @@ fn certified_key(
     Ok(Arc::new(CertifiedKey::from_der(chain, key, &provider)?))
 }
 
-/// The validity window of a DER certificate.
-fn validity(der: &[u8]) -> Option<(SystemTime, SystemTime)> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let v = cert.validity();
-    let at = |t: x509_parser::time::ASN1Time| {
-        let secs = u64::try_from(t.timestamp()).ok()?;
-        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-    };
-    Some((at(v.not_before)?, at(v.not_after)?))
-}
-
-/// When to ask for a new certificate: at 80% of its validity, as the kubelet's certificate manager
-/// (which picks a random point between 70% and 90%).
-fn renew_at(der: &[u8]) -> SystemTime {
-    match validity(der) {
-        Some((from, until)) => {
-            let life = until.duration_since(from).unwrap_or_default();
-            from + life.mul_f64(0.8)
-        }
-        None => SystemTime::now() + Duration::from_secs(3600),
-    }
-}
-
 fn read_files(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, Error> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| file_error(cert, e))?
@@ -164,8 +131,8 @@ fn serving_params(cfg: &Config) -> Result<CertificateParams, Error> {
 fn self_signed(cfg: &Config) -> Result<Arc<CertifiedKey>, Error> {
     let key = KeyPair::generate()?;
     let cert = serving_params(cfg)?.self_signed(&key)?;
-    let key_der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| Error::Csr {
-        name: "self-signed".into(),
+    let key_der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| Error::File {
+        path: "self-signed".into(),
         reason: e.to_string(),
     })?;
     certified_key(vec![cert.der().clone()], key_der)
@@ -177,71 +144,19 @@ async fn request_certificate(
     client: &Client,
     cfg: &Config,
 ) -> Result<(Arc<CertifiedKey>, SystemTime), Error> {
-    let key = KeyPair::generate()?;
-    let csr_pem = serving_params(cfg)?.serialize_request(&key)?.pem()?;
-    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let csr = CertificateSigningRequest {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("csr-{}-", cfg.node_name)),
-            ..Default::default()
-        },
-        spec: CertificateSigningRequestSpec {
-            request: ByteString(csr_pem.into_bytes()),
-            signer_name: "kubernetes.io/kubelet-serving".into(),
-            usages: Some(vec![
-                "digital signature".into(),
-                "key encipherment".into(),
-                "server auth".into(),
-            ]),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let created = api.create(&PostParams::default(), &csr).await?;
-    let name = created.metadata.name.unwrap_or_default();
-    tracing::info!(csr = %name, "waiting for the kubelet-serving certificate request to be approved and signed");
-    let issued = await_condition(api, &name, |csr: Option<&CertificateSigningRequest>| {
-        let status = csr.and_then(|c| c.status.as_ref());
-        let refused = status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Denied" || c.type_ == "Failed")
-            });
-        refused || status.and_then(|s| s.certificate.as_ref()).is_some()
-    })
-    .await
-    .map_err(|e| Error::Csr {
-        name: name.clone(),
+    let issued = certificates::request(
+        client,
+        &format!("csr-{}", cfg.node_name),
+        serving_params(cfg)?,
+        "kubernetes.io/kubelet-serving",
+        &["digital signature", "key encipherment", "server auth"],
+    )
+    .await?;
+    let key_der = PrivateKeyDer::try_from(issued.key.serialize_der()).map_err(|e| Error::File {
+        path: "issued serving key".into(),
         reason: e.to_string(),
     })?;
-    let status = issued.and_then(|c| c.status).unwrap_or_default();
-    let Some(pem) = status.certificate else {
-        let why = status
-            .conditions
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| format!("{}: {}", c.type_, c.message.unwrap_or_default()))
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(Error::Csr { name, reason: why });
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem.0)
-        .collect::<Result<_, _>>()
-        .map_err(|e| Error::Csr {
-            name: name.clone(),
-            reason: format!("the issued certificate does not parse: {e}"),
-        })?;
-    let renew = chain
-        .first()
-        .map(|c| renew_at(c))
-        .unwrap_or_else(SystemTime::now);
-    let key_der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| Error::Csr {
-        name: name.clone(),
-        reason: e.to_string(),
-    })?;
-    tracing::info!(csr = %name, "serving certificate issued");
-    Ok((certified_key(chain, key_der)?, renew))
+    Ok((certified_key(issued.chain, key_der)?, issued.renew_at))
 }
 
 /// Obtains the serving certificate `cfg` asks for. With a CSR, also spawns the task that renews
@@ -359,6 +274,7 @@ pub fn certificate_user(der: &[u8]) -> Option<(String, Vec<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::certificates::{renew_at, validity};
 
     #[test]
     fn self_signed_names_the_node_and_renews_at_80_percent() {

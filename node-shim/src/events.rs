@@ -1,0 +1,168 @@
+//! Pod events written as the kubelet writes them: core/v1 Events (the only events API the Node
+//! authorizer lets a node use), with a repeat of the same event folded into its `count` and
+//! `lastTimestamp`, as the kubelet's event correlator does.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::core::v1::{Event, EventSource, ObjectReference},
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+/// The component named in every event's source.
+const COMPONENT: &str = "virtual-kubelet";
+/// Repeats within this window are folded into the first event.
+const FOLD_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// Bounds the memory of recent events.
+const MAX_REMEMBERED: usize = 4096;
+
+/// Whether the event reports a problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `Normal`.
+    Normal,
+    /// `Warning`.
+    Warning,
+}
+
+#[derive(Hash, PartialEq, Eq, Clone)]
+struct Key {
+    namespace: String,
+    uid: String,
+    kind: &'static str,
+    reason: String,
+    message: String,
+}
+
+struct Seen {
+    name: String,
+    count: i32,
+    first: Instant,
+}
+
+/// Writes events for one node.
+pub struct Recorder {
+    client: Client,
+    node_name: String,
+    recent: Mutex<HashMap<Key, Seen>>,
+}
+
+impl Recorder {
+    /// A recorder whose events name `node_name` as their source host.
+    pub fn new(client: Client, node_name: String) -> Self {
+        Self {
+            client,
+            node_name,
+            recent: Mutex::default(),
+        }
+    }
+
+    /// Publishes an event about `object`; a repeat of the same one within ten minutes raises its
+    /// count instead of adding another.
+    pub async fn publish(
+        &self,
+        object: &ObjectReference,
+        kind: Kind,
+        reason: &str,
+        message: &str,
+        action: &str,
+    ) -> Result<(), kube::Error> {
+        let namespace = object.namespace.clone().unwrap_or_else(|| "default".into());
+        let kind_name = match kind {
+            Kind::Normal => "Normal",
+            Kind::Warning => "Warning",
+        };
+        let key = Key {
+            namespace: namespace.clone(),
+            uid: object.uid.clone().unwrap_or_default(),
+            kind: kind_name,
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        let now = Timestamp::now();
+        let repeat = {
+            let mut recent = self
+                .recent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match recent.get_mut(&key) {
+                Some(seen) if seen.first.elapsed() < FOLD_WINDOW => {
+                    seen.count = seen.count.saturating_add(1);
+                    Some((seen.name.clone(), seen.count))
+                }
+                _ => None,
+            }
+        };
+        if let Some((name, count)) = repeat {
+            let patch = json!({"count": count, "lastTimestamp": Time(now)});
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Expired (events have a TTL) or deleted: write a new one.
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let object_name = object.name.clone().unwrap_or_default();
+        let event = Event {
+            metadata: ObjectMeta {
+                // As the kubelet names them: the object, then a unique suffix.
+                name: Some(format!(
+                    "{object_name}.{:x}",
+                    now.as_nanosecond().unsigned_abs()
+                )),
+                namespace: Some(namespace),
+                ..Default::default()
+            },
+            involved_object: object.clone(),
+            reason: Some(reason.to_owned()),
+            message: Some(message.to_owned()),
+            type_: Some(kind_name.to_owned()),
+            action: Some(action.to_owned()),
+            count: Some(1),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            event_time: None::<MicroTime>,
+            source: Some(EventSource {
+                component: Some(COMPONENT.into()),
+                host: Some(self.node_name.clone()),
+            }),
+            reporting_component: Some(COMPONENT.into()),
+            reporting_instance: Some(self.node_name.clone()),
+            ..Default::default()
+        };
+        let created = api.create(&PostParams::default(), &event).await?;
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if recent.len() >= MAX_REMEMBERED {
+            recent.retain(|_, seen| seen.first.elapsed() < FOLD_WINDOW);
+            if recent.len() >= MAX_REMEMBERED {
+                recent.clear();
+            }
+        }
+        recent.insert(
+            key,
+            Seen {
+                name: created.metadata.name.unwrap_or_default(),
+                count: 1,
+                first: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+}

@@ -99,6 +99,59 @@ pub async fn group(State(emu): State<Shared>, Path(id): Path<String>) -> Respons
     .into_response()
 }
 
+/// Replaces the run-time knobs (`server::Knobs`; absent fields take their defaults).
+pub async fn knobs(State(emu): State<Shared>, body: Bytes) -> Response {
+    match serde_json::from_slice::<crate::server::Knobs>(&body) {
+        Ok(k) => {
+            emu.lock().knobs = k;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("bad knobs: {e}")).into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateBody {
+    status: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    message: String,
+    /// The condition type carrying the reason; default `Unschedulable` for Scheduling and
+    /// ScheduleFailed, `ContainerInstanceCreated` otherwise (both among the SDK's types).
+    #[serde(default)]
+    condition: Option<String>,
+}
+
+/// Fault knob: puts a group in one of ECI's documented states. With a reason, a Warning event
+/// and a failed `PodStatus` condition carry it.
+pub async fn set_state(State(emu): State<Shared>, Path(id): Path<String>, body: Bytes) -> Response {
+    let Ok(b) = serde_json::from_slice::<StateBody>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "body must be {\"status\": S, \"reason\"?: R, \"message\"?: M}",
+        )
+            .into_response();
+    };
+    let mut st = emu.lock();
+    let Some(g) = st.groups.iter_mut().find(|g| g.id == id || g.name == id) else {
+        return (StatusCode::NOT_FOUND, "no such group").into_response();
+    };
+    let now = OffsetDateTime::now_utc();
+    match lifecycle::set_state(
+        g,
+        &b.status,
+        &b.reason,
+        &b.message,
+        b.condition.as_deref(),
+        now,
+    ) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct ExitBody {
     exit_code: i32,

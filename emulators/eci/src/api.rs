@@ -232,6 +232,9 @@ fn create(emu: &Shared, p: &Params) -> Result<Value, ApiError> {
         created: now,
         succeeded: None,
         failed: None,
+        expired: None,
+        fault: None,
+        deleting_until: None,
         events: vec![Event {
             kind: "Normal",
             reason: "Scheduled",
@@ -250,17 +253,51 @@ fn create(emu: &Shared, p: &Params) -> Result<Value, ApiError> {
     Ok(json!({ "ContainerGroupId": id }))
 }
 
+/// DeleteContainerGroup. A running group with a preStop hook is `Terminating` for its grace
+/// period (capped by the `terminating_ms` knob) before it goes, as ECI's lifecycle guide says;
+/// `Force=true` skips the wait. Deleting a group already terminating is accepted again.
 fn delete(emu: &Shared, p: &Params) -> Result<Value, ApiError> {
     let id = p.required("ContainerGroupId")?;
+    let force = p.bool("Force", false)?;
     let mut st = emu.lock();
     let idx = st
         .groups
         .iter()
         .position(|g| g.id == id)
         .ok_or_else(ApiError::group_not_found)?;
-    let gone = st.groups.remove(idx);
-    st.deletions.push(gone);
-    st.stats.deleted += 1;
+    let now = OffsetDateTime::now_utc();
+    let g = &st.groups[idx];
+    if g.deleting_until.is_some() && !force {
+        return Ok(json!({}));
+    }
+    let pre_stop = g
+        .params
+        .0
+        .keys()
+        .any(|k| k.starts_with("Container.") && k.contains(".LifecyclePreStopHandler"));
+    let grace_ms = g
+        .params
+        .int("TerminationGracePeriodSeconds")
+        .ok()
+        .flatten()
+        .map_or(30_000, |s| s.max(0) * 1000);
+    let wait = grace_ms.min(st.knobs.terminating_ms as i64);
+    let first = g.deleting_until.is_none();
+    let running = g.status == "Running";
+    let st = &mut *st;
+    if first {
+        st.deletions.push(st.groups[idx].clone());
+        st.stats.deleted += 1;
+    }
+    if force || !pre_stop || !running || wait <= 0 {
+        st.groups.remove(idx);
+    } else {
+        let g = &mut st.groups[idx];
+        crate::lifecycle::tracked(g, now, |g| {
+            g.status = "Terminating";
+            g.deleting_until = Some(now + Duration::milliseconds(wait));
+        });
+    }
     st.stats.live = st.groups.len() as u64;
     Ok(json!({}))
 }
@@ -344,11 +381,12 @@ fn page<'a>(
 fn describe(emu: &Shared, p: &Params) -> Result<Value, ApiError> {
     let filter = Filter::from_params(p, false)?;
     let st = emu.lock();
+    let with_events = p.bool("WithEvent", false)?;
     let (groups, total, next) = page(&st, p, &filter, 20)?;
     Ok(json!({
         "TotalCount": total,
         "NextToken": next,
-        "ContainerGroups": groups.iter().map(|g| g.describe_json()).collect::<Vec<_>>(),
+        "ContainerGroups": groups.iter().map(|g| g.describe_json_with(with_events)).collect::<Vec<_>>(),
     }))
 }
 

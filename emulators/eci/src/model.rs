@@ -65,6 +65,17 @@ pub struct Event {
     pub at: OffsetDateTime,
 }
 
+/// Why a group is in trouble: a condition of its `PodStatus` (and a Warning event when set
+/// by the fault API).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// Condition type, e.g. `PodScheduled`, `Ready`.
+    pub kind: String,
+    pub reason: String,
+    pub message: String,
+    pub at: OffsetDateTime,
+}
+
 /// A stored container group.
 #[derive(Debug, Clone)]
 pub struct Group {
@@ -91,6 +102,11 @@ pub struct Group {
     pub created: OffsetDateTime,
     pub succeeded: Option<OffsetDateTime>,
     pub failed: Option<OffsetDateTime>,
+    pub expired: Option<OffsetDateTime>,
+    /// Set by the fault API: shown as the last of the `PodStatus.Conditions`.
+    pub fault: Option<Fault>,
+    /// A DeleteContainerGroup put it in Terminating; it goes at this time.
+    pub deleting_until: Option<OffsetDateTime>,
     pub events: Vec<Event>,
     pub client_token: Option<String>,
     /// Every request parameter exactly as received (shown only by the admin API).
@@ -115,6 +131,18 @@ fn valid_label(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+/// `EnvironmentVar.N.Value`: 0 to 256 characters (API reference).
+pub const MAX_ENV_VALUE: usize = 256;
+/// `Container.N.Arg`: at most 10 (API reference).
+pub const MAX_ARGS: usize = 10;
+
+/// `EnvironmentVar.N.Key`: 1 to 128 characters, `[0-9a-zA-Z_]`, not starting with a digit.
+pub fn valid_env_key(k: &str) -> bool {
+    (1..=128).contains(&k.chars().count())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+}
+
 fn parse_container(p: &Params, prefix: &str) -> Result<ContainerSpec, ApiError> {
     let field = |f: &str| format!("{prefix}.{f}");
     let name = p.required(&field("Name"))?.to_owned();
@@ -126,10 +154,16 @@ fn parse_container(p: &Params, prefix: &str) -> Result<ContainerSpec, ApiError> 
         .indices(&field("EnvironmentVar"))
         .into_iter()
         .map(|n| {
-            let key = p.required(&field(&format!("EnvironmentVar.{n}.Key")))?;
-            let value = p
-                .get(&field(&format!("EnvironmentVar.{n}.Value")))
-                .unwrap_or("");
+            let key_name = field(&format!("EnvironmentVar.{n}.Key"));
+            let key = p.required(&key_name)?;
+            if !valid_env_key(key) {
+                return Err(ApiError::invalid(&key_name));
+            }
+            let value_name = field(&format!("EnvironmentVar.{n}.Value"));
+            let value = p.get(&value_name).unwrap_or("");
+            if value.chars().count() > MAX_ENV_VALUE {
+                return Err(ApiError::invalid(&value_name));
+            }
             Ok((key.to_owned(), value.to_owned()))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
@@ -159,13 +193,17 @@ fn parse_container(p: &Params, prefix: &str) -> Result<ContainerSpec, ApiError> 
             Ok((name.to_owned(), path.to_owned(), ro))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
+    let args = p.list(&field("Arg"));
+    if args.len() > MAX_ARGS {
+        return Err(ApiError::invalid(&field("Arg")));
+    }
     Ok(ContainerSpec {
         name,
         image,
         cpu: p.float(&field("Cpu"))?.unwrap_or(0.0),
         memory: p.float(&field("Memory"))?.unwrap_or(0.0),
         command: p.list(&field("Command")),
-        args: p.list(&field("Arg")),
+        args,
         env,
         ports,
         mounts,
@@ -185,6 +223,16 @@ pub fn parse_containers(p: &Params, prefix: &str) -> Result<Vec<ContainerSpec>, 
         .into_iter()
         .map(|n| parse_container(p, &format!("{prefix}.{n}")))
         .collect()
+}
+
+/// A stable, made-up container id for one run of a container (`containerd://<64 hex>`).
+pub fn container_id(group: &str, container: &str, start: OffsetDateTime) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!(
+        "{group}/{container}/{}",
+        start.unix_timestamp_nanos()
+    ));
+    format!("containerd://{}", hex::encode(digest))
 }
 
 fn state_json(state: &RunState) -> Value {
@@ -290,6 +338,16 @@ fn host_aliases_json(p: &Params) -> Vec<Value> {
 }
 
 impl Group {
+    /// The Kubernetes phase of `PodStatus.Phase`.
+    pub fn phase(&self) -> &'static str {
+        match self.status {
+            "Scheduling" | "Pending" => "Pending",
+            "Succeeded" => "Succeeded",
+            "Failed" | "ScheduleFailed" | "Expired" => "Failed",
+            _ => "Running",
+        }
+    }
+
     pub fn container_mut(&mut self, name: &str) -> Option<&mut Container> {
         self.containers.iter_mut().find(|c| c.spec.name == name)
     }
@@ -301,7 +359,82 @@ impl Group {
             .find(|c| c.spec.name == name)
     }
 
-    /// A `ContainerGroups[]` entry of DescribeContainerGroups.
+    /// The init containers as DescribeContainerGroups shows them.
+    pub fn init_states_json(&self) -> Value {
+        Value::Array(self.init_containers.iter().map(container_json).collect())
+    }
+
+    /// `PodStatus.Conditions`, as a kubelet computes them, with the SDK's field names
+    /// (`Message`, `Reason`, `lastTransitionTime`, `status`, `type`); a fault goes last.
+    fn conditions_json(&self) -> Vec<Value> {
+        let at = format_time(self.status_changed);
+        let cond = |kind: &str, ok: bool, reason: &str, message: String| {
+            json!({"type": kind, "status": if ok { "True" } else { "False" },
+                   "Reason": if ok { "" } else { reason }, "Message": if ok { String::new() } else { message },
+                   "lastTransitionTime": at})
+        };
+        let scheduled = !matches!(self.status, "Scheduling" | "ScheduleFailed");
+        let incomplete: Vec<&str> = self
+            .init_containers
+            .iter()
+            .filter(|c| !matches!(c.state, RunState::Terminated { exit_code: 0, .. }))
+            .map(|c| c.spec.name.as_str())
+            .collect();
+        let unready: Vec<&str> = self
+            .containers
+            .iter()
+            .filter(|c| !matches!(c.state, RunState::Running { .. }))
+            .map(|c| c.spec.name.as_str())
+            .collect();
+        let mut out = vec![
+            cond(
+                "PodScheduled",
+                scheduled,
+                "Unschedulable",
+                "the instance is not scheduled yet".into(),
+            ),
+            cond(
+                "Initialized",
+                incomplete.is_empty(),
+                "ContainersNotInitialized",
+                format!(
+                    "containers with incomplete status: [{}]",
+                    incomplete.join(" ")
+                ),
+            ),
+            cond(
+                "ContainersReady",
+                unready.is_empty(),
+                "ContainersNotReady",
+                format!("containers with unready status: [{}]", unready.join(" ")),
+            ),
+            cond(
+                "Ready",
+                unready.is_empty(),
+                "ContainersNotReady",
+                format!("containers with unready status: [{}]", unready.join(" ")),
+            ),
+        ];
+        if let Some(f) = &self.fault {
+            out.push(
+                json!({"type": f.kind, "status": "False", "Reason": f.reason,
+                            "Message": f.message, "lastTransitionTime": format_time(f.at)}),
+            );
+        }
+        out
+    }
+
+    /// A `ContainerGroups[]` entry of DescribeContainerGroups; `Events` only when asked for
+    /// (`WithEvent`).
+    pub fn describe_json_with(&self, with_events: bool) -> Value {
+        let mut v = self.describe_json();
+        if !with_events && let Some(m) = v.as_object_mut() {
+            m.remove("Events");
+        }
+        v
+    }
+
+    /// A `ContainerGroups[]` entry of DescribeContainerGroups, events included.
     pub fn describe_json(&self) -> Value {
         let opt_time = |t: Option<OffsetDateTime>| t.map(format_time).unwrap_or_default();
         json!({
@@ -321,7 +454,7 @@ impl Group {
             "CreationTime": format_time(self.created),
             "SucceededTime": opt_time(self.succeeded),
             "FailedTime": opt_time(self.failed),
-            "ExpiredTime": "",
+            "ExpiredTime": opt_time(self.expired),
             "EniInstanceId": format!("eni-{}", &self.id[4..]),
             "InstanceType": "",
             "Tags": self.tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>(),
@@ -340,7 +473,7 @@ impl Group {
 
     /// A `Data[]` entry of DescribeContainerGroupStatus (Kubernetes-like `PodStatus`).
     pub fn status_json(&self) -> Value {
-        let k8s_state = |s: &RunState| match s {
+        let k8s_state = |name: &str, s: &RunState| match s {
             RunState::Waiting => json!({"Waiting": {"Reason": "ContainerCreating", "Message": ""}}),
             RunState::Running { start } => {
                 json!({"Running": {"StartedAtstartedAt": format_time(*start)}})
@@ -351,7 +484,7 @@ impl Group {
                 exit_code,
                 reason,
             } => json!({"Terminated": {
-                "ContainerID": "", "ExitCode": exit_code, "FinishedAt": format_time(*finish),
+                "ContainerID": container_id(&self.id, name, *start), "ExitCode": exit_code, "FinishedAt": format_time(*finish),
                 "Message": "", "Reason": reason, "Signal": 0, "StartedAt": format_time(*start),
             }}),
         };
@@ -366,8 +499,8 @@ impl Group {
                     "Ready": matches!(c.state, RunState::Running { .. }),
                     "Started": matches!(c.state, RunState::Running { .. }),
                     "RestartCount": c.restart_count,
-                    "State": k8s_state(&c.state),
-                    "LastState": c.previous.as_ref().map(k8s_state).unwrap_or_else(|| json!({})),
+                    "State": k8s_state(&c.spec.name, &c.state),
+                    "LastState": c.previous.as_ref().map(|s| k8s_state(&c.spec.name, s)).unwrap_or_else(|| json!({})),
                 })
             })
             .collect();
@@ -388,13 +521,13 @@ impl Group {
             "Status": self.status,
             "uuid": self.uuid,
             "PodStatus": {
-                "Phase": self.status,
+                "Phase": self.phase(),
                 "HostIp": "",
                 "PodIp": self.ip,
                 "PodIps": [{"Ip": self.ip}],
                 "QosClass": "Guaranteed",
                 "StartTime": start,
-                "Conditions": [],
+                "Conditions": self.conditions_json(),
                 "ContainerStatuses": statuses,
             },
         })

@@ -80,13 +80,32 @@ impl Params {
             .collect()
     }
 
-    /// `Tag.N.Key` / `Tag.N.Value` pairs.
+    /// `Tag.N.Key` / `Tag.N.Value` pairs, with the documented limits: at most 20 tags, keys of
+    /// at most 64 characters not starting with `aliyun` or `acs:`, values of at most 128 not
+    /// starting with `acs:`, neither containing `http://` or `https://`.
     pub fn tags(&self) -> Result<Vec<(String, String)>, ApiError> {
-        self.indices("Tag")
+        let indices = self.indices("Tag");
+        if indices.len() > 20 {
+            return Err(ApiError::invalid("Tag"));
+        }
+        let url = |s: &str| s.contains("http://") || s.contains("https://");
+        indices
             .into_iter()
             .map(|n| {
-                let key = self.required(&format!("Tag.{n}.Key"))?.to_owned();
-                let value = self.get(&format!("Tag.{n}.Value")).unwrap_or("").to_owned();
+                let key_name = format!("Tag.{n}.Key");
+                let key = self.required(&key_name)?.to_owned();
+                if key.chars().count() > 64
+                    || key.starts_with("aliyun")
+                    || key.starts_with("acs:")
+                    || url(&key)
+                {
+                    return Err(ApiError::invalid(&key_name));
+                }
+                let value_name = format!("Tag.{n}.Value");
+                let value = self.get(&value_name).unwrap_or("").to_owned();
+                if value.chars().count() > 128 || value.starts_with("acs:") || url(&value) {
+                    return Err(ApiError::invalid(&value_name));
+                }
                 Ok((key, value))
             })
             .collect()

@@ -61,6 +61,77 @@ pub struct EmulatorState {
     pub throttle_rate: f64,
     pub lost_answer_rate: f64,
     pub next_seq: u64,
+    pub knobs: Knobs,
+    /// Groups dropped by the retention rules (not by DeleteContainerGroup).
+    pub reaped: Vec<Group>,
+}
+
+/// Behaviour set at run time through `PUT /_emulator/knobs`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Knobs {
+    /// Init containers run until the admin API makes them exit (else they complete at once).
+    pub hold_init_containers: bool,
+    /// Longest Terminating phase of a deleted group with a preStop hook (its grace period
+    /// otherwise).
+    pub terminating_ms: u64,
+    /// Finished groups (Succeeded, Failed, Expired) are all kept this long (documented: 1 h)...
+    pub retention_ms: u64,
+    /// ...and after that only the most recent this many (documented: 100 per region).
+    pub retained_finished: usize,
+    /// ScheduleFailed groups are deleted after this long (documented: 24 h).
+    pub schedule_failed_ms: u64,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Self {
+            hold_init_containers: false,
+            terminating_ms: 2_000,
+            retention_ms: 3_600_000,
+            retained_finished: 100,
+            schedule_failed_ms: 86_400_000,
+        }
+    }
+}
+
+impl EmulatorState {
+    /// Removes what ECI would no longer show: groups whose Terminating phase has ended, finished
+    /// groups beyond the retention rules, ScheduleFailed groups older than a day.
+    fn sweep(&mut self, now: OffsetDateTime) {
+        let k = self.knobs.clone();
+        let finished_at = |g: &Group| match g.status {
+            "Succeeded" => g.succeeded,
+            "Failed" => g.failed,
+            "Expired" => g.expired,
+            _ => None,
+        };
+        // Finished groups past the retention window, newest first: the first `retained_finished`
+        // of them stay.
+        let mut old: Vec<(OffsetDateTime, String)> = self
+            .groups
+            .iter()
+            .filter_map(|g| finished_at(g).map(|t| (t, g.id.clone())))
+            .filter(|(t, _)| now - *t > Duration::milliseconds(k.retention_ms as i64))
+            .collect();
+        old.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
+        let drop: Vec<String> = old
+            .into_iter()
+            .skip(k.retained_finished)
+            .map(|(_, id)| id)
+            .collect();
+        let schedule_failed = Duration::milliseconds(k.schedule_failed_ms as i64);
+        let (gone, kept): (Vec<Group>, Vec<Group>) =
+            std::mem::take(&mut self.groups).into_iter().partition(|g| {
+                g.deleting_until.is_some_and(|t| now >= t)
+                    || drop.contains(&g.id)
+                    || (g.status == "ScheduleFailed" && now - g.status_changed > schedule_failed)
+            });
+        self.groups = kept;
+        // Deleted groups are in `deletions` already.
+        self.reaped
+            .extend(gone.into_iter().filter(|g| g.deleting_until.is_none()));
+    }
 }
 
 /// The emulator: configuration, bound address and state.
@@ -96,9 +167,11 @@ impl Emulator {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = OffsetDateTime::now_utc();
         let delay = Duration::milliseconds(self.config.start_delay_ms as i64);
+        let hold = st.knobs.hold_init_containers;
         for g in &mut st.groups {
-            lifecycle::advance(g, now, delay);
+            lifecycle::advance(g, now, delay, hold);
         }
+        st.sweep(now);
         st.stats.live = st.groups.len() as u64;
         st
     }
@@ -135,6 +208,8 @@ pub fn router(emu: Shared) -> Router {
         .route("/_emulator/stats", get(admin::stats))
         .route("/_emulator/throttle", put(admin::throttle))
         .route("/_emulator/faults", put(admin::faults))
+        .route("/_emulator/knobs", put(admin::knobs))
+        .route("/_emulator/groups/{id}/state", post(admin::set_state))
         .route("/_emulator/groups", get(admin::live_groups))
         .route("/_emulator/deletions", get(admin::deletions))
         .route("/_emulator/groups/{id}", get(admin::group))

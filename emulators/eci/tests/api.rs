@@ -1075,3 +1075,333 @@ async fn stats_count_authenticated_calls_per_action() -> anyhow::Result<()> {
     assert_eq!(stats["lost_answers"], 0, "{stats}");
     Ok(())
 }
+
+async fn describe(emu: &Emu, id: &str, with_event: bool) -> anyhow::Result<Value> {
+    let ids = format!("[\"{id}\"]");
+    let mut p = vec![R, ("ContainerGroupIds", ids.as_str())];
+    if with_event {
+        p.push(("WithEvent", "true"));
+    }
+    let (s, v) = emu.call("DescribeContainerGroups", &p).await?;
+    anyhow::ensure!(s == 200, "{v}");
+    Ok(v["ContainerGroups"][0].clone())
+}
+
+async fn status_entry(emu: &Emu, id: &str) -> anyhow::Result<Value> {
+    let ids = format!("[\"{id}\"]");
+    let (s, v) = emu
+        .call(
+            "DescribeContainerGroupStatus",
+            &[R, ("ContainerGroupIds", ids.as_str())],
+        )
+        .await?;
+    anyhow::ensure!(s == 200, "{v}");
+    Ok(v["Data"][0].clone())
+}
+
+fn simple(name: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("ContainerGroupName", name),
+        ("RestartPolicy", "Never"),
+        ("Container.1.Name", "main"),
+        ("Container.1.Image", "busybox"),
+    ]
+}
+
+#[tokio::test]
+async fn events_only_with_with_event() -> anyhow::Result<()> {
+    let emu = Emu::start(&["--start-delay-ms", "50"]).await?;
+    let id = emu.create(&simple("events")).await?;
+    emu.wait_status(&id, "Running").await?;
+    let without = describe(&emu, &id, false).await?;
+    assert!(without.get("Events").is_none(), "{without}");
+    let with = describe(&emu, &id, true).await?;
+    assert!(
+        with["Events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["Reason"] == "Scheduled")),
+        "{with}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn held_init_containers_run_in_order_and_a_failure_fails_the_group() -> anyhow::Result<()> {
+    let emu = Emu::start(&["--start-delay-ms", "50"]).await?;
+    let (s, _) = emu
+        .admin(
+            "PUT",
+            "/_emulator/knobs",
+            "{\"hold_init_containers\": true}",
+        )
+        .await?;
+    assert_eq!(s, 204);
+    let mut p = simple("init-ok");
+    p.extend([
+        ("InitContainer.1.Name", "setup"),
+        ("InitContainer.1.Image", "busybox"),
+    ]);
+    let ok = emu.create(&p).await?;
+    let mut p = simple("init-bad");
+    p.extend([
+        ("InitContainer.1.Name", "setup"),
+        ("InitContainer.1.Image", "busybox"),
+    ]);
+    let bad = emu.create(&p).await?;
+    // The init container runs, the app container waits, the group is Pending.
+    for id in [&ok, &bad] {
+        let mut g = Value::Null;
+        for _ in 0..100 {
+            g = describe(&emu, id, false).await?;
+            if g["InitContainers"][0]["CurrentState"]["State"] == "Running" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            g["InitContainers"][0]["CurrentState"]["State"], "Running",
+            "{g}"
+        );
+        assert_eq!(g["Containers"][0]["CurrentState"]["State"], "Waiting");
+        assert_eq!(g["Status"], "Pending");
+        let st = status_entry(&emu, id).await?;
+        assert_eq!(st["PodStatus"]["Phase"], "Pending");
+    }
+    let exit = |id: &str, code: i32| {
+        let path = format!("/_emulator/groups/{id}/containers/setup/exit");
+        let body = format!("{{\"exit_code\": {code}}}");
+        let emu = &emu;
+        async move { emu.admin("POST", &path, &body).await }
+    };
+    assert_eq!(exit(&ok, 0).await?.0, 204);
+    let g = emu.wait_status(&ok, "Running").await?;
+    assert_eq!(
+        g["InitContainers"][0]["CurrentState"]["State"],
+        "Terminated"
+    );
+    assert_eq!(g["InitContainers"][0]["CurrentState"]["ExitCode"], 0);
+    assert_eq!(g["Containers"][0]["CurrentState"]["State"], "Running");
+
+    assert_eq!(exit(&bad, 2).await?.0, 204);
+    let g = emu.wait_status(&bad, "Failed").await?;
+    assert_eq!(g["InitContainers"][0]["CurrentState"]["ExitCode"], 2);
+    // The reason is in the conditions, with the SDK's field names.
+    let st = status_entry(&emu, &bad).await?;
+    let conds = st["PodStatus"]["Conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        conds.iter().any(|c| c["type"] == "Initialized"
+            && c["status"] == "False"
+            && c["Reason"] == "ContainersNotInitialized"
+            && c["Message"].as_str().is_some_and(|m| m.contains("setup"))),
+        "{st}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn fault_states_set_status_conditions_and_warning_events() -> anyhow::Result<()> {
+    let emu = Emu::start(&["--start-delay-ms", "50"]).await?;
+    let id = emu.create(&simple("faulty")).await?;
+    emu.wait_status(&id, "Running").await?;
+    for status in [
+        "Scheduling",
+        "ScheduleFailed",
+        "Restarting",
+        "Updating",
+        "Terminating",
+        "Expired",
+    ] {
+        let body = format!(
+            "{{\"status\": \"{status}\", \"reason\": \"R{status}\", \"message\": \"because {status}\"}}"
+        );
+        let (s, v) = emu
+            .admin("POST", &format!("/_emulator/groups/{id}/state"), &body)
+            .await?;
+        assert_eq!(s, 204, "{v}");
+        let g = describe(&emu, &id, true).await?;
+        assert_eq!(g["Status"], status);
+        assert!(
+            g["Events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["Type"] == "Warning"
+                    && e["Reason"] == format!("R{status}")
+                    && e["Message"] == format!("because {status}"))),
+            "{g}"
+        );
+        let st = status_entry(&emu, &id).await?;
+        let last = st["PodStatus"]["Conditions"]
+            .as_array()
+            .and_then(|c| c.last().cloned())
+            .unwrap_or_default();
+        assert_eq!(last["Reason"], format!("R{status}"), "{st}");
+        assert_eq!(last["status"], "False");
+    }
+    assert!(
+        describe(&emu, &id, false).await?["ExpiredTime"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+    let (s, _) = emu
+        .admin(
+            "POST",
+            &format!("/_emulator/groups/{id}/state"),
+            "{\"status\": \"Sleeping\"}",
+        )
+        .await?;
+    assert_eq!(s, 400);
+    Ok(())
+}
+
+#[tokio::test]
+async fn delete_with_a_pre_stop_hook_terminates_first_unless_forced() -> anyhow::Result<()> {
+    let emu = Emu::start(&["--start-delay-ms", "50"]).await?;
+    let (s, _) = emu
+        .admin("PUT", "/_emulator/knobs", "{\"terminating_ms\": 1500}")
+        .await?;
+    assert_eq!(s, 204);
+    let hooked = |name: &'static str| {
+        let mut p = simple(name);
+        p.extend([
+            ("Container.1.LifecyclePreStopHandlerExec.1", "sleep"),
+            ("Container.1.LifecyclePreStopHandlerExec.2", "1"),
+        ]);
+        p
+    };
+    let graceful = emu.create(&hooked("graceful")).await?;
+    let forced = emu.create(&hooked("forced")).await?;
+    let plain = emu.create(&simple("plain")).await?;
+    for id in [&graceful, &forced, &plain] {
+        emu.wait_status(id, "Running").await?;
+    }
+    let delete = |id: &str, force: bool| {
+        let id = id.to_owned();
+        let emu = &emu;
+        async move {
+            let mut p = vec![R, ("ContainerGroupId", id.as_str())];
+            if force {
+                p.push(("Force", "true"));
+            }
+            emu.call("DeleteContainerGroup", &p).await
+        }
+    };
+    assert_eq!(delete(&graceful, false).await?.0, 200);
+    assert_eq!(
+        describe(&emu, &graceful, false).await?["Status"],
+        "Terminating"
+    );
+    // A second delete of a terminating group is accepted.
+    assert_eq!(delete(&graceful, false).await?.0, 200);
+    assert_eq!(delete(&forced, true).await?.0, 200);
+    assert_eq!(delete(&plain, false).await?.0, 200);
+    for id in [&forced, &plain] {
+        assert!(
+            describe(&emu, id, false).await?.is_null(),
+            "{id} still listed"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(describe(&emu, &graceful, false).await?.is_null());
+    assert_eq!(emu.stats().await?["deleted"], 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn finished_groups_are_retained_as_documented() -> anyhow::Result<()> {
+    let emu = Emu::start(&["--start-delay-ms", "50"]).await?;
+    // 1 h and 100 in the documentation; shortened here.
+    let (s, _) = emu
+        .admin(
+            "PUT",
+            "/_emulator/knobs",
+            "{\"retention_ms\": 300, \"retained_finished\": 1, \"schedule_failed_ms\": 300}",
+        )
+        .await?;
+    assert_eq!(s, 204);
+    let names = ["done-a", "done-b", "done-c"];
+    let mut ids = Vec::new();
+    for n in names {
+        let id = emu.create(&simple(n)).await?;
+        emu.wait_status(&id, "Running").await?;
+        ids.push(id);
+    }
+    let running = emu.create(&simple("still-running")).await?;
+    let unschedulable = emu.create(&simple("never-scheduled")).await?;
+    emu.wait_status(&running, "Running").await?;
+    emu.admin(
+        "POST",
+        &format!("/_emulator/groups/{unschedulable}/state"),
+        "{\"status\": \"ScheduleFailed\"}",
+    )
+    .await?;
+    for id in &ids {
+        let path = format!("/_emulator/groups/{id}/containers/main/exit");
+        emu.admin("POST", &path, "{\"exit_code\": 0}").await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Only the most recently finished one is kept; running groups are never reaped.
+    assert!(describe(&emu, &ids[0], false).await?.is_null());
+    assert!(describe(&emu, &ids[1], false).await?.is_null());
+    assert_eq!(describe(&emu, &ids[2], false).await?["Status"], "Succeeded");
+    assert_eq!(describe(&emu, &running, false).await?["Status"], "Running");
+    assert!(describe(&emu, &unschedulable, false).await?.is_null());
+    Ok(())
+}
+
+#[tokio::test]
+async fn documented_limits_are_enforced() -> anyhow::Result<()> {
+    let emu = Emu::start(&[]).await?;
+    let long_value = "v".repeat(257);
+    let long_tag = "t".repeat(129);
+    let args: Vec<String> = (1..=11).map(|i| format!("Container.1.Arg.{i}")).collect();
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![("Container.1.EnvironmentVar.1.Key", "my.var")],
+            "Container.1.EnvironmentVar.1.Key",
+        ),
+        (
+            vec![("Container.1.EnvironmentVar.1.Key", "1VAR")],
+            "Container.1.EnvironmentVar.1.Key",
+        ),
+        (
+            vec![
+                ("Container.1.EnvironmentVar.1.Key", "V"),
+                ("Container.1.EnvironmentVar.1.Value", &long_value),
+            ],
+            "Container.1.EnvironmentVar.1.Value",
+        ),
+        (
+            args.iter().map(|a| (a.as_str(), "x")).collect(),
+            "Container.1.Arg",
+        ),
+        (
+            vec![("Tag.1.Key", "k"), ("Tag.1.Value", &long_tag)],
+            "Tag.1.Value",
+        ),
+        (
+            vec![("Tag.1.Key", "acs:k"), ("Tag.1.Value", "v")],
+            "Tag.1.Key",
+        ),
+    ];
+    for (extra, param) in cases {
+        let mut p = vec![R];
+        p.extend(simple("limits"));
+        p.extend(extra);
+        let (s, v) = emu.call("CreateContainerGroup", &p).await?;
+        assert_eq!((s, code(&v)), (400, "InvalidParameter"), "{param}: {v}");
+        assert!(
+            v["Message"].as_str().is_some_and(|m| m.contains(param)),
+            "{v}"
+        );
+    }
+    let keys: Vec<String> = (1..=21).map(|i| format!("Tag.{i}.Key")).collect();
+    let mut p = vec![R];
+    p.extend(simple("limits"));
+    p.extend(keys.iter().map(|k| (k.as_str(), "k")));
+    let (s, v) = emu.call("CreateContainerGroup", &p).await?;
+    assert_eq!((s, code(&v)), (400, "InvalidParameter"), "{v}");
+    Ok(())
+}

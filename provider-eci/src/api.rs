@@ -21,14 +21,44 @@ pub struct Tag {
     pub value: String,
 }
 
+/// A container's state in `DescribeContainerGroups` (`CurrentState` / `PreviousState`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct GroupContainerState {
+    /// `Waiting`, `Running` or `Terminated`; empty when ECI has none.
+    pub state: String,
+    /// Details of the state.
+    pub detail_status: String,
+    /// Exit code (Terminated).
+    pub exit_code: i32,
+    /// Signal (Terminated).
+    pub signal: i32,
+    /// Reason, e.g. `Completed`, `Error`, `ContainerCreating`.
+    pub reason: String,
+    /// Message.
+    pub message: String,
+    /// Start (RFC 3339).
+    pub start_time: String,
+    /// End (RFC 3339).
+    pub finish_time: String,
+}
+
 /// A container of a group in `DescribeContainerGroups`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct GroupContainer {
     /// Name.
     pub name: String,
     /// Image.
     pub image: String,
+    /// Restarts.
+    pub restart_count: i32,
+    /// Ready.
+    pub ready: bool,
+    /// Current state.
+    pub current_state: GroupContainerState,
+    /// State before the last restart.
+    pub previous_state: GroupContainerState,
 }
 
 /// An event of a group in `DescribeContainerGroups`.
@@ -149,9 +179,6 @@ pub struct ContainerStatus {
     /// Image digest.
     #[serde(rename = "ImageID")]
     pub image_id: String,
-    /// `containerd://…`.
-    #[serde(rename = "ContainerID")]
-    pub container_id: String,
     /// Ready.
     pub ready: bool,
     /// Started.
@@ -184,14 +211,33 @@ pub struct PodStatus {
     pub pod_ips: Vec<PodIp>,
     /// Start time (RFC 3339).
     pub start_time: String,
-    /// App containers.
+    /// App containers (the answer has none for init containers: `DescribeContainerGroups`'
+    /// `InitContainers[].CurrentState` has their states).
     pub container_statuses: Vec<ContainerStatus>,
-    /// Init containers.
-    pub init_container_statuses: Vec<ContainerStatus>,
-    /// Reason (not in every answer).
+    /// Conditions: where ECI puts the reasons and messages of a group's trouble.
+    pub conditions: Vec<Condition>,
+}
+
+/// A condition of a group's `PodStatus`. The SDK's names are `Message`, `Reason`,
+/// `lastTransitionTime`, `status` and `type` (mixed case); both casings are read.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Condition {
+    /// PodScheduled, Initialized, Ready, ContainersReady, Unschedulable, ...
+    #[serde(rename = "type", alias = "Type")]
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    #[serde(rename = "status", alias = "Status")]
+    pub status: String,
+    /// Reason.
+    #[serde(rename = "Reason", alias = "reason")]
     pub reason: String,
-    /// Message (not in every answer).
+    /// Message.
+    #[serde(rename = "Message", alias = "message")]
     pub message: String,
+    /// RFC 3339.
+    #[serde(rename = "lastTransitionTime", alias = "LastTransitionTime")]
+    pub last_transition_time: String,
 }
 
 /// One group in `DescribeContainerGroupStatus`.

@@ -70,6 +70,10 @@ pub struct GroupFilter<'a> {
     pub tags: &'a [(String, String)],
     /// Only the group with this name.
     pub name: Option<&'a str>,
+    /// Only these groups (`ContainerGroupIds`, at most 20).
+    pub ids: Option<&'a [String]>,
+    /// Ask for the groups' events (`WithEvent`; without it ECI leaves `Events` out).
+    pub with_events: bool,
 }
 
 impl Cloud {
@@ -233,12 +237,14 @@ impl Cloud {
         Ok(r.container_group_id)
     }
 
-    /// Deletes a group; `Ok(false)` when ECI does not know it.
-    pub async fn delete(&self, id: &str) -> Result<bool, EciError> {
-        match self
-            .call::<Value>("DeleteContainerGroup", json!({ "ContainerGroupId": id }))
-            .await
-        {
+    /// Deletes a group; `Ok(false)` when ECI does not know it. `force` (`Force=true`) skips the
+    /// graceful termination (preStop hooks and the grace period).
+    pub async fn delete(&self, id: &str, force: bool) -> Result<bool, EciError> {
+        let mut req = json!({ "ContainerGroupId": id });
+        if force {
+            req["Force"] = json!(true);
+        }
+        match self.call::<Value>("DeleteContainerGroup", req).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind == Kind::NotFound => Ok(false),
             Err(e) => Err(e),
@@ -258,6 +264,13 @@ impl Cloud {
             let mut req = json!({ "Tag": tags, "Limit": GROUPS_PAGE });
             if let Some(name) = filter.name {
                 req["ContainerGroupName"] = json!(name);
+            }
+            if let Some(ids) = filter.ids {
+                // A JSON array in one parameter, as the reference shows it.
+                req["ContainerGroupIds"] = json!(Value::from(ids.to_vec()).to_string());
+            }
+            if filter.with_events {
+                req["WithEvent"] = json!(true);
             }
             if !token.is_empty() {
                 req["NextToken"] = json!(token);

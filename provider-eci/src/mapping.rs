@@ -82,6 +82,18 @@ const SAFE_SYSCTLS: [&str; 10] = [
     "net.ipv4.tcp_keepalive_probes",
 ];
 
+/// CreateContainerGroup's documented limits (API reference, `Container.N.*`, `Tag.N.*`),
+/// refused up front so a pod fails with the limit named instead of ECI's bare InvalidParameter.
+/// `EnvironmentVar.N.Key`: 1 to 128 characters, letters, digits and `_`, not starting with a
+/// digit.
+pub const MAX_ENV_KEY: usize = 128;
+/// `EnvironmentVar.N.Value`: 0 to 256 characters.
+pub const MAX_ENV_VALUE: usize = 256;
+/// `Container.N.Arg`: at most 10.
+pub const MAX_ARGS: usize = 10;
+/// `Tag.N.Value`: at most 128 characters.
+pub const MAX_TAG_VALUE: usize = 128;
+
 /// Tag holding the hash of the create request, for UpdatePod after a restart.
 pub const TAG_HASH: &str = "vk-content-hash";
 /// Temporary storage every group gets free; `EphemeralStorage` asks for space beyond it.
@@ -250,25 +262,47 @@ fn env(c: &Container, what: &str, warnings: &mut Vec<String>) -> Vec<Value> {
         .collect()
 }
 
-/// The container's `SecurityContext`, with the pod's settings where the container has none.
+/// The container's security settings, with the pod's where the container has none: the nested
+/// `SecurityContext` (RunAsUser, ReadOnlyRootFilesystem, Capability.Add) and, on app containers
+/// only (InitContainer has no such parameters), the flat `SecurityContextPrivileged`,
+/// `SecurityContextRunAsGroup` and `SecurityContextRunAsNonRoot` of CreateContainerGroup's
+/// `Container.N` (eci-20180808 SDK: CreateContainerGroupRequestContainer).
 fn security(
     pod: &Pod,
     c: &Container,
+    init: bool,
     what: &str,
+    out: &mut Map<String, Value>,
     warnings: &mut Vec<String>,
-) -> Result<Option<Value>, Invalid> {
+) -> Result<(), Invalid> {
     let e = EffectiveSecurity::of(pod.security_context.as_ref(), c.security_context.as_ref());
+    let mut ignored = Vec::new();
     if e.privileged == Some(true) {
-        return Err(Invalid(format!(
-            "{what}: privileged containers are not supported by ECI"
-        )));
+        if init {
+            return Err(Invalid(format!(
+                "{what}: privileged init containers are not supported by ECI (SecurityContextPrivileged exists for app containers only)"
+            )));
+        }
+        out.insert("SecurityContextPrivileged".into(), json!(true));
     }
     match e.non_root() {
         NonRoot::Violated => return Err(Invalid(pod_spec::run_as_root_refused(c))),
-        NonRoot::Unverifiable => warnings.push(format!(
+        // ECI checks it at start (SecurityContextRunAsNonRoot); an init container's cannot be
+        // passed on and the image's user cannot be read here.
+        NonRoot::Unverifiable if init => warnings.push(format!(
             "{what}: runAsNonRoot was not checked: ECI does not tell the image's user; set runAsUser to a non-zero UID"
         )),
-        NonRoot::Satisfied | NonRoot::NotAsked => {}
+        NonRoot::Unverifiable | NonRoot::Satisfied | NonRoot::NotAsked => {}
+    }
+    if !init && e.run_as_non_root == Some(true) {
+        out.insert("SecurityContextRunAsNonRoot".into(), json!(true));
+    }
+    if let Some(g) = e.run_as_group {
+        if init {
+            ignored.push("runAsGroup".to_owned());
+        } else {
+            out.insert("SecurityContextRunAsGroup".into(), json!(g));
+        }
     }
     let mut s = Map::new();
     if let Some(u) = e.run_as_user {
@@ -280,12 +314,8 @@ fn security(
     if !e.capabilities_add.is_empty() {
         s.insert("Capability".into(), json!({"Add": e.capabilities_add}));
     }
-    let mut ignored = Vec::new();
     if !e.capabilities_drop.is_empty() {
         ignored.push("capabilities.drop".to_owned());
-    }
-    if e.run_as_group.is_some() {
-        ignored.push("runAsGroup".to_owned());
     }
     // true is what a container gets anyway.
     if e.allow_privilege_escalation == Some(false) {
@@ -303,7 +333,36 @@ fn security(
             }
         ));
     }
-    Ok((!s.is_empty()).then_some(Value::Object(s)))
+    if !s.is_empty() {
+        out.insert("SecurityContext".into(), Value::Object(s));
+    }
+    Ok(())
+}
+
+/// The documented per-container limits. Messages name the variable, never its value.
+fn limits(c: &Container, what: &str) -> Result<(), Invalid> {
+    for e in &c.env {
+        let k = &e.name;
+        let charset = k.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+            && !k.starts_with(|ch: char| ch.is_ascii_digit());
+        if k.is_empty() || k.chars().count() > MAX_ENV_KEY || !charset {
+            return Err(Invalid(format!(
+                "{what}: env name {k:?} is not one ECI accepts (EnvironmentVar.N.Key: 1 to {MAX_ENV_KEY} letters, digits and '_', not starting with a digit)"
+            )));
+        }
+        if e.pod_field.is_empty() && e.value.chars().count() > MAX_ENV_VALUE {
+            return Err(Invalid(format!(
+                "{what}: the value of env {k} is longer than ECI's limit of {MAX_ENV_VALUE} characters (EnvironmentVar.N.Value)"
+            )));
+        }
+    }
+    if c.args.len() > MAX_ARGS {
+        return Err(Invalid(format!(
+            "{what}: {} args; ECI takes at most {MAX_ARGS} (Container.N.Arg)",
+            c.args.len()
+        )));
+    }
+    Ok(())
 }
 
 fn container(
@@ -329,6 +388,7 @@ fn container(
             e.name
         )));
     }
+    limits(c, &what)?;
     if let Some(r) = pod_spec::extended_resources(c).first() {
         return Err(Invalid(format!(
             "{what}: resource {r} is not offered by ECI"
@@ -461,9 +521,7 @@ fn container(
             v.insert("Tty".into(), json!(true));
         }
     }
-    if let Some(s) = security(pod, c, &what, warnings)? {
-        v.insert("SecurityContext".into(), s);
-    }
+    security(pod, c, init, &what, &mut v, warnings)?;
     Ok(Value::Object(v))
 }
 
@@ -699,6 +757,10 @@ pub fn plan(pod: &Pod, placement: &Placement) -> Result<Plan, Invalid> {
     if let Some(g) = pod.termination_grace_period_seconds {
         req.insert("TerminationGracePeriodSeconds".into(), json!(g));
     }
+    // ECI ends the group itself at the deadline (the shim enforces it too).
+    if let Some(d) = pod.active_deadline_seconds.filter(|d| *d > 0) {
+        req.insert("ActiveDeadlineSeconds".into(), json!(d));
+    }
     if let Some(sc) = &pod.security_context {
         // SecurityContext.Sysctl takes safe sysctls, HostSecurityContext.Sysctl the others
         // (CreateContainerGroup; ECI's security-context guide maps them to Kubernetes' split).
@@ -736,7 +798,17 @@ pub fn plan(pod: &Pod, placement: &Placement) -> Result<Plan, Invalid> {
     let mut hashed = req.clone();
     hashed.remove("ClientToken");
     let content_hash = naming::short_hash(&[&Value::Object(hashed).to_string()], 16);
-    let mut tags: Vec<Value> = naming::pod_tags(pod_ref, &pod.node_name)
+    let pod_tags = naming::pod_tags(pod_ref, &pod.node_name);
+    if let Some((k, v)) = pod_tags
+        .iter()
+        .find(|(_, v)| v.chars().count() > MAX_TAG_VALUE)
+    {
+        return Err(Invalid(format!(
+            "tag {k} would be {} characters; ECI's limit for a tag value is {MAX_TAG_VALUE} (Tag.N.Value)",
+            v.chars().count()
+        )));
+    }
+    let mut tags: Vec<Value> = pod_tags
         .into_iter()
         .map(|(k, v)| json!({"Key": k, "Value": v}))
         .collect();
@@ -1281,9 +1353,17 @@ mod tests {
             f["Container.2.SecurityContext.Capability.Add.1"],
             "NET_ADMIN"
         );
+        // runAsGroup: CreateContainerGroupRequest.Container.N.SecurityContextRunAsGroup; the
+        // SDK's InitContainer has no such parameter.
+        assert_eq!(f["Container.1.SecurityContextRunAsGroup"], "3000");
+        assert_eq!(f["Container.2.SecurityContextRunAsGroup"], "3000");
+        assert!(
+            !f.keys()
+                .any(|k| k.starts_with("InitContainer.1.SecurityContextRunAsGroup"))
+        );
         for w in [
-            "container nginx: securityContext runAsGroup is not supported by ECI and dropped",
-            "container side: securityContext capabilities.drop, runAsGroup are not supported by ECI and dropped",
+            "container init: securityContext runAsGroup is not supported by ECI and dropped",
+            "container side: securityContext capabilities.drop is not supported by ECI and dropped",
             "pod securityContext fsGroup and supplementalGroups are not supported by ECI and were dropped",
         ] {
             assert!(
@@ -1295,7 +1375,7 @@ mod tests {
     }
 
     #[test]
-    fn run_as_non_root_with_uid_0_is_refused_and_without_a_uid_is_warned() {
+    fn run_as_non_root_is_the_sdks_security_context_run_as_non_root() {
         let mut p = pod();
         p.security_context = Some(PodSecurityContext {
             run_as_non_root: Some(true),
@@ -1306,16 +1386,18 @@ mod tests {
             plan(&p, &placement()).expect_err("root").0,
             "container nginx: runAsNonRoot is set but runAsUser is 0, so Kubernetes would not start it"
         );
+        // Without a UID: CreateContainerGroupRequest.Container.N.SecurityContextRunAsNonRoot,
+        // which ECI checks against the image; no warning for the app container.
         p.security_context = Some(PodSecurityContext {
             run_as_non_root: Some(true),
             ..Default::default()
         });
-        p.init_containers[0].security_context = Some(SecurityContext {
-            run_as_user: Some(65534),
-            ..Default::default()
-        });
-        let plan = plan(&p, &placement()).expect("valid");
-        let nonroot: Vec<_> = plan
+        let planned = plan(&p, &placement()).expect("valid");
+        let f = flatten(&planned.request);
+        assert_eq!(f["Container.1.SecurityContextRunAsNonRoot"], "true");
+        assert!(!f.contains_key("InitContainer.1.SecurityContextRunAsNonRoot"));
+        // The init container (no such parameter) cannot be checked: warned.
+        let nonroot: Vec<_> = planned
             .warnings
             .iter()
             .filter(|w| w.contains("runAsNonRoot"))
@@ -1323,9 +1405,117 @@ mod tests {
         assert_eq!(
             nonroot,
             [
-                "container nginx: runAsNonRoot was not checked: ECI does not tell the image's user; set runAsUser to a non-zero UID"
+                "container init: runAsNonRoot was not checked: ECI does not tell the image's user; set runAsUser to a non-zero UID"
             ]
         );
+        // With a non-zero UID for it, nothing to warn about.
+        p.init_containers[0].security_context = Some(SecurityContext {
+            run_as_user: Some(65534),
+            ..Default::default()
+        });
+        let planned = plan(&p, &placement()).expect("valid");
+        assert!(!planned.warnings.iter().any(|w| w.contains("runAsNonRoot")));
+    }
+
+    #[test]
+    fn privileged_is_the_sdks_security_context_privileged_on_app_containers() {
+        let mut p = pod();
+        p.containers[0].security_context = Some(SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        });
+        let f = flatten(&plan(&p, &placement()).expect("valid").request);
+        // CreateContainerGroupRequest.Container.N.SecurityContextPrivileged.
+        assert_eq!(f["Container.1.SecurityContextPrivileged"], "true");
+        // InitContainer has no such parameter: refused rather than run unprivileged.
+        p.containers[0].security_context = None;
+        p.init_containers[0].security_context = Some(SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        });
+        let e = plan(&p, &placement()).expect_err("privileged init");
+        assert!(e.0.contains("privileged init containers"), "{e}");
+    }
+
+    #[test]
+    fn active_deadline_is_the_sdks_active_deadline_seconds() {
+        let mut p = pod();
+        let f = flatten(&plan(&p, &placement()).expect("valid").request);
+        assert!(!f.contains_key("ActiveDeadlineSeconds"));
+        p.active_deadline_seconds = Some(600);
+        let f = flatten(&plan(&p, &placement()).expect("valid").request);
+        // CreateContainerGroupRequest.ActiveDeadlineSeconds.
+        assert_eq!(f["ActiveDeadlineSeconds"], "600");
+    }
+
+    #[test]
+    fn documented_limits_are_refused_with_the_limit_named() {
+        let env = |name: &str, value: String| EnvVar {
+            name: name.into(),
+            value,
+            ..Default::default()
+        };
+        // EnvironmentVar.N.Key: letters, digits, '_', not starting with a digit, 1..=128.
+        for bad in ["my.var", "my-var", "1VAR", &"K".repeat(129)] {
+            let mut p = pod();
+            p.containers[0].env.push(env(bad, "v".into()));
+            let e = plan(&p, &placement()).expect_err(bad);
+            assert!(
+                e.0.contains("EnvironmentVar.N.Key") && e.0.contains("128"),
+                "{e}"
+            );
+        }
+        let mut p = pod();
+        p.containers[0].env.push(env(&"K".repeat(128), "v".into()));
+        p.containers[0].env.push(env("_ok_2", "v".into()));
+        assert!(plan(&p, &placement()).is_ok());
+        // EnvironmentVar.N.Value: at most 256 characters; a Secret's value is never quoted.
+        let mut p = pod();
+        p.containers[0].env.push(EnvVar {
+            sensitive: true,
+            ..env("LONG", "s".repeat(257))
+        });
+        let e = plan(&p, &placement()).expect_err("long value");
+        assert!(e.0.contains("env LONG") && e.0.contains("256"), "{e}");
+        assert!(!e.0.contains("sss"), "{e}");
+        p.containers[0].env.last_mut().expect("pushed").value = "s".repeat(256);
+        assert!(plan(&p, &placement()).is_ok());
+        // Container.N.Arg: at most 10.
+        let mut p = pod();
+        p.containers[0].args = (0..11).map(|i| i.to_string()).collect();
+        let e = plan(&p, &placement()).expect_err("11 args");
+        assert!(e.0.contains("at most 10") && e.0.contains("Arg"), "{e}");
+        p.containers[0].args.pop();
+        assert!(plan(&p, &placement()).is_ok());
+        // Tag.N.Value: at most 128 characters (the pod name is tagged).
+        let mut p = pod();
+        if let Some(r) = p.pod_ref.as_mut() {
+            r.name = "n".repeat(129);
+        }
+        let e = plan(&p, &placement()).expect_err("long name");
+        assert!(e.0.contains("128") && e.0.contains("Tag.N.Value"), "{e}");
+    }
+
+    #[test]
+    fn unsafe_sysctl_run_as_group_and_a_hidden_secret_make_the_right_parameters() {
+        let mut p = pod();
+        p.security_context = Some(PodSecurityContext {
+            run_as_group: Some(3000),
+            sysctls: vec![podprovider_proto::v1::Sysctl {
+                name: "net.core.somaxconn".into(),
+                value: "1024".into(),
+            }],
+            ..Default::default()
+        });
+        let planned = plan(&p, &placement()).expect("valid");
+        let f = flatten(&planned.request);
+        assert_eq!(f["HostSecurityContext.Sysctl.1.Name"], "net.core.somaxconn");
+        assert_eq!(f["HostSecurityContext.Sysctl.1.Value"], "1024");
+        assert!(!f.keys().any(|k| k.starts_with("SecurityContext.Sysctl")));
+        assert_eq!(f["Container.1.SecurityContextRunAsGroup"], "3000");
+        // The Secret value (PW) is sent, and the container's environment hidden.
+        assert_eq!(f["Container.1.EnvironmentVarHide"], "true");
+        assert!(f.values().any(|v| v == "secret"));
     }
 
     #[test]

@@ -42,6 +42,8 @@ const LIST_GRACE: Duration = Duration::from_secs(30);
 const MAX_TAIL: i64 = 2000;
 /// How often a log follow polls.
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
+/// The most ids one DescribeContainerGroups takes (`ContainerGroupIds`, documented: 20).
+const GROUP_IDS_PER_CALL: usize = 20;
 
 /// Provider settings.
 #[derive(Clone, Debug)]
@@ -64,6 +66,22 @@ struct Tracked {
     content_hash: String,
     /// When this provider learned of it (created or adopted).
     since: Instant,
+    /// Its init containers as DescribeContainerGroups last described them (their states are
+    /// not in DescribeContainerGroupStatus).
+    init: Vec<api::GroupContainer>,
+}
+
+impl Tracked {
+    /// Whether its init containers may still change: it has some, and not all of them are
+    /// known to have terminated.
+    fn initializing(&self) -> bool {
+        !self.shape.init.is_empty()
+            && (self.init.len() < self.shape.init.len()
+                || self
+                    .init
+                    .iter()
+                    .any(|c| c.current_state.state != "Terminated"))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -231,6 +249,7 @@ fn reconcile_membership(st: &mut State, groups: &[api::Group], cluster: &str) {
                     shape: group_shape(g),
                     content_hash: hash,
                     since: Instant::now(),
+                    init: g.init_containers.clone(),
                 },
             );
         }
@@ -296,6 +315,8 @@ impl EciProvider {
                     .groups(&GroupFilter {
                         tags: &owned,
                         name: None,
+                        ids: None,
+                        with_events: true,
                     })
                     .await?,
             )
@@ -309,6 +330,34 @@ impl EciProvider {
             .iter()
             .map(|g| (g.container_group_id.as_str(), g))
             .collect();
+        // Init container states are only in DescribeContainerGroups: between full lists, the
+        // groups that changed or are still initializing are described by id.
+        let describe: Vec<String> = if full {
+            Vec::new()
+        } else {
+            lock(&self.inner.state)
+                .pods
+                .values()
+                .filter(|t| {
+                    !t.shape.init.is_empty()
+                        && (by_id.contains_key(t.group_id.as_str()) || t.initializing())
+                })
+                .map(|t| t.group_id.clone())
+                .collect()
+        };
+        let mut described = Vec::new();
+        for ids in describe.chunks(GROUP_IDS_PER_CALL) {
+            described.extend(
+                cloud
+                    .groups(&GroupFilter {
+                        tags: &owned,
+                        name: None,
+                        ids: Some(ids),
+                        with_events: false,
+                    })
+                    .await?,
+            );
+        }
         let mut st = lock(&self.inner.state);
         if let Some(groups) = &groups {
             reconcile_membership(&mut st, groups, self.cluster());
@@ -316,10 +365,20 @@ impl EciProvider {
                 self.inner.hub.event(&node, ev);
             }
         }
+        let fresh = groups.iter().flatten().chain(&described);
+        let init_by_group: HashMap<&str, &Vec<api::GroupContainer>> = fresh
+            .filter(|g| is_ours(g, self.cluster()))
+            .map(|g| (g.container_group_id.as_str(), &g.init_containers))
+            .collect();
+        for t in st.pods.values_mut() {
+            if let Some(init) = init_by_group.get(t.group_id.as_str()) {
+                t.init = (*init).clone();
+            }
+        }
         let mut out = Vec::new();
         for t in st.pods.values() {
             let status = match by_id.get(t.group_id.as_str()) {
-                Some(g) => status::pod_status(&t.pod_ref, &t.shape, g),
+                Some(g) => status::pod_status(&t.pod_ref, &t.shape, g, &t.init),
                 None => self
                     .inner
                     .hub
@@ -400,6 +459,7 @@ impl EciProvider {
                         shape,
                         content_hash: plan.content_hash.clone(),
                         since: Instant::now(),
+                        init: Vec::new(),
                     },
                 );
                 self.inner.hub.upsert(&node, status.clone());
@@ -442,6 +502,8 @@ impl EciProvider {
             .groups(&GroupFilter {
                 tags: &tags,
                 name: Some(&name),
+                ids: None,
+                with_events: false,
             })
             .await?;
         Ok(groups
@@ -455,7 +517,9 @@ impl EciProvider {
             .map(|g| g.container_group_id))
     }
 
-    async fn delete(&self, pod_ref: PodRef) -> Result<bool, Status> {
+    /// Deletes a pod's group; a grace period of 0 ("kill now") is ECI's `Force=true`, any
+    /// other is left to the group's own TerminationGracePeriodSeconds.
+    async fn delete(&self, pod_ref: PodRef, grace: Option<i64>) -> Result<bool, Status> {
         // A create still under way (the shim gave up waiting for it) would otherwise finish
         // after this delete and leave a group behind: wait for its outcome first.
         let _held = self.inner.uid_locks.acquire(&pod_ref.uid).await;
@@ -467,7 +531,7 @@ impl EciProvider {
         let found = self
             .inner
             .cloud
-            .delete(&id)
+            .delete(&id, grace == Some(0))
             .await
             .map_err(|e| e.to_status())?;
         tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %id, "container group deleted");
@@ -583,7 +647,9 @@ impl podprovider_proto::PodProvider for EciProvider {
         req: Request<DeletePodRequest>,
     ) -> Result<Response<DeletePodResponse>, Status> {
         let pod_ref = rpc::pod_ref(req.get_ref().pod_ref.as_ref())?;
-        let found = self.delete(pod_ref).await?;
+        let found = self
+            .delete(pod_ref, req.get_ref().grace_period_seconds)
+            .await?;
         Ok(Response::new(DeletePodResponse { found }))
     }
 
@@ -867,6 +933,7 @@ mod tests {
                 shape: Shape::default(),
                 content_hash: String::new(),
                 since: Instant::now(),
+                init: Vec::new(),
             },
         );
         let event = |reason: &str, at: &str| api::GroupEvent {

@@ -2,11 +2,13 @@
 //!
 //! Group `Status`: Pending and Scheduling → Pending; Running, Restarting, Updating and
 //! Terminating → Running (containers still run or restart in place); Succeeded → Succeeded unless a
-//! container ended non-zero; Failed, ScheduleFailed and Expired → Failed with the ECI status as
-//! the reason. Container states come from `PodStatus.ContainerStatuses` (Waiting / Running /
-//! Terminated with exit code, signal, reason, restart count). The status call reports no init
-//! containers: once an app container has started, every init container has completed (exit 0),
-//! as Kubernetes orders them.
+//! container ended non-zero; Failed, ScheduleFailed and Expired → Failed, with the reason and
+//! message of the group's `PodStatus.Conditions[]` (the SDK has no reason or message elsewhere).
+//! App container states come from `PodStatus.ContainerStatuses` (Waiting / Running / Terminated
+//! with exit code, signal, reason, restart count; the container id is only in
+//! `State.Terminated` / `LastState.Terminated`). DescribeContainerGroupStatus reports no init
+//! containers: their states come from DescribeContainerGroups' `InitContainers[].CurrentState`
+//! and `PreviousState`.
 
 use podprovider_proto::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
@@ -89,11 +91,18 @@ fn containers(
             Some(c) => {
                 let current = state(&c.state).unwrap_or_else(|| waiting(default_waiting, ""));
                 let running = matches!(current.state, Some(container_state::State::Running(_)));
+                // The SDK carries the container id only in a Terminated state.
+                let container_id = [&c.state, &c.last_state]
+                    .into_iter()
+                    .filter_map(|s| s.terminated.as_ref())
+                    .map(|t| t.container_id.clone())
+                    .find(|id| !id.is_empty())
+                    .unwrap_or_default();
                 ContainerStatus {
                     name: name.clone(),
                     image: image.clone(),
                     image_id: c.image_id.clone(),
-                    container_id: c.container_id.clone(),
+                    container_id,
                     ready: c.ready && running,
                     started: c.started.unwrap_or(running),
                     restart_count: c.restart_count,
@@ -109,6 +118,99 @@ fn containers(
             },
         })
         .collect()
+}
+
+/// A `CurrentState` / `PreviousState` of DescribeContainerGroups as a container state.
+fn group_state(s: &api::GroupContainerState) -> Option<ContainerState> {
+    let state = match s.state.as_str() {
+        "Running" => container_state::State::Running(ContainerStateRunning {
+            started_at: ts(&s.start_time),
+        }),
+        "Terminated" => container_state::State::Terminated(ContainerStateTerminated {
+            exit_code: s.exit_code,
+            signal: s.signal,
+            reason: if s.reason.is_empty() {
+                if s.exit_code == 0 {
+                    "Completed"
+                } else {
+                    "Error"
+                }
+                .to_owned()
+            } else {
+                s.reason.clone()
+            },
+            message: s.message.clone(),
+            started_at: ts(&s.start_time),
+            finished_at: ts(&s.finish_time),
+        }),
+        "Waiting" => container_state::State::Waiting(ContainerStateWaiting {
+            reason: s.reason.clone(),
+            message: s.message.clone(),
+        }),
+        _ => return None,
+    };
+    Some(ContainerState { state: Some(state) })
+}
+
+/// Init container statuses from DescribeContainerGroups' `InitContainers[]`; an init container
+/// ECI has not described yet waits.
+fn init_containers(
+    spec: &[(String, String)],
+    got: &[api::GroupContainer],
+    default_waiting: &str,
+) -> Vec<ContainerStatus> {
+    spec.iter()
+        .map(|(name, image)| {
+            let c = got.iter().find(|c| &c.name == name);
+            let current = c
+                .and_then(|c| group_state(&c.current_state))
+                .unwrap_or_else(|| waiting(default_waiting, ""));
+            let running = matches!(current.state, Some(container_state::State::Running(_)));
+            ContainerStatus {
+                name: name.clone(),
+                image: image.clone(),
+                ready: c.is_some_and(|c| c.ready) && running,
+                started: running,
+                restart_count: c.map_or(0, |c| c.restart_count),
+                state: Some(current),
+                last_state: c.and_then(|c| group_state(&c.previous_state)),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// Condition types a kubelet sets, in the order it sets them: the first that fails is the cause
+/// of the later ones.
+const KUBELET_CONDITIONS: [&str; 5] = [
+    "PodScheduled",
+    "PodReadyToStartContainers",
+    "Initialized",
+    "ContainersReady",
+    "Ready",
+];
+
+/// The reason and message of a group's trouble, from its conditions: the latest failing
+/// ECI-specific one (`Unschedulable`, `ContainerInstanceCreated`, `ContainerHasSufficientDisk`:
+/// they name the cause), else the first failing kubelet one in the kubelet's order, else any
+/// condition that says something.
+fn condition_reason(conditions: &[api::Condition]) -> Option<(String, String)> {
+    let says = |c: &&api::Condition| !c.reason.is_empty() || !c.message.is_empty();
+    let failing = |c: &&api::Condition| says(c) && c.status != "True";
+    let own = conditions
+        .iter()
+        .filter(failing)
+        .filter(|c| !KUBELET_CONDITIONS.contains(&c.kind.as_str()))
+        .max_by(|a, b| a.last_transition_time.cmp(&b.last_transition_time));
+    let pick = own
+        .or_else(|| {
+            KUBELET_CONDITIONS
+                .iter()
+                .find_map(|k| conditions.iter().filter(failing).find(|c| c.kind == *k))
+        })
+        .or_else(|| conditions.iter().find(failing))
+        .or_else(|| conditions.iter().rfind(says))?;
+    Some((pick.reason.clone(), pick.message.clone()))
 }
 
 /// Whether any container has left Waiting.
@@ -130,8 +232,14 @@ fn exited_nonzero(cs: &[ContainerStatus]) -> bool {
     })
 }
 
-/// The pod status for one `DescribeContainerGroupStatus` entry.
-pub fn pod_status(pod_ref: &PodRef, shape: &Shape, g: &api::GroupStatus) -> PodStatus {
+/// The pod status for one `DescribeContainerGroupStatus` entry, with the group's init
+/// containers as DescribeContainerGroups last described them (`init`).
+pub fn pod_status(
+    pod_ref: &PodRef,
+    shape: &Shape,
+    g: &api::GroupStatus,
+    init: &[api::GroupContainer],
+) -> PodStatus {
     let ps = &g.pod_status;
     let scheduling = matches!(g.status.as_str(), "Pending" | "Scheduling" | "");
     let default_waiting = if scheduling {
@@ -140,25 +248,38 @@ pub fn pod_status(pod_ref: &PodRef, shape: &Shape, g: &api::GroupStatus) -> PodS
         "Waiting"
     };
     let app = containers(&shape.app, &ps.container_statuses, default_waiting);
-    let mut init = containers(&shape.init, &ps.init_container_statuses, default_waiting);
-    if ps.init_container_statuses.is_empty() && any_started(&app) {
-        for c in &mut init {
-            c.state = Some(ContainerState {
-                state: Some(container_state::State::Terminated(
-                    ContainerStateTerminated {
-                        exit_code: 0,
-                        reason: "Completed".to_owned(),
-                        ..Default::default()
-                    },
-                )),
-            });
-        }
-    }
+    let init = init_containers(
+        &shape.init,
+        init,
+        if shape.init.is_empty() {
+            default_waiting
+        } else {
+            "PodInitializing"
+        },
+    );
+    let why = condition_reason(&ps.conditions);
+    let failed = |status: &str, default: &str| match &why {
+        Some((r, m)) => (
+            PodPhase::Failed,
+            if r.is_empty() {
+                status.to_owned()
+            } else {
+                r.clone()
+            },
+            if m.is_empty() {
+                default.to_owned()
+            } else {
+                m.clone()
+            },
+        ),
+        None => (PodPhase::Failed, status.to_owned(), default.to_owned()),
+    };
     let (phase, reason, message) = match g.status.as_str() {
         "Pending" | "Scheduling" => (PodPhase::Pending, String::new(), String::new()),
         "Running" | "Restarting" | "Updating" | "Terminating" => {
-            // A group whose containers all still wait (image pull) is Pending in Kubernetes terms.
-            if any_started(&app) || any_started(&init) || ps.phase == "Running" {
+            // A group whose app containers all still wait (image pull, init containers) is
+            // Pending in Kubernetes terms.
+            if any_started(&app) || ps.phase == "Running" {
                 (PodPhase::Running, String::new(), String::new())
             } else {
                 (PodPhase::Pending, String::new(), String::new())
@@ -170,20 +291,14 @@ pub fn pod_status(pod_ref: &PodRef, shape: &Shape, g: &api::GroupStatus) -> PodS
             "a container exited with a non-zero code".to_owned(),
         ),
         "Succeeded" => (PodPhase::Succeeded, String::new(), String::new()),
-        "Failed" => (PodPhase::Failed, ps.reason.clone(), ps.message.clone()),
-        "ScheduleFailed" => (
-            PodPhase::Failed,
-            "ScheduleFailed".to_owned(),
-            if ps.message.is_empty() {
-                "ECI could not schedule the container group (no stock in the zone, or a bad vSwitch or security group)".to_owned()
-            } else {
-                ps.message.clone()
-            },
+        "Failed" => failed("Failed", "ECI reports the container group Failed"),
+        "ScheduleFailed" => failed(
+            "ScheduleFailed",
+            "ECI could not schedule the container group (no stock in the zone, or a bad vSwitch or security group)",
         ),
-        "Expired" => (
-            PodPhase::Failed,
-            "Expired".to_owned(),
-            "the ECI instance expired (spot instance reclaimed or its deadline passed)".to_owned(),
+        "Expired" => failed(
+            "Expired",
+            "the ECI instance expired (spot instance reclaimed or its deadline passed)",
         ),
         other => (
             PodPhase::Unknown,
@@ -224,6 +339,7 @@ pub fn accepted(pod_ref: &PodRef, shape: &Shape, id: &str) -> PodStatus {
             status: "Pending".into(),
             ..Default::default()
         },
+        &[],
     )
 }
 
@@ -270,7 +386,7 @@ mod tests {
     #[test]
     fn scheduling_is_pending_with_creating_containers() {
         for st in ["Pending", "Scheduling"] {
-            let s = pod_status(&r(), &shape(), &group(st, serde_json::json!({})));
+            let s = pod_status(&r(), &shape(), &group(st, serde_json::json!({})), &[]);
             assert_eq!(s.phase, PodPhase::Pending as i32);
             assert_eq!(s.container_statuses.len(), 2);
             assert!(
@@ -280,22 +396,37 @@ mod tests {
         }
     }
 
+    /// DescribeContainerGroups' `InitContainers[]` entry with `CurrentState`.
+    fn init(state: serde_json::Value) -> api::GroupContainer {
+        serde_json::from_value(
+            serde_json::json!({"Name": "init", "Image": "busybox", "CurrentState": state}),
+        )
+        .expect("parses")
+    }
+
     #[test]
     fn running_group_maps_every_container_state() {
+        let mut last = term(137);
+        last["Terminated"]["ContainerID"] = serde_json::json!("containerd://abc");
         let g = group(
             "Running",
             serde_json::json!({"PodStatus": {
             "Phase": "Running", "PodIp": "192.168.0.7", "StartTime": "2024-01-01T00:00:00Z",
-            "InitContainerStatuses": [{"Name": "init", "State": term(0)}],
             "ContainerStatuses": [
                 {"Name": "web", "Ready": true, "RestartCount": 2, "State": {"Running": {"StartedAt": "2024-01-01T00:00:05Z"}},
-                 "LastState": term(137), "ContainerID": "containerd://abc"},
+                 "LastState": last},
                 {"Name": "side", "State": {"Waiting": {"Reason": "CrashLoopBackOff", "Message": "Back-off"}}}
             ]}}),
         );
-        let s = pod_status(&r(), &shape(), &g);
+        let inits = [init(
+            serde_json::json!({"State": "Terminated", "ExitCode": 0, "Reason": "Completed",
+            "StartTime": "2024-01-01T00:00:01Z", "FinishTime": "2024-01-01T00:00:02Z"}),
+        )];
+        let s = pod_status(&r(), &shape(), &g, &inits);
         assert_eq!(s.phase, PodPhase::Running as i32);
         assert_eq!(s.pod_ip, "192.168.0.7");
+        // The id of the container's last run (the SDK has it in State/LastState.Terminated).
+        assert_eq!(s.container_statuses[0].container_id, "containerd://abc");
         assert_eq!(
             s.start_time.as_ref().map(|t| t.seconds),
             Some(1_704_067_200)
@@ -318,24 +449,91 @@ mod tests {
     }
 
     #[test]
-    fn init_containers_are_completed_once_an_app_container_started() {
-        // DescribeContainerGroupStatus has no init container statuses.
-        let running = group(
+    fn init_containers_show_their_real_states() {
+        // DescribeContainerGroupStatus has no init containers; DescribeContainerGroups'
+        // InitContainers[].CurrentState has: nothing is invented.
+        let pending = group(
+            "Pending",
+            serde_json::json!({"PodStatus": {"Phase": "Pending"}}),
+        );
+        let running =
+            init(serde_json::json!({"State": "Running", "StartTime": "2024-01-01T00:00:01Z"}));
+        let s = pod_status(&r(), &shape(), &pending, std::slice::from_ref(&running));
+        assert_eq!(s.phase, PodPhase::Pending as i32);
+        assert!(matches!(
+            state_of(&s.init_container_statuses[0]),
+            container_state::State::Running(r) if r.started_at.as_ref().map(|t| t.seconds) == Some(1_704_067_201)
+        ));
+        // A failed init container keeps its exit code, reason and message, and its previous run.
+        let mut failed = init(
+            serde_json::json!({"State": "Terminated", "ExitCode": 2, "Reason": "Error",
+            "Message": "setup failed", "StartTime": "2024-01-01T00:00:01Z", "FinishTime": "2024-01-01T00:00:03Z"}),
+        );
+        failed.restart_count = 1;
+        failed.previous_state = running.current_state.clone();
+        let s = pod_status(&r(), &shape(), &pending, &[failed]);
+        let c = &s.init_container_statuses[0];
+        assert!(matches!(
+            state_of(c),
+            container_state::State::Terminated(t) if t.exit_code == 2 && t.reason == "Error" && t.message == "setup failed"
+        ));
+        assert_eq!(c.restart_count, 1);
+        assert!(matches!(
+            c.last_state.as_ref().and_then(|s| s.state.as_ref()),
+            Some(container_state::State::Running(_))
+        ));
+        // Not described yet: waiting, not "Completed", even with the app container running.
+        let app_running = group(
             "Running",
             serde_json::json!({"PodStatus": {"Phase": "Running", "ContainerStatuses": [
             {"Name": "web", "State": {"Running": {"StartedAt": "2024-01-01T00:00:05Z"}}}]}}),
         );
-        let s = pod_status(&r(), &shape(), &running);
-        assert!(
-            matches!(state_of(&s.init_container_statuses[0]), container_state::State::Terminated(t) if t.exit_code == 0 && t.reason == "Completed")
-        );
-        // Before that they wait.
-        let pending = group("Pending", serde_json::json!({}));
-        let s = pod_status(&r(), &shape(), &pending);
+        let s = pod_status(&r(), &shape(), &app_running, &[]);
         assert!(matches!(
             state_of(&s.init_container_statuses[0]),
-            container_state::State::Waiting(_)
+            container_state::State::Waiting(w) if w.reason == "PodInitializing"
         ));
+    }
+
+    #[test]
+    fn a_failed_groups_reason_and_message_come_from_its_conditions() {
+        let g = group(
+            "Failed",
+            serde_json::json!({"PodStatus": {"Phase": "Failed", "Conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"},
+                {"type": "Ready", "status": "False", "Reason": "ContainersNotReady",
+                 "Message": "containers with unready status: [web]", "lastTransitionTime": "2024-01-01T00:00:05Z"},
+                {"type": "ContainerInstanceCreated", "status": "False", "Reason": "InsufficientDisk",
+                 "Message": "the ephemeral storage is full", "lastTransitionTime": "2024-01-01T00:01:00Z"}
+            ]}}),
+        );
+        let s = pod_status(&r(), &shape(), &g, &[]);
+        assert_eq!(s.phase, PodPhase::Failed as i32);
+        assert_eq!(s.reason, "InsufficientDisk");
+        assert_eq!(s.message, "the ephemeral storage is full");
+        // Only the kubelet's conditions: the first failing one is the cause.
+        let g = group(
+            "Failed",
+            serde_json::json!({"PodStatus": {"Conditions": [
+                {"type": "Initialized", "status": "False", "Reason": "ContainersNotInitialized",
+                 "Message": "containers with incomplete status: [init]"},
+                {"type": "Ready", "status": "False", "Reason": "ContainersNotReady",
+                 "Message": "containers with unready status: [web]"}]}}),
+        );
+        let s = pod_status(&r(), &shape(), &g, &[]);
+        assert_eq!(s.reason, "ContainersNotInitialized");
+        // ScheduleFailed with an Unschedulable condition: ECI's words, not ours.
+        let g = group(
+            "ScheduleFailed",
+            serde_json::json!({"PodStatus": {"Conditions": [
+                {"Type": "Unschedulable", "Status": "False", "Reason": "NoStock",
+                 "Message": "no stock of ecs.c6.large in cn-hangzhou-h"}]}}),
+        );
+        let s = pod_status(&r(), &shape(), &g, &[]);
+        assert_eq!(
+            (s.reason.as_str(), s.message.as_str()),
+            ("NoStock", "no stock of ecs.c6.large in cn-hangzhou-h")
+        );
     }
 
     #[test]
@@ -346,7 +544,7 @@ mod tests {
             {"Name": "web", "State": term(0)}, {"Name": "side", "State": term(0)}]}}),
         );
         assert_eq!(
-            pod_status(&r(), &shape(), &ok).phase,
+            pod_status(&r(), &shape(), &ok, &[]).phase,
             PodPhase::Succeeded as i32
         );
         let bad = group(
@@ -355,20 +553,20 @@ mod tests {
             {"Name": "web", "State": term(0)}, {"Name": "side", "State": term(3)}]}}),
         );
         assert_eq!(
-            pod_status(&r(), &shape(), &bad).phase,
+            pod_status(&r(), &shape(), &bad, &[]).phase,
             PodPhase::Failed as i32
         );
         let failed = group(
             "Failed",
             serde_json::json!({"PodStatus": {"ContainerStatuses": [{"Name": "web", "State": term(1)}]}}),
         );
-        let s = pod_status(&r(), &shape(), &failed);
+        let s = pod_status(&r(), &shape(), &failed, &[]);
         assert_eq!(s.phase, PodPhase::Failed as i32);
         assert!(
             matches!(state_of(&s.container_statuses[0]), container_state::State::Terminated(t) if t.exit_code == 1)
         );
         for (st, reason) in [("ScheduleFailed", "ScheduleFailed"), ("Expired", "Expired")] {
-            let s = pod_status(&r(), &shape(), &group(st, serde_json::json!({})));
+            let s = pod_status(&r(), &shape(), &group(st, serde_json::json!({})), &[]);
             assert_eq!(s.phase, PodPhase::Failed as i32, "{st}");
             assert_eq!(s.reason, reason);
             assert!(!s.message.is_empty());
@@ -384,7 +582,7 @@ mod tests {
                 {"Name": "web", "State": {"Running": {"StartedAt": "2024-01-01T00:00:05Z"}}}]}}),
             );
             assert_eq!(
-                pod_status(&r(), &shape(), &g).phase,
+                pod_status(&r(), &shape(), &g, &[]).phase,
                 PodPhase::Running as i32,
                 "{st}"
             );
@@ -396,7 +594,7 @@ mod tests {
             {"Name": "web", "State": {"Waiting": {"Reason": "ContainerCreating"}}}]}}),
         );
         assert_eq!(
-            pod_status(&r(), &shape(), &pulling).phase,
+            pod_status(&r(), &shape(), &pulling, &[]).phase,
             PodPhase::Pending as i32
         );
     }
@@ -408,7 +606,7 @@ mod tests {
             serde_json::json!({"PodStatus": {"ContainerStatuses": [
             {"Name": "web", "State": {"Running": {"StartedAtstartedAt": "2024-01-01T00:00:05Z"}}}]}}),
         );
-        let s = pod_status(&r(), &shape(), &g);
+        let s = pod_status(&r(), &shape(), &g, &[]);
         assert!(
             matches!(state_of(&s.container_statuses[0]), container_state::State::Running(r) if r.started_at.is_some())
         );

@@ -113,3 +113,61 @@ pub fn pod(name: &str, uid: &str) -> Pod {
         ..Default::default()
     }
 }
+
+/// One call to the emulator's unsigned admin API (knobs and fault states the testkit client
+/// does not wrap); returns the HTTP status and body.
+pub async fn emulator_admin(
+    emu: &EciEmulator,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    use anyhow::Context;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", emu.port)).await?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .context("admin call timed out")??;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").context("malformed answer")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no status")?;
+    Ok((status, body.to_owned()))
+}
+
+/// Sets the emulator's run-time knobs (`PUT /_emulator/knobs`).
+pub async fn set_knobs(emu: &EciEmulator, knobs: serde_json::Value) -> anyhow::Result<()> {
+    let (s, body) = emulator_admin(emu, "PUT", "/_emulator/knobs", &knobs.to_string()).await?;
+    anyhow::ensure!(s == 204, "knobs: {s} {body}");
+    Ok(())
+}
+
+/// Puts a group in one of ECI's states (fault knob), with a reason and message if not empty.
+pub async fn set_group_state(
+    emu: &EciEmulator,
+    group: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({"status": status, "reason": reason, "message": message});
+    let (s, b) = emulator_admin(
+        emu,
+        "POST",
+        &format!("/_emulator/groups/{group}/state"),
+        &body.to_string(),
+    )
+    .await?;
+    anyhow::ensure!(s == 204, "state {status}: {s} {b}");
+    Ok(())
+}

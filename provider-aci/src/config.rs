@@ -102,6 +102,16 @@ pub struct AciArgs {
     #[arg(long, env = "ACI_SUBNET_IDS", value_delimiter = ',')]
     pub subnet_ids: Vec<String>,
 
+    /// The cluster DNS service's IPs (kube-dns), comma-separated: pods with dnsPolicy
+    /// ClusterFirst in a VNet resolve through them (dnsConfig nameServers, search domains of
+    /// the pod's namespace under --cluster-domain, ndots:5). Without it, ACI's resolver.
+    #[arg(long, env = "ACI_CLUSTER_DNS", value_delimiter = ',')]
+    pub cluster_dns: Vec<String>,
+
+    /// The cluster's DNS domain, for ClusterFirst search domains.
+    #[arg(long, env = "ACI_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
     /// Deprecated: only "Private" (with --subnet-ids) is accepted, which is what subnets imply.
     /// A node-wide Public would expose every pod with ports; pods ask for a public IP with the
     /// annotation virtual-kubelet.io/aci-public-ip: "true" instead.
@@ -260,6 +270,21 @@ impl AciArgs {
             return Err(ConfigError::Bad(
                 "--cluster-id (ACI_CLUSTER_ID) must be 1 to 63 letters, digits, '-', '_' or '.'"
                     .into(),
+            ));
+        }
+        if let Some(bad) = self
+            .cluster_dns
+            .iter()
+            .map(|s| s.trim())
+            .find(|s| !s.is_empty() && s.parse::<std::net::IpAddr>().is_err())
+        {
+            return Err(ConfigError::Bad(format!(
+                "--cluster-dns (ACI_CLUSTER_DNS) takes IP addresses; {bad} is not one"
+            )));
+        }
+        if self.cluster_domain.trim().is_empty() {
+            return Err(ConfigError::Bad(
+                "--cluster-domain (ACI_CLUSTER_DOMAIN) must not be empty".into(),
             ));
         }
         if !(0.0..=600.0).contains(&self.imds_gone_retry_seconds)

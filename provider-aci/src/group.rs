@@ -59,6 +59,10 @@ pub struct GroupSettings {
     pub default_cpu_millis: u64,
     /// Memory request of a container that asks for none, in bytes.
     pub default_memory_bytes: u64,
+    /// The cluster DNS service's IPs: ClusterFirst pods in a VNet resolve through them.
+    pub cluster_dns: Vec<String>,
+    /// The cluster's DNS domain (e.g. `cluster.local`).
+    pub cluster_domain: String,
 }
 
 /// A pod that cannot run on ACI; the message is for users.
@@ -543,10 +547,63 @@ fn credentials(pod: &Pod) -> Vec<RegistryCredential> {
         .collect()
 }
 
-fn dns(pod: &Pod, warnings: &mut Vec<String>) -> Option<DnsConfig> {
-    let d = pod.dns_config.as_ref()?;
-    if d.nameservers.is_empty() {
-        if !d.searches.is_empty() || !d.options.is_empty() {
+/// Kubernetes' limits on a pod's resolver (the kubelet's validation): nameservers and search
+/// domains.
+const MAX_NAMESERVERS: usize = 3;
+const MAX_SEARCHES: usize = 32;
+
+/// The group's `dnsConfig`: for dnsPolicy ClusterFirst (the default) in a VNet with the cluster
+/// DNS known, the kubelet's ClusterFirst resolver — the cluster DNS first, the search domains
+/// `<ns>.svc.<domain> svc.<domain> <domain>`, `ndots:5` — with the pod's dnsConfig appended (its
+/// options override by name); otherwise the pod's dnsConfig alone (dnsPolicy None, or no
+/// cluster DNS reachable).
+fn dns(pod: &Pod, s: &GroupSettings, warnings: &mut Vec<String>) -> Option<DnsConfig> {
+    let pod_ref = pod.pod_ref.as_ref()?;
+    let policy = if pod.dns_policy.is_empty() {
+        "ClusterFirst"
+    } else {
+        pod.dns_policy.as_str()
+    };
+    let cluster_first = matches!(policy, "ClusterFirst" | "ClusterFirstWithHostNet");
+    let empty = pb::DnsConfig::default();
+    let d = pod.dns_config.as_ref().unwrap_or(&empty);
+    let mut servers: Vec<String> = Vec::new();
+    let mut searches: Vec<String> = Vec::new();
+    let mut options: Vec<(String, String)> = Vec::new();
+    if cluster_first && !s.cluster_dns.is_empty() {
+        if s.subnet_ids.is_empty() {
+            warnings.push(
+                "dnsPolicy ClusterFirst: the cluster DNS is reachable only from groups in a virtual network (--subnet-ids); ACI's resolver is used".into(),
+            );
+        } else {
+            servers.extend(s.cluster_dns.iter().cloned());
+            let domain = &s.cluster_domain;
+            searches.extend([
+                format!("{}.svc.{domain}", pod_ref.namespace),
+                format!("svc.{domain}"),
+                domain.clone(),
+            ]);
+            options.push(("ndots".into(), "5".into()));
+        }
+    }
+    for n in &d.nameservers {
+        if !servers.contains(n) {
+            servers.push(n.clone());
+        }
+    }
+    for d in &d.searches {
+        if !searches.contains(d) {
+            searches.push(d.clone());
+        }
+    }
+    for o in &d.options {
+        match options.iter_mut().find(|(name, _)| *name == o.name) {
+            Some(slot) => slot.1.clone_from(&o.value),
+            None => options.push((o.name.clone(), o.value.clone())),
+        }
+    }
+    if servers.is_empty() {
+        if !searches.is_empty() || !options.is_empty() {
             warnings.push(
                 "dnsConfig searches/options were ignored: ACI needs nameservers in a dnsConfig"
                     .into(),
@@ -554,18 +611,25 @@ fn dns(pod: &Pod, warnings: &mut Vec<String>) -> Option<DnsConfig> {
         }
         return None;
     }
+    if servers.len() > MAX_NAMESERVERS || searches.len() > MAX_SEARCHES {
+        warnings.push(format!(
+            "dnsConfig: only the first {MAX_NAMESERVERS} nameservers and {MAX_SEARCHES} search domains are used, as by the kubelet"
+        ));
+        servers.truncate(MAX_NAMESERVERS);
+        searches.truncate(MAX_SEARCHES);
+    }
     let join = |v: Vec<String>| (!v.is_empty()).then(|| v.join(" "));
     Some(DnsConfig {
-        name_servers: d.nameservers.clone(),
-        search_domains: join(d.searches.clone()),
+        name_servers: servers,
+        search_domains: join(searches),
         options: join(
-            d.options
-                .iter()
-                .map(|o| {
-                    if o.value.is_empty() {
-                        o.name.clone()
+            options
+                .into_iter()
+                .map(|(name, value)| {
+                    if value.is_empty() {
+                        name
                     } else {
-                        format!("{}:{}", o.name, o.value)
+                        format!("{name}:{value}")
                     }
                 })
                 .collect(),
@@ -791,7 +855,7 @@ pub fn plan(pod: &Pod, s: &GroupSettings) -> Result<Plan, Invalid> {
                 .iter()
                 .map(|id| SubnetId { id: id.clone() })
                 .collect(),
-            dns_config: dns(pod, &mut warnings),
+            dns_config: dns(pod, s, &mut warnings),
             instance_view: None,
         },
     };
@@ -936,6 +1000,8 @@ mod tests {
             gpu_skus: vec!["V100".into(), "K80".into()],
             default_cpu_millis: 1000,
             default_memory_bytes: 1_500_000_000,
+            cluster_dns: vec![],
+            cluster_domain: "cluster.local".into(),
         }
     }
 
@@ -1427,6 +1493,10 @@ mod tests {
         assert!(self::plan(&bad, &settings()).is_err());
     }
 
+    fn plan_of(p: &Pod, s: &GroupSettings) -> serde_json::Value {
+        json_of(&plan(p, s).expect("valid"))
+    }
+
     fn json_of(p: &Plan) -> serde_json::Value {
         serde_json::to_value(&p.group).expect("json")
     }
@@ -1494,6 +1564,54 @@ mod tests {
             env,
             &serde_json::json!([{"name": "OVERRIDDEN", "value": "x"}])
         );
+    }
+
+    #[test]
+    fn cluster_first_dns_in_a_vnet_uses_the_cluster_dns_and_search_domains() {
+        // properties.dnsConfig {nameServers, searchDomains, options}.
+        let mut s = vnet();
+        s.cluster_dns = vec!["10.0.0.10".into()];
+        let mut p = pod(vec![container("app")]);
+        p.dns_policy = "ClusterFirst".into();
+        p.dns_config = Some(pb::DnsConfig {
+            nameservers: vec!["1.1.1.1".into()],
+            searches: vec!["corp.example".into()],
+            options: vec![pb::DnsOption {
+                name: "ndots".into(),
+                value: "2".into(),
+            }],
+        });
+        let planned = plan(&p, &s).expect("valid");
+        assert_eq!(
+            json_of(&planned)["properties"]["dnsConfig"],
+            serde_json::json!({
+                "nameServers": ["10.0.0.10", "1.1.1.1"],
+                "searchDomains": "default.svc.cluster.local svc.cluster.local cluster.local corp.example",
+                "options": "ndots:2"
+            })
+        );
+        // dnsPolicy None: the pod's own settings only.
+        p.dns_policy = "None".into();
+        let none = plan_of(&p, &s);
+        assert_eq!(
+            none["properties"]["dnsConfig"]["nameServers"],
+            serde_json::json!(["1.1.1.1"])
+        );
+        // Without a VNet the cluster DNS is out of reach: ACI's resolver, and a warning.
+        p.dns_policy = "ClusterFirst".into();
+        p.dns_config = None;
+        let mut public = settings();
+        public.cluster_dns = vec!["10.0.0.10".into()];
+        let planned = plan(&p, &public).expect("valid");
+        assert!(json_of(&planned)["properties"].get("dnsConfig").is_none());
+        assert!(
+            planned.warnings.iter().any(|w| w.contains("ClusterFirst")),
+            "{:?}",
+            planned.warnings
+        );
+        // No cluster DNS configured: nothing sent, nothing to say.
+        let planned = plan(&p, &vnet()).expect("valid");
+        assert!(json_of(&planned)["properties"].get("dnsConfig").is_none());
     }
 
     #[test]

@@ -112,6 +112,13 @@ async fn main() -> anyhow::Result<()> {
                 .collect(),
             default_cpu_millis: args.default_cpu_millis,
             default_memory_bytes: args.default_memory_mb * 1_000_000,
+            cluster_dns: args
+                .cluster_dns
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            cluster_domain: args.cluster_domain.trim().trim_matches('.').to_owned(),
         },
         capacity,
         operating_system: os,

@@ -84,6 +84,11 @@ struct Tracked {
     last_detail: Option<Instant>,
     /// Container names (app and init), for logs and exec.
     containers: Vec<String>,
+    /// ACI events already forwarded, by [`status::AciEvent::key`], with the count seen.
+    forwarded: HashMap<String, i32>,
+    /// Adopted after a restart: the events of the first view are taken as already forwarded
+    /// (by the previous process), so a restart repeats none.
+    seed_events: bool,
 }
 
 #[derive(Debug, Default)]
@@ -207,6 +212,8 @@ impl AciProvider {
                         last_view: None,
                         last_detail: None,
                         containers: container_names(&g),
+                        forwarded: HashMap::new(),
+                        seed_events: true,
                     }
                 });
                 let changed = t.entry_fingerprint != fp;
@@ -292,7 +299,8 @@ impl AciProvider {
             }
         }
 
-        let st = lock(&self.inner.state);
+        let mut st = lock(&self.inner.state);
+        self.forward_events(&mut st);
         let mut out = Vec::new();
         for (uid, t) in &st.pods {
             let status = match &t.last_view {
@@ -306,6 +314,28 @@ impl AciProvider {
             out.push((t.node.clone(), status));
         }
         Ok(out)
+    }
+
+    /// ACI's events (Pulling, Pulled, Started, BackOff, FailedMount, ...) as pod events, each
+    /// occurrence once: an event is sent when first seen and again when ACI's `count` of it
+    /// grows (a second Started after a restart).
+    fn forward_events(&self, st: &mut State) {
+        for t in st.pods.values_mut() {
+            let Some(view) = &t.last_view else {
+                continue;
+            };
+            for e in status::events(&t.pod_ref, view) {
+                let seen = t.forwarded.get(&e.key).copied().unwrap_or(0);
+                if e.count <= seen {
+                    continue;
+                }
+                t.forwarded.insert(e.key, e.count);
+                if !t.seed_events {
+                    self.inner.hub.event(&t.node, e.event);
+                }
+            }
+            t.seed_events = false;
+        }
     }
 
     async fn create(&self, pod: Pod) -> Result<PodStatus, Status> {
@@ -352,6 +382,8 @@ impl AciProvider {
                 last_view: None,
                 last_detail: None,
                 containers: container_names(&plan.group),
+                forwarded: HashMap::new(),
+                seed_events: false,
             },
         );
         self.inner.hub.upsert(&node, status.clone());

@@ -4,7 +4,7 @@
 
 use podprovider_proto::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, PodPhase, PodRef, PodStatus, container_state::State,
+    ContainerStatus, PodEvent, PodPhase, PodRef, PodStatus, container_state::State,
 };
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
@@ -104,6 +104,76 @@ fn failure_name(name: &str) -> bool {
         || ["Error", "BackOff", "Unhealthy", "Evict", "Kill", "OOM"]
             .iter()
             .any(|w| name.contains(w))
+}
+
+/// One of ACI's events of a group (`instanceView.events`) or of a container, as a pod event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AciEvent {
+    /// Identifies the event across polls: container (empty for the group), name, message, first
+    /// time (ACI aggregates repeats into `count`).
+    pub key: String,
+    /// ACI's `count`: how often it happened (at least 1).
+    pub count: i32,
+    /// The pod event to forward.
+    pub event: PodEvent,
+}
+
+/// Every event in a group's detailed view (group-level, then each container's and init
+/// container's), as pod events: reason = ACI's event `name` (Pulling, Pulled, Started, BackOff,
+/// FailedMount, ...), message prefixed with the container, Warning for ACI's type `Warning` or a
+/// failure name (ACI's own failed-group example reports `FailedMount` as `Normal`), time =
+/// `lastTimestamp`.
+pub fn events(pod_ref: &PodRef, g: &ContainerGroup) -> Vec<AciEvent> {
+    let p = &g.properties;
+    let group = p
+        .instance_view
+        .iter()
+        .flat_map(|v| v.events.iter().map(|e| ("", e)));
+    let containers = p.containers.iter().flat_map(|c| {
+        c.properties
+            .instance_view
+            .iter()
+            .flat_map(move |v| v.events.iter().map(move |e| (c.name.as_str(), e)))
+    });
+    let inits = p.init_containers.iter().flat_map(|c| {
+        c.properties
+            .instance_view
+            .iter()
+            .flat_map(move |v| v.events.iter().map(move |e| (c.name.as_str(), e)))
+    });
+    group
+        .chain(containers)
+        .chain(inits)
+        .filter_map(|(container, e)| {
+            let name = e.name.as_deref().filter(|n| !n.is_empty())?;
+            let message = e.message.as_deref().unwrap_or_default();
+            let warning = e
+                .kind
+                .as_deref()
+                .is_some_and(|k| k.eq_ignore_ascii_case("Warning"))
+                || failure_name(name);
+            let text = if container.is_empty() {
+                message.to_owned()
+            } else {
+                format!("container {container}: {message}")
+            };
+            Some(AciEvent {
+                key: format!(
+                    "{container}\u{0}{name}\u{0}{message}\u{0}{}",
+                    e.first_timestamp.as_deref().unwrap_or_default()
+                ),
+                count: e.count.unwrap_or(1).max(1),
+                event: PodEvent {
+                    pod_ref: Some(pod_ref.clone()),
+                    warning,
+                    reason: name.to_owned(),
+                    message: text,
+                    time: timestamp(e.last_timestamp.as_deref())
+                        .or_else(|| timestamp(e.first_timestamp.as_deref())),
+                },
+            })
+        })
+        .collect()
 }
 
 /// What ACI says went wrong, as `<event name>: <message>`: the most telling event of the group
@@ -300,6 +370,64 @@ pub fn accepted(pod_ref: &PodRef, g: &ContainerGroup, id: &str) -> PodStatus {
     }
     g.id = Some(id.to_owned());
     pod_status(pod_ref, &g)
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    #[test]
+    fn instance_view_events_of_the_group_and_containers_become_pod_events() {
+        // properties.instanceView.events and containers[].properties.instanceView.events.
+        let g: ContainerGroup = serde_json::from_value(serde_json::json!({
+            "properties": {
+                "instanceView": {"events": [
+                    {"name": "FailedMount", "type": "Normal", "count": 1, "message": "mount error",
+                     "firstTimestamp": "2024-01-01T00:00:00Z", "lastTimestamp": "2024-01-01T00:00:00Z"}
+                ]},
+                "containers": [{"name": "web", "properties": {"image": "nginx", "instanceView": {"events": [
+                    {"name": "Pulled", "type": "Normal", "count": 1, "message": "pulled",
+                     "firstTimestamp": "2024-01-01T00:00:01Z", "lastTimestamp": "2024-01-01T00:00:01Z"},
+                    {"name": "Started", "type": "Normal", "count": 2, "message": "Started container",
+                     "firstTimestamp": "2024-01-01T00:00:02Z", "lastTimestamp": "2024-01-01T00:00:09Z"},
+                    {"name": "Failed", "type": "Warning", "message": "pull failed"}
+                ]}}}]
+            }
+        }))
+        .expect("group");
+        let r = PodRef {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: "u".into(),
+        };
+        let ev = events(&r, &g);
+        let summary: Vec<(&str, bool, &str, i32)> = ev
+            .iter()
+            .map(|e| {
+                (
+                    e.event.reason.as_str(),
+                    e.event.warning,
+                    e.event.message.as_str(),
+                    e.count,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("FailedMount", true, "mount error", 1),
+                ("Pulled", false, "container web: pulled", 1),
+                ("Started", false, "container web: Started container", 2),
+                ("Failed", true, "container web: pull failed", 1),
+            ]
+        );
+        assert_eq!(
+            ev[2].event.time,
+            timestamp(Some("2024-01-01T00:00:09Z")),
+            "lastTimestamp"
+        );
+        assert_ne!(ev[1].key, ev[2].key);
+    }
 }
 
 #[cfg(test)]

@@ -123,11 +123,21 @@ pub async fn admin_put(
     path: &str,
     body: &serde_json::Value,
 ) -> anyhow::Result<u16> {
+    admin_request(emu, "PUT", path, body).await
+}
+
+/// A request with a JSON body to the emulator's admin API; returns the status code.
+pub async fn admin_request(
+    emu: &AciEmulator,
+    method: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = body.to_string();
     let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", emu.port)).await?;
     let req = format!(
-        "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     conn.write_all(req.as_bytes()).await?;

@@ -33,6 +33,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/_emulator/groups/{name}/fault", post(fault))
         .route(
+            "/_emulator/groups/{name}/containers/{container}/waiting",
+            post(waiting),
+        )
+        .route(
             "/_emulator/imds-faults",
             put(set_imds_faults).get(imds_faults),
         )
@@ -175,6 +179,41 @@ async fn stored_group(State(st): State<Arc<AppState>>, Path(name): Path<String>)
     match lock(&st.groups).get(&name) {
         Some(g) => Json(g.spec.clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Waiting {
+    detail_status: String,
+    #[serde(default)]
+    events: Vec<GroupEvent>,
+    #[serde(default = "default_hold_ms")]
+    hold_ms: u64,
+}
+
+fn default_hold_ms() -> u64 {
+    60_000
+}
+
+/// Holds a container `Waiting` with a `detailStatus` and container events of any type (a
+/// back-off with a Warning `BackOff`, a failed pull), which the emulator does not otherwise
+/// simulate; it starts again after `hold_ms`.
+async fn waiting(
+    State(st): State<Arc<AppState>>,
+    Path((name, container)): Path<(String, String)>,
+    Json(w): Json<Waiting>,
+) -> Response {
+    let mut groups = lock(&st.groups);
+    let Some(g) = groups.get_mut(&name) else {
+        return (StatusCode::NOT_FOUND, "no such container group").into_response();
+    };
+    let hold = std::time::Duration::from_millis(w.hold_ms);
+    match lifecycle::hold_waiting(g, &container, w.detail_status, &w.events, hold) {
+        Ok(()) => {
+            tracing::info!(group = %name, container = %container, "container held waiting (admin)");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(_) => (StatusCode::NOT_FOUND, "no such container").into_response(),
     }
 }
 

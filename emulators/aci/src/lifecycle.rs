@@ -69,7 +69,12 @@ pub fn advance(group: &mut Group, now: Instant, heartbeat: Duration) {
         return;
     }
     for c in group.containers.iter_mut().filter(|c| !c.init) {
+        if c.held_until.is_some_and(|t| t > now) {
+            continue;
+        }
+        c.held_until = None;
         if matches!(c.state, RunState::Waiting) {
+            c.waiting_detail = None;
             start_run(c, now, wall, heartbeat);
         }
         while let Some(next) = c.next_heartbeat {
@@ -115,6 +120,38 @@ fn start_run(c: &mut ContainerRun, now: Instant, wall: OffsetDateTime, heartbeat
         });
     }
     c.next_heartbeat = Some(now + heartbeat);
+}
+
+/// The container `name` is held `Waiting` with `detail` (e.g. `CrashLoopBackOff`) for `hold`,
+/// with `events` (name, type, message) recorded; a run in progress ends (exit 1, the previous
+/// state). Then it starts again, as after a back-off.
+pub fn hold_waiting(
+    group: &mut Group,
+    name: &str,
+    detail: String,
+    events: &[crate::model::GroupEvent],
+    hold: Duration,
+) -> Result<(), ExitError> {
+    let c = group
+        .container_mut(name)
+        .ok_or(ExitError::NoSuchContainer)?;
+    let wall = OffsetDateTime::now_utc();
+    if let RunState::Running { start } = c.state {
+        c.previous = Some(RunState::Terminated {
+            start,
+            finish: wall,
+            exit_code: 1,
+        });
+        c.restart_count += 1;
+    }
+    c.state = RunState::Waiting;
+    c.next_heartbeat = None;
+    c.waiting_detail = Some(detail);
+    c.held_until = Some(Instant::now() + hold);
+    for e in events {
+        c.record_typed_event(&e.name, &e.kind, e.message.clone(), wall);
+    }
+    Ok(())
 }
 
 /// Why an exit cannot be applied.

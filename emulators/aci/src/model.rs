@@ -65,7 +65,9 @@ pub enum RunState {
 }
 
 pub struct Event {
-    pub name: &'static str,
+    pub name: String,
+    /// `Normal` or `Warning`.
+    pub kind: String,
     pub message: String,
     pub count: u32,
     pub first: OffsetDateTime,
@@ -93,6 +95,9 @@ pub struct ContainerRun {
     pub logs: Vec<LogLine>,
     pub heartbeats: u64,
     pub next_heartbeat: Option<Instant>,
+    /// Held `Waiting` (through the admin API) with this `detailStatus` until `held_until`.
+    pub waiting_detail: Option<String>,
+    pub held_until: Option<Instant>,
 }
 
 impl ContainerRun {
@@ -133,11 +138,25 @@ impl ContainerRun {
             logs: Vec::new(),
             heartbeats: 0,
             next_heartbeat: None,
+            waiting_detail: None,
+            held_until: None,
         }
     }
 
-    /// Counts an event like ACI does: same name and message bump `count` and `lastTimestamp`.
-    pub fn record_event(&mut self, name: &'static str, message: String, now: OffsetDateTime) {
+    /// Counts a `Normal` event like ACI does: same name and message bump `count` and
+    /// `lastTimestamp`.
+    pub fn record_event(&mut self, name: &str, message: String, now: OffsetDateTime) {
+        self.record_typed_event(name, "Normal", message, now);
+    }
+
+    /// [`ContainerRun::record_event`] with a type (`Normal`, `Warning`).
+    pub fn record_typed_event(
+        &mut self,
+        name: &str,
+        kind: &str,
+        message: String,
+        now: OffsetDateTime,
+    ) {
         if let Some(e) = self
             .events
             .iter_mut()
@@ -147,7 +166,8 @@ impl ContainerRun {
             e.last = now;
         } else {
             self.events.push(Event {
-                name,
+                name: name.to_owned(),
+                kind: kind.to_owned(),
                 message,
                 count: 1,
                 first: now,
@@ -163,14 +183,19 @@ impl ContainerRun {
     fn instance_view(&self) -> Value {
         let mut view = json!({
             "restartCount": self.restart_count,
-            "currentState": state_json(&self.state),
+            "currentState": match (&self.state, &self.waiting_detail) {
+                (RunState::Waiting, Some(detail)) => {
+                    json!({"state": "Waiting", "detailStatus": detail})
+                }
+                (state, _) => state_json(state),
+            },
             "events": self.events.iter().map(|e| json!({
                 "count": e.count,
                 "firstTimestamp": rfc3339(e.first),
                 "lastTimestamp": rfc3339(e.last),
                 "message": e.message,
                 "name": e.name,
-                "type": "Normal",
+                "type": e.kind,
             })).collect::<Vec<_>>(),
         });
         if let Some(prev) = &self.previous {

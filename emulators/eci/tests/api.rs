@@ -1405,3 +1405,43 @@ async fn documented_limits_are_enforced() -> anyhow::Result<()> {
     assert_eq!((s, code(&v)), (400, "InvalidParameter"), "{v}");
     Ok(())
 }
+
+#[tokio::test]
+async fn multi_container_group_metric_reports_running_containers() -> anyhow::Result<()> {
+    let emu = Emu::start(&["--start-delay-ms", "50"]).await?;
+    let mut p = simple("metered");
+    p.extend([("Container.1.Cpu", "2"), ("Container.1.Memory", "4")]);
+    let id = emu.create(&p).await?;
+    emu.wait_status(&id, "Running").await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let ids = format!("[\"{id}\", \"eci-nosuchgroup\"]");
+    let (s, v) = emu
+        .call(
+            "DescribeMultiContainerGroupMetric",
+            &[
+                R,
+                ("ContainerGroupIds", ids.as_str()),
+                ("MetricType", "summary"),
+            ],
+        )
+        .await?;
+    assert_eq!(s, 200, "{v}");
+    let datas = v["MonitorDatas"].as_array().cloned().unwrap_or_default();
+    assert_eq!(datas.len(), 1, "{v}");
+    assert_eq!(datas[0]["ContainerGroupId"], id.as_str());
+    let r = &datas[0]["Records"][0];
+    // 10 % of 2 vCPU; a quarter of 4 GiB.
+    assert_eq!(r["CPU"]["UsageNanoCores"], 200_000_000u64);
+    assert!(
+        r["CPU"]["UsageCoreNanoSeconds"]
+            .as_u64()
+            .is_some_and(|n| n >= 200_000_000)
+    );
+    assert_eq!(r["Memory"]["WorkingSet"], 1u64 << 30);
+    assert_eq!(r["Containers"][0]["Name"], "main");
+    assert_eq!(r["Containers"][0]["CPU"]["Limit"], 2000);
+    assert!(r["Timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let (s, v) = emu.call("DescribeMultiContainerGroupMetric", &[R]).await?;
+    assert_eq!((s, code(&v)), (400, "MissingContainerGroupIds"));
+    Ok(())
+}

@@ -281,3 +281,71 @@ pub struct ExecResponse {
     /// Output of a synchronous (`Sync=true`) exec.
     pub sync_response: String,
 }
+
+/// vCPU figures of `DescribeMultiContainerGroupMetric` (group or container).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MetricCpu {
+    /// Usage in the sampling window, in nanocores.
+    pub usage_nano_cores: Option<u64>,
+    /// Cumulative usage, in core-nanoseconds.
+    pub usage_core_nano_seconds: Option<u64>,
+}
+
+/// Memory figures of `DescribeMultiContainerGroupMetric` (group or container), in bytes.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MetricMemory {
+    /// Working set.
+    pub working_set: Option<u64>,
+    /// Used memory.
+    pub usage_bytes: Option<u64>,
+    /// Resident set.
+    pub rss: Option<u64>,
+}
+
+/// One container's figures in a metric record.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MetricContainer {
+    /// Container name.
+    pub name: String,
+    /// vCPU.
+    #[serde(rename = "CPU")]
+    pub cpu: Option<MetricCpu>,
+    /// Memory.
+    pub memory: Option<MetricMemory>,
+}
+
+/// One sample of a group's figures.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MetricRecord {
+    /// When it was sampled (RFC 3339).
+    pub timestamp: String,
+    /// Whole-group vCPU.
+    #[serde(rename = "CPU")]
+    pub cpu: Option<MetricCpu>,
+    /// Whole-group memory.
+    pub memory: Option<MetricMemory>,
+    /// Per container.
+    pub containers: Vec<MetricContainer>,
+}
+
+/// One group's samples.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MonitorData {
+    /// `eci-…`.
+    pub container_group_id: String,
+    /// Samples.
+    pub records: Vec<MetricRecord>,
+}
+
+/// `DescribeMultiContainerGroupMetric` answer.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MetricsResponse {
+    /// Per group.
+    pub monitor_datas: Vec<MonitorData>,
+}

@@ -316,6 +316,21 @@ impl Cloud {
         }
     }
 
+    /// The latest usage figures of up to 20 groups (`DescribeMultiContainerGroupMetric`,
+    /// `MetricType=summary`).
+    pub async fn metrics(&self, ids: &[String]) -> Result<Vec<api::MonitorData>, EciError> {
+        let r: api::MetricsResponse = self
+            .call(
+                "DescribeMultiContainerGroupMetric",
+                json!({
+                    "ContainerGroupIds": Value::from(ids.to_vec()).to_string(),
+                    "MetricType": "summary",
+                }),
+            )
+            .await?;
+        Ok(r.monitor_datas)
+    }
+
     /// A container's log per `DescribeContainerLog` options.
     pub async fn log(
         &self,

@@ -861,11 +861,45 @@ impl podprovider_proto::PodProvider for EciProvider {
 
     async fn get_stats(
         &self,
-        _req: Request<GetStatsRequest>,
+        req: Request<GetStatsRequest>,
     ) -> Result<Response<GetStatsResponse>, Status> {
-        // DescribeMultiContainerGroupMetric could answer this; not wired yet. No figures is a
-        // valid answer.
-        Ok(Response::new(GetStatsResponse { pods: Vec::new() }))
+        let req = req.into_inner();
+        // Running pods of the node (or the ones asked for): ECI has figures only for those.
+        let wanted: Vec<(PodRef, String)> = {
+            let st = lock(&self.inner.state);
+            st.pods
+                .values()
+                .filter(|t| req.node_name.is_empty() || t.node == req.node_name)
+                .filter(|t| req.pods.is_empty() || req.pods.iter().any(|p| p.uid == t.pod_ref.uid))
+                .filter(|t| {
+                    self.inner
+                        .hub
+                        .get(&t.pod_ref.uid)
+                        .is_some_and(|s| s.phase == PodPhase::Running as i32)
+                })
+                .map(|t| (t.pod_ref.clone(), t.group_id.clone()))
+                .collect()
+        };
+        let mut pods = Vec::new();
+        for chunk in wanted.chunks(GROUP_IDS_PER_CALL) {
+            let ids: Vec<String> = chunk.iter().map(|(_, id)| id.clone()).collect();
+            let datas = self
+                .inner
+                .cloud
+                .metrics(&ids)
+                .await
+                .map_err(|e| e.to_status())?;
+            for (pod_ref, id) in chunk {
+                if let Some(s) = datas
+                    .iter()
+                    .find(|d| d.container_group_id == *id)
+                    .and_then(|d| status::pod_stats(pod_ref, d))
+                {
+                    pods.push(s);
+                }
+            }
+        }
+        Ok(Response::new(GetStatsResponse { pods }))
     }
 }
 

@@ -12,7 +12,8 @@
 
 use podprovider_proto::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, PodPhase, PodRef, PodStatus, container_state,
+    ContainerStats, ContainerStatus, CpuUsage, MemoryUsage, PodPhase, PodRef, PodStats, PodStatus,
+    container_state,
 };
 
 use crate::api;
@@ -343,6 +344,45 @@ pub fn accepted(pod_ref: &PodRef, shape: &Shape, id: &str) -> PodStatus {
     )
 }
 
+/// A group's latest `DescribeMultiContainerGroupMetric` record as pod stats; `None` without a
+/// record. Figures ECI leaves out stay unset.
+pub fn pod_stats(pod_ref: &PodRef, data: &api::MonitorData) -> Option<PodStats> {
+    let r = data
+        .records
+        .iter()
+        .max_by(|a, b| a.timestamp.cmp(&b.timestamp))?;
+    let time = ts(&r.timestamp);
+    let cpu = |c: &Option<api::MetricCpu>| {
+        c.as_ref().map(|c| CpuUsage {
+            usage_nano_cores: c.usage_nano_cores,
+            usage_core_nano_seconds: c.usage_core_nano_seconds,
+        })
+    };
+    let memory = |m: &Option<api::MetricMemory>| {
+        m.as_ref().map(|m| MemoryUsage {
+            working_set_bytes: m.working_set,
+            usage_bytes: m.usage_bytes,
+            rss_bytes: m.rss,
+        })
+    };
+    Some(PodStats {
+        pod_ref: Some(pod_ref.clone()),
+        time,
+        cpu: cpu(&r.cpu),
+        memory: memory(&r.memory),
+        containers: r
+            .containers
+            .iter()
+            .map(|c| ContainerStats {
+                name: c.name.clone(),
+                time,
+                cpu: cpu(&c.cpu),
+                memory: memory(&c.memory),
+            })
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -610,5 +650,36 @@ mod tests {
         assert!(
             matches!(state_of(&s.container_statuses[0]), container_state::State::Running(r) if r.started_at.is_some())
         );
+    }
+
+    #[test]
+    fn the_latest_metric_record_becomes_pod_stats() {
+        let data: api::MonitorData = serde_json::from_value(serde_json::json!({
+            "ContainerGroupId": "eci-1",
+            "Records": [
+                {"Timestamp": "2024-01-01T00:00:00Z", "CPU": {"UsageNanoCores": 1}},
+                {"Timestamp": "2024-01-01T00:01:00Z",
+                 "CPU": {"Limit": 2000, "Load": 0, "UsageNanoCores": 200000000, "UsageCoreNanoSeconds": 9000000000u64},
+                 "Memory": {"WorkingSet": 1073741824, "UsageBytes": 1200000000, "Rss": 800000000, "Cache": 1, "AvailableBytes": 2},
+                 "Containers": [{"Name": "web", "CPU": {"UsageNanoCores": 150000000},
+                                 "Memory": {"WorkingSet": 1000}}]}
+            ]
+        }))
+        .expect("parses");
+        let s = pod_stats(&r(), &data).expect("a record");
+        assert_eq!(s.time.as_ref().map(|t| t.seconds), Some(1_704_067_260));
+        let cpu = s.cpu.expect("cpu");
+        assert_eq!(cpu.usage_nano_cores, Some(200_000_000));
+        assert_eq!(cpu.usage_core_nano_seconds, Some(9_000_000_000));
+        let mem = s.memory.expect("memory");
+        assert_eq!(mem.working_set_bytes, Some(1 << 30));
+        assert_eq!(mem.rss_bytes, Some(800_000_000));
+        assert_eq!(s.containers[0].name, "web");
+        assert_eq!(
+            s.containers[0].memory.as_ref().and_then(|m| m.usage_bytes),
+            None,
+            "not reported, not invented"
+        );
+        assert!(pod_stats(&r(), &api::MonitorData::default()).is_none());
     }
 }

@@ -77,8 +77,10 @@ pub async fn client(
     shutdown: &CancellationToken,
 ) -> Result<kube::Client, Error> {
     let dir = cfg.cert_dir.clone();
+    // As the kubelet: a kept certificate still valid is used (and renewed as the node when due,
+    // at once if that time has passed); only a missing or expired one means bootstrapping again.
     let renew = match stored(&dir, &cfg.node_name) {
-        Some(renew) if renew > SystemTime::now() + Duration::from_secs(60) => {
+        Some((renew, expiry)) if expiry > SystemTime::now() + Duration::from_secs(60) => {
             tracing::info!(dir = %dir.display(), "using the node client certificate kept from before");
             renew
         }
@@ -87,7 +89,7 @@ pub async fn client(
             tracing::info!(node = %cfg.node_name, "requesting a node client certificate (TLS bootstrap)");
             let issued = request(&bootstrap, &cfg.node_name).await?;
             store(&dir, &issued)?;
-            issued.renew_at
+            not_before_a_minute(issued.renew_at)
         }
     };
     let current = Arc::new(RwLock::new(node_client(&start, &dir)?));
@@ -113,15 +115,16 @@ async fn request(client: &kube::Client, node_name: &str) -> Result<Issued, certi
     .await
 }
 
-/// When the kept certificate should be renewed, if it is there, parses, and names this node.
-fn stored(dir: &Path, node_name: &str) -> Option<SystemTime> {
+/// The kept certificate's renewal time and expiry, if it is there, parses, and names this node.
+fn stored(dir: &Path, node_name: &str) -> Option<(SystemTime, SystemTime)> {
     let pem = std::fs::read(dir.join(CERT_FILE)).ok()?;
     let leaf = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
     if !dir.join(KEY_FILE).is_file() {
         return None;
     }
     let (user, _) = crate::kubelet::tls::certificate_user(&leaf)?;
-    (user == node_user(node_name)).then(|| certificates::renew_at(&leaf))
+    let (_, expiry) = certificates::validity(&leaf)?;
+    (user == node_user(node_name)).then(|| (certificates::renew_at(&leaf), expiry))
 }
 
 /// Writes key and certificate (key first, owner-only) so a crash between the two leaves a pair
@@ -202,7 +205,7 @@ async fn renew_loop(
                 *current
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = client;
-                renew = next;
+                renew = not_before_a_minute(next);
                 tracing::info!("node client certificate renewed");
             }
             Err(err) => {
@@ -211,6 +214,20 @@ async fn renew_loop(
             }
         }
     }
+}
+
+/// A signer whose certificates are due for renewal as soon as they are issued (the 1.20 signer
+/// backdates by five minutes, so a `--cluster-signing-duration` under about six minutes does
+/// that) must not be asked again in a tight loop.
+fn not_before_a_minute(renew: SystemTime) -> SystemTime {
+    let soonest = SystemTime::now() + Duration::from_secs(60);
+    if renew < soonest {
+        tracing::warn!(
+            "the node client certificate is due for renewal as soon as issued (the signer's \
+             certificates live too short); renewing in 1m"
+        );
+    }
+    renew.max(soonest)
 }
 
 fn read(current: &RwLock<kube::Client>) -> kube::Client {
@@ -260,8 +277,8 @@ mod tests {
         };
         assert_eq!(stored(dir.path(), "vk-a"), None, "nothing kept yet");
         store(dir.path(), &issued).expect("store");
-        let renew = stored(dir.path(), "vk-a").expect("kept");
-        assert!(renew > SystemTime::now());
+        let (renew, expiry) = stored(dir.path(), "vk-a").expect("kept");
+        assert!(renew > SystemTime::now() && expiry > renew);
         assert_eq!(stored(dir.path(), "vk-b"), None, "another node's name");
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join(KEY_FILE))

@@ -229,3 +229,164 @@ async fn node_registers_heartbeats_and_follows_provider_health() -> anyhow::Resu
     assert!(nodes.get_opt(NODE).await?.is_some());
     Ok(())
 }
+
+/// `--tls-bootstrap` with certificates that live seven minutes, five of them backdated by the
+/// 1.20 signer (so two minutes from now, renewal due in about 36 s): the shim renews its client
+/// certificate as the node (a second CSR requested by `system:node:<name>`, auto-approved through
+/// selfnodeclient), swaps it in without a restart, and keeps the Lease renewed past the first
+/// certificate's expiry; a restart reuses the kept certificate instead of bootstrapping again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_client_certificate_is_renewed_as_the_node() -> anyhow::Result<()> {
+    vk_testkit::init_test_logging();
+    let cp = vk_testkit::ControlPlane::start_with(vk_testkit::control_plane::Options {
+        cluster_signing_duration: Some(Duration::from_secs(7 * 60)),
+    })
+    .await?;
+    let client = cp.client().await?;
+    let node = "vk-renew";
+    // As the chart binds it: renewal requests by the node itself are auto-approved.
+    cp.run_kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "vk-renew-selfnodeclient",
+        "--clusterrole=system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+        &format!("--user=system:node:{node}"),
+    ])?;
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("provider.sock");
+    let control = Control::new();
+    let _server = control.serve(ListenAddr::Unix(socket.clone())).await?;
+    let spawn = || {
+        ManagedProcess::spawn(
+            "node-shim-renew",
+            Command::new(Path::new(env!("CARGO_BIN_EXE_node-shim")))
+                .arg(format!("--node-name={node}"))
+                .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+                .arg(format!("--provider-endpoint=unix:{}", socket.display()))
+                .arg(format!("--kubelet-port={}", free_port()?))
+                .arg("--metrics-address=off")
+                .arg("--serving-cert=self-signed")
+                .arg("--tls-bootstrap")
+                .arg(format!("--cert-dir={}", dir.path().join("pki").display()))
+                .args(["--lease-renew-interval=2s", "--ping-interval=1s"]),
+            dir.path(),
+        )
+    };
+    let mut shim = spawn()?;
+    let requesters = || -> anyhow::Result<Vec<String>> {
+        let out = cp.run_kubectl(&[
+            "get",
+            "csr",
+            "--sort-by=.metadata.creationTimestamp",
+            "-o",
+            r#"jsonpath={range .items[?(@.spec.signerName=="kubernetes.io/kube-apiserver-client-kubelet")]}{.spec.username}{"\n"}{end}"#,
+        ])?;
+        Ok(out.lines().map(str::to_owned).collect())
+    };
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let result = async {
+        eventually(Duration::from_secs(60), "node registered", || async {
+            Ok(nodes.get_opt(node).await?)
+        })
+        .await?;
+        let first_cert = std::fs::read(dir.path().join("pki/node-client.crt"))?;
+        // The bootstrap request came from the starting (admin) credentials; the renewal from the
+        // node itself.
+        eventually(
+            Duration::from_secs(200),
+            "a renewal requested by the node",
+            || async {
+                let who = requesters()?;
+                Ok((who.len() >= 2 && who[1] == format!("system:node:{node}")).then_some(who))
+            },
+        )
+        .await?;
+        eventually(
+            Duration::from_secs(60),
+            "the renewed certificate kept",
+            || async {
+                let now = std::fs::read(dir.path().join("pki/node-client.crt"))?;
+                Ok((now != first_cert).then_some(()))
+            },
+        )
+        .await?;
+        // Past the first certificate's expiry the node still heartbeats: the renewed one is in use.
+        let first_expiry = first_expiry(&first_cert)?;
+        let until_expired = first_expiry
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        tracing::info!(
+            ?until_expired,
+            "waiting past the first certificate's expiry"
+        );
+        tokio::time::sleep(until_expired + Duration::from_secs(5)).await;
+        let renewed_at = |l: Lease| l.spec.and_then(|s| s.renew_time).map(|t| t.0);
+        let before = leases.get(node).await.map(renewed_at)?;
+        let after = eventually(Duration::from_secs(30), "lease renewed again", || async {
+            let now = leases.get(node).await.map(renewed_at)?;
+            Ok((now > before).then_some(now))
+        })
+        .await?;
+        tracing::info!(
+            ?before,
+            ?after,
+            "lease renewed with the renewed certificate"
+        );
+        let log = std::fs::read_to_string(shim.log_path())?;
+        anyhow::ensure!(
+            !log.contains("Unauthorized") && !log.contains("forbidden"),
+            "the shim was refused"
+        );
+
+        // A restart uses the kept certificate: no new bootstrap request from the admin.
+        let count = requesters()?.len();
+        shim.stop(Duration::from_secs(10)).await?;
+        shim = spawn()?;
+        eventually(Duration::from_secs(30), "reuse logged", || async {
+            let log = std::fs::read_to_string(shim.log_path())?;
+            Ok(log
+                .contains("using the node client certificate kept from before")
+                .then_some(()))
+        })
+        .await?;
+        let before = leases.get(node).await.map(renewed_at)?;
+        eventually(
+            Duration::from_secs(30),
+            "lease renewed after restart",
+            || async {
+                let now = leases.get(node).await.map(renewed_at)?;
+                Ok((now > before).then_some(()))
+            },
+        )
+        .await?;
+        let who = requesters()?;
+        anyhow::ensure!(
+            who.iter()
+                .skip(count)
+                .all(|u| *u == format!("system:node:{node}")),
+            "a restart bootstrapped again: {who:?}"
+        );
+        Ok(())
+    }
+    .await;
+    result.map_err(|err: anyhow::Error| {
+        err.context(format!("--- shim log ---\n{}", shim.log_excerpt(60)))
+    })
+}
+
+/// The `notAfter` of the first certificate in a PEM file.
+fn first_expiry(pem: &[u8]) -> anyhow::Result<std::time::SystemTime> {
+    let text = String::from_utf8_lossy(pem);
+    let b64: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD.decode(b64)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)?;
+    let secs = u64::try_from(cert.validity().not_after.timestamp())?;
+    Ok(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+}

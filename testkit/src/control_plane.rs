@@ -46,11 +46,23 @@ pub struct ControlPlane {
     processes: Vec<ManagedProcess>,
 }
 
+/// What differs from the default control plane.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// How long certificates the controller-manager signs are valid (default: a year).
+    pub cluster_signing_duration: Option<Duration>,
+}
+
 impl ControlPlane {
     /// Starts etcd, the API server, the controller-manager and the scheduler, and waits until the
     /// API server is ready and the `default` namespace has its service account (so pods can be
     /// created at once).
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(Options::default()).await
+    }
+
+    /// [`ControlPlane::start`] with `options`.
+    pub async fn start_with(options: Options) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
         let bin = bins::k8s_bin_dir()?;
         let dir = tempfile::Builder::new().prefix("vk-cp-").tempdir()?;
@@ -193,6 +205,11 @@ impl ControlPlane {
                     "--cluster-signing-key-file={}",
                     cp.pki.ca_files.key.display()
                 ))
+                .args(
+                    options
+                        .cluster_signing_duration
+                        .map(|d| format!("--cluster-signing-duration={}s", d.as_secs())),
+                )
                 .arg("--use-service-account-credentials=false")
                 .arg("--kube-api-qps=500")
                 .arg("--kube-api-burst=1000")

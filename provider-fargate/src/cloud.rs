@@ -1,9 +1,12 @@
-//! The ECS, Secrets Manager and CloudWatch Logs calls this provider makes, each retried with
-//! backoff.
+//! The ECS, Secrets Manager, CloudWatch Logs and CloudWatch calls this provider makes, each
+//! retried with backoff.
+
+use std::collections::HashMap;
 
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerCondition, ContainerDefinition,
-    ContainerDependency, ContainerOverride, CpuArchitecture, DesiredStatus, EphemeralStorage,
+    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, Compatibility,
+    ContainerCondition, ContainerDefinition, ContainerDependency, ContainerOverride,
+    ContainerRestartPolicy, CpuArchitecture, DesiredStatus, EphemeralStorage, HealthCheck,
     KernelCapabilities, KeyValuePair, LaunchType, LinuxParameters, LogConfiguration, LogDriver,
     MountPoint, NetworkConfiguration, NetworkMode, OsFamily, PortMapping, RepositoryCredentials,
     RuntimePlatform, Secret, SystemControl, Tag, Task, TaskDefinitionFamilyStatus,
@@ -17,8 +20,9 @@ use provider_common::{
 
 use crate::{
     error::{self, AwsError, Kind},
+    stats,
     status::Shape,
-    taskdef::{FILES_CONTAINER, TaskDefSpec},
+    taskdef::{FARGATE_SPOT, FILES_CONTAINER, TaskDefSpec},
 };
 
 /// Network settings of every task.
@@ -41,6 +45,8 @@ pub struct Cloud {
     pub logs: aws_sdk_cloudwatchlogs::Client,
     /// Secrets Manager (the pods' sensitive values).
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// CloudWatch (Container Insights usage figures).
+    pub metrics: aws_sdk_cloudwatch::Client,
     /// Cluster name or ARN.
     pub cluster: String,
     /// Retry policy for every call.
@@ -67,6 +73,10 @@ pub struct RunSpec<'a> {
     pub enable_execute_command: bool,
     /// This installation's identity: only its tasks count as found.
     pub installation: &'a str,
+    /// `overrides.taskRoleArn`: the pod's own task role.
+    pub task_role_arn: Option<&'a str>,
+    /// Fargate Spot (capacity provider strategy) instead of launch type FARGATE.
+    pub spot: bool,
 }
 
 /// The tag with the installation that owns a task, task definition or secret.
@@ -75,6 +85,10 @@ pub const TAG_INSTALLATION: &str = "vk-installation";
 /// Marker at the start of the `reason` this provider gives StopTask: a stopped task with it was
 /// deleted on purpose, and a restarted provider does not report it again.
 pub const STOP_REASON: &str = "virtual-kubelet: pod deleted";
+
+/// Tag put on a task whose pod was deleted: a task that had stopped by itself keeps its own
+/// `stoppedReason`, so this tells a restarted provider not to report its pod again.
+pub const TAG_DELETED: &str = "vk-deleted";
 
 fn sdk<E>(
     op: &'static str,
@@ -163,6 +177,17 @@ impl Cloud {
 
     /// Every task of the cluster that is meant to run (all pages).
     pub async fn list_running(&self) -> Result<Vec<String>, AwsError> {
+        self.list_desired(DesiredStatus::Running).await
+    }
+
+    /// Every task of the cluster that is stopped or stopping: ECS lists stopped tasks for a while
+    /// after they stop (at least an hour), so a restarted provider finds its finished pods.
+    pub async fn list_stopped(&self) -> Result<Vec<String>, AwsError> {
+        self.list_desired(DesiredStatus::Stopped).await
+    }
+
+    /// Every task of the cluster with desired status `desired` (all pages).
+    async fn list_desired(&self, desired: DesiredStatus) -> Result<Vec<String>, AwsError> {
         let mut arns = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -170,7 +195,7 @@ impl Cloud {
                 self.ecs
                     .list_tasks()
                     .cluster(&self.cluster)
-                    .desired_status(DesiredStatus::Running)
+                    .desired_status(desired.clone())
                     .set_next_token(token.clone())
                     .max_results(100)
                     .send()
@@ -281,6 +306,9 @@ impl Cloud {
             let image = c.image().unwrap_or_default().to_owned();
             if name == FILES_CONTAINER {
                 continue;
+            }
+            if c.health_check().is_some() {
+                shape.health_checked.push(name.clone());
             }
             if c.essential().unwrap_or(true) {
                 shape.app.push((name, image));
@@ -420,6 +448,26 @@ impl Cloud {
                 on_capacity(&err);
             }
             Err(err)
+        })
+        .await
+    }
+
+    /// Tags a task as its pod deleted ([`TAG_DELETED`]).
+    pub async fn mark_deleted(&self, arn: &str) -> Result<(), AwsError> {
+        retry(&self.policy, "TagResource", || async {
+            match self
+                .ecs
+                .tag_resource()
+                .resource_arn(arn)
+                .tags(tag(TAG_DELETED, "true"))
+                .send()
+                .await
+                .map_err(sdk("TagResource"))
+            {
+                Ok(_) => Ok(()),
+                Err(e) if matches!(e.kind, Kind::Invalid | Kind::NotFound) => Ok(()),
+                Err(e) => Err(e),
+            }
         })
         .await
     }
@@ -597,6 +645,80 @@ impl Cloud {
     }
 }
 
+impl Cloud {
+    /// The data points of each query within the last [`stats::WINDOW_SECONDS`]: query ID →
+    /// (value, epoch seconds). GetMetricData, 500 queries a call, every page.
+    pub async fn metric_data(
+        &self,
+        queries: &[stats::Query],
+        now_secs: i64,
+    ) -> Result<HashMap<String, Vec<(f64, i64)>>, AwsError> {
+        use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
+        let start = aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+            now_secs.saturating_sub(stats::WINDOW_SECONDS),
+        );
+        let end = aws_sdk_cloudwatch::primitives::DateTime::from_secs(now_secs.saturating_add(60));
+        let mut out = HashMap::new();
+        for chunk in queries.chunks(stats::MAX_QUERIES) {
+            let asked: Vec<MetricDataQuery> = chunk
+                .iter()
+                .map(|q| {
+                    let mut metric = Metric::builder()
+                        .namespace(stats::NAMESPACE)
+                        .metric_name(q.metric);
+                    for (name, value) in &q.dimensions {
+                        metric = metric
+                            .dimensions(Dimension::builder().name(*name).value(value).build());
+                    }
+                    MetricDataQuery::builder()
+                        .id(&q.id)
+                        .metric_stat(
+                            MetricStat::builder()
+                                .metric(metric.build())
+                                .period(stats::PERIOD_SECONDS)
+                                .stat("Average")
+                                .build(),
+                        )
+                        .return_data(true)
+                        .build()
+                })
+                .collect();
+            let mut token: Option<String> = None;
+            loop {
+                let page = retry(&self.policy, "GetMetricData", || async {
+                    self.metrics
+                        .get_metric_data()
+                        .set_metric_data_queries(Some(asked.clone()))
+                        .start_time(start)
+                        .end_time(end)
+                        // Newest first, so a cut-off answer still has the newest points.
+                        .scan_by(ScanBy::TimestampDescending)
+                        .set_next_token(token.clone())
+                        .send()
+                        .await
+                        .map_err(sdk("GetMetricData"))
+                })
+                .await?;
+                for r in page.metric_data_results() {
+                    let Some(id) = r.id() else { continue };
+                    // A later page may carry more points of the same query.
+                    out.entry(id.to_owned()).or_insert_with(Vec::new).extend(
+                        r.values()
+                            .iter()
+                            .zip(r.timestamps())
+                            .map(|(v, t)| (*v, t.secs())),
+                    );
+                }
+                token = page.next_token().map(str::to_owned);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The task a `ConflictException` names: RunTask's client token was used before.
 fn conflict_task(
     e: &aws_sdk_ecs::error::SdkError<
@@ -641,7 +763,8 @@ fn run_request(
         })
         .build()
         .map_err(|e| other("RunTask", &e.to_string()))?;
-    let mut overrides = TaskOverride::builder();
+    let mut overrides =
+        TaskOverride::builder().set_task_role_arn(run.task_role_arn.map(str::to_owned));
     for (name, env) in run.overrides {
         let mut c = ContainerOverride::builder().name(name);
         for (k, v) in env {
@@ -653,7 +776,6 @@ fn run_request(
         .run_task()
         .cluster(cluster)
         .task_definition(run.task_definition)
-        .launch_type(LaunchType::Fargate)
         .started_by(run.started_by)
         .client_token(run.client_token)
         .count(1)
@@ -665,6 +787,18 @@ fn run_request(
         .overrides(overrides.build())
         .enable_execute_command(run.enable_execute_command)
         .set_platform_version(run.platform_version.map(str::to_owned));
+    // ECS takes a launch type or a capacity provider strategy, never both.
+    req = if run.spot {
+        req.capacity_provider_strategy(
+            CapacityProviderStrategyItem::builder()
+                .capacity_provider(FARGATE_SPOT)
+                .weight(1)
+                .build()
+                .map_err(|e| other("RunTask", &e.to_string()))?,
+        )
+    } else {
+        req.launch_type(LaunchType::Fargate)
+    };
     for (k, v) in run.tags {
         req = req.tags(tag(k, v));
     }
@@ -731,6 +865,26 @@ fn container_definition(
         .set_command((!c.command.is_empty()).then(|| c.command.clone()))
         .set_working_directory(c.working_directory.clone())
         .set_stop_timeout(c.stop_timeout.map(|s| i32::try_from(s).unwrap_or(120)))
+        .set_restart_policy(c.restart_policy.as_ref().and_then(|r| {
+            ContainerRestartPolicy::builder()
+                .enabled(true)
+                .set_ignored_exit_codes(
+                    (!r.ignored_exit_codes.is_empty()).then(|| r.ignored_exit_codes.clone()),
+                )
+                .restart_attempt_period(r.restart_attempt_period)
+                .build()
+                .ok()
+        }))
+        .set_health_check(c.health_check.as_ref().and_then(|h| {
+            HealthCheck::builder()
+                .set_command(Some(h.command.clone()))
+                .interval(h.interval)
+                .timeout(h.timeout)
+                .retries(h.retries)
+                .set_start_period(h.start_period)
+                .build()
+                .ok()
+        }))
         .set_user(c.user.clone())
         .set_readonly_root_filesystem(c.readonly_root_filesystem)
         .pseudo_terminal(c.tty)
@@ -828,6 +982,138 @@ pub fn log_stream(prefix: &str, container: &str, task_arn: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod() -> podprovider_proto::v1::Pod {
+        use podprovider_proto::v1::{Container, ExecAction, PodRef, Probe, probe::Handler};
+        podprovider_proto::v1::Pod {
+            pod_ref: Some(PodRef {
+                namespace: "default".into(),
+                name: "p".into(),
+                uid: "u".into(),
+            }),
+            containers: vec![Container {
+                name: "web".into(),
+                image: "nginx".into(),
+                liveness_probe: Some(Probe {
+                    handler: Some(Handler::Exec(ExecAction {
+                        command: vec!["cat".into(), "/ok".into()],
+                    })),
+                    period_seconds: 10,
+                    timeout_seconds: 2,
+                    failure_threshold: 3,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            restart_policy: podprovider_proto::v1::RestartPolicy::OnFailure as i32,
+            termination_grace_period_seconds: Some(45),
+            ..Default::default()
+        }
+    }
+
+    fn defs() -> crate::taskdef::DefSettings {
+        crate::taskdef::DefSettings {
+            execution_role_arn: Some("arn:aws:iam::123456789012:role/exec".into()),
+            files_image: "busybox".into(),
+            cpu_architecture: "X86_64".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn container_definition_carries_restart_policy_health_check_and_stop_timeout() {
+        let plan = crate::taskdef::plan(&pod(), &defs()).expect("valid");
+        let c = &plan.spec.containers[0];
+        let def = container_definition(&plan.spec, c);
+        // ContainerDefinition.restartPolicy: OnFailure = enabled, exit code 0 ignored.
+        let restart = def.restart_policy().expect("restartPolicy");
+        assert!(restart.enabled());
+        assert_eq!(restart.ignored_exit_codes(), [0]);
+        assert_eq!(restart.restart_attempt_period(), Some(60));
+        // ContainerDefinition.healthCheck from the exec liveness probe.
+        let hc = def.health_check().expect("healthCheck");
+        assert_eq!(hc.command(), ["CMD", "cat", "/ok"]);
+        assert_eq!(
+            (hc.interval(), hc.timeout(), hc.retries(), hc.start_period()),
+            (Some(10), Some(2), Some(3), None)
+        );
+        // ContainerDefinition.stopTimeout = terminationGracePeriodSeconds.
+        assert_eq!(def.stop_timeout(), Some(45));
+
+        let mut never = pod();
+        never.restart_policy = podprovider_proto::v1::RestartPolicy::Never as i32;
+        never.containers[0].liveness_probe = None;
+        let plan = crate::taskdef::plan(&never, &defs()).expect("valid");
+        let def = container_definition(&plan.spec, &plan.spec.containers[0]);
+        assert!(
+            def.restart_policy().is_none(),
+            "Never: ECS's default, no restarts"
+        );
+        assert!(def.health_check().is_none());
+    }
+
+    #[test]
+    fn run_task_asks_for_fargate_spot_and_the_pods_task_role() {
+        let ecs = aws_sdk_ecs::Client::from_conf(
+            aws_sdk_ecs::Config::builder()
+                .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+                .region(aws_sdk_ecs::config::Region::new("us-east-1"))
+                .build(),
+        );
+        let network = Network {
+            subnets: vec!["subnet-1".into()],
+            security_groups: vec!["sg-1".into()],
+            assign_public_ip: false,
+        };
+        let run = |spot: bool, role: Option<&str>| {
+            let spec = RunSpec {
+                task_definition: "arn:aws:ecs:us-east-1:1:task-definition/vk-x:1",
+                started_by: "vk-default-p-1",
+                client_token: "t",
+                tags: &[],
+                overrides: &[],
+                network: &network,
+                platform_version: None,
+                enable_execute_command: false,
+                installation: "i",
+                task_role_arn: role,
+                spot,
+            };
+            run_request(&ecs, "vk", &spec).expect("request")
+        };
+        let on_demand = run(false, None);
+        let input = on_demand.as_input();
+        assert_eq!(input.get_launch_type(), &Some(LaunchType::Fargate));
+        assert!(input.get_capacity_provider_strategy().is_none());
+        assert_eq!(
+            input
+                .get_overrides()
+                .as_ref()
+                .and_then(|o| o.task_role_arn()),
+            None
+        );
+
+        let role = "arn:aws:iam::123456789012:role/app";
+        let spot = run(true, Some(role));
+        let input = spot.as_input();
+        // RunTask: capacityProviderStrategy FARGATE_SPOT and no launchType (ECS takes one).
+        assert_eq!(input.get_launch_type(), &None);
+        let strategy = input
+            .get_capacity_provider_strategy()
+            .as_deref()
+            .unwrap_or_default();
+        assert_eq!(strategy.len(), 1);
+        assert_eq!(strategy[0].capacity_provider(), "FARGATE_SPOT");
+        assert_eq!(strategy[0].weight(), 1);
+        // RunTask overrides.taskRoleArn.
+        assert_eq!(
+            input
+                .get_overrides()
+                .as_ref()
+                .and_then(|o| o.task_role_arn()),
+            Some(role)
+        );
+    }
 
     #[test]
     fn log_stream_names_follow_awslogs() {

@@ -119,6 +119,12 @@ pub struct FargateArgs {
     /// Default: derived from the cluster. Give each provider sharing an account and cluster its own.
     #[arg(long, env = "FARGATE_INSTALLATION_ID")]
     pub installation_id: Option<String>,
+
+    /// Answer usage queries (`kubectl top`, /stats/summary) from CloudWatch Container Insights
+    /// with enhanced observability, which must be on for the cluster. Each answer costs
+    /// GetMetricData calls (figures are reused for a minute).
+    #[arg(long, env = "FARGATE_CONTAINER_INSIGHTS", default_value_t = false)]
+    pub container_insights: bool,
 }
 
 /// A configuration that cannot work.

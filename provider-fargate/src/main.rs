@@ -2,7 +2,8 @@
 //!
 //! Pods become ECS tasks (launch type FARGATE, awsvpc networking) started from task definitions
 //! shared by content hash; statuses come from one ListTasks + batched DescribeTasks per interval;
-//! logs from CloudWatch Logs (awslogs driver). See README.md for the flags.
+//! logs from CloudWatch Logs (awslogs driver); usage figures from CloudWatch Container Insights.
+//! See README.md for the flags.
 #![forbid(unsafe_code)]
 
 mod cloud;
@@ -11,6 +12,7 @@ mod error;
 mod logs;
 mod provider;
 mod sizes;
+mod stats;
 mod status;
 mod taskdef;
 mod telemetry;
@@ -98,6 +100,11 @@ async fn main() -> anyhow::Result<()> {
                 .interceptor(telemetry::TraceContext)
                 .build(),
         ),
+        metrics: aws_sdk_cloudwatch::Client::from_conf(
+            aws_sdk_cloudwatch::config::Builder::from(&sdk)
+                .interceptor(telemetry::TraceContext)
+                .build(),
+        ),
         cluster: args.cluster.clone(),
         policy: RetryPolicy::default(),
     };
@@ -134,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
         capacity,
         architecture: args.architecture.k8s().to_owned(),
         installation: args.installation(),
+        container_insights: args.container_insights,
     };
     let provider = FargateProvider::new(cloud, settings);
 

@@ -2,7 +2,11 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use aws_sdk_ecs::types::Task;
@@ -10,7 +14,7 @@ use podprovider_proto::v1::{
     AttachRequest, CreatePodRequest, CreatePodResponse, DeletePodRequest, DeletePodResponse,
     ExecRequest, GetContainerLogsRequest, GetNodeInfoRequest, GetPodRequest, GetPodResponse,
     GetStatsRequest, GetStatsResponse, ListPodsRequest, ListPodsResponse, LogChunk, NodeInfo,
-    NodeSystemInfo, PingRequest, PingResponse, PodEvent, PodPhase, PodRef, PodStatus,
+    NodeSystemInfo, PingRequest, PingResponse, PodEvent, PodPhase, PodRef, PodStats, PodStatus,
     PortForwardRequest, PortForwardResponse, StreamOutput, UpdatePodRequest, UpdatePodResponse,
     WatchPodsRequest,
 };
@@ -25,9 +29,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    cloud::{Cloud, Network, RunSpec, STOP_REASON, TAG_INSTALLATION, log_stream},
+    cloud::{Cloud, Network, RunSpec, STOP_REASON, TAG_DELETED, TAG_INSTALLATION, log_stream},
     error::AwsError,
-    logs,
+    logs, stats,
     status::{self, Shape},
     taskdef::{self, DefSettings},
 };
@@ -54,7 +58,14 @@ pub struct Settings {
     pub architecture: String,
     /// This installation's identity: tagged on what it creates, and the limit of what it touches.
     pub installation: String,
+    /// Answer GetStats from CloudWatch Container Insights (each answer costs GetMetricData
+    /// calls, so it is opt-in, like Container Insights itself).
+    pub container_insights: bool,
 }
+
+/// Container Insights has one data point a minute: figures younger than this are answered again
+/// instead of asked for (and paid for) again.
+const STATS_TTL: Duration = Duration::from_secs(60);
 
 /// A pod this provider runs.
 #[derive(Clone, Debug)]
@@ -96,6 +107,19 @@ struct Inner {
     hub: Arc<StatusHub>,
     state: Mutex<State>,
     uid_locks: UidLocks,
+    /// Set after the first complete poll: until then polls also list stopped tasks, so pods that
+    /// finished while the provider was down are reported with their terminal status.
+    rebuilt: AtomicBool,
+    /// GetStats answers and CPU counters.
+    stats: Mutex<StatsState>,
+}
+
+#[derive(Default)]
+struct StatsState {
+    /// Answers per pod UID, with when they were fetched (`None`: no figures).
+    answers: HashMap<String, (Instant, Option<PodStats>)>,
+    /// Cumulative CPU per (pod UID, container).
+    counters: HashMap<(String, String), stats::CpuCounter>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -134,6 +158,8 @@ impl FargateProvider {
                 hub: StatusHub::new(),
                 state: Mutex::default(),
                 uid_locks: UidLocks::default(),
+                rebuilt: AtomicBool::new(false),
+                stats: Mutex::default(),
             }),
         }
     }
@@ -167,14 +193,20 @@ impl FargateProvider {
     /// no task uses any more.
     pub async fn poll(&self) -> Result<Vec<(String, PodStatus)>, AwsError> {
         let cloud = &self.inner.cloud;
+        let rebuilding = !self.inner.rebuilt.load(Ordering::Acquire);
         let mut arns: Vec<String> = cloud.list_running().await?;
         let known: Vec<String> = lock(&self.inner.state)
             .pods
             .values()
             .map(|t| t.task_arn.clone())
             .collect();
-        let listed: HashSet<String> = arns.iter().cloned().collect();
-        arns.extend(known.into_iter().filter(|a| !listed.contains(a)));
+        let mut listed: HashSet<String> = arns.iter().cloned().collect();
+        arns.extend(known.into_iter().filter(|a| listed.insert(a.clone())));
+        // After a restart: finished pods too (running tasks first, so a pod's live task wins).
+        if rebuilding {
+            let stopped = cloud.list_stopped().await?;
+            arns.extend(stopped.into_iter().filter(|a| listed.insert(a.clone())));
+        }
         let (tasks, missing) = cloud.describe(&arns).await?;
 
         // Adopt tasks of ours that we do not track (after a restart); their shapes need a lookup.
@@ -192,7 +224,23 @@ impl FargateProvider {
             let tracked = lock(&self.inner.state).pods.contains_key(&pod_ref.uid);
             let stopped =
                 task.last_status() == Some("STOPPED") || task.desired_status() == Some("STOPPED");
-            if !tracked && !stopped {
+            // A stopped task is a finished pod unless the pod was deleted (by us, or tagged so
+            // when its task had already stopped by itself).
+            let deleted = task
+                .stopped_reason()
+                .is_some_and(|r| r.starts_with(STOP_REASON))
+                || tags.contains_key(TAG_DELETED);
+            let adopt_it = if stopped {
+                rebuilding && !deleted
+            } else {
+                true
+            };
+            if !tracked
+                && adopt_it
+                && !adopt
+                    .iter()
+                    .any(|(r, ..): &(PodRef, _, _, _)| r.uid == pod_ref.uid)
+            {
                 adopt.push((
                     pod_ref,
                     node,
@@ -263,6 +311,7 @@ impl FargateProvider {
             for uid in gone {
                 st.pods.remove(&uid);
             }
+            self.inner.rebuilt.store(true, Ordering::Release);
             // A definition is used while a tracked task has not stopped or a create is in flight.
             let used: HashSet<String> = st
                 .pods
@@ -450,6 +499,8 @@ impl FargateProvider {
             platform_version: self.inner.settings.platform_version.as_deref(),
             enable_execute_command: self.inner.settings.enable_execute_command,
             installation: &self.inner.settings.installation,
+            task_role_arn: plan.task_role_arn.as_deref(),
+            spot: plan.spot,
         };
         // Fargate capacity comes and goes: retried, and told to the user once per create.
         let told = std::sync::atomic::AtomicBool::new(false);
@@ -479,6 +530,12 @@ impl FargateProvider {
                 .containers
                 .iter()
                 .map(|c| (c.name.clone(), c.image.clone()))
+                .collect(),
+            health_checked: spec
+                .containers
+                .iter()
+                .filter(|c| c.health_check.is_some())
+                .map(|c| c.name.clone())
                 .collect(),
         };
         // Not the moto-lagged container view: a fresh task is Pending until the next poll.
@@ -511,12 +568,19 @@ impl FargateProvider {
         // A create still under way (the shim gave up waiting for it) would otherwise finish
         // after this delete and leave a task behind: wait for its outcome first.
         let _held = self.inner.uid_locks.acquire(&pod_ref.uid).await;
-        let tracked = lock(&self.inner.state)
-            .pods
-            .get(&pod_ref.uid)
-            .map(|t| (t.task_arn.clone(), t.secret_names.clone()));
+        let tracked = lock(&self.inner.state).pods.get(&pod_ref.uid).map(|t| {
+            (
+                t.task_arn.clone(),
+                t.secret_names.clone(),
+                t.last_status == "STOPPED",
+            )
+        });
+        let mut finished = false;
         let (arn, secret_names) = match tracked {
-            Some((arn, names)) => (Some(arn), names),
+            Some((arn, names, stopped)) => {
+                finished = stopped;
+                (Some(arn), names)
+            }
             None => (
                 self.inner
                     .cloud
@@ -533,14 +597,23 @@ impl FargateProvider {
                 .map_err(|e| e.to_status())?;
             return Ok(false);
         };
-        self.inner
-            .cloud
-            .stop(&arn)
-            .await
-            .map_err(|e| e.to_status())?;
-        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, task = %arn, "task stopped");
+        // A finished pod's task has stopped already (and keeps its own stoppedReason).
+        if !finished {
+            self.inner
+                .cloud
+                .stop(&arn)
+                .await
+                .map_err(|e| e.to_status())?;
+            tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, task = %arn, "task stopped");
+        }
         if let Some(t) = lock(&self.inner.state).pods.get_mut(&pod_ref.uid) {
             t.deleting = true;
+        }
+        // A task that had stopped by itself keeps its own stoppedReason: the tag tells a
+        // restarted provider the pod is gone. Best effort: at worst a restarted provider reports
+        // the finished pod again until the shim deletes it again.
+        if let Err(e) = self.inner.cloud.mark_deleted(&arn).await {
+            tracing::warn!(error = %e, task = %arn, "cannot tag the task of a deleted pod");
         }
         // ECS read the secrets when the containers started; a stopped task needs them no more.
         self.delete_secrets(&pod_ref.uid, secret_names)
@@ -629,6 +702,81 @@ impl FargateProvider {
         }
         Ok(taskdef::Secrets::digest_of(values.as_deref(), &registries))
     }
+}
+
+impl FargateProvider {
+    /// Figures for the running pods the request asks for, from Container Insights; fresh cached
+    /// answers are reused.
+    async fn stats(&self, req: &GetStatsRequest) -> Result<Vec<PodStats>, AwsError> {
+        let wanted: Option<HashSet<&str>> =
+            (!req.pods.is_empty()).then(|| req.pods.iter().map(|r| r.uid.as_str()).collect());
+        let running: Vec<(String, stats::TaskRef)> = lock(&self.inner.state)
+            .pods
+            .iter()
+            .filter(|(uid, t)| {
+                !t.deleting
+                    && t.last_status == "RUNNING"
+                    && (req.node_name.is_empty() || t.node == req.node_name)
+                    && wanted.as_ref().is_none_or(|w| w.contains(uid.as_str()))
+            })
+            .map(|(uid, t)| {
+                let containers = t.shape.app.iter().map(|(n, _)| n.clone()).collect();
+                (
+                    uid.clone(),
+                    stats::TaskRef::new(t.pod_ref.clone(), &t.task_arn, &t.def_arn, containers),
+                )
+            })
+            .collect();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut ask = Vec::new();
+        {
+            let mut st = lock_stats(&self.inner.stats);
+            // Forget pods that no longer run (all of them only when every pod was asked about).
+            if wanted.is_none() {
+                let live: HashSet<&str> = running.iter().map(|(u, _)| u.as_str()).collect();
+                st.answers.retain(|uid, _| live.contains(uid.as_str()));
+                st.counters
+                    .retain(|(uid, _), _| live.contains(uid.as_str()));
+            }
+            for (uid, task) in running {
+                match st.answers.get(&uid) {
+                    Some((at, figures)) if now.duration_since(*at) < STATS_TTL => {
+                        out.extend(figures.clone());
+                    }
+                    _ => ask.push((uid, task)),
+                }
+            }
+        }
+        if ask.is_empty() {
+            return Ok(out);
+        }
+        let tasks: Vec<stats::TaskRef> = ask.iter().map(|(_, t)| t.clone()).collect();
+        let cluster = self
+            .inner
+            .cloud
+            .cluster
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        let queries = stats::queries(cluster, &tasks);
+        let values = self
+            .inner
+            .cloud
+            .metric_data(&queries, rpc::now().seconds)
+            .await?;
+        let mut st = lock_stats(&self.inner.stats);
+        let figures = stats::assemble(&tasks, &queries, &values, &mut st.counters);
+        for ((uid, _), f) in ask.into_iter().zip(figures) {
+            out.extend(f.clone());
+            st.answers.insert(uid, (now, f));
+        }
+        Ok(out)
+    }
+}
+
+fn lock_stats(m: &Mutex<StatsState>) -> MutexGuard<'_, StatsState> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[tonic::async_trait]
@@ -855,10 +1003,13 @@ impl podprovider_proto::PodProvider for FargateProvider {
 
     async fn get_stats(
         &self,
-        _req: Request<GetStatsRequest>,
+        req: Request<GetStatsRequest>,
     ) -> Result<Response<GetStatsResponse>, Status> {
-        // ECS has no API for per-task usage (only the in-task metadata endpoint and Container
-        // Insights metrics); no figures is a valid answer.
-        Ok(Response::new(GetStatsResponse { pods: Vec::new() }))
+        // ECS has no usage API of its own; without Container Insights no figures is the answer.
+        if !self.inner.settings.container_insights {
+            return Ok(Response::new(GetStatsResponse { pods: Vec::new() }));
+        }
+        let pods = self.stats(req.get_ref()).await.map_err(|e| e.to_status())?;
+        Ok(Response::new(GetStatsResponse { pods }))
     }
 }

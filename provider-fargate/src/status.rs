@@ -7,7 +7,7 @@
 
 use aws_sdk_ecs::{
     primitives::DateTime,
-    types::{Container, Task},
+    types::{Container, HealthStatus, Task, TaskStopCode},
 };
 use podprovider_proto::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
@@ -21,6 +21,8 @@ pub struct Shape {
     pub init: Vec<(String, String)>,
     /// App containers (essential), (name, image).
     pub app: Vec<(String, String)>,
+    /// Containers with an ECS health check (from their probes): ready only while HEALTHY.
+    pub health_checked: Vec<String>,
 }
 
 /// Exit code reported for a container the task stopped before it could run (Kubernetes uses 128
@@ -106,7 +108,12 @@ fn container_state(task: &Task, c: Option<&Container>, init: bool) -> ContainerS
     }
 }
 
-fn statuses(task: &Task, list: &[(String, String)], init: bool) -> Vec<ContainerStatus> {
+fn statuses(
+    task: &Task,
+    list: &[(String, String)],
+    init: bool,
+    health_checked: &[String],
+) -> Vec<ContainerStatus> {
     list.iter()
         .map(|(name, image)| {
             let c = task
@@ -115,6 +122,9 @@ fn statuses(task: &Task, list: &[(String, String)], init: bool) -> Vec<Container
                 .find(|c| c.name() == Some(name.as_str()));
             let state = container_state(task, c, init);
             let is_running = matches!(state.state, Some(State::Running(_)));
+            // The health check stands for the probes: UNKNOWN (not checked yet) is not ready.
+            let healthy = !health_checked.contains(name)
+                || c.and_then(Container::health_status) == Some(&HealthStatus::Healthy);
             ContainerStatus {
                 name: name.clone(),
                 image: image.clone(),
@@ -126,7 +136,7 @@ fn statuses(task: &Task, list: &[(String, String)], init: bool) -> Vec<Container
                     .and_then(Container::runtime_id)
                     .map(|id| format!("fargate://{id}"))
                     .unwrap_or_default(),
-                ready: is_running,
+                ready: is_running && healthy,
                 started: is_running,
                 restart_count: 0,
                 state: Some(state),
@@ -154,10 +164,12 @@ pub fn pod_ip(task: &Task) -> Option<String> {
 
 /// The pod phase of a task, with reason and message.
 pub fn phase(task: &Task, shape: &Shape) -> (PodPhase, String, String) {
-    let reason = task
-        .stop_code()
-        .map(|c| c.as_str().to_owned())
-        .unwrap_or_default();
+    let reason = match task.stop_code() {
+        // Fargate Spot took the capacity back: the contract's word for it.
+        Some(TaskStopCode::SpotInterruption) => "SpotInterrupted".to_owned(),
+        Some(c) => c.as_str().to_owned(),
+        None => String::new(),
+    };
     let message = task.stopped_reason().unwrap_or_default().to_owned();
     match task.last_status().unwrap_or_default() {
         "PROVISIONING" | "PENDING" | "ACTIVATING" => {
@@ -198,8 +210,8 @@ pub fn pod_status(pod_ref: &PodRef, task: &Task, shape: &Shape) -> PodStatus {
         pod_ip: ip.clone().unwrap_or_default(),
         pod_ips: ip.into_iter().collect(),
         start_time: ts(task.started_at().or(task.created_at())),
-        init_container_statuses: statuses(task, &shape.init, true),
-        container_statuses: statuses(task, &shape.app, false),
+        init_container_statuses: statuses(task, &shape.init, true, &[]),
+        container_statuses: statuses(task, &shape.app, false, &shape.health_checked),
         cloud_id: task.task_arn().unwrap_or_default().to_owned(),
     }
 }
@@ -239,6 +251,7 @@ mod tests {
                 ("app".into(), "nginx".into()),
                 ("side".into(), "envoy".into()),
             ],
+            health_checked: Vec::new(),
         }
     }
 
@@ -450,5 +463,63 @@ mod tests {
         assert_eq!(s.pod_ips, ["10.0.0.7"]);
         assert_eq!(s.cloud_id, "arn:aws:ecs:us-east-1:1:task/c/abc");
         assert!(s.start_time.is_some());
+    }
+
+    #[test]
+    fn readiness_follows_the_ecs_health_status_of_checked_containers() {
+        let mut shape = shape();
+        shape.health_checked = vec!["app".into()];
+        let with = |health: Option<HealthStatus>, shape: &Shape| {
+            let mut app = Container::builder().name("app").last_status("RUNNING");
+            if let Some(h) = health {
+                app = app.health_status(h);
+            }
+            let t = Task::builder()
+                .last_status("RUNNING")
+                .containers(app.build())
+                .containers(
+                    Container::builder()
+                        .name("side")
+                        .last_status("RUNNING")
+                        .build(),
+                )
+                .build();
+            pod_status(&PodRef::default(), &t, shape)
+                .container_statuses
+                .iter()
+                .map(|c| (c.name.clone(), c.ready, c.started))
+                .collect::<Vec<_>>()
+        };
+        let ready = |app: bool| {
+            vec![
+                ("app".to_owned(), app, true),
+                ("side".to_owned(), true, true),
+            ]
+        };
+        assert_eq!(with(Some(HealthStatus::Healthy), &shape), ready(true));
+        assert_eq!(with(Some(HealthStatus::Unhealthy), &shape), ready(false));
+        assert_eq!(
+            with(Some(HealthStatus::from("UNKNOWN")), &shape),
+            ready(false)
+        );
+        assert_eq!(with(None, &shape), ready(false));
+        // Without a health check ECS reports UNKNOWN: running is ready.
+        shape.health_checked.clear();
+        assert_eq!(
+            with(Some(HealthStatus::from("UNKNOWN")), &shape),
+            ready(true)
+        );
+    }
+
+    #[test]
+    fn a_spot_interruption_is_reported_as_spot_interrupted() {
+        let t = task(
+            "STOPPED",
+            &[("app", "STOPPED", Some(143))],
+            Some(TaskStopCode::SpotInterruption),
+        );
+        let s = pod_status(&PodRef::default(), &t, &shape());
+        assert_eq!(s.phase, PodPhase::Failed as i32);
+        assert_eq!(s.reason, "SpotInterrupted");
     }
 }

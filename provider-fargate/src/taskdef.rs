@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use podprovider_proto::v1::{Container, ImagePullPolicy, Pod, volume::Source};
+use podprovider_proto::v1::{
+    Container, ImagePullPolicy, Pod, Probe, RestartPolicy, probe::Handler, volume::Source,
+};
 use provider_common::{
     naming::short_hash,
     pod_spec::{self, EffectiveSecurity, NonRoot},
@@ -39,8 +41,20 @@ const DEFAULT_EPHEMERAL_GIB: u64 = 20;
 const MAX_EPHEMERAL_GIB: u64 = 200;
 /// The smallest memory ECS accepts for a container, MiB.
 const MIN_CONTAINER_MIB: u64 = 6;
-/// Fargate's longest stop timeout.
+/// Fargate's stop timeout range: "The valid values for Fargate are 2-120 seconds" (ECS
+/// ContainerDefinition `stopTimeout`).
+const MIN_STOP_TIMEOUT: i64 = 2;
 const MAX_STOP_TIMEOUT: i64 = 120;
+/// ECS `restartPolicy.restartAttemptPeriod`: 60 to 1800 s (default 300). The shortest, so that a
+/// container is restarted as often as ECS allows, closest to the kubelet's quick first restarts.
+const RESTART_ATTEMPT_PERIOD: i32 = 60;
+/// The annotation naming a pod's task role (an IAM role ARN, or a role name in the account of the
+/// provider's roles), as kube2iam and the Go Fargate provider read it.
+pub const TASK_ROLE_ANNOTATION: &str = "iam.amazonaws.com/role";
+/// The annotation that runs a pod on Fargate Spot (`"true"`) through a capacity provider strategy.
+pub const SPOT_ANNOTATION: &str = "virtual-kubelet.io/fargate-spot";
+/// The capacity provider of Fargate Spot (it must be associated with the cluster).
+pub const FARGATE_SPOT: &str = "FARGATE_SPOT";
 /// The one capability Fargate lets a container add.
 const FARGATE_ADDABLE_CAPABILITY: &str = "SYS_PTRACE";
 
@@ -122,6 +136,36 @@ pub struct ContainerSpec {
     /// task, so every container carries the same list.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub system_controls: Vec<(String, String)>,
+    /// ECS `restartPolicy` (from the pod's `restartPolicy`; app containers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartSpec>,
+    /// ECS `healthCheck` (from an exec liveness probe, else an exec readiness probe).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+/// An ECS container `restartPolicy` that is enabled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RestartSpec {
+    /// `ignoredExitCodes`: exits that end the container for good.
+    pub ignored_exit_codes: Vec<i32>,
+    /// `restartAttemptPeriod`, seconds.
+    pub restart_attempt_period: i32,
+}
+
+/// An ECS container `healthCheck`, each value within ECS's range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HealthCheckSpec {
+    /// `command`: `CMD` and the probe's command (run directly, as Kubernetes runs exec probes).
+    pub command: Vec<String>,
+    /// `interval` (5–300 s).
+    pub interval: i32,
+    /// `timeout` (2–60 s).
+    pub timeout: i32,
+    /// `retries` (1–10).
+    pub retries: i32,
+    /// `startPeriod` (0–300 s); `None` = off.
+    pub start_period: Option<i32>,
 }
 
 /// The task definition's content; equal content means one shared definition.
@@ -238,10 +282,16 @@ pub struct Plan {
     pub secrets: Secrets,
     /// Settings ignored as best effort, one sentence each, for warning events.
     pub warnings: Vec<String>,
-    /// Hash of the definition (before binding) and the plain overrides: an UpdatePod with the
-    /// same hash and the same secrets changes nothing. Covers no sensitive value, so it may be a
-    /// tag.
+    /// Hash of the definition (before binding), the plain overrides and the per-task settings
+    /// below: an UpdatePod with the same hash and the same secrets changes nothing. Covers no
+    /// sensitive value, so it may be a tag.
     pub content_hash: String,
+    /// RunTask `overrides.taskRoleArn`, from [`TASK_ROLE_ANNOTATION`]: per task, so pods with
+    /// different roles still share a definition.
+    pub task_role_arn: Option<String>,
+    /// RunTask with the capacity provider strategy FARGATE_SPOT instead of launch type FARGATE
+    /// ([`SPOT_ANNOTATION`]).
+    pub spot: bool,
 }
 
 impl Plan {
@@ -369,7 +419,7 @@ pub fn plan(pod: &Pod, settings: &DefSettings) -> Result<Plan, Invalid> {
     });
     let grace = pod
         .termination_grace_period_seconds
-        .map(|g| g.clamp(0, MAX_STOP_TIMEOUT));
+        .map(|g| g.clamp(MIN_STOP_TIMEOUT, MAX_STOP_TIMEOUT));
     let mut containers = Vec::new();
     let mut overrides = Vec::new();
     let mut secrets = Secrets::default();
@@ -398,6 +448,7 @@ pub fn plan(pod: &Pod, settings: &DefSettings) -> Result<Plan, Invalid> {
         overrides.push((c.name.clone(), env));
         containers.push(spec);
     }
+    let restart = restart_policy(pod);
     for (i, c) in pod.containers.iter().enumerate() {
         let (mut spec, env) = container_spec(
             pod,
@@ -409,6 +460,10 @@ pub fn plan(pod: &Pod, settings: &DefSettings) -> Result<Plan, Invalid> {
             (&format!("a{i}"), &mut secrets),
         );
         spec.registry_secret = registries.for_image(&c.image, &mut secrets);
+        // Init containers run once (ECS restarting them would re-run what their dependants wait
+        // on), so only app containers get the pod's restart policy and probes.
+        spec.restart_policy = restart.clone();
+        spec.health_check = health_check(c, &mut warnings);
         overrides.push((c.name.clone(), env));
         containers.push(spec);
     }
@@ -446,7 +501,12 @@ pub fn plan(pod: &Pod, settings: &DefSettings) -> Result<Plan, Invalid> {
         )));
     }
     warnings.extend(pod_warnings(pod));
+    let task_role_arn = task_role(pod, settings)?;
+    let spot = spot(pod)?;
     let mut parts = vec![spec.family()];
+    // Annotations can change on a running pod; a change must not look like "nothing changed".
+    parts.push(format!("role={}", task_role_arn.as_deref().unwrap_or("")));
+    parts.push(format!("spot={spot}"));
     for (name, env) in &overrides {
         parts.push(name.clone());
         for (k, v) in env {
@@ -462,6 +522,8 @@ pub fn plan(pod: &Pod, settings: &DefSettings) -> Result<Plan, Invalid> {
         secrets,
         warnings,
         content_hash,
+        task_role_arn,
+        spot,
     })
 }
 
@@ -567,17 +629,23 @@ fn check_container(pod: &Pod, c: &Container, warnings: &mut Vec<String>) -> Resu
             ));
         }
     }
+    // Exec liveness and readiness probes become the ECS health check (see `health_check`).
     for (what, probe) in [
         ("liveness", &c.liveness_probe),
         ("readiness", &c.readiness_probe),
-        ("startup", &c.startup_probe),
     ] {
-        if probe.is_some() {
+        if let Some(kind) = probe.as_ref().and_then(not_exec) {
             warnings.push(format!(
-                "container {}: the {what} probe is not run on Fargate",
+                "container {}: the {what} probe ({kind}) is not run on Fargate: ECS health checks run commands only",
                 c.name
             ));
         }
+    }
+    if c.startup_probe.is_some() {
+        warnings.push(format!(
+            "container {}: the startup probe is not run on Fargate",
+            c.name
+        ));
     }
     if c.lifecycle.is_some() {
         warnings.push(format!(
@@ -594,6 +662,160 @@ fn check_container(pod: &Pod, c: &Container, warnings: &mut Vec<String>) -> Resu
         }
     }
     Ok(())
+}
+
+/// The kind of a probe that is not an exec probe, for warnings.
+fn not_exec(p: &Probe) -> Option<&'static str> {
+    match p.handler.as_ref()? {
+        Handler::Exec(_) => None,
+        Handler::HttpGet(_) => Some("httpGet"),
+        Handler::TcpSocket(_) => Some("tcpSocket"),
+        Handler::Grpc(_) => Some("grpc"),
+    }
+}
+
+/// The pod's `restartPolicy` as an ECS container `restartPolicy`: Always restarts on any exit,
+/// OnFailure ignores exit code 0, Never has none (ECS's default: the container is not restarted).
+/// ECS restarts a container only if it ran `restartAttemptPeriod` seconds; one that exits sooner
+/// stops the task, as a container in CrashLoopBackOff never would.
+fn restart_policy(pod: &Pod) -> Option<RestartSpec> {
+    let ignored_exit_codes = match RestartPolicy::try_from(pod.restart_policy) {
+        Ok(RestartPolicy::Never) => return None,
+        Ok(RestartPolicy::OnFailure) => vec![0],
+        Ok(RestartPolicy::Always | RestartPolicy::Unspecified) | Err(_) => Vec::new(),
+    };
+    Some(RestartSpec {
+        ignored_exit_codes,
+        restart_attempt_period: RESTART_ATTEMPT_PERIOD,
+    })
+}
+
+/// The ECS `healthCheck` of an app container: its exec liveness probe, else its exec readiness
+/// probe (a container has one health check). ECS runs it and reports the container's
+/// `healthStatus`, which is the container's readiness; for a task not started by a service ECS
+/// does nothing else with it ("the task will continue its lifecycle regardless of its health
+/// status"), so a failing liveness probe makes the container not ready but does not restart it.
+fn health_check(c: &Container, warnings: &mut Vec<String>) -> Option<HealthCheckSpec> {
+    let exec = |p: &Option<Probe>| {
+        p.as_ref().and_then(|p| match &p.handler {
+            Some(Handler::Exec(e)) if !e.command.is_empty() => Some((p.clone(), e.command.clone())),
+            _ => None,
+        })
+    };
+    let live = exec(&c.liveness_probe);
+    let ready = exec(&c.readiness_probe);
+    let (probe, command) = match (live, ready) {
+        (Some(l), Some(_)) => {
+            warnings.push(format!(
+                "container {}: the readiness probe is not run on Fargate, which runs one health check per container (the liveness probe's); readiness follows it",
+                c.name
+            ));
+            l
+        }
+        (Some(l), None) => l,
+        (None, Some(r)) => r,
+        (None, None) => return None,
+    };
+    // Kubernetes' defaults for unset (0) values, then ECS's ranges.
+    let or = |v: i32, default: i32| if v > 0 { v } else { default };
+    let spec = HealthCheckSpec {
+        command: std::iter::once("CMD".to_owned()).chain(command).collect(),
+        interval: or(probe.period_seconds, 10).clamp(5, 300),
+        timeout: or(probe.timeout_seconds, 1).clamp(2, 60),
+        retries: or(probe.failure_threshold, 3).clamp(1, 10),
+        start_period: (probe.initial_delay_seconds > 0)
+            .then(|| probe.initial_delay_seconds.min(300)),
+    };
+    let asked = (
+        or(probe.period_seconds, 10),
+        or(probe.timeout_seconds, 1),
+        or(probe.failure_threshold, 3),
+        probe.initial_delay_seconds.max(0),
+    );
+    let got = (
+        spec.interval,
+        spec.timeout,
+        spec.retries,
+        spec.start_period.unwrap_or(0),
+    );
+    if asked != got {
+        warnings.push(format!(
+            "container {}: the probe's timing is moved into ECS's health check ranges (interval 5-300 s, timeout 2-60 s, retries 1-10, start period 0-300 s)",
+            c.name
+        ));
+    }
+    Some(spec)
+}
+
+/// The task role of [`TASK_ROLE_ANNOTATION`]: an IAM role ARN, or a role name in the account (and
+/// partition) of the provider's execution or task role.
+fn task_role(pod: &Pod, settings: &DefSettings) -> Result<Option<String>, Invalid> {
+    let Some(value) = pod.annotations.get(TASK_ROLE_ANNOTATION).map(|v| v.trim()) else {
+        return Ok(None);
+    };
+    let bad = || {
+        invalid(format!(
+            "annotation {TASK_ROLE_ANNOTATION} must be an IAM role ARN (arn:aws:iam::<account>:role/<name>) or a role name, not {value:?}"
+        ))
+    };
+    if value.starts_with("arn:") {
+        return role_arn_parts(value)
+            .map(|_| Some(value.to_owned()))
+            .ok_or_else(bad);
+    }
+    let name = value.trim_start_matches('/');
+    if name.is_empty() || name.len() > 512 || !name.chars().all(role_name_char) {
+        return Err(bad());
+    }
+    let (partition, account) = [&settings.execution_role_arn, &settings.task_role_arn]
+        .into_iter()
+        .flatten()
+        .find_map(|a| role_arn_parts(a))
+        .ok_or_else(|| {
+            invalid(format!(
+                "annotation {TASK_ROLE_ANNOTATION} names role {value:?} without its account: give the role's ARN (the provider has no role ARN to take the account from)"
+            ))
+        })?;
+    Ok(Some(format!("arn:{partition}:iam::{account}:role/{name}")))
+}
+
+/// Characters IAM allows in role names and paths.
+fn role_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c)
+}
+
+/// (partition, account) of `arn:<partition>:iam::<12 digits>:role/<path/name>`.
+fn role_arn_parts(arn: &str) -> Option<(&str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let name = resource.strip_prefix("role/")?;
+    let ok = partition.starts_with("aws")
+        && account.len() == 12
+        && account.chars().all(|c| c.is_ascii_digit())
+        && !name.is_empty()
+        && arn.len() <= 2048
+        && name.chars().all(role_name_char);
+    ok.then_some((partition, account))
+}
+
+/// Whether [`SPOT_ANNOTATION`] asks for Fargate Spot.
+fn spot(pod: &Pod) -> Result<bool, Invalid> {
+    match pod.annotations.get(SPOT_ANNOTATION).map(|v| v.trim()) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(v) => Err(invalid(format!(
+            "annotation {SPOT_ANNOTATION} must be \"true\" or \"false\", not {v:?}"
+        ))),
+    }
 }
 
 fn pod_warnings(pod: &Pod) -> Vec<String> {
@@ -828,6 +1050,8 @@ fn container_spec(
             .flat_map(|s| &s.sysctls)
             .map(|s| (s.name.clone(), s.value.clone()))
             .collect(),
+        restart_policy: None,
+        health_check: None,
     };
     (spec, env_pairs)
 }
@@ -975,6 +1199,8 @@ fn files_helper(
         capabilities_add: Vec::new(),
         capabilities_drop: Vec::new(),
         system_controls: Vec::new(),
+        restart_policy: None,
+        health_check: None,
     };
     (spec, env)
 }
@@ -1703,5 +1929,224 @@ mod tests {
             }
             Ok(())
         });
+    }
+
+    #[test]
+    fn stop_timeout_is_the_grace_period_within_fargates_2_to_120_seconds() {
+        // ECS `stopTimeout`: "The valid values for Fargate are 2-120 seconds"; unset = ECS's 30,
+        // which is also Kubernetes' default grace period.
+        for (grace, want) in [
+            (None, None),
+            (Some(0), Some(2)),
+            (Some(1), Some(2)),
+            (Some(45), Some(45)),
+            (Some(600), Some(120)),
+        ] {
+            let mut p = pod("p", "u", "s");
+            p.termination_grace_period_seconds = grace;
+            let plan = plan(&p, &settings()).expect("valid");
+            assert_eq!(web(&plan).stop_timeout, want, "{grace:?}");
+        }
+    }
+
+    #[test]
+    fn restart_policy_maps_to_the_ecs_container_restart_policy() {
+        let restart = |policy: RestartPolicy| {
+            let mut p = pod("p", "u", "s");
+            p.restart_policy = policy as i32;
+            p.init_containers = vec![Container {
+                name: "init".into(),
+                image: "busybox".into(),
+                ..Default::default()
+            }];
+            let plan = plan(&p, &settings()).expect("valid");
+            let init = plan
+                .spec
+                .containers
+                .iter()
+                .find(|c| c.name == "init")
+                .expect("init");
+            assert_eq!(init.restart_policy, None, "init containers run once");
+            web(&plan).restart_policy.clone()
+        };
+        let always = Some(RestartSpec {
+            ignored_exit_codes: vec![],
+            restart_attempt_period: 60,
+        });
+        assert_eq!(restart(RestartPolicy::Always), always);
+        assert_eq!(restart(RestartPolicy::Unspecified), always);
+        assert_eq!(
+            restart(RestartPolicy::OnFailure),
+            Some(RestartSpec {
+                ignored_exit_codes: vec![0],
+                restart_attempt_period: 60,
+            })
+        );
+        assert_eq!(restart(RestartPolicy::Never), None);
+    }
+
+    fn exec_probe(command: &[&str], period: i32, timeout: i32, failures: i32, delay: i32) -> Probe {
+        Probe {
+            handler: Some(Handler::Exec(podprovider_proto::v1::ExecAction {
+                command: command.iter().map(|s| (*s).to_owned()).collect(),
+            })),
+            initial_delay_seconds: delay,
+            timeout_seconds: timeout,
+            period_seconds: period,
+            success_threshold: 1,
+            failure_threshold: failures,
+        }
+    }
+
+    #[test]
+    fn exec_probes_map_to_the_ecs_health_check() {
+        // Liveness exec probe → healthCheck, CMD form, values as given when within ECS's ranges.
+        let mut p = pod("p", "u", "s");
+        p.containers[0].liveness_probe = Some(exec_probe(&["cat", "/tmp/ok"], 15, 3, 4, 20));
+        let planned = super::plan(&p, &settings()).expect("valid");
+        assert_eq!(
+            web(&planned).health_check,
+            Some(HealthCheckSpec {
+                command: vec!["CMD".into(), "cat".into(), "/tmp/ok".into()],
+                interval: 15,
+                timeout: 3,
+                retries: 4,
+                start_period: Some(20),
+            })
+        );
+        assert!(planned.warnings.is_empty(), "{:?}", planned.warnings);
+
+        // Kubernetes defaults (0 = unset) and out-of-range values clamped, with a warning.
+        let mut p = pod("p", "u", "s");
+        p.containers[0].readiness_probe = Some(exec_probe(&["true"], 1, 0, 0, 900));
+        let planned = super::plan(&p, &settings()).expect("valid");
+        assert_eq!(
+            web(&planned).health_check,
+            Some(HealthCheckSpec {
+                command: vec!["CMD".into(), "true".into()],
+                interval: 5,
+                timeout: 2,
+                retries: 3,
+                start_period: Some(300),
+            })
+        );
+        assert_eq!(
+            planned.warnings,
+            [
+                "container web: the probe's timing is moved into ECS's health check ranges (interval 5-300 s, timeout 2-60 s, retries 1-10, start period 0-300 s)"
+            ]
+        );
+
+        // Both: the liveness probe wins and the readiness probe is named; other kinds warned.
+        let mut p = pod("p", "u", "s");
+        p.containers[0].liveness_probe = Some(exec_probe(&["live"], 10, 1, 3, 0));
+        p.containers[0].readiness_probe = Some(exec_probe(&["ready"], 10, 2, 3, 0));
+        p.containers[0].startup_probe = Some(Probe {
+            handler: Some(Handler::TcpSocket(podprovider_proto::v1::TcpSocketAction {
+                port: 80,
+                host: String::new(),
+            })),
+            ..Default::default()
+        });
+        let planned = super::plan(&p, &settings()).expect("valid");
+        let hc = web(&planned).health_check.clone().expect("health check");
+        assert_eq!(hc.command, ["CMD", "live"]);
+        assert_eq!(hc.start_period, None);
+        assert_eq!(
+            planned.warnings,
+            [
+                "container web: the startup probe is not run on Fargate",
+                "container web: the readiness probe is not run on Fargate, which runs one health check per container (the liveness probe's); readiness follows it",
+                "container web: the probe's timing is moved into ECS's health check ranges (interval 5-300 s, timeout 2-60 s, retries 1-10, start period 0-300 s)",
+            ]
+        );
+
+        let mut p = pod("p", "u", "s");
+        p.containers[0].liveness_probe = Some(Probe {
+            handler: Some(Handler::HttpGet(podprovider_proto::v1::HttpGetAction {
+                path: "/healthz".into(),
+                port: 80,
+                ..Default::default()
+            })),
+            ..Default::default()
+        });
+        let planned = super::plan(&p, &settings()).expect("valid");
+        assert_eq!(web(&planned).health_check, None);
+        assert_eq!(
+            planned.warnings,
+            [
+                "container web: the liveness probe (httpGet) is not run on Fargate: ECS health checks run commands only"
+            ]
+        );
+    }
+
+    #[test]
+    fn task_role_annotation_becomes_the_run_task_task_role_override() {
+        let with = |v: &str, s: &DefSettings| {
+            let mut p = pod("p", "u", "s");
+            p.annotations.insert(TASK_ROLE_ANNOTATION.into(), v.into());
+            plan(&p, s)
+        };
+        let plain = plan(&pod("p", "u", "s"), &settings()).expect("valid");
+        assert_eq!(plain.task_role_arn, None);
+        let arn = "arn:aws:iam::210987654321:role/team/app-role";
+        let p = with(arn, &settings()).expect("valid");
+        assert_eq!(p.task_role_arn.as_deref(), Some(arn));
+        // Per task (RunTask overrides.taskRoleArn): the definition stays shared.
+        assert_eq!(p.spec, plain.spec);
+        assert_ne!(
+            p.content_hash, plain.content_hash,
+            "a role change is a change"
+        );
+        // A bare name: the account and partition of the provider's own roles.
+        assert_eq!(
+            with("app-role", &settings())
+                .expect("valid")
+                .task_role_arn
+                .as_deref(),
+            Some("arn:aws:iam::123456789012:role/app-role")
+        );
+        let mut no_roles = settings();
+        no_roles.execution_role_arn = None;
+        no_roles.log_group = None;
+        let mut p = pod("p", "u", "s");
+        p.containers[0].env.retain(|e| !e.sensitive);
+        p.annotations
+            .insert(TASK_ROLE_ANNOTATION.into(), "app-role".into());
+        assert!(
+            plan(&p, &no_roles)
+                .expect_err("no account")
+                .0
+                .contains("without its account")
+        );
+        for bad in [
+            "arn:aws:iam::12345:role/x",
+            "arn:aws:s3:::bucket",
+            "arn:aws:iam::123456789012:user/x",
+            "a role",
+        ] {
+            let err = with(bad, &settings()).expect_err(bad);
+            assert!(err.0.contains(TASK_ROLE_ANNOTATION), "{err}");
+        }
+    }
+
+    #[test]
+    fn spot_annotation_selects_the_fargate_spot_capacity_provider() {
+        let with = |v: &str| {
+            let mut p = pod("p", "u", "s");
+            p.annotations.insert(SPOT_ANNOTATION.into(), v.into());
+            plan(&p, &settings())
+        };
+        let plain = plan(&pod("p", "u", "s"), &settings()).expect("valid");
+        assert!(!plain.spot);
+        let spot = with("true").expect("valid");
+        assert!(spot.spot);
+        assert_eq!(spot.spec, plain.spec, "the same definition");
+        assert_ne!(spot.content_hash, plain.content_hash);
+        assert!(!with("false").expect("valid").spot);
+        assert_eq!(
+            with("yes").expect_err("bad").0,
+            "annotation virtual-kubelet.io/fargate-spot must be \"true\" or \"false\", not \"yes\""
+        );
     }
 }

@@ -121,6 +121,14 @@ impl ApiError {
         )
     }
 
+    pub fn security_token_expired() -> Self {
+        Self::auth(
+            StatusCode::BAD_REQUEST,
+            "InvalidSecurityToken.Expired",
+            "Specified SecurityToken is expired.",
+        )
+    }
+
     pub fn security_token_mismatch() -> Self {
         Self::auth(
             StatusCode::BAD_REQUEST,

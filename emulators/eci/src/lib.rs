@@ -19,6 +19,7 @@ pub mod model;
 pub mod rpc;
 pub mod server;
 pub mod signature;
+pub mod sts;
 
 /// The API version the emulator serves.
 pub const API_VERSION: &str = "2018-08-08";

@@ -38,6 +38,14 @@ pub struct Stats {
     pub auth_failures: u64,
     /// Applied Create/DeleteContainerGroup calls answered `ServiceUnavailable` anyway.
     pub lost_answers: u64,
+    /// Keys issued by AssumeRoleWithOIDC.
+    pub sts_issued: u64,
+    /// Distinct OIDC tokens AssumeRoleWithOIDC received.
+    pub oidc_tokens_seen: u64,
+    /// Keys issued by the metadata service.
+    pub metadata_issued: u64,
+    /// Calls rejected because their temporary key had expired (also in `auth_failures`).
+    pub expired_keys: u64,
     /// Authenticated API calls by `x-acs-action`, whatever happened after authentication
     /// (throttled, invalid parameters and lost answers included).
     pub actions: BTreeMap<String, u64>,
@@ -64,6 +72,12 @@ pub struct EmulatorState {
     pub knobs: Knobs,
     /// Groups dropped by the retention rules (not by DeleteContainerGroup).
     pub reaped: Vec<Group>,
+    /// Temporary keys issued by STS or the metadata service, by AccessKey id.
+    pub issued: HashMap<String, crate::sts::Issued>,
+    /// OIDC tokens AssumeRoleWithOIDC has seen.
+    pub oidc_tokens: Vec<String>,
+    /// Metadata session tokens handed out.
+    pub metadata_tokens: Vec<String>,
 }
 
 /// Behaviour set at run time through `PUT /_emulator/knobs`.
@@ -81,6 +95,10 @@ pub struct Knobs {
     pub retained_finished: usize,
     /// ScheduleFailed groups are deleted after this long (documented: 24 h).
     pub schedule_failed_ms: u64,
+    /// Longest lifetime of a temporary key the emulator issues.
+    pub credential_ttl_ms: u64,
+    /// The instance's RAM role name (metadata service).
+    pub ram_role: String,
 }
 
 impl Default for Knobs {
@@ -91,6 +109,8 @@ impl Default for Knobs {
             retention_ms: 3_600_000,
             retained_finished: 100,
             schedule_failed_ms: 86_400_000,
+            credential_ttl_ms: 43_200_000,
+            ram_role: "EciEmulatorRole".into(),
         }
     }
 }
@@ -204,6 +224,15 @@ pub fn router(emu: Shared) -> Router {
     Router::new()
         .route("/", any(rpc))
         .route("/exec/", get(exec::ws_handler))
+        .route("/latest/api/token", put(crate::sts::metadata_token))
+        .route(
+            "/latest/meta-data/ram/security-credentials/",
+            get(crate::sts::metadata_roles),
+        )
+        .route(
+            "/latest/meta-data/ram/security-credentials/{role}",
+            get(crate::sts::metadata_credentials),
+        )
         .route("/_emulator/health", get(|| async { "ok" }))
         .route("/_emulator/stats", get(admin::stats))
         .route("/_emulator/throttle", put(admin::throttle))
@@ -233,7 +262,11 @@ async fn rpc(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let result = handle(&emu, &method, &uri, &headers, &body, &action).await;
+    let result = if action.is_empty() && is_sts(&uri) {
+        sts(&emu, &uri, &headers, &body)
+    } else {
+        handle(&emu, &method, &uri, &headers, &body, &action).await
+    };
     match result {
         Ok(mut value) => {
             value["RequestId"] = serde_json::Value::String(request_id);
@@ -245,6 +278,33 @@ async fn rpc(
             (e.status, Json(e.body(&request_id, &emu.host_id()))).into_response()
         }
     }
+}
+
+/// An STS RPC call (`?Action=AssumeRoleWithOIDC&Version=2015-04-01`), which is anonymous.
+fn is_sts(uri: &Uri) -> bool {
+    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .any(|(k, v)| k == "Action" && v == "AssumeRoleWithOIDC")
+}
+
+fn sts(
+    emu: &Shared,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<serde_json::Value, ApiError> {
+    let mut params = crate::rpc::Params::default();
+    params.extend_from_urlencoded(uri.query().unwrap_or("").as_bytes());
+    let form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        params.extend_from_urlencoded(body);
+    }
+    if params.get("Version") != Some("2015-04-01") {
+        return Err(ApiError::invalid_version());
+    }
+    crate::sts::assume_role_with_oidc(emu, &params)
 }
 
 async fn handle(
@@ -346,15 +406,27 @@ fn authenticate(
     }
 
     let cfg = &emu.config;
-    let (secret, is_sts) = if auth.access_key_id == cfg.access_key_id {
-        (cfg.access_key_secret.as_str(), false)
+    let issued = emu.lock().issued.get(&auth.access_key_id).cloned();
+    let (secret, is_sts, want_token) = if auth.access_key_id == cfg.access_key_id {
+        (cfg.access_key_secret.clone(), false, String::new())
     } else if auth.access_key_id == cfg.sts_access_key_id {
-        (cfg.sts_access_key_secret.as_str(), true)
+        (
+            cfg.sts_access_key_secret.clone(),
+            true,
+            cfg.sts_token.clone(),
+        )
+    } else if let Some(i) = issued {
+        if now >= i.expires {
+            emu.lock().stats.expired_keys += 1;
+            return Err(ApiError::security_token_expired());
+        }
+        (i.secret, true, i.token)
     } else {
         return Err(ApiError::access_key_not_found());
     };
+    let secret = secret.as_str();
     match (is_sts, header(headers, "x-acs-security-token")) {
-        (true, Some(token)) if token == cfg.sts_token => {}
+        (true, Some(token)) if token == want_token => {}
         (true, _) => return Err(ApiError::security_token_malformed()),
         (false, Some(_)) => return Err(ApiError::security_token_mismatch()),
         (false, None) => {}

@@ -1445,3 +1445,85 @@ async fn multi_container_group_metric_reports_running_containers() -> anyhow::Re
     assert_eq!((s, code(&v)), (400, "MissingContainerGroupIds"));
     Ok(())
 }
+
+#[tokio::test]
+async fn sts_and_metadata_keys_work_until_they_expire() -> anyhow::Result<()> {
+    let emu = Emu::start(&[]).await?;
+    let (s, _) = emu
+        .admin(
+            "PUT",
+            "/_emulator/knobs",
+            "{\"credential_ttl_ms\": 1500, \"ram_role\": \"r1\"}",
+        )
+        .await?;
+    assert_eq!(s, 204);
+    let (s, v) = emu
+        .admin(
+            "POST",
+            "/?Action=AssumeRoleWithOIDC&Version=2015-04-01&Format=JSON&RoleArn=acs:ram::1:role/r\
+             &OIDCProviderArn=acs:ram::1:oidc-provider/p&OIDCToken=tok&RoleSessionName=s",
+            "",
+        )
+        .await?;
+    assert_eq!(s, 200, "{v}");
+    let c = &v["Credentials"];
+    let sts = Call {
+        ak: c["AccessKeyId"].as_str().unwrap_or_default().into(),
+        secret: c["AccessKeySecret"].as_str().unwrap_or_default().into(),
+        token: c["SecurityToken"].as_str().map(str::to_owned),
+        ..Call::default()
+    };
+    assert!(sts.ak.starts_with("STS."));
+    assert!(c["Expiration"].as_str().is_some_and(|e| e.ends_with('Z')));
+    let (s, v) = emu.call_with(&sts, "DescribeContainerGroups", &[R]).await?;
+    assert_eq!(s, 200, "{v}");
+    // Without its token, or with another's, the key is refused.
+    let no_token = Call {
+        token: None,
+        ..sts.clone()
+    };
+    let (s, v) = emu
+        .call_with(&no_token, "DescribeContainerGroups", &[R])
+        .await?;
+    assert_eq!((s, code(&v)), (400, "InvalidSecurityToken.Malformed"));
+    // Missing parameters use the documented codes; no signature is needed.
+    let (s, v) = emu
+        .admin("POST", "/?Action=AssumeRoleWithOIDC&Version=2015-04-01", "")
+        .await?;
+    assert_eq!((s, code(&v)), (400, "MissingRoleArn"), "{v}");
+
+    // The metadata service: hardened-mode token, role list, credentials.
+    let (s, _) = emu
+        .admin(
+            "GET",
+            "/latest/meta-data/ram/security-credentials/other",
+            "",
+        )
+        .await?;
+    assert_eq!(s, 404);
+    let (s, v) = emu
+        .admin("GET", "/latest/meta-data/ram/security-credentials/r1", "")
+        .await?;
+    assert_eq!((s, &v["Code"]), (200, &Value::from("Success")), "{v}");
+    let meta = Call {
+        ak: v["AccessKeyId"].as_str().unwrap_or_default().into(),
+        secret: v["AccessKeySecret"].as_str().unwrap_or_default().into(),
+        token: v["SecurityToken"].as_str().map(str::to_owned),
+        ..Call::default()
+    };
+    let (s, _) = emu
+        .call_with(&meta, "DescribeContainerGroups", &[R])
+        .await?;
+    assert_eq!(s, 200);
+
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    for who in [&sts, &meta] {
+        let (s, v) = emu.call_with(who, "DescribeContainerGroups", &[R]).await?;
+        assert_eq!((s, code(&v)), (400, "InvalidSecurityToken.Expired"), "{v}");
+    }
+    let stats = emu.stats().await?;
+    assert_eq!(stats["sts_issued"], 1);
+    assert_eq!(stats["metadata_issued"], 1);
+    assert_eq!(stats["expired_keys"], 2);
+    Ok(())
+}

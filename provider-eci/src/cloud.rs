@@ -17,9 +17,10 @@ use serde_json::{Value, json};
 
 use crate::{
     api,
+    credentials::CredentialProvider,
     error::{EciError, Kind},
     params::flatten,
-    signing::{self, Credentials},
+    signing,
 };
 
 /// The ECI API version.
@@ -45,7 +46,7 @@ pub struct Cloud {
     base: String,
     /// `host[:port]` as signed and sent.
     host: String,
-    creds: Credentials,
+    creds: CredentialProvider,
     /// Region (`RegionId` of every call).
     pub region: String,
     /// Retry policy of every call.
@@ -81,7 +82,7 @@ impl Cloud {
     pub fn new(
         endpoint: &str,
         region: &str,
-        creds: Credentials,
+        creds: CredentialProvider,
         policy: RetryPolicy,
     ) -> Result<Self, String> {
         let url =
@@ -127,8 +128,10 @@ impl Cloud {
             .format(&time::format_description::well_known::Rfc3339)
             .map_err(|e| EciError::transport(action, e))?;
         let nonce = format!("{:032x}", rand::random::<u128>());
+        // Per attempt: temporary credentials may have been replaced since the last one.
+        let creds = self.creds.get().await?;
         let (headers, query) = signing::sign(
-            &self.creds,
+            &creds,
             &signing::RpcRequest {
                 method: "POST",
                 host: &self.host,
@@ -433,11 +436,12 @@ mod tests {
         let c = Cloud::new(
             "http://127.0.0.1:8082",
             "cn-hangzhou",
-            Credentials {
+            CredentialProvider::fixed(crate::signing::Credentials {
                 access_key_id: "id".into(),
                 access_key_secret: "secret".into(),
                 security_token: None,
-            },
+            })
+            .expect("roots"),
             RetryPolicy::default(),
         )
         .expect("valid endpoint");
@@ -451,11 +455,12 @@ mod tests {
         let mut c = Cloud::new(
             &format!("http://{addr}"),
             "cn-hangzhou",
-            Credentials {
+            CredentialProvider::fixed(crate::signing::Credentials {
                 access_key_id: "id".into(),
                 access_key_secret: "secret".into(),
                 security_token: None,
-            },
+            })
+            .expect("roots"),
             RetryPolicy {
                 max_retries: 0,
                 ..RetryPolicy::default()

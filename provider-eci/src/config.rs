@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::signing::Credentials;
+use crate::{credentials::Source, signing::Credentials};
 
 /// ECI settings.
 #[derive(Args, Clone, Debug)]
@@ -64,6 +64,14 @@ pub struct EciArgs {
     /// Seconds between two full syncs (DescribeContainerGroups + full status list).
     #[arg(long, env = "ECI_FULL_SYNC_SECONDS", default_value_t = 60.0)]
     pub full_sync_seconds: f64,
+
+    /// STS endpoint for RRSA (`AssumeRoleWithOIDC`), with scheme.
+    #[arg(long, env = "ALIBABA_CLOUD_STS_ENDPOINT", default_value = crate::credentials::DEFAULT_STS_ENDPOINT)]
+    pub sts_endpoint: String,
+
+    /// Instance metadata service for a RAM role (`ALIBABA_CLOUD_ECS_METADATA`), with scheme.
+    #[arg(long, env = "ECI_METADATA_ENDPOINT", default_value = crate::credentials::DEFAULT_METADATA_ENDPOINT)]
+    pub metadata_endpoint: String,
 }
 
 /// A configuration that cannot work.
@@ -148,17 +156,52 @@ fn valid_cluster_id(id: &str) -> bool {
     (1..=63).contains(&id.len()) && id.chars().all(valid_cluster_char)
 }
 
-/// Credentials from `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET` and, for
-/// STS (temporary) credentials, `ALIBABA_CLOUD_SECURITY_TOKEN`.
-pub fn credentials_from_env() -> Result<Credentials, ConfigError> {
-    let get = |k: &'static str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    Ok(Credentials {
-        access_key_id: get("ALIBABA_CLOUD_ACCESS_KEY_ID")
-            .ok_or(ConfigError::Missing("ALIBABA_CLOUD_ACCESS_KEY_ID"))?,
-        access_key_secret: get("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
-            .ok_or(ConfigError::Missing("ALIBABA_CLOUD_ACCESS_KEY_SECRET"))?,
-        security_token: get("ALIBABA_CLOUD_SECURITY_TOKEN"),
-    })
+/// Where the credentials come from, by the environment variables Alibaba Cloud's credential
+/// tools use, first match wins:
+/// 1. `ALIBABA_CLOUD_ACCESS_KEY_ID` + `ALIBABA_CLOUD_ACCESS_KEY_SECRET` (+
+///    `ALIBABA_CLOUD_SECURITY_TOKEN` for an STS key);
+/// 2. RRSA: `ALIBABA_CLOUD_ROLE_ARN` + `ALIBABA_CLOUD_OIDC_PROVIDER_ARN` +
+///    `ALIBABA_CLOUD_OIDC_TOKEN_FILE` (+ `ALIBABA_CLOUD_ROLE_SESSION_NAME`), as ACK injects them;
+/// 3. `ALIBABA_CLOUD_ECS_METADATA`: the instance's RAM role name.
+pub fn credentials_from_env(args: &EciArgs) -> Result<Source, ConfigError> {
+    credentials_from(args, |k| std::env::var(k).ok())
+}
+
+fn credentials_from(
+    args: &EciArgs,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Source, ConfigError> {
+    let get = |k: &str| env(k).filter(|v| !v.is_empty());
+    if let Some(id) = get("ALIBABA_CLOUD_ACCESS_KEY_ID") {
+        return Ok(Source::Static(Credentials {
+            access_key_id: id,
+            access_key_secret: get("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+                .ok_or(ConfigError::Missing("ALIBABA_CLOUD_ACCESS_KEY_SECRET"))?,
+            security_token: get("ALIBABA_CLOUD_SECURITY_TOKEN"),
+        }));
+    }
+    if let Some(role_arn) = get("ALIBABA_CLOUD_ROLE_ARN") {
+        return Ok(Source::Oidc {
+            sts: args.sts_endpoint.clone(),
+            role_arn,
+            provider_arn: get("ALIBABA_CLOUD_OIDC_PROVIDER_ARN")
+                .ok_or(ConfigError::Missing("ALIBABA_CLOUD_OIDC_PROVIDER_ARN"))?,
+            token_file: get("ALIBABA_CLOUD_OIDC_TOKEN_FILE")
+                .ok_or(ConfigError::Missing("ALIBABA_CLOUD_OIDC_TOKEN_FILE"))?
+                .into(),
+            session: get("ALIBABA_CLOUD_ROLE_SESSION_NAME")
+                .unwrap_or_else(|| "provider-eci".into()),
+        });
+    }
+    if let Some(role) = get("ALIBABA_CLOUD_ECS_METADATA") {
+        return Ok(Source::Metadata {
+            endpoint: args.metadata_endpoint.clone(),
+            role,
+        });
+    }
+    Err(ConfigError::Missing(
+        "credentials: ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET, or ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN and ALIBABA_CLOUD_OIDC_TOKEN_FILE (RRSA), or ALIBABA_CLOUD_ECS_METADATA (RAM role)",
+    ))
 }
 
 #[cfg(test)]
@@ -201,5 +244,56 @@ mod tests {
         assert!(args(&["--cluster-id", &long]).validate().is_err());
         let many = "vsw-0123456789abcdefghij,".repeat(4);
         assert_eq!(args_with(&many, &[]).cluster().len(), 63);
+    }
+
+    #[test]
+    fn credentials_come_from_access_keys_rrsa_or_a_ram_role() {
+        let a = args(&[]);
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let s = credentials_from(
+            &a,
+            env(&[
+                ("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAI"),
+                ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "s"),
+                ("ALIBABA_CLOUD_ROLE_ARN", "acs:ram::1:role/r"),
+            ]),
+        );
+        assert!(matches!(s, Ok(Source::Static(c)) if c.access_key_id == "LTAI"));
+        let s = credentials_from(
+            &a,
+            env(&[
+                ("ALIBABA_CLOUD_ROLE_ARN", "acs:ram::1:role/r"),
+                (
+                    "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
+                    "acs:ram::1:oidc-provider/p",
+                ),
+                (
+                    "ALIBABA_CLOUD_OIDC_TOKEN_FILE",
+                    "/var/run/secrets/tokens/oidc-token",
+                ),
+            ]),
+        );
+        assert!(
+            matches!(&s, Ok(Source::Oidc { sts, session, .. }) if sts == "https://sts.aliyuncs.com" && session == "provider-eci"),
+            "{s:?}"
+        );
+        let s = credentials_from(&a, env(&[("ALIBABA_CLOUD_ROLE_ARN", "acs:ram::1:role/r")]));
+        assert_eq!(
+            s.err(),
+            Some(ConfigError::Missing("ALIBABA_CLOUD_OIDC_PROVIDER_ARN"))
+        );
+        let s = credentials_from(&a, env(&[("ALIBABA_CLOUD_ECS_METADATA", "eci-role")]));
+        assert!(
+            matches!(&s, Ok(Source::Metadata { endpoint, role }) if endpoint == "http://100.100.100.200" && role == "eci-role"),
+            "{s:?}"
+        );
+        assert!(credentials_from(&a, env(&[])).is_err());
     }
 }

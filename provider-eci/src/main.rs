@@ -9,6 +9,7 @@
 mod api;
 mod cloud;
 mod config;
+mod credentials;
 mod error;
 mod exec;
 mod mapping;
@@ -60,13 +61,15 @@ async fn main() -> anyhow::Result<()> {
     provider_common::retry::register_metrics(&mut registry);
     let args = &cli.eci;
     args.validate()?;
-    let creds = config::credentials_from_env()?;
+    let creds = credentials::CredentialProvider::new(config::credentials_from_env(args)?)
+        .map_err(anyhow::Error::msg)
+        .context("credentials")?;
     let region = args.region.clone().unwrap_or_default();
     let endpoint = args
         .endpoint
         .clone()
         .unwrap_or_else(|| cloud::default_endpoint(&region, args.vpc_endpoint));
-    tracing::info!(%endpoint, %region, access_key_id = %creds.access_key_id, sts = creds.security_token.is_some(), cluster = %args.cluster(), "ECI client");
+    tracing::info!(%endpoint, %region, credentials = %creds.describe(), cluster = %args.cluster(), "ECI client");
     let cloud = Cloud::new(&endpoint, &region, creds, RetryPolicy::default())
         .map_err(anyhow::Error::msg)
         .context("ECI client")?;

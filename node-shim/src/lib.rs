@@ -103,17 +103,26 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Error> 
     let (client, owner) = kube_clients(&cfg, &shutdown).await?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
+    // Not ready until the provider answers a ping: the chart's readiness probe reads this.
+    let readiness = vk_telemetry::metrics::Readiness::new(false);
     if let Some(addr) = cfg.metrics_address.0 {
-        vk_telemetry::metrics::serve(addr, Arc::new(registry), shutdown.clone())
-            .await
-            .map_err(|source| Error::Metrics { addr, source })?;
+        vk_telemetry::metrics::serve_with_readiness(
+            addr,
+            Arc::new(registry),
+            readiness.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|source| Error::Metrics { addr, source })?;
     }
     let provider = provider_client::connect(
         &cfg.provider_endpoint,
         cfg.provider_timeout,
         Some(metrics.grpc.clone()),
     )?;
-    let node = node::NodeManager::new(client.clone(), owner, provider.clone(), cfg.clone()).await?;
+    let node = node::NodeManager::new(client.clone(), owner, provider.clone(), cfg.clone())
+        .await?
+        .with_readiness(readiness);
     tracing::info!(node = %cfg.node_name, provider = %cfg.provider_endpoint, "node-shim starting");
     let kubelet_api = async {
         let result = kubelet::run(

@@ -84,9 +84,17 @@ pub struct NodeManager {
     /// NodeRestriction keeps from the node itself (`kubernetes.io/role`, taints of an existing
     /// Node); `None` when the shim runs with one identity.
     owner: Option<Api<Node>>,
+    /// What the metrics port's `/readyz` answers: whether the provider is ready.
+    readiness: Option<vk_telemetry::metrics::Readiness>,
 }
 
 impl NodeManager {
+    /// Reports the provider's readiness to `readiness` (the shim's `/readyz`).
+    pub fn with_readiness(mut self, readiness: vk_telemetry::metrics::Readiness) -> Self {
+        self.readiness = Some(readiness);
+        self
+    }
+
     /// A manager for the node named in `cfg`.
     pub async fn new(
         client: Client,
@@ -113,6 +121,7 @@ impl NodeManager {
             transitions: BTreeMap::new(),
             uid: None,
             owner: owner.map(Api::all),
+            readiness: None,
         })
     }
 
@@ -210,6 +219,9 @@ impl NodeManager {
             } else {
                 tracing::warn!(reason = %health.reason, message = %health.message, "provider not ready");
             }
+        }
+        if let Some(readiness) = &self.readiness {
+            readiness.set(health.ready);
         }
         self.health = health;
 

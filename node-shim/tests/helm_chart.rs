@@ -173,8 +173,18 @@ fn chart_lints_renders_and_validates_for_each_provider() -> anyhow::Result<()> {
             "providerConfig": {provider: config},
             "credentials": {"existingSecret": "cloud-creds"},
             "telemetry": {"jaeger": {"enabled": true}},
+            "networkPolicy": {"enabled": true, "apiServerCIDRs": ["10.0.0.10/32"],
+                "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
         });
         let (file, docs) = render(dir.path(), provider, &values)?;
+        // Only the API server's address reaches the kubelet port.
+        let policy = find(&docs, "NetworkPolicy")?;
+        ensure!(
+            policy["spec"]["ingress"][0]
+                == json!({"from": [{"ipBlock": {"cidr": "10.0.0.10/32"}}],
+                    "ports": [{"protocol": "TCP", "port": 10250}]}),
+            "{provider}: {policy}"
+        );
         for version in ["1.25.0", "1.33.0"] {
             run(StdCommand::new(&validate)
                 .args(["--strict", "--quiet", "-k", version])
@@ -224,6 +234,8 @@ fn chart_lints_renders_and_validates_for_each_provider() -> anyhow::Result<()> {
             ensure!(sc["capabilities"]["drop"] == json!(["ALL"]));
             ensure!(container(&docs, c)?["livenessProbe"]["httpGet"]["path"] == "/healthz");
         }
+        // The shim is ready while its provider answers.
+        ensure!(container(&docs, "node-shim")?["readinessProbe"]["httpGet"]["path"] == "/readyz");
         // The provider binds its probe port only after rebuilding its state from the cloud.
         ensure!(sidecar["startupProbe"]["httpGet"]["path"] == "/healthz");
         // The shim works as its node (TLS bootstrap): the ServiceAccount gets no role of the
@@ -311,6 +323,10 @@ fn chart_lints_renders_and_validates_for_each_provider() -> anyhow::Result<()> {
         (
             "provider=eci",
             "provider eci needs credentials.existingSecret",
+        ),
+        (
+            "networkPolicy.enabled=true",
+            "networkPolicy.enabled needs networkPolicy.apiServerCIDRs",
         ),
     ] {
         let out = StdCommand::new(helm()?)

@@ -54,6 +54,15 @@ async fn node_registers_heartbeats_and_follows_provider_health() -> anyhow::Resu
     );
     let server = control.serve(ListenAddr::Unix(socket.clone())).await?;
     let kubelet_port = free_port()?;
+    let metrics_port = free_port()?;
+    let readyz = || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("http://127.0.0.1:{metrics_port}/readyz"))
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
 
     let mut shim = ManagedProcess::spawn(
         "node-shim",
@@ -62,7 +71,7 @@ async fn node_registers_heartbeats_and_follows_provider_health() -> anyhow::Resu
             .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
             .arg(format!("--provider-endpoint=unix:{}", socket.display()))
             .arg(format!("--kubelet-port={kubelet_port}"))
-            .arg("--metrics-address=off")
+            .arg(format!("--metrics-address=127.0.0.1:{metrics_port}"))
             .args([
                 "--lease-renew-interval=1s",
                 "--ping-interval=1s",
@@ -194,8 +203,11 @@ async fn node_registers_heartbeats_and_follows_provider_health() -> anyhow::Resu
         Some("ProviderUnreachable")
     );
     tracing::info!("NotReady {:?} after the provider stopped", down.elapsed());
+    // The shim's readiness probe (the chart's) follows the provider.
+    assert_eq!(readyz(), "503");
     let _server = control.serve(ListenAddr::Unix(socket.clone())).await?;
     wait_ready(&nodes, "True", Duration::from_secs(60)).await?;
+    assert_eq!(readyz(), "200");
 
     // Not ready by the provider's own word, with its reason.
     control.set_not_ready(Some(("QuotaExhausted", "no vCPU quota left in the region")));

@@ -1,6 +1,13 @@
 //! A Prometheus registry served as text on `GET /metrics`.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use http_body_util::Full;
 use hyper::{body::Bytes, server::conn::http1, service::service_fn};
@@ -25,7 +32,29 @@ pub fn encode(registry: &Registry) -> String {
     text
 }
 
-fn respond(registry: &Registry, path: &str) -> http::Response<Full<Bytes>> {
+/// Whether the process can do its work, as `GET /readyz` answers it (200 or 503); set by the part
+/// that knows (the shim: whether its provider answers).
+#[derive(Clone, Debug)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Starts as `ready`.
+    pub fn new(ready: bool) -> Self {
+        Self(Arc::new(AtomicBool::new(ready)))
+    }
+
+    /// Records whether the process is ready.
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether the process is ready.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+fn respond(registry: &Registry, ready: &Readiness, path: &str) -> http::Response<Full<Bytes>> {
     let (status, content_type, body) = if path == "/metrics" {
         (
             http::StatusCode::OK,
@@ -36,11 +65,22 @@ fn respond(registry: &Registry, path: &str) -> http::Response<Full<Bytes>> {
         // For HTTP liveness probes: Kubernetes 1.20 has no gRPC probes, and the kubelet API's
         // own /healthz needs client credentials.
         (http::StatusCode::OK, "text/plain", "ok\n".to_owned())
+    } else if path == "/readyz" {
+        if ready.get() {
+            (http::StatusCode::OK, "text/plain", "ok\n".to_owned())
+        } else {
+            (
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "not ready\n".to_owned(),
+            )
+        }
     } else {
         (
             http::StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; metrics are on /metrics, liveness on /healthz\n".to_owned(),
+            "not found; metrics are on /metrics, liveness on /healthz, readiness on /readyz\n"
+                .to_owned(),
         )
     };
     let mut response = http::Response::new(Full::new(Bytes::from(body)));
@@ -64,6 +104,16 @@ pub async fn serve(
     registry: Arc<Registry>,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    serve_with_readiness(addr, registry, Readiness::new(true), shutdown).await
+}
+
+/// [`serve`], with `/readyz` answering what `ready` says.
+pub async fn serve_with_readiness(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    ready: Readiness,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "metrics on /metrics");
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -84,9 +134,10 @@ pub async fn serve(
                 continue;
             };
             let registry = registry.clone();
+            let ready = ready.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let response = respond(&registry, req.uri().path());
+                    let response = respond(&registry, &ready, req.uri().path());
                     async move { Ok::<_, Infallible>(response) }
                 });
                 let _ = http1::Builder::new()
@@ -105,19 +156,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn healthz_answers_ok_and_unknown_paths_404() {
+    fn healthz_answers_ok_readyz_follows_readiness_and_unknown_paths_404() {
         let registry = Registry::default();
-        assert_eq!(
-            respond(&registry, "/healthz").status(),
-            http::StatusCode::OK
-        );
-        assert_eq!(
-            respond(&registry, "/metrics").status(),
-            http::StatusCode::OK
-        );
-        assert_eq!(
-            respond(&registry, "/other").status(),
-            http::StatusCode::NOT_FOUND
-        );
+        let ready = Readiness::new(false);
+        let status = |path: &str| respond(&registry, &ready, path).status();
+        assert_eq!(status("/healthz"), http::StatusCode::OK);
+        assert_eq!(status("/metrics"), http::StatusCode::OK);
+        assert_eq!(status("/other"), http::StatusCode::NOT_FOUND);
+        assert_eq!(status("/readyz"), http::StatusCode::SERVICE_UNAVAILABLE);
+        ready.set(true);
+        assert_eq!(status("/readyz"), http::StatusCode::OK);
     }
 }

@@ -652,7 +652,8 @@ impl FargateProvider {
     }
 
     /// After a restart (state rebuilt, not serving yet): deletes this installation's secrets whose
-    /// pod is not running any more, and learns the names of the others.
+    /// pod is not running any more (gone, or finished: a stopped task needs its secrets no more,
+    /// ECS read them when the containers started), and learns the names of the others.
     pub async fn sweep_secrets(&self) -> Result<usize, AwsError> {
         let installation = &self.inner.settings.installation;
         let ours = self
@@ -669,11 +670,15 @@ impl FargateProvider {
             let live = {
                 let mut st = lock(&self.inner.state);
                 match st.pods.get_mut(&uid) {
-                    Some(t) if !t.deleting => {
+                    Some(t) if !t.deleting && t.last_status != "STOPPED" => {
                         t.secret_names = Some(names.clone());
                         true
                     }
-                    _ => false,
+                    Some(t) => {
+                        t.secret_names = Some(Vec::new());
+                        false
+                    }
+                    None => false,
                 }
             };
             if !live {

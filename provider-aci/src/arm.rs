@@ -19,7 +19,8 @@ use crate::{
     http::Http,
     http::Reply,
     model::{
-        ContainerGroup, ExecRequest, ExecResponse, GroupList, Logs, OperationStatus, TerminalSize,
+        ContainerGroup, ExecRequest, ExecResponse, GroupList, Logs, MetricsResponse,
+        OperationStatus, TerminalSize,
     },
 };
 
@@ -36,6 +37,9 @@ pub enum Deletion {
 
 /// The API version every call uses.
 pub const API_VERSION: &str = "2023-05-01";
+
+/// Azure Monitor's Metrics - List: the stable version the SDKs have used longest.
+pub const METRICS_API_VERSION: &str = "2018-01-01";
 
 /// Where the container groups live.
 #[derive(Clone, Debug)]
@@ -405,6 +409,34 @@ impl Arm {
     }
 
     /// Containers - Execute Command: a WebSocket URI and its password for one executable.
+    /// Metrics - List (Azure Monitor) of group `name`: `CpuUsage` (millicores) and `MemoryUsage`
+    /// (bytes), `Average` per minute over the last `window`, one series per container
+    /// (`$filter=containerName eq '*'`).
+    pub async fn metrics(
+        &self,
+        name: &str,
+        window: std::time::Duration,
+    ) -> Result<MetricsResponse, AzureError> {
+        const OP: &str = "Metrics_List";
+        let now = time::OffsetDateTime::now_utc();
+        let from = now - window;
+        let fmt = |t: time::OffsetDateTime| {
+            t.replace_nanosecond(0)
+                .unwrap_or(t)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        let timespan = format!("{}/{}", fmt(from), fmt(now));
+        let url = format!(
+            "{}/providers/Microsoft.Insights/metrics?api-version={METRICS_API_VERSION}&metricnames=CpuUsage,MemoryUsage&aggregation=Average&interval=PT1M&timespan={}&$filter={}",
+            self.group_url(name),
+            enc(&timespan),
+            enc("containerName eq '*'")
+        );
+        let reply = self.call(OP, Method::GET, url, None).await?;
+        Self::parse(OP, &reply.body)
+    }
+
     /// Containers - Attach: a WebSocket URI and password for the container's output stream.
     pub async fn attach(&self, group: &str, container: &str) -> Result<ExecResponse, AzureError> {
         const OP: &str = "Containers_Attach";

@@ -634,3 +634,64 @@ pub struct ErrorDetail {
     #[serde(default)]
     pub message: String,
 }
+
+/// Metrics - List's answer (Microsoft.Insights): one entry per metric asked for.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct MetricsResponse {
+    /// The metrics.
+    #[serde(default)]
+    pub value: Vec<Metric>,
+}
+
+/// One metric's time series.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Metric {
+    /// `name.value`: `CpuUsage`, `MemoryUsage`.
+    #[serde(default)]
+    pub name: LocalizableString,
+    /// One series per dimension value (`containerName`), or one for the resource.
+    #[serde(default)]
+    pub timeseries: Vec<TimeSeries>,
+}
+
+/// `{"value", "localizedValue"}`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct LocalizableString {
+    /// The invariant value.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// A time series and the dimension values it is for.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct TimeSeries {
+    /// Dimension values, e.g. `containername` = `web`.
+    #[serde(default)]
+    pub metadatavalues: Vec<MetadataValue>,
+    /// The points, oldest first.
+    #[serde(default)]
+    pub data: Vec<MetricValue>,
+}
+
+/// One dimension value.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct MetadataValue {
+    /// The dimension's name.
+    #[serde(default)]
+    pub name: LocalizableString,
+    /// Its value.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// One point: `timeStamp` and the requested aggregation (absent when there was no data).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricValue {
+    /// When.
+    #[serde(default)]
+    pub time_stamp: String,
+    /// The `Average` aggregation.
+    #[serde(default)]
+    pub average: Option<f64>,
+}

@@ -11,8 +11,8 @@ use podprovider_proto::v1::{
     AttachRequest, CreatePodRequest, CreatePodResponse, DeletePodRequest, DeletePodResponse,
     ExecRequest, GetContainerLogsRequest, GetNodeInfoRequest, GetPodRequest, GetPodResponse,
     GetStatsRequest, GetStatsResponse, ListPodsRequest, ListPodsResponse, LogChunk, NodeInfo,
-    NodeSystemInfo, PingRequest, PingResponse, Pod, PodEvent, PodRef, PodStatus,
-    PortForwardRequest, PortForwardResponse, StreamOutput, Taint, UpdatePodRequest,
+    NodeSystemInfo, PingRequest, PingResponse, Pod, PodEvent, PodPhase, PodRef, PodStats,
+    PodStatus, PortForwardRequest, PortForwardResponse, StreamOutput, Taint, UpdatePodRequest,
     UpdatePodResponse, WatchPodsRequest, attach_request, container_state::State as CState,
     exec_request,
 };
@@ -45,6 +45,32 @@ const LIST_GRACE: Duration = Duration::from_secs(60);
 const DELETE_POLL: Duration = Duration::from_secs(1);
 const DELETE_FOLLOW_LIMIT: Duration = Duration::from_secs(600);
 const DELETE_ATTEMPTS: u32 = 3;
+/// How long a group's metrics answer is reused, and the window asked for (the latest minute
+/// with a figure counts; Azure Monitor's lag is a few minutes at most).
+const STATS_TTL: Duration = Duration::from_secs(30);
+/// The metrics window: from the earliest container start (CPU time is summed over it), at
+/// least 10 minutes, at most a day (a day of PT1M points is 1440 per series).
+const STATS_MIN_WINDOW: Duration = Duration::from_secs(600);
+const STATS_MAX_WINDOW: Duration = Duration::from_secs(86_400);
+
+/// The metrics window for a group: since its earliest container start, within the bounds.
+fn since_start(view: Option<&ContainerGroup>) -> Duration {
+    let now = time::OffsetDateTime::now_utc();
+    let earliest = view
+        .into_iter()
+        .flat_map(|g| g.properties.containers.iter())
+        .filter_map(|c| c.properties.instance_view.as_ref())
+        .filter_map(|v| v.current_state.as_ref())
+        .filter_map(|s| s.start_time.as_deref())
+        .filter_map(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .min();
+    let since = earliest.map_or(STATS_MIN_WINDOW, |t| {
+        Duration::try_from(now - t).unwrap_or(STATS_MIN_WINDOW) + Duration::from_secs(60)
+    });
+    since.clamp(STATS_MIN_WINDOW, STATS_MAX_WINDOW)
+}
 /// GETs in flight at once during a poll.
 const DETAIL_CONCURRENCY: usize = 8;
 
@@ -110,6 +136,14 @@ struct Inner {
     uid_locks: UidLocks,
     /// One List Logs poll per followed container, however many follow it.
     log_followers: LogFollowers,
+    /// GetStats answers per pod UID, with when they were fetched.
+    stats_cache: Mutex<StatsCache>,
+}
+
+type StatsCache = HashMap<String, (Instant, Option<PodStats>)>;
+
+fn lock_stats(m: &Mutex<StatsCache>) -> MutexGuard<'_, StatsCache> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -150,6 +184,7 @@ impl AciProvider {
                 state: Mutex::default(),
                 uid_locks: UidLocks::default(),
                 log_followers: LogFollowers::default(),
+                stats_cache: Mutex::default(),
             }),
         }
     }
@@ -546,6 +581,32 @@ impl AciProvider {
         Ok(t.group.clone())
     }
 
+    /// A pod's figures from Azure Monitor, asked at most once per [`STATS_TTL`] per group
+    /// (metrics have a one-minute grain; every scrape asking again would cost one ARM read per
+    /// pod).
+    async fn stats_of(
+        &self,
+        pod_ref: &PodRef,
+        group: &str,
+        window: Duration,
+    ) -> Result<Option<PodStats>, AzureError> {
+        let cached = lock_stats(&self.inner.stats_cache)
+            .get(&pod_ref.uid)
+            .filter(|(at, _)| at.elapsed() < STATS_TTL)
+            .map(|(_, s)| s.clone());
+        if let Some(s) = cached {
+            return Ok(s);
+        }
+        let m = self.inner.arm.metrics(group, window).await?;
+        let stats = status::pod_stats(pod_ref, &m);
+        let mut cache = lock_stats(&self.inner.stats_cache);
+        // Forget pods that are gone, then remember this one.
+        let live: HashSet<String> = lock(&self.inner.state).pods.keys().cloned().collect();
+        cache.retain(|uid, _| live.contains(uid));
+        cache.insert(pod_ref.uid.clone(), (Instant::now(), stats.clone()));
+        Ok(stats)
+    }
+
     /// After an attach stream ended: the exit code of `container` if it has terminated, waiting
     /// a few status polls for the termination to show (the stream can end first).
     async fn exit_code_after_stream_end(&self, uid: &str, container: &str) -> Option<i32> {
@@ -887,10 +948,61 @@ impl podprovider_proto::PodProvider for AciProvider {
 
     async fn get_stats(
         &self,
-        _req: Request<GetStatsRequest>,
+        req: Request<GetStatsRequest>,
     ) -> Result<Response<GetStatsResponse>, Status> {
-        Err(Status::unimplemented(
-            "stats are not offered by the ACI provider: ACI reports usage only as Azure Monitor metrics, one query per container group, which this provider does not make",
-        ))
+        let req = req.into_inner();
+        let wanted: HashSet<String> = req.pods.iter().map(|r| r.uid.clone()).collect();
+        // Running pods of the node (asked for, if a list was given), with their groups.
+        let targets: Vec<(PodRef, String, Duration)> = {
+            let st = lock(&self.inner.state);
+            st.pods
+                .values()
+                .filter(|t| t.node == req.node_name && !t.deleting)
+                .filter(|t| wanted.is_empty() || wanted.contains(&t.pod_ref.uid))
+                .filter(|t| {
+                    self.inner
+                        .hub
+                        .get(&t.pod_ref.uid)
+                        .is_some_and(|s| s.phase == PodPhase::Running as i32)
+                })
+                .map(|t| {
+                    (
+                        t.pod_ref.clone(),
+                        t.group.clone(),
+                        since_start(t.last_view.as_ref()),
+                    )
+                })
+                .collect()
+        };
+        let me = self.clone();
+        let results: Vec<Result<Option<PodStats>, AzureError>> = stream::iter(targets)
+            .map(|(pod_ref, group, window)| {
+                let me = me.clone();
+                async move { me.stats_of(&pod_ref, &group, window).await }
+            })
+            .buffer_unordered(DETAIL_CONCURRENCY)
+            .collect()
+            .await;
+        let mut pods = Vec::new();
+        let mut first_error = None;
+        let asked = results.len();
+        for r in results {
+            match r {
+                Ok(Some(s)) => pods.push(s),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read a container group's metrics");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // Only when no group could be asked does the call fail: one bad answer costs one pod.
+        if let Some(e) = first_error
+            && pods.is_empty()
+            && asked > 0
+        {
+            return Err(e.to_status());
+        }
+        Ok(Response::new(GetStatsResponse { pods }))
     }
 }

@@ -4,7 +4,8 @@
 
 use podprovider_proto::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, PodEvent, PodPhase, PodRef, PodStatus, container_state::State,
+    ContainerStats, ContainerStatus, CpuUsage, MemoryUsage, PodEvent, PodPhase, PodRef, PodStats,
+    PodStatus, container_state::State,
 };
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
@@ -104,6 +105,133 @@ fn failure_name(name: &str) -> bool {
         || ["Error", "BackOff", "Unhealthy", "Evict", "Kill", "OOM"]
             .iter()
             .any(|w| name.contains(w))
+}
+
+/// Core-nanoseconds in one minute at one millicore: 0.001 core x 60 s x 1e9.
+const NANO_CORE_SECONDS_PER_MILLICORE_MINUTE: f64 = 6e7;
+
+/// A pod's figures from Azure Monitor (Metrics - List with one series per container): each
+/// container's latest minute with an `Average` — `CpuUsage` millicores as `usage_nano_cores`
+/// (x 1e6), `MemoryUsage` bytes as `working_set_bytes` — and the pod's sums. CPU time
+/// (`usage_core_nano_seconds`, the counter metrics-server differentiates) is the sum of every
+/// minute's average over the series (asked from the container's start). `None` when no
+/// container has a figure yet (metrics arrive a minute or more after a start).
+pub fn pod_stats(pod_ref: &PodRef, m: &model::MetricsResponse) -> Option<PodStats> {
+    // container -> (cpu, memory), each (time, value) of the latest point with a value.
+    type Latest = Option<(String, f64)>;
+    let mut per: std::collections::BTreeMap<String, (Latest, Latest)> = Default::default();
+    // container -> CPU time: each minute's average millicores x 60 s (core-nanoseconds).
+    let mut cpu_time: std::collections::BTreeMap<String, f64> = Default::default();
+    for metric in &m.value {
+        let cpu = metric.name.value.eq_ignore_ascii_case("CpuUsage");
+        if !cpu && !metric.name.value.eq_ignore_ascii_case("MemoryUsage") {
+            continue;
+        }
+        for ts in &metric.timeseries {
+            let container = ts
+                .metadatavalues
+                .iter()
+                .find(|v| v.name.value.eq_ignore_ascii_case("containername"))
+                .map(|v| v.value.clone())
+                .unwrap_or_default();
+            let latest = ts
+                .data
+                .iter()
+                .filter_map(|p| p.average.map(|a| (p.time_stamp.clone(), a)))
+                .max_by(|a, b| a.0.cmp(&b.0));
+            if cpu {
+                let total: f64 = ts
+                    .data
+                    .iter()
+                    .filter_map(|p| p.average)
+                    .filter(|a| a.is_finite() && *a >= 0.0)
+                    .map(|a| a * NANO_CORE_SECONDS_PER_MILLICORE_MINUTE)
+                    .sum();
+                cpu_time.insert(container.clone(), total);
+            }
+            let slot = per.entry(container).or_default();
+            if cpu {
+                slot.0 = latest;
+            } else {
+                slot.1 = latest;
+            }
+        }
+    }
+    // Whole-group series (no containerName) only count when no container has its own.
+    if per.keys().any(|k| !k.is_empty()) {
+        per.remove("");
+        cpu_time.remove("");
+    }
+    let nonneg = |v: f64| (v.is_finite() && v >= 0.0).then_some(v);
+    let nano_cores = |m: f64| nonneg(m).map(|m| (m * 1e6).round() as u64);
+    let bytes = |b: f64| nonneg(b).map(|b| b.round() as u64);
+    let mut pod_time: Option<String> = None;
+    let (mut cpu_sum, mut mem_sum): (Option<u64>, Option<u64>) = (None, None);
+    let mut cpu_time_sum: Option<u64> = None;
+    let mut containers = Vec::new();
+    for (name, (cpu, mem)) in &per {
+        let cpu_v = cpu.as_ref().and_then(|(_, v)| nano_cores(*v));
+        let mem_v = mem.as_ref().and_then(|(_, v)| bytes(*v));
+        if cpu_v.is_none() && mem_v.is_none() {
+            continue;
+        }
+        let used = cpu_v
+            .and_then(|_| cpu_time.get(name))
+            .map(|t| t.round() as u64);
+        cpu_time_sum = match (cpu_time_sum, used) {
+            (a, None) => a,
+            (None, b) => b,
+            (Some(a), Some(b)) => Some(a.saturating_add(b)),
+        };
+        let time = [cpu, mem]
+            .into_iter()
+            .flatten()
+            .map(|(t, _)| t.clone())
+            .max();
+        if time > pod_time {
+            pod_time.clone_from(&time);
+        }
+        cpu_sum = match (cpu_sum, cpu_v) {
+            (a, None) => a,
+            (None, b) => b,
+            (Some(a), Some(b)) => Some(a.saturating_add(b)),
+        };
+        mem_sum = match (mem_sum, mem_v) {
+            (a, None) => a,
+            (None, b) => b,
+            (Some(a), Some(b)) => Some(a.saturating_add(b)),
+        };
+        if !name.is_empty() {
+            containers.push(ContainerStats {
+                name: name.clone(),
+                time: timestamp(time.as_deref()),
+                cpu: Some(CpuUsage {
+                    usage_nano_cores: cpu_v,
+                    usage_core_nano_seconds: used,
+                }),
+                memory: Some(MemoryUsage {
+                    working_set_bytes: mem_v,
+                    ..Default::default()
+                }),
+            });
+        }
+    }
+    if cpu_sum.is_none() && mem_sum.is_none() {
+        return None;
+    }
+    Some(PodStats {
+        pod_ref: Some(pod_ref.clone()),
+        time: timestamp(pod_time.as_deref()),
+        cpu: Some(CpuUsage {
+            usage_nano_cores: cpu_sum,
+            usage_core_nano_seconds: cpu_time_sum,
+        }),
+        memory: Some(MemoryUsage {
+            working_set_bytes: mem_sum,
+            ..Default::default()
+        }),
+        containers,
+    })
 }
 
 /// One of ACI's events of a group (`instanceView.events`) or of a container, as a pod event.
@@ -375,6 +503,59 @@ pub fn accepted(pod_ref: &PodRef, g: &ContainerGroup, id: &str) -> PodStatus {
 #[cfg(test)]
 mod event_tests {
     use super::*;
+
+    #[test]
+    fn cpu_usage_and_memory_usage_per_container_become_pod_stats() {
+        // Metrics - List: value[].name.value, timeseries[].metadatavalues (containername),
+        // data[].average; the latest point with a value counts.
+        let m: model::MetricsResponse = serde_json::from_value(serde_json::json!({"value": [
+            {"name": {"value": "CpuUsage"}, "timeseries": [
+                {"metadatavalues": [{"name": {"value": "containername"}, "value": "web"}],
+                 "data": [{"timeStamp": "2024-01-01T00:00:00Z", "average": 100.0},
+                          {"timeStamp": "2024-01-01T00:01:00Z", "average": 250.0},
+                          {"timeStamp": "2024-01-01T00:02:00Z"}]},
+                {"metadatavalues": [{"name": {"value": "containername"}, "value": "side"}],
+                 "data": [{"timeStamp": "2024-01-01T00:01:00Z", "average": 50.0}]}
+            ]},
+            {"name": {"value": "MemoryUsage"}, "timeseries": [
+                {"metadatavalues": [{"name": {"value": "containername"}, "value": "web"}],
+                 "data": [{"timeStamp": "2024-01-01T00:01:00Z", "average": 73400320.0}]}
+            ]}
+        ]}))
+        .expect("metrics");
+        let r = PodRef {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: "u".into(),
+        };
+        let s = pod_stats(&r, &m).expect("figures");
+        assert_eq!(s.cpu.and_then(|c| c.usage_nano_cores), Some(300_000_000));
+        assert_eq!(s.memory.and_then(|m| m.working_set_bytes), Some(73_400_320));
+        let web = s.containers.iter().find(|c| c.name == "web").expect("web");
+        assert_eq!(web.cpu.and_then(|c| c.usage_nano_cores), Some(250_000_000));
+        // (100 + 250) millicores x 60 s.
+        assert_eq!(
+            web.cpu.and_then(|c| c.usage_core_nano_seconds),
+            Some(21_000_000_000)
+        );
+        assert_eq!(web.time, timestamp(Some("2024-01-01T00:01:00Z")));
+        let side = s
+            .containers
+            .iter()
+            .find(|c| c.name == "side")
+            .expect("side");
+        assert_eq!(
+            side.memory.and_then(|m| m.working_set_bytes),
+            None,
+            "unknown, not 0"
+        );
+        // No point with a value yet: no stats at all.
+        let empty: model::MetricsResponse = serde_json::from_value(serde_json::json!({"value": [
+            {"name": {"value": "CpuUsage"}, "timeseries": [{"data": [{"timeStamp": "2024-01-01T00:00:00Z"}]}]}
+        ]}))
+        .expect("metrics");
+        assert!(pod_stats(&r, &empty).is_none());
+    }
 
     #[test]
     fn instance_view_events_of_the_group_and_containers_become_pod_events() {

@@ -32,6 +32,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             post(exit),
         )
         .route("/_emulator/groups/{name}/fault", post(fault))
+        .route("/_emulator/groups/{name}/metrics", put(set_metrics))
         .route(
             "/_emulator/groups/{name}/containers/{container}/waiting",
             post(waiting),
@@ -180,6 +181,17 @@ async fn stored_group(State(st): State<Arc<AppState>>, Path(name): Path<String>)
         Some(g) => Json(g.spec.clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// The `CpuUsage` (millicores) and `MemoryUsage` (bytes) the group's containers report while
+/// they run: `{"<container>": {"cpu_millicores": 250, "memory_bytes": 73400320}}`.
+async fn set_metrics(
+    State(st): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Json(f): Json<std::collections::BTreeMap<String, crate::metrics::Figures>>,
+) -> Response {
+    lock(&st.metrics).insert(name, f);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 #[derive(Deserialize)]

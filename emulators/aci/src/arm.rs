@@ -39,7 +39,7 @@ pub fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
+pub fn json_response(status: StatusCode, body: &Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
@@ -55,6 +55,7 @@ enum Target<'a> {
     ContainerLogs(&'a str, &'a str),
     ContainerExec(&'a str, &'a str),
     ContainerAttach(&'a str, &'a str),
+    Metrics(&'a str),
     GroupAction(&'a str, &'a str),
 }
 
@@ -105,6 +106,10 @@ pub async fn handle(
     let Some(target) = target else {
         return not_found_path(&st, &segs, path);
     };
+    // Microsoft.Insights has its own api-versions.
+    if let (&Method::GET, Target::Metrics(name)) = (&method, &target) {
+        return crate::metrics::list(&st, name, path, uri.query().unwrap_or_default());
+    }
     if let Some(resp) = api_version_rejection(uri.query(), &st.config.location) {
         return resp;
     }
@@ -136,6 +141,7 @@ fn operation(method: &Method, target: &Target<'_>) -> Option<Op> {
         (&Method::GET, Target::ContainerLogs(..)) => Some(Op::Logs),
         (&Method::POST, Target::ContainerExec(..)) => Some(Op::Exec),
         (&Method::POST, Target::ContainerAttach(..)) => Some(Op::Attach),
+        (&Method::GET, Target::Metrics(..)) => Some(Op::Metrics),
         _ => None,
     }
 }
@@ -158,6 +164,11 @@ fn parse_target<'a>(st: &AppState, segs: &[&'a str]) -> Option<Target<'a>> {
     match segs[7..] {
         [] => Some(Target::List),
         [name] => Some(Target::Group(name)),
+        [name, p, ns, m]
+            if eq(p, "providers") && eq(ns, "Microsoft.Insights") && eq(m, "metrics") =>
+        {
+            Some(Target::Metrics(name))
+        }
         [name, action] if ["start", "stop", "restart"].iter().any(|a| eq(a, action)) => {
             Some(Target::GroupAction(name, action))
         }

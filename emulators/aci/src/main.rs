@@ -7,6 +7,7 @@ mod admin;
 mod arm;
 mod exec;
 mod lifecycle;
+mod metrics;
 mod model;
 mod state;
 mod validate;

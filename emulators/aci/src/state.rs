@@ -113,10 +113,11 @@ pub enum Op {
     Exec,
     Attach,
     Operation,
+    Metrics,
 }
 
 impl Op {
-    pub const ALL: [Op; 8] = [
+    pub const ALL: [Op; 9] = [
         Op::Put,
         Op::Get,
         Op::List,
@@ -125,6 +126,7 @@ impl Op {
         Op::Exec,
         Op::Attach,
         Op::Operation,
+        Op::Metrics,
     ];
 
     pub fn name(self) -> &'static str {
@@ -137,6 +139,7 @@ impl Op {
             Op::Exec => "exec",
             Op::Attach => "attach",
             Op::Operation => "operation",
+            Op::Metrics => "metrics",
         }
     }
 }
@@ -155,6 +158,8 @@ pub struct AppState {
     pub imds_faults: Mutex<ImdsFaults>,
     pub paging: Mutex<Paging>,
     pub async_delete: Mutex<AsyncDelete>,
+    /// Metric figures per group and container, set through `/_emulator/groups/{name}/metrics`.
+    pub metrics: Mutex<HashMap<String, BTreeMap<String, crate::metrics::Figures>>>,
     /// Asynchronous operations by id.
     pub operations: Mutex<HashMap<String, Operation>>,
     /// Issued access tokens and when they expire.
@@ -175,6 +180,7 @@ impl AppState {
             imds_faults: Mutex::default(),
             paging: Mutex::default(),
             async_delete: Mutex::default(),
+            metrics: Mutex::default(),
             operations: Mutex::default(),
             tokens: Mutex::default(),
             exec_sessions: Mutex::default(),

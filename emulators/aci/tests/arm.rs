@@ -631,12 +631,9 @@ async fn stats_count_arm_requests_per_operation() -> anyhow::Result<()> {
         ("exec", 0),
         ("attach", 0),
         ("operation", 0),
+        ("metrics", 0),
     ]);
-    assert_eq!(
-        emu.emu.stats().await?.ops,
-        zero,
-        "all eight, zeros included"
-    );
+    assert_eq!(emu.emu.stats().await?.ops, zero, "all nine, zeros included");
 
     let spec = simple_group("Always", &[("a", &[])]);
     assert_eq!(emu.put_group("ops", &spec).await?.status, 201);
@@ -686,6 +683,7 @@ async fn stats_count_arm_requests_per_operation() -> anyhow::Result<()> {
             ("exec", 1),
             ("attach", 0),
             ("operation", 0),
+            ("metrics", 0),
         ])
     );
     // The older counters keep their meaning.
@@ -700,5 +698,61 @@ async fn stats_count_arm_requests_per_operation() -> anyhow::Result<()> {
         ),
         (14, 1, 1, 1, 1, 0)
     );
+    emu.emu.stop().await
+}
+
+#[tokio::test]
+async fn metrics_list_answers_cpu_and_memory_per_container() -> anyhow::Result<()> {
+    let emu = Emu::start(AciEmulatorOptions {
+        provisioning_delay_ms: 50,
+        ..Default::default()
+    })
+    .await?;
+    let spec = simple_group("Always", &[("a", &[])]);
+    assert_eq!(emu.put_group("m", &spec).await?.status, 201);
+    emu.wait_group("m", "running", |g| {
+        g["properties"]["instanceView"]["state"] == "Running"
+    })
+    .await?;
+    let base = format!(
+        "{}/m/providers/Microsoft.Insights/metrics",
+        Emu::groups_path()
+    );
+    let r = emu
+        .arm(
+            "GET",
+            &format!(
+                "{base}?api-version=2018-01-01&metricnames=CpuUsage,MemoryUsage&aggregation=Average&interval=PT1M&$filter=containerName%20eq%20%27*%27"
+            ),
+            None,
+        )
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let v = &r.body["value"];
+    assert_eq!(v[0]["name"]["value"], "CpuUsage");
+    assert_eq!(v[1]["name"]["value"], "MemoryUsage");
+    assert_eq!(v[1]["unit"], "Bytes");
+    let series = &v[0]["timeseries"][0];
+    assert_eq!(series["metadatavalues"][0]["value"], "a");
+    let points = series["data"].as_array().cloned().unwrap_or_default();
+    assert!(
+        points
+            .last()
+            .is_some_and(|p| p["average"].as_f64() == Some(5.0)),
+        "the running container's current minute: {points:?}"
+    );
+    // Metric names outside the reference's list, and ACI's api-version, are refused.
+    let bad = emu
+        .arm(
+            "GET",
+            &format!("{base}?api-version=2018-01-01&metricnames=Nope"),
+            None,
+        )
+        .await?;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    let wrong_version = emu
+        .arm("GET", &format!("{base}?api-version=2023-05-01"), None)
+        .await?;
+    assert_eq!(wrong_version.status, 400);
     emu.emu.stop().await
 }

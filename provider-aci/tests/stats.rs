@@ -1,0 +1,136 @@
+//! Usage figures from Azure Monitor (Metrics - List of `CpuUsage` and `MemoryUsage` per
+//! container, as the emulator implements it from the REST reference): the figures set for a
+//! pod's group come back from GetStats, and through a real `node-shim` at the kubelet endpoint
+//! the API server proxies (`kubectl get --raw /api/v1/nodes/<node>/proxy/stats/summary`), which
+//! metrics-server (and so `kubectl top`) reads. metrics-server itself is not installed here.
+//!
+//! Needs the `node-shim` binary in the same target directory (`cargo build -p node-shim`).
+
+mod support;
+
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, api::PostParams};
+use podprovider_proto::{PodProviderClient, v1::GetStatsRequest};
+use serde_json::json;
+use support::*;
+use vk_testkit::{
+    ControlPlane,
+    aci_emulator::{AciEmulator, AciEmulatorOptions},
+    shim::{shim_bin, spawn_shim},
+    wait::eventually,
+};
+
+const SHIM_NODE: &str = "vk-aci-stats";
+const SLOW: Duration = Duration::from_secs(120);
+/// Figures set in the emulator: 250 millicores, 48 MiB.
+const MILLICORES: f64 = 250.0;
+const MEMORY: u64 = 48 << 20;
+
+#[tokio::test]
+async fn get_stats_and_stats_summary_carry_azure_monitor_figures() -> anyhow::Result<()> {
+    vk_testkit::install_crypto_provider();
+    shim_bin()?; // fail before starting anything
+    let dir = tempfile::tempdir()?;
+    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
+    let (provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let cp = ControlPlane::start().await?;
+    let ca = format!("--client-ca-file={}", cp.pki.ca_files.cert.display());
+    let shim = spawn_shim(
+        &cp,
+        dir.path(),
+        SHIM_NODE,
+        &addr,
+        &[&ca, "--serving-cert=self-signed"],
+    )?;
+    let result = scenario(&cp, &emu, &addr).await;
+    result.map_err(|err| {
+        let logs: Vec<String> = [&shim, &provider]
+            .iter()
+            .map(|p| format!("--- {} log (excerpt) ---\n{}", p.name(), p.log_excerpt(60)))
+            .collect();
+        err.context(logs.join("\n"))
+    })
+}
+
+async fn scenario(cp: &ControlPlane, emu: &AciEmulator, addr: &str) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(cp.client().await?, "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "measured"},
+        "spec": {"nodeName": SHIM_NODE,
+                 "containers": [{"name": "app", "image": "nginx:1.25",
+                                 "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}],
+                 "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]}
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    // The group's figures, set as soon as it exists (answers are reused for 30 s).
+    let group = eventually(SLOW, "the pod's group", || async {
+        Ok(emu.live_groups().await?.into_iter().next().map(|g| g.name))
+    })
+    .await?;
+    let status = admin_put(
+        emu,
+        &format!("/_emulator/groups/{group}/metrics"),
+        &json!({"app": {"cpu_millicores": MILLICORES, "memory_bytes": MEMORY}}),
+    )
+    .await?;
+    ensure!(status == 204, "metrics knob: {status}");
+    eventually(SLOW, "pod Running", || async {
+        Ok(pods
+            .get_opt("measured")
+            .await?
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
+    })
+    .await?;
+
+    // GetStats straight from the provider.
+    let mut c = PodProviderClient::connect(format!("http://{addr}")).await?;
+    let stats = c
+        .get_stats(GetStatsRequest {
+            node_name: SHIM_NODE.into(),
+            pods: vec![],
+        })
+        .await?
+        .into_inner();
+    let p = stats.pods.first().context("no pod in GetStats")?;
+    ensure!(
+        p.cpu.and_then(|c| c.usage_nano_cores) == Some(250_000_000),
+        "{p:?}"
+    );
+    ensure!(
+        p.memory.and_then(|m| m.working_set_bytes) == Some(MEMORY),
+        "{p:?}"
+    );
+    let app = p.containers.first().context("no container stats")?;
+    ensure!(app.name == "app", "{app:?}");
+    // CPU time: 250 millicores for each minute with a figure (15 core-seconds a minute).
+    let used = app
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .context("no CPU time")?;
+    ensure!(
+        used > 0 && used % 15_000_000_000 == 0,
+        "CPU time {used} is not whole minutes at 0.25 core"
+    );
+
+    // Through the shim's kubelet endpoint, as metrics-server reads it.
+    let raw = cp.run_kubectl(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{SHIM_NODE}/proxy/stats/summary"),
+    ])?;
+    let summary: serde_json::Value = serde_json::from_str(&raw)?;
+    let pod = summary["pods"]
+        .as_array()
+        .and_then(|pods| pods.iter().find(|p| p["podRef"]["name"] == "measured"))
+        .with_context(|| format!("pod missing from the summary: {summary}"))?;
+    let app = &pod["containers"][0];
+    ensure!(app["name"] == "app", "{pod}");
+    ensure!(app["cpu"]["usageNanoCores"] == 250_000_000, "{app}");
+    ensure!(app["memory"]["workingSetBytes"] == MEMORY, "{app}");
+    ensure!(pod["cpu"]["usageNanoCores"] == 250_000_000, "{pod}");
+    ensure!(pod["memory"]["workingSetBytes"] == MEMORY, "{pod}");
+    Ok(())
+}

@@ -1,7 +1,7 @@
 //! Two clusters in one resource group, against the ACI emulator: providers with different
 //! `--cluster-id`s (and the same node name, so only the cluster identity tells them apart) run
-//! 20 pods each; one is restarted; all pods are deleted. Neither adopts nor deletes a group of
-//! the other, counted from the emulator's own state (live groups and the log of deletions with
+//! 50 pods each (issue 20's count); one provider is restarted; all pods are deleted. Neither
+//! adopts nor deletes a group of the other, counted from the emulator's own state (live groups and the log of deletions with
 //! the deleted groups' tags). A provider of the same cluster serving another node adopts
 //! nothing either.
 
@@ -23,7 +23,7 @@ use vk_testkit::{
 
 type Client = PodProviderClient<tonic::transport::Channel>;
 
-const N: usize = 20;
+const N: usize = 50;
 
 async fn client(addr: &str) -> anyhow::Result<Client> {
     Ok(PodProviderClient::connect(format!("http://{addr}")).await?)
@@ -176,7 +176,7 @@ async fn two_clusters_in_one_resource_group_never_touch_each_others_groups() -> 
         .map(|s| s.code());
     ensure!(refused == Some(tonic::Code::InvalidArgument), "{refused:?}");
 
-    // Alpha deletes its pods: exactly its 20 groups go, beta's 20 stay and stay Running.
+    // Alpha deletes its pods: exactly its N groups go, beta's N stay and stay Running.
     all(&a, "a", true).await?;
     eventually(WAIT, "alpha's pods gone", || async {
         Ok(listed(&a).await?.0.is_empty().then_some(()))

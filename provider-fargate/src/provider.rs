@@ -251,7 +251,16 @@ impl FargateProvider {
         }
         for (pod_ref, node, task, hash) in adopt {
             let def_arn = task.task_definition_arn().unwrap_or_default().to_owned();
-            let shape = self.shape_of(&def_arn).await?;
+            let shape = match self.shape_of(&def_arn).await {
+                Ok(shape) => shape,
+                // A finished pod whose definition is gone (DeleteTaskDefinitions) must not stop
+                // every poll: it is not reported.
+                Err(e) if task.last_status() == Some("STOPPED") => {
+                    tracing::warn!(error = %e, task = ?task.task_arn(), "cannot read the definition of a stopped task; its pod is not reported");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let mut st = lock(&self.inner.state);
             st.definitions.insert(def_arn.clone());
             st.pods.entry(pod_ref.uid.clone()).or_insert(Tracked {

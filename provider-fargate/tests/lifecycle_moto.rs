@@ -1,7 +1,8 @@
 //! Issue 18's lifecycle and usage figures, against moto through the real binary:
 //! - a pod whose task stopped while the provider was down is reported after the restart with its
 //!   terminal status; pods deleted before the restart (one stopped by the provider, one that had
-//!   stopped by itself first) are not;
+//!   stopped by itself first) are not, nor is a finished pod whose task definition was deleted
+//!   (and it does not stop the rebuild);
 //! - the pod's restartPolicy, exec liveness probe and grace period reach the task definition as
 //!   `restartPolicy`, `healthCheck` and `stopTimeout`, and a healthy container is ready;
 //! - the Fargate Spot and task role annotations reach RunTask (capacity provider strategy,
@@ -90,7 +91,11 @@ async fn finished_pods_are_reported_after_a_restart_and_deleted_ones_are_not() -
     for name in ["done", "live", "removed", "ended-removed"] {
         create(&mut c, pod(name, &format!("{name}-uid"))).await?;
     }
-    let arns = running(&c, &["done", "live", "removed", "ended-removed"]).await?;
+    // Another shape, so a task definition of its own.
+    let mut orphan = pod("orphan", "orphan-uid");
+    orphan.containers[0].image = "busybox:1.36".into();
+    create(&mut c, orphan).await?;
+    let arns = running(&c, &["done", "live", "removed", "ended-removed", "orphan"]).await?;
 
     // Deleted through the provider while it runs: its task is stopped with the provider's reason.
     delete(&mut c, pod("removed", "removed-uid").pod_ref).await?;
@@ -129,13 +134,36 @@ async fn finished_pods_are_reported_after_a_restart_and_deleted_ones_are_not() -
     let status = provider.stop(Duration::from_secs(10)).await?;
     ensure!(status.success(), "provider exited with {status}");
 
-    // While the provider is down, "done" finishes.
-    ecs.stop_task()
+    // While the provider is down, "done" finishes; so does "orphan", whose task definition an
+    // operator then deregisters and deletes (DeleteTaskDefinitions).
+    for arn in [&arns[0], &arns[4]] {
+        ecs.stop_task()
+            .cluster(CLUSTER)
+            .task(arn)
+            .reason("Essential container in task exited")
+            .send()
+            .await?;
+    }
+    let orphan_def = ecs
+        .describe_tasks()
         .cluster(CLUSTER)
-        .task(&arns[0])
-        .reason("Essential container in task exited")
+        .tasks(&arns[4])
+        .send()
+        .await?
+        .tasks()
+        .first()
+        .and_then(|t| t.task_definition_arn().map(str::to_owned))
+        .context("orphan's definition")?;
+    ecs.deregister_task_definition()
+        .task_definition(&orphan_def)
         .send()
         .await?;
+    let deleted = ecs
+        .delete_task_definitions()
+        .task_definitions(&orphan_def)
+        .send()
+        .await?;
+    ensure!(deleted.failures().is_empty(), "{:?}", deleted.failures());
 
     let (_provider, _, addr) = start_provider(&moto, &moto.endpoint, dir.path()).await?;
     let mut c = client(&addr).await?;
@@ -154,7 +182,7 @@ async fn finished_pods_are_reported_after_a_restart_and_deleted_ones_are_not() -
         named(&pods, "live").is_some_and(|p| p.phase == PodPhase::Running as i32),
         "{pods:?}"
     );
-    for gone in ["removed", "ended-removed"] {
+    for gone in ["removed", "ended-removed", "orphan"] {
         ensure!(
             named(&pods, gone).is_none(),
             "deleted pod {gone} reported again: {pods:?}"

@@ -83,6 +83,8 @@ struct Tracked {
     deleting: bool,
     /// Last status ECS reported, for logs (follow ends when terminated).
     last_status: String,
+    /// Containers whose health check ECS last reported UNHEALTHY (told once per episode).
+    unhealthy: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -274,6 +276,7 @@ impl FargateProvider {
                 secret_names: None,
                 deleting: false,
                 last_status: String::new(),
+                unhealthy: Vec::new(),
             });
         }
 
@@ -284,6 +287,8 @@ impl FargateProvider {
         let missing: HashSet<&str> = missing.iter().map(String::as_str).collect();
         let mut out = Vec::new();
         let mut unused_defs = Vec::new();
+        // (node, pod, container) newly unhealthy, told after the state lock is released.
+        let mut events = Vec::new();
         {
             let mut st = lock(&self.inner.state);
             let mut gone = Vec::new();
@@ -301,6 +306,11 @@ impl FargateProvider {
                             continue;
                         }
                         t.last_status = task.last_status().unwrap_or_default().to_owned();
+                        let unhealthy = status::unhealthy(task, &t.shape);
+                        for name in unhealthy.iter().filter(|n| !t.unhealthy.contains(n)) {
+                            events.push((t.node.clone(), t.pod_ref.clone(), name.clone()));
+                        }
+                        t.unhealthy = unhealthy;
                         out.push((
                             t.node.clone(),
                             status::pod_status(&t.pod_ref, task, &t.shape),
@@ -340,6 +350,22 @@ impl FargateProvider {
                     unused_defs.push(arn.clone());
                 }
             }
+        }
+        for (node, pod_ref, container) in events {
+            // The kubelet tells failing probes as Unhealthy events; ECS only reports the health of
+            // a task it did not start for a service, so this is all that happens.
+            self.inner.hub.event(
+                &node,
+                PodEvent {
+                    pod_ref: Some(pod_ref),
+                    warning: true,
+                    reason: "Unhealthy".into(),
+                    message: format!(
+                        "container {container}: its ECS health check (from its probe) fails; it is not ready, and Fargate does not restart it for that"
+                    ),
+                    time: Some(rpc::now()),
+                },
+            );
         }
         for arn in unused_defs {
             match cloud.deregister(&arn).await {
@@ -566,6 +592,7 @@ impl FargateProvider {
                     secret_names: Some(secret_names),
                     deleting: false,
                     last_status: String::new(),
+                    unhealthy: Vec::new(),
                 },
             );
         }

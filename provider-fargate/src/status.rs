@@ -198,6 +198,21 @@ pub fn phase(task: &Task, shape: &Shape) -> (PodPhase, String, String) {
     }
 }
 
+/// The health-checked app containers ECS reports UNHEALTHY.
+pub fn unhealthy(task: &Task, shape: &Shape) -> Vec<String> {
+    shape
+        .health_checked
+        .iter()
+        .filter(|name| {
+            task.containers().iter().any(|c| {
+                c.name() == Some(name.as_str())
+                    && c.health_status() == Some(&HealthStatus::Unhealthy)
+            })
+        })
+        .cloned()
+        .collect()
+}
+
 /// The pod status of `task`.
 pub fn pod_status(pod_ref: &PodRef, task: &Task, shape: &Shape) -> PodStatus {
     let (phase, reason, message) = phase(task, shape);
@@ -503,6 +518,27 @@ mod tests {
             ready(false)
         );
         assert_eq!(with(None, &shape), ready(false));
+        assert_eq!(
+            unhealthy(
+                &Task::builder()
+                    .containers(
+                        Container::builder()
+                            .name("app")
+                            .health_status(HealthStatus::Unhealthy)
+                            .build()
+                    )
+                    .containers(
+                        Container::builder()
+                            .name("side")
+                            .health_status(HealthStatus::Unhealthy)
+                            .build()
+                    )
+                    .build(),
+                &shape
+            ),
+            ["app"],
+            "only checked containers count"
+        );
         // Without a health check ECS reports UNKNOWN: running is ready.
         shape.health_checked.clear();
         assert_eq!(

@@ -166,6 +166,21 @@ pub struct Config {
     #[arg(long, env = "VK_METRICS_ADDRESS", default_value = "0.0.0.0:10255")]
     pub metrics_address: MetricsAddress,
 
+    /// Instead of running the node, take it out of the cluster and exit (the chart's pre-delete
+    /// hook): cordon the Node, delete the pods bound to it and wait until the running shim has
+    /// removed their cloud workloads, scale the shim's Deployment (`--deregister-deployment`) to
+    /// zero and wait for its pod to go, then delete the Node (its Lease follows by owner reference).
+    #[arg(long, env = "VK_DEREGISTER")]
+    pub deregister: bool,
+
+    /// With `--deregister`: the shim's Deployment, `NAMESPACE/NAME`.
+    #[arg(long, env = "VK_DEREGISTER_DEPLOYMENT")]
+    pub deregister_deployment: Option<String>,
+
+    /// With `--deregister`: how long to wait for the pods and the shim to go.
+    #[arg(long, env = "VK_DEREGISTER_TIMEOUT", value_parser = parse_duration, default_value = "5m")]
+    pub deregister_timeout: Duration,
+
     /// Log format (JSON lines carry the current span's fields, including the trace id).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -10,6 +10,7 @@
 
 pub mod certificates;
 pub mod config;
+pub mod deregister;
 pub mod events;
 pub mod fields;
 pub mod kubelet;
@@ -59,6 +60,9 @@ pub enum Error {
     /// The node identity (`--tls-bootstrap`) could not be set up.
     #[error(transparent)]
     NodeIdentity(#[from] node_identity::Error),
+    /// `--deregister` failed.
+    #[error(transparent)]
+    Deregister(#[from] deregister::Error),
     /// The kubelet API could not be served.
     #[error(transparent)]
     Kubelet(#[from] kubelet::Error),
@@ -100,6 +104,10 @@ pub async fn kube_clients(
 /// Runs the shim until `shutdown` is cancelled. Cloud pods are neither deleted nor drained.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let cfg = Arc::new(cfg);
+    if cfg.deregister {
+        let client = kube::Client::try_from(kube_config(&cfg).await?)?;
+        return Ok(deregister::run(client, &cfg).await?);
+    }
     let (client, owner) = kube_clients(&cfg, &shutdown).await?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);

@@ -17,6 +17,7 @@ mod support;
 use std::{
     path::{Path, PathBuf},
     process::Command as StdCommand,
+    time::Duration,
 };
 
 use anyhow::{Context, bail, ensure};
@@ -88,6 +89,22 @@ fn yaml_documents(file: &Path) -> anyhow::Result<Vec<Value>> {
         ])
         .arg(file))?;
     Ok(serde_json::from_str(&json)?)
+}
+
+/// Whether a rendered document is a helm hook (created only when its event comes, e.g. at
+/// uninstall), not part of the installed release.
+fn is_hook(doc: &Value) -> bool {
+    doc["metadata"]["annotations"]["helm.sh/hook"].is_string()
+}
+
+/// Writes `docs` as one `v1/List` file for `kubectl apply -f`.
+fn list_file(dir: &Path, name: &str, docs: &[&Value]) -> anyhow::Result<String> {
+    let file = dir.join(format!("{name}.json"));
+    std::fs::write(
+        &file,
+        serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "List", "items": docs}))?,
+    )?;
+    Ok(file.display().to_string())
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str) -> anyhow::Result<&'a Value> {
@@ -243,6 +260,7 @@ fn chart_lints_renders_and_validates_for_each_provider() -> anyhow::Result<()> {
         ensure!(shim.iter().any(|a| a == "--tls-bootstrap"));
         let rules: Vec<&Value> = docs
             .iter()
+            .filter(|d| !is_hook(d))
             .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
             .flat_map(|d| d["rules"].as_array().into_iter().flatten())
             .collect();
@@ -254,6 +272,7 @@ fn chart_lints_renders_and_validates_for_each_provider() -> anyhow::Result<()> {
         );
         let bound: Vec<&str> = docs
             .iter()
+            .filter(|d| !is_hook(d))
             .filter(|d| d["kind"] == "ClusterRoleBinding")
             .filter_map(|d| d["roleRef"]["name"].as_str())
             .collect();
@@ -267,6 +286,12 @@ fn chart_lints_renders_and_validates_for_each_provider() -> anyhow::Result<()> {
                 ],
             "{provider}: bindings {bound:?}"
         );
+        // Uninstall drains the node first: a pre-delete Job running the shim's --deregister.
+        let hook_job = docs
+            .iter()
+            .find(|d| d["kind"] == "Job" && is_hook(d))
+            .context("no deregister hook Job")?;
+        ensure!(hook_job["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete");
         let pod_spec = &find(&docs, "Deployment")?["spec"]["template"]["spec"];
         ensure!(pod_spec["automountServiceAccountToken"] == false);
         let mounts = |c: &Value| -> Vec<String> {
@@ -750,6 +775,102 @@ async fn node_identity_is_confined(
     Ok(())
 }
 
+/// `helm uninstall`'s pre-delete hook, run as the rendered Job would run it (its arguments, the
+/// chart's ServiceAccount with the hook's permissions): the node's pod is deleted and its cloud
+/// workload with it, the shim's Deployment scaled to zero (here the test then stops the shim
+/// process, as the kubelet would stop its pod), and the Node and its Lease are gone.
+async fn uninstall_drains_the_node(
+    cp: &ControlPlane,
+    docs: &[Value],
+    control: &Control,
+    shim: &mut ManagedProcess,
+    kubeconfig: &Path,
+    node: &str,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let client = cp.client().await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut pod = scheduled_pod("drained", json!({"app": "drained"}), json!({}))?;
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.node_selector = Some([("kubernetes.io/hostname".to_owned(), node.to_owned())].into());
+        spec.tolerations = Some(serde_json::from_value(json!([
+            {"key": "virtual-kubelet.io/provider", "operator": "Exists"},
+            {"key": "azure.com/aci", "operator": "Exists"},
+        ]))?);
+    }
+    pods.create(&Default::default(), &pod).await?;
+    eventually(SLOW, "drained Running", || async {
+        let p = pods.get("drained").await?;
+        Ok(p.status.and_then(|s| s.phase).filter(|p| p == "Running"))
+    })
+    .await?;
+    ensure!(
+        !control.pods().is_empty(),
+        "the provider runs no workload before uninstall"
+    );
+
+    // The hook's RBAC exists only during uninstall; the Job runs the shim image.
+    let hook_rbac: Vec<&Value> = docs
+        .iter()
+        .filter(|d| is_hook(d) && d["kind"] != "Job")
+        .collect();
+    kubectl(
+        cp,
+        &["apply", "-f", &list_file(dir, "hook-rbac", &hook_rbac)?],
+    )?;
+    let job = docs
+        .iter()
+        .find(|d| d["kind"] == "Job" && is_hook(d))
+        .context("no hook Job")?;
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    let mut cmd = Command::new(Path::new(env!("CARGO_BIN_EXE_node-shim")));
+    cmd.args(args(container))
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg("--metrics-address=off");
+    let mut hook = ManagedProcess::spawn("deregister-hook", &mut cmd, dir)?;
+
+    // The kubelet stops the shim's pod once its Deployment is scaled to zero.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), NAMESPACE);
+    let deployment = find(docs, "Deployment")?["metadata"]["name"]
+        .as_str()
+        .context("Deployment name")?
+        .to_owned();
+    eventually(SLOW, "the shim's Deployment scaled to zero", || async {
+        let d = deployments.get(&deployment).await?;
+        Ok((d.spec.replicas == Some(0)).then_some(()))
+    })
+    .await?;
+    ensure!(
+        pods.get_opt("drained").await?.is_none(),
+        "the node's pod outlived the drain"
+    );
+    ensure!(
+        control.pods().is_empty(),
+        "cloud workloads left after the drain: {:?}",
+        control
+            .pods()
+            .iter()
+            .map(|p| p.pod_ref.clone())
+            .collect::<Vec<_>>()
+    );
+    shim.stop(Duration::from_secs(10)).await?;
+    let status = hook.wait(SLOW).await?;
+    ensure!(
+        status.success(),
+        "the deregister hook failed: {}",
+        hook.log_excerpt(40)
+    );
+    let nodes: Api<Node> = Api::all(client.clone());
+    ensure!(nodes.get_opt(node).await?.is_none(), "the Node is left");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client, "kube-node-lease");
+    eventually(SLOW, "the Lease collected with its Node", || async {
+        Ok(leases.get_opt(node).await?.is_none().then_some(()))
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chart_applies_and_its_node_identity_is_enough_for_a_pod_lifecycle() -> anyhow::Result<()> {
     vk_testkit::init_test_logging();
@@ -763,9 +884,18 @@ async fn chart_applies_and_its_node_identity_is_enough_for_a_pod_lifecycle() -> 
         "capacity": {"pods": "123"},
         "providerConfig": {"fargate": {"region": "us-east-1", "cluster": "vk"}},
     });
-    let (rendered, docs) = render(dir.path(), "chart", &values)?;
+    let (_, docs) = render(dir.path(), "chart", &values)?;
     kubectl(&cp, &["create", "namespace", NAMESPACE])?;
-    kubectl(&cp, &["apply", "-f", &rendered.display().to_string()])?;
+    // What `helm install` creates: everything but the hooks.
+    let installed: Vec<&Value> = docs.iter().filter(|d| !is_hook(d)).collect();
+    kubectl(
+        &cp,
+        &[
+            "apply",
+            "-f",
+            &list_file(dir.path(), "installed", &installed)?,
+        ],
+    )?;
     // The other providers' renders are accepted by the API server too.
     for provider in ["eci", "aci"] {
         let (file, _) = render(
@@ -866,7 +996,7 @@ async fn chart_applies_and_its_node_identity_is_enough_for_a_pod_lifecycle() -> 
     let socket = dir.path().join("provider.sock");
     let control = Control::new();
     let _server = control.serve(ListenAddr::Unix(socket.clone())).await?;
-    let shim = spawn_chart_shim(&cp, &docs, &kubeconfig, &socket, dir.path())?;
+    let mut shim = spawn_chart_shim(&cp, &docs, &kubeconfig, &socket, dir.path())?;
     let result = async {
         let (kubelet_port, _) = approve_serving_cert(&cp, node).await?;
         let nodes: Api<Node> = Api::all(cp.client().await?);
@@ -918,6 +1048,16 @@ async fn chart_applies_and_its_node_identity_is_enough_for_a_pod_lifecycle() -> 
         let forbidden = forbidden_lines(&shim);
         ensure!(forbidden.is_empty(), "the shim was refused: {forbidden:#?}");
         node_identity_is_confined(&cp, &sa, node, dir.path()).await?;
+        uninstall_drains_the_node(
+            &cp,
+            &docs,
+            &control,
+            &mut shim,
+            &kubeconfig,
+            node,
+            dir.path(),
+        )
+        .await?;
         Ok(())
     }
     .await;

@@ -1,9 +1,9 @@
 //! Two clusters in one resource group, against the ACI emulator: providers with different
 //! `--cluster-id`s (and the same node name, so only the cluster identity tells them apart) run
 //! 50 pods each (issue 20's count); one provider is restarted; all pods are deleted. Neither
-//! adopts nor deletes a group of the other, counted from the emulator's own state (live groups and the log of deletions with
-//! the deleted groups' tags). A provider of the same cluster serving another node adopts
-//! nothing either.
+//! adopts nor deletes a group of the other, counted from the emulator's own state (live groups
+//! and the log of deletions with the deleted groups' tags). A provider of the same cluster
+//! serving another node adopts nothing either.
 
 mod support;
 

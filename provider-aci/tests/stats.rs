@@ -1,8 +1,11 @@
-//! Usage figures from Azure Monitor (Metrics - List of `CpuUsage` and `MemoryUsage` per
-//! container, as the emulator implements it from the REST reference): the figures set for a
-//! pod's group come back from GetStats, and through a real `node-shim` at the kubelet endpoint
-//! the API server proxies (`kubectl get --raw /api/v1/nodes/<node>/proxy/stats/summary`), which
-//! metrics-server (and so `kubectl top`) reads. metrics-server itself is not installed here.
+//! Through kubectl, the API server and a real `node-shim`, on one running pod:
+//! - usage figures from Azure Monitor (Metrics - List of `CpuUsage` and `MemoryUsage` per
+//!   container, as the emulator implements it from the REST reference): the figures set for the
+//!   pod's group come back from GetStats, and at the kubelet endpoint the API server proxies
+//!   (`kubectl get --raw /api/v1/nodes/<node>/proxy/stats/summary`), which metrics-server (and
+//!   so `kubectl top`) reads. metrics-server itself is not installed here;
+//! - `echo x | kubectl exec -i measured -- sh -c 'cat; exit 3'` prints `x` and exits 3 within
+//!   seconds; `kubectl attach` shows the container's output.
 //!
 //! Needs the `node-shim` binary in the same target directory (`cargo build -p node-shim`).
 
@@ -30,7 +33,7 @@ const MILLICORES: f64 = 250.0;
 const MEMORY: u64 = 48 << 20;
 
 #[tokio::test]
-async fn get_stats_and_stats_summary_carry_azure_monitor_figures() -> anyhow::Result<()> {
+async fn stats_summary_and_kubectl_exec_and_attach_through_the_shim() -> anyhow::Result<()> {
     vk_testkit::install_crypto_provider();
     shim_bin()?; // fail before starting anything
     let dir = tempfile::tempdir()?;
@@ -132,5 +135,78 @@ async fn scenario(cp: &ControlPlane, emu: &AciEmulator, addr: &str) -> anyhow::R
     ensure!(app["memory"]["workingSetBytes"] == MEMORY, "{app}");
     ensure!(pod["cpu"]["usageNanoCores"] == 250_000_000, "{pod}");
     ensure!(pod["memory"]["workingSetBytes"] == MEMORY, "{pod}");
+
+    // echo x | kubectl exec -i measured -- sh -c 'cat; exit 3'
+    let started = std::time::Instant::now();
+    let (code, out, err) = kubectl_with_stdin(
+        cp,
+        &["exec", "-i", "measured", "--", "sh", "-c", "cat; exit 3"],
+        b"x\n",
+        Duration::from_secs(30),
+    )
+    .await?;
+    ensure!(
+        code == Some(3) && out == "x\n",
+        "kubectl exec: code {code:?}, stdout {out:?}, stderr {err:?}"
+    );
+    ensure!(
+        started.elapsed() < Duration::from_secs(20),
+        "kubectl exec took {:?}",
+        started.elapsed()
+    );
+
+    // kubectl attach (output only): the container's heartbeat lines, until we stop it.
+    let (_, out, err) = kubectl_with_stdin(
+        cp,
+        &["attach", "measured", "-c", "app"],
+        b"",
+        Duration::from_secs(5),
+    )
+    .await?;
+    ensure!(
+        out.contains("heartbeat"),
+        "kubectl attach: stdout {out:?}, stderr {err:?}"
+    );
     Ok(())
+}
+
+/// Runs kubectl with `stdin` written and closed; stopped after `limit`. (exit code, stdout,
+/// stderr); the code is `None` when it had to be stopped.
+async fn kubectl_with_stdin(
+    cp: &ControlPlane,
+    args: &[&str],
+    stdin: &[u8],
+    limit: Duration,
+) -> anyhow::Result<(Option<i32>, String, String)> {
+    use std::{io::Write, process::Stdio};
+    let mut child = cp
+        .kubectl()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin)?;
+    }
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + limit;
+        let mut stopped = false;
+        while child.try_wait()?.is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill()?;
+                stopped = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = child.wait_with_output()?;
+        let code = if stopped { None } else { out.status.code() };
+        anyhow::Ok((
+            code,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    })
+    .await?
 }

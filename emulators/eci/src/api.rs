@@ -117,6 +117,13 @@ fn create(emu: &Shared, p: &Params) -> Result<Value, ApiError> {
     if p.indices("Container").is_empty() {
         return Err(ApiError::missing("Container.1.Image"));
     }
+    // ECI's limits page: at most 20 containers and 20 volumes per instance.
+    if p.indices("Container").len() > 20 {
+        return Err(ApiError::invalid("Container"));
+    }
+    if p.indices("Volume").len() > 20 {
+        return Err(ApiError::invalid("Volume"));
+    }
     let containers = parse_containers(p, "Container")?;
     let init_containers = parse_containers(p, "InitContainer")?;
     let mut seen = std::collections::HashSet::new();

@@ -1403,6 +1403,23 @@ async fn documented_limits_are_enforced() -> anyhow::Result<()> {
     p.extend(keys.iter().map(|k| (k.as_str(), "k")));
     let (s, v) = emu.call("CreateContainerGroup", &p).await?;
     assert_eq!((s, code(&v)), (400, "InvalidParameter"), "{v}");
+    // At most 20 containers per instance (the limits page).
+    let names: Vec<(String, String)> = (2..=21)
+        .map(|i| (format!("Container.{i}.Name"), format!("c{i}")))
+        .collect();
+    let images: Vec<String> = (2..=21).map(|i| format!("Container.{i}.Image")).collect();
+    let mut p = vec![R];
+    p.extend(simple("limits"));
+    p.extend(names.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    p.extend(images.iter().map(|k| (k.as_str(), "busybox")));
+    let (s, v) = emu.call("CreateContainerGroup", &p).await?;
+    assert_eq!((s, code(&v)), (400, "InvalidParameter"), "{v}");
+    assert!(
+        v["Message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Container")),
+        "{v}"
+    );
     Ok(())
 }
 

@@ -93,6 +93,10 @@ pub const MAX_ENV_VALUE: usize = 256;
 pub const MAX_ARGS: usize = 10;
 /// `Tag.N.Value`: at most 128 characters.
 pub const MAX_TAG_VALUE: usize = 128;
+/// Containers per instance (ECI's limits page; `Container.N`).
+pub const MAX_CONTAINERS: usize = 20;
+/// Volumes per instance (ECI's limits page; `Volume.N`).
+pub const MAX_VOLUMES: usize = 20;
 
 /// Tag holding the hash of the create request, for UpdatePod after a restart.
 pub const TAG_HASH: &str = "vk-content-hash";
@@ -630,6 +634,18 @@ pub fn plan(pod: &Pod, placement: &Placement) -> Result<Plan, Invalid> {
     }
     if pod.containers.is_empty() {
         return Err(Invalid("a pod needs at least one container".into()));
+    }
+    if pod.containers.len() > MAX_CONTAINERS {
+        return Err(Invalid(format!(
+            "{} containers; an ECI instance runs at most {MAX_CONTAINERS} (Container.N)",
+            pod.containers.len()
+        )));
+    }
+    if pod.volumes.len() > MAX_VOLUMES {
+        return Err(Invalid(format!(
+            "{} volumes; an ECI instance mounts at most {MAX_VOLUMES} (Volume.N)",
+            pod.volumes.len()
+        )));
     }
     let mut warnings = Vec::new();
     let name = group_name(pod_ref);
@@ -1494,6 +1510,35 @@ mod tests {
         }
         let e = plan(&p, &placement()).expect_err("long name");
         assert!(e.0.contains("128") && e.0.contains("Tag.N.Value"), "{e}");
+        // At most 20 containers and 20 volumes per instance.
+        let mut p = pod();
+        let c = p.containers[0].clone();
+        p.containers = (0..21)
+            .map(|i| Container {
+                name: format!("c{i}"),
+                volume_mounts: Vec::new(),
+                ..c.clone()
+            })
+            .collect();
+        let e = plan(&p, &placement()).expect_err("21 containers");
+        assert!(
+            e.0.contains("at most 20") && e.0.contains("Container.N"),
+            "{e}"
+        );
+        p.containers.pop();
+        assert!(plan(&p, &placement()).is_ok());
+        let mut p = pod();
+        let v = p.volumes[0].clone();
+        p.volumes.extend((0..19).map(|i| Volume {
+            name: format!("v{i}"),
+            ..v.clone()
+        }));
+        assert!(p.volumes.len() > 20);
+        let e = plan(&p, &placement()).expect_err("too many volumes");
+        assert!(
+            e.0.contains("at most 20") && e.0.contains("Volume.N"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -339,8 +339,13 @@ impl EciProvider {
                 .pods
                 .values()
                 .filter(|t| {
+                    // A finished pod's init containers will not change any more.
+                    let finished = self.inner.hub.get(&t.pod_ref.uid).is_some_and(|s| {
+                        s.phase == PodPhase::Succeeded as i32 || s.phase == PodPhase::Failed as i32
+                    });
                     !t.shape.init.is_empty()
-                        && (by_id.contains_key(t.group_id.as_str()) || t.initializing())
+                        && (by_id.contains_key(t.group_id.as_str())
+                            || (t.initializing() && !finished))
                 })
                 .map(|t| t.group_id.clone())
                 .collect()

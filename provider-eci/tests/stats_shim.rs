@@ -1,0 +1,105 @@
+//! `kubectl top`'s data path end to end: a pod on a virtual node backed by `provider-eci` against
+//! the ECI emulator; the figures of DescribeMultiContainerGroupMetric reach the kubelet endpoints
+//! the API server proxies (`kubectl get --raw /api/v1/nodes/<node>/proxy/stats/summary` and
+//! `/metrics/resource`), which is what metrics-server reads. metrics-server itself is not
+//! installed here.
+//!
+//! Needs the `node-shim` and `eci-emulator` binaries in the same target directory
+//! (`cargo build -p node-shim -p eci-emulator`).
+
+mod support;
+
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, api::PostParams};
+use support::start_provider;
+use vk_testkit::{
+    ControlPlane,
+    eci_emulator::{EciEmulator, EciEmulatorOptions},
+    shim::{shim_bin, spawn_shim},
+    wait::eventually,
+};
+
+const NODE: &str = "vk-eci-stats";
+const SLOW: Duration = Duration::from_secs(120);
+
+#[tokio::test]
+async fn stats_summary_and_metrics_resource_carry_eci_metrics() -> anyhow::Result<()> {
+    vk_testkit::install_crypto_provider();
+    vk_testkit::init_test_logging();
+    shim_bin()?; // fail before starting anything
+    let dir = tempfile::tempdir()?;
+    let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
+    let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
+    let cp = ControlPlane::start().await?;
+    // The API server presents its kubelet client certificate, signed by the cluster CA.
+    let ca = format!("--client-ca-file={}", cp.pki.ca_files.cert.display());
+    let shim = spawn_shim(
+        &cp,
+        dir.path(),
+        NODE,
+        &addr,
+        &[&ca, "--serving-cert=self-signed"],
+    )?;
+    let result = scenario(&cp).await;
+    result.map_err(|err| {
+        let logs: Vec<String> = [&shim, &provider]
+            .iter()
+            .map(|p| format!("--- {} log (excerpt) ---\n{}", p.name(), p.log_excerpt(60)))
+            .collect();
+        err.context(logs.join("\n"))
+    })
+}
+
+async fn scenario(cp: &ControlPlane) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(cp.client().await?, "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "measured"},
+        "spec": {"nodeName": NODE,
+                 "containers": [{"name": "app", "image": "nginx:1.25",
+                                 "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}],
+                 "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]}
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    eventually(SLOW, "pod Running", || async {
+        Ok(pods
+            .get_opt("measured")
+            .await?
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
+    })
+    .await?;
+    let raw = |path: &str| {
+        cp.run_kubectl(&["get", "--raw", &format!("/api/v1/nodes/{NODE}/proxy{path}")])
+    };
+    // The emulator's figures: 10 % of the container's 0.5 vCPU, a quarter of its 1 GiB.
+    let summary: serde_json::Value = serde_json::from_str(&raw("/stats/summary")?)?;
+    let pod = summary["pods"]
+        .as_array()
+        .and_then(|pods| pods.iter().find(|p| p["podRef"]["name"] == "measured"))
+        .with_context(|| format!("pod missing from the summary: {summary}"))?;
+    let app = &pod["containers"][0];
+    ensure!(app["name"] == "app", "{pod}");
+    ensure!(app["cpu"]["usageNanoCores"] == 50_000_000, "{app}");
+    ensure!(app["memory"]["workingSetBytes"] == 256 << 20, "{app}");
+    ensure!(pod["cpu"]["usageNanoCores"] == 50_000_000, "{pod}");
+    ensure!(pod["memory"]["workingSetBytes"] == 256 << 20, "{pod}");
+    let metrics = raw("/metrics/resource")?;
+    let mem = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("container_memory_working_set_bytes")
+                && l.contains("container=\"app\"")
+                && l.contains("pod=\"measured\"")
+        })
+        .with_context(|| metrics.clone())?;
+    ensure!(
+        mem.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<f64>().ok())
+            == Some(f64::from(256_u32 << 20)),
+        "{mem}"
+    );
+    Ok(())
+}

@@ -112,6 +112,63 @@ fn check_env(c: &Value, cname: &str, group: &str, ppath: &str) -> Result<(), Inv
     Ok(())
 }
 
+/// `securityContext` (SecurityContextDefinition): `privileged` and `allowPrivilegeEscalation`
+/// booleans, `runAsUser`/`runAsGroup` int32, `capabilities.add`/`drop` string arrays,
+/// `seccompProfile` a string (a base64-encoded profile).
+fn check_security_context(c: &Value, ppath: &str) -> Result<(), Invalid> {
+    let sc = &c["securityContext"];
+    if sc.is_null() {
+        return Ok(());
+    }
+    let path = format!("{ppath}.securityContext");
+    let wrong = |key: &str, type_name: &str| {
+        invalid(
+            "InvalidRequestContent",
+            format!(
+                "The request content was invalid and could not be deserialized: 'Error \
+                 converting value {} to type '{type_name}'. Path '{path}.{key}'.'.",
+                sc[key]
+            ),
+        )
+    };
+    for key in ["privileged", "allowPrivilegeEscalation"] {
+        if !sc[key].is_null() && !sc[key].is_boolean() {
+            return Err(wrong(key, "System.Boolean"));
+        }
+    }
+    for key in ["runAsUser", "runAsGroup"] {
+        if !sc[key].is_null()
+            && sc[key]
+                .as_i64()
+                .and_then(|v| i32::try_from(v).ok())
+                .is_none()
+        {
+            return Err(wrong(key, "System.Int32"));
+        }
+    }
+    if !sc["seccompProfile"].is_null() && !sc["seccompProfile"].is_string() {
+        return Err(wrong("seccompProfile", "System.String"));
+    }
+    for key in ["add", "drop"] {
+        let list = &sc["capabilities"][key];
+        if !list.is_null()
+            && !list
+                .as_array()
+                .is_some_and(|l| l.iter().all(Value::is_string))
+        {
+            return Err(invalid(
+                "InvalidRequestContent",
+                format!(
+                    "The request content was invalid and could not be deserialized: 'Error \
+                     converting value {list} to type 'System.Collections.Generic.IList`1[System.String]'. \
+                     Path '{path}.capabilities.{key}'.'."
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Ports of a container or of the IP address: `port` required, `protocol` TCP or UDP.
 fn check_ports(ports: &Value, type_name: &str, path: &str) -> Result<(), Invalid> {
     for (i, p) in ports.as_array().into_iter().flatten().enumerate() {
@@ -267,6 +324,7 @@ pub fn check_group(name: &str, body: &Value) -> Result<(), Invalid> {
                 Some(_) => {}
             }
             check_env(cprops, cname, name, &ppath)?;
+            check_security_context(cprops, &ppath)?;
             for (j, v) in cprops["volumeMounts"]
                 .as_array()
                 .into_iter()

@@ -280,6 +280,14 @@ async fn invalid_groups_are_rejected_with_aci_error_codes() -> anyhow::Result<()
     v["properties"]["containers"][0]["properties"]["environmentVariables"] =
         json!([{"name": "BOTH", "value": "a", "secureValue": "b"}]);
     cases.push(("bothenv".to_owned(), v, "InvalidEnvironmentVariable"));
+    let mut v = ok();
+    v["properties"]["containers"][0]["properties"]["securityContext"] =
+        json!({"runAsUser": 4_294_967_295_u64});
+    cases.push(("uid".to_owned(), v, "InvalidRequestContent"));
+    let mut v = ok();
+    v["properties"]["containers"][0]["properties"]["securityContext"] =
+        json!({"capabilities": {"add": "NET_ADMIN"}});
+    cases.push(("caps".to_owned(), v, "InvalidRequestContent"));
 
     for (name, body, code) in &cases {
         let r = emu.put_group(name, body).await?;

@@ -2,8 +2,9 @@
 //! - usage figures from Azure Monitor (Metrics - List of `CpuUsage` and `MemoryUsage` per
 //!   container, as the emulator implements it from the REST reference): the figures set for the
 //!   pod's group come back from GetStats, and at the kubelet endpoint the API server proxies
-//!   (`kubectl get --raw /api/v1/nodes/<node>/proxy/stats/summary`), which metrics-server (and
-//!   so `kubectl top`) reads. metrics-server itself is not installed here;
+//!   (`kubectl get --raw /api/v1/nodes/<node>/proxy/stats/summary` and `/metrics/resource`),
+//!   which metrics-server (and so `kubectl top`) reads. metrics-server itself is not installed
+//!   here;
 //! - `echo x | kubectl exec -i measured -- sh -c 'cat; exit 3'` prints `x` and exits 3 within
 //!   seconds; `kubectl attach` shows the container's output.
 //!
@@ -135,6 +136,40 @@ async fn scenario(cp: &ControlPlane, emu: &AciEmulator, addr: &str) -> anyhow::R
     ensure!(app["memory"]["workingSetBytes"] == MEMORY, "{app}");
     ensure!(pod["cpu"]["usageNanoCores"] == 250_000_000, "{pod}");
     ensure!(pod["memory"]["workingSetBytes"] == MEMORY, "{pod}");
+    ensure!(
+        app["cpu"]["usageCoreNanoSeconds"]
+            .as_u64()
+            .is_some_and(|n| n > 0 && n % 15_000_000_000 == 0),
+        "{app}"
+    );
+
+    // /metrics/resource, metrics-server's source: the CPU counter and the working set.
+    let metrics = cp.run_kubectl(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{SHIM_NODE}/proxy/metrics/resource"),
+    ])?;
+    let value = |family: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(family)
+                    && l.contains("container=\"app\"")
+                    && l.contains("pod=\"measured\"")
+            })
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let cpu_seconds =
+        value("container_cpu_usage_seconds_total").with_context(|| metrics.clone())?;
+    ensure!(
+        cpu_seconds > 0.0 && (cpu_seconds % 15.0).abs() < 1e-6,
+        "CPU seconds {cpu_seconds}: whole minutes at 0.25 core"
+    );
+    ensure!(
+        value("container_memory_working_set_bytes") == Some(MEMORY as f64),
+        "{metrics}"
+    );
 
     // echo x | kubectl exec -i measured -- sh -c 'cat; exit 3'
     let started = std::time::Instant::now();

@@ -1,8 +1,8 @@
 //! Isolation between clusters sharing one account, region and node name: two providers with
-//! different `--cluster-id`s on one emulator each create 20 pods, one is restarted, and each
-//! deletes its own pods (and is asked to delete the other's). Counted from the emulator's own
-//! state (live groups and the deletion log with tags): neither provider ever adopts, lists or
-//! deletes a group of the other cluster.
+//! different `--cluster-id`s on one emulator each create 50 pods (the count), one is
+//! restarted, and each deletes its own pods (and is asked to delete the other's). Counted from
+//! the emulator's own state (live groups and the deletion log with tags): neither provider ever
+//! adopts, lists or deletes a group of the other cluster.
 
 mod support;
 
@@ -24,7 +24,7 @@ use vk_testkit::{
     wait::eventually,
 };
 
-const PODS: usize = 20;
+const PODS: usize = 50;
 
 async fn start(
     emu: &EciEmulator,
@@ -113,7 +113,7 @@ async fn two_clusters_never_touch_each_others_groups() -> anyhow::Result<()> {
             "B lists others"
         );
 
-        // A restarts and rebuilds its state from ECI: only its own 20.
+        // A restarts and rebuilds its state from ECI: only its own 50.
         let status = a.stop(Duration::from_secs(10)).await?;
         ensure!(status.success(), "provider A exited with {status}");
         let (a2, addr_a) = start(&emu, "cluster-a", &dir.path().join("again")).await?;
@@ -160,7 +160,7 @@ async fn two_clusters_never_touch_each_others_groups() -> anyhow::Result<()> {
         }
         ensure!(live_of(&emu, "cluster-a").await? == 0);
         ensure!(live_of(&emu, "cluster-b").await? == PODS);
-        // B keeps all 20 through its next full syncs.
+        // B keeps all 50 through its next full syncs.
         tokio::time::sleep(Duration::from_secs(4)).await;
         ensure!(listed(&addr_b).await? == mine("cluster-b"), "B lost pods");
 
@@ -180,7 +180,7 @@ async fn two_clusters_never_touch_each_others_groups() -> anyhow::Result<()> {
         })
         .await?;
 
-        // The emulator's log: 40 created, 40 deleted, the first 20 all A's, the last 20 all B's.
+        // The emulator's log: 100 created, 100 deleted, the first 50 all A's, the last 50 all B's.
         let stats = emu.stats().await?;
         ensure!(
             stats.created == 2 * PODS as u64 && stats.deleted == 2 * PODS as u64 && stats.live == 0,

@@ -499,6 +499,60 @@ mod tests {
         addr
     }
 
+    /// Answers one request `200 {}` and hands over its request line.
+    async fn capture_once() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut buf).await.expect("read");
+                if n == 0 {
+                    return;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            let text = String::from_utf8_lossy(&seen);
+            let _ = tx.send(text.lines().next().unwrap_or_default().to_owned());
+            let body = "{}";
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+        });
+        (addr, rx)
+    }
+
+    #[tokio::test]
+    async fn grace_zero_is_the_sdks_delete_container_group_force() {
+        // DeleteContainerGroupRequest.Force: skip the graceful termination.
+        let (addr, line) = capture_once().await;
+        let found = local(addr, Duration::from_secs(10))
+            .delete("eci-1", true)
+            .await
+            .expect("deleted");
+        assert!(found);
+        let line = line.await.expect("request line");
+        assert!(
+            line.contains("Force=true") && line.contains("ContainerGroupId=eci-1"),
+            "{line}"
+        );
+        let (addr, line) = capture_once().await;
+        local(addr, Duration::from_secs(10))
+            .delete("eci-1", false)
+            .await
+            .expect("deleted");
+        let line = line.await.expect("request line");
+        assert!(!line.contains("Force"), "{line}");
+    }
+
     #[tokio::test]
     async fn a_stalled_body_is_timed_out() {
         // Headers promptly, then one byte of a promised hundred and silence: the body is under

@@ -106,7 +106,12 @@ pub async fn metadata_token(State(emu): State<Shared>, headers: HeaderMap) -> Re
     match ttl {
         Some(t) if (1..=21600).contains(&t) => {
             let token = random(48);
-            emu.lock().metadata_tokens.push(token.clone());
+            let mut st = emu.lock();
+            // The latest 100 stay valid: enough for any client, bounded for a long run.
+            if st.metadata_tokens.len() >= 100 {
+                st.metadata_tokens.remove(0);
+            }
+            st.metadata_tokens.push(token.clone());
             token.into_response()
         }
         _ => StatusCode::BAD_REQUEST.into_response(),

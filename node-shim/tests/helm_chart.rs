@@ -190,6 +190,7 @@ fn chart_lints_renders_and_validates_for_each_provider() -> anyhow::Result<()> {
             "providerConfig": {provider: config},
             "credentials": {"existingSecret": "cloud-creds"},
             "telemetry": {"jaeger": {"enabled": true}},
+            "clusterId": "team-a",
             "networkPolicy": {"enabled": true, "apiServerCIDRs": ["10.0.0.10/32"],
                 "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
         });
@@ -231,7 +232,12 @@ fn chart_lints_renders_and_validates_for_each_provider() -> anyhow::Result<()> {
             sidecar["image"]
         );
         let provider_args = args(sidecar);
-        for want in ["--listen=unix:/var/run/vk/provider.sock"]
+        let identity = if provider == "fargate" {
+            "--installation-id=team-a"
+        } else {
+            "--cluster-id=team-a"
+        };
+        for want in ["--listen=unix:/var/run/vk/provider.sock", identity]
             .into_iter()
             .chain(want_args)
         {
@@ -345,10 +351,7 @@ fn chart_lints_renders_and_validates_for_each_provider() -> anyhow::Result<()> {
         ),
         ("extraTaints[0]=no-effect", "/extraTaints/0"),
         ("kubelet.servingCert=maybe", "/kubelet/servingCert"),
-        (
-            "provider=eci",
-            "provider eci needs credentials.existingSecret",
-        ),
+        ("clusterId=a/b", "/clusterId"),
         (
             "networkPolicy.enabled=true",
             "networkPolicy.enabled needs networkPolicy.apiServerCIDRs",

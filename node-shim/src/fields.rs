@@ -191,7 +191,7 @@ pub static FIELDS: &[Field] = &[
         "activeDeadlineSeconds",
         "Also enforced by the shim, which deletes the pod once the deadline has passed, so providers need not.",
         "not used (the shim enforces it)",
-        "not used (the shim enforces it)",
+        "ActiveDeadlineSeconds (the shim enforces it too)",
         "not used (the shim enforces it)",
     ),
     kept(
@@ -683,7 +683,7 @@ pub static FIELDS: &[Field] = &[
         "runAsGroup",
         "Containers that do not set their own inherit it (the providers merge it, as the kubelet does).",
         "per container: runAsGroup",
-        "per container: warning, dropped",
+        "per container: SecurityContextRunAsGroup (init containers: warning, dropped)",
         "per container: user uid:gid",
     ),
     carried(
@@ -778,7 +778,7 @@ pub static FIELDS: &[Field] = &[
         "privileged",
         "As written.",
         "privileged",
-        "true refused",
+        "SecurityContextPrivileged (app containers; an init container's true refused)",
         "true refused",
     ),
     kept(
@@ -800,7 +800,7 @@ pub static FIELDS: &[Field] = &[
         "runAsGroup",
         "As written.",
         "runAsGroup",
-        "warning: dropped",
+        "SecurityContextRunAsGroup (init containers: warning, dropped)",
         "user uid:gid (without runAsUser: warning)",
     ),
     carried(
@@ -808,7 +808,7 @@ pub static FIELDS: &[Field] = &[
         "runAsNonRoot",
         "Checked by the providers, which cannot see the image's user: runAsUser 0 is refused, an unset runAsUser is a warning.",
         "checked",
-        "checked",
+        "checked; SecurityContextRunAsNonRoot on app containers",
         "checked",
     ),
     carried(

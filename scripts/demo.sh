@@ -107,7 +107,8 @@ start provider-aci env AZURE_TENANT_ID=00000000-0000-0000-0000-0000000000aa AZUR
   AZURE_CLIENT_SECRET=vk-client-secret \
   "$TARGET/provider-aci" --listen "127.0.0.1:${PORTS[aci]}" \
   --subscription-id 00000000-0000-0000-0000-000000000001 --resource-group vk-rg --location westeurope \
-  --arm-endpoint "$ACI_URL" --authority-host "$ACI_URL" --status-interval-seconds 1
+  --arm-endpoint "$ACI_URL" --authority-host "$ACI_URL" --status-interval-seconds 1 \
+  --subnet-ids /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/vk-rg/providers/Microsoft.Network/virtualNetworks/vk-vnet/subnets/aci
 start provider-eci env ALIBABA_CLOUD_ACCESS_KEY_ID=LTAI5tEmulatorKey0001 \
   ALIBABA_CLOUD_ACCESS_KEY_SECRET=EmulatorSecret0001EmulatorSecret \
   "$TARGET/provider-eci" --listen "127.0.0.1:${PORTS[eci]}" --region cn-hangzhou --endpoint "$ECI_URL" \
@@ -181,6 +182,11 @@ expect_on app=aks-sample vk-aci
 expect_on app=fargate-hello vk-fargate
 [ "$("${KUBECTL[@]}" get pod mypod -o jsonpath='{.spec.nodeName}')" = vk-eci ] \
   || fail "mypod (eci-nginx-pod.yaml) is not on vk-eci"
+# provider-aci runs in a VNet subnet, as AKS virtual nodes do: every ACI pod has an IP.
+for ip in $("${KUBECTL[@]}" get pods -l 'app in (aci-helloworld,aks-sample)' \
+  -o jsonpath='{range .items[*]}{.status.podIP}{"-"}{" "}{end}'); do
+  [ "$ip" != "-" ] || fail "an ACI pod has no pod IP"
+done
 
 step "logs, through the API server and each node's kubelet API"
 for pod in mypod "$("${KUBECTL[@]}" get pods -l app=aks-sample -o name | head -n 1)"; do

@@ -82,9 +82,14 @@ spec:
     effect: NoSchedule
 "#;
 
+/// The VNet subnet the provider runs groups in, as AKS virtual nodes do: every pod gets an IP.
+const SUBNET: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/vk-rg/providers/Microsoft.Network/virtualNetworks/vk-vnet/subnets/aci";
+
+/// Running, Ready and with a pod IP (VNet mode).
 fn running_and_ready(p: &Pod) -> bool {
     let s = p.status.as_ref();
     s.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && s.and_then(|s| s.pod_ip.as_deref()).is_some_and(|ip| !ip.is_empty())
         && s.and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         && p.metadata.deletion_timestamp.is_none()
@@ -130,7 +135,7 @@ async fn acceptance_manifests_run_scale_and_delete_on_aci() -> anyhow::Result<()
         },
     )
     .await?;
-    let (provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let (provider, _, addr) = start_provider(&emu, dir.path(), &["--subnet-ids", SUBNET]).await?;
     let cp = ControlPlane::start().await?;
     // kubectl logs goes API server → kubelet port: serve TLS at once, accept the API server's
     // client certificate.

@@ -126,6 +126,17 @@ fn read_listed(entry: serde_json::Value) -> Option<ContainerGroup> {
     }
 }
 
+/// One page of a group list: the groups that can be read (the others skipped, logged) and the
+/// next page's link, if any. Only an answer that is not a list page at all is an error.
+fn read_page(
+    op: &'static str,
+    body: &[u8],
+) -> Result<(Vec<ContainerGroup>, Option<String>), AzureError> {
+    let page: GroupList = Arm::parse(op, body)?;
+    let groups = page.value.into_iter().filter_map(read_listed).collect();
+    Ok((groups, page.next_link.filter(|l| !l.is_empty())))
+}
+
 /// A serde error without the values it quotes (a foreign group's fields are none of our logs'
 /// business): `invalid type: string "x"` becomes `invalid type: string "…"`.
 fn without_values(msg: &str) -> String {
@@ -362,9 +373,9 @@ impl Arm {
         let mut out = Vec::new();
         loop {
             let reply = self.call(OP, Method::GET, url.clone(), None).await?;
-            let page: GroupList = Self::parse(OP, &reply.body)?;
-            out.extend(page.value.into_iter().filter_map(read_listed));
-            let Some(next) = page.next_link.filter(|l| !l.is_empty()) else {
+            let (groups, next) = read_page(OP, &reply.body)?;
+            out.extend(groups);
+            let Some(next) = next else {
                 return Ok(out);
             };
             check_next_link(OP, &self.scope.endpoint, &next)?;
@@ -525,5 +536,464 @@ mod tests {
         let logged = without_values(&e.to_string());
         assert!(!logged.contains("s3cret"), "{logged}");
         assert!(logged.contains("invalid type"), "{logged}");
+    }
+}
+
+/// Fuzzing ARM's answers: any bytes, any JSON and realistic answers with random parts replaced
+/// by arbitrary JSON go through the same reading and status code as a real poll. Nothing may
+/// panic; an entry that cannot be read is skipped without costing the others.
+#[cfg(test)]
+mod fuzz {
+    use proptest::{
+        collection::{btree_map, vec},
+        prelude::*,
+        test_runner::{TestCaseError, TestRunner},
+    };
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::{model, status};
+
+    /// Runs `check` over `strategy` with the shared case count, on a thread with room for deep
+    /// JSON (debug builds recurse a lot in serde).
+    fn run<M, S, F>(make: M, check: F)
+    where
+        M: FnOnce() -> S + Send + 'static,
+        S: Strategy,
+        S::Value: std::fmt::Debug,
+        F: Fn(S::Value) -> Result<(), TestCaseError> + Send + 'static,
+    {
+        // The strategy is built on the worker: boxed strategies are not `Send`.
+        let worker = std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(move || {
+                TestRunner::new(provider_common::arbitrary::config())
+                    .run(&make(), check)
+                    .map_err(|e| e.to_string())
+            })
+            .expect("fuzz thread");
+        match worker.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => panic!("{failure}"),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Strings ACI's answers carry, and any others.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("Running".to_owned()),
+            Just("Terminated".to_owned()),
+            Just("Waiting".to_owned()),
+            Just("Succeeded".to_owned()),
+            Just("Failed".to_owned()),
+            Just("Stopped".to_owned()),
+            Just("Canceled".to_owned()),
+            Just("CpuUsage".to_owned()),
+            Just("containername".to_owned()),
+            Just("2024-01-01T00:00:00Z".to_owned()),
+            Just("9999-12-31T23:59:59.999999999Z".to_owned()),
+            Just("0000-01-01T00:00:00Z".to_owned()),
+            Just("2024-01-01T00:00:00+23:59".to_owned()),
+            Just(":".to_owned()),
+            Just(String::new()),
+            "[a-zA-Z: -]{0,20}",
+            any::<String>(),
+        ]
+    }
+
+    /// Keys from ACI's answers (so arbitrary objects often hit real fields), and any others.
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "name",
+                "id",
+                "tags",
+                "properties",
+                "containers",
+                "initContainers",
+                "instanceView",
+                "currentState",
+                "previousState",
+                "state",
+                "exitCode",
+                "startTime",
+                "finishTime",
+                "detailStatus",
+                "restartCount",
+                "events",
+                "count",
+                "firstTimestamp",
+                "lastTimestamp",
+                "message",
+                "type",
+                "provisioningState",
+                "ipAddress",
+                "ip",
+                "value",
+                "nextLink",
+                "timeseries",
+                "metadatavalues",
+                "data",
+                "average",
+                "timeStamp",
+            ])
+            .prop_map(str::to_owned),
+            any::<String>(),
+        ]
+    }
+
+    fn number() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            prop_oneof![
+                any::<f64>(),
+                Just(f64::MAX),
+                Just(-0.0),
+                Just(1e300),
+                Just(-1e300)
+            ]
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            Just(Value::from(i64::from(i32::MAX) + 1)),
+            Just(Value::from(i32::MIN)),
+        ]
+    }
+
+    /// Any JSON value, a few levels deep.
+    fn json_value() -> BoxedStrategy<Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            number(),
+            text().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..6).prop_map(Value::Array),
+                btree_map(key(), inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+        .boxed()
+    }
+
+    /// Every path to a value in `v`.
+    fn paths(v: &Value, at: &mut Vec<PathStep>, out: &mut Vec<Vec<PathStep>>) {
+        out.push(at.clone());
+        match v {
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    at.push(PathStep::Index(i));
+                    paths(x, at, out);
+                    at.pop();
+                }
+            }
+            Value::Object(m) => {
+                for (k, x) in m {
+                    at.push(PathStep::Key(k.clone()));
+                    paths(x, at, out);
+                    at.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum PathStep {
+        Index(usize),
+        Key(String),
+    }
+
+    /// What to do at one place of a realistic answer.
+    #[derive(Clone, Debug)]
+    enum Mutation {
+        Replace(Value),
+        Remove,
+        Null,
+    }
+
+    fn apply(v: &mut Value, path: &[PathStep], m: Mutation) {
+        let Some((last, parents)) = path.split_last() else {
+            if let Mutation::Replace(new) = m {
+                *v = new;
+            }
+            return;
+        };
+        let mut at = v;
+        for step in parents {
+            let next = match (step, at) {
+                (PathStep::Index(i), Value::Array(a)) => a.get_mut(*i),
+                (PathStep::Key(k), Value::Object(o)) => o.get_mut(k),
+                _ => None,
+            };
+            match next {
+                Some(n) => at = n,
+                None => return,
+            }
+        }
+        match (last, at, m) {
+            (PathStep::Key(k), Value::Object(o), Mutation::Remove) => {
+                o.remove(k);
+            }
+            (PathStep::Index(i), Value::Array(a), Mutation::Remove) if *i < a.len() => {
+                a.remove(*i);
+            }
+            (PathStep::Key(k), Value::Object(o), Mutation::Replace(new)) => {
+                o.insert(k.clone(), new);
+            }
+            (PathStep::Key(k), Value::Object(o), Mutation::Null) => {
+                o.insert(k.clone(), Value::Null);
+            }
+            (PathStep::Index(i), Value::Array(a), m) => {
+                if let Some(slot) = a.get_mut(*i) {
+                    *slot = match m {
+                        Mutation::Replace(new) => new,
+                        _ => Value::Null,
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `template` with up to `max` random places replaced, removed or nulled.
+    fn mutated(template: Value, max: usize) -> BoxedStrategy<Value> {
+        let mutation = prop_oneof![
+            3 => json_value().prop_map(Mutation::Replace),
+            1 => Just(Mutation::Remove),
+            1 => Just(Mutation::Null),
+        ];
+        vec((any::<prop::sample::Index>(), mutation), 0..=max)
+            .prop_map(move |ms| {
+                let mut v = template.clone();
+                for (pick, m) in ms {
+                    let mut all = Vec::new();
+                    paths(&v, &mut Vec::new(), &mut all);
+                    let path = pick.get(&all).clone();
+                    apply(&mut v, &path, m);
+                }
+                v
+            })
+            .boxed()
+    }
+
+    fn state(s: &str, exit: Option<i32>) -> Value {
+        json!({"state": s, "startTime": "2024-01-01T00:00:00Z", "exitCode": exit,
+               "finishTime": "2024-01-01T00:05:00.5Z", "detailStatus": "CrashLoopBackOff: Back-off"})
+    }
+
+    /// A group as Get answers it, with everything the status code reads.
+    fn group_template(i: usize) -> Value {
+        let events = json!([
+            {"name": "Pulled", "type": "Normal", "count": 2, "message": "pulled",
+             "firstTimestamp": "2024-01-01T00:00:00Z", "lastTimestamp": "2024-01-01T00:01:00Z"},
+            {"name": "FailedMount", "type": "Warning", "count": 1, "message": "mount error"}
+        ]);
+        let view = |s: &str, exit| {
+            json!({"restartCount": 3, "currentState": state(s, exit),
+                   "previousState": state("Terminated", Some(137)), "events": events.clone()})
+        };
+        json!({
+            "id": format!("/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerInstance/containerGroups/g{i}"),
+            "name": format!("g{i}"),
+            "location": "westeurope",
+            "tags": {"vk-pod-namespace": "ns", "vk-pod-name": format!("p{i}"),
+                     "vk-pod-uid": format!("u{i}"), "vk-node": "vk", "vk-cluster": "c"},
+            "properties": {
+                "provisioningState": "Succeeded",
+                "restartPolicy": "OnFailure",
+                "osType": "Linux",
+                "ipAddress": {"ip": "10.0.0.4", "type": "Private", "ports": [{"port": 80, "protocol": "TCP"}]},
+                "instanceView": {"state": "Running", "events": events.clone()},
+                "initContainers": [{"name": "init", "properties": {"image": "busybox",
+                    "instanceView": view("Terminated", Some(0))}}],
+                "containers": [
+                    {"name": "web", "properties": {"image": "nginx",
+                        "resources": {"requests": {"cpu": 1.0, "memoryInGB": 1.5}},
+                        "instanceView": view("Running", None)}},
+                    {"name": "side", "properties": {"image": "envoy",
+                        "resources": {"requests": {"cpu": 0.5, "memoryInGB": 0.5}},
+                        "instanceView": view("Waiting", None)}}
+                ]
+            }
+        })
+    }
+
+    fn pod_ref() -> podprovider_proto::v1::PodRef {
+        podprovider_proto::v1::PodRef {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: "u".into(),
+        }
+    }
+
+    /// Everything a poll does with a group it has read.
+    fn use_group(g: &ContainerGroup) -> Result<(), TestCaseError> {
+        let r = pod_ref();
+        let s = status::pod_status(&r, g);
+        prop_assert_eq!(s.container_statuses.len(), g.properties.containers.len());
+        prop_assert_eq!(
+            s.init_container_statuses.len(),
+            g.properties.init_containers.len()
+        );
+        for e in status::events(&r, g) {
+            prop_assert!(e.count >= 1);
+            prop_assert!(!e.event.reason.is_empty());
+        }
+        let _ = status::accepted(&r, g, "id");
+        let window = crate::provider::since_start(Some(g));
+        prop_assert!(window >= std::time::Duration::from_secs(600));
+        prop_assert!(window <= std::time::Duration::from_secs(86_400));
+        let _ = provider_common::naming::pod_from_tags(
+            g.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        // The fingerprint a poll keeps of each entry.
+        let _ = serde_json::to_string(g).unwrap_or_default();
+        Ok(())
+    }
+
+    /// Any bytes as an answer of each call: parsed or refused as unreadable, never a panic.
+    #[test]
+    fn fuzz_answers_arbitrary_bytes() {
+        let bytes = || {
+            prop_oneof![
+                vec(any::<u8>(), 0..512),
+                json_value().prop_map(|v| serde_json::to_vec(&v).unwrap_or_default()),
+            ]
+        };
+        run(bytes, |body| {
+            const OP: &str = "op";
+            match read_page(OP, &body) {
+                Ok((groups, next)) => {
+                    prop_assert!(next.is_none_or(|n| !n.is_empty()));
+                    for g in &groups {
+                        use_group(g)?;
+                    }
+                }
+                Err(e) => prop_assert_eq!(e.code.as_str(), "UnreadableResponse"),
+            }
+            if let Ok(g) = Arm::parse::<ContainerGroup>(OP, &body) {
+                use_group(&g)?;
+            }
+            if let Ok(m) = Arm::parse::<MetricsResponse>(OP, &body) {
+                let _ = status::pod_stats(&pod_ref(), &m);
+            }
+            let _ = Arm::parse::<OperationStatus>(OP, &body);
+            let _ = Arm::parse::<Logs>(OP, &body);
+            let _ = Arm::parse::<ExecResponse>(OP, &body);
+            for code in [400, 401, 404, 409, 429, 500, 503] {
+                let e = AzureError::from_response(OP, code, None, &body);
+                let _ = e.to_status();
+            }
+            Ok(())
+        });
+    }
+
+    /// A list page of realistic groups, some with random parts replaced: every untouched group
+    /// is read, the others are read or skipped, and whatever is read goes through the status
+    /// code without a panic.
+    #[test]
+    fn fuzz_list_pages_skip_only_the_broken_entries() {
+        let page = || {
+            (
+                vec((mutated(group_template(0), 4), any::<bool>()), 1..5),
+                prop_oneof![
+                    Just(Value::Null),
+                    Just(json!("")),
+                    Just(json!("https://management.azure.com/next")),
+                    json_value()
+                ],
+            )
+        };
+        run(page, |(entries, next)| {
+            let mut value = Vec::new();
+            let mut intact = Vec::new();
+            for (i, (mutated, keep)) in entries.into_iter().enumerate() {
+                // Each entry named apart so the untouched ones can be found in the result.
+                let name = format!("intact{i}");
+                let mut g = if keep { group_template(i) } else { mutated };
+                if keep {
+                    g["name"] = json!(name);
+                    intact.push(name);
+                }
+                value.push(g);
+            }
+            let body =
+                serde_json::to_vec(&json!({"value": value, "nextLink": next})).expect("encode");
+            match read_page("op", &body) {
+                Ok((groups, _)) => {
+                    for want in &intact {
+                        prop_assert!(
+                            groups.iter().any(|g| g.name.as_deref() == Some(want)),
+                            "{} was skipped",
+                            want
+                        );
+                    }
+                    for g in &groups {
+                        use_group(g)?;
+                    }
+                }
+                // Only a nextLink of the wrong type makes the page itself unreadable.
+                Err(e) => {
+                    prop_assert_eq!(e.code.as_str(), "UnreadableResponse");
+                    prop_assert!(!next.is_null() && !next.is_string(), "{}", e);
+                }
+            }
+            Ok(())
+        });
+    }
+
+    /// Get's answer (one group, all instance views) with random parts replaced.
+    #[test]
+    fn fuzz_group_answers_never_panic() {
+        run(
+            || mutated(group_template(0), 8),
+            |v| {
+                let body = serde_json::to_vec(&v).expect("encode");
+                if let Ok(g) = Arm::parse::<ContainerGroup>("op", &body) {
+                    use_group(&g)?;
+                }
+                Ok(())
+            },
+        );
+    }
+
+    /// Azure Monitor's answer with random parts replaced: figures, when any, are never negative
+    /// and never wrap.
+    #[test]
+    fn fuzz_metrics_answers_never_panic() {
+        let series = |metric: &str| {
+            json!({"name": {"value": metric}, "timeseries": [
+                {"metadatavalues": [{"name": {"value": "containername"}, "value": "web"}],
+                 "data": [{"timeStamp": "2024-01-01T00:00:00Z", "average": 100.0},
+                          {"timeStamp": "2024-01-01T00:01:00Z", "average": 250.5},
+                          {"timeStamp": "2024-01-01T00:02:00Z"}]},
+                {"metadatavalues": [], "data": [{"timeStamp": "2024-01-01T00:01:00Z", "average": 1e18}]}
+            ]})
+        };
+        let template = json!({"value": [series("CpuUsage"), series("MemoryUsage")]});
+        run(
+            move || mutated(template, 6),
+            |v| {
+                let body = serde_json::to_vec(&v).expect("encode");
+                if let Ok(m) = Arm::parse::<model::MetricsResponse>("op", &body)
+                    && let Some(s) = status::pod_stats(&pod_ref(), &m)
+                {
+                    let sum: u128 = s
+                        .containers
+                        .iter()
+                        .filter_map(|c| c.cpu.and_then(|c| c.usage_nano_cores))
+                        .map(u128::from)
+                        .sum();
+                    let pod = s.cpu.and_then(|c| c.usage_nano_cores).map(u128::from);
+                    // The pod's figure is the (saturating) sum of its containers'.
+                    if !s.containers.is_empty() && pod.is_some() {
+                        prop_assert!(pod >= Some(sum.min(u128::from(u64::MAX))));
+                    }
+                }
+                Ok(())
+            },
+        );
     }
 }

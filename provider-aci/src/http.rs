@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -15,6 +15,23 @@ use crate::error::AzureError;
 
 /// Longest time one request may take (a slow ARM call is retried by the caller).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most bytes of one answer read into memory (ARM pages are a few MB at most): a larger declared
+/// `Content-Length` is refused unread, a longer body is cut off at the cap. Not retried: the
+/// same request would get the same answer.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// The error for an answer over [`MAX_ANSWER_BYTES`].
+fn too_large(op: &'static str) -> AzureError {
+    AzureError {
+        op,
+        kind: crate::error::Kind::Other,
+        status: 200,
+        code: "AnswerTooLarge".into(),
+        message: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes: refusing to read it"),
+        retry_after: None,
+    }
+}
 
 /// A response: status, headers, whole body.
 #[derive(Debug)]
@@ -97,10 +114,24 @@ impl Http {
                 .await
                 .map_err(|e| AzureError::transport(op, format!("cannot reach Azure: {e}")))?;
             let (parts, body) = resp.into_parts();
-            let body = body
+            let declared = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
+                return Err(too_large(op));
+            }
+            let body = Limited::new(body, MAX_ANSWER_BYTES)
                 .collect()
                 .await
-                .map_err(|e| AzureError::transport(op, format!("response cut short: {e}")))?
+                .map_err(|e| {
+                    if e.is::<LengthLimitError>() {
+                        too_large(op)
+                    } else {
+                        AzureError::transport(op, format!("response cut short: {e}"))
+                    }
+                })?
                 .to_bytes();
             Ok(Reply {
                 status: parts.status,
@@ -111,5 +142,123 @@ impl Http {
         tokio::time::timeout(REQUEST_TIMEOUT, fut)
             .await
             .map_err(|_| AzureError::transport(op, "the request timed out"))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::{TcpListener, TcpStream},
+    };
+
+    use super::*;
+
+    /// A server for one connection: reads the request head, writes `head`, then runs `then`.
+    async fn serve_once<F, Fut>(head: &'static str, then: F) -> std::net::SocketAddr
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut buf).await.expect("read");
+                if n == 0 {
+                    return;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            sock.write_all(head.as_bytes()).await.expect("write");
+            then(sock).await;
+        });
+        addr
+    }
+
+    async fn get(addr: std::net::SocketAddr) -> Result<Reply, AzureError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Http::new()
+            .send(
+                "ContainerGroups_ListByResourceGroup",
+                Method::GET,
+                &format!("http://{addr}/subscriptions/s"),
+                Vec::new(),
+                None,
+            )
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_huge_declared_body_is_refused_unread() {
+        let addr = serve_once(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1099511627776\r\n\r\n",
+            |sock| async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                drop(sock);
+            },
+        )
+        .await;
+        let started = std::time::Instant::now();
+        let err = get(addr).await.expect_err("too large");
+        assert_eq!(err.code, "AnswerTooLarge", "{err}");
+        assert!(err.message.contains("larger than 16777216 bytes"), "{err}");
+        assert_eq!(err.kind, crate::error::Kind::Other, "not retried");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_huge_chunked_body_is_cut_off_at_the_cap() {
+        // No length given: 1 MiB chunks until the client hangs up.
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        let addr = serve_once(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            move |mut sock| async move {
+                let chunk = vec![b' '; 1 << 20];
+                let head = format!("{:x}\r\n", chunk.len());
+                loop {
+                    let ok = sock.write_all(head.as_bytes()).await.is_ok()
+                        && sock.write_all(&chunk).await.is_ok()
+                        && sock.write_all(b"\r\n").await.is_ok();
+                    if !ok {
+                        return;
+                    }
+                    counter.fetch_add(chunk.len(), Ordering::Relaxed);
+                }
+            },
+        )
+        .await;
+        let err = get(addr).await.expect_err("too large");
+        assert_eq!(err.code, "AnswerTooLarge", "{err}");
+        assert!(err.to_string().contains("larger than"), "{err}");
+        // The client stopped reading near the cap (plus what the socket buffers held), so
+        // memory held was bounded by the cap, not by what the server would send.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = sent.load(Ordering::Relaxed);
+        assert!(sent < MAX_ANSWER_BYTES + (16 << 20), "{sent} bytes sent");
+    }
+
+    #[tokio::test]
+    async fn an_answer_at_the_cap_is_read() {
+        let addr = serve_once(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16777216\r\n\r\n",
+            |mut sock| async move {
+                let body = vec![b' '; MAX_ANSWER_BYTES];
+                let _ = sock.write_all(&body).await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            },
+        )
+        .await;
+        let reply = get(addr).await.expect("at the cap");
+        assert_eq!(reply.body.len(), MAX_ANSWER_BYTES);
     }
 }

@@ -54,7 +54,7 @@ const STATS_MIN_WINDOW: Duration = Duration::from_secs(600);
 const STATS_MAX_WINDOW: Duration = Duration::from_secs(86_400);
 
 /// The metrics window for a group: since its earliest container start, within the bounds.
-fn since_start(view: Option<&ContainerGroup>) -> Duration {
+pub(crate) fn since_start(view: Option<&ContainerGroup>) -> Duration {
     let now = time::OffsetDateTime::now_utc();
     let earliest = view
         .into_iter()

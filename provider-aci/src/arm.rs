@@ -596,6 +596,8 @@ mod fuzz {
             Just("0000-01-01T00:00:00Z".to_owned()),
             Just("2024-01-01T00:00:00+23:59".to_owned()),
             Just(":".to_owned()),
+            Just("10.0.0.4".to_owned()),
+            Just("fd00::4".to_owned()),
             Just(String::new()),
             "[a-zA-Z: -]{0,20}",
             any::<String>(),
@@ -840,6 +842,14 @@ mod fuzz {
         for e in status::events(&r, g) {
             prop_assert!(e.count >= 1);
             prop_assert!(!e.event.reason.is_empty());
+        }
+        for ip in s
+            .pod_ips
+            .iter()
+            .chain([&s.pod_ip])
+            .filter(|i| !i.is_empty())
+        {
+            prop_assert!(ip.parse::<std::net::IpAddr>().is_ok(), "{:?}", ip);
         }
         let _ = status::accepted(&r, g, "id");
         let window = crate::provider::since_start(Some(g));

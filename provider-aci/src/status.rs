@@ -466,6 +466,9 @@ pub fn pod_status(pod_ref: &PodRef, g: &ContainerGroup) -> PodStatus {
         .ip_address
         .as_ref()
         .and_then(|a| a.ip.clone())
+        // Only an address that parses: a bad one in `podIPs` makes the API server refuse the
+        // whole status update.
+        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
         .unwrap_or_default();
     PodStatus {
         pod_ref: Some(pod_ref.clone()),

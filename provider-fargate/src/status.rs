@@ -146,20 +146,25 @@ fn statuses(
         .collect()
 }
 
-/// The task's private IPv4 address, from its network interface attachment.
+/// The task's private IPv4 address, from its network interface attachment. Only an address
+/// that parses counts: an empty or bad one in `podIPs` makes the API server refuse the whole
+/// status update (found by fuzzing: ECS's empty string became `podIPs: [""]`).
 pub fn pod_ip(task: &Task) -> Option<String> {
+    fn ip(v: Option<&str>) -> Option<&str> {
+        v.filter(|v| v.parse::<std::net::IpAddr>().is_ok())
+    }
     task.attachments()
         .iter()
         .flat_map(|a| a.details())
-        .find(|d| d.name() == Some("privateIPv4Address"))
-        .and_then(|d| d.value())
-        .map(str::to_owned)
+        .filter(|d| d.name() == Some("privateIPv4Address"))
+        .find_map(|d| ip(d.value()))
         .or_else(|| {
             task.containers()
                 .iter()
                 .flat_map(Container::network_interfaces)
-                .find_map(|n| n.private_ipv4_address().map(str::to_owned))
+                .find_map(|n| ip(n.private_ipv4_address()))
         })
+        .map(str::to_owned)
 }
 
 /// The pod phase of a task, with reason and message.
@@ -557,5 +562,605 @@ mod tests {
         let s = pod_status(&PodRef::default(), &t, &shape());
         assert_eq!(s.phase, PodPhase::Failed as i32);
         assert_eq!(s.reason, "SpotInterrupted");
+    }
+}
+
+#[cfg(test)]
+mod ip_tests {
+    use aws_sdk_ecs::types::{Attachment, KeyValuePair, NetworkInterface};
+
+    use super::*;
+
+    /// Found by `fuzz_tasks_with_any_fields`: an empty address became `podIPs: [""]`.
+    #[test]
+    fn an_empty_or_bad_address_is_no_pod_ip() {
+        let detail = |v: &str| {
+            Attachment::builder()
+                .details(
+                    KeyValuePair::builder()
+                        .name("privateIPv4Address")
+                        .value(v)
+                        .build(),
+                )
+                .build()
+        };
+        let nic = |v: &str| {
+            Container::builder()
+                .network_interfaces(NetworkInterface::builder().private_ipv4_address(v).build())
+                .build()
+        };
+        let t = Task::builder().containers(nic("")).build();
+        assert_eq!(pod_ip(&t), None);
+        let t = Task::builder()
+            .attachments(detail("not an ip"))
+            .containers(nic("10.0.0.9"))
+            .build();
+        assert_eq!(pod_ip(&t).as_deref(), Some("10.0.0.9"));
+        let t = Task::builder()
+            .attachments(detail(""))
+            .attachments(detail("10.0.0.7"))
+            .build();
+        assert_eq!(pod_ip(&t).as_deref(), Some("10.0.0.7"));
+    }
+}
+
+/// Fuzzing what ECS answers. The AWS SDK reads the JSON; this provider reads the `Task`s it makes.
+/// Both are fuzzed: tasks with any field values, and DescribeTasks answers with fields of the
+/// wrong type or junk, sent by a local server to the real SDK client and `Cloud::describe`.
+#[cfg(test)]
+mod fuzz {
+    use std::{
+        collections::HashMap,
+        sync::{Arc, Mutex},
+    };
+
+    use aws_sdk_ecs::types::{Attachment, KeyValuePair, NetworkInterface, Tag, Task, TaskStopCode};
+    use proptest::{
+        collection::vec,
+        prelude::*,
+        test_runner::{TestCaseError, TestRunner},
+    };
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::stats;
+
+    /// Runs `check` over the strategy `make` builds (on the worker: boxed strategies are not
+    /// `Send`), with the shared case count.
+    fn run<M, S, F>(make: M, check: F)
+    where
+        M: FnOnce() -> S + Send + 'static,
+        S: Strategy,
+        S::Value: std::fmt::Debug,
+        F: Fn(S::Value) -> Result<(), TestCaseError> + Send + 'static,
+    {
+        let worker = std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(move || {
+                TestRunner::new(provider_common::arbitrary::config())
+                    .run(&make(), check)
+                    .map_err(|e| e.to_string())
+            })
+            .expect("fuzz thread");
+        match worker.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => panic!("{failure}"),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    const NAMES: [&str; 4] = ["init", "app", "side", ""];
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(NAMES.to_vec()).prop_map(str::to_owned),
+            1 => any::<String>(),
+        ]
+    }
+
+    fn status_word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(vec![
+                "PROVISIONING", "PENDING", "ACTIVATING", "RUNNING", "DEACTIVATING", "STOPPING",
+                "DEPROVISIONING", "STOPPED", "running", ""
+            ])
+            .prop_map(str::to_owned),
+            1 => any::<String>(),
+        ]
+    }
+
+    fn time() -> impl Strategy<Value = Option<DateTime>> {
+        prop::option::of(prop_oneof![
+            (any::<i64>(), 0u32..1_000_000_000)
+                .prop_map(|(s, n)| DateTime::from_secs_and_nanos(s, n)),
+            Just(DateTime::from_secs(0)),
+            Just(DateTime::from_secs(-1)),
+        ])
+    }
+
+    fn container() -> impl Strategy<Value = Container> {
+        (
+            (prop::option::of(name()), prop::option::of(status_word())),
+            prop::option::of(any::<i32>()),
+            prop::option::of(prop_oneof![
+                Just("OutOfMemoryError: Container killed".to_owned()),
+                any::<String>()
+            ]),
+            prop::option::of(
+                prop::sample::select(vec!["HEALTHY", "UNHEALTHY", "UNKNOWN", "other"])
+                    .prop_map(HealthStatus::from),
+            ),
+            (
+                prop::option::of(any::<String>()),
+                prop::option::of(any::<String>()),
+            ),
+            vec(prop::option::of("[0-9.]{0,15}"), 0..3),
+        )
+            .prop_map(|((n, s), exit, reason, health, (digest, id), ips)| {
+                let mut c = Container::builder()
+                    .set_name(n)
+                    .set_last_status(s)
+                    .set_exit_code(exit)
+                    .set_reason(reason)
+                    .set_health_status(health)
+                    .set_image_digest(digest)
+                    .set_runtime_id(id);
+                for ip in ips {
+                    c = c.network_interfaces(
+                        NetworkInterface::builder()
+                            .set_private_ipv4_address(ip)
+                            .build(),
+                    );
+                }
+                c.build()
+            })
+    }
+
+    fn task() -> impl Strategy<Value = Task> {
+        (
+            (
+                prop::option::of(status_word()),
+                prop::option::of(status_word()),
+            ),
+            prop::option::of(
+                prop::sample::select(vec![
+                    "TaskFailedToStart",
+                    "EssentialContainerExited",
+                    "UserInitiated",
+                    "SpotInterruption",
+                    "ServiceSchedulerInitiated",
+                    "junk",
+                ])
+                .prop_map(TaskStopCode::from),
+            ),
+            prop::option::of(any::<String>()),
+            (time(), time(), time(), time()),
+            vec(container(), 0..5),
+            vec(
+                vec(
+                    (
+                        prop::option::of(prop_oneof![
+                            Just("privateIPv4Address".to_owned()),
+                            any::<String>()
+                        ]),
+                        prop::option::of(any::<String>()),
+                    ),
+                    0..3,
+                ),
+                0..3,
+            ),
+            (
+                prop::option::of(any::<String>()),
+                vec(
+                    (
+                        prop::option::of(any::<String>()),
+                        prop::option::of(any::<String>()),
+                    ),
+                    0..4,
+                ),
+            ),
+        )
+            .prop_map(
+                |(
+                    (last, desired),
+                    stop,
+                    why,
+                    (created, started, stopped, exec_stopped),
+                    cs,
+                    atts,
+                    (arn, tags),
+                )| {
+                    let mut b = Task::builder()
+                        .set_last_status(last)
+                        .set_desired_status(desired)
+                        .set_stop_code(stop)
+                        .set_stopped_reason(why)
+                        .set_created_at(created)
+                        .set_started_at(started)
+                        .set_stopped_at(stopped)
+                        .set_execution_stopped_at(exec_stopped)
+                        .set_task_arn(arn)
+                        .set_containers(Some(cs));
+                    for details in atts {
+                        let mut a = Attachment::builder().r#type("ElasticNetworkInterface");
+                        for (n, v) in details {
+                            a = a.details(KeyValuePair::builder().set_name(n).set_value(v).build());
+                        }
+                        b = b.attachments(a.build());
+                    }
+                    for (k, v) in tags {
+                        b = b.tags(Tag::builder().set_key(k).set_value(v).build());
+                    }
+                    b.build()
+                },
+            )
+    }
+
+    fn shape() -> impl Strategy<Value = Shape> {
+        let list = || vec((name(), any::<String>()), 0..4);
+        (list(), list(), vec(name(), 0..3)).prop_map(|(init, app, health_checked)| Shape {
+            init,
+            app,
+            health_checked,
+        })
+    }
+
+    fn pod_ref() -> PodRef {
+        PodRef {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: "u".into(),
+        }
+    }
+
+    /// What a poll does with one described task, and the rules that must hold whatever it says.
+    fn use_task(task: &Task, shape: &Shape) -> Result<(), TestCaseError> {
+        let s = pod_status(&pod_ref(), task, shape);
+        prop_assert_eq!(s.init_container_statuses.len(), shape.init.len());
+        prop_assert_eq!(s.container_statuses.len(), shape.app.len());
+        let finished = s.phase == PodPhase::Succeeded as i32 || s.phase == PodPhase::Failed as i32;
+        prop_assert_eq!(finished, task.last_status() == Some("STOPPED"));
+        if s.phase == PodPhase::Succeeded as i32 {
+            prop_assert!(!shape.app.is_empty());
+        }
+        for c in s
+            .container_statuses
+            .iter()
+            .chain(&s.init_container_statuses)
+        {
+            prop_assert!(!c.ready || c.started, "ready but not started: {:?}", c);
+            if let Some(State::Terminated(t)) = c.state.as_ref().and_then(|s| s.state.as_ref()) {
+                for t in [t.started_at, t.finished_at].into_iter().flatten() {
+                    prop_assert!((0..1_000_000_000).contains(&t.nanos));
+                }
+            }
+        }
+        for n in unhealthy(task, shape) {
+            prop_assert!(shape.health_checked.contains(&n));
+        }
+        prop_assert_eq!(s.pod_ip.is_empty(), s.pod_ips.is_empty());
+        for ip in s
+            .pod_ips
+            .iter()
+            .chain([&s.pod_ip].into_iter().filter(|i| !i.is_empty()))
+        {
+            prop_assert!(ip.parse::<std::net::IpAddr>().is_ok(), "{:?}", ip);
+        }
+        let tags: HashMap<&str, &str> = task
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?, t.value()?)))
+            .collect();
+        let _ = provider_common::naming::pod_from_tags(tags.iter().map(|(k, v)| (*k, *v)));
+        Ok(())
+    }
+
+    #[test]
+    fn fuzz_tasks_with_any_fields() {
+        run(
+            || (task(), shape()),
+            |(task, shape)| use_task(&task, &shape),
+        );
+    }
+
+    /// Container Insights figures of any value (NaN, infinities, negative, huge) at any time:
+    /// figures are never negative, never wrap, and each CPU counter only grows.
+    #[test]
+    fn fuzz_metric_points_with_any_values() {
+        let value = || {
+            prop_oneof![
+                any::<f64>(),
+                Just(f64::NAN),
+                Just(f64::INFINITY),
+                Just(f64::NEG_INFINITY),
+                Just(-1.0),
+                Just(1e300),
+                0.0f64..4096.0
+            ]
+        };
+        let points = move || vec((value(), any::<i64>()), 0..6);
+        run(
+            move || (vec(points(), 0..8), vec(points(), 0..8)),
+            |(first, second)| {
+                let tasks = vec![
+                    stats::TaskRef::new(
+                        pod_ref(),
+                        "arn:t/1",
+                        "arn:task-definition/f:1",
+                        vec!["a".into(), "b".into()],
+                    ),
+                    stats::TaskRef::new(pod_ref(), "t", "", vec!["c".into()]),
+                ];
+                let queries = stats::queries("c", &tasks);
+                let mut counters = HashMap::new();
+                let mut before: HashMap<(String, String), u64> = HashMap::new();
+                for round in [first, second] {
+                    let answer: HashMap<String, Vec<(f64, i64)>> = queries
+                        .iter()
+                        .zip(round)
+                        .map(|(q, pts)| (q.id.clone(), pts))
+                        .collect();
+                    let out = stats::assemble(&tasks, &queries, &answer, &mut counters);
+                    prop_assert_eq!(out.len(), tasks.len());
+                    for (k, c) in &counters {
+                        let was = before.get(k).copied().unwrap_or(0);
+                        prop_assert!(c.core_nanos >= was, "counter went back");
+                        before.insert(k.clone(), c.core_nanos);
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+
+    /// A value of the expected JSON type most of the time, else anything else.
+    fn field(good: BoxedStrategy<Value>) -> BoxedStrategy<Value> {
+        let junk = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            any::<String>().prop_map(Value::String),
+            Just(json!([])),
+            Just(json!({})),
+            Just(json!([{"x": 1}])),
+        ];
+        prop_oneof![8 => good, 1 => junk].boxed()
+    }
+
+    fn s(strategy: impl Strategy<Value = String> + 'static) -> BoxedStrategy<Value> {
+        field(strategy.prop_map(Value::String).boxed())
+    }
+
+    /// Epoch seconds as ECS sends them (JSON numbers, fractions allowed).
+    fn epoch() -> BoxedStrategy<Value> {
+        field(
+            prop_oneof![
+                (0i64..4_000_000_000).prop_map(Value::from),
+                (0.0f64..4e9).prop_map(|f| json!(f)),
+                any::<i64>().prop_map(Value::from),
+                Just(json!(1e300)),
+                Just(json!(-1e300)),
+            ]
+            .boxed(),
+        )
+    }
+
+    fn answer_container() -> BoxedStrategy<Value> {
+        (
+            s(name()),
+            s(status_word()),
+            field(any::<i64>().prop_map(Value::from).boxed()),
+            s(any::<String>()),
+            s(
+                prop::sample::select(vec!["HEALTHY", "UNHEALTHY", "UNKNOWN"])
+                    .prop_map(str::to_owned),
+            ),
+            field(Just(json!([{"privateIpv4Address": "10.0.0.8"}])).boxed()),
+        )
+            .prop_map(|(n, st, exit, reason, health, nics)| {
+                json!({"name": n, "lastStatus": st, "exitCode": exit, "reason": reason,
+                       "healthStatus": health, "networkInterfaces": nics,
+                       "containerArn": "arn:c", "image": "nginx"})
+            })
+            .boxed()
+    }
+
+    fn answer_task() -> BoxedStrategy<Value> {
+        (
+            (s(status_word()), s(status_word())),
+            s(prop::sample::select(vec![
+                "EssentialContainerExited",
+                "TaskFailedToStart",
+                "junk",
+            ])
+            .prop_map(str::to_owned)),
+            (epoch(), epoch(), epoch()),
+            field(vec(answer_container(), 0..4).prop_map(Value::Array).boxed()),
+            field(
+                Just(json!([{"type": "ElasticNetworkInterface", "details": [
+                {"name": "privateIPv4Address", "value": "10.0.0.7"}]}]))
+                .boxed(),
+            ),
+            field(Just(json!([{"key": "vk-pod-uid", "value": "u"}, {"key": "vk-node"}])).boxed()),
+            s(any::<String>()),
+        )
+            .prop_map(
+                |((last, desired), stop, (created, started, stopped), cs, atts, tags, why)| {
+                    json!({"taskArn": "arn:aws:ecs:us-east-1:1:task/vk/abc", "lastStatus": last,
+                       "desiredStatus": desired, "stopCode": stop, "stoppedReason": why,
+                       "createdAt": created, "startedAt": started, "stoppedAt": stopped,
+                       "containers": cs, "attachments": atts, "tags": tags,
+                       "taskDefinitionArn": "arn:aws:ecs:us-east-1:1:task-definition/vk-x:1"})
+                },
+            )
+            .boxed()
+    }
+
+    fn answer() -> BoxedStrategy<Value> {
+        prop_oneof![
+            8 => (
+                field(vec(answer_task(), 0..4).prop_map(Value::Array).boxed()),
+                field(Just(json!([{"arn": "arn:gone", "reason": "MISSING"}])).boxed()),
+            )
+                .prop_map(|(tasks, failures)| json!({"tasks": tasks, "failures": failures})),
+            1 => any::<String>().prop_map(Value::String),
+            1 => Just(json!([])),
+        ]
+        .boxed()
+    }
+
+    /// Serves `body` (the current case's answer) to every request, one request per connection.
+    async fn serve(body: Arc<Mutex<Vec<u8>>>) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    // The request head, then as many body bytes as it declares.
+                    let (head_end, length) = loop {
+                        let Ok(n) = sock.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&seen[..i]).to_ascii_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (i + 4, length);
+                        }
+                    };
+                    while seen.len() < head_end + length {
+                        let Ok(n) = sock.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                    }
+                    let body = body.lock().expect("body").clone();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(&body).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// DescribeTasks answers with fields of the wrong type or junk values, read by the real SDK
+    /// client through `Cloud::describe`: an answer is either read (and its tasks go through the
+    /// status code) or an error the poll reports; never a panic. The SDK reads an answer whole,
+    /// so one broken task makes the whole answer an error (the poll fails and is retried next
+    /// interval; the last statuses stay).
+    #[test]
+    fn fuzz_describe_tasks_answers_through_the_sdk() {
+        run(
+            || (answer(), shape()),
+            |(answer, shape)| {
+                thread_local! {
+                    static RT: (tokio::runtime::Runtime, Arc<Mutex<Vec<u8>>>, crate::cloud::Cloud) = {
+                        let rt = tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(1)
+                            .enable_all()
+                            .build()
+                            .expect("runtime");
+                        let body = Arc::new(Mutex::new(Vec::new()));
+                        let addr = rt.block_on(serve(body.clone()));
+                        let sdk = aws_config::SdkConfig::builder()
+                            .behavior_version(aws_config::BehaviorVersion::latest())
+                            .region(aws_config::Region::new("us-east-1"))
+                            .endpoint_url(format!("http://{addr}"))
+                            .credentials_provider(aws_sdk_ecs::config::SharedCredentialsProvider::new(
+                                aws_sdk_ecs::config::Credentials::new("k", "s", None, None, "t"),
+                            ))
+                            .retry_config(aws_config::retry::RetryConfig::disabled())
+                            .build();
+                        let cloud = crate::cloud::Cloud {
+                            ecs: aws_sdk_ecs::Client::new(&sdk),
+                            logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
+                            secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+                            metrics: aws_sdk_cloudwatch::Client::new(&sdk),
+                            cluster: "vk".into(),
+                            policy: provider_common::retry::RetryPolicy {
+                                min_delay: std::time::Duration::from_millis(1),
+                                max_delay: std::time::Duration::from_millis(1),
+                                max_retries: 0,
+                            },
+                        };
+                        (rt, body, cloud)
+                    };
+                }
+                RT.with(|(rt, body, cloud)| {
+                    *body.lock().expect("body") = serde_json::to_vec(&answer).expect("encode");
+                    let arns = vec!["arn:aws:ecs:us-east-1:1:task/vk/abc".to_owned()];
+                    match rt.block_on(cloud.describe(&arns)) {
+                        Ok((tasks, missing)) => {
+                            prop_assert!(missing.iter().all(|m| m == "arn:gone"));
+                            for t in &tasks {
+                                use_task(t, &shape)?;
+                            }
+                        }
+                        Err(e) => {
+                            // An error a poll can report, naming the call.
+                            prop_assert_eq!(e.op, "DescribeTasks");
+                            let _ = e.to_status();
+                        }
+                    }
+                    Ok(())
+                })
+            },
+        );
+    }
+
+    /// The fuzz answers are not all refused: a well-formed one is read, and a task with one
+    /// field of the wrong type makes the whole answer an error (the SDK reads answers whole).
+    #[test]
+    fn a_well_formed_answer_is_read_and_one_bad_field_refuses_it_whole() {
+        let good = json!({"tasks": [{"taskArn": "arn:t", "lastStatus": "RUNNING", "containers": [
+            {"name": "app", "lastStatus": "RUNNING"}]}]});
+        let bad = json!({"tasks": [{"taskArn": "arn:t", "lastStatus": "RUNNING", "containers": [
+            {"name": "app", "lastStatus": "RUNNING", "exitCode": "zero"}]},
+            {"taskArn": "arn:u", "lastStatus": "RUNNING"}]});
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let body = Arc::new(Mutex::new(Vec::new()));
+        let addr = rt.block_on(serve(body.clone()));
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(format!("http://{addr}"))
+            .credentials_provider(aws_sdk_ecs::config::SharedCredentialsProvider::new(
+                aws_sdk_ecs::config::Credentials::new("k", "s", None, None, "t"),
+            ))
+            .build();
+        let ecs = aws_sdk_ecs::Client::new(&sdk);
+        let describe = || {
+            rt.block_on(ecs.describe_tasks().cluster("vk").tasks("arn:t").send())
+                .map_err(|e| crate::error::AwsError::from_sdk("DescribeTasks", e))
+        };
+        *body.lock().expect("body") = serde_json::to_vec(&good).expect("encode");
+        let out = describe().expect("well-formed");
+        assert_eq!(out.tasks().len(), 1);
+        *body.lock().expect("body") = serde_json::to_vec(&bad).expect("encode");
+        let err = describe().expect_err("a bad field");
+        assert_eq!(err.code, "ResponseError", "{err}");
     }
 }

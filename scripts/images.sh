@@ -9,13 +9,16 @@
 #   scripts/images.sh --node-images   only what the test node needs: pause (the sandbox image) and
 #                                     busybox (Debian's busybox-static, for test pods)
 #   scripts/images.sh --check         checks the built app images: non-root user, no shell,
-#                                     `--version` answers (run as 65532 in the image's root), size
+#                                     `--version` answers (run as 65532 in the image's root), size,
+#                                     then runs each on a real kubelet node as runAsNonRoot
+#                                     (VK_IMAGES_SKIP_NODE_CHECK=1 skips that part)
 #
 # Images are tagged docker.io/vk-rs/<name>:<version> and <version>-<gitrev> (version from
 # Cargo.toml; "-dirty" is appended when the working tree differs from HEAD). Output:
 # $VK_IMAGES_DIR (default $VK_CACHE/images, VK_CACHE default ~/.cache/vk-rs): <name>.oci.tar and
 # images.json (refs, digests, sizes). Release binaries are built with `--profile image` in
-# $CARGO_TARGET_DIR (default $VK_CACHE/cargo-target).
+# $CARGO_TARGET_DIR (default $VK_CACHE/cargo-target); VK_IMAGES_PREBUILT=DIR packages the binaries
+# already in DIR instead (e.g. built by an earlier step of CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${VK_CACHE:-$HOME/.cache/vk-rs}"
@@ -47,23 +50,17 @@ fi
 # Reproducible timestamps: the commit's time.
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
 
-# The .deb of each package, fetched once per version into $DEBS.
+# The .deb of each package: the one cached in $DEBS, else the candidate version, fetched once
+# (remove $DEBS to move to newer packages).
 deb() {
-  local pkg="$1" ver file
-  ver="$(apt-cache policy "$pkg" | sed -n 's/^  Candidate: //p')"
-  if [ -z "$ver" ] || [ "$ver" = "(none)" ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    ver="$(apt-cache policy "$pkg" | sed -n 's/^  Candidate: //p')"
-  fi
-  file="$(find "$DEBS" -maxdepth 1 -name "${pkg}_*.deb" | while read -r f; do
-    [ "$(dpkg-deb -f "$f" Version)" = "$ver" ] && echo "$f"; done | head -n1)"
+  local pkg="$1" file
+  file="$(find "$DEBS" -maxdepth 1 -name "${pkg}_*.deb" | LC_ALL=C sort | tail -n1)"
   if [ -z "$file" ]; then
-    log "fetching $pkg $ver"
-    (cd "$DEBS" && apt-get download -qq "$pkg=$ver" 2>/dev/null) \
+    log "fetching $pkg"
+    (cd "$DEBS" && apt-get download -qq "$pkg" 2>/dev/null) \
       || { DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 \
-           && (cd "$DEBS" && apt-get download -qq "$pkg=$ver" 2>/dev/null); }
-    file="$(find "$DEBS" -maxdepth 1 -name "${pkg}_*.deb" | while read -r f; do
-      [ "$(dpkg-deb -f "$f" Version)" = "$ver" ] && echo "$f"; done | head -n1)"
+           && (cd "$DEBS" && apt-get download -qq "$pkg" 2>/dev/null); }
+    file="$(find "$DEBS" -maxdepth 1 -name "${pkg}_*.deb" | LC_ALL=C sort | tail -n1)"
   fi
   [ -n "$file" ] || { log "could not fetch $pkg"; exit 1; }
   echo "$file"
@@ -104,12 +101,17 @@ labels() {
 }
 
 build_apps() {
-  local t0=$SECONDS
-  log "cargo build --profile image (${APPS[*]}) in $CARGO_TARGET_DIR"
-  local pkgs=()
-  for app in "${APPS[@]}"; do pkgs+=(-p "$app"); done
-  cargo build --profile image --locked "${pkgs[@]}" >&2
-  log "binaries built in $((SECONDS - t0)) s"
+  local t0=$SECONDS bin_dir="${VK_IMAGES_PREBUILT:-}"
+  if [ -z "$bin_dir" ]; then
+    log "cargo build --profile image (${APPS[*]}) in $CARGO_TARGET_DIR"
+    local pkgs=()
+    for app in "${APPS[@]}"; do pkgs+=(-p "$app"); done
+    cargo build --profile image --locked "${pkgs[@]}" >&2
+    log "binaries built in $((SECONDS - t0)) s"
+    bin_dir="$CARGO_TARGET_DIR/image"
+  else
+    log "using the binaries in $bin_dir (VK_IMAGES_PREBUILT)"
+  fi
   local work
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' RETURN
@@ -118,7 +120,7 @@ build_apps() {
     local root="$work/$app"
     cp -a "$work/base" "$root"
     mkdir -p "$root/usr/local/bin"
-    install -m 0755 "$CARGO_TARGET_DIR/image/$app" "$root/usr/local/bin/$app"
+    install -m 0755 "$bin_dir/$app" "$root/usr/local/bin/$app"
     # shellcheck disable=SC2046
     python3 scripts/oci-image.py build --rootfs "$root" --out "$OUT/$app.oci.tar" \
       --ref "docker.io/vk-rs/$app:$version" --ref "docker.io/vk-rs/$app:$version-$gitrev" \
@@ -137,6 +139,14 @@ build_node_images() {
   trap 'rm -rf "$work"' RETURN
   k8s_bin="${VK_K8S_BIN_DIR:-$CACHE/k8s-1.20.2/bin}"
   [ -x "$k8s_bin/pause" ] || { log "$k8s_bin/pause is missing: run scripts/k8s-build.sh"; exit 1; }
+  local bb stamp
+  bb="$(deb busybox-static)"
+  # Skipped when nothing they are made from has changed (k8s-build.sh runs this on every setup).
+  stamp="$(cat "$k8s_bin/pause" "$bb" scripts/oci-image.py | sha256sum | cut -d' ' -f1)"
+  if [ -f "$OUT/pause.oci.tar" ] && [ -f "$OUT/busybox.oci.tar" ] \
+    && [ "$(cat "$OUT/.node-images.stamp" 2>/dev/null)" = "$stamp" ]; then
+    return 0
+  fi
   mkdir -p "$work/pause"
   install -m 0755 "$k8s_bin/pause" "$work/pause/pause"
   # shellcheck disable=SC2046
@@ -144,8 +154,7 @@ build_node_images() {
     --ref docker.io/vk-rs/pause:3.4 --entrypoint /pause --user 65535:65535 \
     $(labels 3.4 pause) > "$OUT/pause.json"
 
-  local bb bbver
-  bb="$(deb busybox-static)"
+  local bbver
   bbver="$(dpkg-deb -f "$bb" Version | sed 's/^[0-9]*://; s/[^A-Za-z0-9_.-]/_/g')"
   dpkg-deb -x "$bb" "$work/busybox"
   rm -rf "$work/busybox/usr/share/man" "$work/busybox/usr/share/doc-base"
@@ -159,6 +168,7 @@ build_node_images() {
     --ref "docker.io/vk-rs/busybox:$bbver" --ref docker.io/vk-rs/busybox:test \
     --env PATH=/bin --cmd sh $(labels "$bbver" busybox) > "$OUT/busybox.json"
   log "node images: pause, busybox ($bbver) in $OUT"
+  echo "$stamp" > "$OUT/.node-images.stamp"
 }
 
 check_apps() {
@@ -221,7 +231,14 @@ print("blobs/sha256/" + m["layers"][0]["digest"][7:])' "$image")" | tar -xzf - -
       failed=1
     fi
   done
-  return "$failed"
+  [ "$failed" = 0 ] || return 1
+  # The same images in a real container on a real kubelet: the kubelet refuses a runAsNonRoot
+  # pod whose image user is root, and each pod must log "<app> <version>".
+  if [ "${VK_IMAGES_SKIP_NODE_CHECK:-0}" != 1 ]; then
+    log "running each image on a real node (testkit/tests/kubelet_node.rs)"
+    cargo test -p vk-testkit --locked --test kubelet_node -- --ignored --exact \
+      app_images_run_as_non_root_and_answer_version >&2
+  fi
 }
 
 write_index() {

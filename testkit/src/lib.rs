@@ -9,6 +9,7 @@
 //! - [`fault_proxy`]: an HTTP proxy injecting AWS throttling and 5xx in front of moto.
 //! - [`shim`]: the real node-shim binary for providers' end-to-end tests; acceptance manifests.
 //! - [`otlp`]: an OTLP/gRPC trace receiver recording spans.
+//! - [`kubelet_node`]: a real node (containerd + kubelet 1.20) for a control plane.
 //!
 //! Errors are `anyhow` with context: this crate is used only by tests, benchmarks and the demo.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod control_plane;
 pub mod eci_emulator;
 pub mod fault_proxy;
 pub mod grpcurl;
+pub mod kubelet_node;
 pub mod moto;
 pub mod otlp;
 pub mod pki;

@@ -12,8 +12,10 @@
 //! bridge, cgroups, mounts and directory (`VK_KEEP_NODE=1` keeps the directory and its logs).
 //!
 //! Global state the kubelet touches anyway: its kernel tunables (`vm.overcommit_memory`,
-//! `kernel.panic`, `kernel.panic_on_oops`, ...; restored on drop) and `/var/log/pods`
-//! (container logs, removed with each pod).
+//! `kernel.panic`, `kernel.panic_on_oops`, ...; restored on drop) and `/var/log/pods` (a
+//! directory per pod, which the kubelet removes within a minute of the pod's deletion; the last
+//! ones before the node stops stay, empty). A test process killed outright leaves its node's
+//! processes, mounts, cgroups and links behind (names `vk-node-*`, `vkbr*`, `vkn*`).
 
 use std::{
     collections::BTreeMap,

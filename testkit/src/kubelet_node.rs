@@ -13,8 +13,8 @@
 //!
 //! Global state the kubelet touches anyway: its kernel tunables (`vm.overcommit_memory`,
 //! `kernel.panic`, `kernel.panic_on_oops`, ...; restored on drop) and `/var/log/pods` (a
-//! directory per pod, which the kubelet removes within a minute of the pod's deletion; the last
-//! ones before the node stops stay, empty). A test process killed outright leaves its node's
+//! directory per pod, which the kubelet's garbage collection removes about a minute after the pod
+//! is gone; those of the node's last minute stay). A test process killed outright leaves its node's
 //! processes, mounts, cgroups and links behind (names `vk-node-*`, `vkbr*`, `vkn*`).
 
 use std::{

@@ -76,6 +76,21 @@ impl AwsError {
             .and_then(|r| r.headers().get("retry-after"))
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        // An answer the client refused to read (telemetry::TraceContext): not retried, the
+        // same call would get the same answer.
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+        while let Some(e) = source {
+            if let Some(big) = e.downcast_ref::<crate::telemetry::AnswerTooLarge>() {
+                return Self {
+                    op,
+                    kind: Kind::Other,
+                    code: "AnswerTooLarge".into(),
+                    message: big.to_string(),
+                    retry_after: None,
+                };
+            }
+            source = e.source();
+        }
         let (kind, code, message) = match &err {
             SdkError::ServiceError(e) => {
                 let code = e.err().code().unwrap_or("Unknown").to_owned();

@@ -35,13 +35,27 @@ pub struct Config {
     #[arg(long, env = "NODE_NAME", default_value = "virtual-kubelet")]
     pub node_name: String,
 
-    /// The provider's gRPC endpoint: http://HOST:PORT or unix:/PATH (the provider is a sidecar).
+    /// The provider's gRPC endpoint: unix:/PATH or http://127.0.0.1:PORT (the provider is a
+    /// sidecar), or https://HOST:PORT (a provider deployed on its own; see `--provider-ca-file`).
     #[arg(
         long,
         env = "PROVIDER_ENDPOINT",
         default_value = "http://127.0.0.1:50051"
     )]
     pub provider_endpoint: String,
+
+    /// With an https:// provider endpoint: the CA bundle that signed the provider's certificate.
+    #[arg(long, env = "VK_PROVIDER_CA_FILE")]
+    pub provider_ca_file: Option<PathBuf>,
+
+    /// With an https:// provider endpoint: the client certificate presented to the provider
+    /// (mutual TLS); re-read when the file changes.
+    #[arg(long, env = "VK_PROVIDER_CERT_FILE", requires = "provider_key_file")]
+    pub provider_cert_file: Option<PathBuf>,
+
+    /// Private key of `--provider-cert-file`; re-read when the file changes.
+    #[arg(long, env = "VK_PROVIDER_KEY_FILE", requires = "provider_cert_file")]
+    pub provider_key_file: Option<PathBuf>,
 
     /// Kubeconfig file; in-cluster configuration when unset.
     #[arg(long, env = "KUBECONFIG")]
@@ -209,6 +223,15 @@ impl Config {
             Some(mode) => mode,
             None if self.tls_cert_file.is_some() => ServingCertMode::Files,
             None => ServingCertMode::Csr,
+        }
+    }
+
+    /// The TLS files for an https:// provider endpoint.
+    pub fn provider_tls(&self) -> crate::provider_client::ProviderTls {
+        crate::provider_client::ProviderTls {
+            ca_file: self.provider_ca_file.clone(),
+            cert_file: self.provider_cert_file.clone(),
+            key_file: self.provider_key_file.clone(),
         }
     }
 

@@ -123,8 +123,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), Error> 
         .await
         .map_err(|source| Error::Metrics { addr, source })?;
     }
-    let provider = provider_client::connect(
+    let provider = provider_client::connect_tls(
         &cfg.provider_endpoint,
+        &cfg.provider_tls(),
         cfg.provider_timeout,
         Some(metrics.grpc.clone()),
     )?;

@@ -3,6 +3,7 @@
 //!
 //! - [`listen`]: where a provider listens (TCP or a unix socket), parsed from one flag.
 //! - [`server`]: the gRPC server with `grpc.health.v1`, reflection v1 and v1alpha, graceful shutdown.
+//! - [`tls`]: TLS and mutual TLS for the gRPC link, certificates re-read when their files change.
 //! - [`shutdown`]: a future that completes on SIGTERM or Ctrl-C.
 //! - [`logging`]: `tracing` set-up with text or JSON output.
 //! - [`status_loop`]: the poll-diff-push status hub behind `WatchPods`, `GetPod` and `ListPods`.
@@ -29,7 +30,8 @@ pub mod rpc;
 pub mod server;
 pub mod shutdown;
 pub mod status_loop;
+pub mod tls;
 pub mod uid_lock;
 
 pub use listen::ListenAddr;
-pub use server::{ServerArgs, run, serve, serve_metrics};
+pub use server::{ServerArgs, run, serve, serve_args, serve_metrics};

@@ -1,19 +1,29 @@
 //! The gRPC server every provider runs: its `PodProvider`, `grpc.health.v1` and server reflection
 //! (v1 and v1alpha, since grpcurl 1.8 speaks only v1alpha), on TCP or a unix socket, stopping
-//! gracefully on a shutdown future.
+//! gracefully on a shutdown future; over TLS (optionally mutual) when given a certificate.
 
-use std::{future::Future, io};
+use std::{future::Future, io, path::PathBuf, pin::Pin, sync::Arc, task};
 
 use clap::Args;
 use podprovider_proto::{FILE_DESCRIPTOR_SET, MAX_MESSAGE_BYTES, PodProvider, PodProviderServer};
-use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
-use tonic::transport::Server;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream, UnixListener},
+};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
+use tonic::transport::{
+    Server,
+    server::{Connected, TcpConnectInfo},
+};
 
 use prometheus_client::registry::Registry;
 use vk_telemetry::grpc::{GrpcLayer, GrpcMetrics, Side};
 
-use crate::{ListenAddr, logging::LogFormat};
+use crate::{
+    ListenAddr,
+    logging::LogFormat,
+    tls::{ServerTls, TlsError},
+};
 
 /// Flags every provider binary takes (flatten into its clap parser).
 #[derive(Args, Clone, Debug)]
@@ -33,6 +43,88 @@ pub struct ServerArgs {
     /// Where Prometheus metrics are served (`GET /metrics`), HOST:PORT; off when unset.
     #[arg(long, env = "PROVIDER_METRICS_ADDRESS")]
     pub metrics_address: Option<std::net::SocketAddr>,
+
+    /// PEM certificate (chain) to serve gRPC over TLS with; re-read when the file changes.
+    #[arg(
+        long,
+        env = "PROVIDER_TLS_CERT_FILE",
+        requires = "tls_private_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert-file`; re-read when the file changes.
+    #[arg(
+        long,
+        env = "PROVIDER_TLS_PRIVATE_KEY_FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_private_key_file: Option<PathBuf>,
+
+    /// CA bundle that must sign the client's certificate (mutual TLS); without it any client
+    /// that reaches the port is served.
+    #[arg(long, env = "PROVIDER_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// Only clients whose certificate's subject alternative names hold one of these DNS names or
+    /// IPs are served (comma-separated in env); any certificate the client CA signed when unset.
+    #[arg(
+        long,
+        env = "PROVIDER_ALLOWED_CLIENT_NAMES",
+        value_delimiter = ',',
+        requires = "client_ca_file"
+    )]
+    pub allowed_client_names: Vec<String>,
+
+    /// Serve plaintext gRPC, without client authentication, on a TCP address other than loopback.
+    /// Whoever reaches the port can then create workloads and exec in the cloud account: only
+    /// for networks where something else (a service mesh, a NetworkPolicy) authenticates peers.
+    #[arg(long, env = "PROVIDER_INSECURE_PLAINTEXT_LISTEN")]
+    pub insecure_plaintext_listen: bool,
+}
+
+impl ServerArgs {
+    /// The TLS settings, when `--tls-cert-file` is set.
+    pub fn tls(&self) -> Option<ServerTls> {
+        Some(ServerTls {
+            cert_file: self.tls_cert_file.clone()?,
+            key_file: self.tls_private_key_file.clone()?,
+            client_ca_file: self.client_ca_file.clone(),
+            allowed_client_names: self.allowed_client_names.clone(),
+        })
+    }
+
+    /// Refuses listening where anyone could drive the cloud account: a TCP address other than
+    /// loopback needs mutual TLS (`--tls-cert-file` and `--client-ca-file`) unless
+    /// `--insecure-plaintext-listen` says otherwise; TLS on a unix socket is refused as a
+    /// likely mistake (the socket's file mode is its protection).
+    pub fn check_listen(&self) -> Result<(), Error> {
+        match &self.listen {
+            ListenAddr::Unix(_) if self.tls_cert_file.is_some() => Err(Error::Insecure(
+                "TLS flags apply to TCP listens; a unix socket is protected by its file \
+                 permissions: drop --tls-cert-file or listen on HOST:PORT"
+                    .into(),
+            )),
+            ListenAddr::Tcp(addr)
+                if !addr.ip().is_loopback()
+                    && self.client_ca_file.is_none()
+                    && !self.insecure_plaintext_listen =>
+            {
+                let what = if self.tls_cert_file.is_some() {
+                    "TLS without --client-ca-file authenticates no client"
+                } else {
+                    "plaintext gRPC authenticates no client"
+                };
+                Err(Error::Insecure(format!(
+                    "refusing to listen on {addr}: {what}, and anyone who reaches a non-loopback \
+                     address could create workloads in the cloud account. Give \
+                     --tls-cert-file, --tls-private-key-file and --client-ca-file (mutual TLS), \
+                     listen on 127.0.0.1 or a unix socket, or pass --insecure-plaintext-listen \
+                     if the network authenticates peers"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Serves `registry` on `args.metrics_address` when set (bound before returning, so a taken port
@@ -70,6 +162,12 @@ pub enum Error {
     /// The server failed while running.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The listen address and TLS flags would expose the provider unauthenticated.
+    #[error("{0}")]
+    Insecure(String),
+    /// The TLS files or flags are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Serves `provider` on `addr` until `shutdown` completes, then drains in-flight calls.
@@ -87,6 +185,46 @@ where
     P: PodProvider,
     F: Future<Output = ()> + Send + 'static,
 {
+    serve_tls(provider, addr, None, metrics, shutdown).await
+}
+
+/// Like [`serve`], where and how `args` say: checks the listen address against the TLS flags
+/// ([`ServerArgs::check_listen`]) and serves TLS when `--tls-cert-file` is set.
+pub async fn serve_args<P, F>(
+    provider: P,
+    args: &ServerArgs,
+    metrics: Option<GrpcMetrics>,
+    shutdown: F,
+) -> Result<(), Error>
+where
+    P: PodProvider,
+    F: Future<Output = ()> + Send + 'static,
+{
+    args.check_listen()?;
+    serve_tls(
+        provider,
+        &args.listen,
+        args.tls().as_ref(),
+        metrics,
+        shutdown,
+    )
+    .await
+}
+
+/// Like [`serve`], over TLS on a TCP address when `tls` is given.
+pub async fn serve_tls<P, F>(
+    provider: P,
+    addr: &ListenAddr,
+    tls: Option<&ServerTls>,
+    metrics: Option<GrpcMetrics>,
+    shutdown: F,
+) -> Result<(), Error>
+where
+    P: PodProvider,
+    F: Future<Output = ()> + Send + 'static,
+{
+    // Read the files before binding, so a bad certificate fails at start.
+    let tls_config = tls.map(ServerTls::server_config).transpose()?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<PodProviderServer<P>>().await;
 
@@ -117,10 +255,32 @@ where
         ListenAddr::Tcp(sock) => {
             let listener = TcpListener::bind(sock).await.map_err(bind_err)?;
             let local = listener.local_addr().map_err(bind_err)?;
-            tracing::info!(listen = %local, "serving podprovider.v1.PodProvider");
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
-                .await?;
+            match tls_config {
+                Some(config) => {
+                    tracing::info!(
+                        listen = %local,
+                        client_auth = tls.is_some_and(|t| t.client_ca_file.is_some()),
+                        "serving podprovider.v1.PodProvider over TLS"
+                    );
+                    let (incoming, accepting) = tls_incoming(listener, Arc::new(config));
+                    let result = router
+                        .serve_with_incoming_shutdown(incoming, stopping)
+                        .await;
+                    accepting.abort();
+                    result?;
+                }
+                None => {
+                    tracing::info!(listen = %local, "serving podprovider.v1.PodProvider");
+                    router
+                        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
+                        .await?;
+                }
+            }
+        }
+        ListenAddr::Unix(_) if tls_config.is_some() => {
+            return Err(Error::Insecure(
+                "TLS is served on TCP addresses only".into(),
+            ));
         }
         ListenAddr::Unix(path) => {
             // A socket file left by a killed predecessor would make bind fail; anything that is
@@ -169,13 +329,114 @@ pub async fn run<P: PodProvider>(
     let mut registry = Registry::default();
     let metrics = GrpcMetrics::register(&mut registry, "server");
     serve_metrics(args, registry).await?;
-    serve(
-        provider,
-        &args.listen,
-        Some(metrics),
-        crate::shutdown::signal(),
-    )
-    .await
+    serve_args(provider, args, Some(metrics), crate::shutdown::signal()).await
+}
+
+/// How long a client has to finish the TLS handshake; a peer that stalls must not hold a task.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts TCP connections and completes TLS handshakes concurrently (a slow or failing client
+/// delays no one), yielding the established connections to the gRPC server.
+fn tls_incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> (
+    ReceiverStream<Result<TlsConn, io::Error>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let accepting = tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let info = TcpConnectInfo {
+                    local_addr: tcp.local_addr().ok(),
+                    remote_addr: Some(peer),
+                };
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(TlsConn { stream, info })).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, error = %e, "TLS handshake refused");
+                    }
+                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    (ReceiverStream::new(rx), accepting)
+}
+
+/// An established TLS connection, with the TCP addresses tonic exposes to services.
+struct TlsConn {
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    info: TcpConnectInfo,
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> task::Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+        buf: &[u8],
+    ) -> task::Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+    ) -> task::Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+    ) -> task::Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> task::Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 /// Reflection describes the contract, health, and reflection itself (so `list` shows all three).

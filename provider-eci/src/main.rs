@@ -51,6 +51,8 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    // Before any cloud call: an exposed plaintext listen is a configuration error.
+    cli.server.check_listen()?;
     let _telemetry = provider_common::logging::init(
         "provider-eci",
         cli.server.log_format,
@@ -106,9 +108,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let poll_loop = tokio::spawn(provider.clone().poll_forever(args.status_interval()));
     provider_common::serve_metrics(&cli.server, registry).await?;
-    let served = provider_common::serve(
+    let served = provider_common::serve_args(
         provider,
-        &cli.server.listen,
+        &cli.server,
         Some(grpc_metrics),
         provider_common::shutdown::signal(),
     )

@@ -49,6 +49,8 @@ async fn main() -> anyhow::Result<()> {
     // Both ring (ours) and aws-lc (the AWS SDK's) are linked: rustls needs to be told which.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    // Before any cloud call: an exposed plaintext listen is a configuration error.
+    cli.server.check_listen()?;
     let _telemetry = provider_common::logging::init(
         "provider-fargate",
         cli.server.log_format,
@@ -178,9 +180,9 @@ async fn main() -> anyhow::Result<()> {
         },
     ));
     provider_common::serve_metrics(&cli.server, registry).await?;
-    let served = provider_common::serve(
+    let served = provider_common::serve_args(
         provider,
-        &cli.server.listen,
+        &cli.server,
         Some(grpc_metrics),
         provider_common::shutdown::signal(),
     )

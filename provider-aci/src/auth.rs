@@ -427,6 +427,99 @@ mod tests {
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 
+    /// Every type holding the provider's credentials, or secrets it sends to ACI, formatted
+    /// with `{:?}` (as a log line or an error would) shows no canary value.
+    #[tokio::test]
+    async fn debug_of_secret_holding_types_shows_no_canary() {
+        use crate::model::{
+            AzureFileVolume, ContainerDef, ContainerGroup, ContainerProps, EnvVar, ExecResponse,
+            RegistryCredential, VolumeDef,
+        };
+        const CANARY: &str = "canary-5ecret-7f3a";
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let credential = Credential::ClientSecret {
+            tenant: "t".into(),
+            client_id: "c".into(),
+            secret: Secret::new(CANARY),
+        };
+        let tokens = TokenSource::new(
+            Http::new(),
+            credential.clone(),
+            Endpoints {
+                authority: "https://login.microsoftonline.com".into(),
+                imds: "http://169.254.169.254".into(),
+                resource: "https://management.azure.com/".into(),
+            },
+        );
+        // A cached access token too.
+        *tokens.cache.lock().await = Some(Cached {
+            token: Secret::new(CANARY),
+            refresh_at: Instant::now(),
+            expires_at: Instant::now(),
+        });
+        let tokens = std::sync::Arc::new(tokens);
+        let arm = crate::arm::Arm::new(
+            Http::new(),
+            tokens.clone(),
+            crate::arm::Scope {
+                endpoint: "https://management.azure.com".into(),
+                subscription: "s".into(),
+                resource_group: "rg".into(),
+            },
+            provider_common::retry::RetryPolicy::default(),
+        );
+        let mut group = ContainerGroup::default();
+        group.properties.containers.push(ContainerDef {
+            name: "web".into(),
+            properties: ContainerProps {
+                environment_variables: vec![EnvVar {
+                    name: "PASSWORD".into(),
+                    value: None,
+                    secure_value: Some(CANARY.into()),
+                }],
+                ..Default::default()
+            },
+        });
+        group
+            .properties
+            .image_registry_credentials
+            .push(RegistryCredential {
+                server: "registry.example".into(),
+                username: Some(CANARY.into()),
+                password: Some(CANARY.into()),
+            });
+        group.properties.volumes.push(VolumeDef {
+            name: "secret".into(),
+            secret: Some([("key".to_owned(), CANARY.to_owned())].into()),
+            ..Default::default()
+        });
+        group.properties.volumes.push(VolumeDef {
+            name: "share".into(),
+            azure_file: Some(AzureFileVolume {
+                share_name: "s".into(),
+                read_only: false,
+                storage_account_name: "a".into(),
+                storage_account_key: Some(CANARY.into()),
+            }),
+            ..Default::default()
+        });
+        let exec = ExecResponse {
+            web_socket_uri: format!("wss://x/?token={CANARY}"),
+            password: CANARY.into(),
+        };
+        for shown in [
+            format!("{:?}", Secret::new(CANARY)),
+            format!("{credential:?}"),
+            format!("{tokens:?}"),
+            format!("{arm:?}"),
+            format!("{group:?}"),
+            format!("{group:#?}"),
+            format!("{exec:?}"),
+        ] {
+            assert!(!shown.contains(CANARY), "{shown}");
+        }
+    }
+
     #[test]
     fn refresh_comes_before_expiry() {
         assert_eq!(

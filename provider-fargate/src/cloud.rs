@@ -1115,6 +1115,47 @@ mod tests {
         );
     }
 
+    /// The AWS keys the SDK clients hold (given as static keys, as the environment chain would
+    /// give them) and the pod's sensitive values, formatted with `{:?}` as a log line or an error
+    /// would: no canary.
+    #[test]
+    fn debug_of_secret_holding_types_shows_no_canary() {
+        const CANARY: &str = "canary-5ecret-7f3a";
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ecs::config::SharedCredentialsProvider::new(
+                aws_sdk_ecs::config::Credentials::new(
+                    "AKIAEXAMPLE",
+                    CANARY,
+                    Some(CANARY.into()),
+                    None,
+                    "test",
+                ),
+            ))
+            .build();
+        let cloud = Cloud {
+            ecs: aws_sdk_ecs::Client::new(&sdk),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+            metrics: aws_sdk_cloudwatch::Client::new(&sdk),
+            cluster: "vk".into(),
+            policy: RetryPolicy::default(),
+        };
+        let secrets = crate::taskdef::Secrets {
+            values: [("PASSWORD".to_owned(), CANARY.to_owned())].into(),
+            registries: vec![(CANARY.to_owned(), CANARY.to_owned())],
+        };
+        for shown in [
+            format!("{sdk:?}"),
+            format!("{cloud:?}"),
+            format!("{cloud:#?}"),
+            format!("{secrets:?}"),
+        ] {
+            assert!(!shown.contains(CANARY), "{shown}");
+        }
+    }
+
     #[test]
     fn log_stream_names_follow_awslogs() {
         assert_eq!(

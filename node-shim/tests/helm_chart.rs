@@ -1068,3 +1068,188 @@ async fn chart_applies_and_its_node_identity_is_enough_for_a_pod_lifecycle() -> 
         err.context(format!("--- shim log ---\n{}", shim.log_excerpt(80)))
     })
 }
+
+/// `providerMode: remote` (issue 25): the provider as its own Deployment and Service over mutual
+/// TLS. The render lints and validates; the shim's pod has no provider container and reaches the
+/// provider's Service over https with the client Secret's files; the provider serves mutual TLS
+/// from the server Secret with no Kubernetes token; the provider's NetworkPolicy admits exactly
+/// the shim's pods on the gRPC port (and metricsFrom on the metrics port); RBAC is the sidecar
+/// render's; the render applies to a real API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_provider_mode_renders_validates_and_applies() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let validate = cache_dir().join("venv/bin/kubernetes-validate");
+    let metrics_from = json!([{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]);
+    let base = json!({
+        "provider": "eci",
+        "nodeName": "vn-remote",
+        "providerConfig": {"eci": provider_config("eci").0},
+        "credentials": {"existingSecret": "cloud-creds"},
+        "networkPolicy": {"enabled": true, "apiServerCIDRs": ["10.0.0.10/32"],
+            "metricsFrom": metrics_from},
+    });
+    let mut values = base.clone();
+    values["providerMode"] = json!("remote");
+    values["remoteProvider"] = json!({"serverTLSSecret": "provider-tls",
+        "clientTLSSecret": "shim-tls", "allowedClientNames": ["vk-shim", "vk-shim.vk-system.svc"]});
+    run(StdCommand::new(helm()?)
+        .args(["lint", "--strict", CHART, "--set"])
+        .arg("provider=eci,providerMode=remote,remoteProvider.serverTLSSecret=a,remoteProvider.clientTLSSecret=b"))?;
+    let (file, docs) = render(dir.path(), "remote", &values)?;
+    for version in ["1.25.0", "1.33.0"] {
+        run(StdCommand::new(&validate)
+            .args(["--strict", "--quiet", "-k", version])
+            .arg(&file))
+        .with_context(|| format!("remote mode against Kubernetes {version}"))?;
+    }
+    let of_kind =
+        |kind: &str| -> Vec<&Value> { docs.iter().filter(|d| d["kind"] == kind).collect() };
+    let named = |kind: &str, name: &str| -> anyhow::Result<&Value> {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .with_context(|| format!("no {kind} {name}"))
+    };
+
+    // The shim's pod: no provider container; https to the provider Service, files from shim-tls
+    // mounted whole (a subPath mount would never see a renewed Secret).
+    let shim_deploy = named("Deployment", "vk-vn-remote")?;
+    let shim_pod = &shim_deploy["spec"]["template"];
+    let containers = shim_pod["spec"]["containers"]
+        .as_array()
+        .context("containers")?;
+    ensure!(
+        containers.len() == 1 && containers[0]["name"] == "node-shim",
+        "shim pod containers: {containers:?}"
+    );
+    let shim = args(&containers[0]);
+    for want in [
+        "--provider-endpoint=https://vk-vn-remote-provider.vk-system.svc:50051",
+        "--provider-ca-file=/etc/vk/provider-tls/ca.crt",
+        "--provider-cert-file=/etc/vk/provider-tls/tls.crt",
+        "--provider-key-file=/etc/vk/provider-tls/tls.key",
+    ] {
+        ensure!(
+            shim.iter().any(|a| a == want),
+            "shim args {shim:?} lack {want}"
+        );
+    }
+    let mount = containers[0]["volumeMounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["mountPath"] == "/etc/vk/provider-tls"))
+        .context("the shim mounts no provider TLS")?;
+    ensure!(mount.get("subPath").is_none(), "{mount}");
+    let volume = shim_pod["spec"]["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == mount["name"]))
+        .context("provider TLS volume")?;
+    ensure!(volume["secret"]["secretName"] == "shim-tls", "{volume}");
+
+    // The provider's own Deployment: mutual TLS on the port, from provider-tls, no token.
+    let prov_deploy = named("Deployment", "vk-vn-remote-provider")?;
+    let prov_pod = &prov_deploy["spec"]["template"];
+    ensure!(prov_pod["spec"]["automountServiceAccountToken"] == false);
+    let prov = &prov_pod["spec"]["containers"][0];
+    let prov_args = args(prov);
+    for want in [
+        "--listen=0.0.0.0:50051",
+        "--tls-cert-file=/etc/vk/provider-tls/tls.crt",
+        "--tls-private-key-file=/etc/vk/provider-tls/tls.key",
+        "--client-ca-file=/etc/vk/provider-tls/ca.crt",
+        "--allowed-client-names=vk-shim,vk-shim.vk-system.svc",
+        "--region=cn-hangzhou",
+    ] {
+        ensure!(
+            prov_args.iter().any(|a| a == want),
+            "provider args {prov_args:?} lack {want}"
+        );
+    }
+    ensure!(prov["envFrom"][0]["secretRef"]["name"] == "cloud-creds");
+    ensure!(prov_pod["spec"]["volumes"].as_array().is_some_and(|v| {
+        v.iter()
+            .any(|v| v["secret"]["secretName"] == "provider-tls")
+    }));
+    let prov_labels = &prov_pod["metadata"]["labels"];
+    let shim_labels = &shim_pod["metadata"]["labels"];
+    let selects = |selector: &Value, labels: &Value| {
+        selector["matchLabels"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| &labels[k] == v))
+    };
+    // Neither Deployment adopts the other's pods.
+    ensure!(!selects(&shim_deploy["spec"]["selector"], prov_labels));
+    ensure!(!selects(&prov_deploy["spec"]["selector"], shim_labels));
+    let svc = named("Service", "vk-vn-remote-provider")?;
+    ensure!(selects(
+        &json!({"matchLabels": svc["spec"]["selector"]}),
+        prov_labels
+    ));
+    ensure!(
+        svc["spec"]["ports"][0] == json!({"name": "grpc", "port": 50051, "targetPort": "grpc"})
+    );
+
+    // The provider's NetworkPolicy: its pods; gRPC from the shim's pods only.
+    let policy = named("NetworkPolicy", "vk-vn-remote-provider")?;
+    ensure!(selects(&policy["spec"]["podSelector"], prov_labels));
+    ensure!(!selects(&policy["spec"]["podSelector"], shim_labels));
+    ensure!(policy["spec"]["policyTypes"] == json!(["Ingress"]));
+    let ingress = policy["spec"]["ingress"].as_array().context("ingress")?;
+    ensure!(ingress.len() == 2, "{ingress:?}");
+    let grpc_from = ingress[0]["from"].as_array().context("from")?;
+    ensure!(grpc_from.len() == 1, "{grpc_from:?}");
+    ensure!(selects(&grpc_from[0]["podSelector"], shim_labels));
+    ensure!(!selects(&grpc_from[0]["podSelector"], prov_labels));
+    ensure!(
+        grpc_from[0].get("namespaceSelector").is_none(),
+        "same namespace only"
+    );
+    ensure!(ingress[0]["ports"] == json!([{"protocol": "TCP", "port": 50051}]));
+    ensure!(ingress[1]["from"] == metrics_from);
+    ensure!(ingress[1]["ports"] == json!([{"protocol": "TCP", "port": 9464}]));
+
+    // RBAC is the sidecar mode's: the provider gets no Kubernetes rights of its own.
+    // Same release name (it is in the labels), another directory.
+    let sidecar_dir = dir.path().join("sidecar");
+    std::fs::create_dir_all(&sidecar_dir)?;
+    let (_, sidecar_docs) = render(&sidecar_dir, "remote", &base)?;
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ] {
+        let sidecar: Vec<&Value> = sidecar_docs.iter().filter(|d| d["kind"] == kind).collect();
+        ensure!(of_kind(kind) == sidecar, "{kind} differs between modes");
+    }
+
+    // Missing Secrets are reported by name.
+    let mut missing = values.clone();
+    missing["remoteProvider"]["serverTLSSecret"] = json!("");
+    let err = render(dir.path(), "missing", &missing).expect_err("no server Secret");
+    ensure!(
+        format!("{err:#}").contains("remoteProvider.serverTLSSecret is required"),
+        "{err:#}"
+    );
+
+    // The API server accepts what `helm install` would create.
+    let cp = ControlPlane::start().await?;
+    kubectl(&cp, &["create", "namespace", NAMESPACE])?;
+    let installed: Vec<&Value> = docs.iter().filter(|d| !is_hook(d)).collect();
+    kubectl(
+        &cp,
+        &[
+            "apply",
+            "-f",
+            &list_file(dir.path(), "remote-installed", &installed)?,
+        ],
+    )?;
+    for what in [
+        "deployment/vk-vn-remote-provider",
+        "service/vk-vn-remote-provider",
+        "networkpolicy/vk-vn-remote-provider",
+        "deployment/vk-vn-remote",
+    ] {
+        kubectl(&cp, &["get", "-n", NAMESPACE, what])?;
+    }
+    Ok(())
+}

@@ -7,6 +7,8 @@
 //! - rotating both sides' certificate files while `kubectl logs -f` and a `WatchPods` stream are
 //!   open: both continue, new connections get the new server certificate, and the shim presents
 //!   its new client certificate (the provider, restarted to allow only the new name, serves it).
+//! - the shim here and the provider in another network namespace (a veth pair made by the test)
+//!   run the ECI walk-through's manifest over mutual TLS on the provider's non-loopback address.
 
 mod support;
 
@@ -559,4 +561,165 @@ async fn scenario(
     .await?;
     shim.ensure_running()?;
     Ok(())
+}
+
+/// A network namespace with a veth pair to this one; deleted (with its end of the pair) on drop.
+struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    /// Creates `name` with `lo` up and a veth pair: `host_ip`/30 here, `ns_ip`/30 inside.
+    fn create(name: &str, host_ip: &str, ns_ip: &str) -> anyhow::Result<Self> {
+        let ip = |args: &[&str]| -> anyhow::Result<()> {
+            let out = std::process::Command::new("ip").args(args).output()?;
+            ensure!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        };
+        ip(&["netns", "add", name])?;
+        let ns = Self {
+            name: name.to_owned(),
+        };
+        let (host_if, ns_if) = (format!("{name}h"), format!("{name}p"));
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ])?;
+        ip(&["link", "set", &ns_if, "netns", name])?;
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if])?;
+        ip(&["link", "set", &host_if, "up"])?;
+        for args in [
+            vec!["addr", "add", &format!("{ns_ip}/30"), "dev", &ns_if],
+            vec!["link", "set", &ns_if, "up"],
+            vec!["link", "set", "lo", "up"],
+        ] {
+            let mut full = vec!["-n", name];
+            full.extend(args.iter().map(|s| &**s));
+            ip(&full)?;
+        }
+        Ok(ns)
+    }
+
+    /// A command run inside the namespace.
+    fn command(&self, program: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The shim here and the provider (with its ECI emulator) in another network namespace, joined
+/// by a veth pair: the provider listens on its non-loopback veth address with mutual TLS, the
+/// shim dials `https://` it, and the ECI walk-through's manifest (examples/acceptance/
+/// eci-nginx-pod.yaml, unchanged) is scheduled onto the node, runs, and `kubectl logs` shows its
+/// container's log. No traffic leaves this machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acceptance_manifest_across_network_namespaces_over_mutual_tls() -> anyhow::Result<()> {
+    vk_testkit::install_crypto_provider();
+    vk_testkit::init_test_logging();
+    shim_bin()?;
+    let dir = tempfile::tempdir()?;
+    let id = std::process::id() % 250;
+    let (host_ip, ns_ip) = (format!("10.251.{id}.1"), format!("10.251.{id}.2"));
+    let ns = NetNs::create(&format!("vkm{}", std::process::id()), &host_ip, &ns_ip)?;
+
+    let pki = Pki::new(&dir.path().join("pki"))?;
+    let ca = pki.ca_files.cert.clone();
+    let server = pki.issue("server", "provider", &[], &[&ns_ip], Usage::Server)?;
+    let shim_cert = pki.issue("shim", SHIM_V1, &[], &[SHIM_V1], Usage::Client)?;
+
+    // The emulator on the namespace's own loopback: only the provider reaches it.
+    let emu_port = free_port()?;
+    let _emu = ManagedProcess::spawn(
+        "eci-emulator-netns",
+        ns.command(&vk_testkit::bins::workspace_bin("eci-emulator")?.to_string_lossy())
+            .args(["--listen", &format!("127.0.0.1:{emu_port}")])
+            .args(["--log-heartbeat-ms", "500"]),
+        dir.path(),
+    )?;
+    let addr = format!("{ns_ip}:50051");
+    let mut cmd = ns.command(BIN);
+    cmd.args(["--listen", &addr])
+        .args(["--region", vk_testkit::eci_emulator::REGION])
+        .args(["--endpoint", &format!("http://127.0.0.1:{emu_port}")])
+        .args(["--vswitch-id", vk_testkit::eci_emulator::VSWITCH_ID])
+        .args([
+            "--security-group-id",
+            vk_testkit::eci_emulator::SECURITY_GROUP_ID,
+        ])
+        .args(["--zone-id", vk_testkit::eci_emulator::ZONE_ID])
+        .args(["--status-interval-seconds", "0.5"])
+        .arg(format!("--tls-cert-file={}", server.cert.display()))
+        .arg(format!("--tls-private-key-file={}", server.key.display()))
+        .arg(format!("--client-ca-file={}", ca.display()))
+        .arg(format!("--allowed-client-names={SHIM_V1}"))
+        .envs(good_env());
+    let mut provider = ManagedProcess::spawn("provider-eci-netns", &mut cmd, dir.path())?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        provider.ensure_running()?;
+        let out = grpcurl_tls(&ca, Some(&shim_cert), &addr, &["list"]).await?;
+        if String::from_utf8_lossy(&out.stdout).contains(SVC) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "provider not serving across the veth: {out:?}\n{}",
+                provider.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let cp = ControlPlane::start().await?;
+    let mut shim = ManagedProcess::spawn(
+        "node-shim-netns",
+        tokio::process::Command::new(shim_bin()?)
+            .arg("--node-name=vk-eci-netns")
+            .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+            .arg(format!("--provider-endpoint=https://{addr}"))
+            .arg(format!("--provider-ca-file={}", ca.display()))
+            .arg(format!("--provider-cert-file={}", shim_cert.cert.display()))
+            .arg(format!("--provider-key-file={}", shim_cert.key.display()))
+            .arg("--taint-key=alibabacloud.com/eci")
+            .arg(format!(
+                "--client-ca-file={}",
+                cp.pki.ca_files.cert.display()
+            ))
+            .arg(format!("--kubelet-port={}", free_port()?))
+            .arg("--metrics-address=off")
+            .args(["--ping-interval=1s", "--resync-period=5s"])
+            .env("RUST_LOG", "info,node_shim=debug"),
+        dir.path(),
+    )?;
+    let result = async {
+        let manifest = vk_testkit::shim::example("eci-nginx-pod.yaml");
+        cp.run_kubectl(&["apply", "-f", &manifest])?;
+        running(&cp, "mypod").await?;
+        let node = cp.run_kubectl(&["get", "pod", "mypod", "-o", "jsonpath={.spec.nodeName}"])?;
+        ensure!(node.trim() == "vk-eci-netns", "scheduled on {node}");
+        logs_ok(&cp, "mypod").await?;
+        cp.run_kubectl(&["delete", "-f", &manifest, "--wait=true", "--timeout=60s"])?;
+        shim.ensure_running()?;
+        Ok(())
+    }
+    .await;
+    result.map_err(|err: anyhow::Error| {
+        let logs: Vec<String> = [&shim, &provider]
+            .iter()
+            .map(|p| format!("--- {} log (excerpt) ---\n{}", p.name(), p.log_excerpt(60)))
+            .collect();
+        err.context(logs.join("\n"))
+    })
 }

@@ -1007,7 +1007,27 @@ impl Ctx {
             });
         }
         let r = pod.pod_ref.clone().unwrap_or_default();
-        self.create(pod).await?;
+        self.remember(&r);
+        match self.create_raw(pod).await {
+            Ok(_) => {}
+            // The provider read the pod and judged it too big for its cloud: that is §8's answer.
+            Err(s) if s.code() == Code::InvalidArgument => return Ok(()),
+            // gRPC libraries refuse oversized messages with these codes before the handler runs.
+            Err(s) if matches!(s.code(), Code::OutOfRange | Code::ResourceExhausted) => {
+                return fail(format!(
+                    "the 5 MiB CreatePod was refused, probably by the gRPC server's message size limit: {:?}: {}",
+                    s.code(),
+                    s.message()
+                ));
+            }
+            Err(s) => {
+                return fail(format!(
+                    "the 5 MiB CreatePod answered {:?}: {} (a pod too large for the cloud is INVALID_ARGUMENT, §8)",
+                    s.code(),
+                    s.message()
+                ));
+            }
+        }
         let pods = self.list_uids().await?;
         ensure!(
             pods.iter().any(|p| uid_of(p) == r.uid),
@@ -1257,9 +1277,13 @@ impl Ctx {
             let answer = self.probe(rpc).await;
             match answer {
                 Err(s) if s.code() == Code::Unimplemented => {
+                    // PROTOCOL.md §8: users see this message, so it says what is not offered
+                    // rather than a generated stub's generic text.
+                    let generic = ["", "Not yet implemented", "Method not implemented!"];
                     ensure!(
-                        !s.message().trim().is_empty(),
-                        "{rpc} answers UNIMPLEMENTED without a message saying what"
+                        !generic.contains(&s.message().trim()),
+                        "{rpc} answers UNIMPLEMENTED with the generic stub message {:?}, not one saying what is not offered",
+                        s.message()
                     );
                 }
                 Err(s) => {

@@ -191,6 +191,37 @@ impl Report {
             .map(|c| &c.outcome)
     }
 
+    /// The report as JUnit XML (one `testsuite`, one `testcase` per case), for CI dashboards.
+    pub fn junit_xml(&self) -> String {
+        let time: f64 = self.cases.iter().map(|c| c.elapsed.as_secs_f64()).sum();
+        let mut xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"podprovider-conformance\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{time:.3}\">\n",
+            self.cases.len(),
+            self.failed(),
+            self.skipped()
+        );
+        for c in &self.cases {
+            let head = format!(
+                "  <testcase classname=\"podprovider-conformance\" name=\"{}\" time=\"{:.3}\"",
+                xml_escape(c.name),
+                c.elapsed.as_secs_f64()
+            );
+            match &c.outcome {
+                Outcome::Pass => xml.push_str(&format!("{head}/>\n")),
+                Outcome::Fail(why) => xml.push_str(&format!(
+                    "{head}>\n    <failure message=\"{}\"/>\n  </testcase>\n",
+                    xml_escape(why)
+                )),
+                Outcome::Skip(why) => xml.push_str(&format!(
+                    "{head}>\n    <skipped message=\"{}\"/>\n  </testcase>\n",
+                    xml_escape(why)
+                )),
+            }
+        }
+        xml.push_str("</testsuite>\n");
+        xml
+    }
+
     /// `N passed, N failed, N skipped`.
     pub fn summary(&self) -> String {
         format!(
@@ -200,6 +231,24 @@ impl Report {
             self.skipped()
         )
     }
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\n' => out.push_str("&#10;"),
+            // XML 1.0 cannot carry other control characters at all.
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Checks the configuration, starts the provider when a command is given, runs the selected cases
@@ -217,4 +266,43 @@ pub async fn run(config: Config, on_case: impl FnMut(&CaseReport)) -> Result<Rep
         }
     }
     cases::run_all(config, on_case).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn junit_xml_escapes_and_counts() {
+        let report = Report {
+            cases: vec![
+                CaseReport {
+                    name: "health",
+                    outcome: Outcome::Pass,
+                    elapsed: Duration::from_millis(5),
+                },
+                CaseReport {
+                    name: "exec",
+                    outcome: Outcome::Fail("stdout is \"<a & b>\"".into()),
+                    elapsed: Duration::from_secs(1),
+                },
+                CaseReport {
+                    name: "restart",
+                    outcome: Outcome::Skip("no command".into()),
+                    elapsed: Duration::ZERO,
+                },
+            ],
+        };
+        let xml = report.junit_xml();
+        assert!(
+            xml.contains(r#"tests="3" failures="1" skipped="1""#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<failure message="stdout is &quot;&lt;a &amp; b&gt;&quot;"/>"#),
+            "{xml}"
+        );
+        assert!(xml.contains(r#"<skipped message="no command"/>"#), "{xml}");
+        assert_eq!(report.summary(), "1 passed, 1 failed, 1 skipped");
+    }
 }

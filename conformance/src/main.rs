@@ -42,6 +42,9 @@ struct Args {
     /// Seconds to wait for a pod to run, an event to arrive or the provider to answer.
     #[arg(long, default_value_t = 60)]
     timeout_secs: u64,
+    /// Also write the results as JUnit XML to this file.
+    #[arg(long)]
+    junit: Option<PathBuf>,
     /// List the cases and exit.
     #[arg(long)]
     list: bool,
@@ -57,6 +60,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let endpoint = args.endpoint.context("--endpoint is required")?;
+    let args_junit = args.junit;
     let mut config = Config::new(endpoint);
     config.provider_command = args.provider_command;
     config.restart_command = args.restart_command;
@@ -71,6 +75,10 @@ async fn main() -> anyhow::Result<ExitCode> {
         .await
         .context("conformance run")?;
     println!("{}", report.summary());
+    if let Some(path) = &args_junit {
+        std::fs::write(path, report.junit_xml())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(if report.failed() == 0 {
         ExitCode::SUCCESS
     } else {

@@ -27,5 +27,10 @@ async fn the_test_provider_passes() {
     assert_eq!(report.failed(), 0);
     // Everything but the restart and canary (nothing to restart, no output to read) and the
     // skipped one ran and passed.
-    assert_eq!(report.passed(), report.cases.len() - 3, "{}", report.summary());
+    assert_eq!(
+        report.passed(),
+        report.cases.len() - 3,
+        "{}",
+        report.summary()
+    );
 }

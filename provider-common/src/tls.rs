@@ -395,3 +395,89 @@ pub fn client_config(
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(dir: &Path, stem: &str) -> (Vec<u8>, Vec<u8>) {
+        let ck = rcgen::generate_simple_self_signed(vec!["provider.example".to_owned()])
+            .expect("self-signed certificate");
+        let (cert, key) = (
+            ck.cert.pem().into_bytes(),
+            ck.signing_key.serialize_pem().into_bytes(),
+        );
+        std::fs::write(dir.join(format!("{stem}.crt")), &cert).expect("write");
+        std::fs::write(dir.join(format!("{stem}.key")), &key).expect("write");
+        (cert, key)
+    }
+
+    fn der(pem: &[u8]) -> Vec<u8> {
+        CertificateDer::from_pem_slice(pem).expect("pem").to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_half_written_rotation_is_not_used_and_a_complete_one_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert_a, _) = pair(dir.path(), "live");
+        let (cert_path, key_path) = (dir.path().join("live.crt"), dir.path().join("live.key"));
+        let key = ReloadingKey::watch(&cert_path, &key_path).expect("loads");
+        assert_eq!(key.current().cert[0].to_vec(), der(&cert_a));
+        assert!(!key.reload().expect("unchanged files"), "nothing changed");
+
+        // The new certificate is written, its key not yet: keep serving the old pair.
+        let (cert_b, key_b) = pair(dir.path(), "next");
+        std::fs::write(&cert_path, &cert_b).expect("write");
+        let err = key.reload().expect_err("mismatched pair");
+        assert!(!err.to_string().contains("PRIVATE KEY"), "{err}");
+        assert_eq!(key.current().cert[0].to_vec(), der(&cert_a));
+
+        std::fs::write(&key_path, &key_b).expect("write");
+        assert!(key.reload().expect("complete pair"));
+        assert_eq!(key.current().cert[0].to_vec(), der(&cert_b));
+
+        // Garbage is refused with the file named, and the good pair stays.
+        std::fs::write(&key_path, b"not a key").expect("write");
+        let err = key.reload().expect_err("garbage").to_string();
+        assert!(err.contains("live.key"), "{err}");
+        assert_eq!(key.current().cert[0].to_vec(), der(&cert_b));
+    }
+
+    #[test]
+    fn check_listen_refuses_unauthenticated_non_loopback() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            server: crate::ServerArgs,
+        }
+        let check = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("p").chain(args.iter().copied()))
+                .expect("flags parse")
+                .server
+                .check_listen()
+                .map_err(|e| e.to_string())
+        };
+        let tls = ["--tls-cert-file=c", "--tls-private-key-file=k"];
+        assert!(check(&["--listen=127.0.0.1:1"]).is_ok());
+        assert!(check(&["--listen=[::1]:1"]).is_ok());
+        assert!(check(&["--listen=unix:/tmp/p.sock"]).is_ok());
+        let err = check(&["--listen=0.0.0.0:1"]).expect_err("plaintext");
+        assert!(
+            err.contains("plaintext gRPC authenticates no client"),
+            "{err}"
+        );
+        let err = check(&["--listen=10.0.0.1:1", tls[0], tls[1]]).expect_err("no client CA");
+        assert!(err.contains("without --client-ca-file"), "{err}");
+        assert!(check(&["--listen=0.0.0.0:1", tls[0], tls[1], "--client-ca-file=ca"]).is_ok());
+        assert!(check(&["--listen=0.0.0.0:1", "--insecure-plaintext-listen"]).is_ok());
+        let err = check(&["--listen=unix:/tmp/p.sock", tls[0], tls[1]]).expect_err("unix TLS");
+        assert!(err.contains("unix socket"), "{err}");
+        // Half a pair, or a CA without a certificate, does not parse.
+        let cli =
+            |args: &[&str]| Cli::try_parse_from(std::iter::once("p").chain(args.iter().copied()));
+        assert!(cli(&["--tls-cert-file=c"]).is_err());
+        assert!(cli(&["--client-ca-file=ca"]).is_err());
+        assert!(cli(&["--allowed-client-names=a", tls[0], tls[1]]).is_err());
+    }
+}

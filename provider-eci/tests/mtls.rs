@@ -3,7 +3,8 @@
 //! - a non-loopback listen without mutual TLS is refused with a clear message;
 //! - grpcurl with a client certificate the CA signed (and an allowed name) is served; without one,
 //!   with one from another CA, or with a name not allowed, the handshake fails;
-//! - the shim over `https://` takes a pod to Running and `kubectl logs` works;
+//! - the shim over `https://` takes a pod to Running and `kubectl logs` works; the provider's
+//!   CreatePod span is the child of the shim's (traces join across TLS);
 //! - rotating both sides' certificate files while `kubectl logs -f` and a `WatchPods` stream are
 //!   open: both continue, new connections get the new server certificate, and the shim presents
 //!   its new client certificate (the provider, restarted to allow only the new name, serves it).
@@ -29,6 +30,7 @@ use vk_testkit::{
     ControlPlane,
     eci_emulator::{EciEmulator, EciEmulatorOptions},
     grpcurl::grpcurl_bin,
+    otlp::{OtlpReceiver, RecordedSpan},
     pki::{CertFiles, Pki, Usage},
     ports::free_port,
     process::ManagedProcess,
@@ -59,6 +61,7 @@ async fn grpcurl_tls(
 
 /// The provider with TLS, client CA and allowed client names, on `addr`; waits until grpcurl
 /// with `probe` (a certificate it accepts) lists the service.
+#[allow(clippy::too_many_arguments)] // a test helper; each argument is one of the provider's settings
 async fn start_tls_provider(
     emu: &EciEmulator,
     dir: &Path,
@@ -67,6 +70,7 @@ async fn start_tls_provider(
     ca: &Path,
     allowed: &[&str],
     probe: &CertFiles,
+    otlp: &str,
 ) -> anyhow::Result<ManagedProcess> {
     let mut args = provider_args(emu, addr);
     args.extend([
@@ -80,6 +84,7 @@ async fn start_tls_provider(
     for (k, v) in good_env() {
         cmd.env(k, v);
     }
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp);
     let mut p = ManagedProcess::spawn("provider-eci-tls", &mut cmd, dir)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -250,6 +255,7 @@ async fn mutual_tls_grpcurl_shim_and_rotation() -> anyhow::Result<()> {
     )
     .await?;
     let addr = format!("127.0.0.1:{}", free_port()?);
+    let receiver = OtlpReceiver::start().await?;
     let mut provider = start_tls_provider(
         &emu,
         dir.path(),
@@ -258,6 +264,7 @@ async fn mutual_tls_grpcurl_shim_and_rotation() -> anyhow::Result<()> {
         &ca,
         &[SHIM_V1, SHIM_V2, TEST_CLIENT],
         &test_client,
+        &receiver.endpoint(),
     )
     .await?;
 
@@ -315,7 +322,8 @@ async fn mutual_tls_grpcurl_shim_and_rotation() -> anyhow::Result<()> {
                 .arg(format!("--kubelet-port={}", free_port()?))
                 .arg("--metrics-address=off")
                 .args(["--ping-interval=1s", "--resync-period=5s"])
-                .env("RUST_LOG", "info,node_shim=debug"),
+                .env("RUST_LOG", "info,node_shim=debug")
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
             dir.path(),
         )
     };
@@ -335,6 +343,7 @@ async fn mutual_tls_grpcurl_shim_and_rotation() -> anyhow::Result<()> {
         &mut provider,
         &mut logs_f,
         dir.path(),
+        &receiver,
     )
     .await;
     if let Some(mut child) = logs_f {
@@ -422,12 +431,44 @@ async fn scenario(
     provider: &mut ManagedProcess,
     logs_f: &mut Option<std::process::Child>,
     dir: &Path,
+    receiver: &OtlpReceiver,
 ) -> anyhow::Result<()> {
     // A pod through the shim over mutual TLS, and its logs.
     apply(cp, dir, "tls-one", node)?;
     running(cp, "tls-one").await?;
     shim.ensure_running()?;
     logs_ok(cp, "tls-one").await?;
+
+    // Traces join across the TLS link: the provider's CreatePod server span is the child of the
+    // shim's CreatePod client span (traceparent travels in the gRPC metadata, inside TLS).
+    eventually(
+        Duration::from_secs(60),
+        "CreatePod server span under the shim's client span",
+        || async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let spans = receiver.spans();
+            let create = |service: &str| -> Vec<&RecordedSpan> {
+                spans
+                    .iter()
+                    .filter(|s| {
+                        s.service == service
+                            && s.attributes.get("rpc.method").map(String::as_str)
+                                == Some("CreatePod")
+                    })
+                    .collect()
+            };
+            let clients = create("node-shim");
+            Ok(create("provider-eci")
+                .into_iter()
+                .any(|server| {
+                    clients.iter().any(|c| {
+                        c.trace_id == server.trace_id && c.span_id == server.parent_span_id
+                    })
+                })
+                .then_some(()))
+        },
+    )
+    .await?;
 
     // Streams held open across the rotation: kubectl logs -f (API server → shim → provider) and
     // a WatchPods of our own.
@@ -544,6 +585,7 @@ async fn scenario(
         ca,
         &[SHIM_V2, TEST_CLIENT],
         test_client,
+        &receiver.endpoint(),
     )
     .await?;
     let before = cp.run_kubectl(&["logs", "tls-two"])?.lines().count();

@@ -188,6 +188,11 @@ for ip in $("${KUBECTL[@]}" get pods -l 'app in (aci-helloworld,aks-sample)' \
   [ "$ip" != "-" ] || fail "an ACI pod has no pod IP"
 done
 
+# The command the demo prints for trying a provider answers with its pods (an empty node name
+# lists every node's pods).
+"$GRPCURL" -plaintext "127.0.0.1:${PORTS[aci]}" podprovider.v1.PodProvider/ListPods | grep -q '"aks-sample-' \
+  || fail "grpcurl ListPods on provider-aci does not list the aks-sample pods"
+
 step "logs, through the API server and each node's kubelet API"
 for pod in mypod "$("${KUBECTL[@]}" get pods -l app=aks-sample -o name | head -n 1)"; do
   echo "--- kubectl logs $pod" >&2

@@ -217,7 +217,7 @@ impl StatusHub {
         lock(&self.pods)
             .pods
             .values()
-            .filter(|e| e.node == node)
+            .filter(|e| node.is_empty() || e.node == node)
             .map(|e| e.status.clone())
             .collect()
     }
@@ -250,7 +250,7 @@ impl StatusHub {
             let snapshot: Vec<WatchPodsEvent> = pods
                 .pods
                 .values()
-                .filter(|e| e.node == node)
+                .filter(|e| node.is_empty() || e.node == node)
                 .map(|e| WatchPodsEvent {
                     event: Some(Event::Status(e.status.clone())),
                 })
@@ -267,7 +267,7 @@ impl StatusHub {
             })
             .filter_map(move |item| {
                 let out = match item {
-                    Ok(routed) if routed.node == node => Some(Ok(WatchPodsEvent {
+                    Ok(routed) if node.is_empty() || routed.node == node => Some(Ok(WatchPodsEvent {
                         event: Some(routed.event),
                     })),
                     _ => None,
@@ -393,6 +393,14 @@ mod tests {
         hub.replace_all(vec![("n1".into(), status("b", PodPhase::Pending))]);
         assert!(matches!(next(&mut w).await, Event::Deleted(r) if r.uid == "a"));
         assert_eq!(hub.list("n1").len(), 1);
+        // An empty node name is every node's pods (the proto's rule for operators).
+        hub.replace_all(vec![
+            ("n1".into(), status("b", PodPhase::Pending)),
+            ("n2".into(), status("other-node", PodPhase::Running)),
+        ]);
+        assert_eq!(hub.list("").len(), 2);
+        assert_eq!(hub.list("n2").len(), 1);
+        hub.replace_all(vec![("n1".into(), status("b", PodPhase::Pending))]);
         assert!(hub.get("a").is_none());
         assert!(
             tokio::time::timeout(Duration::from_millis(100), w.next())

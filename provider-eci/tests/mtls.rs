@@ -5,9 +5,10 @@
 //!   with one from another CA, or with a name not allowed, the handshake fails;
 //! - the shim over `https://` takes a pod to Running and `kubectl logs` works; the provider's
 //!   CreatePod span is the child of the shim's (traces join across TLS);
-//! - rotating both sides' certificate files while `kubectl logs -f` and a `WatchPods` stream are
-//!   open: both continue, new connections get the new server certificate, and the shim presents
-//!   its new client certificate (the provider, restarted to allow only the new name, serves it).
+//! - rotating both sides' certificate files while `kubectl logs -f`, a `WatchPods` stream and an
+//!   exec stream are open: all continue, new connections get the new server certificate, and the
+//!   shim presents its new client certificate (the provider, restarted to allow only the new
+//!   name, serves it).
 //! - the shim here and the provider in another network namespace (a veth pair made by the test)
 //!   run the ECI walk-through's manifest over mutual TLS on the provider's non-loopback address.
 
@@ -23,7 +24,8 @@ use std::{
 use anyhow::{Context, bail, ensure};
 use futures::StreamExt;
 use podprovider_proto::v1::{
-    WatchPodsRequest, pod_provider_client::PodProviderClient, watch_pods_event::Event,
+    ExecRequest, ExecStart, PodRef, StreamInput, WatchPodsRequest, exec_request,
+    pod_provider_client::PodProviderClient, stream_input, stream_output, watch_pods_event::Event,
 };
 use support::{BIN, good_env, provider_args};
 use vk_testkit::{
@@ -498,6 +500,37 @@ async fn scenario(
             None => bail!("WatchPods ended before its snapshot"),
         }
     }
+    // And an exec stream (`cat`): one line of stdin before the rotation, one after.
+    let one_uid = cp.run_kubectl(&["get", "pod", "tls-one", "-o", "jsonpath={.metadata.uid}"])?;
+    let (exec_in, exec_rx) = tokio::sync::mpsc::channel::<ExecRequest>(4);
+    let stdin = |bytes: &[u8]| ExecRequest {
+        request: Some(exec_request::Request::Input(StreamInput {
+            input: Some(stream_input::Input::Stdin(bytes.to_vec())),
+        })),
+    };
+    exec_in
+        .send(ExecRequest {
+            request: Some(exec_request::Request::Start(ExecStart {
+                pod_ref: Some(PodRef {
+                    namespace: "default".into(),
+                    name: "tls-one".into(),
+                    uid: one_uid.trim().to_owned(),
+                }),
+                container: "web".into(),
+                command: vec!["cat".into()],
+                stdin: true,
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            })),
+        })
+        .await?;
+    exec_in.send(stdin(b"before rotation\n")).await?;
+    let mut exec_out = client
+        .exec(tokio_stream::wrappers::ReceiverStream::new(exec_rx))
+        .await?
+        .into_inner();
+
     eventually(
         Duration::from_secs(30),
         "kubectl logs -f streaming",
@@ -557,6 +590,29 @@ async fn scenario(
         }
     }
     running(cp, "tls-two").await?;
+    exec_in.send(stdin(b"after rotation\n")).await?;
+    exec_in
+        .send(ExecRequest {
+            request: Some(exec_request::Request::Input(StreamInput {
+                input: Some(stream_input::Input::StdinClosed(true)),
+            })),
+        })
+        .await?;
+    let (mut out, mut code) = (String::new(), None);
+    while let Some(m) = tokio::time::timeout(Duration::from_secs(30), exec_out.next())
+        .await
+        .context("the exec stream opened before the rotation stalled")?
+    {
+        match m?.output {
+            Some(stream_output::Output::Stdout(b)) => out.push_str(&String::from_utf8_lossy(&b)),
+            Some(stream_output::Output::Exit(e)) => code = Some(e.code),
+            _ => {}
+        }
+    }
+    ensure!(
+        out == "before rotation\nafter rotation\n" && code == Some(0),
+        "exec across the rotation: {out:?}, exit {code:?}"
+    );
     eventually(
         Duration::from_secs(20),
         "kubectl logs -f still streaming",

@@ -111,11 +111,19 @@ pub async fn run(client: Client, cfg: &Config) -> Result<(), Error> {
         cfg.deregister_timeout,
         "the shim's pod to stop",
         || async {
-            Ok(shim_pods
+            // This hook's own pod carries the release's labels too: only the Deployment's count.
+            Ok(!shim_pods
                 .list(&ListParams::default().labels(&selector))
                 .await?
                 .items
-                .is_empty())
+                .iter()
+                .any(|p| {
+                    p.metadata
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .any(|o| o.kind == "ReplicaSet")
+                }))
         },
     )
     .await?;

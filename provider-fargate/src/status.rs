@@ -615,39 +615,13 @@ mod fuzz {
     };
 
     use aws_sdk_ecs::types::{Attachment, KeyValuePair, NetworkInterface, Tag, Task, TaskStopCode};
-    use proptest::{
-        collection::vec,
-        prelude::*,
-        test_runner::{TestCaseError, TestRunner},
-    };
+    use proptest::{collection::vec, prelude::*, test_runner::TestCaseError};
     use serde_json::{Value, json};
 
     use super::*;
     use crate::stats;
 
-    /// Runs `check` over the strategy `make` builds (on the worker: boxed strategies are not
-    /// `Send`), with the shared case count.
-    fn run<M, S, F>(make: M, check: F)
-    where
-        M: FnOnce() -> S + Send + 'static,
-        S: Strategy,
-        S::Value: std::fmt::Debug,
-        F: Fn(S::Value) -> Result<(), TestCaseError> + Send + 'static,
-    {
-        let worker = std::thread::Builder::new()
-            .stack_size(64 << 20)
-            .spawn(move || {
-                TestRunner::new(provider_common::arbitrary::config())
-                    .run(&make(), check)
-                    .map_err(|e| e.to_string())
-            })
-            .expect("fuzz thread");
-        match worker.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(failure)) => panic!("{failure}"),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
+    use provider_common::arbitrary::run;
 
     const NAMES: [&str; 4] = ["init", "app", "side", ""];
 

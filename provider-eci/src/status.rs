@@ -310,11 +310,12 @@ pub fn pod_status(
     let mut pod_ips: Vec<String> = ps
         .pod_ips
         .iter()
-        .map(|p| p.ip.clone())
-        .filter(|ip| !ip.is_empty())
+        .filter_map(|p| valid_ip(pod_ref, &p.ip))
         .collect();
-    if pod_ips.is_empty() && !ps.pod_ip.is_empty() {
-        pod_ips.push(ps.pod_ip.clone());
+    if pod_ips.is_empty()
+        && let Some(ip) = valid_ip(pod_ref, &ps.pod_ip)
+    {
+        pod_ips.push(ip);
     }
     PodStatus {
         pod_ref: Some(pod_ref.clone()),
@@ -327,6 +328,26 @@ pub fn pod_status(
         init_container_statuses: init,
         container_statuses: app,
         cloud_id: g.container_group_id.clone(),
+    }
+}
+
+/// `ip` when it is an address: a malformed one in `podIPs` makes the API server refuse the whole
+/// status update, so it is dropped (with a warning; an empty one just means none yet).
+fn valid_ip(pod_ref: &PodRef, ip: &str) -> Option<String> {
+    if ip.is_empty() {
+        return None;
+    }
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(_) => Some(ip.to_owned()),
+        Err(_) => {
+            tracing::warn!(
+                namespace = %pod_ref.namespace,
+                pod = %pod_ref.name,
+                ip = %ip.escape_debug(),
+                "ECI reported a malformed pod IP; left out of the pod status"
+            );
+            None
+        }
     }
 }
 
@@ -434,6 +455,32 @@ mod tests {
             );
             assert_eq!(s.cloud_id, "eci-1");
         }
+    }
+
+    #[test]
+    fn malformed_and_empty_ips_are_left_out() {
+        let ips = |pod_ips: serde_json::Value, pod_ip: &str| {
+            let g = group(
+                "Running",
+                serde_json::json!({"PodStatus": {"PodIps": pod_ips, "PodIp": pod_ip}}),
+            );
+            let s = pod_status(&r(), &shape(), &g, &[]);
+            (s.pod_ip, s.pod_ips)
+        };
+        let bad = serde_json::json!([{"Ip": ""}, {"Ip": "10.0.0.300"}, {"Ip": "not an ip"},
+            {"Ip": " 10.0.0.4"}, {"Ip": "10.0.0.4"}, {"Ip": "fd00::4"}, {"Ip": "fd00::4%eth0"}]);
+        assert_eq!(
+            ips(bad, "garbage"),
+            ("10.0.0.4".to_owned(), vec!["10.0.0.4".to_owned(), "fd00::4".to_owned()])
+        );
+        // Only malformed entries: the pod has no IP rather than a bad one.
+        let none = serde_json::json!([{"Ip": "10.0.0"}, {"Ip": "::g"}]);
+        assert_eq!(ips(none.clone(), "1.2.3.4.5"), (String::new(), vec![]));
+        // A malformed `PodIps` list falls back to a valid `PodIp`.
+        assert_eq!(
+            ips(none, "192.168.0.9"),
+            ("192.168.0.9".to_owned(), vec!["192.168.0.9".to_owned()])
+        );
     }
 
     /// DescribeContainerGroups' `InitContainers[]` entry with `CurrentState`.

@@ -544,217 +544,68 @@ mod tests {
 /// panic; an entry that cannot be read is skipped without costing the others.
 #[cfg(test)]
 mod fuzz {
-    use proptest::{
-        collection::{btree_map, vec},
-        prelude::*,
-        test_runner::TestCaseError,
-    };
+    use proptest::{collection::vec, prelude::*, test_runner::TestCaseError};
     use serde_json::{Value, json};
 
     use super::*;
     use crate::{model, status};
 
-    use provider_common::arbitrary::run;
+    use provider_common::arbitrary::{self, Vocabulary, run};
 
-    /// Strings ACI's answers carry, and any others.
-    fn text() -> impl Strategy<Value = String> {
-        prop_oneof![
-            Just("Running".to_owned()),
-            Just("Terminated".to_owned()),
-            Just("Waiting".to_owned()),
-            Just("Succeeded".to_owned()),
-            Just("Failed".to_owned()),
-            Just("Stopped".to_owned()),
-            Just("Canceled".to_owned()),
-            Just("CpuUsage".to_owned()),
-            Just("containername".to_owned()),
-            Just("2024-01-01T00:00:00Z".to_owned()),
-            Just("9999-12-31T23:59:59.999999999Z".to_owned()),
-            Just("0000-01-01T00:00:00Z".to_owned()),
-            Just("2024-01-01T00:00:00+23:59".to_owned()),
-            Just(":".to_owned()),
-            Just("10.0.0.4".to_owned()),
-            Just("fd00::4".to_owned()),
-            Just(String::new()),
-            "[a-zA-Z: -]{0,20}",
-            any::<String>(),
-        ]
-    }
+    /// ACI's words, so arbitrary objects often hit real fields.
+    const ACI: Vocabulary = Vocabulary {
+        keys: &[
+            "name",
+            "id",
+            "tags",
+            "properties",
+            "containers",
+            "initContainers",
+            "instanceView",
+            "currentState",
+            "previousState",
+            "state",
+            "exitCode",
+            "startTime",
+            "finishTime",
+            "detailStatus",
+            "restartCount",
+            "events",
+            "count",
+            "firstTimestamp",
+            "lastTimestamp",
+            "message",
+            "type",
+            "provisioningState",
+            "ipAddress",
+            "ip",
+            "value",
+            "nextLink",
+            "timeseries",
+            "metadatavalues",
+            "data",
+            "average",
+            "timeStamp",
+        ],
+        strings: &[
+            "Running",
+            "Terminated",
+            "Waiting",
+            "Succeeded",
+            "Failed",
+            "Stopped",
+            "Canceled",
+            "CpuUsage",
+            "containername",
+        ],
+    };
 
-    /// Keys from ACI's answers (so arbitrary objects often hit real fields), and any others.
-    fn key() -> impl Strategy<Value = String> {
-        prop_oneof![
-            prop::sample::select(vec![
-                "name",
-                "id",
-                "tags",
-                "properties",
-                "containers",
-                "initContainers",
-                "instanceView",
-                "currentState",
-                "previousState",
-                "state",
-                "exitCode",
-                "startTime",
-                "finishTime",
-                "detailStatus",
-                "restartCount",
-                "events",
-                "count",
-                "firstTimestamp",
-                "lastTimestamp",
-                "message",
-                "type",
-                "provisioningState",
-                "ipAddress",
-                "ip",
-                "value",
-                "nextLink",
-                "timeseries",
-                "metadatavalues",
-                "data",
-                "average",
-                "timeStamp",
-            ])
-            .prop_map(str::to_owned),
-            any::<String>(),
-        ]
-    }
-
-    fn number() -> impl Strategy<Value = Value> {
-        prop_oneof![
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            prop_oneof![
-                any::<f64>(),
-                Just(f64::MAX),
-                Just(-0.0),
-                Just(1e300),
-                Just(-1e300)
-            ]
-            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
-            Just(Value::from(i64::from(i32::MAX) + 1)),
-            Just(Value::from(i32::MIN)),
-        ]
-    }
-
-    /// Any JSON value, a few levels deep.
     fn json_value() -> BoxedStrategy<Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            number(),
-            text().prop_map(Value::String),
-        ];
-        leaf.prop_recursive(4, 48, 6, |inner| {
-            prop_oneof![
-                vec(inner.clone(), 0..6).prop_map(Value::Array),
-                btree_map(key(), inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
-        .boxed()
+        arbitrary::json_value(ACI)
     }
 
-    /// Every path to a value in `v`.
-    fn paths(v: &Value, at: &mut Vec<PathStep>, out: &mut Vec<Vec<PathStep>>) {
-        out.push(at.clone());
-        match v {
-            Value::Array(a) => {
-                for (i, x) in a.iter().enumerate() {
-                    at.push(PathStep::Index(i));
-                    paths(x, at, out);
-                    at.pop();
-                }
-            }
-            Value::Object(m) => {
-                for (k, x) in m {
-                    at.push(PathStep::Key(k.clone()));
-                    paths(x, at, out);
-                    at.pop();
-                }
-            }
-            _ => {}
-        }
-    }
-
-    #[derive(Clone, Debug)]
-    enum PathStep {
-        Index(usize),
-        Key(String),
-    }
-
-    /// What to do at one place of a realistic answer.
-    #[derive(Clone, Debug)]
-    enum Mutation {
-        Replace(Value),
-        Remove,
-        Null,
-    }
-
-    fn apply(v: &mut Value, path: &[PathStep], m: Mutation) {
-        let Some((last, parents)) = path.split_last() else {
-            if let Mutation::Replace(new) = m {
-                *v = new;
-            }
-            return;
-        };
-        let mut at = v;
-        for step in parents {
-            let next = match (step, at) {
-                (PathStep::Index(i), Value::Array(a)) => a.get_mut(*i),
-                (PathStep::Key(k), Value::Object(o)) => o.get_mut(k),
-                _ => None,
-            };
-            match next {
-                Some(n) => at = n,
-                None => return,
-            }
-        }
-        match (last, at, m) {
-            (PathStep::Key(k), Value::Object(o), Mutation::Remove) => {
-                o.remove(k);
-            }
-            (PathStep::Index(i), Value::Array(a), Mutation::Remove) if *i < a.len() => {
-                a.remove(*i);
-            }
-            (PathStep::Key(k), Value::Object(o), Mutation::Replace(new)) => {
-                o.insert(k.clone(), new);
-            }
-            (PathStep::Key(k), Value::Object(o), Mutation::Null) => {
-                o.insert(k.clone(), Value::Null);
-            }
-            (PathStep::Index(i), Value::Array(a), m) => {
-                if let Some(slot) = a.get_mut(*i) {
-                    *slot = match m {
-                        Mutation::Replace(new) => new,
-                        _ => Value::Null,
-                    };
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// `template` with up to `max` random places replaced, removed or nulled.
     fn mutated(template: Value, max: usize) -> BoxedStrategy<Value> {
-        let mutation = prop_oneof![
-            3 => json_value().prop_map(Mutation::Replace),
-            1 => Just(Mutation::Remove),
-            1 => Just(Mutation::Null),
-        ];
-        vec((any::<prop::sample::Index>(), mutation), 0..=max)
-            .prop_map(move |ms| {
-                let mut v = template.clone();
-                for (pick, m) in ms {
-                    let mut all = Vec::new();
-                    paths(&v, &mut Vec::new(), &mut all);
-                    let path = pick.get(&all).clone();
-                    apply(&mut v, &path, m);
-                }
-                v
-            })
-            .boxed()
+        arbitrary::mutated(template, max, ACI)
     }
 
     fn state(s: &str, exit: Option<i32>) -> Value {
@@ -843,12 +694,7 @@ mod fuzz {
     /// Any bytes as an answer of each call: parsed or refused as unreadable, never a panic.
     #[test]
     fn fuzz_answers_arbitrary_bytes() {
-        let bytes = || {
-            prop_oneof![
-                vec(any::<u8>(), 0..512),
-                json_value().prop_map(|v| serde_json::to_vec(&v).unwrap_or_default()),
-            ]
-        };
+        let bytes = || arbitrary::answer_bytes(ACI);
         run(bytes, |body| {
             const OP: &str = "op";
             match read_page(OP, &body) {

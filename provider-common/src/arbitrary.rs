@@ -3,15 +3,20 @@
 //! huge), every volume kind, probes, hooks and security settings in any combination, and the
 //! cloud-specific annotations providers read. A translation must answer every one of them with a
 //! plan or an error (INVALID_ARGUMENT), never a panic.
+//!
+//! Also arbitrary JSON for fuzzing the parsing of cloud answers ([`json_value`], [`answer_bytes`],
+//! [`mutated`]): any value, or a realistic answer with random places replaced, removed or nulled,
+//! the keys and strings often a cloud's own ([`Vocabulary`]) so objects hit real fields.
 
 use podprovider_proto::v1 as pb;
 use proptest::{
-    collection::vec,
+    collection::{btree_map, vec},
     option,
     prelude::*,
     strategy::BoxedStrategy,
     test_runner::{TestCaseError, TestRunner},
 };
+use serde_json::Value;
 
 /// Runs `check` on [`config`]'s number of arbitrary pods; see [`run`].
 pub fn run_on_pods<F>(check: F)
@@ -429,5 +434,205 @@ pub fn pod() -> BoxedStrategy<pb::Pod> {
                 ..Default::default()
             },
         )
+        .boxed()
+}
+
+/// A cloud's words: the field names of its answers and string values they carry (states,
+/// metric names), which the JSON generators prefer to arbitrary ones.
+#[derive(Clone, Copy, Debug)]
+pub struct Vocabulary {
+    /// Field names.
+    pub keys: &'static [&'static str],
+    /// String values.
+    pub strings: &'static [&'static str],
+}
+
+/// Strings any cloud's parser must survive: timestamps at the edges of what parses, addresses
+/// good and bad, numbers as text.
+const EDGE_STRINGS: &[&str] = &[
+    "",
+    ":",
+    "2024-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999999999Z",
+    "0000-01-01T00:00:00Z",
+    "2024-01-01T00:00:00+23:59",
+    "2024-13-45T99:99:99Z",
+    "10.0.0.4",
+    "fd00::4",
+    "10.0.0.300",
+    " 10.0.0.4",
+    "-1",
+    "18446744073709551616",
+    "NaN",
+];
+
+fn json_text(words: Vocabulary) -> BoxedStrategy<String> {
+    let edge = prop::sample::select(EDGE_STRINGS).prop_map(str::to_owned);
+    let any_text = prop_oneof!["[a-zA-Z0-9: .-]{0,20}", any::<String>()];
+    if words.strings.is_empty() {
+        prop_oneof![edge, any_text].boxed()
+    } else {
+        let own = prop::sample::select(words.strings).prop_map(str::to_owned);
+        prop_oneof![2 => own, 1 => edge, 1 => any_text].boxed()
+    }
+}
+
+fn json_key(words: Vocabulary) -> BoxedStrategy<String> {
+    if words.keys.is_empty() {
+        any::<String>().boxed()
+    } else {
+        let own = prop::sample::select(words.keys).prop_map(str::to_owned);
+        prop_oneof![3 => own, 1 => any::<String>()].boxed()
+    }
+}
+
+/// JSON numbers over every range serde_json holds (NaN and infinities have no JSON form).
+fn json_number() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        prop_oneof![
+            any::<f64>(),
+            Just(f64::MAX),
+            Just(-0.0),
+            Just(0.5),
+            Just(1e300),
+            Just(-1e300)
+        ]
+        .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        Just(Value::from(i64::from(i32::MAX) + 1)),
+        Just(Value::from(i32::MIN)),
+        Just(Value::from(-1)),
+        Just(Value::from(0)),
+    ]
+}
+
+/// Any JSON value, up to 4 levels deep, keys and strings often from `words`.
+pub fn json_value(words: Vocabulary) -> BoxedStrategy<Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        json_number(),
+        json_text(words).prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 48, 6, move |inner| {
+        prop_oneof![
+            vec(inner.clone(), 0..6).prop_map(Value::Array),
+            btree_map(json_key(words), inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+    .boxed()
+}
+
+/// An answer body: random bytes, or arbitrary JSON encoded.
+pub fn answer_bytes(words: Vocabulary) -> BoxedStrategy<Vec<u8>> {
+    prop_oneof![
+        vec(any::<u8>(), 0..512),
+        json_value(words).prop_map(|v| serde_json::to_vec(&v).unwrap_or_default()),
+    ]
+    .boxed()
+}
+
+/// One step of a path into a JSON value.
+#[derive(Clone, Debug)]
+enum PathStep {
+    Index(usize),
+    Key(String),
+}
+
+/// What to do at one place of a realistic answer.
+#[derive(Clone, Debug)]
+enum Mutation {
+    Replace(Value),
+    Remove,
+    Null,
+}
+
+/// Every path to a value in `v`, the root's (empty) included.
+fn paths(v: &Value, at: &mut Vec<PathStep>, out: &mut Vec<Vec<PathStep>>) {
+    out.push(at.clone());
+    match v {
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                at.push(PathStep::Index(i));
+                paths(x, at, out);
+                at.pop();
+            }
+        }
+        Value::Object(m) => {
+            for (k, x) in m {
+                at.push(PathStep::Key(k.clone()));
+                paths(x, at, out);
+                at.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn apply(v: &mut Value, path: &[PathStep], m: Mutation) {
+    let Some((last, parents)) = path.split_last() else {
+        if let Mutation::Replace(new) = m {
+            *v = new;
+        }
+        return;
+    };
+    let mut at = v;
+    for step in parents {
+        let next = match (step, at) {
+            (PathStep::Index(i), Value::Array(a)) => a.get_mut(*i),
+            (PathStep::Key(k), Value::Object(o)) => o.get_mut(k),
+            _ => None,
+        };
+        match next {
+            Some(n) => at = n,
+            None => return,
+        }
+    }
+    match (last, at, m) {
+        (PathStep::Key(k), Value::Object(o), Mutation::Remove) => {
+            o.remove(k);
+        }
+        (PathStep::Index(i), Value::Array(a), Mutation::Remove) if *i < a.len() => {
+            a.remove(*i);
+        }
+        (PathStep::Key(k), Value::Object(o), Mutation::Replace(new)) => {
+            o.insert(k.clone(), new);
+        }
+        (PathStep::Key(k), Value::Object(o), Mutation::Null) => {
+            o.insert(k.clone(), Value::Null);
+        }
+        (PathStep::Index(i), Value::Array(a), m) => {
+            if let Some(slot) = a.get_mut(*i) {
+                *slot = match m {
+                    Mutation::Replace(new) => new,
+                    _ => Value::Null,
+                };
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `template` (a realistic answer) with up to `max` random places, the whole included, replaced
+/// by arbitrary JSON, removed or nulled.
+pub fn mutated(template: Value, max: usize, words: Vocabulary) -> BoxedStrategy<Value> {
+    let mutation = prop_oneof![
+        3 => json_value(words).prop_map(Mutation::Replace),
+        1 => Just(Mutation::Remove),
+        1 => Just(Mutation::Null),
+    ];
+    vec((any::<prop::sample::Index>(), mutation), 0..=max)
+        .prop_map(move |ms| {
+            let mut v = template.clone();
+            for (pick, m) in ms {
+                let mut all = Vec::new();
+                paths(&v, &mut Vec::new(), &mut all);
+                let path = pick.get(&all).clone();
+                apply(&mut v, &path, m);
+            }
+            v
+        })
         .boxed()
 }

@@ -163,7 +163,7 @@ impl Cloud {
             tracing::debug!(call = action, code = %err.code, http = status, "ECI call failed");
             return Err(err);
         }
-        serde_json::from_slice(&body).map_err(|e| EciError::bad_answer(action, e))
+        parse_answer(action, &body)
     }
 
     /// Sends `req` and reads the whole answer, at most [`MAX_ANSWER_BYTES`] of it: status,
@@ -225,7 +225,7 @@ impl Cloud {
         }
         let params = flatten(&request);
         let v = retry(&self.policy, action, || self.once(action, &params)).await?;
-        serde_json::from_value(v).map_err(|e| EciError::bad_answer(action, e))
+        read_answer(action, v)
     }
 
     /// Creates a group from `request` (built by `mapping.rs`); returns its id.
@@ -397,6 +397,19 @@ impl Cloud {
         }
         Ok(r.web_socket_uri)
     }
+}
+
+/// A successful answer's body as JSON (what one attempt hands the retry loop).
+pub(crate) fn parse_answer(action: &'static str, body: &[u8]) -> Result<Value, EciError> {
+    serde_json::from_slice(body).map_err(|e| EciError::bad_answer(action, e))
+}
+
+/// An answer's JSON as the `api` type of its call.
+pub(crate) fn read_answer<T: DeserializeOwned>(
+    action: &'static str,
+    v: Value,
+) -> Result<T, EciError> {
+    serde_json::from_value(v).map_err(|e| EciError::bad_answer(action, e))
 }
 
 /// `DescribeContainerLog` options.

@@ -1009,3 +1009,365 @@ mod tests {
         assert!(st.events_seen.is_empty(), "memory of gone pods is dropped");
     }
 }
+
+/// Fuzzing what ECI answers: any bytes as the answer of every call, and realistic
+/// DescribeContainerGroups, DescribeContainerGroupStatus, DescribeMultiContainerGroupMetric and
+/// error answers with random parts replaced, through what a poll does with them. An answer is
+/// read or refused as `UnreadableResponse` (serde reads a page whole, so one wrong-typed field
+/// fails that poll, as for Fargate), and whatever is read never makes the provider panic.
+#[cfg(test)]
+mod fuzz {
+    use proptest::{prelude::*, test_runner::TestCaseError};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::{
+        cloud::{parse_answer, read_answer},
+        ws_exec,
+    };
+
+    use provider_common::arbitrary::{self, Vocabulary, run};
+
+    const CLUSTER: &str = "c";
+    const OP: &str = "op";
+
+    /// ECI's words, so arbitrary objects often hit real fields.
+    const ECI: Vocabulary = Vocabulary {
+        keys: &[
+            "ContainerGroups",
+            "ContainerGroupId",
+            "ContainerGroupName",
+            "NextToken",
+            "Status",
+            "Tags",
+            "Key",
+            "Value",
+            "Containers",
+            "InitContainers",
+            "Name",
+            "Image",
+            "RestartCount",
+            "Ready",
+            "CurrentState",
+            "PreviousState",
+            "State",
+            "ExitCode",
+            "Signal",
+            "StartTime",
+            "FinishTime",
+            "Events",
+            "Type",
+            "Reason",
+            "Message",
+            "LastTimestamp",
+            "IntranetIp",
+            "Data",
+            "PodStatus",
+            "Phase",
+            "PodIp",
+            "PodIps",
+            "Ip",
+            "ContainerStatuses",
+            "LastState",
+            "Running",
+            "Terminated",
+            "Waiting",
+            "StartedAt",
+            "FinishedAt",
+            "ContainerID",
+            "Conditions",
+            "MonitorDatas",
+            "Records",
+            "Timestamp",
+            "CPU",
+            "Memory",
+            "UsageNanoCores",
+            "WorkingSet",
+            "Code",
+            "RequestId",
+            "WebSocketUri",
+            "Content",
+        ],
+        strings: &[
+            "Pending",
+            "Scheduling",
+            "Running",
+            "Restarting",
+            "Terminating",
+            "Succeeded",
+            "Failed",
+            "ScheduleFailed",
+            "Expired",
+            "Terminated",
+            "Waiting",
+            "Warning",
+            "True",
+            "False",
+            "Throttling.User",
+            "InvalidParameter",
+            "ServiceUnavailable",
+            "web",
+            "init",
+            "eci-0",
+        ],
+    };
+
+    /// The tags of a group of this cluster, pod `p{i}`.
+    fn tags(i: usize) -> Value {
+        json!([
+            {"Key": "vk-pod-namespace", "Value": "ns"}, {"Key": "vk-pod-name", "Value": format!("p{i}")},
+            {"Key": "vk-pod-uid", "Value": format!("u{i}")}, {"Key": "vk-node", "Value": "vk"},
+            {"Key": TAG_MANAGED.0, "Value": TAG_MANAGED.1}, {"Key": TAG_CLUSTER, "Value": CLUSTER},
+            {"Key": TAG_HASH, "Value": "h"}
+        ])
+    }
+
+    fn group_state(s: &str, exit: i32) -> Value {
+        json!({"State": s, "ExitCode": exit, "Signal": 9, "Reason": "Completed", "Message": "m",
+               "StartTime": "2024-01-01T00:00:00Z", "FinishTime": "2024-01-01T00:05:00.5Z",
+               "DetailStatus": "d"})
+    }
+
+    /// A DescribeContainerGroups page of two groups, with everything a poll reads.
+    fn groups_template() -> Value {
+        let group = |i: usize| {
+            json!({
+                "ContainerGroupId": format!("eci-{i}"), "ContainerGroupName": format!("g{i}"),
+                "Status": "Running", "Tags": tags(i), "IntranetIp": "192.168.0.7",
+                "CreationTime": "2024-01-01T00:00:00Z",
+                "InitContainers": [{"Name": "init", "Image": "busybox", "RestartCount": 0,
+                    "CurrentState": group_state("Terminated", 0),
+                    "PreviousState": group_state("Terminated", 1)}],
+                "Containers": [{"Name": "web", "Image": "nginx", "Ready": true, "RestartCount": 2,
+                    "CurrentState": group_state("Running", 0),
+                    "PreviousState": group_state("Terminated", 137)}],
+                "Events": [{"Type": "Warning", "Reason": "Failed", "Message": "pull",
+                            "LastTimestamp": "2024-01-01T00:01:00Z"},
+                           {"Type": "Normal", "Reason": "", "Message": "", "LastTimestamp": ""}]
+            })
+        };
+        json!({"ContainerGroups": [group(0), group(1)], "NextToken": "", "TotalCount": 2})
+    }
+
+    /// A DescribeContainerGroupStatus page for the groups of [`groups_template`].
+    fn statuses_template() -> Value {
+        let status = |i: usize| {
+            json!({
+                "ContainerGroupId": format!("eci-{i}"), "Name": format!("g{i}"), "Status": "Running",
+                "PodStatus": {
+                    "Phase": "Running", "PodIp": "192.168.0.7", "PodIps": [{"Ip": "192.168.0.7"}],
+                    "StartTime": "2024-01-01T00:00:00Z",
+                    "ContainerStatuses": [{"Name": "web", "Image": "nginx", "ImageID": "sha256:1",
+                        "Ready": true, "Started": true, "RestartCount": 1,
+                        "State": {"Running": {"StartedAt": "2024-01-01T00:00:05Z"}},
+                        "LastState": {"Terminated": {"ExitCode": 137, "Signal": 9, "Reason": "OOMKilled",
+                            "StartedAt": "2024-01-01T00:00:00Z", "FinishedAt": "2024-01-01T00:00:04Z",
+                            "ContainerID": "containerd://abc"}}}],
+                    "Conditions": [{"type": "Ready", "status": "False", "Reason": "r", "Message": "m",
+                                    "lastTransitionTime": "2024-01-01T00:00:00Z"}]
+                }
+            })
+        };
+        json!({"Data": [status(0), status(1)], "NextToken": ""})
+    }
+
+    fn metrics_template() -> Value {
+        let usage = json!({"CPU": {"UsageNanoCores": 1000, "UsageCoreNanoSeconds": 5_000_000},
+                           "Memory": {"WorkingSet": 1 << 20, "UsageBytes": 2 << 20, "Rss": 1 << 19}});
+        let mut record = usage.clone();
+        record["Timestamp"] = json!("2024-01-01T00:00:00Z");
+        let mut container = usage;
+        container["Name"] = json!("web");
+        record["Containers"] = json!([container]);
+        let mut older = record.clone();
+        older["Timestamp"] = json!("2023-12-31T23:59:00Z");
+        json!({"MonitorDatas": [{"ContainerGroupId": "eci-0", "Records": [older, record]}]})
+    }
+
+    /// A refusal as `once` would make it: only ever "unreadable".
+    fn unreadable<T>(r: Result<T, EciError>) -> Result<Option<T>, TestCaseError> {
+        match r {
+            Ok(t) => Ok(Some(t)),
+            Err(e) => {
+                prop_assert_eq!(e.code.as_str(), "UnreadableResponse");
+                prop_assert_eq!(e.kind, crate::error::Kind::Other);
+                Ok(None)
+            }
+        }
+    }
+
+    /// What a full poll does with the groups and statuses it has read: adoption, events (each
+    /// forwarded once), every tracked pod's status.
+    fn use_answers(
+        groups: &[api::Group],
+        statuses: &[api::GroupStatus],
+    ) -> Result<(), TestCaseError> {
+        let mut st = State::default();
+        reconcile_membership(&mut st, groups, CLUSTER);
+        for (_, e) in new_events(&mut st, groups) {
+            prop_assert!(!e.reason.is_empty());
+            prop_assert!(e.time.is_some());
+        }
+        prop_assert!(
+            new_events(&mut st, groups).is_empty(),
+            "an event came twice"
+        );
+        let by_id: HashMap<&str, &api::GroupStatus> = statuses
+            .iter()
+            .map(|g| (g.container_group_id.as_str(), g))
+            .collect();
+        for t in st.pods.values() {
+            let _ = t.initializing();
+            let s = match by_id.get(t.group_id.as_str()) {
+                Some(g) => status::pod_status(&t.pod_ref, &t.shape, g, &t.init),
+                None => status::accepted(&t.pod_ref, &t.shape, &t.group_id),
+            };
+            check_status(&t.shape, &s)?;
+        }
+        // Statuses of groups nobody tracks go through the mapping too.
+        let shape = Shape {
+            init: vec![("init".into(), "busybox".into())],
+            app: vec![("web".into(), "nginx".into()), ("x".into(), "y".into())],
+        };
+        let init = groups.first().map_or(&[][..], |g| &g.init_containers[..]);
+        for g in statuses {
+            let s = status::pod_status(&pod_ref(), &shape, g, init);
+            check_status(&shape, &s)?;
+        }
+        Ok(())
+    }
+
+    fn pod_ref() -> PodRef {
+        PodRef {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: "u".into(),
+        }
+    }
+
+    /// One status per container of the pod, and only addresses the API server accepts.
+    fn check_status(shape: &Shape, s: &PodStatus) -> Result<(), TestCaseError> {
+        prop_assert_eq!(s.container_statuses.len(), shape.app.len());
+        prop_assert_eq!(s.init_container_statuses.len(), shape.init.len());
+        prop_assert_eq!(
+            s.pod_ip.as_str(),
+            s.pod_ips.first().map_or("", |i| i.as_str())
+        );
+        for ip in &s.pod_ips {
+            prop_assert!(ip.parse::<std::net::IpAddr>().is_ok(), "{:?}", ip);
+        }
+        Ok(())
+    }
+
+    /// Any bytes as the answer of every call: read or refused as unreadable, never a panic; as an
+    /// error body, classified.
+    #[test]
+    fn fuzz_answers_arbitrary_bytes() {
+        run(
+            || arbitrary::answer_bytes(ECI),
+            |body| {
+                if let Some(v) = unreadable(parse_answer(OP, &body))? {
+                    let groups = unreadable(read_answer::<api::GroupsPage>(OP, v.clone()))?
+                        .map(|p| p.container_groups)
+                        .unwrap_or_default();
+                    let statuses = unreadable(read_answer::<api::StatusPage>(OP, v.clone()))?
+                        .map(|p| p.data)
+                        .unwrap_or_default();
+                    use_answers(&groups, &statuses)?;
+                    if let Some(m) = unreadable(read_answer::<api::MetricsResponse>(OP, v.clone()))?
+                    {
+                        for d in &m.monitor_datas {
+                            let _ = status::pod_stats(&pod_ref(), d);
+                        }
+                    }
+                    unreadable(read_answer::<api::CreateResponse>(OP, v.clone()))?;
+                    unreadable(read_answer::<api::LogResponse>(OP, v.clone()))?;
+                    unreadable(read_answer::<api::ExecResponse>(OP, v))?;
+                }
+                for code in [400, 403, 404, 409, 429, 500, 503] {
+                    let e = EciError::from_response(OP, code, &body, None);
+                    prop_assert!(!e.code.is_empty());
+                    prop_assert!(e.to_status().code() != tonic::Code::Ok);
+                }
+                let _ = ws_exec::exit_code_of_status(&body);
+                Ok(())
+            },
+        );
+    }
+
+    /// A full poll's DescribeContainerGroups and DescribeContainerGroupStatus answers, each with
+    /// up to 6 places replaced, removed or nulled.
+    #[test]
+    fn fuzz_poll_answers_never_panic() {
+        // Addresses good and bad, set after the mutations so every case has some: random
+        // mutations alone reach them too rarely for 256 cases.
+        let ip = || {
+            prop_oneof![
+                Just("192.168.0.7".to_owned()),
+                Just("fd00::7".to_owned()),
+                Just(String::new()),
+                "[0-9a-f.:% ]{0,16}",
+                any::<String>(),
+            ]
+        };
+        let answers = move || {
+            (
+                arbitrary::mutated(groups_template(), 6, ECI),
+                arbitrary::mutated(statuses_template(), 6, ECI),
+                proptest::collection::vec(ip(), 0..3),
+                ip(),
+            )
+        };
+        run(answers, |(groups, mut statuses, ips, ip)| {
+            if let Some(Value::Object(ps)) = statuses.pointer_mut("/Data/0/PodStatus") {
+                let ips: Vec<Value> = ips.into_iter().map(|i| json!({ "Ip": i })).collect();
+                ps.insert("PodIps".into(), json!(ips));
+                ps.insert("PodIp".into(), json!(ip));
+            }
+            let read = |v: &Value| parse_answer(OP, &serde_json::to_vec(v).unwrap_or_default());
+            let groups = match unreadable(read(&groups))? {
+                Some(v) => unreadable(read_answer::<api::GroupsPage>(OP, v))?
+                    .map(|p| p.container_groups)
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let statuses = match unreadable(read(&statuses))? {
+                Some(v) => unreadable(read_answer::<api::StatusPage>(OP, v))?
+                    .map(|p| p.data)
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
+            use_answers(&groups, &statuses)
+        });
+    }
+
+    /// DescribeMultiContainerGroupMetric's answer and error bodies with random parts replaced.
+    #[test]
+    fn fuzz_metrics_and_error_answers_never_panic() {
+        let error = json!({"Code": "Throttling.User", "Message": "Request was denied due to user flow control.",
+                           "RequestId": "r", "HostId": "eci.aliyuncs.com", "Recommend": "https://x"});
+        let answers = move || {
+            (
+                arbitrary::mutated(metrics_template(), 6, ECI),
+                arbitrary::mutated(error.clone(), 4, ECI),
+            )
+        };
+        run(answers, |(metrics, error)| {
+            if let Some(m) = unreadable(read_answer::<api::MetricsResponse>(OP, metrics))? {
+                for d in &m.monitor_datas {
+                    if let Some(s) = status::pod_stats(&pod_ref(), d) {
+                        let latest = d.records.iter().map(|r| &r.timestamp).max();
+                        prop_assert_eq!(s.time, latest.and_then(|t| status::ts(t)));
+                    }
+                }
+            }
+            let body = serde_json::to_vec(&error).unwrap_or_default();
+            for code in [400, 404, 429, 500, 503] {
+                let e = EciError::from_response(OP, code, &body, None);
+                prop_assert!(!e.code.is_empty() && !e.message.is_empty());
+                prop_assert!(e.to_status().code() != tonic::Code::Ok);
+            }
+            Ok(())
+        });
+    }
+}

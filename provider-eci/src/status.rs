@@ -471,7 +471,10 @@ mod tests {
             {"Ip": " 10.0.0.4"}, {"Ip": "10.0.0.4"}, {"Ip": "fd00::4"}, {"Ip": "fd00::4%eth0"}]);
         assert_eq!(
             ips(bad, "garbage"),
-            ("10.0.0.4".to_owned(), vec!["10.0.0.4".to_owned(), "fd00::4".to_owned()])
+            (
+                "10.0.0.4".to_owned(),
+                vec!["10.0.0.4".to_owned(), "fd00::4".to_owned()]
+            )
         );
         // Only malformed entries: the pod has no IP rather than a bad one.
         let none = serde_json::json!([{"Ip": "10.0.0"}, {"Ip": "::g"}]);

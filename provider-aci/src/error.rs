@@ -13,7 +13,8 @@ pub enum Kind {
     Unavailable,
     /// 404.
     NotFound,
-    /// 400/409/422: ARM rejected the request as invalid.
+    /// 400/409/413/422: ARM rejected the request as invalid (413: too large, so retrying the
+    /// same pod cannot help).
     Invalid,
     /// 401/403, or Azure AD refused to issue a token.
     Auth,
@@ -51,7 +52,7 @@ pub fn classify(status: u16, code: &str) -> Kind {
         (401 | 403, _) => Kind::Auth,
         (409, "ContainerGroupTransitioning" | "Conflict") => Kind::Unavailable,
         (s, _) if s >= 500 => Kind::Unavailable,
-        (400 | 409 | 422, _) => Kind::Invalid,
+        (400 | 409 | 413 | 422, _) => Kind::Invalid,
         _ => Kind::Other,
     }
 }
@@ -78,10 +79,22 @@ impl AzureError {
     ) -> Self {
         let parsed: crate::model::ErrorBody = serde_json::from_slice(body).unwrap_or_default();
         let (code, message) = if parsed.error.code.is_empty() && parsed.error.message.is_empty() {
-            (
-                format!("HTTP{status}"),
-                String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
-            )
+            if status == 413 {
+                // Whatever answered (ARM or a gateway before it) sent no reason of its own; the
+                // pod needs one, since it fails for good.
+                (
+                    "RequestEntityTooLarge".to_owned(),
+                    "the container group definition is larger than Azure accepts; make the pod's \
+                     environment values, files (ConfigMap, Secret, projected volumes) or \
+                     commands smaller"
+                        .to_owned(),
+                )
+            } else {
+                (
+                    format!("HTTP{status}"),
+                    String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+                )
+            }
         } else {
             (parsed.error.code, parsed.error.message)
         };
@@ -154,6 +167,34 @@ mod tests {
             Kind::Unavailable
         );
         assert_eq!(classify(302, ""), Kind::Other);
+    }
+
+    /// A 413 fails the pod with a reason (it used to be INTERNAL), whether ARM explains it or
+    /// a gateway answers without a body.
+    #[test]
+    fn request_entity_too_large_is_an_invalid_pod() {
+        assert_eq!(classify(413, ""), Kind::Invalid);
+        let op = "ContainerGroups_CreateOrUpdate";
+        let e = AzureError::from_response(op, 413, None, b"");
+        assert!(!e.is_retryable());
+        let s = e.to_status();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(
+            s.message().starts_with("RequestEntityTooLarge: ")
+                && s.message().contains("larger than Azure accepts"),
+            "{}",
+            s.message()
+        );
+        let html =
+            AzureError::from_response(op, 413, None, b"<html>413 Request Entity Too Large</html>");
+        assert_eq!(html.code, "RequestEntityTooLarge");
+        let body = br#"{"error":{"code":"RequestContentTooLarge","message":"The request content size exceeds the limit."}}"#;
+        let s = AzureError::from_response(op, 413, None, body).to_status();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            s.message(),
+            "RequestContentTooLarge: The request content size exceeds the limit."
+        );
     }
 
     #[test]

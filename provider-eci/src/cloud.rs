@@ -36,6 +36,14 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// (a 200-group status page, a container log) are far smaller.
 pub const MAX_ANSWER_BYTES: usize = 16 << 20;
 
+/// Longest request URI this client can send: the `http` crate refuses a longer one ("uri too
+/// long"), and an RPC-style call carries every parameter in the query string, so it bounds a
+/// whole request (a pod's env values, files and commands included).
+pub const MAX_URI_BYTES: usize = 65_534;
+/// Longest parameter query a planned request may have: [`MAX_URI_BYTES`] less room for the
+/// endpoint (`https://eci-vpc.<region>.aliyuncs.com/?`) and what each call adds (`RegionId`).
+pub const MAX_QUERY_BYTES: usize = MAX_URI_BYTES - 512;
+
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// An ECI endpoint and the credentials to call it with.
@@ -142,7 +150,12 @@ impl Cloud {
                 nonce: &nonce,
             },
         );
-        let mut req = http::Request::post(format!("{}/?{query}", self.base));
+        let uri = format!("{}/?{query}", self.base);
+        if uri.len() > MAX_URI_BYTES {
+            // Not a transport failure: the same request can never be sent, so not retried.
+            return Err(EciError::request_too_large(action, uri.len()));
+        }
+        let mut req = http::Request::post(uri);
         for (k, v) in &headers {
             req = req.header(k, v);
         }
@@ -541,6 +554,29 @@ mod tests {
             let _ = sock.write_all(head.as_bytes()).await;
         });
         (addr, rx)
+    }
+
+    /// A call whose URI would exceed what the client can send is refused unsent, as an invalid
+    /// request (it used to be a transport error: UNAVAILABLE, retried forever).
+    #[tokio::test]
+    async fn a_request_longer_than_a_uri_can_be_is_refused_unsent() {
+        let (addr, line) = capture_once().await;
+        let command = vec!["x".repeat(MAX_URI_BYTES)];
+        let e = local(addr, Duration::from_secs(10))
+            .exec("eci-1", "c", &command, false, false)
+            .await
+            .expect_err("too large");
+        assert_eq!(e.kind, Kind::Invalid);
+        assert!(!provider_common::retry::Retryable::is_retryable(&e));
+        let s = e.to_status();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(s.message().contains("RequestTooLarge"), "{}", s.message());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), line)
+                .await
+                .is_err(),
+            "the request was sent"
+        );
     }
 
     #[tokio::test]

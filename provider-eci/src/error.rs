@@ -149,6 +149,23 @@ impl EciError {
         }
     }
 
+    /// A request whose URI (`len` bytes, parameters included) is longer than the client can
+    /// send; refused before any of it goes out.
+    pub fn request_too_large(op: &'static str, len: usize) -> Self {
+        Self {
+            op,
+            kind: Kind::Invalid,
+            code: "RequestTooLarge".into(),
+            message: format!(
+                "the request would be a {len}-byte URI; ECI's RPC API carries every parameter in \
+                 the URI, which can be at most {} bytes",
+                crate::cloud::MAX_URI_BYTES
+            ),
+            request_id: None,
+            retry_after: None,
+        }
+    }
+
     /// An answer this provider cannot read.
     pub fn bad_answer(op: &'static str, what: impl std::fmt::Display) -> Self {
         Self {

@@ -15,7 +15,7 @@ use provider_common::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::sizes;
+use crate::{cloud::MAX_QUERY_BYTES, params, sizes};
 
 /// Tag marking every group this provider creates (the status poll filters on it).
 pub const TAG_MANAGED: (&str, &str) = ("vk-managed-by", "virtual-kubelet");
@@ -833,8 +833,26 @@ pub fn plan(pod: &Pod, placement: &Placement) -> Result<Plan, Invalid> {
     tags.push(json!({"Key": TAG_HASH, "Value": content_hash}));
     req.insert("Tag".into(), Value::Array(tags));
 
+    let request = Value::Object(req);
+    // Checked here, so an oversized pod fails for good with a reason instead of being retried.
+    let (size, largest) = params::query_size(&params::flatten(&request));
+    if size > MAX_QUERY_BYTES {
+        let largest: Vec<String> = largest
+            .iter()
+            .take(3)
+            .map(|(group, n)| format!("{group} {n} bytes"))
+            .collect();
+        return Err(Invalid(format!(
+            "the pod's CreateContainerGroup request would be {size} bytes URL-encoded; ECI's RPC \
+             API carries every parameter in the request URI, which holds at most {MAX_QUERY_BYTES} \
+             bytes of them: make environment values, files (ConfigMap, Secret, projected \
+             volumes) or commands smaller (largest: {})",
+            largest.join(", ")
+        )));
+    }
+
     Ok(Plan {
-        request: Value::Object(req),
+        request,
         warnings,
         name,
         content_hash,
@@ -911,6 +929,58 @@ mod tests {
 
     use super::*;
     use crate::params::flatten;
+
+    /// A pod whose parameters cannot fit in a request URI is refused with a reason before any
+    /// call (it used to fail in the HTTP client with "uri too long", retried as UNAVAILABLE).
+    #[test]
+    fn a_pod_too_large_for_a_request_uri_is_refused() {
+        let planned = plan(&pod(), &placement()).expect("planned");
+        let (size, _) = params::query_size(&flatten(&planned.request));
+        assert!(size < 4096, "{size}");
+
+        // Many env values (sensitive: their content must not be quoted), each within ECI's
+        // own limit of 256 characters.
+        let mut big_env = pod();
+        big_env.containers[0].env = (0..2_000)
+            .map(|i| EnvVar {
+                name: format!("V{i}"),
+                value: "s3cr3t".repeat(40),
+                sensitive: true,
+                pod_field: String::new(),
+            })
+            .collect();
+        let e = plan(&big_env, &placement()).expect_err("too large");
+        assert!(
+            e.0.contains("CreateContainerGroup request would be")
+                && e.0.contains(&format!("at most {MAX_QUERY_BYTES}"))
+                && e.0.contains("Container.1.EnvironmentVar"),
+            "{}",
+            e.0
+        );
+        assert!(!e.0.contains("s3cr3t"), "{}", e.0);
+        assert!(
+            tonic::Status::invalid_argument(e.0).code() == tonic::Code::InvalidArgument,
+            "the provider's create answers it as INVALID_ARGUMENT"
+        );
+
+        // A big ConfigMap file, binary content (every byte counts once encoded).
+        let mut big_file = pod();
+        if let Some(volume::Source::Files(f)) = &mut big_file.volumes[0].source {
+            f.files[0].content = (0..=255u8).cycle().take(4 << 20).collect();
+        }
+        let e = plan(&big_file, &placement()).expect_err("too large");
+        assert!(e.0.contains("Volume."), "{}", e.0);
+
+        // At the limit is planned; a byte over is not (each command byte here encodes as 1).
+        let fits = |n: usize| {
+            let mut p = pod();
+            p.containers[0].command[0] = "a".repeat(n);
+            plan(&p, &placement())
+        };
+        let base = size - "nginx".len();
+        assert!(fits(MAX_QUERY_BYTES - base).is_ok());
+        assert!(fits(MAX_QUERY_BYTES - base + 1).is_err());
+    }
 
     fn placement() -> Placement {
         Placement {

@@ -13,6 +13,24 @@ pub fn flatten(request: &Value) -> BTreeMap<String, String> {
     out
 }
 
+/// Bytes `params` take in a query string (names and values percent-encoded, `=` and `&`), and
+/// the parameter groups (`Container.1.EnvironmentVar`, `Volume.2.ConfigFileVolume`: the first
+/// three parts of a name) that take the most, largest first.
+pub fn query_size(params: &BTreeMap<String, String>) -> (usize, Vec<(String, usize)>) {
+    let mut total = 0usize;
+    let mut groups: BTreeMap<String, usize> = BTreeMap::new();
+    for (k, v) in params {
+        let n =
+            crate::signing::percent_encode(k).len() + crate::signing::percent_encode(v).len() + 2;
+        total = total.saturating_add(n);
+        let group = k.splitn(4, '.').take(3).collect::<Vec<_>>().join(".");
+        *groups.entry(group).or_default() += n;
+    }
+    let mut largest: Vec<(String, usize)> = groups.into_iter().collect();
+    largest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    (total, largest)
+}
+
 fn walk(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
     let key = |k: &str| {
         if prefix.is_empty() {

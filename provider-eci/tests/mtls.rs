@@ -5,10 +5,12 @@
 //!   with one from another CA, or with a name not allowed, the handshake fails;
 //! - the shim over `https://` takes a pod to Running and `kubectl logs` works; the provider's
 //!   CreatePod span is the child of the shim's (traces join across TLS);
-//! - rotating both sides' certificate files while `kubectl logs -f`, a `WatchPods` stream and an
-//!   exec stream are open: all continue, new connections get the new server certificate, and the
-//!   shim presents its new client certificate (the provider, restarted to allow only the new
-//!   name, serves it).
+//! - rotating to a new CA (the CA bundle both sides read, and both certificates re-issued by it)
+//!   while `kubectl logs -f`, a `WatchPods` stream and an exec stream are open: all continue, new
+//!   connections get the new server certificate, a client certificate from the new CA is served
+//!   and one from the old CA refused, and the shim verifies the provider against the new CA and
+//!   presents its new client certificate (the provider, restarted to allow only the new name,
+//!   serves it).
 //! - the shim here and the provider in another network namespace (a veth pair made by the test)
 //!   run the ECI walk-through's manifest over mutual TLS on the provider's non-loopback address.
 
@@ -152,8 +154,16 @@ fn pem_der(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(CertificateDer::from_pem_file(path)?.to_vec())
 }
 
+/// Replaces `to` with a copy of `from` as a Secret rotation would: written whole, then renamed.
+fn replace_with(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp)?;
+    std::fs::rename(&tmp, to)?;
+    Ok(())
+}
+
 /// Issues `name`'s certificate under `stem`, then copies it to `dest` (the files a process
-/// reads), replacing them as a Secret rotation would: each file written whole, then renamed.
+/// reads) with [`replace_with`].
 fn issue_into(
     pki: &Pki,
     stem: &str,
@@ -166,12 +176,8 @@ fn issue_into(
         Usage::Client => vec![name],
     };
     let issued = pki.issue(stem, name, &[], &sans, usage)?;
-    for (from, to) in [(&issued.cert, &dest.cert), (&issued.key, &dest.key)] {
-        let tmp = to.with_extension("tmp");
-        std::fs::copy(from, &tmp)?;
-        std::fs::rename(&tmp, to)?;
-    }
-    Ok(())
+    replace_with(&issued.cert, &dest.cert)?;
+    replace_with(&issued.key, &dest.key)
 }
 
 fn files(dir: &Path, stem: &str) -> CertFiles {
@@ -230,10 +236,11 @@ async fn mutual_tls_grpcurl_shim_and_rotation() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let pki = Pki::new(&dir.path().join("pki"))?;
     let other = Pki::new(&dir.path().join("other-pki"))?;
-    let ca = pki.ca_files.cert.clone();
     // The files the processes read, rewritten in place on rotation.
     let live = dir.path().join("live");
     std::fs::create_dir_all(&live)?;
+    let ca = live.join("ca.crt");
+    std::fs::copy(&pki.ca_files.cert, &ca)?;
     let server = files(&live, "server");
     let shim_cert = files(&live, "shim");
     issue_into(&pki, "server-1", "provider", Usage::Server, &server)?;
@@ -336,7 +343,6 @@ async fn mutual_tls_grpcurl_shim_and_rotation() -> anyhow::Result<()> {
         &emu,
         &addr,
         &ca,
-        &pki,
         &server,
         &shim_cert,
         &test_client,
@@ -424,7 +430,6 @@ async fn scenario(
     emu: &EciEmulator,
     addr: &str,
     ca: &Path,
-    pki: &Pki,
     server: &CertFiles,
     shim_cert: &CertFiles,
     test_client: &CertFiles,
@@ -541,24 +546,39 @@ async fn scenario(
     )
     .await?;
 
-    // Rotate both certificates (same CA, new keys); the shim's now names SHIM_V2.
-    let old_served = served_cert(ca, test_client, addr).await?;
-    issue_into(pki, "server-2", "provider", Usage::Server, server)?;
-    issue_into(pki, "shim-2", SHIM_V2, Usage::Client, shim_cert)?;
+    // Rotate to a new CA: the bundle both sides read now holds only it, and both certificates
+    // are re-issued by it (the shim's now names SHIM_V2).
+    let next = Pki::new(&dir.join("next-pki"))?;
+    let next_client = next.issue("test-next", TEST_CLIENT, &[], &[TEST_CLIENT], Usage::Client)?;
+    issue_into(&next, "server-2", "provider", Usage::Server, server)?;
+    issue_into(&next, "shim-2", SHIM_V2, Usage::Client, shim_cert)?;
+    replace_with(&next.ca_files.cert, ca)?;
     let new_server = pem_der(&server.cert)?;
-    ensure!(
-        old_served != new_server,
-        "rotation produced the same certificate"
-    );
+    // A new connection with the new CA and a client certificate it signed is served: the
+    // provider trusts the new CA for clients and presents the new certificate.
     eventually(
         Duration::from_secs(20),
-        "new connections get the new certificate",
+        "new connections served under the new CA",
         || async {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            Ok((served_cert(ca, test_client, addr).await? == new_server).then_some(()))
+            let out = grpcurl_tls(ca, Some(&next_client), addr, &["list"]).await?;
+            Ok(String::from_utf8_lossy(&out.stdout)
+                .contains(SVC)
+                .then_some(()))
         },
     )
     .await?;
+    ensure!(
+        served_cert(ca, &next_client, addr).await? == new_server,
+        "a new connection did not get the new certificate"
+    );
+    // The old CA's client certificate (still allowed by name) is refused on a new handshake,
+    // while the WatchPods and exec streams this test opened with it go on below.
+    let out = grpcurl_tls(ca, Some(test_client), addr, &["list"]).await?;
+    ensure!(
+        !out.status.success() && !String::from_utf8_lossy(&out.stdout).contains(SVC),
+        "a client certificate from the old CA was served after the rotation: {out:?}"
+    );
 
     // The open streams go on: kubectl logs -f keeps receiving lines, and WatchPods reports a pod
     // created through the shim after the rotation.
@@ -629,8 +649,8 @@ async fn scenario(
         );
     }
 
-    // The shim presents its new certificate on new connections: the provider, restarted to
-    // allow only SHIM_V2 (and this test), still serves it.
+    // The shim verifies the provider against the new CA and presents its new certificate on new
+    // connections: the provider, restarted to allow only SHIM_V2 (and this test), serves it.
     provider.stop(Duration::from_secs(10)).await?;
     std::fs::create_dir_all(dir.join("restarted"))?;
     *provider = start_tls_provider(
@@ -640,7 +660,7 @@ async fn scenario(
         server,
         ca,
         &[SHIM_V2, TEST_CLIENT],
-        test_client,
+        &next_client,
         &receiver.endpoint(),
     )
     .await?;

@@ -1,30 +1,54 @@
 //! The AWS side of a pod's trace: an SDK interceptor that sends the current span's W3C
 //! `traceparent` with each HTTP request and records the request on the span (method, URL, status,
 //! AWS request id). The URL carries no credentials: SigV4 signs in headers, which are not recorded.
-//! Being on every client, it also refuses answers that declare more than [`MAX_ANSWER_BYTES`].
+//! Being on every client, it also caps answers at [`MAX_ANSWER_BYTES`]: a larger declared length
+//! is refused unread, and a body sent without one is cut off at the cap.
 
 use aws_sdk_ecs::config::{
     ConfigBag, Intercept, RuntimeComponents,
     interceptors::{
-        BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextMut,
+        BeforeDeserializationInterceptorContextMut, BeforeDeserializationInterceptorContextRef,
+        BeforeTransmitInterceptorContextMut,
     },
 };
 use aws_sdk_ecs::error::BoxError;
+use aws_smithy_types::body::SdkBody;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// Most bytes an AWS answer may declare (`Content-Length`); a larger one is refused before any
-/// of it is read. The SDK reads whole answers into memory with no limit of its own
-/// (aws-smithy-runtime `orchestrator/http.rs` `read_body`), and an interceptor cannot wrap the
-/// body without the `aws-smithy-types` crate, so an answer without a length (chunked) is bounded
-/// only by the operation's 60 s deadline. AWS's JSON and query answers carry a length.
+/// Most bytes of an AWS answer read into memory. The SDK reads whole answers with no limit of its
+/// own (aws-smithy-runtime `orchestrator/http.rs` `read_body`), so the interceptor refuses a
+/// larger declared `Content-Length` before any of it is read, and counts the bytes of a body
+/// without one (chunked), stopping at the cap.
 pub const MAX_ANSWER_BYTES: u64 = 16 << 20;
 
 /// An answer over [`MAX_ANSWER_BYTES`].
 #[derive(Debug, thiserror::Error)]
-#[error("the answer declares {declared} bytes, more than {MAX_ANSWER_BYTES}: refusing to read it")]
-pub struct AnswerTooLarge {
-    /// The declared `Content-Length`.
-    pub declared: u64,
+pub enum AnswerTooLarge {
+    /// Its `Content-Length`.
+    #[error("the answer declares {0} bytes, more than {MAX_ANSWER_BYTES}: refusing to read it")]
+    Declared(u64),
+    /// Sent without a length, it went on past the cap.
+    #[error(
+        "the answer, sent without a length, went on past {MAX_ANSWER_BYTES} bytes: stopped reading it"
+    )]
+    Streamed,
+}
+
+/// `body` cut off with [`AnswerTooLarge::Streamed`] once more than [`MAX_ANSWER_BYTES`] of it came.
+fn capped(body: SdkBody) -> SdkBody {
+    let limited = Limited::new(
+        body,
+        usize::try_from(MAX_ANSWER_BYTES).unwrap_or(usize::MAX),
+    )
+    .map_err(|e| -> BoxError {
+        if e.is::<LengthLimitError>() {
+            Box::new(AnswerTooLarge::Streamed)
+        } else {
+            e
+        }
+    });
+    SdkBody::from_body_1_x(limited)
 }
 
 /// Adds trace context and request attributes to every AWS call of a client it is installed on,
@@ -59,6 +83,19 @@ impl Intercept for TraceContext {
         Ok(())
     }
 
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // The SDK reads the body right after the interceptors, wrapped or not.
+        let body = context.response_mut().body_mut();
+        let inner = std::mem::replace(body, SdkBody::taken());
+        *body = capped(inner);
+        Ok(())
+    }
+
     fn read_before_deserialization(
         &self,
         context: &BeforeDeserializationInterceptorContextRef<'_>,
@@ -84,7 +121,7 @@ impl Intercept for TraceContext {
             .get("content-length")
             .and_then(|v| v.trim().parse::<u64>().ok());
         if let Some(declared) = declared.filter(|n| *n > MAX_ANSWER_BYTES) {
-            return Err(Box::new(AnswerTooLarge { declared }));
+            return Err(Box::new(AnswerTooLarge::Declared(declared)));
         }
         Ok(())
     }
@@ -92,7 +129,13 @@ impl Intercept for TraceContext {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicU64, Ordering},
+        },
+        time::{Duration, Instant},
+    };
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -161,6 +204,103 @@ mod tests {
         assert!(err.message.contains("more than 16777216"), "{err}");
         assert_eq!(err.kind, crate::error::Kind::Other, "not retried");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// A server for one connection: reads a request head, answers 200 with a chunked body of
+    /// `body` (`None`: 1 GiB of spaces, endless next to the cap, yet a bounded loss for a client
+    /// without one) in 1 MiB chunks; counts the body bytes it got out.
+    async fn serve_chunked(body: Option<Vec<u8>>, sent: Arc<AtomicU64>) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 8192];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match sock.read(&mut buf).await {
+                    Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+            if sock.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let endless = vec![b' '; 1 << 20];
+            let mut chunks: Box<dyn Iterator<Item = &[u8]> + Send> = match &body {
+                Some(b) => Box::new(b.chunks(1 << 20)),
+                None => Box::new(std::iter::repeat_n(&endless[..], 1024)),
+            };
+            for chunk in &mut chunks {
+                let ok = sock
+                    .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                    .await
+                    .is_ok()
+                    && sock.write_all(chunk).await.is_ok()
+                    && sock.write_all(b"\r\n").await.is_ok();
+                if !ok {
+                    return;
+                }
+                sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            let _ = sock.write_all(b"0\r\n\r\n").await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_endless_chunked_answer_is_cut_off_at_the_cap() {
+        // No length, no end: without the cap the SDK would read until the 60 s operation
+        // deadline, holding all of it (a loopback server sends gigabytes in that time).
+        let sent = Arc::new(AtomicU64::new(0));
+        let addr = serve_chunked(None, sent.clone()).await;
+        let started = Instant::now();
+        let call = ecs(addr)
+            .describe_tasks()
+            .cluster("vk")
+            .tasks("arn:t")
+            .send();
+        let err = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("ended quickly")
+            .expect_err("too large");
+        let err = crate::error::AwsError::from_sdk("DescribeTasks", err);
+        assert_eq!(err.code, "AnswerTooLarge", "{err}");
+        assert!(
+            err.message.contains("without a length") && err.message.contains("16777216"),
+            "{err}"
+        );
+        assert_eq!(err.kind, crate::error::Kind::Other, "not retried");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        // The client stopped reading near the cap (plus what socket buffers hold), so what it
+        // held was bounded by the cap, not by what the server would send.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = sent.load(Ordering::Relaxed);
+        assert!(sent < MAX_ANSWER_BYTES + (16 << 20), "{sent} bytes sent");
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_at_the_cap_is_read() {
+        let mut body = b"{\"tasks\":[]}".to_vec();
+        body.resize(usize::try_from(MAX_ANSWER_BYTES).expect("fits"), b' ');
+        let addr = serve_chunked(Some(body), Arc::new(AtomicU64::new(0))).await;
+        let out = ecs(addr)
+            .describe_tasks()
+            .cluster("vk")
+            .tasks("arn:t")
+            .send()
+            .await
+            .expect("read");
+        assert!(out.tasks().is_empty());
     }
 
     #[tokio::test]

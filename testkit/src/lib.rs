@@ -6,8 +6,11 @@
 //! - [`grpcurl`]: runs the real `grpcurl` against a provider.
 //! - [`ports`]: free loopback ports.
 //! - [`moto`]: a real moto server (AWS emulator) set up for ECS on Fargate.
-//! - [`fault_proxy`]: an HTTP proxy injecting AWS throttling and 5xx in front of moto.
+//! - [`fault_proxy`]: an HTTP proxy injecting throttling, 5xx, lost and slow answers in front of
+//!   moto or an emulator.
 //! - [`shim`]: the real node-shim binary for providers' end-to-end tests; acceptance manifests.
+//! - [`soak`]: every process killed and every cloud disturbed while pods come and go, then a
+//!   check that nothing was lost, leaked or duplicated.
 //! - [`otlp`]: an OTLP/gRPC trace receiver recording spans.
 //! - [`kubelet_node`]: a real node (containerd + kubelet 1.20) for a control plane.
 //!
@@ -28,6 +31,7 @@ pub mod ports;
 pub mod process;
 pub mod provider_checks;
 pub mod shim;
+pub mod soak;
 pub mod test_provider;
 pub mod wait;
 

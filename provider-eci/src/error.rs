@@ -124,13 +124,13 @@ impl EciError {
         retry_after: Option<Duration>,
     ) -> Self {
         let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-        let code = parsed.code.unwrap_or_else(|| format!("HTTP{http_status}"));
+        // An empty code or message says as little as a missing one (found by fuzzing).
+        let given = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+        let code = given(parsed.code).unwrap_or_else(|| format!("HTTP{http_status}"));
         Self {
             op,
             kind: classify(&code, http_status),
-            message: parsed
-                .message
-                .unwrap_or_else(|| format!("HTTP status {http_status}")),
+            message: given(parsed.message).unwrap_or_else(|| format!("HTTP status {http_status}")),
             code,
             request_id: parsed.request_id,
             retry_after,
@@ -283,5 +283,14 @@ mod tests {
         let junk = EciError::from_response("X", 502, b"<html>", None);
         assert_eq!(junk.code, "HTTP502");
         assert!(junk.is_retryable());
+    }
+
+    /// Found by fuzzing: `{"Code":""}` made an error with no code ("X failed: : …").
+    #[test]
+    fn empty_codes_and_messages_count_as_missing() {
+        let e = EciError::from_response("X", 503, br#"{"Code":" ","Message":""}"#, None);
+        assert_eq!(e.code, "HTTP503");
+        assert_eq!(e.message, "HTTP status 503");
+        assert!(e.is_retryable());
     }
 }

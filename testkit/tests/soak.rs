@@ -1,5 +1,5 @@
 //! A short soak (`vk_testkit::soak`) with a fixed seed: the three clouds behind fault-injecting
-//! proxies, three providers and three shims, ~100 s of pod lifecycles while shims, providers, the
+//! proxies, three providers and three shims, ~90 s of pod lifecycles while shims, providers, the
 //! API server and etcd are killed and restarted and a fifth of the cloud calls are disturbed;
 //! then nothing leaked, nothing duplicated, no phase regression, every pod where its spec says.
 //!
@@ -16,7 +16,7 @@ async fn short_soak_loses_leaks_and_duplicates_nothing() -> anyhow::Result<()> {
     let report = soak::run(SoakConfig {
         seed: 20_261_203,
         lifecycles: 60,
-        duration: Duration::from_secs(100),
+        duration: Duration::from_secs(90),
         workers: 4,
         settle_timeout: Duration::from_secs(90),
         ..SoakConfig::default()

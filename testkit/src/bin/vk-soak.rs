@@ -13,7 +13,9 @@ use vk_testkit::soak::{self, SoakConfig, cloud::Cloud};
 #[derive(Parser, Debug)]
 #[command(
     name = "vk-soak",
-    about = "Kill every process, disturb every cloud, check nothing is lost"
+    about = "Kill every process, disturb every cloud, check nothing is lost",
+    // scripts/soak.sh passes its defaults first and the caller's flags after: the last wins.
+    args_override_self = true
 )]
 struct Cli {
     /// Seeds every choice (lifecycles, nodes, faults); default: the current time.

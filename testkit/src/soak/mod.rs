@@ -365,10 +365,15 @@ async fn drive_and_check(
         stop.clone(),
     )));
 
-    let driver = Arc::new(Driver::new(client.clone(), clouds.clone(), nodes.clone()));
-    let next = Arc::new(AtomicUsize::new(0));
     let started = tokio::time::Instant::now();
     let deadline = started + config.duration;
+    let driver = Arc::new(Driver::new(
+        client.clone(),
+        clouds.clone(),
+        nodes.clone(),
+        deadline + Duration::from_secs(20),
+    ));
+    let next = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..config.workers.max(1) {
         let driver = driver.clone();

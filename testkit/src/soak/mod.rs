@@ -177,6 +177,9 @@ pub struct Report {
     pub cloud_calls_forwarded: BTreeMap<String, usize>,
     /// Incarnations of each provider and shim.
     pub starts: BTreeMap<String, u32>,
+    /// Providers and shims that exited by themselves during the run (restarted at once): not a
+    /// check failure (nothing is lost if the restart recovers), but each is worth a look.
+    pub unexpected_exits: Vec<String>,
     /// Full lists the pod watch made (1 + re-lists after API server or etcd restarts).
     pub watch_lists: usize,
     /// Errors the pod watch saw (and retried).
@@ -252,6 +255,14 @@ impl Report {
             for item in list {
                 let _ = writeln!(s, "  {kind}: {item}");
             }
+        }
+        let _ = writeln!(
+            s,
+            "providers and shims that exited by themselves: {}",
+            self.unexpected_exits.len()
+        );
+        for e in &self.unexpected_exits {
+            let _ = writeln!(s, "  exit: {e}");
         }
         let _ = writeln!(s, "logs: {}", self.log_dir);
         s
@@ -411,7 +422,10 @@ async fn drive_and_check(
 
     // Settle: faults off, everything up.
     stop.store(true, Ordering::SeqCst);
-    let (process_faults, mut notes) = (&mut injector.0).await.context("fault injector panicked")?;
+    let (process_faults, injector_notes) =
+        (&mut injector.0).await.context("fault injector panicked")?;
+    let mut notes = injector_notes.other;
+    let unexpected_exits = injector_notes.exits;
     clouds.set_fault_rate(0.0);
     let settle_start = tokio::time::Instant::now();
     procs::wait_api_ready(cp, Duration::from_secs(90)).await?;
@@ -499,6 +513,7 @@ async fn drive_and_check(
         cloud_faults,
         cloud_calls_forwarded: forwarded,
         starts,
+        unexpected_exits,
         watch_lists,
         watch_errors,
         final_pods: state.pods.len(),
@@ -520,6 +535,15 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// What the injector saw besides its own faults.
+#[derive(Debug, Default)]
+struct InjectorNotes {
+    /// Providers and shims that exited by themselves (then restarted).
+    exits: Vec<String>,
+    /// Faults that could not be applied, restarts that failed.
+    other: Vec<String>,
+}
+
 /// Injects process faults until `stop`, from the seed; returns the counts and notes.
 async fn inject(
     config: SoakConfig,
@@ -527,18 +551,30 @@ async fn inject(
     clouds: Arc<Clouds>,
     procs: Arc<Mutex<Procs>>,
     stop: Arc<AtomicBool>,
-) -> (BTreeMap<ProcessFault, usize>, Vec<String>) {
+) -> (BTreeMap<ProcessFault, usize>, InjectorNotes) {
     let mut rng = Rng::new(config.seed ^ 0xfa17_fa17);
     let mut counts = BTreeMap::new();
-    let mut notes = Vec::new();
+    let mut notes = InjectorNotes::default();
     let total: u32 = FAULT_WEIGHTS.iter().map(|(_, w)| w).sum();
     let (lo, hi) = config.fault_interval;
     loop {
         let pause = lo + (hi.saturating_sub(lo)).mul_f64(rng.unit());
-        // Sleep in short steps so the end of the drive is not delayed by a long pause.
+        // Sleep in short steps so the end of the drive is not delayed by a long pause; meanwhile
+        // restart what exited by itself, as a real installation's supervisor would.
         let until = tokio::time::Instant::now() + pause;
         while tokio::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            match procs.lock().await.supervise(&cp, &clouds).await {
+                Ok(exits) => {
+                    for e in &exits {
+                        tracing::warn!("{e}");
+                    }
+                    notes.exits.extend(exits);
+                }
+                Err(e) => notes
+                    .other
+                    .push(format!("restarting an exited process: {e:#}")),
+            }
         }
         if stop.load(Ordering::SeqCst) {
             break;
@@ -558,7 +594,9 @@ async fn inject(
         *counts.entry(fault).or_insert(0) += 1;
         if let Err(e) = apply(fault, cloud, down, &cp, &clouds, &procs).await {
             tracing::warn!(?fault, "fault injection: {e:#}");
-            notes.push(format!("{fault:?} on {}: {e:#}", cloud.name()));
+            notes
+                .other
+                .push(format!("{fault:?} on {}: {e:#}", cloud.name()));
         }
     }
     (counts, notes)

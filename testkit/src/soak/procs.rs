@@ -163,6 +163,58 @@ impl Procs {
         Ok(())
     }
 
+    /// Restarts every provider or shim that exited by itself (not one the injector killed: that
+    /// one's slot is empty until the injector restarts it), as the Deployment or service manager
+    /// of a real installation would; returns what exited and why.
+    pub async fn supervise(
+        &mut self,
+        cp: &ControlPlane,
+        clouds: &Clouds,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut exits = Vec::new();
+        let all: Vec<Cloud> = self.provider_addr.keys().copied().collect();
+        for cloud in all {
+            for shim in [false, true] {
+                let slots = if shim {
+                    &mut self.shims
+                } else {
+                    &mut self.providers
+                };
+                let Some(slot) = slots.get_mut(&cloud) else {
+                    continue;
+                };
+                let Some(status) = slot.process.as_mut().and_then(ManagedProcess::exited) else {
+                    continue;
+                };
+                let Some(process) = slot.process.take() else {
+                    continue;
+                };
+                let log = std::fs::read_to_string(process.log_path()).unwrap_or_default();
+                // The shim prints `Error: ...` on its way out; else the last line says most.
+                let why = log
+                    .lines()
+                    .find(|l| l.starts_with("Error:"))
+                    .or_else(|| log.lines().last())
+                    .unwrap_or_default()
+                    .chars()
+                    .take(400)
+                    .collect::<String>();
+                exits.push(format!(
+                    "{} (start {}) exited by itself ({status}): {why} [{}]",
+                    process.name(),
+                    slot.starts,
+                    process.log_path().display()
+                ));
+                if shim {
+                    self.start_shim(cloud, cp)?;
+                } else {
+                    self.start_provider(cloud, clouds).await?;
+                }
+            }
+        }
+        Ok(exits)
+    }
+
     /// Resident sets now, KiB, by process label.
     pub fn rss(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();

@@ -428,6 +428,7 @@ async fn drive_and_check(
     let unexpected_exits = injector_notes.exits;
     clouds.set_fault_rate(0.0);
     let settle_start = tokio::time::Instant::now();
+    procs.lock().await.revive_control(cp).await?;
     procs::wait_api_ready(cp, Duration::from_secs(90)).await?;
     procs.lock().await.revive(cp, &clouds).await?;
 

@@ -44,6 +44,8 @@ pub struct Procs {
     /// Control-plane components the soak restarted (by component name): the new incarnations
     /// are the soak's children, no longer the [`ControlPlane`]'s.
     pub control: BTreeMap<String, ManagedProcess>,
+    /// Command lines of the control-plane components, read before their first restart.
+    argv: BTreeMap<String, Vec<String>>,
     restarts: u32,
 }
 
@@ -60,6 +62,7 @@ impl Procs {
             providers: BTreeMap::new(),
             shims: BTreeMap::new(),
             control: BTreeMap::new(),
+            argv: BTreeMap::new(),
             restarts: 0,
         })
     }
@@ -255,31 +258,70 @@ impl Procs {
         component: &str,
         cp: &ControlPlane,
     ) -> anyhow::Result<()> {
-        let (pid, argv) = find_child(component)
-            .with_context(|| format!("no running {component} child process"))?;
-        nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL)?;
-        if let Some(mut old) = self.control.remove(component) {
-            old.stop(Duration::from_secs(5)).await?;
-        } else {
-            // The ControlPlane's child: it is reaped when the ControlPlane drops; wait until it
-            // is a zombie (its ports are free then).
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while find_child(component).is_some_and(|(p, _)| p == pid) {
-                if tokio::time::Instant::now() > deadline {
-                    bail!("{component} ({pid}) survived SIGKILL");
+        match find_child(component) {
+            Some((pid, argv)) => {
+                self.argv.insert(component.to_owned(), argv);
+                nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL)?;
+                if let Some(mut old) = self.control.remove(component) {
+                    old.stop(Duration::from_secs(5)).await?;
+                } else {
+                    // The ControlPlane's child: it is reaped when the ControlPlane drops; wait
+                    // until it is a zombie (its ports are free then).
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                    while find_child(component).is_some_and(|(p, _)| p == pid) {
+                        if tokio::time::Instant::now() > deadline {
+                            bail!("{component} ({pid}) survived SIGKILL");
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // Not running (an earlier restart failed): start it from the command line kept then.
+            None => {
+                self.control.remove(component);
             }
         }
+        let argv = self
+            .argv
+            .get(component)
+            .with_context(|| format!("no running {component} and no command line kept"))?
+            .clone();
         let (bin, args) = argv.split_first().context("empty command line")?;
-        self.restarts += 1;
-        let name = format!("{component}-restart-{}", self.restarts);
-        let mut cmd = Command::new(bin);
-        cmd.args(args);
         let logs = cp.dir().join("logs");
-        let process = ManagedProcess::spawn(&name, &mut cmd, &logs)?;
-        self.control.insert(component.to_owned(), process);
+        // etcd refuses to bind its ports while connections to them linger (`address already in
+        // use`, seen after SIGKILL): start again until it stays up.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            self.restarts += 1;
+            let name = format!("{component}-restart-{}", self.restarts);
+            let mut cmd = Command::new(bin);
+            cmd.args(args);
+            let mut process = ManagedProcess::spawn(&name, &mut cmd, &logs)?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if process.exited().is_none() {
+                self.control.insert(component.to_owned(), process);
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("{component} does not stay up: {}", process.log_tail(5));
+            }
+            tracing::info!("{name} exited at once; starting it again");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
         wait_api_ready(cp, Duration::from_secs(90)).await
+    }
+
+    /// Starts again whichever control-plane component the soak restarted and is not running
+    /// (for the settle phase).
+    pub async fn revive_control(&mut self, cp: &ControlPlane) -> anyhow::Result<()> {
+        let components: Vec<String> = self.argv.keys().cloned().collect();
+        for c in components {
+            if find_child(&c).is_none() {
+                tracing::warn!("{c} not running: starting it again");
+                self.restart_control(&c, cp).await?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -4,21 +4,37 @@
 # It applies the acceptance manifests (examples/acceptance/) and a Fargate example, shows the pods
 # Running on the virtual nodes and their logs.
 #
-#   scripts/demo.sh           run until Ctrl-C
-#   scripts/demo.sh --check   the same, non-interactively: assert nodes, pods and logs, clean up, stop
+#   scripts/demo.sh               run until Ctrl-C
+#   scripts/demo.sh --check       the same, non-interactively: assert nodes, pods and logs, clean up, stop
+#   scripts/demo.sh --in-cluster  the same through the chart, as users install it: the images built
+#                                 here (scripts/images.sh) run on a real kubelet node (containerd +
+#                                 runc, needs root), one `helm install` per virtual node; with
+#                                 --check, `helm uninstall` drains them and no Node is left
 #
 # The first run builds the Kubernetes binaries (~8 min) and the workspace (~5 min); later runs start
-# in seconds.
+# in seconds (--in-cluster: the release images, ~7 min warm, ~15 min cold).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CHECK=0
-[ "${1:-}" = "--check" ] && CHECK=1
+IN_CLUSTER=0
+for arg in "$@"; do
+  case "$arg" in
+    --check) CHECK=1 ;;
+    --in-cluster) IN_CLUSTER=1 ;;
+    *) echo "usage: $0 [--check] [--in-cluster]" >&2; exit 2 ;;
+  esac
+done
 CACHE="${VK_CACHE:-$HOME/.cache/vk-rs}"
 RUN="$(mktemp -d -t vk-demo-XXXXXX)"
 step() { echo "==> $*" >&2; }
 fail() {
   echo "demo: $*" >&2
   for f in "$RUN"/*.log; do echo "--- tail of $f" >&2; tail -n 15 "$f" >&2; done
+  if [ "$IN_CLUSTER" = 1 ] && [ -n "${KUBECTL+x}" ]; then
+    "${KUBECTL[@]}" -n vk-system get pods -o wide >&2 || true
+    "${KUBECTL[@]}" -n vk-system logs -l app.kubernetes.io/name=virtual-node --all-containers \
+      --prefix --tail=15 >&2 || true
+  fi
   exit 1
 }
 
@@ -41,6 +57,14 @@ cargo build --workspace --all-targets
 TARGET="${CARGO_TARGET_DIR:-target}/debug"
 GRPCURL="$CACHE/venv/bin/grpcurl"
 KUBECTL=(kubectl --kubeconfig="$RUN/kubeconfig")
+HELM=("$CACHE/helm/helm" --kubeconfig="$RUN/kubeconfig")
+NODE_IMAGES=()
+if [ "$IN_CLUSTER" = 1 ]; then
+  step "building the images (release binaries on a Debian root filesystem: scripts/images.sh)"
+  # The images' own checks run in CI (scripts/test.sh); the demo only needs them built.
+  VK_IMAGES_SKIP_NODE_CHECK=1 scripts/images.sh
+  NODE_IMAGES=(--kubelet-node-images node-shim,provider-fargate,provider-aci,provider-eci)
+fi
 
 # A free loopback port, the preferred one when it is free.
 port() {
@@ -77,8 +101,9 @@ wait_for() {
 }
 
 step "starting the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler)"
-start control-plane "$TARGET/vk-control-plane" --kubeconfig-out "$RUN/kubeconfig"
-wait_for 60 "the control plane" grep -q '^ready' "$RUN/control-plane.out"
+[ "$IN_CLUSTER" = 1 ] && step "and a real kubelet node (containerd + runc) with the images imported"
+start control-plane "$TARGET/vk-control-plane" --kubeconfig-out "$RUN/kubeconfig" "${NODE_IMAGES[@]}"
+wait_for 120 "the control plane" grep -q '^ready' "$RUN/control-plane.out"
 # The cluster CA, which also signs the API server's kubelet client certificate: the shims trust it.
 "${KUBECTL[@]}" config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' \
   | base64 -d >"$RUN/ca.crt"
@@ -94,46 +119,98 @@ read -r _ MOTO_URL MOTO_CLUSTER MOTO_SUBNET MOTO_SG MOTO_LOGS <"$RUN/moto.out"
 wait_for 30 "aci-emulator" curl -sf "$ACI_URL/_emulator/health"
 wait_for 30 "eci-emulator" curl -sf "$ECI_URL/_emulator/health"
 
-declare -A PORTS=([fargate]=$(port 50051) [aci]=$(port 50052) [eci]=$(port 50053))
-step "starting provider-fargate, provider-aci and provider-eci against them"
-start provider-fargate env AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
-  AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true \
-  "$TARGET/provider-fargate" --listen "127.0.0.1:${PORTS[fargate]}" --endpoint-url "$MOTO_URL" \
-  --region us-east-1 --cluster "$MOTO_CLUSTER" --subnets "$MOTO_SUBNET" --security-groups "$MOTO_SG" \
-  --log-group "$MOTO_LOGS" --execution-role-arn arn:aws:iam::123456789012:role/ecsTaskExecutionRole \
-  --status-interval-seconds 1
-# The emulators' default credentials (see emulators/*/README.md).
-start provider-aci env AZURE_TENANT_ID=00000000-0000-0000-0000-0000000000aa AZURE_CLIENT_ID=vk-client \
-  AZURE_CLIENT_SECRET=vk-client-secret \
-  "$TARGET/provider-aci" --listen "127.0.0.1:${PORTS[aci]}" \
-  --subscription-id 00000000-0000-0000-0000-000000000001 --resource-group vk-rg --location westeurope \
-  --arm-endpoint "$ACI_URL" --authority-host "$ACI_URL" --status-interval-seconds 1 \
-  --subnet-ids /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/vk-rg/providers/Microsoft.Network/virtualNetworks/vk-vnet/subnets/aci
-start provider-eci env ALIBABA_CLOUD_ACCESS_KEY_ID=LTAI5tEmulatorKey0001 \
-  ALIBABA_CLOUD_ACCESS_KEY_SECRET=EmulatorSecret0001EmulatorSecret \
-  "$TARGET/provider-eci" --listen "127.0.0.1:${PORTS[eci]}" --region cn-hangzhou --endpoint "$ECI_URL" \
-  --vswitch-id vsw-emulator0001 --security-group-id sg-emulator0001 --zone-id cn-hangzhou-h \
-  --status-interval-seconds 1
-for p in fargate aci eci; do
-  wait_for 60 "provider-$p" "$GRPCURL" -plaintext -d '{"service":"podprovider.v1.PodProvider"}' \
-    "127.0.0.1:${PORTS[$p]}" grpc.health.v1.Health/Check
-done
+# The chart, one release per virtual node, as users install it; the pods share the node's network
+# (no pod network or kube-proxy here), reach the API server and the emulators on loopback, and use
+# the images imported into the node (pullPolicy Never).
+install_chart() {
+  local p="$1" server port
+  server="$("${KUBECTL[@]}" config view --raw -o jsonpath='{.clusters[0].cluster.server}')"
+  port="${server##*:}"
+  local -a common=(
+    --set "provider=$p,nodeName=vk-$p,clusterId=demo,hostNetwork=true"
+    --set "apiServer.host=127.0.0.1,apiServer.port=$port"
+    --set "image.registry=docker.io/vk-rs,image.pullPolicy=Never"
+    --set "kubelet.port=$(port),metrics.shimPort=$(port),metrics.providerPort=$(port)"
+    --set "credentials.existingSecret=$p-credentials"
+    --set-json "nodeLabels={\"vk-rs.io/cloud\":\"$p\"}"
+    --set-json "nodeSelector={\"kubernetes.io/hostname\":\"$KUBELET_NODE\"}"
+    --set "providerConfig.$p.status-interval-seconds=1"
+  )
+  case "$p" in
+    fargate) common+=(--set-json 'extraTaints=["eks.amazonaws.com/compute-type=fargate:NoSchedule"]'
+      --set-string "providerConfig.fargate.endpoint-url=$MOTO_URL,providerConfig.fargate.region=us-east-1"
+      --set-string "providerConfig.fargate.cluster=$MOTO_CLUSTER,providerConfig.fargate.subnets=$MOTO_SUBNET"
+      --set-string "providerConfig.fargate.security-groups=$MOTO_SG,providerConfig.fargate.log-group=$MOTO_LOGS"
+      --set-string "providerConfig.fargate.execution-role-arn=arn:aws:iam::123456789012:role/ecsTaskExecutionRole") ;;
+    aci) common+=(--set-json 'extraTaints=["azure.com/aci:NoSchedule"]'
+      --set-string "providerConfig.aci.subscription-id=00000000-0000-0000-0000-000000000001"
+      --set-string "providerConfig.aci.resource-group=vk-rg,providerConfig.aci.location=westeurope"
+      --set-string "providerConfig.aci.arm-endpoint=$ACI_URL,providerConfig.aci.authority-host=$ACI_URL"
+      --set-string "providerConfig.aci.subnet-ids=/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/vk-rg/providers/Microsoft.Network/virtualNetworks/vk-vnet/subnets/aci") ;;
+    eci) common+=(--set-string "providerConfig.eci.region=cn-hangzhou,providerConfig.eci.endpoint=$ECI_URL"
+      --set-string "providerConfig.eci.vswitch-id=vsw-emulator0001,providerConfig.eci.security-group-id=sg-emulator0001"
+      --set-string "providerConfig.eci.zone-id=cn-hangzhou-h") ;;
+  esac
+  "${HELM[@]}" install "vk-$p" helm -n vk-system "${common[@]}" >/dev/null
+}
 
-# Taints as in the walk-throughs: ECI's key is alibabacloud.com/eci; ACI's nodes carry
-# virtual-kubelet.io/provider plus azure.com/aci; the Fargate node has its own extra taint, so the
-# ACI manifests (which tolerate any virtual-kubelet.io/provider) stay on the ACI node.
-declare -A SHIM_ARGS=(
-  [fargate]="--extra-taint=eks.amazonaws.com/compute-type=fargate:NoSchedule"
-  [aci]="--extra-taint=azure.com/aci:NoSchedule"
-  [eci]="--taint-key=alibabacloud.com/eci"
-)
-for p in fargate aci eci; do
-  step "starting node-shim for virtual node vk-$p"
-  # shellcheck disable=SC2086 # SHIM_ARGS holds separate flags
-  start "shim-$p" "$TARGET/node-shim" --node-name "vk-$p" --kubeconfig "$RUN/kubeconfig" \
-    --provider-endpoint "http://127.0.0.1:${PORTS[$p]}" --kubelet-port "$(port)" \
-    --metrics-address "127.0.0.1:$(port)" --client-ca-file "$RUN/ca.crt" --node-label "vk-rs.io/cloud=$p" ${SHIM_ARGS[$p]}
-done
+if [ "$IN_CLUSTER" = 1 ]; then
+  read -r _ _ KUBELET_NODE _ <"$RUN/control-plane.out"
+  step "installing the chart three times (vk-fargate, vk-aci, vk-eci) onto the kubelet node $KUBELET_NODE"
+  "${KUBECTL[@]}" create namespace vk-system >/dev/null
+  # The emulators' default credentials (see emulators/*/README.md), as the chart's Secrets.
+  "${KUBECTL[@]}" -n vk-system create secret generic fargate-credentials \
+    --from-literal=AWS_ACCESS_KEY_ID=testing --from-literal=AWS_SECRET_ACCESS_KEY=testing >/dev/null
+  "${KUBECTL[@]}" -n vk-system create secret generic aci-credentials \
+    --from-literal=AZURE_TENANT_ID=00000000-0000-0000-0000-0000000000aa \
+    --from-literal=AZURE_CLIENT_ID=vk-client --from-literal=AZURE_CLIENT_SECRET=vk-client-secret >/dev/null
+  "${KUBECTL[@]}" -n vk-system create secret generic eci-credentials \
+    --from-literal=ALIBABA_CLOUD_ACCESS_KEY_ID=LTAI5tEmulatorKey0001 \
+    --from-literal=ALIBABA_CLOUD_ACCESS_KEY_SECRET=EmulatorSecret0001EmulatorSecret >/dev/null
+  for p in fargate aci eci; do install_chart "$p"; done
+else
+  declare -A PORTS=([fargate]=$(port 50051) [aci]=$(port 50052) [eci]=$(port 50053))
+  step "starting provider-fargate, provider-aci and provider-eci against them"
+  start provider-fargate env AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+    AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true \
+    "$TARGET/provider-fargate" --listen "127.0.0.1:${PORTS[fargate]}" --endpoint-url "$MOTO_URL" \
+    --region us-east-1 --cluster "$MOTO_CLUSTER" --subnets "$MOTO_SUBNET" --security-groups "$MOTO_SG" \
+    --log-group "$MOTO_LOGS" --execution-role-arn arn:aws:iam::123456789012:role/ecsTaskExecutionRole \
+    --status-interval-seconds 1
+  # The emulators' default credentials (see emulators/*/README.md).
+  start provider-aci env AZURE_TENANT_ID=00000000-0000-0000-0000-0000000000aa AZURE_CLIENT_ID=vk-client \
+    AZURE_CLIENT_SECRET=vk-client-secret \
+    "$TARGET/provider-aci" --listen "127.0.0.1:${PORTS[aci]}" \
+    --subscription-id 00000000-0000-0000-0000-000000000001 --resource-group vk-rg --location westeurope \
+    --arm-endpoint "$ACI_URL" --authority-host "$ACI_URL" --status-interval-seconds 1 \
+    --subnet-ids /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/vk-rg/providers/Microsoft.Network/virtualNetworks/vk-vnet/subnets/aci
+  start provider-eci env ALIBABA_CLOUD_ACCESS_KEY_ID=LTAI5tEmulatorKey0001 \
+    ALIBABA_CLOUD_ACCESS_KEY_SECRET=EmulatorSecret0001EmulatorSecret \
+    "$TARGET/provider-eci" --listen "127.0.0.1:${PORTS[eci]}" --region cn-hangzhou --endpoint "$ECI_URL" \
+    --vswitch-id vsw-emulator0001 --security-group-id sg-emulator0001 --zone-id cn-hangzhou-h \
+    --status-interval-seconds 1
+  for p in fargate aci eci; do
+    wait_for 60 "provider-$p" "$GRPCURL" -plaintext -d '{"service":"podprovider.v1.PodProvider"}' \
+      "127.0.0.1:${PORTS[$p]}" grpc.health.v1.Health/Check
+  done
+
+  # Taints as in the walk-throughs: ECI's key is alibabacloud.com/eci; ACI's nodes carry
+  # virtual-kubelet.io/provider plus azure.com/aci; the Fargate node has its own extra taint, so the
+  # ACI manifests (which tolerate any virtual-kubelet.io/provider) stay on the ACI node.
+  declare -A SHIM_ARGS=(
+    [fargate]="--extra-taint=eks.amazonaws.com/compute-type=fargate:NoSchedule"
+    [aci]="--extra-taint=azure.com/aci:NoSchedule"
+    [eci]="--taint-key=alibabacloud.com/eci"
+  )
+  for p in fargate aci eci; do
+    step "starting node-shim for virtual node vk-$p"
+    # shellcheck disable=SC2086 # SHIM_ARGS holds separate flags
+    start "shim-$p" "$TARGET/node-shim" --node-name "vk-$p" --kubeconfig "$RUN/kubeconfig" \
+      --provider-endpoint "http://127.0.0.1:${PORTS[$p]}" --kubelet-port "$(port)" \
+      --metrics-address "127.0.0.1:$(port)" --client-ca-file "$RUN/ca.crt" --node-label "vk-rs.io/cloud=$p" ${SHIM_ARGS[$p]}
+  done
+
+fi
 
 has_csr() { "${KUBECTL[@]}" get csr -o name | grep -q "csr-vk-$1-"; }
 three_ready_agents() {
@@ -189,9 +266,11 @@ for ip in $("${KUBECTL[@]}" get pods -l 'app in (aci-helloworld,aks-sample)' \
 done
 
 # The command the demo prints for trying a provider answers with its pods (an empty node name
-# lists every node's pods).
-"$GRPCURL" -plaintext "127.0.0.1:${PORTS[aci]}" podprovider.v1.PodProvider/ListPods | grep -q '"aks-sample-' \
-  || fail "grpcurl ListPods on provider-aci does not list the aks-sample pods"
+# lists every node's pods). In the cluster the providers listen on their pods' unix sockets only.
+if [ "$IN_CLUSTER" = 0 ]; then
+  "$GRPCURL" -plaintext "127.0.0.1:${PORTS[aci]}" podprovider.v1.PodProvider/ListPods | grep -q '"aks-sample-' \
+    || fail "grpcurl ListPods on provider-aci does not list the aks-sample pods"
+fi
 
 step "logs, through the API server and each node's kubelet API"
 for pod in mypod "$("${KUBECTL[@]}" get pods -l app=aks-sample -o name | head -n 1)"; do
@@ -205,12 +284,17 @@ done
 # the awslogs driver would (stream <prefix>/<container>/<task id>), then read it back through
 # kubectl logs -> API server -> the shim's kubelet API -> provider-fargate -> CloudWatch Logs.
 fargate_pod="$("${KUBECTL[@]}" get pods -l app=fargate-hello -o jsonpath='{.items[0].metadata.name}')"
-task_arn="$("$GRPCURL" -plaintext -d '{"nodeName":"vk-fargate"}' "127.0.0.1:${PORTS[fargate]}" \
-  podprovider.v1.PodProvider/ListPods | python3 -c '
-import json, sys
-pods = json.load(sys.stdin).get("pods", [])
-print(next(p.get("cloudId", "") for p in pods if p["podRef"]["name"] == sys.argv[1]))' "$fargate_pod")"
-[ -n "$task_arn" ] || fail "provider-fargate does not list $fargate_pod"
+fargate_uid="$("${KUBECTL[@]}" get pod "$fargate_pod" -o jsonpath='{.metadata.uid}')"
+# The pod's task, found in moto's own state by the pod UID tag the provider puts on it.
+task_arn="$(AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "$CACHE/venv/bin/python" -c '
+import sys, boto3
+ecs = boto3.client("ecs", endpoint_url=sys.argv[1], region_name="us-east-1")
+arns = ecs.list_tasks(cluster=sys.argv[2])["taskArns"]
+tasks = ecs.describe_tasks(cluster=sys.argv[2], tasks=arns, include=["TAGS"])["tasks"] if arns else []
+print(next((t["taskArn"] for t in tasks
+            if {"key": "vk-pod-uid", "value": sys.argv[3]} in t.get("tags", [])), ""))' \
+  "$MOTO_URL" "$MOTO_CLUSTER" "$fargate_uid")"
+[ -n "$task_arn" ] || fail "moto has no task tagged with $fargate_pod's UID"
 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "$CACHE/venv/bin/python" - "$MOTO_URL" \
   "$MOTO_LOGS" "vk/hello/${task_arn##*/}" <<'PY'
 import sys, time, boto3
@@ -228,6 +312,12 @@ logs="$("${KUBECTL[@]}" logs "$fargate_pod")"
 echo "$logs"
 echo "$logs" | grep -q 'start worker processes' || fail "kubectl logs $fargate_pod did not return its CloudWatch log lines"
 
+if [ "$IN_CLUSTER" = 1 ]; then
+  TRY="  releases:         ${HELM[*]} list -n vk-system
+  shim logs:        ${KUBECTL[*]} -n vk-system logs -l app.kubernetes.io/instance=vk-aci -c node-shim"
+else
+  TRY="  providers (gRPC): $GRPCURL -plaintext 127.0.0.1:${PORTS[aci]} podprovider.v1.PodProvider/ListPods"
+fi
 cat <<MSG
 
 The demo is running: three virtual nodes (vk-fargate, vk-aci, vk-eci) with pods on them.
@@ -235,7 +325,7 @@ The demo is running: three virtual nodes (vk-fargate, vk-aci, vk-eci) with pods 
   kubectl:          ${KUBECTL[*]} get nodes,pods -o wide
   logs:             ${KUBECTL[*]} logs mypod
   scale:            ${KUBECTL[*]} scale deployment aks-sample --replicas=20
-  providers (gRPC): $GRPCURL -plaintext 127.0.0.1:${PORTS[aci]} podprovider.v1.PodProvider/ListPods
+$TRY
   emulator state:   curl $ACI_URL/_emulator/stats ; curl $ECI_URL/_emulator/stats
   process logs:     $RUN/*.log
 
@@ -251,6 +341,14 @@ if [ "$CHECK" = 1 ]; then
   wait_for 60 "no ACI container group left" no_groups "$ACI_URL"
   wait_for 60 "no ECI container group left" no_groups "$ECI_URL"
   wait_for 60 "no Fargate task left running" no_tasks
+  if [ "$IN_CLUSTER" = 1 ]; then
+    step "check: helm uninstall drains and removes each virtual node"
+    for p in fargate aci eci; do
+      "${HELM[@]}" uninstall "vk-$p" -n vk-system --timeout 5m >/dev/null || fail "helm uninstall vk-$p failed"
+    done
+    left="$("${KUBECTL[@]}" get nodes -o name | grep '^node/vk-\(fargate\|aci\|eci\)$' || true)"
+    [ -z "$left" ] || fail "virtual nodes left after helm uninstall: $left"
+  fi
   step "check passed"
   exit 0
 fi

@@ -21,7 +21,7 @@ mod ws_exec;
 use std::{collections::HashMap, sync::Arc};
 
 use clap::Parser;
-use provider_common::{ServerArgs, retry::RetryPolicy, status_loop};
+use provider_common::{PollTask, ServerArgs, retry::RetryPolicy, status_loop};
 
 use crate::{
     arm::{Arm, Scope},
@@ -47,19 +47,16 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    // Before any cloud call: an exposed plaintext listen is a configuration error.
-    cli.server.check_listen()?;
-    let _telemetry = provider_common::logging::init(
-        "provider-aci",
-        cli.server.log_format,
-        &cli.server.log_filter,
-    );
-    let mut registry = prometheus_client::registry::Registry::default();
-    let grpc_metrics = vk_telemetry::grpc::GrpcMetrics::register(&mut registry, "server");
-    provider_common::retry::register_metrics(&mut registry);
-    let args = &cli.aci;
+    provider_common::run("provider-aci", &cli.server, async |_metrics| {
+        Ok(provider(&cli.aci).await?)
+    })
+    .await?;
+    Ok(())
+}
+
+/// The ACI provider from its flags, its state rebuilt from ARM, and its poll loop.
+async fn provider(args: &AciArgs) -> anyhow::Result<(AciProvider, PollTask)> {
     let required = args.validate()?;
     let credential = args.credential()?;
     tracing::info!(credential = credential.kind(), arm = %args.arm_endpoint, resource_group = %required.resource_group, cluster = %args.cluster(&required.resource_group), nodes = ?args.nodes(), "starting");
@@ -130,37 +127,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let provider = AciProvider::new(arm, settings);
 
-    // Rebuild state from ARM before serving, so the first WatchPods snapshot is complete.
     let hub = provider.hub();
-    match provider.poll().await {
-        Ok(pods) => {
-            tracing::info!(pods = pods.len(), "state rebuilt from ACI");
-            hub.replace_all(pods);
-            hub.set_health(status_loop::PollHealth::Ok);
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "first status poll failed; serving anyway, reporting NotReady");
-            hub.set_health(status_loop::PollHealth::Failed(e.to_string()));
-        }
-    }
     let poller = provider.clone();
-    let poll_loop = tokio::spawn(status_loop::run_poll_loop(
-        hub,
-        args.status_interval(),
-        move || {
-            let p = poller.clone();
-            async move { p.poll().await }
-        },
-    ));
-    provider_common::serve_metrics(&cli.server, registry).await?;
-    let served = provider_common::serve_args(
-        provider,
-        &cli.server,
-        Some(grpc_metrics),
-        provider_common::shutdown::signal(),
-    )
+    let poll_loop = status_loop::rebuild_then_poll(hub, args.status_interval(), "ACI", move || {
+        let p = poller.clone();
+        async move { p.poll().await }
+    })
     .await;
-    poll_loop.abort();
-    served?;
-    Ok(())
+    Ok((provider, Box::pin(poll_loop)))
 }

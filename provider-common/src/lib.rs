@@ -34,4 +34,4 @@ pub mod tls;
 pub mod uid_lock;
 
 pub use listen::ListenAddr;
-pub use server::{ServerArgs, run, serve, serve_args, serve_metrics};
+pub use server::{BoxError, PollTask, ServerArgs, run, serve, serve_args, serve_metrics};

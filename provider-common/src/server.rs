@@ -168,6 +168,9 @@ pub enum Error {
     /// The TLS files or flags are unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The provider could not be built (its flags, credentials or cloud client).
+    #[error(transparent)]
+    Start(BoxError),
 }
 
 /// Serves `provider` on `addr` until `shutdown` completes, then drains in-flight calls.
@@ -318,18 +321,38 @@ where
     Ok(())
 }
 
-/// What a provider's `main` does after parsing its flags: set up logs, traces and metrics, serve
-/// until SIGTERM or Ctrl-C, drain, flush, return.
-pub async fn run<P: PodProvider>(
-    service: &str,
-    provider: P,
-    args: &ServerArgs,
-) -> Result<(), Error> {
+/// A provider's status poll loop, run in the background while the provider serves and stopped
+/// when serving ends.
+pub type PollTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Why a provider could not be built (flags, credentials, cloud client): the provider's own error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What every provider's `main` does once its flags are parsed: refuse an exposed listen before
+/// any cloud call, set up logs, traces and metrics (gRPC and cloud calls), let `build` make the
+/// provider (state rebuilt) and its poll loop, serve metrics and gRPC until SIGTERM or Ctrl-C,
+/// drain, then stop the poll loop. `build` gets the metrics registry for metrics of its own.
+pub async fn run<P, B>(service: &str, args: &ServerArgs, build: B) -> Result<(), Error>
+where
+    P: PodProvider,
+    B: AsyncFnOnce(&mut Registry) -> Result<(P, PollTask), BoxError>,
+{
+    // A provider may link both ring (ours) and aws-lc (the AWS SDK's): rustls must be told which.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    args.check_listen()?;
     let _telemetry = crate::logging::init(service, args.log_format, &args.log_filter);
     let mut registry = Registry::default();
     let metrics = GrpcMetrics::register(&mut registry, "server");
-    serve_metrics(args, registry).await?;
-    serve_args(provider, args, Some(metrics), crate::shutdown::signal()).await
+    crate::retry::register_metrics(&mut registry);
+    let (provider, poll) = build(&mut registry).await.map_err(Error::Start)?;
+    let poll_loop = tokio::spawn(poll);
+    let served = async {
+        serve_metrics(args, registry).await?;
+        serve_args(provider, args, Some(metrics), crate::shutdown::signal()).await
+    }
+    .await;
+    poll_loop.abort();
+    served
 }
 
 /// How long a client has to finish the TLS handshake; a peer that stalls must not hold a task.

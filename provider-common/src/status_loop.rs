@@ -290,6 +290,35 @@ impl StatusHub {
     }
 }
 
+/// Rebuilds `hub` with a first poll before the provider serves, so the first `WatchPods` snapshot
+/// is complete (a failed one is logged and reported by `Ping`: the provider serves anyway), then
+/// returns [`run_poll_loop`] with the same `poll`, for the caller to run in the background.
+/// `cloud` names where the state comes from in the log.
+pub async fn rebuild_then_poll<F, Fut, E>(
+    hub: Arc<StatusHub>,
+    interval: Duration,
+    cloud: &'static str,
+    mut poll: F,
+) -> impl Future<Output = ()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Vec<(String, PodStatus)>, E>>,
+    E: std::fmt::Display,
+{
+    match poll().await {
+        Ok(pods) => {
+            tracing::info!(pods = pods.len(), "state rebuilt from {cloud}");
+            hub.replace_all(pods);
+            hub.set_health(PollHealth::Ok);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "first status poll failed; serving anyway, reporting NotReady");
+            hub.set_health(PollHealth::Failed(e.to_string()));
+        }
+    }
+    run_poll_loop(hub, interval, poll)
+}
+
 /// Polls forever: every `interval`, calls `poll` and hands a successful result to
 /// [`StatusHub::replace_all`]; a failed poll keeps the last known statuses and is recorded in
 /// [`StatusHub::health`]. Spawn it; it ends when the task is aborted.
@@ -474,6 +503,40 @@ mod tests {
             hub.get("u1").is_some(),
             "later polls still publish statuses"
         );
+        task.abort();
+    }
+
+    /// The first poll is published before `rebuild_then_poll` returns (the provider serves only
+    /// then); a failed one is reported and the loop still polls.
+    #[tokio::test(start_paused = true)]
+    async fn the_first_poll_rebuilds_state_before_the_loop_runs() {
+        let hub = StatusHub::new();
+        let polled = rebuild_then_poll(hub.clone(), Duration::from_secs(5), "test", || async {
+            Ok::<_, String>(vec![("u1".to_owned(), status("u1", PodPhase::Running))])
+        })
+        .await;
+        assert!(hub.get("u1").is_some());
+        assert_eq!(hub.health(), PollHealth::Ok);
+        drop(polled);
+
+        let hub = StatusHub::new();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let polled = rebuild_then_poll(hub.clone(), Duration::from_secs(5), "test", move || {
+            let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    return Err("cloud down".to_owned());
+                }
+                Ok(vec![("u1".to_owned(), status("u1", PodPhase::Running))])
+            }
+        })
+        .await;
+        assert_eq!(hub.health(), PollHealth::Failed("cloud down".into()));
+        let task = tokio::spawn(polled);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(hub.health(), PollHealth::Ok);
+        assert!(hub.get("u1").is_some());
         task.abort();
     }
 }

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use clap::Parser;
-use provider_common::{ServerArgs, retry::RetryPolicy, status_loop};
+use provider_common::{PollTask, ServerArgs, retry::RetryPolicy, status_loop};
 
 use crate::{
     cloud::Cloud,
@@ -49,19 +49,16 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    // Before any cloud call: an exposed plaintext listen is a configuration error.
-    cli.server.check_listen()?;
-    let _telemetry = provider_common::logging::init(
-        "provider-eci",
-        cli.server.log_format,
-        &cli.server.log_filter,
-    );
-    let mut registry = prometheus_client::registry::Registry::default();
-    let grpc_metrics = vk_telemetry::grpc::GrpcMetrics::register(&mut registry, "server");
-    provider_common::retry::register_metrics(&mut registry);
-    let args = &cli.eci;
+    provider_common::run("provider-eci", &cli.server, async |_metrics| {
+        Ok(provider(&cli.eci).await?)
+    })
+    .await?;
+    Ok(())
+}
+
+/// The ECI provider from its flags, its state rebuilt from ECI, and its poll loop.
+async fn provider(args: &EciArgs) -> anyhow::Result<(EciProvider, PollTask)> {
     args.validate()?;
     let creds = credentials::CredentialProvider::new(config::credentials_from_env(args)?)
         .map_err(anyhow::Error::msg)
@@ -106,16 +103,7 @@ async fn main() -> anyhow::Result<()> {
                 .set_health(status_loop::PollHealth::Failed(e.to_string()));
         }
     }
-    let poll_loop = tokio::spawn(provider.clone().poll_forever(args.status_interval()));
-    provider_common::serve_metrics(&cli.server, registry).await?;
-    let served = provider_common::serve_args(
-        provider,
-        &cli.server,
-        Some(grpc_metrics),
-        provider_common::shutdown::signal(),
-    )
-    .await;
-    poll_loop.abort();
-    served?;
-    Ok(())
+    // ECI's poll publishes to the hub itself (under the provider's lock), so it has its own loop.
+    let poll_loop = provider.clone().poll_forever(args.status_interval());
+    Ok((provider, Box::pin(poll_loop)))
 }

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use clap::Parser;
-use provider_common::{ServerArgs, retry::RetryPolicy, status_loop};
+use provider_common::{PollTask, ServerArgs, retry::RetryPolicy, status_loop};
 
 use crate::{
     cloud::{Cloud, Network},
@@ -46,20 +46,16 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // Both ring (ours) and aws-lc (the AWS SDK's) are linked: rustls needs to be told which.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    // Before any cloud call: an exposed plaintext listen is a configuration error.
-    cli.server.check_listen()?;
-    let _telemetry = provider_common::logging::init(
-        "provider-fargate",
-        cli.server.log_format,
-        &cli.server.log_filter,
-    );
-    let mut registry = prometheus_client::registry::Registry::default();
-    let grpc_metrics = vk_telemetry::grpc::GrpcMetrics::register(&mut registry, "server");
-    provider_common::retry::register_metrics(&mut registry);
-    let args = &cli.fargate;
+    provider_common::run("provider-fargate", &cli.server, async |_metrics| {
+        Ok(provider(&cli.fargate).await?)
+    })
+    .await?;
+    Ok(())
+}
+
+/// The Fargate provider from its flags, its state rebuilt from ECS, and its poll loop.
+async fn provider(args: &FargateArgs) -> anyhow::Result<(FargateProvider, PollTask)> {
     args.validate()?;
 
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -147,22 +143,17 @@ async fn main() -> anyhow::Result<()> {
     };
     let provider = FargateProvider::new(cloud, settings);
 
-    // Rebuild state from ECS before serving, so the first WatchPods snapshot is complete.
-    let hub = provider.hub();
     if let Err(e) = provider.load_definitions().await {
         tracing::warn!(error = %e, "cannot list task definitions; unused ones stay registered for now");
     }
-    match provider.poll().await {
-        Ok(pods) => {
-            tracing::info!(pods = pods.len(), "state rebuilt from ECS");
-            hub.replace_all(pods);
-            hub.set_health(status_loop::PollHealth::Ok);
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "first status poll failed; serving anyway, reporting NotReady");
-            hub.set_health(status_loop::PollHealth::Failed(e.to_string()));
-        }
-    }
+    let hub = provider.hub();
+    let poller = provider.clone();
+    let poll_loop =
+        status_loop::rebuild_then_poll(hub.clone(), args.status_interval(), "ECS", move || {
+            let p = poller.clone();
+            async move { p.poll().await }
+        })
+        .await;
     // Secrets of pods deleted while the provider was down; only once the pods are known.
     if matches!(hub.health(), status_loop::PollHealth::Ok) {
         match provider.sweep_secrets().await {
@@ -170,24 +161,5 @@ async fn main() -> anyhow::Result<()> {
             Err(e) => tracing::warn!(error = %e, "cannot sweep secrets of gone pods"),
         }
     }
-    let poller = provider.clone();
-    let poll_loop = tokio::spawn(status_loop::run_poll_loop(
-        hub,
-        args.status_interval(),
-        move || {
-            let p = poller.clone();
-            async move { p.poll().await }
-        },
-    ));
-    provider_common::serve_metrics(&cli.server, registry).await?;
-    let served = provider_common::serve_args(
-        provider,
-        &cli.server,
-        Some(grpc_metrics),
-        provider_common::shutdown::signal(),
-    )
-    .await;
-    poll_loop.abort();
-    served?;
-    Ok(())
+    Ok((provider, Box::pin(poll_loop)))
 }

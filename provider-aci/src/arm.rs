@@ -250,7 +250,7 @@ impl Arm {
             let attempt = self.attempt(op, method.clone(), &url, body.clone()).await;
             match attempt {
                 Err(mut e) if e.status == 401 && unauthorized.swap(true, Ordering::Relaxed) => {
-                    e.kind = Kind::Auth;
+                    e.kind = Kind::Unauthenticated;
                     Err(e)
                 }
                 other => other,
@@ -260,7 +260,7 @@ impl Arm {
         // A 401 that persists is an authentication failure, not an outage.
         result.map_err(|mut e| {
             if e.status == 401 {
-                e.kind = Kind::Auth;
+                e.kind = Kind::Unauthenticated;
             }
             e
         })

@@ -286,7 +286,7 @@ impl TokenSource {
                         .await
                         .map_err(|e| AzureError {
                             op: OP,
-                            kind: Kind::Auth,
+                            kind: Kind::Unauthenticated,
                             status: 0,
                             code: "FederatedTokenUnreadable".into(),
                             message: format!("cannot read {}: {e}", token_file.display()),
@@ -327,7 +327,7 @@ impl TokenSource {
             let kind = match status {
                 429 => Kind::Throttled,
                 s if s >= 500 => Kind::Unavailable,
-                _ => Kind::Auth,
+                _ => Kind::Unauthenticated,
             };
             return Err(AzureError {
                 op: OP,
@@ -346,7 +346,7 @@ impl TokenSource {
         let parsed: TokenResponse =
             serde_json::from_slice(&reply.body).map_err(|e| AzureError {
                 op: OP,
-                kind: Kind::Auth,
+                kind: Kind::Unauthenticated,
                 status: reply.status.as_u16(),
                 code: "BadTokenResponse".into(),
                 message: format!("unreadable token response: {e}"),

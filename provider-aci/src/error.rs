@@ -1,26 +1,18 @@
-//! Azure errors, classified once: what to retry, and which gRPC code a persistent failure becomes.
+//! Azure errors, classified once into the shared `Kind`, which decides retrying and the gRPC code.
 
 use std::time::Duration;
 
-use provider_common::retry::Retryable;
+use provider_common::cloud_error::{Advice, Classified};
 
-/// What kind of failure an Azure call had.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// 429 Too Many Requests.
-    Throttled,
-    /// 5xx, timeouts, connection failures.
-    Unavailable,
-    /// 404.
-    NotFound,
-    /// 400/409/413/422: ARM rejected the request as invalid (413: too large, so retrying the
-    /// same pod cannot help).
-    Invalid,
-    /// 401/403, or Azure AD refused to issue a token.
-    Auth,
-    /// Anything else.
-    Other,
-}
+pub use provider_common::cloud_error::Kind;
+
+/// What the provider tells users about failures the operator must cure.
+const ADVICE: Advice = Advice {
+    cloud: "Azure",
+    unauthenticated: "Azure refused the provider's credentials; check its identity and role assignment",
+    permission_denied: "Azure refused the provider's credentials; check its identity and role assignment",
+    quota: None,
+};
 
 /// A failed Azure call. The message comes from ARM or Azure AD and names no secret: request
 /// bodies (where secrets travel) are never echoed into it.
@@ -41,15 +33,18 @@ pub struct AzureError {
     pub retry_after: Option<Duration>,
 }
 
-/// Classifies an HTTP status (with ARM's error code, which can be more specific).
-pub fn classify(status: u16, code: &str) -> Kind {
+/// Classifies ARM's error code with the HTTP status (the code can be more specific): 400/409/413/422
+/// are invalid requests (413: too large, so retrying the same pod cannot help), 401 rejected
+/// credentials, 403 a missing role assignment.
+pub fn classify(code: &str, status: u16) -> Kind {
     match (status, code) {
         (429, _) => Kind::Throttled,
         (_, "ResourceNotFound" | "ResourceGroupNotFound" | "ContainerGroupNotFound") => {
             Kind::NotFound
         }
         (404, _) => Kind::NotFound,
-        (401 | 403, _) => Kind::Auth,
+        (401, _) => Kind::Unauthenticated,
+        (403, _) => Kind::PermissionDenied,
         (409, "ContainerGroupTransitioning" | "Conflict") => Kind::Unavailable,
         (s, _) if s >= 500 => Kind::Unavailable,
         (400 | 409 | 413 | 422, _) => Kind::Invalid,
@@ -100,7 +95,7 @@ impl AzureError {
         };
         Self {
             op,
-            kind: classify(status, &code),
+            kind: classify(&code, status),
             status,
             code,
             message,
@@ -110,22 +105,13 @@ impl AzureError {
 
     /// The gRPC status a caller sees once retries are used up.
     pub fn to_status(&self) -> tonic::Status {
-        let msg = self.to_string();
-        match self.kind {
-            Kind::Throttled => tonic::Status::resource_exhausted(format!(
-                "Azure keeps throttling after retries; try again later ({msg})"
-            )),
-            Kind::Unavailable => tonic::Status::unavailable(msg),
-            Kind::NotFound => tonic::Status::not_found(msg),
-            // ACI's own sentence is what users need (e.g. a limit above the group's request).
-            Kind::Invalid => {
-                tonic::Status::invalid_argument(format!("{}: {}", self.code, self.message))
-            }
-            Kind::Auth => tonic::Status::unavailable(format!(
-                "Azure refused the provider's credentials; check its identity and role assignment ({msg})"
-            )),
-            Kind::Other => tonic::Status::internal(msg),
-        }
+        // ACI's own sentence is what users need (e.g. a limit above the group's request).
+        let message = if self.kind == Kind::Invalid {
+            format!("{}: {}", self.code, self.message)
+        } else {
+            self.to_string()
+        };
+        self.kind.to_status(&ADVICE, message)
     }
 }
 
@@ -136,44 +122,45 @@ pub fn parse_retry_after(v: Option<&http::HeaderValue>) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-impl Retryable for AzureError {
-    fn is_retryable(&self) -> bool {
-        matches!(self.kind, Kind::Throttled | Kind::Unavailable)
+impl Classified for AzureError {
+    fn kind(&self) -> Kind {
+        self.kind
     }
 
-    fn retry_after(&self) -> Option<Duration> {
+    fn server_delay(&self) -> Option<Duration> {
         self.retry_after
-    }
-
-    fn is_throttle(&self) -> bool {
-        self.kind == Kind::Throttled
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use provider_common::retry::Retryable;
+
     use super::*;
 
     #[test]
     fn statuses_and_codes_are_classified() {
-        assert_eq!(classify(429, ""), Kind::Throttled);
-        assert_eq!(classify(503, ""), Kind::Unavailable);
-        assert_eq!(classify(404, ""), Kind::NotFound);
-        assert_eq!(classify(400, "ResourceNotFound"), Kind::NotFound);
-        assert_eq!(classify(401, "InvalidAuthenticationToken"), Kind::Auth);
-        assert_eq!(classify(400, "InvalidContainerGroup"), Kind::Invalid);
+        assert_eq!(classify("", 429), Kind::Throttled);
+        assert_eq!(classify("", 503), Kind::Unavailable);
+        assert_eq!(classify("", 404), Kind::NotFound);
+        assert_eq!(classify("ResourceNotFound", 400), Kind::NotFound);
         assert_eq!(
-            classify(409, "ContainerGroupTransitioning"),
+            classify("InvalidAuthenticationToken", 401),
+            Kind::Unauthenticated
+        );
+        assert_eq!(classify("InvalidContainerGroup", 400), Kind::Invalid);
+        assert_eq!(
+            classify("ContainerGroupTransitioning", 409),
             Kind::Unavailable
         );
-        assert_eq!(classify(302, ""), Kind::Other);
+        assert_eq!(classify("", 302), Kind::Other);
     }
 
     /// A 413 fails the pod with a reason (it used to be INTERNAL), whether ARM explains it or
     /// a gateway answers without a body.
     #[test]
     fn request_entity_too_large_is_an_invalid_pod() {
-        assert_eq!(classify(413, ""), Kind::Invalid);
+        assert_eq!(classify("", 413), Kind::Invalid);
         let op = "ContainerGroups_CreateOrUpdate";
         let e = AzureError::from_response(op, 413, None, b"");
         assert!(!e.is_retryable());

@@ -9,6 +9,7 @@
 //! - [`status_loop`]: the poll-diff-push status hub behind `WatchPods`, `GetPod` and `ListPods`.
 //! - [`rpc`]: pod-reference checks and the RPCs answered from the status hub alone.
 //! - [`retry`]: backoff with jitter for cloud calls, honouring Retry-After.
+//! - [`cloud_error`]: the kinds of failed cloud calls, which are retried, and their gRPC codes.
 //! - [`resources`]: a pod's total CPU and memory, rounding to cloud sizes.
 //! - [`naming`]: deterministic resource names and identity tags.
 //! - [`log_follow`]: container logs (and `follow` by polling) for clouds whose log API answers text.
@@ -18,6 +19,7 @@
 
 #[cfg(feature = "arbitrary")]
 pub mod arbitrary;
+pub mod cloud_error;
 pub mod listen;
 pub mod log_follow;
 pub mod log_share;

@@ -1,36 +1,22 @@
-//! ECI errors, classified once: what to retry, and which gRPC code a persistent failure becomes.
+//! ECI errors, classified once into the shared `Kind`, which decides retrying and the gRPC code.
 //!
 //! The RPC API answers errors with HTTP 4xx/5xx and a JSON body `{RequestId, Code, Message,
 //! HostId, Recommend}`.
 
 use std::time::Duration;
 
-use provider_common::retry::Retryable;
+use provider_common::cloud_error::{Advice, Classified};
 use serde::Deserialize;
 
-/// What kind of failure an ECI call had.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// `Throttling`, `Throttling.User`, `Throttling.Api`, …: retried with backoff.
-    Throttled,
-    /// 5xx, `ServiceUnavailable`, `InternalError`, `OperationConflict`, timeouts, connection
-    /// failures: retried.
-    Unavailable,
-    /// The signature or the credentials were rejected.
-    Unauthenticated,
-    /// The credentials lack a permission.
-    PermissionDenied,
-    /// The container group does not exist.
-    NotFound,
-    /// ECI rejected a parameter.
-    Invalid,
-    /// The group is not in a state that allows the operation (e.g. exec into a stopped one).
-    Precondition,
-    /// Quota or stock exhausted (not retried here; the shim retries later).
-    Exhausted,
-    /// Anything else.
-    Other,
-}
+pub use provider_common::cloud_error::Kind;
+
+/// What the provider tells users about failures the operator must cure.
+const ADVICE: Advice = Advice {
+    cloud: "ECI",
+    unauthenticated: "ECI rejected the provider's credentials or signature; check the AccessKey pair or STS token",
+    permission_denied: "ECI denied the call; check the RAM permissions of the provider's credentials",
+    quota: None,
+};
 
 /// A failed ECI call. Code and message come from ECI, which does not echo parameter values, so
 /// they carry no secret.
@@ -86,7 +72,7 @@ pub fn classify(code: &str, http_status: u16) -> Kind {
     } else if starts("IncorrectStatus") || starts("IncorrectContainerGroupStatus") {
         Kind::Precondition
     } else if starts("QuotaExceeded") || starts("OperationDenied.NoStock") || starts("NoStock") {
-        Kind::Exhausted
+        Kind::Quota
     } else if code.ends_with(".NotFound") && code.contains("ContainerGroup") {
         Kind::NotFound
     } else if starts("ServiceUnavailable")
@@ -180,43 +166,24 @@ impl EciError {
 
     /// The gRPC status a caller sees once retries are used up.
     pub fn to_status(&self) -> tonic::Status {
-        let msg = self.to_string();
-        match self.kind {
-            Kind::Throttled => tonic::Status::resource_exhausted(format!(
-                "ECI keeps throttling after retries; try again later ({msg})"
-            )),
-            Kind::Exhausted => tonic::Status::resource_exhausted(msg),
-            Kind::Unavailable => tonic::Status::unavailable(msg),
-            Kind::Unauthenticated => tonic::Status::unauthenticated(format!(
-                "ECI rejected the provider's credentials or signature; check the AccessKey pair or STS token ({msg})"
-            )),
-            Kind::PermissionDenied => tonic::Status::permission_denied(format!(
-                "ECI denied the call; check the RAM permissions of the provider's credentials ({msg})"
-            )),
-            Kind::NotFound => tonic::Status::not_found(msg),
-            Kind::Precondition => tonic::Status::failed_precondition(msg),
-            Kind::Invalid => tonic::Status::invalid_argument(msg),
-            Kind::Other => tonic::Status::internal(msg),
-        }
+        self.kind.to_status(&ADVICE, self.to_string())
     }
 }
 
-impl Retryable for EciError {
-    fn is_retryable(&self) -> bool {
-        matches!(self.kind, Kind::Throttled | Kind::Unavailable)
+impl Classified for EciError {
+    fn kind(&self) -> Kind {
+        self.kind
     }
 
-    fn retry_after(&self) -> Option<Duration> {
+    fn server_delay(&self) -> Option<Duration> {
         self.retry_after
-    }
-
-    fn is_throttle(&self) -> bool {
-        self.kind == Kind::Throttled
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use provider_common::retry::Retryable;
+
     use super::*;
 
     #[test]
@@ -275,7 +242,8 @@ mod tests {
         );
         assert_eq!(e.kind, Kind::Unauthenticated);
         let s = e.to_status();
-        assert_eq!(s.code(), tonic::Code::Unauthenticated);
+        // Unified with ACI and Fargate (docs/PROTOCOL.md §8): the pod is not at fault.
+        assert_eq!(s.code(), tonic::Code::Unavailable);
         assert!(s.message().contains("SignatureDoesNotMatch") && s.message().contains("R-1"));
         let t = EciError::from_response("X", 400, br#"{"Code":"Throttling.User"}"#, None);
         assert!(t.is_retryable() && t.is_throttle());

@@ -1,6 +1,7 @@
 //! Credentials and throttling against the ECI emulator:
 //! - a provider with a wrong AccessKey secret has its calls rejected, and CreatePod surfaces
-//!   UNAUTHENTICATED naming `SignatureDoesNotMatch`, without the secret;
+//!   UNAVAILABLE (the code every provider gives rejected credentials, PROTOCOL.md §8) naming
+//!   `SignatureDoesNotMatch`, without the secret;
 //! - STS credentials (key, secret and security token) are accepted;
 //! - with 20 % of calls throttled (`Throttling.User`), 50 creates and 50 deletes make exactly 50
 //!   groups and delete exactly 50 (retries with backoff; ClientToken keeps creates idempotent).
@@ -44,7 +45,7 @@ async fn a_wrong_secret_is_rejected_with_a_clear_error() -> anyhow::Result<()> {
         })
         .await
         .expect_err("a create with a wrong secret must fail");
-    ensure!(err.code() == tonic::Code::Unauthenticated, "{err:?}");
+    ensure!(err.code() == tonic::Code::Unavailable, "{err:?}");
     ensure!(
         err.message().contains("SignatureDoesNotMatch"),
         "{}",

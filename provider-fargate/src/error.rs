@@ -1,29 +1,20 @@
-//! AWS errors, classified once: what to retry, and which gRPC code a persistent failure becomes.
+//! AWS errors, classified once into the shared `Kind`, which decides retrying and the gRPC code.
 
 use std::time::Duration;
 
 use aws_sdk_ecs::config::http::HttpResponse as Response;
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
-use provider_common::retry::Retryable;
+use provider_common::cloud_error::{Advice, Classified};
 
-/// What kind of failure an AWS call had.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// ThrottlingException and friends.
-    Throttled,
-    /// 5xx, timeouts, connection failures.
-    Unavailable,
-    /// The resource does not exist.
-    NotFound,
-    /// AWS rejected the request as invalid.
-    Invalid,
-    /// The credentials lack a permission.
-    AccessDenied,
-    /// An account quota is used up (e.g. concurrent Fargate tasks or vCPUs): not retried here.
-    Quota,
-    /// Anything else.
-    Other,
-}
+pub use provider_common::cloud_error::Kind;
+
+/// What the provider tells users about failures the operator must cure.
+const ADVICE: Advice = Advice {
+    cloud: "AWS",
+    unauthenticated: "AWS denied the call; check the provider's IAM permissions",
+    permission_denied: "AWS denied the call; check the provider's IAM permissions",
+    quota: Some("an AWS quota is used up; raise it in Service Quotas or wait for tasks to end"),
+};
 
 /// A failed AWS call. The message comes from AWS and names no secret (secrets travel only in
 /// RunTask overrides, which AWS does not echo).
@@ -56,7 +47,8 @@ pub fn classify(code: &str, http_status: u16) -> Kind {
         | "InternalFailure"
         | "InternalServerError" => Kind::Unavailable,
         "ResourceNotFoundException" | "ClusterNotFoundException" => Kind::NotFound,
-        "AccessDeniedException" | "UnrecognizedClientException" => Kind::AccessDenied,
+        "AccessDeniedException" => Kind::PermissionDenied,
+        "UnrecognizedClientException" => Kind::Unauthenticated,
         _ if http_status == 429 => Kind::Throttled,
         _ if http_status >= 500 => Kind::Unavailable,
         "ClientException" | "InvalidParameterException" | "ValidationException" => Kind::Invalid,
@@ -128,36 +120,17 @@ impl AwsError {
 
     /// The gRPC status a caller sees once retries are used up.
     pub fn to_status(&self) -> tonic::Status {
-        let msg = self.to_string();
-        match self.kind {
-            Kind::Throttled => tonic::Status::resource_exhausted(format!(
-                "AWS keeps throttling after retries; try again later ({msg})"
-            )),
-            Kind::Unavailable => tonic::Status::unavailable(msg),
-            Kind::NotFound => tonic::Status::not_found(msg),
-            Kind::Invalid => tonic::Status::invalid_argument(msg),
-            Kind::AccessDenied => tonic::Status::unavailable(format!(
-                "AWS denied the call; check the provider's IAM permissions ({msg})"
-            )),
-            Kind::Quota => tonic::Status::resource_exhausted(format!(
-                "an AWS quota is used up; raise it in Service Quotas or wait for tasks to end ({msg})"
-            )),
-            Kind::Other => tonic::Status::internal(msg),
-        }
+        self.kind.to_status(&ADVICE, self.to_string())
     }
 }
 
-impl Retryable for AwsError {
-    fn is_retryable(&self) -> bool {
-        matches!(self.kind, Kind::Throttled | Kind::Unavailable)
+impl Classified for AwsError {
+    fn kind(&self) -> Kind {
+        self.kind
     }
 
-    fn retry_after(&self) -> Option<Duration> {
+    fn server_delay(&self) -> Option<Duration> {
         self.retry_after
-    }
-
-    fn is_throttle(&self) -> bool {
-        self.kind == Kind::Throttled
     }
 }
 
@@ -211,6 +184,8 @@ pub fn run_task_failure(failures: &[(String, String)]) -> AwsError {
 
 #[cfg(test)]
 mod tests {
+    use provider_common::retry::Retryable;
+
     use super::*;
 
     fn failure(reason: &str, detail: &str) -> AwsError {

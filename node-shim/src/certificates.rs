@@ -4,12 +4,17 @@
 
 use std::time::{Duration, SystemTime};
 
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::{
     ByteString,
     api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use kube::{Api, Client, api::PostParams, runtime::wait::await_condition};
+use kube::{
+    Api, Client,
+    api::PostParams,
+    runtime::{WatchStreamExt, watcher},
+};
 use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 
@@ -67,6 +72,54 @@ pub fn renew_at(der: &[u8]) -> SystemTime {
     }
 }
 
+/// Whether a request is finished: signed, or denied or failed.
+fn signed_or_refused(csr: &CertificateSigningRequest) -> bool {
+    let status = csr.status.as_ref();
+    let refused = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Denied" || c.type_ == "Failed")
+        });
+    refused || status.and_then(|s| s.certificate.as_ref()).is_some()
+}
+
+/// Watches the request `name` until it is signed or refused. The wait can be long (an approver,
+/// or an admin, decides) and outlive API server restarts: watch errors are retried with backoff,
+/// as the kubelet's certificate manager does, instead of ending the wait.
+async fn wait_signed_or_refused(
+    api: Api<CertificateSigningRequest>,
+    name: &str,
+) -> Result<CertificateSigningRequest, Error> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(api, config).default_backoff().boxed();
+    loop {
+        match events.try_next().await {
+            Ok(Some(watcher::Event::Apply(csr) | watcher::Event::InitApply(csr)))
+                if signed_or_refused(&csr) =>
+            {
+                return Ok(csr);
+            }
+            Ok(Some(watcher::Event::Delete(_))) => {
+                return Err(Error::Csr {
+                    name: name.to_owned(),
+                    reason: "deleted before it was signed".into(),
+                });
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(Error::Csr {
+                    name: name.to_owned(),
+                    reason: "the watch ended".into(),
+                });
+            }
+            Err(e) => {
+                tracing::warn!(csr = %name, error = %e, "watching the certificate request failed; retrying");
+            }
+        }
+    }
+}
+
 /// Asks `signer` for a certificate with `params` (subject, names) and `usages`, as `client`, and
 /// waits until the request is approved and signed (or refused).
 pub async fn request(
@@ -95,22 +148,8 @@ pub async fn request(
     let created = api.create(&PostParams::default(), &csr).await?;
     let name = created.metadata.name.unwrap_or_default();
     tracing::info!(csr = %name, %signer, "waiting for the certificate request to be approved and signed");
-    let issued = await_condition(api, &name, |csr: Option<&CertificateSigningRequest>| {
-        let status = csr.and_then(|c| c.status.as_ref());
-        let refused = status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Denied" || c.type_ == "Failed")
-            });
-        refused || status.and_then(|s| s.certificate.as_ref()).is_some()
-    })
-    .await
-    .map_err(|e| Error::Csr {
-        name: name.clone(),
-        reason: e.to_string(),
-    })?;
-    let status = issued.and_then(|c| c.status).unwrap_or_default();
+    let issued = wait_signed_or_refused(api, &name).await?;
+    let status = issued.status.unwrap_or_default();
     let Some(pem) = status.certificate else {
         let why = status
             .conditions

@@ -402,3 +402,125 @@ fn first_expiry(pem: &[u8]) -> anyhow::Result<std::time::SystemTime> {
     let secs = u64::try_from(cert.validity().not_after.timestamp())?;
     Ok(std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }
+
+/// A TCP relay to the API server that can be cut (listener closed, every relayed connection
+/// dropped) and restored on the same port: an API server outage as the shim sees it.
+struct Relay {
+    port: u16,
+    upstream: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn start(upstream: &str) -> anyhow::Result<Self> {
+        let mut relay = Self {
+            port: free_port()?,
+            upstream: upstream.to_owned(),
+            task: None,
+        };
+        relay.restore().await?;
+        Ok(relay)
+    }
+
+    async fn restore(&mut self) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await?;
+        let upstream = self.upstream.clone();
+        self.task = Some(tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut down, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                conns.spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+            }
+        }));
+        Ok(())
+    }
+
+    /// Dropping the task drops the listener and the JoinSet, which aborts every relayed
+    /// connection.
+    async fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_serving_certificate_request_outlives_an_api_server_outage() -> anyhow::Result<()>
+{
+    vk_testkit::init_test_logging();
+    let cp = ControlPlane::start().await?;
+    let node = "vk-csr-outage";
+    let upstream = cp
+        .server
+        .strip_prefix("https://")
+        .unwrap_or(&cp.server)
+        .to_owned();
+    let mut relay = Relay::start(&upstream).await?;
+    let dir = tempfile::tempdir()?;
+    // The admin kubeconfig, through the relay (its address is 127.0.0.1 too, which the API
+    // server's certificate names).
+    let kubeconfig = dir.path().join("relayed.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        std::fs::read_to_string(&cp.kubeconfig)?
+            .replace(&cp.server, &format!("https://127.0.0.1:{}", relay.port)),
+    )?;
+    let socket = dir.path().join("provider.sock");
+    let control = Control::new();
+    let _server = control.serve(ListenAddr::Unix(socket.clone())).await?;
+    let kubelet_port = free_port()?;
+    let mut shim = ManagedProcess::spawn(
+        "node-shim-csr-outage",
+        Command::new(Path::new(env!("CARGO_BIN_EXE_node-shim")))
+            .arg(format!("--node-name={node}"))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--provider-endpoint=unix:{}", socket.display()))
+            .arg(format!("--kubelet-port={kubelet_port}"))
+            .arg("--metrics-address=off")
+            .arg("--serving-cert=csr")
+            .arg("--ping-interval=1s"),
+        dir.path(),
+    )?;
+    let result = async {
+        let csr = eventually(Duration::from_secs(60), "the serving CSR", || async {
+            let out = cp.run_kubectl(&["get", "csr", "-o", "name"])?;
+            Ok(out
+                .lines()
+                .map(|l| l.trim_start_matches("certificatesigningrequest.certificates.k8s.io/"))
+                .find(|n| n.starts_with(&format!("csr-{node}-")))
+                .map(str::to_owned))
+        })
+        .await?;
+        // The outage while the request waits for an approver: the shim keeps waiting.
+        relay.cut().await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        anyhow::ensure!(
+            shim.exited().is_none(),
+            "the shim exited during the outage: {}",
+            shim.log_tail(10)
+        );
+        relay.restore().await?;
+        cp.run_kubectl(&["certificate", "approve", &csr])?;
+        eventually(
+            Duration::from_secs(60),
+            "the kubelet API serving with the signed certificate",
+            || async {
+                Ok(tokio::net::TcpStream::connect(("127.0.0.1", kubelet_port))
+                    .await
+                    .ok()
+                    .map(drop))
+            },
+        )
+        .await?;
+        anyhow::ensure!(shim.exited().is_none(), "{}", shim.log_tail(10));
+        Ok(())
+    }
+    .await;
+    shim.stop(Duration::from_secs(5)).await?;
+    result
+}

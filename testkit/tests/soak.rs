@@ -29,6 +29,13 @@ async fn short_soak_loses_leaks_and_duplicates_nothing() -> anyhow::Result<()> {
         "the soak found problems:\n{}",
         report.summary()
     );
+    // Faults around a process are not a reason for it to exit (the supervisor restarting it
+    // would hide a crash loop).
+    anyhow::ensure!(
+        report.unexpected_exits.is_empty(),
+        "processes exited by themselves: {:?}",
+        report.unexpected_exits
+    );
     // The run really disturbed things (else a pass says nothing).
     anyhow::ensure!(
         report.process_faults.values().sum::<usize>() >= 4,

@@ -51,37 +51,10 @@ async fn provider_aci_passes() {
         .unwrap();
     let bin = workspace_bin("provider-aci").unwrap();
     let port = free_port().unwrap();
-    let args: Vec<String> = [
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--subscription-id",
-        aci_emulator::SUBSCRIPTION_ID,
-        "--resource-group",
-        aci_emulator::RESOURCE_GROUP,
-        "--location",
-        aci_emulator::LOCATION,
-        "--arm-endpoint",
-        &emu.endpoint,
-        "--authority-host",
-        &emu.endpoint,
-        "--imds-endpoint",
-        &emu.endpoint,
-        "--tenant-id",
-        aci_emulator::TENANT_ID,
-        "--client-id",
-        aci_emulator::CLIENT_ID,
-        "--status-interval-seconds",
-        "0.5",
-        "--log-filter",
-        "debug",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let env = [(
-        "AZURE_CLIENT_SECRET",
-        aci_emulator::CLIENT_SECRET.to_owned(),
-    )];
+    let mut args = vec!["--listen".to_owned(), format!("127.0.0.1:{port}")];
+    args.extend(aci_emulator::provider_flags(&emu.endpoint, &emu.endpoint));
+    args.extend(["--status-interval-seconds", "0.5", "--log-filter", "debug"].map(str::to_owned));
+    let env = aci_emulator::provider_env();
     let mut config = Config::new(format!("http://127.0.0.1:{port}"));
     config.provider_command = Some(command(&env, &bin.display().to_string(), &args));
     config.node_name = "vk-aci".into();
@@ -109,37 +82,10 @@ async fn provider_eci_passes() {
         .unwrap();
     let bin = workspace_bin("provider-eci").unwrap();
     let port = free_port().unwrap();
-    let args: Vec<String> = [
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--region",
-        eci_emulator::REGION,
-        "--endpoint",
-        &emu.endpoint,
-        "--vswitch-id",
-        eci_emulator::VSWITCH_ID,
-        "--security-group-id",
-        eci_emulator::SECURITY_GROUP_ID,
-        "--zone-id",
-        eci_emulator::ZONE_ID,
-        "--status-interval-seconds",
-        "0.5",
-        "--log-filter",
-        "debug",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let env = [
-        (
-            "ALIBABA_CLOUD_ACCESS_KEY_ID",
-            eci_emulator::ACCESS_KEY_ID.to_owned(),
-        ),
-        (
-            "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-            eci_emulator::ACCESS_KEY_SECRET.to_owned(),
-        ),
-    ];
+    let mut args = vec!["--listen".to_owned(), format!("127.0.0.1:{port}")];
+    args.extend(eci_emulator::provider_flags(&emu.endpoint));
+    args.extend(["--status-interval-seconds", "0.5", "--log-filter", "debug"].map(str::to_owned));
+    let env = eci_emulator::provider_env();
     let mut config = Config::new(format!("http://127.0.0.1:{port}"));
     config.provider_command = Some(command(&env, &bin.display().to_string(), &args));
     config.node_name = "vk-eci".into();

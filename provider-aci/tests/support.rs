@@ -17,43 +17,25 @@ pub const NODE: &str = "vk-aci";
 
 /// The provider's flags for `emu` (client-secret auth; the secret goes in the environment).
 pub fn provider_args(emu: &AciEmulator, listen: &str) -> Vec<String> {
-    [
-        "--listen",
-        listen,
-        "--subscription-id",
-        aci_emulator::SUBSCRIPTION_ID,
-        "--resource-group",
-        aci_emulator::RESOURCE_GROUP,
-        "--location",
-        aci_emulator::LOCATION,
-        "--arm-endpoint",
-        &emu.endpoint,
-        "--authority-host",
-        &emu.endpoint,
-        "--imds-endpoint",
-        &emu.endpoint,
-        "--tenant-id",
-        aci_emulator::TENANT_ID,
-        "--client-id",
-        aci_emulator::CLIENT_ID,
-        "--status-interval-seconds",
-        "0.5",
-        "--instance-view-refresh-seconds",
-        "2",
-        "--log-filter",
-        "info,provider_aci=debug,provider_common=debug",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
+    let mut args = vec!["--listen".to_owned(), listen.to_owned()];
+    args.extend(aci_emulator::provider_flags(&emu.endpoint, &emu.endpoint));
+    args.extend(
+        [
+            "--status-interval-seconds",
+            "0.5",
+            "--instance-view-refresh-seconds",
+            "2",
+            "--log-filter",
+            "info,provider_aci=debug,provider_common=debug",
+        ]
+        .map(str::to_owned),
+    );
+    args
 }
 
 /// The environment of the provider: the client secret (never a flag).
 pub fn provider_env() -> Vec<(&'static str, String)> {
-    vec![(
-        "AZURE_CLIENT_SECRET",
-        aci_emulator::CLIENT_SECRET.to_owned(),
-    )]
+    aci_emulator::provider_env()
 }
 
 /// Starts the provider binary against `emu` with `extra` flags (`--flag`, `value` pairs replace

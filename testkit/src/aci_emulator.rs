@@ -97,6 +97,37 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(
     Ok(Option::deserialize(d)?.unwrap_or_default())
 }
 
+/// The provider-aci flags that point it at an emulator with the client-secret identity: ARM at
+/// `arm_endpoint` (the emulator's endpoint, or a proxy in front of it), Azure AD and IMDS at
+/// `endpoint`. The secret is in [`provider_env`], never a flag.
+pub fn provider_flags(arm_endpoint: &str, endpoint: &str) -> Vec<String> {
+    [
+        "--subscription-id",
+        SUBSCRIPTION_ID,
+        "--resource-group",
+        RESOURCE_GROUP,
+        "--location",
+        LOCATION,
+        "--arm-endpoint",
+        arm_endpoint,
+        "--authority-host",
+        endpoint,
+        "--imds-endpoint",
+        endpoint,
+        "--tenant-id",
+        TENANT_ID,
+        "--client-id",
+        CLIENT_ID,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// provider-aci's environment for [`provider_flags`]: the client secret.
+pub fn provider_env() -> Vec<(&'static str, String)> {
+    vec![("AZURE_CLIENT_SECRET", CLIENT_SECRET.to_owned())]
+}
+
 /// A running aci-emulator.
 pub struct AciEmulator {
     /// The server process (stopped on drop).

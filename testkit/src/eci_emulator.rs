@@ -34,6 +34,36 @@ pub const SECURITY_GROUP_ID: &str = "sg-emulator0001";
 /// The zone of [`VSWITCH_ID`].
 pub const ZONE_ID: &str = "cn-hangzhou-h";
 
+/// The provider-eci flags that point it at an emulator (at `endpoint`: the emulator's, or a proxy
+/// in front of it) and its placement (vSwitch, security group, zone).
+pub fn provider_flags(endpoint: &str) -> Vec<String> {
+    [
+        "--region",
+        REGION,
+        "--endpoint",
+        endpoint,
+        "--vswitch-id",
+        VSWITCH_ID,
+        "--security-group-id",
+        SECURITY_GROUP_ID,
+        "--zone-id",
+        ZONE_ID,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// provider-eci's environment for [`provider_flags`]: the AccessKey pair the emulator accepts.
+pub fn provider_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", ACCESS_KEY_ID.to_owned()),
+        (
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+            ACCESS_KEY_SECRET.to_owned(),
+        ),
+    ]
+}
+
 /// Behaviour knobs passed as flags.
 #[derive(Clone, Debug)]
 pub struct EciEmulatorOptions {

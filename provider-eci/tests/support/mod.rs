@@ -20,43 +20,25 @@ pub const WAIT: Duration = Duration::from_secs(60);
 
 /// The provider's flags for the emulator.
 pub fn provider_args(emu: &EciEmulator, listen: &str) -> Vec<String> {
-    [
-        "--listen",
-        listen,
-        "--region",
-        eci_emulator::REGION,
-        "--endpoint",
-        &emu.endpoint,
-        "--vswitch-id",
-        eci_emulator::VSWITCH_ID,
-        "--security-group-id",
-        eci_emulator::SECURITY_GROUP_ID,
-        "--zone-id",
-        eci_emulator::ZONE_ID,
-        "--status-interval-seconds",
-        "0.5",
-        "--full-sync-seconds",
-        "3",
-        "--log-filter",
-        "info,provider_eci=debug,provider_common=debug",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
+    let mut args = vec!["--listen".to_owned(), listen.to_owned()];
+    args.extend(eci_emulator::provider_flags(&emu.endpoint));
+    args.extend(
+        [
+            "--status-interval-seconds",
+            "0.5",
+            "--full-sync-seconds",
+            "3",
+            "--log-filter",
+            "info,provider_eci=debug,provider_common=debug",
+        ]
+        .map(str::to_owned),
+    );
+    args
 }
 
 /// The AccessKey pair the emulator accepts, as the provider reads it.
 pub fn good_env() -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "ALIBABA_CLOUD_ACCESS_KEY_ID",
-            eci_emulator::ACCESS_KEY_ID.to_owned(),
-        ),
-        (
-            "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-            eci_emulator::ACCESS_KEY_SECRET.to_owned(),
-        ),
-    ]
+    eci_emulator::provider_env()
 }
 
 /// Starts the provider binary against `emu` with `env` (credentials); returns it, its grpcurl

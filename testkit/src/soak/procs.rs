@@ -398,53 +398,25 @@ fn provider_command(cloud: Cloud, clouds: &Clouds, listen: &str) -> anyhow::Resu
     cmd.args(["--listen", listen, "--status-interval-seconds", "0.5"]);
     match cloud {
         Cloud::Eci => {
-            cmd.args([
-                "--region",
-                eci_emulator::REGION,
-                "--endpoint",
-                &proxy,
-                "--vswitch-id",
-                eci_emulator::VSWITCH_ID,
-                "--security-group-id",
-                eci_emulator::SECURITY_GROUP_ID,
-                "--zone-id",
-                eci_emulator::ZONE_ID,
-                "--full-sync-seconds",
-                "3",
-                "--log-filter",
-                "info,provider_eci=debug,provider_common=debug",
-            ])
-            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", eci_emulator::ACCESS_KEY_ID)
-            .env(
-                "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-                eci_emulator::ACCESS_KEY_SECRET,
-            );
+            cmd.args(eci_emulator::provider_flags(&proxy))
+                .args([
+                    "--full-sync-seconds",
+                    "3",
+                    "--log-filter",
+                    "info,provider_eci=debug,provider_common=debug",
+                ])
+                .envs(eci_emulator::provider_env());
         }
         Cloud::Aci => {
             let emu = clouds.aci.as_ref().context("no ACI emulator")?;
-            cmd.args([
-                "--subscription-id",
-                aci_emulator::SUBSCRIPTION_ID,
-                "--resource-group",
-                aci_emulator::RESOURCE_GROUP,
-                "--location",
-                aci_emulator::LOCATION,
-                "--arm-endpoint",
-                &proxy,
-                "--authority-host",
-                &emu.endpoint,
-                "--imds-endpoint",
-                &emu.endpoint,
-                "--tenant-id",
-                aci_emulator::TENANT_ID,
-                "--client-id",
-                aci_emulator::CLIENT_ID,
-                "--instance-view-refresh-seconds",
-                "2",
-                "--log-filter",
-                "info,provider_aci=debug,provider_common=debug",
-            ])
-            .env("AZURE_CLIENT_SECRET", aci_emulator::CLIENT_SECRET);
+            cmd.args(aci_emulator::provider_flags(&proxy, &emu.endpoint))
+                .args([
+                    "--instance-view-refresh-seconds",
+                    "2",
+                    "--log-filter",
+                    "info,provider_aci=debug,provider_common=debug",
+                ])
+                .envs(aci_emulator::provider_env());
         }
         Cloud::Fargate => {
             let moto = clouds.moto.as_ref().context("no moto")?;

@@ -20,7 +20,9 @@ use vk_testkit::{
     wait::eventually,
 };
 
-/// Runs one pod for `secs` seconds of polling, then deletes it; fails on any error.
+/// Runs one pod for `secs` seconds of polling, then deletes it; fails on any error. The tests use
+/// 8 s with 4 s credentials: at least three fetches however fast the pod starts (5 s allowed
+/// only two when it started at once).
 async fn run_a_pod(addr: &str, secs: u64, mut halfway: impl FnMut()) -> anyhow::Result<()> {
     let c = PodProviderClient::connect(format!("http://{addr}")).await?;
     c.clone()
@@ -98,7 +100,7 @@ async fn rrsa_credentials_run_a_pod_and_refresh_without_a_failed_call() -> anyho
             // The kubelet rotates the projected token; the next refresh must use the new one.
             let _ = std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.second-token.sig");
         };
-        run_a_pod(&addr, 5, rotate).await?;
+        run_a_pod(&addr, 8, rotate).await?;
         let stats = emu.stats().await?;
         ensure!(stats.auth_failures == 0, "{stats:?}");
         ensure!(stats.created == 1 && stats.deleted == 1, "{stats:?}");
@@ -139,7 +141,7 @@ async fn a_ram_role_from_instance_metadata_runs_a_pod_and_refreshes() -> anyhow:
     ];
     let (provider, _, addr) = start_provider_with(&emu, &env, dir.path()).await?;
     let result = async {
-        run_a_pod(&addr, 5, || {}).await?;
+        run_a_pod(&addr, 8, || {}).await?;
         let stats = emu.stats().await?;
         ensure!(stats.auth_failures == 0, "{stats:?}");
         let raw = emulator_admin(&emu, "GET", "/_emulator/stats", "").await?.1;

@@ -86,6 +86,9 @@ pub struct FinalState {
     pub history: BTreeMap<String, Vec<PhaseSeen>>,
     /// Resident sets of shims and providers.
     pub rss: Vec<RssSample>,
+    /// Every workload the clouds ever created, removed ones included (read once, after
+    /// settling): a pod UID with two of them was duplicated, even if a clean-up removed one.
+    pub created: Vec<Workload>,
 }
 
 /// Allowed resident-set growth: 20 % of the baseline, plus 4 MiB so a small process's allocator
@@ -99,7 +102,8 @@ pub const RSS_SLACK_KIB: u64 = 4 * 1024;
 pub struct Findings {
     /// Workloads with no existing pod (or no pod tag at all).
     pub leaked: Vec<String>,
-    /// Running pods with more than one workload.
+    /// Running pods with more than one workload now, and pod UIDs that ever had more than one
+    /// (a create repeated after a lost answer, a restart or a hang must find the first).
     pub duplicated: Vec<String>,
     /// Phase regressions (Running→Pending, a terminal phase → anything else).
     pub regressions: Vec<String>,
@@ -242,6 +246,32 @@ pub fn check(state: &FinalState) -> Findings {
         }
     }
 
+    let mut ever: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for w in &state.created {
+        if let Some(uid) = w.pod_uid.as_deref() {
+            ever.entry(uid).or_default().insert(w.id.as_str());
+        }
+    }
+    for (uid, ids) in ever.iter().filter(|(_, ids)| ids.len() > 1) {
+        let name = state
+            .pods
+            .iter()
+            .find(|p| p.uid == *uid)
+            .map(|p| p.name.as_str())
+            .or_else(|| {
+                state
+                    .history
+                    .get(*uid)
+                    .and_then(|h| h.first())
+                    .map(|s| s.name.as_str())
+            })
+            .unwrap_or("?");
+        f.duplicated.push(format!(
+            "{name} (uid {uid}) got {} workloads over its life: {ids:?}",
+            ids.len()
+        ));
+    }
+
     for (uid, seen) in &state.history {
         // An unset phase (an event before any status was written) says nothing: compare each
         // known phase with the last known one.
@@ -326,6 +356,12 @@ mod tests {
                 baseline_kib: 20_000,
                 final_kib: 23_000,
             }],
+            // b's workload is gone from the cloud's current list but was created: still one.
+            created: vec![
+                workload("g-a", "u-a"),
+                workload("g-b", "u-b"),
+                workload("g-gone", "u-gone"),
+            ],
         }
     }
 
@@ -357,6 +393,22 @@ mod tests {
         assert_eq!(f.duplicated.len(), 1, "{f:?}");
         assert!(f.duplicated[0].contains("g-a2"), "{f:?}");
         assert!(f.leaked.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn a_duplicate_removed_before_the_check_is_reported() {
+        let mut s = clean();
+        // A second group for a deleted pod's UID, cleaned up since: not in `workloads`.
+        s.created.push(workload("g-gone-2", "u-gone"));
+        s.history
+            .insert("u-gone".into(), seen("gone", &["Pending", "Running"]));
+        // Listing a workload twice (now and in the created list) is still one.
+        s.created.push(workload("g-a", "u-a"));
+        let f = check(&s);
+        assert_eq!(f.duplicated.len(), 1, "{f:?}");
+        assert!(f.duplicated[0].contains("soak/gone"), "{f:?}");
+        assert!(f.duplicated[0].contains("g-gone-2"), "{f:?}");
+        assert!(f.leaked.is_empty() && f.unmet.is_empty(), "{f:?}");
     }
 
     #[test]

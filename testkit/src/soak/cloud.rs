@@ -189,7 +189,52 @@ impl Clouds {
             }
             Cloud::Fargate => {
                 let moto = self.moto.as_ref().context("no moto")?;
-                fargate_tasks(moto.port).await
+                fargate_tasks(moto.port, "RUNNING").await
+            }
+        }
+    }
+
+    /// Every workload `cloud` ever created (those it holds now and those removed), each under an
+    /// id that does not change when it is removed: what counts a duplicate that the provider
+    /// cleaned up before the final look.
+    pub async fn created(&self, cloud: Cloud) -> anyhow::Result<Vec<Workload>> {
+        let name = cloud.name().to_owned();
+        match cloud {
+            Cloud::Eci => {
+                let emu = self.eci.as_ref().context("no ECI emulator")?;
+                let mut groups = emu.live_groups().await?;
+                groups.extend(emu.deletions().await?);
+                Ok(groups
+                    .into_iter()
+                    .map(|g| Workload {
+                        cloud: name.clone(),
+                        pod_uid: g.tag(TAG_UID).map(str::to_owned),
+                        node: g.tag(TAG_NODE).map(str::to_owned),
+                        id: format!("{} ({})", g.container_group_name, g.container_group_id),
+                    })
+                    .collect())
+            }
+            Cloud::Aci => {
+                // ARM names a group by its name: a re-PUT of a name is the same group.
+                let emu = self.aci.as_ref().context("no ACI emulator")?;
+                let mut groups = emu.live_groups().await?;
+                groups.extend(emu.deleted_groups().await?);
+                Ok(groups
+                    .into_iter()
+                    .map(|g| Workload {
+                        cloud: name.clone(),
+                        pod_uid: g.tags.get(TAG_UID).cloned(),
+                        node: g.tags.get(TAG_NODE).cloned(),
+                        id: g.name,
+                    })
+                    .collect())
+            }
+            Cloud::Fargate => {
+                // moto keeps stopped tasks.
+                let moto = self.moto.as_ref().context("no moto")?;
+                let mut tasks = fargate_tasks(moto.port, "RUNNING").await?;
+                tasks.extend(fargate_tasks(moto.port, "STOPPED").await?);
+                Ok(tasks)
             }
         }
     }
@@ -265,12 +310,12 @@ async fn ecs_call(
     Ok(serde_json::from_slice(&bytes)?)
 }
 
-/// The tasks moto holds with desired status RUNNING, with their tags.
-async fn fargate_tasks(port: u16) -> anyhow::Result<Vec<Workload>> {
+/// The tasks moto holds with desired status `desired` (`RUNNING`, `STOPPED`), with their tags.
+async fn fargate_tasks(port: u16, desired: &str) -> anyhow::Result<Vec<Workload>> {
     let mut arns: Vec<serde_json::Value> = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let mut body = serde_json::json!({"cluster": CLUSTER, "desiredStatus": "RUNNING"});
+        let mut body = serde_json::json!({"cluster": CLUSTER, "desiredStatus": desired});
         if let Some(t) = &token {
             body["nextToken"] = t.clone().into();
         }

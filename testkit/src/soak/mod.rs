@@ -144,15 +144,37 @@ pub enum ProcessFault {
     RestartEtcd,
 }
 
-/// Relative weights of the process faults.
-const FAULT_WEIGHTS: [(ProcessFault, u32); 6] = [
-    (ProcessFault::KillShim, 20),
-    (ProcessFault::KillProvider, 20),
-    (ProcessFault::KillBoth, 15),
-    (ProcessFault::HangProvider, 15),
-    (ProcessFault::RestartApiServer, 15),
-    (ProcessFault::RestartEtcd, 8),
-];
+impl ProcessFault {
+    /// Every kind, in a fixed order.
+    pub const ALL: [ProcessFault; 6] = [
+        ProcessFault::KillShim,
+        ProcessFault::KillProvider,
+        ProcessFault::KillBoth,
+        ProcessFault::HangProvider,
+        ProcessFault::RestartApiServer,
+        ProcessFault::RestartEtcd,
+    ];
+}
+
+/// Process faults in rounds: each round is every kind once, in a seeded order, so a run of `n`
+/// faults injects each kind `n / 6` times or one more (a weighted draw left etcd restarts at 5 of
+/// 72 in a long run).
+struct FaultRounds {
+    round: Vec<ProcessFault>,
+}
+
+impl FaultRounds {
+    fn next(&mut self, rng: &mut Rng) -> ProcessFault {
+        if self.round.is_empty() {
+            self.round = ProcessFault::ALL.to_vec();
+            // Fisher–Yates; popped from the end.
+            for i in (1..self.round.len()).rev() {
+                self.round.swap(i, rng.below(i + 1));
+            }
+        }
+        self.round.pop().unwrap_or(ProcessFault::KillShim)
+    }
+}
 
 /// The soak's result.
 #[derive(Debug, Serialize)]
@@ -188,6 +210,8 @@ pub struct Report {
     pub final_pods: usize,
     /// See `final_pods`.
     pub final_workloads: usize,
+    /// Workloads the clouds created over the run (removed ones included).
+    pub workloads_created: usize,
     /// Findings by kind (all zero: passed).
     pub counts: BTreeMap<&'static str, usize>,
     /// What was found.
@@ -231,9 +255,10 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "final: {} pods, {} workloads; findings {:?} => {}",
+            "final: {} pods, {} workloads ({} created over the run); findings {:?} => {}",
             self.final_pods,
             self.final_workloads,
+            self.workloads_created,
             self.counts,
             if self.passed() { "PASS" } else { "FAIL" }
         );
@@ -452,6 +477,11 @@ async fn drive_and_check(
     let settle_secs = settle_start.elapsed().as_secs_f64();
     let mut state = state?;
     state.history = recorder.phases();
+    // Read once, after settling: a duplicate stays in it for ever, so the settle loop above
+    // (which waits for a clean check) must not see it.
+    for c in &nodes {
+        state.created.extend(clouds.created(*c).await?);
+    }
     let procs = procs.lock().await;
     let now = procs.rss();
     for (kind, slots) in [("provider", &procs.providers), ("node-shim", &procs.shims)] {
@@ -519,6 +549,7 @@ async fn drive_and_check(
         watch_errors,
         final_pods: state.pods.len(),
         final_workloads: state.workloads.len(),
+        workloads_created: state.created.len(),
         counts: findings.counts(),
         findings,
         rss: state.rss.clone(),
@@ -556,7 +587,7 @@ async fn inject(
     let mut rng = Rng::new(config.seed ^ 0xfa17_fa17);
     let mut counts = BTreeMap::new();
     let mut notes = InjectorNotes::default();
-    let total: u32 = FAULT_WEIGHTS.iter().map(|(_, w)| w).sum();
+    let mut rounds = FaultRounds { round: Vec::new() };
     let (lo, hi) = config.fault_interval;
     loop {
         let pause = lo + (hi.saturating_sub(lo)).mul_f64(rng.unit());
@@ -580,15 +611,7 @@ async fn inject(
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let mut pick = rng.below(total as usize) as u32;
-        let mut fault = FAULT_WEIGHTS[0].0;
-        for (f, w) in FAULT_WEIGHTS {
-            if pick < w {
-                fault = f;
-                break;
-            }
-            pick -= w;
-        }
+        let fault = rounds.next(&mut rng);
         let cloud = config.providers[rng.below(config.providers.len())];
         let down = Duration::from_millis(500 + rng.below(2500) as u64);
         tracing::info!(?fault, cloud = cloud.name(), "injecting");
@@ -704,4 +727,33 @@ async fn gather(
         state.workloads.extend(clouds.workloads(*c).await?);
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_rounds_inject_every_kind_equally_often_in_a_seeded_order() {
+        let draw = |seed| {
+            let mut rng = Rng::new(seed);
+            let mut rounds = FaultRounds { round: Vec::new() };
+            (0..60).map(|_| rounds.next(&mut rng)).collect::<Vec<_>>()
+        };
+        let faults = draw(777);
+        for kind in ProcessFault::ALL {
+            assert_eq!(
+                faults.iter().filter(|f| **f == kind).count(),
+                10,
+                "{kind:?}"
+            );
+        }
+        // Each round of six holds every kind once.
+        for round in faults.chunks(6) {
+            let kinds: std::collections::BTreeSet<_> = round.iter().collect();
+            assert_eq!(kinds.len(), 6, "{round:?}");
+        }
+        assert_eq!(faults, draw(777), "the same seed, the same schedule");
+        assert_ne!(faults, draw(778), "another seed, another order");
+    }
 }

@@ -5,7 +5,7 @@
 //! - `kube::runtime::Controller` watches pods with `spec.nodeName=<node>` and runs [`reconcile`]
 //!   per pod (never concurrently for one pod);
 //! - a reflector keeps the cluster's Services, for service-link environment variables;
-//! - a second watch sends force-deleted pods straight to the provider;
+//! - the same pod watch sends deleted pods (force-deleted ones too) straight to the provider;
 //! - [`watch_provider`] consumes WatchPods into the provider view and triggers reconciles;
 //! - a periodic sweep deletes provider pods whose API object is gone.
 
@@ -888,6 +888,12 @@ async fn count_pods(ctx: Arc<Context>, store: Store<Pod>, shutdown: Cancellation
     }
 }
 
+/// Drops what the shim never reads before a pod enters the store: `managedFields` are most of a
+/// small pod's bytes (at 10,000 pods the store held them all).
+fn forget_unread_fields(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+}
+
 /// Runs the pod controller until `shutdown`.
 pub async fn run(
     client: Client,
@@ -902,7 +908,8 @@ pub async fn run(
         watcher(
             Api::<Service>::all(client.clone()),
             watcher::Config::default(),
-        ),
+        )
+        .modify(|service: &mut Service| service.metadata.managed_fields = None),
     )
     .default_backoff()
     .touched_objects()
@@ -925,29 +932,43 @@ pub async fn run(
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let selector = format!("spec.nodeName={}", ctx.cfg.node_name);
     let wc = watcher::Config::default().fields(&selector);
-    let controller = Controller::new_with(api.clone(), wc.clone(), ());
-    let store = controller.store();
-
-    // A second, light watch sends force-deleted pods (gone before we could reconcile their
-    // deletion) straight to the provider.
-    let watch_ctx = ctx.clone();
-    let deletes = watcher(api, wc).default_backoff().for_each(move |event| {
-        let ctx = watch_ctx.clone();
-        async move {
-            match event {
+    // One watch feeds both the controller's store and the force-delete path: a second watch of
+    // the same pods decoded every event twice.
+    let (store, writer) = reflector::store();
+    let (deleted_tx, deleted_rx) = mpsc::unbounded_channel::<Pod>();
+    // No backoff here: the controller backs off its trigger stream after an error.
+    let pod_events = watcher(api, wc)
+        .modify(forget_unread_fields)
+        .map(move |event| {
+            match &event {
                 Ok(watcher::Event::Delete(pod)) => {
-                    let uid = pod.uid().unwrap_or_default();
-                    ctx.volumes.untrack(&uid);
-                    let (_, known) = ctx.known(&uid);
-                    if known.is_some_and(|k| !k.gone) {
-                        delete_orphan(&ctx, resolve::pod_ref(&pod)).await;
-                    }
+                    // The receiver lives as long as `run`; a send fails only at shutdown.
+                    let _ = deleted_tx.send(pod.clone());
                 }
                 Ok(_) => {}
                 Err(err) => tracing::warn!(%err, "pod watch error"),
             }
-        }
-    });
+            event
+        })
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(pod_events, store.clone());
+
+    // Pods deleted from the API server (force-deleted ones too: gone before we could reconcile
+    // their deletion) go straight to the provider.
+    let watch_ctx = ctx.clone();
+    let deletes =
+        tokio_stream::wrappers::UnboundedReceiverStream::new(deleted_rx).for_each(move |pod| {
+            let ctx = watch_ctx.clone();
+            async move {
+                let uid = pod.uid().unwrap_or_default();
+                ctx.volumes.untrack(&uid);
+                let (_, known) = ctx.known(&uid);
+                if known.is_some_and(|k| !k.gone) {
+                    delete_orphan(&ctx, resolve::pod_ref(&pod)).await;
+                }
+            }
+        });
 
     let provider_watch = watch_provider(ctx.clone(), store.clone(), trigger_tx, shutdown.clone());
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Shows that the soak's checker can fail: builds provider-eci with a deliberate bug (its create's
-# ClientToken made unique per call instead of per pod, so a create retried after a lost or late
-# answer makes a second container group), runs a short ECI-only soak against that build and
+# Shows that the soak's checker can fail: builds provider-eci with a deliberate bug (its create
+# sends no ClientToken, so a create retried after a lost or late answer makes a second container
+# group), runs a short ECI-only soak against that build and
 # expects the check to report duplicates. Exits 0 when the soak failed as it should, 1 when the
 # broken build passed (the checker missed the bug).
 #
@@ -29,18 +29,19 @@ trap cleanup EXIT
 cargo build --workspace --bins
 git -C "$root" worktree add --detach "$wt" HEAD >/dev/null
 
-# The bug: a ClientToken that differs on every call.
+# The bug: no ClientToken, so ECI cannot tell a retried create from a new one. (A token that
+# differs per CreatePod call is not enough: the provider's own retries of one call reuse the
+# request, and only a whole failed CreatePod would then make a second group; a soak of that build
+# passed, 75 groups, none duplicated.)
 mapping="$wt/provider-eci/src/mapping.rs"
 python3 - "$mapping" <<'EOF'
 import sys
 path = sys.argv[1]
 src = open(path).read()
-good = 'naming::short_hash(&["eci-create", &r.uid], 40)'
-bad = ('naming::short_hash(&["eci-create", &r.uid, &format!("{:?}", '
-       'std::time::SystemTime::now())], 40)')
+good = 'req.insert("ClientToken".into(), json!(client_token(pod_ref)));'
 if good not in src:
-    sys.exit(f"{path}: the client_token line moved; update this script")
-open(path, "w").write(src.replace(good, bad))
+    sys.exit(f"{path}: the ClientToken line moved; update this script")
+open(path, "w").write(src.replace(good, "let _ = client_token(pod_ref);"))
 EOF
 CARGO_TARGET_DIR="$broken_target" cargo build --manifest-path "$wt/Cargo.toml" -p provider-eci
 

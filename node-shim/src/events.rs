@@ -8,6 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::mpsc;
+
 use k8s_openapi::{
     api::core::v1::{Event, EventSource, ObjectReference},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time},
@@ -50,26 +54,106 @@ struct Seen {
     first: Instant,
 }
 
-/// Writes events for one node.
+/// Events waiting to be written; past this, `Normal` events are dropped (as client-go's
+/// broadcaster drops events when its 1,000-event queue is full) and warnings wait for room.
+const QUEUE: usize = 1024;
+/// Events written at the same time.
+const WRITERS: usize = 4;
+
+/// One event to write.
+struct Pending {
+    object: ObjectReference,
+    kind: Kind,
+    reason: String,
+    message: String,
+    action: String,
+}
+
+/// Queues events for one node; a task writes them, so a reconcile never waits for an event
+/// write (one more API write per pod, on the path to Running, was a third of the API server's
+/// work in the pods-to-Running benchmark).
 pub struct Recorder {
+    queue: mpsc::Sender<Pending>,
+    dropped: Counter,
+}
+
+impl Recorder {
+    /// A recorder whose events name `node_name` as their source host; its writer task runs
+    /// until the recorder is dropped. Must be called within a Tokio runtime.
+    pub fn new(client: Client, node_name: String, dropped: Counter) -> Self {
+        let (queue, pending) = mpsc::channel::<Pending>(QUEUE);
+        let writer = Writer {
+            client,
+            node_name,
+            recent: Mutex::default(),
+        };
+        tokio::spawn(async move {
+            let writer = &writer;
+            tokio_stream::wrappers::ReceiverStream::new(pending)
+                .for_each_concurrent(WRITERS, |p| async move {
+                    if let Err(err) = writer
+                        .publish(&p.object, p.kind, &p.reason, &p.message, &p.action)
+                        .await
+                    {
+                        tracing::warn!(%err, reason = %p.reason, "publishing an event failed");
+                    }
+                })
+                .await;
+        });
+        Self { queue, dropped }
+    }
+
+    /// Queues an event about `object`. A warning waits for room in the queue (a rejected pod's
+    /// reason must reach the user); a `Normal` event is dropped when the queue is full.
+    pub async fn publish(
+        &self,
+        object: &ObjectReference,
+        kind: Kind,
+        reason: &str,
+        message: &str,
+        action: &str,
+    ) {
+        let pending = Pending {
+            object: object.clone(),
+            kind,
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            action: action.to_owned(),
+        };
+        let sent = match kind {
+            Kind::Warning => self.queue.send(pending).await.is_ok(),
+            Kind::Normal => match self.queue.try_send(pending) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    let n = self.dropped.inc() + 1;
+                    if n == 1 || n.is_multiple_of(1000) {
+                        tracing::warn!(
+                            dropped = n,
+                            "event queue full: dropping Normal events (warnings wait)"
+                        );
+                    }
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            },
+        };
+        if !sent {
+            tracing::warn!(reason, "event writer stopped; event not written");
+        }
+    }
+}
+
+/// Writes events, folding repeats.
+struct Writer {
     client: Client,
     node_name: String,
     recent: Mutex<HashMap<Key, Seen>>,
 }
 
-impl Recorder {
-    /// A recorder whose events name `node_name` as their source host.
-    pub fn new(client: Client, node_name: String) -> Self {
-        Self {
-            client,
-            node_name,
-            recent: Mutex::default(),
-        }
-    }
-
-    /// Publishes an event about `object`; a repeat of the same one within ten minutes raises its
+impl Writer {
+    /// Writes an event about `object`; a repeat of the same one within ten minutes raises its
     /// count instead of adding another.
-    pub async fn publish(
+    async fn publish(
         &self,
         object: &ObjectReference,
         kind: Kind,

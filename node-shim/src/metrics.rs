@@ -2,7 +2,7 @@
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 use vk_telemetry::grpc::GrpcMetrics;
@@ -36,6 +36,8 @@ pub struct Metrics {
     pub backlog: Gauge,
     /// Pods whose latest change the controller has not reconciled yet.
     pub queue_depth: Gauge,
+    /// `Normal` events dropped because the event queue was full.
+    pub events_dropped: Counter,
 }
 
 impl Metrics {
@@ -70,7 +72,14 @@ impl Metrics {
             "Pods whose latest change (resourceVersion) has not been reconciled yet",
             queue_depth.clone(),
         );
+        let events_dropped = Counter::default();
+        registry.register(
+            "vk_events_dropped",
+            "Normal events dropped because the event queue was full",
+            events_dropped.clone(),
+        );
         Self {
+            events_dropped,
             grpc,
             pods,
             reconcile,

@@ -120,7 +120,11 @@ impl Context {
         metrics: Metrics,
         trigger: mpsc::UnboundedSender<ObjectRef<Pod>>,
     ) -> Arc<Self> {
-        let recorder = events::Recorder::new(client.clone(), cfg.node_name.clone());
+        let recorder = events::Recorder::new(
+            client.clone(),
+            cfg.node_name.clone(),
+            metrics.events_dropped.clone(),
+        );
         Arc::new(Self {
             volumes: VolumeSources::new(client.clone(), cfg.secret_sync_period, trigger),
             host_ip: cfg.pod_ip.to_string(),
@@ -142,13 +146,9 @@ impl Context {
         } else {
             events::Kind::Normal
         };
-        if let Err(err) = self
-            .recorder
+        self.recorder
             .publish(&pod.object_ref(&()), kind, reason, &note, action)
-            .await
-        {
-            tracing::warn!(%err, reason, "publishing an event failed");
-        }
+            .await;
     }
 
     fn known(&self, uid: &str) -> (bool, Option<Known>) {

@@ -163,6 +163,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: u16,
 
+    /// Events written per second at most (the kubelet's `eventRecordQPS`, default 50); 0: no
+    /// limit. Events beyond it wait in a queue of 1,024; when that is full, Normal events are
+    /// dropped (counted in `vk_events_dropped`) and warnings wait.
+    #[arg(long, env = "VK_EVENT_QPS", default_value_t = 50)]
+    pub event_qps: u32,
+
     /// How often provider pods are compared with the API to delete orphans.
     #[arg(long, env = "VK_RESYNC_PERIOD", value_parser = parse_duration, default_value = "60s")]
     pub resync_period: Duration,

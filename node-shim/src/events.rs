@@ -4,13 +4,13 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
+use tower::{Service, ServiceExt};
 
 use k8s_openapi::{
     api::core::v1::{Event, EventSource, ObjectReference},
@@ -69,37 +69,26 @@ struct Pending {
     action: String,
 }
 
-/// Queues events for one node; a task writes them, so a reconcile never waits for an event
-/// write (one more API write per pod, on the path to Running, was a third of the API server's
-/// work in the pods-to-Running benchmark).
+/// Queues events for one node; a task writes them at a bounded rate, as the kubelet does, so a
+/// reconcile never waits for an event write and a burst of pods does not spend a third of the
+/// API server's writes on events (one per pod in the pods-to-Running benchmark).
 pub struct Recorder {
     queue: mpsc::Sender<Pending>,
     dropped: Counter,
 }
 
 impl Recorder {
-    /// A recorder whose events name `node_name` as their source host; its writer task runs
-    /// until the recorder is dropped. Must be called within a Tokio runtime.
-    pub fn new(client: Client, node_name: String, dropped: Counter) -> Self {
+    /// A recorder whose events name `node_name` as their source host, writing at most `qps`
+    /// events a second (0: no limit); its writer task runs until the recorder is dropped. Must
+    /// be called within a Tokio runtime.
+    pub fn new(client: Client, node_name: String, qps: u32, dropped: Counter) -> Self {
         let (queue, pending) = mpsc::channel::<Pending>(QUEUE);
-        let writer = Writer {
+        let writer = Arc::new(Writer {
             client,
             node_name,
             recent: Mutex::default(),
-        };
-        tokio::spawn(async move {
-            let writer = &writer;
-            tokio_stream::wrappers::ReceiverStream::new(pending)
-                .for_each_concurrent(WRITERS, |p| async move {
-                    if let Err(err) = writer
-                        .publish(&p.object, p.kind, &p.reason, &p.message, &p.action)
-                        .await
-                    {
-                        tracing::warn!(%err, reason = %p.reason, "publishing an event failed");
-                    }
-                })
-                .await;
         });
+        tokio::spawn(write_events(writer, pending, qps));
         Self { queue, dropped }
     }
 
@@ -140,6 +129,42 @@ impl Recorder {
         if !sent {
             tracing::warn!(reason, "event writer stopped; event not written");
         }
+    }
+}
+
+/// Writes what arrives on `pending`, `WRITERS` at a time and at most `qps` a second, until every
+/// sender is gone.
+async fn write_events(writer: Arc<Writer>, mut pending: mpsc::Receiver<Pending>, qps: u32) {
+    let write = tower::service_fn(move |p: Pending| {
+        let writer = writer.clone();
+        async move {
+            if let Err(err) = writer
+                .publish(&p.object, p.kind, &p.reason, &p.message, &p.action)
+                .await
+            {
+                tracing::warn!(%err, reason = %p.reason, "publishing an event failed");
+            }
+            Ok::<(), std::convert::Infallible>(())
+        }
+    });
+    // Without a limit the rate is one that is never reached.
+    let per_second = if qps == 0 { u64::MAX } else { u64::from(qps) };
+    let mut limited = tower::ServiceBuilder::new()
+        .rate_limit(per_second, Duration::from_secs(1))
+        .service(write);
+    let writers = Arc::new(Semaphore::new(WRITERS));
+    while let Some(p) = pending.recv().await {
+        // Waits for the rate limit, then for a free writer.
+        let (Ok(service), Ok(permit)) =
+            (limited.ready().await, writers.clone().acquire_owned().await)
+        else {
+            return;
+        };
+        let call = service.call(p);
+        tokio::spawn(async move {
+            let _ = call.await;
+            drop(permit);
+        });
     }
 }
 

@@ -123,6 +123,7 @@ impl Context {
         let recorder = events::Recorder::new(
             client.clone(),
             cfg.node_name.clone(),
+            cfg.event_qps,
             metrics.events_dropped.clone(),
         );
         Arc::new(Self {

@@ -10,12 +10,14 @@
 //! without an answer) and a slow answer (forwarded, answered late).
 //!
 //! It counts what it forwarded per operation, so tests can assert how many calls really reached
-//! the cloud, and what it injected per operation and per kind. Tests can also script the next
+//! the cloud, and what it injected per operation and per kind; [`FaultProxy::forwarded_routes`]
+//! counts the same calls a little finer (an ARM list apart from a GET of one resource, an AWS
+//! operation with its service), for benchmarks of calls per pod. Tests can also script the next
 //! answers of one operation ([`FaultProxy::respond_next`]), e.g. a RunTask with `failures` or a
 //! `ConflictException`.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
@@ -96,6 +98,8 @@ struct State {
     config: Option<FaultConfig>,
     rng: u64,
     forwarded: HashMap<String, usize>,
+    /// Forwarded requests by [`route`].
+    routes: HashMap<String, usize>,
     injected: HashMap<String, usize>,
     by_kind: HashMap<FaultKind, usize>,
     /// Canned answers per operation, used before anything else: (HTTP status, awsJson body).
@@ -147,6 +151,7 @@ impl FaultProxy {
                 config: None,
                 rng: seed.max(1),
                 forwarded: HashMap::new(),
+                routes: HashMap::new(),
                 injected: HashMap::new(),
                 by_kind: HashMap::new(),
                 scripted: HashMap::new(),
@@ -165,6 +170,7 @@ impl FaultProxy {
                 rng: config.seed.max(1),
                 config: Some(config),
                 forwarded: HashMap::new(),
+                routes: HashMap::new(),
                 injected: HashMap::new(),
                 by_kind: HashMap::new(),
                 scripted: HashMap::new(),
@@ -210,6 +216,20 @@ impl FaultProxy {
         lock(&self.state).forwarded.get(op).copied().unwrap_or(0)
     }
 
+    /// Requests forwarded to the upstream, by route: the operation with what [`forwarded`]
+    /// leaves out. Azure: `GET containerGroups` is the list, `GET containerGroups/{}` one
+    /// group; AWS: the whole `X-Amz-Target` (e.g. `secretsmanager.CreateSecret`); Aliyun: the
+    /// action.
+    ///
+    /// [`forwarded`]: Self::forwarded
+    pub fn forwarded_routes(&self) -> BTreeMap<String, usize> {
+        lock(&self.state)
+            .routes
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
     /// Faults injected for `op`.
     pub fn injected(&self, op: &str) -> usize {
         lock(&self.state).injected.get(op).copied().unwrap_or(0)
@@ -240,6 +260,7 @@ impl FaultProxy {
     pub fn reset_counts(&self) {
         let mut s = lock(&self.state);
         s.forwarded.clear();
+        s.routes.clear();
         s.injected.clear();
         s.by_kind.clear();
     }
@@ -341,6 +362,39 @@ fn operation(req: &Request<Incoming>, flavor: Flavor) -> String {
                 .map(|(_, t)| t)
                 .unwrap_or(path);
             let words: Vec<&str> = tail.split('/').skip(1).step_by(2).collect();
+            format!("{} {}", req.method(), words.join("/"))
+        }
+    }
+}
+
+/// The operation a request names, with the detail [`operation`] drops (see
+/// [`FaultProxy::forwarded_routes`]).
+fn route(req: &Request<Incoming>, flavor: Flavor) -> String {
+    match flavor {
+        Flavor::Aws => match req
+            .headers()
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(target) if !target.is_empty() => target.to_owned(),
+            // awsQuery services (CloudWatch, STS) name the action in the form body, unread here.
+            _ => format!("{} {}", req.method(), req.uri().path()),
+        },
+        Flavor::Aliyun => operation(req, flavor),
+        Flavor::Azure => {
+            // Resource types kept, names replaced by `{}`: a list ends with a type, a single
+            // resource with `{}`.
+            let path = req.uri().path();
+            let tail = path
+                .split_once("/providers/")
+                .map(|(_, t)| t)
+                .unwrap_or(path);
+            let words: Vec<&str> = tail
+                .split('/')
+                .skip(1)
+                .enumerate()
+                .map(|(i, w)| if i % 2 == 0 { w } else { "{}" })
+                .collect();
             format!("{} {}", req.method(), words.join("/"))
         }
     }
@@ -466,14 +520,23 @@ async fn handle(
     upstream: SocketAddr,
     state: Arc<Mutex<State>>,
 ) -> Result<Response<Full<Bytes>>, AnswerLost> {
-    let (op, plan) = plan(&mut lock(&state), &req);
+    let (op, route, plan) = {
+        let mut s = lock(&state);
+        let flavor = s.config.as_ref().map_or(Flavor::Aws, |c| c.flavor);
+        let (op, plan) = plan(&mut s, &req);
+        (op, route(&req, flavor), plan)
+    };
     let (lose, delay) = match plan {
         Plan::Answer(resp) => return Ok(resp),
         Plan::Forward { lose, delay } => (lose, delay),
     };
     match forward(req, upstream).await {
         Ok(resp) => {
-            *lock(&state).forwarded.entry(op).or_default() += 1;
+            {
+                let mut s = lock(&state);
+                *s.forwarded.entry(op).or_default() += 1;
+                *s.routes.entry(route).or_default() += 1;
+            }
             if lose {
                 return Err(AnswerLost);
             }

@@ -275,3 +275,108 @@ impl Writer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    /// A client whose API server holds every request until `release`, then answers with the
+    /// event it was sent; `requests` counts what arrived.
+    fn held_client(release: Arc<Notify>, requests: Arc<AtomicUsize>) -> Client {
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let (release, requests) = (release.clone(), requests.clone());
+            async move {
+                requests.fetch_add(1, Ordering::SeqCst);
+                release.notified().await;
+                let body = http_body_util::BodyExt::collect(req.into_body())
+                    .await?
+                    .to_bytes();
+                Ok::<_, kube::Error>(
+                    http::Response::builder()
+                        .status(201)
+                        .body(Full::new(Bytes::from(body)))
+                        .map_err(kube::Error::HttpError)?,
+                )
+            }
+        });
+        Client::new(service, "default")
+    }
+
+    fn object(name: &str) -> ObjectReference {
+        ObjectReference {
+            kind: Some("Pod".into()),
+            namespace: Some("ns".into()),
+            name: Some(name.into()),
+            uid: Some(format!("uid-{name}")),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_normal_events_and_holds_warnings() {
+        let release = Arc::new(Notify::new());
+        let requests = Arc::new(AtomicUsize::new(0));
+        let dropped = Counter::default();
+        let recorder = Recorder::new(
+            held_client(release.clone(), requests.clone()),
+            "node".into(),
+            0,
+            dropped.clone(),
+        );
+        // WRITERS requests held at the API server, one in the writer waiting for a free writer,
+        // QUEUE more queued, then 10 with no room.
+        let total = WRITERS + 1 + QUEUE + 10;
+        for i in 0..total {
+            let o = object(&format!("p{i}"));
+            // Never waits: a Normal event is queued or dropped.
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                recorder.publish(&o, Kind::Normal, "Created", "m", "Create"),
+            )
+            .await
+            .expect("a Normal event never waits");
+            // Let the writer take what it can, so the queue holds exactly what waits.
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(requests.load(Ordering::SeqCst), WRITERS, "writers at work");
+        assert!(dropped.get() >= 10, "dropped {}", dropped.get());
+        assert!(
+            dropped.get() <= 11 + WRITERS as u64,
+            "dropped {}",
+            dropped.get()
+        );
+
+        // A warning waits for room instead of being dropped.
+        let before = dropped.get();
+        let bad = object("bad");
+        let warning = recorder.publish(&bad, Kind::Warning, "Failed", "m", "Create");
+        tokio::pin!(warning);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut warning)
+                .await
+                .is_err(),
+            "the warning waits while the queue is full"
+        );
+        release.notify_waiters();
+        // Every held request answers; keep releasing until the warning found room.
+        let released = async {
+            loop {
+                release.notify_waiters();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::select! {
+            () = &mut warning => {}
+            () = released => {}
+            () = tokio::time::sleep(Duration::from_secs(10)) => panic!("the warning never got in"),
+        }
+        assert_eq!(dropped.get(), before, "the warning was not dropped");
+    }
+}

@@ -280,7 +280,6 @@ impl Writer {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use bytes::Bytes;
     use http_body_util::Full;
     use tokio::sync::Notify;
 
@@ -297,12 +296,10 @@ mod tests {
                 let body = http_body_util::BodyExt::collect(req.into_body())
                     .await?
                     .to_bytes();
-                Ok::<_, kube::Error>(
-                    http::Response::builder()
-                        .status(201)
-                        .body(Full::new(Bytes::from(body)))
-                        .map_err(kube::Error::HttpError)?,
-                )
+                http::Response::builder()
+                    .status(201)
+                    .body(Full::new(body))
+                    .map_err(kube::Error::HttpError)
             }
         });
         Client::new(service, "default")

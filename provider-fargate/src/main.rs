@@ -48,7 +48,8 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     provider_common::run("provider-fargate", &cli.server, async |_metrics| {
-        Ok(provider(&cli.fargate).await?)
+        let (provider, poll) = provider(&cli.fargate).await?;
+        Ok((provider_common::PodService::new(provider), poll))
     })
     .await?;
     Ok(())

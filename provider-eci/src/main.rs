@@ -11,7 +11,7 @@ mod cloud;
 mod config;
 mod credentials;
 mod error;
-mod exec;
+mod logs;
 mod mapping;
 mod params;
 mod provider;

@@ -7,30 +7,26 @@ use std::{
 };
 
 use podprovider_proto::v1::{
-    AttachRequest, CreatePodRequest, CreatePodResponse, DeletePodRequest, DeletePodResponse,
-    ExecRequest, GetContainerLogsRequest, GetNodeInfoRequest, GetPodRequest, GetPodResponse,
-    GetStatsRequest, GetStatsResponse, ListPodsRequest, ListPodsResponse, LogChunk, NodeInfo,
-    NodeSystemInfo, PingRequest, PingResponse, Pod, PodEvent, PodPhase, PodRef, PodStatus,
-    PortForwardRequest, PortForwardResponse, StreamOutput, UpdatePodRequest, UpdatePodResponse,
-    WatchPodsRequest, container_state,
+    ExecRequest, ExecStart, GetContainerLogsRequest, GetStatsRequest, LogChunk, NodeInfo,
+    NodeSystemInfo, Pod, PodEvent, PodPhase, PodRef, PodStats, PodStatus, StreamOutput,
+    container_state,
 };
 use provider_common::{
-    log_follow::{self, Fetch},
+    Notice, Streamed,
     log_share::LogFollowers,
     naming,
     rpc::{self, BoxStream},
     status_loop::{self, PollHealth, StatusHub},
-    uid_lock::UidLocks,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
 
 use crate::{
     api,
-    cloud::{Cloud, GroupFilter, LogOptions},
+    cloud::{Cloud, GroupFilter},
     error::EciError,
-    exec,
+    logs,
     mapping::{self, Placement, TAG_CLUSTER, TAG_HASH, TAG_MANAGED},
     status::{self, Shape},
 };
@@ -38,10 +34,6 @@ use crate::{
 /// How long a group ECI accepted may be missing from a full list before it counts as gone
 /// (eventual consistency of the list after a create).
 const LIST_GRACE: Duration = Duration::from_secs(30);
-/// The most lines `DescribeContainerLog` returns (`Tail`: default 500, maximum 2000).
-const MAX_TAIL: i64 = 2000;
-/// How often a log follow polls.
-const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 /// The most ids one DescribeContainerGroups takes (`ContainerGroupIds`, documented: 20).
 const GROUP_IDS_PER_CALL: usize = 20;
 
@@ -112,7 +104,6 @@ struct Inner {
     hub: Arc<StatusHub>,
     state: Mutex<State>,
     sync: Mutex<SyncState>,
-    uid_locks: UidLocks,
     /// One DescribeContainerLog poll per followed container, however many follow it.
     log_followers: LogFollowers,
 }
@@ -273,7 +264,6 @@ impl EciProvider {
                 hub: StatusHub::new(),
                 state: Mutex::default(),
                 sync: Mutex::default(),
-                uid_locks: UidLocks::default(),
                 log_followers: LogFollowers::default(),
             }),
         }
@@ -428,33 +418,25 @@ impl EciProvider {
         }
     }
 
-    async fn create(&self, pod: Pod) -> Result<PodStatus, Status> {
-        let pod_ref = rpc::pod_ref(pod.pod_ref.as_ref())?;
-        let plan = mapping::plan(&pod, &self.inner.settings.placement)
-            .map_err(|e| Status::invalid_argument(e.0))?;
-        let node = pod.node_name.clone();
-        let uid = pod_ref.uid.clone();
-
-        // A retry while the first create runs waits for its outcome, then finds the pod.
-        let held = self.inner.uid_locks.acquire(&uid).await;
-        let known = lock(&self.inner.state).pods.get(&uid).cloned();
-        if let Some(t) = known {
-            return Ok(self
-                .inner
-                .hub
-                .get(&uid)
-                .unwrap_or_else(|| status::accepted(&t.pod_ref, &t.shape, &t.group_id)));
-        }
-        // The ClientToken (from the UID) makes ECI return the existing group for a repeated
-        // create, so a retry after a lost answer or a restart never makes a second group.
+    /// Creates the pod's group. The ClientToken (from the UID) makes ECI return the existing
+    /// group for a repeated create, so a retry after a lost answer or a restart never makes a
+    /// second group.
+    async fn start(
+        &self,
+        pod_ref: &PodRef,
+        pod: &Pod,
+        plan: mapping::Plan,
+    ) -> Result<PodStatus, Status> {
+        let uid = &pod_ref.uid;
+        let node = &pod.node_name;
         let result = self.inner.cloud.create(plan.request).await;
-        let shape = shape_of(&pod);
-        let status = match result {
+        let shape = shape_of(pod);
+        match result {
             Ok(id) => {
                 tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %uid, group = %id, name = %plan.name, "container group created");
-                let status = status::accepted(&pod_ref, &shape, &id);
+                let status = status::accepted(pod_ref, &shape, &id);
                 let mut st = lock(&self.inner.state);
-                st.deleted.remove(&uid);
+                st.deleted.remove(uid);
                 st.pods.insert(
                     uid.clone(),
                     Tracked {
@@ -467,29 +449,14 @@ impl EciProvider {
                         init: Vec::new(),
                     },
                 );
-                self.inner.hub.upsert(&node, status.clone());
+                self.inner.hub.upsert(node, status.clone());
                 Ok(status)
             }
             Err(e) => {
                 tracing::warn!(uid = %uid, error = %e, "CreateContainerGroup failed");
                 Err(e.to_status())
             }
-        };
-        drop(held);
-        let status = status?;
-        for w in &plan.warnings {
-            self.inner.hub.event(
-                &node,
-                PodEvent {
-                    pod_ref: Some(pod_ref.clone()),
-                    warning: true,
-                    reason: "ProviderIgnoredSetting".into(),
-                    message: w.clone(),
-                    time: Some(rpc::now()),
-                },
-            );
         }
-        Ok(status)
     }
 
     /// The group of a pod: tracked, else looked up by its deterministic name, UID tag and this
@@ -524,12 +491,9 @@ impl EciProvider {
 
     /// Deletes a pod's group; a grace period of 0 ("kill now") is ECI's `Force=true`, any
     /// other is left to the group's own TerminationGracePeriodSeconds.
-    async fn delete(&self, pod_ref: PodRef, grace: Option<i64>) -> Result<bool, Status> {
-        // A create still under way (the shim gave up waiting for it) would otherwise finish
-        // after this delete and leave a group behind: wait for its outcome first.
-        let _held = self.inner.uid_locks.acquire(&pod_ref.uid).await;
+    async fn stop(&self, pod_ref: &PodRef, grace: Option<i64>) -> Result<bool, Status> {
         let tracked = lock(&self.inner.state).pods.contains_key(&pod_ref.uid);
-        let Some(id) = self.find_group(&pod_ref).await.map_err(|e| e.to_status())? else {
+        let Some(id) = self.find_group(pod_ref).await.map_err(|e| e.to_status())? else {
             return Ok(false);
         };
         // NotFound on a retry whose first answer was lost still means we had it.
@@ -575,11 +539,15 @@ impl EciProvider {
 }
 
 #[tonic::async_trait]
-impl podprovider_proto::PodProvider for EciProvider {
-    async fn get_node_info(
-        &self,
-        _req: Request<GetNodeInfoRequest>,
-    ) -> Result<Response<NodeInfo>, Status> {
+impl provider_common::Cloud for EciProvider {
+    const API: &'static str = "ECI";
+    type Plan = mapping::Plan;
+
+    fn hub(&self) -> &StatusHub {
+        &self.inner.hub
+    }
+
+    fn node_info(&self) -> NodeInfo {
         let s = &self.inner.settings;
         let mut labels = HashMap::from([(
             "topology.kubernetes.io/region".to_owned(),
@@ -588,7 +556,7 @@ impl podprovider_proto::PodProvider for EciProvider {
         if let Some(z) = &s.placement.zone_id {
             labels.insert("topology.kubernetes.io/zone".to_owned(), z.clone());
         }
-        Ok(Response::new(NodeInfo {
+        NodeInfo {
             provider_name: "eci".into(),
             provider_version: env!("CARGO_PKG_VERSION").into(),
             capacity: s.capacity.clone(),
@@ -604,87 +572,65 @@ impl podprovider_proto::PodProvider for EciProvider {
                 container_runtime_version: format!("eci://{}", crate::cloud::API_VERSION),
             }),
             revision: "1".into(),
-        }))
+        }
     }
 
-    async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        Ok(rpc::ping(&self.inner.hub, "ECI", "1"))
+    fn plan(&self, pod: &Pod) -> Result<mapping::Plan, String> {
+        mapping::plan(pod, &self.inner.settings.placement).map_err(|e| e.0)
     }
 
-    async fn create_pod(
+    fn notices(&self, plan: &mapping::Plan) -> Vec<Notice> {
+        plan.warnings
+            .iter()
+            .map(|w| Notice {
+                reason: "ProviderIgnoredSetting",
+                message: w.clone(),
+            })
+            .collect()
+    }
+
+    fn known(
         &self,
-        req: Request<CreatePodRequest>,
-    ) -> Result<Response<CreatePodResponse>, Status> {
-        let pod = req
-            .into_inner()
-            .pod
-            .ok_or_else(|| Status::invalid_argument("CreatePod needs a pod"))?;
-        let status = self.create(pod).await?;
-        Ok(Response::new(CreatePodResponse {
-            status: Some(status),
-        }))
+        pod_ref: &PodRef,
+        _pod: &Pod,
+        _plan: &mapping::Plan,
+    ) -> Result<Option<PodStatus>, Status> {
+        Ok(lock(&self.inner.state)
+            .pods
+            .get(&pod_ref.uid)
+            .map(|t| status::accepted(&t.pod_ref, &t.shape, &t.group_id)))
     }
 
-    async fn update_pod(
+    async fn create(
         &self,
-        req: Request<UpdatePodRequest>,
-    ) -> Result<Response<UpdatePodResponse>, Status> {
-        let pod = req
-            .into_inner()
-            .pod
-            .ok_or_else(|| Status::invalid_argument("UpdatePod needs a pod"))?;
-        let pod_ref = rpc::pod_ref(pod.pod_ref.as_ref())?;
-        let plan = mapping::plan(&pod, &self.inner.settings.placement)
-            .map_err(|e| Status::invalid_argument(e.0))?;
-        let t = self.tracked(&pod_ref)?;
+        pod_ref: &PodRef,
+        pod: &Pod,
+        plan: mapping::Plan,
+    ) -> Result<PodStatus, Status> {
+        self.start(pod_ref, pod, plan).await
+    }
+
+    async fn update(&self, pod_ref: &PodRef, plan: mapping::Plan) -> Result<(), Status> {
+        let t = self.tracked(pod_ref)?;
         if t.content_hash != plan.content_hash {
             return Err(Status::unimplemented(
                 "this provider does not change a running ECI container group in place (images, environment and files are fixed at CreateContainerGroup)",
             ));
         }
-        Ok(Response::new(UpdatePodResponse {
-            status: self.inner.hub.get(&pod_ref.uid),
-        }))
+        Ok(())
     }
 
-    async fn delete_pod(
-        &self,
-        req: Request<DeletePodRequest>,
-    ) -> Result<Response<DeletePodResponse>, Status> {
-        let pod_ref = rpc::pod_ref(req.get_ref().pod_ref.as_ref())?;
-        let found = self
-            .delete(pod_ref, req.get_ref().grace_period_seconds)
-            .await?;
-        Ok(Response::new(DeletePodResponse { found }))
+    /// A grace period of 0 ("kill now") is ECI's `Force=true`, any other is left to the
+    /// group's own TerminationGracePeriodSeconds.
+    async fn delete(&self, pod_ref: &PodRef, grace: Option<i64>) -> Result<bool, Status> {
+        self.stop(pod_ref, grace).await
     }
 
-    async fn get_pod(
+    async fn logs(
         &self,
-        req: Request<GetPodRequest>,
-    ) -> Result<Response<GetPodResponse>, Status> {
-        rpc::get_pod(&self.inner.hub, &req)
-    }
-
-    async fn list_pods(
-        &self,
-        req: Request<ListPodsRequest>,
-    ) -> Result<Response<ListPodsResponse>, Status> {
-        Ok(rpc::list_pods(&self.inner.hub, &req))
-    }
-
-    async fn watch_pods(
-        &self,
-        req: Request<WatchPodsRequest>,
-    ) -> Result<Response<BoxStream<podprovider_proto::v1::WatchPodsEvent>>, Status> {
-        Ok(rpc::watch_pods(&self.inner.hub, &req))
-    }
-
-    async fn get_container_logs(
-        &self,
-        req: Request<GetContainerLogsRequest>,
-    ) -> Result<Response<BoxStream<LogChunk>>, Status> {
-        let req = req.into_inner();
-        let pod_ref = rpc::pod_ref(req.pod_ref.as_ref())?;
+        pod_ref: PodRef,
+        req: GetContainerLogsRequest,
+    ) -> Result<BoxStream<LogChunk>, Status> {
         let t = self.tracked(&pod_ref)?;
         let known = t
             .shape
@@ -712,91 +658,40 @@ impl podprovider_proto::PodProvider for EciProvider {
                 req.container
             )));
         }
-        // ECI returns the last 500 lines unless told otherwise, and at most 2000 (and 1 MB).
-        let first = LogOptions {
-            tail: Some(MAX_TAIL),
-            since_seconds: req.since_seconds,
-            start_time: match (req.since_seconds, req.since_time.as_ref()) {
-                (None, Some(t)) => time::OffsetDateTime::from_unix_timestamp(t.seconds)
-                    .ok()
-                    .and_then(|d| {
-                        d.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    }),
-                _ => None,
-            },
-            limit_bytes: None,
-            // Always asked for: the follow tells lines apart by them; stripped unless wanted.
-            timestamps: true,
-            previous: req.previous,
-        };
-        let opts = log_follow::Options {
-            follow: req.follow && !req.previous,
-            ..log_follow::Options::from_request(
-                &req,
-                time::OffsetDateTime::now_utc(),
-                FOLLOW_INTERVAL,
-            )
-        };
         let (tx, rx) = mpsc::channel(16);
         let me = self.clone();
         let uid = pod_ref.uid.clone();
-        let container = req.container.clone();
-        let group = t.group_id.clone();
-        let cloud = self.inner.cloud.clone();
-        let followers = self.inner.log_followers.clone();
-        let (follow_uid, follow_container) = (uid.clone(), container.clone());
-        tokio::spawn(async move {
-            let fetch = move |what: Fetch| {
-                let cloud = cloud.clone();
-                let group = group.clone();
-                let container = container.clone();
-                let opts = match what {
-                    Fetch::Start { tail } => LogOptions {
-                        tail: Some(tail.map_or(MAX_TAIL, |n| {
-                            i64::try_from(n).unwrap_or(MAX_TAIL).min(MAX_TAIL)
-                        })),
-                        ..first.clone()
-                    },
-                    // Nothing seen yet: the log as first asked for.
-                    Fetch::After { since: None } => first.clone(),
-                    // SinceSeconds counts whole seconds back from ECI's clock: start a little
-                    // before the last line seen; the cursor skips what was sent.
-                    Fetch::After { since: Some(t) } => LogOptions {
-                        tail: Some(MAX_TAIL),
-                        since_seconds: Some(
-                            (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0) + 2,
-                        ),
-                        timestamps: true,
-                        ..Default::default()
-                    },
-                };
-                async move {
-                    cloud
-                        .log(&group, &container, &opts)
-                        .await
-                        .map_err(|e| e.to_status())
-                }
-            };
-            let running = move || {
-                me.inner.hub.get(&uid).is_some_and(|s| {
-                    s.phase == PodPhase::Running as i32 || s.phase == PodPhase::Pending as i32
-                })
-            };
-            followers
-                .stream(&follow_uid, &follow_container, opts, fetch, running, tx)
-                .await;
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let running = move || {
+            me.inner.hub.get(&uid).is_some_and(|s| {
+                s.phase == PodPhase::Running as i32 || s.phase == PodPhase::Pending as i32
+            })
+        };
+        tokio::spawn(logs::stream_logs(
+            self.inner.log_followers.clone(),
+            pod_ref.uid.clone(),
+            self.inner.cloud.clone(),
+            t.group_id.clone(),
+            req,
+            tx,
+            running,
+        ));
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    fn unsupported(&self, rpc: Streamed) -> Option<String> {
+        match rpc {
+            Streamed::Exec => None,
+            Streamed::Attach => Some("attach is not offered by ECI: its API can exec a new command but cannot attach to a container's main process".into()),
+            Streamed::PortForward => Some("port-forward is not offered by ECI: its API has no port-forwarding operation".into()),
+        }
     }
 
     async fn exec(
         &self,
-        req: Request<Streaming<ExecRequest>>,
-    ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
-        let mut input = req.into_inner();
-        let start = exec::first_start(&mut input).await?;
-        let pod_ref = rpc::pod_ref(start.pod_ref.as_ref())?;
+        pod_ref: PodRef,
+        start: ExecStart,
+        input: Streaming<ExecRequest>,
+    ) -> Result<BoxStream<StreamOutput>, Status> {
         let t = self.tracked(&pod_ref)?;
         if !t
             .shape
@@ -840,35 +735,12 @@ impl podprovider_proto::PodProvider for EciProvider {
             )
             .await
             .map_err(|e| e.to_status())?;
-        let out = crate::ws_exec::bridge(&uri, input, start.tty)
+        crate::ws_exec::bridge(&uri, input, start.tty)
             .await
-            .map_err(|e| Status::unavailable(format!("cannot open the exec WebSocket: {e}")))?;
-        Ok(Response::new(out))
+            .map_err(|e| Status::unavailable(format!("cannot open the exec WebSocket: {e}")))
     }
 
-    async fn attach(
-        &self,
-        _req: Request<Streaming<AttachRequest>>,
-    ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
-        Err(Status::unimplemented(
-            "attach is not offered by ECI: its API can exec a new command but cannot attach to a container's main process",
-        ))
-    }
-
-    async fn port_forward(
-        &self,
-        _req: Request<Streaming<PortForwardRequest>>,
-    ) -> Result<Response<BoxStream<PortForwardResponse>>, Status> {
-        Err(Status::unimplemented(
-            "port-forward is not offered by ECI: its API has no port-forwarding operation",
-        ))
-    }
-
-    async fn get_stats(
-        &self,
-        req: Request<GetStatsRequest>,
-    ) -> Result<Response<GetStatsResponse>, Status> {
-        let req = req.into_inner();
+    async fn stats(&self, req: GetStatsRequest) -> Result<Vec<PodStats>, Status> {
         // Running pods of the node (or the ones asked for): ECI has figures only for those.
         let wanted: Vec<(PodRef, String)> = {
             let st = lock(&self.inner.state);
@@ -904,7 +776,7 @@ impl podprovider_proto::PodProvider for EciProvider {
                 }
             }
         }
-        Ok(Response::new(GetStatsResponse { pods }))
+        Ok(pods)
     }
 }
 

@@ -48,8 +48,7 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     provider_common::run("provider-fargate", &cli.server, async |_metrics| {
-        let (provider, poll) = provider(&cli.fargate).await?;
-        Ok((provider_common::PodService::new(provider), poll))
+        Ok(provider(&cli.fargate).await?)
     })
     .await?;
     Ok(())

@@ -13,7 +13,7 @@ use provider_common::{
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use crate::arm::Arm;
+use crate::client::Arm;
 
 /// How often a follow polls.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);

@@ -6,17 +6,17 @@
 //! exec over ACI's WebSocket sessions. See README.md for the flags.
 #![forbid(unsafe_code)]
 
-mod arm;
 mod auth;
+mod client;
 mod config;
 mod error;
-mod group;
+mod exec;
 mod http;
 mod logs;
-mod model;
+mod plan;
 mod provider;
 mod status;
-mod ws_exec;
+mod wire;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -24,10 +24,10 @@ use clap::Parser;
 use provider_common::{PollTask, ServerArgs, retry::RetryPolicy, status_loop};
 
 use crate::{
-    arm::{Arm, Scope},
     auth::{Endpoints, TokenSource},
+    client::{Arm, Scope},
     config::AciArgs,
-    group::GroupSettings,
+    plan::GroupSettings,
     provider::{AciProvider, Settings},
 };
 

@@ -23,13 +23,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use crate::{
-    arm::{Arm, Deletion},
+    client::{Arm, Deletion},
     error::AzureError,
-    group::{self, GroupSettings},
+    exec::{self, Wrapper},
     logs,
-    model::{ContainerGroup, TerminalSize},
+    plan::{self, GroupSettings},
     status,
-    ws_exec::{self, Wrapper},
+    wire::{ContainerGroup, TerminalSize},
 };
 
 /// How long a freshly created group may be missing from ARM's list (eventual consistency) before
@@ -92,9 +92,9 @@ struct Tracked {
     pod_ref: PodRef,
     node: String,
     group: String,
-    /// [`group::Plan::public_hash`]: from the create, or the group's tag when adopted.
+    /// [`plan::Plan::public_hash`]: from the create, or the group's tag when adopted.
     public_hash: Option<String>,
-    /// [`group::Plan::content_hash`]: known only for groups this process created.
+    /// [`plan::Plan::content_hash`]: known only for groups this process created.
     content_hash: Option<String>,
     deleting: bool,
     created: Instant,
@@ -192,7 +192,7 @@ impl AciProvider {
     /// cluster's or another node's groups) is never adopted or deleted.
     fn ours(&self, g: &ContainerGroup) -> Option<(PodRef, String)> {
         let (pod_ref, node) = pod_of(g)?;
-        let cluster = g.tags.get(group::TAG_CLUSTER)?;
+        let cluster = g.tags.get(plan::TAG_CLUSTER)?;
         (*cluster == self.inner.settings.groups.cluster_id && self.serves(&node))
             .then_some((pod_ref, node))
     }
@@ -232,7 +232,7 @@ impl AciProvider {
                         pod_ref: pod_ref.clone(),
                         node: node.clone(),
                         group: name.clone(),
-                        public_hash: g.tags.get(group::TAG_SPEC_HASH).cloned(),
+                        public_hash: g.tags.get(plan::TAG_SPEC_HASH).cloned(),
                         content_hash: None,
                         deleting: false,
                         created: now,
@@ -370,7 +370,7 @@ impl AciProvider {
         &self,
         pod_ref: &PodRef,
         node: &str,
-        plan: &group::Plan,
+        plan: &plan::Plan,
     ) -> Result<PodStatus, Status> {
         let uid = &pod_ref.uid;
         let created = self
@@ -414,7 +414,7 @@ impl AciProvider {
         let name = match &tracked {
             Some(name) => name.clone(),
             None => {
-                let name = group::group_name(pod_ref);
+                let name = plan::group_name(pod_ref);
                 let found = self
                     .inner
                     .arm
@@ -611,7 +611,7 @@ impl AciProvider {
 #[tonic::async_trait]
 impl provider_common::Cloud for AciProvider {
     const API: &'static str = "ACI";
-    type Plan = group::Plan;
+    type Plan = plan::Plan;
 
     fn hub(&self) -> &StatusHub {
         &self.inner.hub
@@ -641,17 +641,17 @@ impl provider_common::Cloud for AciProvider {
             system_info: Some(NodeSystemInfo {
                 os_image: "Azure Container Instances".into(),
                 kernel_version: String::new(),
-                container_runtime_version: format!("aci://{}", crate::arm::API_VERSION),
+                container_runtime_version: format!("aci://{}", crate::client::API_VERSION),
             }),
             revision: "1".into(),
         }
     }
 
-    fn plan(&self, pod: &Pod) -> Result<group::Plan, String> {
-        group::plan(pod, &self.inner.settings.groups).map_err(|e| e.0)
+    fn plan(&self, pod: &Pod) -> Result<plan::Plan, String> {
+        plan::plan(pod, &self.inner.settings.groups).map_err(|e| e.0)
     }
 
-    fn notices(&self, plan: &group::Plan) -> Vec<Notice> {
+    fn notices(&self, plan: &plan::Plan) -> Vec<Notice> {
         let ignored = plan.warnings.iter().map(|w| ("ProviderIgnoredSetting", w));
         ignored
             .chain(plan.no_ip.iter().map(|w| ("NoPodIP", w)))
@@ -666,7 +666,7 @@ impl provider_common::Cloud for AciProvider {
         &self,
         pod_ref: &PodRef,
         pod: &Pod,
-        plan: &group::Plan,
+        plan: &plan::Plan,
     ) -> Result<Option<PodStatus>, Status> {
         let node = &pod.node_name;
         if !self.serves(node) {
@@ -683,12 +683,12 @@ impl provider_common::Cloud for AciProvider {
         &self,
         pod_ref: &PodRef,
         pod: &Pod,
-        plan: group::Plan,
+        plan: plan::Plan,
     ) -> Result<PodStatus, Status> {
         self.start(pod_ref, &pod.node_name, &plan).await
     }
 
-    async fn update(&self, pod_ref: &PodRef, plan: group::Plan) -> Result<(), Status> {
+    async fn update(&self, pod_ref: &PodRef, plan: plan::Plan) -> Result<(), Status> {
         let unchanged = {
             let mut st = lock(&self.inner.state);
             let t = st
@@ -814,15 +814,15 @@ impl provider_common::Cloud for AciProvider {
             .exec(&group, &start.container, &command, size)
             .await
             .map_err(|e| e.to_status())?;
-        let ws = ws_exec::connect(
+        let ws = exec::connect(
             &session.web_socket_uri,
-            ws_exec::Password::FirstMessage(&session.password),
+            exec::Password::FirstMessage(&session.password),
             self.inner.arm.http().tls.clone(),
         )
         .await
         .map_err(Status::unavailable)?;
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(ws_exec::bridge(ws, input, wrapper, tx));
+        tokio::spawn(exec::bridge(ws, input, wrapper, tx));
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
@@ -852,9 +852,9 @@ impl provider_common::Cloud for AciProvider {
             .attach(&group, &start.container)
             .await
             .map_err(|e| e.to_status())?;
-        let ws = ws_exec::connect(
+        let ws = exec::connect(
             &session.web_socket_uri,
-            ws_exec::Password::Header(&session.password),
+            exec::Password::Header(&session.password),
             self.inner.arm.http().tls.clone(),
         )
         .await
@@ -862,7 +862,7 @@ impl provider_common::Cloud for AciProvider {
         let (tx, rx) = mpsc::channel(64);
         let me = self.clone();
         let container = start.container.clone();
-        tokio::spawn(ws_exec::bridge_attach(ws, input, tx, move || async move {
+        tokio::spawn(exec::bridge_attach(ws, input, tx, move || async move {
             me.exit_code_after_stream_end(&pod_ref.uid, &container)
                 .await
         }));

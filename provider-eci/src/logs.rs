@@ -13,7 +13,7 @@ use provider_common::{
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use crate::cloud::{Cloud, LogOptions};
+use crate::client::{Cloud, LogOptions};
 
 /// The most lines `DescribeContainerLog` returns (`Tail`: default 500, maximum 2000).
 const MAX_TAIL: i64 = 2000;

@@ -6,19 +6,19 @@
 //! WebSocket of `ExecContainerCommand`. See README.md for the flags.
 #![forbid(unsafe_code)]
 
-mod api;
-mod cloud;
+mod client;
 mod config;
 mod credentials;
 mod error;
+mod exec;
 mod logs;
-mod mapping;
 mod params;
+mod plan;
 mod provider;
 mod signing;
 mod sizes;
 mod status;
-mod ws_exec;
+mod wire;
 
 use std::collections::HashMap;
 
@@ -27,9 +27,9 @@ use clap::Parser;
 use provider_common::{PollTask, ServerArgs, retry::RetryPolicy, status_loop};
 
 use crate::{
-    cloud::Cloud,
+    client::Cloud,
     config::EciArgs,
-    mapping::Placement,
+    plan::Placement,
     provider::{EciProvider, Settings},
 };
 
@@ -67,7 +67,7 @@ async fn provider(args: &EciArgs) -> anyhow::Result<(EciProvider, PollTask)> {
     let endpoint = args
         .endpoint
         .clone()
-        .unwrap_or_else(|| cloud::default_endpoint(&region, args.vpc_endpoint));
+        .unwrap_or_else(|| client::default_endpoint(&region, args.vpc_endpoint));
     tracing::info!(%endpoint, %region, credentials = %creds.describe(), cluster = %args.cluster(), "ECI client");
     let cloud = Cloud::new(&endpoint, &region, creds, RetryPolicy::default())
         .map_err(anyhow::Error::msg)

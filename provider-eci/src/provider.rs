@@ -23,12 +23,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use crate::{
-    api,
-    cloud::{Cloud, GroupFilter},
+    client::{Cloud, GroupFilter},
     error::EciError,
     logs,
-    mapping::{self, Placement, TAG_CLUSTER, TAG_HASH, TAG_MANAGED},
+    plan::{self, Placement, TAG_CLUSTER, TAG_HASH, TAG_MANAGED},
     status::{self, Shape},
+    wire,
 };
 
 /// How long a group ECI accepted may be missing from a full list before it counts as gone
@@ -60,7 +60,7 @@ struct Tracked {
     since: Instant,
     /// Its init containers as DescribeContainerGroups last described them (their states are
     /// not in DescribeContainerGroupStatus).
-    init: Vec<api::GroupContainer>,
+    init: Vec<wire::GroupContainer>,
 }
 
 impl Tracked {
@@ -123,7 +123,7 @@ fn owned_tags(cluster: &str) -> Vec<(String, String)> {
 
 /// Whether a listed group carries this cluster's tags. Checked on every answer as well as sent
 /// as a filter, so a gateway that ignored the filter still never hands us another cluster's group.
-fn is_ours(g: &api::Group, cluster: &str) -> bool {
+fn is_ours(g: &wire::Group, cluster: &str) -> bool {
     owned_tags(cluster)
         .iter()
         .all(|(k, v)| g.tags.iter().any(|t| t.key == *k && t.value == *v))
@@ -144,7 +144,7 @@ fn shape_of(pod: &Pod) -> Shape {
     }
 }
 
-fn group_shape(g: &api::Group) -> Shape {
+fn group_shape(g: &wire::Group) -> Shape {
     Shape {
         init: g
             .init_containers
@@ -162,7 +162,7 @@ fn group_shape(g: &api::Group) -> Shape {
 /// Adopts tagged groups this provider does not track and forgets tracked groups the full list
 /// no longer has.
 /// The group events (from a full list) not forwarded yet, as pod events for the pods' nodes.
-fn new_events(st: &mut State, groups: &[api::Group]) -> Vec<(String, PodEvent)> {
+fn new_events(st: &mut State, groups: &[wire::Group]) -> Vec<(String, PodEvent)> {
     let mut out = Vec::new();
     let by_group: HashMap<&str, &Tracked> =
         st.pods.values().map(|t| (t.group_id.as_str(), t)).collect();
@@ -210,7 +210,7 @@ fn new_events(st: &mut State, groups: &[api::Group]) -> Vec<(String, PodEvent)> 
     out
 }
 
-fn reconcile_membership(st: &mut State, groups: &[api::Group], cluster: &str) {
+fn reconcile_membership(st: &mut State, groups: &[wire::Group], cluster: &str) {
     st.deleted.retain(|_, at| at.elapsed() < LIST_GRACE);
     let mut listed = HashSet::new();
     for g in groups.iter().filter(|g| is_ours(g, cluster)) {
@@ -316,7 +316,7 @@ impl EciProvider {
         let statuses = cloud
             .statuses(&owned, if full { None } else { Some(since) })
             .await?;
-        let by_id: HashMap<&str, &api::GroupStatus> = statuses
+        let by_id: HashMap<&str, &wire::GroupStatus> = statuses
             .iter()
             .map(|g| (g.container_group_id.as_str(), g))
             .collect();
@@ -361,7 +361,7 @@ impl EciProvider {
             }
         }
         let fresh = groups.iter().flatten().chain(&described);
-        let init_by_group: HashMap<&str, &Vec<api::GroupContainer>> = fresh
+        let init_by_group: HashMap<&str, &Vec<wire::GroupContainer>> = fresh
             .filter(|g| is_ours(g, self.cluster()))
             .map(|g| (g.container_group_id.as_str(), &g.init_containers))
             .collect();
@@ -425,7 +425,7 @@ impl EciProvider {
         &self,
         pod_ref: &PodRef,
         pod: &Pod,
-        plan: mapping::Plan,
+        plan: plan::Plan,
     ) -> Result<PodStatus, Status> {
         let uid = &pod_ref.uid;
         let node = &pod.node_name;
@@ -465,7 +465,7 @@ impl EciProvider {
         if let Some(t) = lock(&self.inner.state).pods.get(&pod_ref.uid) {
             return Ok(Some(t.group_id.clone()));
         }
-        let name = mapping::group_name(pod_ref);
+        let name = plan::group_name(pod_ref);
         let mut tags = owned_tags(self.cluster());
         tags.push((naming::TAG_UID.to_owned(), pod_ref.uid.clone()));
         let groups = self
@@ -541,7 +541,7 @@ impl EciProvider {
 #[tonic::async_trait]
 impl provider_common::Cloud for EciProvider {
     const API: &'static str = "ECI";
-    type Plan = mapping::Plan;
+    type Plan = plan::Plan;
 
     fn hub(&self) -> &StatusHub {
         &self.inner.hub
@@ -569,17 +569,17 @@ impl provider_common::Cloud for EciProvider {
             system_info: Some(NodeSystemInfo {
                 os_image: "Alibaba Cloud Elastic Container Instance".into(),
                 kernel_version: String::new(),
-                container_runtime_version: format!("eci://{}", crate::cloud::API_VERSION),
+                container_runtime_version: format!("eci://{}", crate::client::API_VERSION),
             }),
             revision: "1".into(),
         }
     }
 
-    fn plan(&self, pod: &Pod) -> Result<mapping::Plan, String> {
-        mapping::plan(pod, &self.inner.settings.placement).map_err(|e| e.0)
+    fn plan(&self, pod: &Pod) -> Result<plan::Plan, String> {
+        plan::plan(pod, &self.inner.settings.placement).map_err(|e| e.0)
     }
 
-    fn notices(&self, plan: &mapping::Plan) -> Vec<Notice> {
+    fn notices(&self, plan: &plan::Plan) -> Vec<Notice> {
         plan.warnings
             .iter()
             .map(|w| Notice {
@@ -593,7 +593,7 @@ impl provider_common::Cloud for EciProvider {
         &self,
         pod_ref: &PodRef,
         _pod: &Pod,
-        _plan: &mapping::Plan,
+        _plan: &plan::Plan,
     ) -> Result<Option<PodStatus>, Status> {
         Ok(lock(&self.inner.state)
             .pods
@@ -605,12 +605,12 @@ impl provider_common::Cloud for EciProvider {
         &self,
         pod_ref: &PodRef,
         pod: &Pod,
-        plan: mapping::Plan,
+        plan: plan::Plan,
     ) -> Result<PodStatus, Status> {
         self.start(pod_ref, pod, plan).await
     }
 
-    async fn update(&self, pod_ref: &PodRef, plan: mapping::Plan) -> Result<(), Status> {
+    async fn update(&self, pod_ref: &PodRef, plan: plan::Plan) -> Result<(), Status> {
         let t = self.tracked(pod_ref)?;
         if t.content_hash != plan.content_hash {
             return Err(Status::unimplemented(
@@ -735,7 +735,7 @@ impl provider_common::Cloud for EciProvider {
             )
             .await
             .map_err(|e| e.to_status())?;
-        crate::ws_exec::bridge(&uri, input, start.tty)
+        crate::exec::bridge(&uri, input, start.tty)
             .await
             .map_err(|e| Status::unavailable(format!("cannot open the exec WebSocket: {e}")))
     }
@@ -800,12 +800,12 @@ mod tests {
             if let Some(c) = cluster {
                 tags.push((TAG_CLUSTER.into(), c.into()));
             }
-            api::Group {
+            wire::Group {
                 container_group_id: id.into(),
                 status: "Running".into(),
                 tags: tags
                     .into_iter()
-                    .map(|(key, value)| api::Tag { key, value })
+                    .map(|(key, value)| wire::Tag { key, value })
                     .collect(),
                 ..Default::default()
             }
@@ -847,19 +847,19 @@ mod tests {
                 init: Vec::new(),
             },
         );
-        let event = |reason: &str, at: &str| api::GroupEvent {
+        let event = |reason: &str, at: &str| wire::GroupEvent {
             kind: "Warning".into(),
             reason: reason.into(),
             message: "could not pull".into(),
             last_timestamp: at.into(),
         };
         let groups = vec![
-            api::Group {
+            wire::Group {
                 container_group_id: "eci-1".into(),
                 events: vec![event("Failed", "2024-01-01T00:00:00Z")],
                 ..Default::default()
             },
-            api::Group {
+            wire::Group {
                 container_group_id: "eci-unknown".into(),
                 events: vec![event("Failed", "2024-01-01T00:00:00Z")],
                 ..Default::default()
@@ -894,8 +894,8 @@ mod fuzz {
 
     use super::*;
     use crate::{
-        cloud::{parse_answer, read_answer},
-        ws_exec,
+        client::{parse_answer, read_answer},
+        exec,
     };
 
     use provider_common::arbitrary::{self, Vocabulary, run};
@@ -1071,8 +1071,8 @@ mod fuzz {
     /// What a full poll does with the groups and statuses it has read: adoption, events (each
     /// forwarded once), every tracked pod's status.
     fn use_answers(
-        groups: &[api::Group],
-        statuses: &[api::GroupStatus],
+        groups: &[wire::Group],
+        statuses: &[wire::GroupStatus],
     ) -> Result<(), TestCaseError> {
         let mut st = State::default();
         reconcile_membership(&mut st, groups, CLUSTER);
@@ -1084,7 +1084,7 @@ mod fuzz {
             new_events(&mut st, groups).is_empty(),
             "an event came twice"
         );
-        let by_id: HashMap<&str, &api::GroupStatus> = statuses
+        let by_id: HashMap<&str, &wire::GroupStatus> = statuses
             .iter()
             .map(|g| (g.container_group_id.as_str(), g))
             .collect();
@@ -1139,29 +1139,30 @@ mod fuzz {
             || arbitrary::answer_bytes(ECI),
             |body| {
                 if let Some(v) = unreadable(parse_answer(OP, &body))? {
-                    let groups = unreadable(read_answer::<api::GroupsPage>(OP, v.clone()))?
+                    let groups = unreadable(read_answer::<wire::GroupsPage>(OP, v.clone()))?
                         .map(|p| p.container_groups)
                         .unwrap_or_default();
-                    let statuses = unreadable(read_answer::<api::StatusPage>(OP, v.clone()))?
+                    let statuses = unreadable(read_answer::<wire::StatusPage>(OP, v.clone()))?
                         .map(|p| p.data)
                         .unwrap_or_default();
                     use_answers(&groups, &statuses)?;
-                    if let Some(m) = unreadable(read_answer::<api::MetricsResponse>(OP, v.clone()))?
+                    if let Some(m) =
+                        unreadable(read_answer::<wire::MetricsResponse>(OP, v.clone()))?
                     {
                         for d in &m.monitor_datas {
                             let _ = status::pod_stats(&pod_ref(), d);
                         }
                     }
-                    unreadable(read_answer::<api::CreateResponse>(OP, v.clone()))?;
-                    unreadable(read_answer::<api::LogResponse>(OP, v.clone()))?;
-                    unreadable(read_answer::<api::ExecResponse>(OP, v))?;
+                    unreadable(read_answer::<wire::CreateResponse>(OP, v.clone()))?;
+                    unreadable(read_answer::<wire::LogResponse>(OP, v.clone()))?;
+                    unreadable(read_answer::<wire::ExecResponse>(OP, v))?;
                 }
                 for code in [400, 403, 404, 409, 429, 500, 503] {
                     let e = EciError::from_response(OP, code, &body, None);
                     prop_assert!(!e.code.is_empty());
                     prop_assert!(e.to_status().code() != tonic::Code::Ok);
                 }
-                let _ = ws_exec::exit_code_of_status(&body);
+                let _ = exec::exit_code_of_status(&body);
                 Ok(())
             },
         );
@@ -1198,13 +1199,13 @@ mod fuzz {
             }
             let read = |v: &Value| parse_answer(OP, &serde_json::to_vec(v).unwrap_or_default());
             let groups = match unreadable(read(&groups))? {
-                Some(v) => unreadable(read_answer::<api::GroupsPage>(OP, v))?
+                Some(v) => unreadable(read_answer::<wire::GroupsPage>(OP, v))?
                     .map(|p| p.container_groups)
                     .unwrap_or_default(),
                 None => Vec::new(),
             };
             let statuses = match unreadable(read(&statuses))? {
-                Some(v) => unreadable(read_answer::<api::StatusPage>(OP, v))?
+                Some(v) => unreadable(read_answer::<wire::StatusPage>(OP, v))?
                     .map(|p| p.data)
                     .unwrap_or_default(),
                 None => Vec::new(),
@@ -1225,7 +1226,7 @@ mod fuzz {
             )
         };
         run(answers, |(metrics, error)| {
-            if let Some(m) = unreadable(read_answer::<api::MetricsResponse>(OP, metrics))? {
+            if let Some(m) = unreadable(read_answer::<wire::MetricsResponse>(OP, metrics))? {
                 for d in &m.monitor_datas {
                     if let Some(s) = status::pod_stats(&pod_ref(), d) {
                         let latest = d.records.iter().map(|r| &r.timestamp).max();

@@ -6,15 +6,15 @@
 //! See README.md for the flags.
 #![forbid(unsafe_code)]
 
-mod cloud;
+mod client;
 mod config;
 mod error;
 mod logs;
+mod plan;
 mod provider;
 mod sizes;
 mod stats;
 mod status;
-mod taskdef;
 mod telemetry;
 
 use std::collections::HashMap;
@@ -24,10 +24,10 @@ use clap::Parser;
 use provider_common::{PollTask, ServerArgs, retry::RetryPolicy, status_loop};
 
 use crate::{
-    cloud::{Cloud, Network},
+    client::{Cloud, Network},
     config::{Arch, FargateArgs},
+    plan::DefSettings,
     provider::{FargateProvider, Settings},
-    taskdef::DefSettings,
 };
 
 /// Command-line flags (each with an environment fallback).

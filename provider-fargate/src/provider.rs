@@ -25,11 +25,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::{
-    cloud::{Cloud, Network, RunSpec, STOP_REASON, TAG_DELETED, TAG_INSTALLATION, log_stream},
+    client::{Cloud, Network, RunSpec, STOP_REASON, TAG_DELETED, TAG_INSTALLATION, log_stream},
     error::AwsError,
-    logs, stats,
+    logs,
+    plan::{self, DefSettings},
+    stats,
     status::{self, Shape},
-    taskdef::{self, DefSettings},
 };
 
 /// Tag with the pod's grace period (for deletes after a restart) and one with its content hash
@@ -167,7 +168,7 @@ impl FargateProvider {
 
     /// Learns the definitions this provider registered earlier, so unused ones are deregistered.
     pub async fn load_definitions(&self) -> Result<(), AwsError> {
-        let prefix = taskdef::family_prefix(&self.inner.settings.installation);
+        let prefix = plan::family_prefix(&self.inner.settings.installation);
         let defs = self.inner.cloud.our_definitions(&prefix).await?;
         lock(&self.inner.state).definitions.extend(defs);
         Ok(())
@@ -381,7 +382,7 @@ impl FargateProvider {
         &self,
         pod_ref: &PodRef,
         pod: &Pod,
-        plan: &taskdef::Plan,
+        plan: &plan::Plan,
     ) -> Result<PodStatus, Status> {
         *lock(&self.inner.state)
             .in_flight
@@ -402,7 +403,7 @@ impl FargateProvider {
         pod_ref: &PodRef,
         node: &str,
         pod: &podprovider_proto::v1::Pod,
-        plan: &taskdef::Plan,
+        plan: &plan::Plan,
     ) -> Result<PodStatus, AwsError> {
         let installation = &self.inner.settings.installation;
         let mut tags: Vec<(String, String)> = naming::pod_tags(pod_ref, node)
@@ -441,7 +442,7 @@ impl FargateProvider {
     async fn put_secrets(
         &self,
         pod_ref: &PodRef,
-        secrets: &taskdef::Secrets,
+        secrets: &plan::Secrets,
         tags: &[(String, String)],
     ) -> Result<(Option<String>, Vec<String>, Vec<String>), AwsError> {
         let prefix = secrets_prefix(&self.inner.settings.installation, &pod_ref.uid);
@@ -470,8 +471,8 @@ impl FargateProvider {
         pod_ref: &PodRef,
         node: &str,
         pod: &podprovider_proto::v1::Pod,
-        plan: &taskdef::Plan,
-        spec: &taskdef::TaskDefSpec,
+        plan: &plan::Plan,
+        spec: &plan::TaskDefSpec,
         mut tags: Vec<(String, String)>,
         secret_names: Vec<String>,
     ) -> Result<PodStatus, AwsError> {
@@ -696,7 +697,7 @@ impl FargateProvider {
 
 impl FargateProvider {
     /// Digest of the secret strings stored for the pod, in the shape of `like`.
-    async fn stored_digest(&self, uid: &str, like: &taskdef::Secrets) -> Result<String, AwsError> {
+    async fn stored_digest(&self, uid: &str, like: &plan::Secrets) -> Result<String, AwsError> {
         let prefix = secrets_prefix(&self.inner.settings.installation, uid);
         let cloud = &self.inner.cloud;
         let values = cloud.secret_string(&format!("{prefix}values")).await?;
@@ -709,7 +710,7 @@ impl FargateProvider {
                     .unwrap_or_default(),
             );
         }
-        Ok(taskdef::Secrets::digest_of(values.as_deref(), &registries))
+        Ok(plan::Secrets::digest_of(values.as_deref(), &registries))
     }
 }
 
@@ -791,7 +792,7 @@ fn lock_stats(m: &Mutex<StatsState>) -> MutexGuard<'_, StatsState> {
 #[tonic::async_trait]
 impl provider_common::Cloud for FargateProvider {
     const API: &'static str = "ECS";
-    type Plan = taskdef::Plan;
+    type Plan = plan::Plan;
 
     fn hub(&self) -> &StatusHub {
         &self.inner.hub
@@ -828,11 +829,11 @@ impl provider_common::Cloud for FargateProvider {
         }
     }
 
-    fn plan(&self, pod: &Pod) -> Result<taskdef::Plan, String> {
-        taskdef::plan(pod, &self.inner.settings.defs).map_err(|e| e.0)
+    fn plan(&self, pod: &Pod) -> Result<plan::Plan, String> {
+        plan::plan(pod, &self.inner.settings.defs).map_err(|e| e.0)
     }
 
-    fn notices(&self, plan: &taskdef::Plan) -> Vec<Notice> {
+    fn notices(&self, plan: &plan::Plan) -> Vec<Notice> {
         plan.warnings
             .iter()
             .map(|w| Notice {
@@ -846,7 +847,7 @@ impl provider_common::Cloud for FargateProvider {
         &self,
         pod_ref: &PodRef,
         _pod: &Pod,
-        _plan: &taskdef::Plan,
+        _plan: &plan::Plan,
     ) -> Result<Option<PodStatus>, Status> {
         let known = lock(&self.inner.state).pods.contains_key(&pod_ref.uid);
         Ok(known.then(|| PodStatus {
@@ -860,12 +861,12 @@ impl provider_common::Cloud for FargateProvider {
         &self,
         pod_ref: &PodRef,
         pod: &Pod,
-        plan: taskdef::Plan,
+        plan: plan::Plan,
     ) -> Result<PodStatus, Status> {
         self.start(pod_ref, pod, &plan).await
     }
 
-    async fn update(&self, pod_ref: &PodRef, plan: taskdef::Plan) -> Result<(), Status> {
+    async fn update(&self, pod_ref: &PodRef, plan: plan::Plan) -> Result<(), Status> {
         let (hash, digest) = lock(&self.inner.state)
             .pods
             .get(&pod_ref.uid)

@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::{
 use tonic::{Status, Streaming};
 
 /// Deadline of the connect, TLS and WebSocket handshake to the exec URI.
-pub const OPEN_TIMEOUT: std::time::Duration = crate::cloud::ATTEMPT_TIMEOUT;
+pub const OPEN_TIMEOUT: std::time::Duration = crate::client::ATTEMPT_TIMEOUT;
 /// Largest WebSocket message and frame accepted from ECI's exec endpoint.
 pub const MAX_MESSAGE: usize = 1 << 20;
 

@@ -15,7 +15,7 @@ use provider_common::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::model::{
+use crate::wire::{
     AzureFileVolume, ContainerDef, ContainerGroup, ContainerProps, DnsConfig, EnvVar,
     GitRepoVolume, GpuResource, GroupProperties, HttpHeader, InitContainerDef, InitContainerProps,
     IpAddress, Port, Probe, ProbeExec, ProbeHttpGet, RegistryCredential, ResourceAmounts,
@@ -421,7 +421,7 @@ fn security(
     };
     let capabilities =
         (!e.capabilities_add.is_empty() || !e.capabilities_drop.is_empty()).then(|| {
-            crate::model::Capabilities {
+            crate::wire::Capabilities {
                 add: e.capabilities_add.clone(),
                 drop: e.capabilities_drop.clone(),
             }

@@ -15,7 +15,7 @@ use provider_common::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::{cloud::MAX_QUERY_BYTES, params, sizes};
+use crate::{client::MAX_QUERY_BYTES, params, sizes};
 
 /// Tag marking every group this provider creates (the status poll filters on it).
 pub const TAG_MANAGED: (&str, &str) = ("vk-managed-by", "virtual-kubelet");

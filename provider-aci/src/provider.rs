@@ -652,14 +652,12 @@ impl provider_common::Cloud for AciProvider {
     }
 
     fn notices(&self, plan: &plan::Plan) -> Vec<Notice> {
-        let ignored = plan.warnings.iter().map(|w| ("ProviderIgnoredSetting", w));
-        ignored
-            .chain(plan.no_ip.iter().map(|w| ("NoPodIP", w)))
-            .map(|(reason, message)| Notice {
-                reason,
-                message: message.clone(),
-            })
-            .collect()
+        let mut notices = Notice::ignored(&plan.warnings);
+        notices.extend(plan.no_ip.iter().map(|w| Notice {
+            reason: "NoPodIP",
+            message: w.clone(),
+        }));
+        notices
     }
 
     fn known(
@@ -746,22 +744,16 @@ impl provider_common::Cloud for AciProvider {
                 req.container, w.reason
             )));
         }
-        let (tx, rx) = mpsc::channel(16);
         let me = self.clone();
-        let uid = pod_ref.uid.clone();
-        let container = req.container.clone();
-        let followers = self.inner.log_followers.clone();
-        let key = pod_ref.uid.clone();
-        tokio::spawn(logs::stream_logs(
-            followers,
-            key,
-            self.inner.arm.clone(),
-            group,
-            req,
-            tx,
+        let (uid, container) = (pod_ref.uid.clone(), req.container.clone());
+        let fetch = logs::fetcher(self.inner.arm.clone(), group, req.container.clone());
+        Ok(self.inner.log_followers.spawn(
+            &pod_ref.uid,
+            &req.container,
+            logs::options(&req),
+            fetch,
             move || me.is_running(&uid, &container),
-        ));
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        ))
     }
 
     fn unsupported(&self, rpc: Streamed) -> Option<String> {

@@ -47,6 +47,20 @@ pub struct Notice {
     pub message: String,
 }
 
+impl Notice {
+    /// A setting the cloud ignores, one per warning of a plan.
+    pub fn ignored(warnings: &[String]) -> Vec<Notice> {
+        let reason = "ProviderIgnoredSetting";
+        warnings
+            .iter()
+            .map(|w| Notice {
+                reason,
+                message: w.clone(),
+            })
+            .collect()
+    }
+}
+
 /// What one cloud decides; [`PodService`] does the rest of the contract.
 ///
 /// Create and delete are called with the pod's UID held, so a cloud never sees two of them for
@@ -182,28 +196,20 @@ fn pod_of(pod: Option<Pod>, rpc: &str) -> Result<(Pod, PodRef), Status> {
     Ok((pod, pod_ref))
 }
 
-/// The first message of an Exec stream, which must be `start`.
-async fn exec_start(input: &mut Streaming<ExecRequest>) -> Result<ExecStart, Status> {
-    match input.message().await? {
-        Some(ExecRequest {
-            request: Some(exec_request::Request::Start(s)),
-        }) => Ok(s),
-        _ => Err(Status::invalid_argument(
-            "the first Exec message must be start",
-        )),
-    }
-}
-
-/// The first message of an Attach stream, which must be `start`.
-async fn attach_start(input: &mut Streaming<AttachRequest>) -> Result<AttachStart, Status> {
-    match input.message().await? {
-        Some(AttachRequest {
-            request: Some(attach_request::Request::Start(s)),
-        }) => Ok(s),
-        _ => Err(Status::invalid_argument(
-            "the first Attach message must be start",
-        )),
-    }
+/// The first message of an Exec or Attach stream, which must be `start` (`start_of` finds it).
+async fn first_start<M, S>(
+    input: &mut Streaming<M>,
+    start_of: impl FnOnce(M) -> Option<S>,
+    rpc: &str,
+) -> Result<S, Status>
+where
+    M: Send + 'static,
+{
+    input
+        .message()
+        .await?
+        .and_then(start_of)
+        .ok_or_else(|| Status::invalid_argument(format!("the first {rpc} message must be start")))
 }
 
 #[tonic::async_trait]
@@ -319,7 +325,15 @@ impl<C: Cloud> PodProvider for PodService<C> {
     ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
         self.refuse(Streamed::Exec)?;
         let mut input = req.into_inner();
-        let start = exec_start(&mut input).await?;
+        let start = first_start(
+            &mut input,
+            |m: ExecRequest| match m.request {
+                Some(exec_request::Request::Start(s)) => Some(s),
+                _ => None,
+            },
+            "Exec",
+        )
+        .await?;
         let pod_ref = rpc::pod_ref(start.pod_ref.as_ref())?;
         Ok(Response::new(self.cloud.exec(pod_ref, start, input).await?))
     }
@@ -330,7 +344,15 @@ impl<C: Cloud> PodProvider for PodService<C> {
     ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
         self.refuse(Streamed::Attach)?;
         let mut input = req.into_inner();
-        let start = attach_start(&mut input).await?;
+        let start = first_start(
+            &mut input,
+            |m: AttachRequest| match m.request {
+                Some(attach_request::Request::Start(s)) => Some(s),
+                _ => None,
+            },
+            "Attach",
+        )
+        .await?;
         let pod_ref = rpc::pod_ref(start.pod_ref.as_ref())?;
         Ok(Response::new(
             self.cloud.attach(pod_ref, start, input).await?,
@@ -353,5 +375,167 @@ impl<C: Cloud> PodProvider for PodService<C> {
     ) -> Result<Response<GetStatsResponse>, Status> {
         let pods = self.cloud.stats(req.into_inner()).await?;
         Ok(Response::new(GetStatsResponse { pods }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use futures::StreamExt;
+    use podprovider_proto::v1::{PodPhase, watch_pods_event::Event};
+
+    use super::*;
+
+    /// A cloud that refuses pods named `bad`, warns about every pod, and counts creates.
+    struct Fake {
+        hub: Arc<StatusHub>,
+        creates: AtomicUsize,
+    }
+
+    #[tonic::async_trait]
+    impl Cloud for Fake {
+        const API: &'static str = "Fake";
+        type Plan = String;
+
+        fn hub(&self) -> &StatusHub {
+            &self.hub
+        }
+        fn node_info(&self) -> NodeInfo {
+            NodeInfo::default()
+        }
+        fn plan(&self, pod: &Pod) -> Result<String, String> {
+            let name = pod.pod_ref.as_ref().map_or("", |r| r.name.as_str());
+            if name == "bad" {
+                Err("bad pods cannot run here".into())
+            } else {
+                Ok(name.to_owned())
+            }
+        }
+        fn notices(&self, plan: &String) -> Vec<Notice> {
+            Notice::ignored(&[format!("{plan}: a setting was ignored")])
+        }
+        fn known(
+            &self,
+            pod_ref: &PodRef,
+            _: &Pod,
+            _: &String,
+        ) -> Result<Option<PodStatus>, Status> {
+            Ok(self.hub.get(&pod_ref.uid))
+        }
+        async fn create(
+            &self,
+            pod_ref: &PodRef,
+            pod: &Pod,
+            _: String,
+        ) -> Result<PodStatus, Status> {
+            self.creates.fetch_add(1, Ordering::SeqCst);
+            let status = PodStatus {
+                pod_ref: Some(pod_ref.clone()),
+                phase: PodPhase::Pending as i32,
+                ..Default::default()
+            };
+            self.hub.upsert(&pod.node_name, status.clone());
+            Ok(status)
+        }
+        async fn update(&self, _: &PodRef, _: String) -> Result<(), Status> {
+            Ok(())
+        }
+        async fn delete(&self, pod_ref: &PodRef, _: Option<i64>) -> Result<bool, Status> {
+            Ok(self.hub.get(&pod_ref.uid).is_some())
+        }
+        async fn logs(
+            &self,
+            _: PodRef,
+            _: GetContainerLogsRequest,
+        ) -> Result<BoxStream<LogChunk>, Status> {
+            Err(Status::not_found("no logs"))
+        }
+    }
+
+    fn service() -> PodService<Fake> {
+        PodService::new(Fake {
+            hub: StatusHub::new(),
+            creates: AtomicUsize::new(0),
+        })
+    }
+
+    fn pod(name: &str, uid: &str) -> Pod {
+        Pod {
+            pod_ref: Some(PodRef {
+                namespace: "ns".into(),
+                name: name.into(),
+                uid: uid.into(),
+            }),
+            node_name: "vk".into(),
+            ..Default::default()
+        }
+    }
+
+    async fn create(s: &PodService<Fake>, pod: Option<Pod>) -> Result<PodStatus, Status> {
+        let answer = s.create_pod(Request::new(CreatePodRequest { pod })).await?;
+        Ok(answer.into_inner().status.unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn requests_are_checked_before_the_cloud_sees_them() {
+        let s = service();
+        let no_pod = create(&s, None).await.err().map(|e| e.message().to_owned());
+        assert_eq!(no_pod.as_deref(), Some("CreatePod needs a pod"));
+        let no_uid = create(&s, Some(pod("p", ""))).await.err().map(|e| e.code());
+        assert_eq!(no_uid, Some(tonic::Code::InvalidArgument));
+        let refused = create(&s, Some(pod("bad", "u"))).await.err();
+        assert_eq!(
+            refused.as_ref().map(Status::code),
+            Some(tonic::Code::InvalidArgument)
+        );
+        assert_eq!(
+            refused.as_ref().map(Status::message),
+            Some("bad pods cannot run here")
+        );
+        assert_eq!(s.cloud().creates.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_create_tells_its_notices_once_and_a_retry_finds_the_pod() {
+        let s = service();
+        let mut watch = s.cloud().hub().watch("vk");
+        create(&s, Some(pod("p", "u"))).await.expect("created");
+        create(&s, Some(pod("p", "u"))).await.expect("found");
+        assert_eq!(s.cloud().creates.load(Ordering::SeqCst), 1);
+        let mut events = Vec::new();
+        while let Ok(Some(Ok(e))) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), watch.next()).await
+        {
+            if let Some(Event::PodEvent(e)) = e.event {
+                events.push((e.reason, e.message, e.warning));
+            }
+        }
+        assert_eq!(
+            events,
+            vec![(
+                "ProviderIgnoredSetting".to_owned(),
+                "p: a setting was ignored".to_owned(),
+                true
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn what_a_cloud_does_not_offer_is_unimplemented() {
+        let s = service();
+        let stats = s
+            .get_stats(Request::new(GetStatsRequest::default()))
+            .await
+            .err()
+            .map(|e| e.code());
+        assert_eq!(stats, Some(tonic::Code::Unimplemented));
+        assert!(s.refuse(Streamed::PortForward).is_err());
+        assert!(s.refuse(Streamed::Exec).is_ok());
+        let ping = s.ping(Request::new(PingRequest::default())).await;
+        assert!(ping.is_ok_and(|p| p.get_ref().ready));
     }
 }

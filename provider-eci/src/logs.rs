@@ -1,17 +1,14 @@
 //! Container logs from DescribeContainerLog, with the kubelet's options. ECI answers text with
 //! `Tail` (at most 2000 lines), `SinceSecond`, `StartTime` and `Timestamps`, but cannot follow:
 //! provider-common's [`log_follow`] follows by polling, one poll per container however many
-//! follow it ([`LogFollowers`]).
+//! follow it ([`provider_common::log_share::LogFollowers`]).
 
 use std::time::Duration;
 
-use podprovider_proto::v1::{GetContainerLogsRequest, LogChunk};
-use provider_common::{
-    log_follow::{self, Fetch},
-    log_share::LogFollowers,
-};
+use futures::{FutureExt, future::BoxFuture};
+use podprovider_proto::v1::GetContainerLogsRequest;
+use provider_common::log_follow::{self, Fetch};
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
 
 use crate::client::{Cloud, LogOptions};
 
@@ -20,17 +17,21 @@ const MAX_TAIL: i64 = 2000;
 /// How often a log follow polls.
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Streams one container's log per `req` into `tx`; `running` says whether it may still write.
-pub async fn stream_logs<Run>(
-    followers: LogFollowers,
-    uid: String,
+/// What the kubelet asked for, as `log_follow` applies it (ECI cannot show a previous
+/// instance's log as it runs: that one is never followed).
+pub fn options(req: &GetContainerLogsRequest) -> log_follow::Options {
+    log_follow::Options {
+        follow: req.follow && !req.previous,
+        ..log_follow::Options::from_request(req, OffsetDateTime::now_utc(), FOLLOW_INTERVAL)
+    }
+}
+
+/// One DescribeContainerLog call of `container` in `group` per poll.
+pub fn fetcher(
     cloud: Cloud,
     group: String,
-    req: GetContainerLogsRequest,
-    tx: mpsc::Sender<Result<LogChunk, tonic::Status>>,
-    running: Run,
-) where
-    Run: FnMut() -> bool + Clone + Send + 'static,
+    req: &GetContainerLogsRequest,
+) -> impl FnMut(Fetch) -> BoxFuture<'static, Result<String, tonic::Status>> + Clone + Send + 'static
 {
     // ECI returns the last 500 lines unless told otherwise, and at most 2000 (and 1 MB).
     let first = LogOptions {
@@ -50,16 +51,8 @@ pub async fn stream_logs<Run>(
         timestamps: true,
         previous: req.previous,
     };
-    let opts = log_follow::Options {
-        follow: req.follow && !req.previous,
-        ..log_follow::Options::from_request(&req, OffsetDateTime::now_utc(), FOLLOW_INTERVAL)
-    };
-    let container = req.container;
-    let container_name = container.clone();
-    let fetch = move |what: Fetch| {
-        let cloud = cloud.clone();
-        let group = group.clone();
-        let container = container.clone();
+    let container = req.container.clone();
+    move |what: Fetch| {
         let opts = match what {
             Fetch::Start { tail } => LogOptions {
                 tail: Some(tail.map_or(MAX_TAIL, |n| {
@@ -78,14 +71,13 @@ pub async fn stream_logs<Run>(
                 ..Default::default()
             },
         };
+        let (cloud, group, container) = (cloud.clone(), group.clone(), container.clone());
         async move {
             cloud
                 .log(&group, &container, &opts)
                 .await
                 .map_err(|e| e.to_status())
         }
-    };
-    followers
-        .stream(&uid, &container_name, opts, fetch, running, tx)
-        .await;
+        .boxed()
+    }
 }

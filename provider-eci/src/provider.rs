@@ -18,8 +18,6 @@ use provider_common::{
     rpc::{self, BoxStream},
     status_loop::{self, PollHealth, StatusHub},
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use crate::{
@@ -580,13 +578,7 @@ impl provider_common::Cloud for EciProvider {
     }
 
     fn notices(&self, plan: &plan::Plan) -> Vec<Notice> {
-        plan.warnings
-            .iter()
-            .map(|w| Notice {
-                reason: "ProviderIgnoredSetting",
-                message: w.clone(),
-            })
-            .collect()
+        Notice::ignored(&plan.warnings)
     }
 
     fn known(
@@ -658,7 +650,6 @@ impl provider_common::Cloud for EciProvider {
                 req.container
             )));
         }
-        let (tx, rx) = mpsc::channel(16);
         let me = self.clone();
         let uid = pod_ref.uid.clone();
         let running = move || {
@@ -666,16 +657,14 @@ impl provider_common::Cloud for EciProvider {
                 s.phase == PodPhase::Running as i32 || s.phase == PodPhase::Pending as i32
             })
         };
-        tokio::spawn(logs::stream_logs(
-            self.inner.log_followers.clone(),
-            pod_ref.uid.clone(),
-            self.inner.cloud.clone(),
-            t.group_id.clone(),
-            req,
-            tx,
+        let fetch = logs::fetcher(self.inner.cloud.clone(), t.group_id.clone(), &req);
+        Ok(self.inner.log_followers.spawn(
+            &pod_ref.uid,
+            &req.container,
+            logs::options(&req),
+            fetch,
             running,
-        ));
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        ))
     }
 
     fn unsupported(&self, rpc: Streamed) -> Option<String> {

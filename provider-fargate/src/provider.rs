@@ -834,13 +834,7 @@ impl provider_common::Cloud for FargateProvider {
     }
 
     fn notices(&self, plan: &plan::Plan) -> Vec<Notice> {
-        plan.warnings
-            .iter()
-            .map(|w| Notice {
-                reason: "ProviderIgnoredSetting",
-                message: w.clone(),
-            })
-            .collect()
+        Notice::ignored(&plan.warnings)
     }
 
     fn known(

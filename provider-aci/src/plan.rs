@@ -65,10 +65,7 @@ pub struct GroupSettings {
     pub cluster_domain: String,
 }
 
-/// A pod that cannot run on ACI; the message is for users.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct Invalid(pub String);
+pub use provider_common::Invalid;
 
 /// The outcome of mapping a pod.
 #[derive(Clone, Debug)]

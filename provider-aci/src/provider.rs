@@ -9,13 +9,14 @@ use std::{
 use futures::{StreamExt, stream};
 use podprovider_proto::v1::{
     AttachRequest, AttachStart, ExecRequest, ExecStart, GetContainerLogsRequest, GetStatsRequest,
-    LogChunk, NodeInfo, NodeSystemInfo, Pod, PodEvent, PodPhase, PodRef, PodStats, PodStatus,
-    StreamOutput, Taint, container_state::State as CState,
+    LogChunk, NodeInfo, Pod, PodEvent, PodPhase, PodRef, PodStats, PodStatus, StreamOutput, Taint,
+    container_state::State as CState,
 };
 use provider_common::log_share::LogFollowers;
 use provider_common::{
     Notice, Streamed, naming,
     rpc::{self, BoxStream},
+    service,
     status_loop::StatusHub,
 };
 use tokio::sync::mpsc;
@@ -366,94 +367,6 @@ impl AciProvider {
         }
     }
 
-    async fn start(
-        &self,
-        pod_ref: &PodRef,
-        node: &str,
-        plan: &plan::Plan,
-    ) -> Result<PodStatus, Status> {
-        let uid = &pod_ref.uid;
-        let created = self
-            .inner
-            .arm
-            .put_group(&plan.name, &plan.group)
-            .await
-            .map_err(|e| e.to_status())?;
-        let id = created.id.clone().unwrap_or_default();
-        let status = status::accepted(pod_ref, &plan.group, &id);
-        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %uid, group = %plan.name, "container group created");
-        lock(&self.inner.state).pods.insert(
-            uid.clone(),
-            Tracked {
-                pod_ref: pod_ref.clone(),
-                node: node.to_owned(),
-                group: plan.name.clone(),
-                public_hash: Some(plan.public_hash.clone()),
-                content_hash: Some(plan.content_hash.clone()),
-                deleting: false,
-                created: Instant::now(),
-                entry_fingerprint: String::new(),
-                last_view: None,
-                last_detail: None,
-                containers: container_names(&plan.group),
-                forwarded: HashMap::new(),
-                seed_events: false,
-            },
-        );
-        self.inner.hub.upsert(node, status.clone());
-        Ok(status)
-    }
-
-    async fn stop(&self, pod_ref: &PodRef) -> Result<bool, Status> {
-        let tracked = lock(&self.inner.state)
-            .pods
-            .get(&pod_ref.uid)
-            .map(|t| t.group.clone());
-        // Names follow from the identity: an untracked pod's group can still be found, but is
-        // deleted only if its tags say it is ours (not another cluster's or node's).
-        let name = match &tracked {
-            Some(name) => name.clone(),
-            None => {
-                let name = plan::group_name(pod_ref);
-                let found = self
-                    .inner
-                    .arm
-                    .get_group(&name)
-                    .await
-                    .map_err(|e| e.to_status())?;
-                match found {
-                    None => return Ok(false),
-                    Some(g) if self.ours(&g).is_some_and(|(r, _)| r.uid == pod_ref.uid) => name,
-                    Some(_) => {
-                        tracing::warn!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %name, "not deleting a container group of another cluster or node");
-                        return Ok(false);
-                    }
-                }
-            }
-        };
-        let deletion = self
-            .inner
-            .arm
-            .delete_group(&name)
-            .await
-            .map_err(|e| e.to_status())?;
-        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %name, ?deletion, "container group deleted");
-        {
-            let mut st = lock(&self.inner.state);
-            if let Some(t) = st.pods.get_mut(&pod_ref.uid) {
-                t.deleting = true;
-            }
-        }
-        let existed = deletion != Deletion::NotFound;
-        if let Deletion::Accepted {
-            operation: Some(url),
-        } = deletion
-        {
-            tokio::spawn(self.clone().follow_deletion(pod_ref.clone(), name, url));
-        }
-        Ok(existed || tracked.is_some())
-    }
-
     /// Follows an accepted (202) DELETE at its operation URL: a failed or canceled one is asked
     /// again, at most [`DELETE_ATTEMPTS`] times in all; then the pod is no longer treated as
     /// deleting (it shows its status again and a later DeletePod retries) and a Warning event
@@ -623,11 +536,9 @@ impl provider_common::Cloud for AciProvider {
             "topology.kubernetes.io/region".to_owned(),
             s.groups.location.clone(),
         )]);
+        let runtime = format!("aci://{}", crate::client::API_VERSION);
+        let image = "Azure Container Instances";
         NodeInfo {
-            provider_name: "aci".into(),
-            provider_version: env!("CARGO_PKG_VERSION").into(),
-            capacity: s.capacity.clone(),
-            allocatable: HashMap::new(),
             operating_system: s.operating_system.clone(),
             architecture: "amd64".into(),
             labels,
@@ -637,18 +548,18 @@ impl provider_common::Cloud for AciProvider {
                 value: String::new(),
                 effect: "NoSchedule".into(),
             }],
-            conditions: Vec::new(),
-            system_info: Some(NodeSystemInfo {
-                os_image: "Azure Container Instances".into(),
-                kernel_version: String::new(),
-                container_runtime_version: format!("aci://{}", crate::client::API_VERSION),
-            }),
-            revision: "1".into(),
+            ..service::node_info(
+                "aci",
+                env!("CARGO_PKG_VERSION"),
+                &s.capacity,
+                image,
+                runtime,
+            )
         }
     }
 
-    fn plan(&self, pod: &Pod) -> Result<plan::Plan, String> {
-        plan::plan(pod, &self.inner.settings.groups).map_err(|e| e.0)
+    fn plan(&self, pod: &Pod) -> Result<plan::Plan, plan::Invalid> {
+        plan::plan(pod, &self.inner.settings.groups)
     }
 
     fn notices(&self, plan: &plan::Plan) -> Vec<Notice> {
@@ -683,7 +594,37 @@ impl provider_common::Cloud for AciProvider {
         pod: &Pod,
         plan: plan::Plan,
     ) -> Result<PodStatus, Status> {
-        self.start(pod_ref, &pod.node_name, &plan).await
+        let node = pod.node_name.as_str();
+        let uid = &pod_ref.uid;
+        let created = self
+            .inner
+            .arm
+            .put_group(&plan.name, &plan.group)
+            .await
+            .map_err(|e| e.to_status())?;
+        let id = created.id.clone().unwrap_or_default();
+        let status = status::accepted(pod_ref, &plan.group, &id);
+        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %uid, group = %plan.name, "container group created");
+        lock(&self.inner.state).pods.insert(
+            uid.clone(),
+            Tracked {
+                pod_ref: pod_ref.clone(),
+                node: node.to_owned(),
+                group: plan.name.clone(),
+                public_hash: Some(plan.public_hash.clone()),
+                content_hash: Some(plan.content_hash.clone()),
+                deleting: false,
+                created: Instant::now(),
+                entry_fingerprint: String::new(),
+                last_view: None,
+                last_detail: None,
+                containers: container_names(&plan.group),
+                forwarded: HashMap::new(),
+                seed_events: false,
+            },
+        );
+        self.inner.hub.upsert(node, status.clone());
+        Ok(status)
     }
 
     async fn update(&self, pod_ref: &PodRef, plan: plan::Plan) -> Result<(), Status> {
@@ -718,7 +659,53 @@ impl provider_common::Cloud for AciProvider {
     }
 
     async fn delete(&self, pod_ref: &PodRef, _grace: Option<i64>) -> Result<bool, Status> {
-        self.stop(pod_ref).await
+        let tracked = lock(&self.inner.state)
+            .pods
+            .get(&pod_ref.uid)
+            .map(|t| t.group.clone());
+        // Names follow from the identity: an untracked pod's group can still be found, but is
+        // deleted only if its tags say it is ours (not another cluster's or node's).
+        let name = match &tracked {
+            Some(name) => name.clone(),
+            None => {
+                let name = plan::group_name(pod_ref);
+                let found = self
+                    .inner
+                    .arm
+                    .get_group(&name)
+                    .await
+                    .map_err(|e| e.to_status())?;
+                match found {
+                    None => return Ok(false),
+                    Some(g) if self.ours(&g).is_some_and(|(r, _)| r.uid == pod_ref.uid) => name,
+                    Some(_) => {
+                        tracing::warn!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %name, "not deleting a container group of another cluster or node");
+                        return Ok(false);
+                    }
+                }
+            }
+        };
+        let deletion = self
+            .inner
+            .arm
+            .delete_group(&name)
+            .await
+            .map_err(|e| e.to_status())?;
+        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %name, ?deletion, "container group deleted");
+        {
+            let mut st = lock(&self.inner.state);
+            if let Some(t) = st.pods.get_mut(&pod_ref.uid) {
+                t.deleting = true;
+            }
+        }
+        let existed = deletion != Deletion::NotFound;
+        if let Deletion::Accepted {
+            operation: Some(url),
+        } = deletion
+        {
+            tokio::spawn(self.clone().follow_deletion(pod_ref.clone(), name, url));
+        }
+        Ok(existed || tracked.is_some())
     }
 
     async fn logs(

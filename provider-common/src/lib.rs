@@ -39,4 +39,4 @@ pub mod uid_lock;
 
 pub use listen::ListenAddr;
 pub use server::{BoxError, PollTask, ServerArgs, run, serve, serve_args, serve_metrics};
-pub use service::{Cloud, Notice, PodService, Streamed};
+pub use service::{Cloud, Invalid, Notice, PodService, Streamed};

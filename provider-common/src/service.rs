@@ -61,6 +61,36 @@ impl Notice {
     }
 }
 
+/// A pod that cannot run on this cloud; the message is for users (`INVALID_ARGUMENT`) and holds
+/// no secret.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// What every provider answers in `GetNodeInfo` besides what its cloud decides: `provider` and
+/// its `version`, the node's `capacity` (allocatable is left to the shim), the cloud as
+/// `os_image` and `runtime`, revision 1; no labels, taints, conditions or kernel.
+pub fn node_info(
+    provider: &str,
+    version: &str,
+    capacity: &std::collections::HashMap<String, String>,
+    os_image: &str,
+    runtime: String,
+) -> NodeInfo {
+    NodeInfo {
+        provider_name: provider.into(),
+        provider_version: version.into(),
+        capacity: capacity.clone(),
+        system_info: Some(podprovider_proto::v1::NodeSystemInfo {
+            os_image: os_image.into(),
+            container_runtime_version: runtime,
+            ..Default::default()
+        }),
+        revision: "1".into(),
+        ..Default::default()
+    }
+}
+
 /// What one cloud decides; [`PodService`] does the rest of the contract.
 ///
 /// Create and delete are called with the pod's UID held, so a cloud never sees two of them for
@@ -80,8 +110,8 @@ pub trait Cloud: Send + Sync + 'static {
     /// `GetNodeInfo`: capacity, labels, taints, system info.
     fn node_info(&self) -> NodeInfo;
 
-    /// Validates and translates a pod; `Err` is the reason it cannot run here (`INVALID_ARGUMENT`).
-    fn plan(&self, pod: &Pod) -> Result<Self::Plan, String>;
+    /// Validates and translates a pod; `Err` is why it cannot run here (`INVALID_ARGUMENT`).
+    fn plan(&self, pod: &Pod) -> Result<Self::Plan, Invalid>;
 
     /// The warnings a create of this plan tells as pod events once it succeeded.
     fn notices(&self, plan: &Self::Plan) -> Vec<Notice>;
@@ -230,7 +260,10 @@ impl<C: Cloud> PodProvider for PodService<C> {
         req: Request<CreatePodRequest>,
     ) -> Result<Response<CreatePodResponse>, Status> {
         let (pod, pod_ref) = pod_of(req.into_inner().pod, "CreatePod")?;
-        let plan = self.cloud.plan(&pod).map_err(Status::invalid_argument)?;
+        let plan = self
+            .cloud
+            .plan(&pod)
+            .map_err(|e| Status::invalid_argument(e.0))?;
         let notices = self.cloud.notices(&plan);
         let uid = pod_ref.uid.clone();
         // A retry while the first create runs waits for its outcome, then finds the pod.
@@ -266,7 +299,10 @@ impl<C: Cloud> PodProvider for PodService<C> {
         req: Request<UpdatePodRequest>,
     ) -> Result<Response<UpdatePodResponse>, Status> {
         let (pod, pod_ref) = pod_of(req.into_inner().pod, "UpdatePod")?;
-        let plan = self.cloud.plan(&pod).map_err(Status::invalid_argument)?;
+        let plan = self
+            .cloud
+            .plan(&pod)
+            .map_err(|e| Status::invalid_argument(e.0))?;
         self.cloud.update(&pod_ref, plan).await?;
         Ok(Response::new(UpdatePodResponse {
             status: self.cloud.hub().get(&pod_ref.uid),
@@ -407,10 +443,10 @@ mod tests {
         fn node_info(&self) -> NodeInfo {
             NodeInfo::default()
         }
-        fn plan(&self, pod: &Pod) -> Result<String, String> {
+        fn plan(&self, pod: &Pod) -> Result<String, Invalid> {
             let name = pod.pod_ref.as_ref().map_or("", |r| r.name.as_str());
             if name == "bad" {
-                Err("bad pods cannot run here".into())
+                Err(Invalid("bad pods cannot run here".into()))
             } else {
                 Ok(name.to_owned())
             }

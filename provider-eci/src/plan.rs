@@ -49,10 +49,7 @@ pub struct Placement {
     pub cluster_id: String,
 }
 
-/// The pod cannot run on ECI; the message says why.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct Invalid(pub String);
+pub use provider_common::Invalid;
 
 /// A create request and the settings that were dropped.
 #[derive(Debug)]

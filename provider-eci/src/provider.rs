@@ -7,15 +7,15 @@ use std::{
 };
 
 use podprovider_proto::v1::{
-    ExecRequest, ExecStart, GetContainerLogsRequest, GetStatsRequest, LogChunk, NodeInfo,
-    NodeSystemInfo, Pod, PodEvent, PodPhase, PodRef, PodStats, PodStatus, StreamOutput,
-    container_state,
+    ExecRequest, ExecStart, GetContainerLogsRequest, GetStatsRequest, LogChunk, NodeInfo, Pod,
+    PodEvent, PodPhase, PodRef, PodStats, PodStatus, StreamOutput, container_state,
 };
 use provider_common::{
     Notice, Streamed,
     log_share::LogFollowers,
     naming,
     rpc::{self, BoxStream},
+    service,
     status_loop::{self, PollHealth, StatusHub},
 };
 use tonic::{Status, Streaming};
@@ -416,47 +416,6 @@ impl EciProvider {
         }
     }
 
-    /// Creates the pod's group. The ClientToken (from the UID) makes ECI return the existing
-    /// group for a repeated create, so a retry after a lost answer or a restart never makes a
-    /// second group.
-    async fn start(
-        &self,
-        pod_ref: &PodRef,
-        pod: &Pod,
-        plan: plan::Plan,
-    ) -> Result<PodStatus, Status> {
-        let uid = &pod_ref.uid;
-        let node = &pod.node_name;
-        let result = self.inner.cloud.create(plan.request).await;
-        let shape = shape_of(pod);
-        match result {
-            Ok(id) => {
-                tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %uid, group = %id, name = %plan.name, "container group created");
-                let status = status::accepted(pod_ref, &shape, &id);
-                let mut st = lock(&self.inner.state);
-                st.deleted.remove(uid);
-                st.pods.insert(
-                    uid.clone(),
-                    Tracked {
-                        pod_ref: pod_ref.clone(),
-                        node: node.clone(),
-                        group_id: id,
-                        shape,
-                        content_hash: plan.content_hash.clone(),
-                        since: Instant::now(),
-                        init: Vec::new(),
-                    },
-                );
-                self.inner.hub.upsert(node, status.clone());
-                Ok(status)
-            }
-            Err(e) => {
-                tracing::warn!(uid = %uid, error = %e, "CreateContainerGroup failed");
-                Err(e.to_status())
-            }
-        }
-    }
-
     /// The group of a pod: tracked, else looked up by its deterministic name, UID tag and this
     /// cluster's tags (another cluster's group of the same name and UID is never ours to delete).
     async fn find_group(&self, pod_ref: &PodRef) -> Result<Option<String>, EciError> {
@@ -485,30 +444,6 @@ impl EciProvider {
                         .any(|t| t.key == naming::TAG_UID && t.value == pod_ref.uid)
             })
             .map(|g| g.container_group_id))
-    }
-
-    /// Deletes a pod's group; a grace period of 0 ("kill now") is ECI's `Force=true`, any
-    /// other is left to the group's own TerminationGracePeriodSeconds.
-    async fn stop(&self, pod_ref: &PodRef, grace: Option<i64>) -> Result<bool, Status> {
-        let tracked = lock(&self.inner.state).pods.contains_key(&pod_ref.uid);
-        let Some(id) = self.find_group(pod_ref).await.map_err(|e| e.to_status())? else {
-            return Ok(false);
-        };
-        // NotFound on a retry whose first answer was lost still means we had it.
-        let found = self
-            .inner
-            .cloud
-            .delete(&id, grace == Some(0))
-            .await
-            .map_err(|e| e.to_status())?;
-        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %id, "container group deleted");
-        {
-            let mut st = lock(&self.inner.state);
-            st.pods.remove(&pod_ref.uid);
-            st.deleted.insert(pod_ref.uid.clone(), Instant::now());
-        }
-        self.inner.hub.remove(&pod_ref.uid);
-        Ok(found || tracked)
     }
 
     fn tracked(&self, pod_ref: &PodRef) -> Result<Tracked, Status> {
@@ -554,27 +489,24 @@ impl provider_common::Cloud for EciProvider {
         if let Some(z) = &s.placement.zone_id {
             labels.insert("topology.kubernetes.io/zone".to_owned(), z.clone());
         }
+        let runtime = format!("eci://{}", crate::client::API_VERSION);
+        let image = "Alibaba Cloud Elastic Container Instance";
         NodeInfo {
-            provider_name: "eci".into(),
-            provider_version: env!("CARGO_PKG_VERSION").into(),
-            capacity: s.capacity.clone(),
-            allocatable: HashMap::new(),
             operating_system: "linux".into(),
             architecture: "amd64".into(),
             labels,
-            taints: Vec::new(),
-            conditions: Vec::new(),
-            system_info: Some(NodeSystemInfo {
-                os_image: "Alibaba Cloud Elastic Container Instance".into(),
-                kernel_version: String::new(),
-                container_runtime_version: format!("eci://{}", crate::client::API_VERSION),
-            }),
-            revision: "1".into(),
+            ..service::node_info(
+                "eci",
+                env!("CARGO_PKG_VERSION"),
+                &s.capacity,
+                image,
+                runtime,
+            )
         }
     }
 
-    fn plan(&self, pod: &Pod) -> Result<plan::Plan, String> {
-        plan::plan(pod, &self.inner.settings.placement).map_err(|e| e.0)
+    fn plan(&self, pod: &Pod) -> Result<plan::Plan, plan::Invalid> {
+        plan::plan(pod, &self.inner.settings.placement)
     }
 
     fn notices(&self, plan: &plan::Plan) -> Vec<Notice> {
@@ -599,7 +531,39 @@ impl provider_common::Cloud for EciProvider {
         pod: &Pod,
         plan: plan::Plan,
     ) -> Result<PodStatus, Status> {
-        self.start(pod_ref, pod, plan).await
+        // Creates the pod's group. The ClientToken (from the UID) makes ECI return the existing
+        // group for a repeated create, so a retry after a lost answer or a restart never makes a
+        // second group.
+        let uid = &pod_ref.uid;
+        let node = &pod.node_name;
+        let result = self.inner.cloud.create(plan.request).await;
+        let shape = shape_of(pod);
+        match result {
+            Ok(id) => {
+                tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %uid, group = %id, name = %plan.name, "container group created");
+                let status = status::accepted(pod_ref, &shape, &id);
+                let mut st = lock(&self.inner.state);
+                st.deleted.remove(uid);
+                st.pods.insert(
+                    uid.clone(),
+                    Tracked {
+                        pod_ref: pod_ref.clone(),
+                        node: node.clone(),
+                        group_id: id,
+                        shape,
+                        content_hash: plan.content_hash.clone(),
+                        since: Instant::now(),
+                        init: Vec::new(),
+                    },
+                );
+                self.inner.hub.upsert(node, status.clone());
+                Ok(status)
+            }
+            Err(e) => {
+                tracing::warn!(uid = %uid, error = %e, "CreateContainerGroup failed");
+                Err(e.to_status())
+            }
+        }
     }
 
     async fn update(&self, pod_ref: &PodRef, plan: plan::Plan) -> Result<(), Status> {
@@ -615,7 +579,25 @@ impl provider_common::Cloud for EciProvider {
     /// A grace period of 0 ("kill now") is ECI's `Force=true`, any other is left to the
     /// group's own TerminationGracePeriodSeconds.
     async fn delete(&self, pod_ref: &PodRef, grace: Option<i64>) -> Result<bool, Status> {
-        self.stop(pod_ref, grace).await
+        let tracked = lock(&self.inner.state).pods.contains_key(&pod_ref.uid);
+        let Some(id) = self.find_group(pod_ref).await.map_err(|e| e.to_status())? else {
+            return Ok(false);
+        };
+        // NotFound on a retry whose first answer was lost still means we had it.
+        let found = self
+            .inner
+            .cloud
+            .delete(&id, grace == Some(0))
+            .await
+            .map_err(|e| e.to_status())?;
+        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %id, "container group deleted");
+        {
+            let mut st = lock(&self.inner.state);
+            st.pods.remove(&pod_ref.uid);
+            st.deleted.insert(pod_ref.uid.clone(), Instant::now());
+        }
+        self.inner.hub.remove(&pod_ref.uid);
+        Ok(found || tracked)
     }
 
     async fn logs(

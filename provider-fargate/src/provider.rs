@@ -11,13 +11,14 @@ use std::{
 
 use aws_sdk_ecs::types::Task;
 use podprovider_proto::v1::{
-    GetContainerLogsRequest, GetStatsRequest, LogChunk, NodeInfo, NodeSystemInfo, Pod, PodEvent,
-    PodPhase, PodRef, PodStats, PodStatus,
+    GetContainerLogsRequest, GetStatsRequest, LogChunk, NodeInfo, Pod, PodEvent, PodPhase, PodRef,
+    PodStats, PodStatus,
 };
 use provider_common::{
     Notice, Streamed,
     naming::{self, NameRules},
     rpc::{self, BoxStream},
+    service,
     status_loop::StatusHub,
 };
 use tokio::sync::mpsc;
@@ -376,28 +377,6 @@ impl FargateProvider {
         Ok(out)
     }
 
-    /// Starts the pod's task: its family counted as in flight meanwhile, so a poll's GC leaves
-    /// the definition alone.
-    async fn start(
-        &self,
-        pod_ref: &PodRef,
-        pod: &Pod,
-        plan: &plan::Plan,
-    ) -> Result<PodStatus, Status> {
-        *lock(&self.inner.state)
-            .in_flight
-            .entry(plan.spec.family())
-            .or_default() += 1;
-        let result = self.create_task(pod_ref, &pod.node_name, pod, plan).await;
-        {
-            let mut st = lock(&self.inner.state);
-            if let Some(n) = st.in_flight.get_mut(&plan.spec.family()) {
-                *n = n.saturating_sub(1);
-            }
-        }
-        result.map_err(|e| e.to_status())
-    }
-
     async fn create_task(
         &self,
         pod_ref: &PodRef,
@@ -570,64 +549,6 @@ impl FargateProvider {
         }
         self.inner.hub.upsert(node, status.clone());
         Ok(status)
-    }
-
-    async fn stop(&self, pod_ref: &PodRef) -> Result<bool, Status> {
-        let tracked = lock(&self.inner.state).pods.get(&pod_ref.uid).map(|t| {
-            (
-                t.task_arn.clone(),
-                t.secret_names.clone(),
-                t.last_status == "STOPPED",
-            )
-        });
-        let mut finished = false;
-        let (arn, secret_names) = match tracked {
-            Some((arn, names, stopped)) => {
-                finished = stopped;
-                (Some(arn), names)
-            }
-            None => (
-                self.inner
-                    .cloud
-                    .find_task(&started_by(pod_ref), &self.inner.settings.installation)
-                    .await
-                    .map_err(|e| e.to_status())?,
-                None,
-            ),
-        };
-        let Some(arn) = arn else {
-            // A create that failed after making the pod's secrets leaves them behind.
-            self.delete_secrets(&pod_ref.uid, secret_names)
-                .await
-                .map_err(|e| e.to_status())?;
-            return Ok(false);
-        };
-        // A finished pod's task has stopped already (and keeps its own stoppedReason).
-        if !finished {
-            self.inner
-                .cloud
-                .stop(&arn)
-                .await
-                .map_err(|e| e.to_status())?;
-            tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, task = %arn, "task stopped");
-        }
-        if let Some(t) = lock(&self.inner.state).pods.get_mut(&pod_ref.uid) {
-            t.deleting = true;
-        }
-        // A task that had stopped by itself keeps its own stoppedReason: the tag tells a
-        // restarted provider the pod is gone. Best effort: at worst a restarted provider reports
-        // the finished pod again until the shim deletes it again.
-        if let Err(e) = self.inner.cloud.mark_deleted(&arn).await {
-            tracing::warn!(error = %e, task = %arn, "cannot tag the task of a deleted pod");
-        }
-        // ECS read the secrets when the containers started; a stopped task needs them no more.
-        self.delete_secrets(&pod_ref.uid, secret_names)
-            .await
-            .map_err(|e| e.to_status())?;
-        if let Some(t) = lock(&self.inner.state).pods.get_mut(&pod_ref.uid) {
-            t.secret_names = Some(Vec::new());
-        }
-        Ok(true)
     }
 
     /// Deletes the pod's secrets: `names` when known, else whatever ListSecrets finds for it.
@@ -807,30 +728,21 @@ impl provider_common::Cloud for FargateProvider {
                 s.defs.region.clone(),
             );
         }
+        let runtime = format!(
+            "fargate://{}",
+            s.platform_version.as_deref().unwrap_or("LATEST")
+        );
+        let version = env!("CARGO_PKG_VERSION");
         NodeInfo {
-            provider_name: "fargate".into(),
-            provider_version: env!("CARGO_PKG_VERSION").into(),
-            capacity: s.capacity.clone(),
-            allocatable: HashMap::new(),
             operating_system: "linux".into(),
             architecture: s.architecture.clone(),
             labels,
-            taints: Vec::new(),
-            conditions: Vec::new(),
-            system_info: Some(NodeSystemInfo {
-                os_image: "AWS Fargate".into(),
-                kernel_version: String::new(),
-                container_runtime_version: format!(
-                    "fargate://{}",
-                    s.platform_version.as_deref().unwrap_or("LATEST")
-                ),
-            }),
-            revision: "1".into(),
+            ..service::node_info("fargate", version, &s.capacity, "AWS Fargate", runtime)
         }
     }
 
-    fn plan(&self, pod: &Pod) -> Result<plan::Plan, String> {
-        plan::plan(pod, &self.inner.settings.defs).map_err(|e| e.0)
+    fn plan(&self, pod: &Pod) -> Result<plan::Plan, plan::Invalid> {
+        plan::plan(pod, &self.inner.settings.defs)
     }
 
     fn notices(&self, plan: &plan::Plan) -> Vec<Notice> {
@@ -857,7 +769,21 @@ impl provider_common::Cloud for FargateProvider {
         pod: &Pod,
         plan: plan::Plan,
     ) -> Result<PodStatus, Status> {
-        self.start(pod_ref, pod, &plan).await
+        // Starts the pod's task: its family counted as in flight meanwhile, so a poll's GC leaves
+        // the definition alone.
+        let plan = &plan;
+        *lock(&self.inner.state)
+            .in_flight
+            .entry(plan.spec.family())
+            .or_default() += 1;
+        let result = self.create_task(pod_ref, &pod.node_name, pod, plan).await;
+        {
+            let mut st = lock(&self.inner.state);
+            if let Some(n) = st.in_flight.get_mut(&plan.spec.family()) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        result.map_err(|e| e.to_status())
     }
 
     async fn update(&self, pod_ref: &PodRef, plan: plan::Plan) -> Result<(), Status> {
@@ -896,7 +822,61 @@ impl provider_common::Cloud for FargateProvider {
     }
 
     async fn delete(&self, pod_ref: &PodRef, _grace: Option<i64>) -> Result<bool, Status> {
-        self.stop(pod_ref).await
+        let tracked = lock(&self.inner.state).pods.get(&pod_ref.uid).map(|t| {
+            (
+                t.task_arn.clone(),
+                t.secret_names.clone(),
+                t.last_status == "STOPPED",
+            )
+        });
+        let mut finished = false;
+        let (arn, secret_names) = match tracked {
+            Some((arn, names, stopped)) => {
+                finished = stopped;
+                (Some(arn), names)
+            }
+            None => (
+                self.inner
+                    .cloud
+                    .find_task(&started_by(pod_ref), &self.inner.settings.installation)
+                    .await
+                    .map_err(|e| e.to_status())?,
+                None,
+            ),
+        };
+        let Some(arn) = arn else {
+            // A create that failed after making the pod's secrets leaves them behind.
+            self.delete_secrets(&pod_ref.uid, secret_names)
+                .await
+                .map_err(|e| e.to_status())?;
+            return Ok(false);
+        };
+        // A finished pod's task has stopped already (and keeps its own stoppedReason).
+        if !finished {
+            self.inner
+                .cloud
+                .stop(&arn)
+                .await
+                .map_err(|e| e.to_status())?;
+            tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, task = %arn, "task stopped");
+        }
+        if let Some(t) = lock(&self.inner.state).pods.get_mut(&pod_ref.uid) {
+            t.deleting = true;
+        }
+        // A task that had stopped by itself keeps its own stoppedReason: the tag tells a
+        // restarted provider the pod is gone. Best effort: at worst a restarted provider reports
+        // the finished pod again until the shim deletes it again.
+        if let Err(e) = self.inner.cloud.mark_deleted(&arn).await {
+            tracing::warn!(error = %e, task = %arn, "cannot tag the task of a deleted pod");
+        }
+        // ECS read the secrets when the containers started; a stopped task needs them no more.
+        self.delete_secrets(&pod_ref.uid, secret_names)
+            .await
+            .map_err(|e| e.to_status())?;
+        if let Some(t) = lock(&self.inner.state).pods.get_mut(&pod_ref.uid) {
+            t.secret_names = Some(Vec::new());
+        }
+        Ok(true)
     }
 
     async fn logs(

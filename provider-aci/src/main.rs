@@ -20,8 +20,7 @@ mod wire;
 
 use std::{collections::HashMap, sync::Arc};
 
-use clap::Parser;
-use provider_common::{PollTask, ServerArgs, retry::RetryPolicy, status_loop};
+use provider_common::{PollTask, retry::RetryPolicy, status_loop};
 
 use crate::{
     auth::{Endpoints, TokenSource},
@@ -31,25 +30,12 @@ use crate::{
     provider::{AciProvider, Settings},
 };
 
-/// Command-line flags (each with an environment fallback).
-#[derive(Parser, Debug)]
-#[command(
-    name = "provider-aci",
-    version,
-    about = "PodProvider gRPC service for Azure Container Instances (ACI)"
-)]
-struct Cli {
-    #[command(flatten)]
-    server: ServerArgs,
-    #[command(flatten)]
-    aci: AciArgs,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    provider_common::run("provider-aci", &cli.server, async |_metrics| {
-        Ok(provider(&cli.aci).await?)
+    let about = "PodProvider gRPC service for Azure Container Instances (ACI)";
+    let version = env!("CARGO_PKG_VERSION");
+    provider_common::main("provider-aci", version, about, async |args: &AciArgs, _| {
+        Ok(provider(args).await?)
     })
     .await?;
     Ok(())

@@ -38,5 +38,7 @@ pub mod tls;
 pub mod uid_lock;
 
 pub use listen::ListenAddr;
-pub use server::{BoxError, PollTask, ServerArgs, run, serve, serve_args, serve_metrics};
+pub use server::{
+    BoxError, Cli, PollTask, ServerArgs, main, run, serve, serve_args, serve_metrics,
+};
 pub use service::{Cloud, Invalid, Notice, PodService, Streamed};

@@ -358,6 +358,41 @@ where
     served
 }
 
+/// Every provider binary's flags: the server's and its cloud's (each with an environment
+/// fallback).
+#[derive(clap::Parser, Debug)]
+pub struct Cli<A: Args> {
+    // Where and how to serve (plain comments: clap would read doc comments as help).
+    #[command(flatten)]
+    pub server: ServerArgs,
+    // The cloud's settings.
+    #[command(flatten)]
+    pub cloud: A,
+}
+
+/// A provider binary's whole `main`: its flags parsed (`name`, `version` and `about` as `--help`
+/// and `--version` show them; a flag error exits as clap does), then [`run`] with `build`, which
+/// gets the cloud's flags.
+pub async fn main<A, C, B>(
+    name: &'static str,
+    version: &'static str,
+    about: &'static str,
+    build: B,
+) -> Result<(), Error>
+where
+    A: Args + clap::FromArgMatches,
+    C: Cloud,
+    B: AsyncFnOnce(&A, &mut Registry) -> Result<(C, PollTask), BoxError>,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let command = Cli::<A>::command().name(name).version(version).about(about);
+    let cli = Cli::<A>::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
+    run(name, &cli.server, async |registry: &mut Registry| {
+        build(&cli.cloud, registry).await
+    })
+    .await
+}
+
 /// How long a client has to finish the TLS handshake; a peer that stalls must not hold a task.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 

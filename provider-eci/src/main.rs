@@ -23,8 +23,7 @@ mod wire;
 use std::collections::HashMap;
 
 use anyhow::Context;
-use clap::Parser;
-use provider_common::{PollTask, ServerArgs, retry::RetryPolicy, status_loop};
+use provider_common::{PollTask, retry::RetryPolicy, status_loop};
 
 use crate::{
     client::Cloud,
@@ -33,25 +32,12 @@ use crate::{
     provider::{EciProvider, Settings},
 };
 
-/// Command-line flags (each with an environment fallback).
-#[derive(Parser, Debug)]
-#[command(
-    name = "provider-eci",
-    version,
-    about = "PodProvider gRPC service for Alibaba Cloud Elastic Container Instance (ECI)"
-)]
-struct Cli {
-    #[command(flatten)]
-    server: ServerArgs,
-    #[command(flatten)]
-    eci: EciArgs,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    provider_common::run("provider-eci", &cli.server, async |_metrics| {
-        Ok(provider(&cli.eci).await?)
+    let about = "PodProvider gRPC service for Alibaba Cloud Elastic Container Instance (ECI)";
+    let version = env!("CARGO_PKG_VERSION");
+    provider_common::main("provider-eci", version, about, async |args: &EciArgs, _| {
+        Ok(provider(args).await?)
     })
     .await?;
     Ok(())

@@ -1003,8 +1003,8 @@ pub fn markdown() -> String {
         "\nA field counts as set when it is not null, not false, not an empty string or list, and \
          not an object with nothing set (`hostUsers` counts only when false, its default being \
          true). Unset fields are never reported.\n\n\
-         The ACI, ECI and Fargate columns say what `provider-aci` (`src/group.rs`), `provider-eci` \
-         (`src/mapping.rs`) and `provider-fargate` (`src/taskdef.rs`) do with a carried field: the \
+         The ACI, ECI and Fargate columns say what `provider-aci`, `provider-eci` and \
+         `provider-fargate` (each in `src/plan.rs`) do with a carried field: the \
          cloud field it becomes, \"warning\" when the provider drops it with a warning event, \"not \
          mapped\" or \"not used\" when it drops it silently (or it needs nothing), \"refused\" when the \
          pod is rejected, \"checked\" when the provider verifies it.\n\n",

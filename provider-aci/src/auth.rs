@@ -180,8 +180,8 @@ fn form(pairs: &[(&str, &str)]) -> String {
         .map(|(k, v)| {
             format!(
                 "{}={}",
-                utf8_percent_encode(k, crate::arm::UNRESERVED),
-                utf8_percent_encode(v, crate::arm::UNRESERVED)
+                utf8_percent_encode(k, crate::client::UNRESERVED),
+                utf8_percent_encode(v, crate::client::UNRESERVED)
             )
         })
         .collect::<Vec<_>>()
@@ -308,12 +308,12 @@ impl TokenSource {
                 let mut url = format!(
                     "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}",
                     self.endpoints.imds.trim_end_matches('/'),
-                    utf8_percent_encode(&self.endpoints.resource, crate::arm::UNRESERVED)
+                    utf8_percent_encode(&self.endpoints.resource, crate::client::UNRESERVED)
                 );
                 if let Some(id) = client_id {
                     url.push_str(&format!(
                         "&client_id={}",
-                        utf8_percent_encode(id, crate::arm::UNRESERVED)
+                        utf8_percent_encode(id, crate::client::UNRESERVED)
                     ));
                 }
                 self.imds_get(&url).await?
@@ -396,7 +396,7 @@ impl TokenSource {
         let url = format!(
             "{}/{}/oauth2/v2.0/token",
             self.endpoints.authority.trim_end_matches('/'),
-            utf8_percent_encode(tenant, crate::arm::UNRESERVED)
+            utf8_percent_encode(tenant, crate::client::UNRESERVED)
         );
         self.http
             .send(
@@ -431,7 +431,7 @@ mod tests {
     /// with `{:?}` (as a log line or an error would) shows no canary value.
     #[tokio::test]
     async fn debug_of_secret_holding_types_shows_no_canary() {
-        use crate::model::{
+        use crate::wire::{
             AzureFileVolume, ContainerDef, ContainerGroup, ContainerProps, EnvVar, ExecResponse,
             RegistryCredential, VolumeDef,
         };
@@ -458,10 +458,10 @@ mod tests {
             expires_at: Instant::now(),
         });
         let tokens = std::sync::Arc::new(tokens);
-        let arm = crate::arm::Arm::new(
+        let arm = crate::client::Arm::new(
             Http::new(),
             tokens.clone(),
-            crate::arm::Scope {
+            crate::client::Scope {
                 endpoint: "https://management.azure.com".into(),
                 subscription: "s".into(),
                 resource_group: "rg".into(),

@@ -72,7 +72,7 @@ impl AzureError {
         retry_after: Option<Duration>,
         body: &[u8],
     ) -> Self {
-        let parsed: crate::model::ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+        let parsed: crate::wire::ErrorBody = serde_json::from_slice(body).unwrap_or_default();
         let (code, message) = if parsed.error.code.is_empty() && parsed.error.message.is_empty() {
             if status == 413 {
                 // Whatever answered (ARM or a gateway before it) sent no reason of its own; the

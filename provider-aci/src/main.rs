@@ -6,50 +6,36 @@
 //! exec over ACI's WebSocket sessions. See README.md for the flags.
 #![forbid(unsafe_code)]
 
-mod arm;
 mod auth;
+mod client;
 mod config;
 mod error;
-mod group;
+mod exec;
 mod http;
 mod logs;
-mod model;
+mod plan;
 mod provider;
 mod status;
-mod ws_exec;
+mod wire;
 
 use std::{collections::HashMap, sync::Arc};
 
-use clap::Parser;
-use provider_common::{PollTask, ServerArgs, retry::RetryPolicy, status_loop};
+use provider_common::{PollTask, retry::RetryPolicy, status_loop};
 
 use crate::{
-    arm::{Arm, Scope},
     auth::{Endpoints, TokenSource},
+    client::{Arm, Scope},
     config::AciArgs,
-    group::GroupSettings,
+    plan::GroupSettings,
     provider::{AciProvider, Settings},
 };
 
-/// Command-line flags (each with an environment fallback).
-#[derive(Parser, Debug)]
-#[command(
-    name = "provider-aci",
-    version,
-    about = "PodProvider gRPC service for Azure Container Instances (ACI)"
-)]
-struct Cli {
-    #[command(flatten)]
-    server: ServerArgs,
-    #[command(flatten)]
-    aci: AciArgs,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    provider_common::run("provider-aci", &cli.server, async |_metrics| {
-        Ok(provider(&cli.aci).await?)
+    let about = "PodProvider gRPC service for Azure Container Instances (ACI)";
+    let version = env!("CARGO_PKG_VERSION");
+    provider_common::main("provider-aci", version, about, async |args: &AciArgs, _| {
+        Ok(provider(args).await?)
     })
     .await?;
     Ok(())

@@ -8,33 +8,29 @@ use std::{
 
 use futures::{StreamExt, stream};
 use podprovider_proto::v1::{
-    AttachRequest, CreatePodRequest, CreatePodResponse, DeletePodRequest, DeletePodResponse,
-    ExecRequest, GetContainerLogsRequest, GetNodeInfoRequest, GetPodRequest, GetPodResponse,
-    GetStatsRequest, GetStatsResponse, ListPodsRequest, ListPodsResponse, LogChunk, NodeInfo,
-    NodeSystemInfo, PingRequest, PingResponse, Pod, PodEvent, PodPhase, PodRef, PodStats,
-    PodStatus, PortForwardRequest, PortForwardResponse, StreamOutput, Taint, UpdatePodRequest,
-    UpdatePodResponse, WatchPodsRequest, attach_request, container_state::State as CState,
-    exec_request,
+    AttachRequest, AttachStart, ExecRequest, ExecStart, GetContainerLogsRequest, GetStatsRequest,
+    LogChunk, NodeInfo, Pod, PodEvent, PodPhase, PodRef, PodStats, PodStatus, StreamOutput, Taint,
+    container_state::State as CState,
 };
 use provider_common::log_share::LogFollowers;
 use provider_common::{
-    naming,
+    Notice, Streamed, naming,
     rpc::{self, BoxStream},
+    service,
     status_loop::StatusHub,
-    uid_lock::UidLocks,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
 
 use crate::{
-    arm::{Arm, Deletion},
+    client::{Arm, Deletion},
     error::AzureError,
-    group::{self, GroupSettings},
+    exec::{self, Wrapper},
     logs,
-    model::{ContainerGroup, TerminalSize},
+    plan::{self, GroupSettings},
     status,
-    ws_exec::{self, Wrapper},
+    wire::{ContainerGroup, TerminalSize},
 };
 
 /// How long a freshly created group may be missing from ARM's list (eventual consistency) before
@@ -97,9 +93,9 @@ struct Tracked {
     pod_ref: PodRef,
     node: String,
     group: String,
-    /// [`group::Plan::public_hash`]: from the create, or the group's tag when adopted.
+    /// [`plan::Plan::public_hash`]: from the create, or the group's tag when adopted.
     public_hash: Option<String>,
-    /// [`group::Plan::content_hash`]: known only for groups this process created.
+    /// [`plan::Plan::content_hash`]: known only for groups this process created.
     content_hash: Option<String>,
     deleting: bool,
     created: Instant,
@@ -133,7 +129,6 @@ struct Inner {
     settings: Settings,
     hub: Arc<StatusHub>,
     state: Mutex<State>,
-    uid_locks: UidLocks,
     /// One List Logs poll per followed container, however many follow it.
     log_followers: LogFollowers,
     /// GetStats answers per pod UID, with when they were fetched.
@@ -182,7 +177,6 @@ impl AciProvider {
                 settings,
                 hub: StatusHub::new(),
                 state: Mutex::default(),
-                uid_locks: UidLocks::default(),
                 log_followers: LogFollowers::default(),
                 stats_cache: Mutex::default(),
             }),
@@ -199,7 +193,7 @@ impl AciProvider {
     /// cluster's or another node's groups) is never adopted or deleted.
     fn ours(&self, g: &ContainerGroup) -> Option<(PodRef, String)> {
         let (pod_ref, node) = pod_of(g)?;
-        let cluster = g.tags.get(group::TAG_CLUSTER)?;
+        let cluster = g.tags.get(plan::TAG_CLUSTER)?;
         (*cluster == self.inner.settings.groups.cluster_id && self.serves(&node))
             .then_some((pod_ref, node))
     }
@@ -239,7 +233,7 @@ impl AciProvider {
                         pod_ref: pod_ref.clone(),
                         node: node.clone(),
                         group: name.clone(),
-                        public_hash: g.tags.get(group::TAG_SPEC_HASH).cloned(),
+                        public_hash: g.tags.get(plan::TAG_SPEC_HASH).cloned(),
                         content_hash: None,
                         deleting: false,
                         created: now,
@@ -371,128 +365,6 @@ impl AciProvider {
             }
             t.seed_events = false;
         }
-    }
-
-    async fn create(&self, pod: Pod) -> Result<PodStatus, Status> {
-        let pod_ref = rpc::pod_ref(pod.pod_ref.as_ref())?;
-        let plan = group::plan(&pod, &self.inner.settings.groups)
-            .map_err(|e| Status::invalid_argument(e.0))?;
-        let node = pod.node_name.clone();
-        if !self.serves(&node) {
-            return Err(Status::invalid_argument(format!(
-                "this provider serves nodes {}, not {node}",
-                self.inner.settings.node_names.join(", ")
-            )));
-        }
-        let uid = pod_ref.uid.clone();
-        // A retry while the first create runs waits for its outcome, then finds the pod.
-        let _held = self.inner.uid_locks.acquire(&uid).await;
-        if lock(&self.inner.state).pods.contains_key(&uid) {
-            return Ok(self
-                .inner
-                .hub
-                .get(&uid)
-                .unwrap_or_else(|| status::accepted(&pod_ref, &plan.group, "")));
-        }
-        let created = self
-            .inner
-            .arm
-            .put_group(&plan.name, &plan.group)
-            .await
-            .map_err(|e| e.to_status())?;
-        let id = created.id.clone().unwrap_or_default();
-        let status = status::accepted(&pod_ref, &plan.group, &id);
-        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %uid, group = %plan.name, "container group created");
-        lock(&self.inner.state).pods.insert(
-            uid.clone(),
-            Tracked {
-                pod_ref: pod_ref.clone(),
-                node: node.clone(),
-                group: plan.name.clone(),
-                public_hash: Some(plan.public_hash.clone()),
-                content_hash: Some(plan.content_hash.clone()),
-                deleting: false,
-                created: Instant::now(),
-                entry_fingerprint: String::new(),
-                last_view: None,
-                last_detail: None,
-                containers: container_names(&plan.group),
-                forwarded: HashMap::new(),
-                seed_events: false,
-            },
-        );
-        self.inner.hub.upsert(&node, status.clone());
-        let notices = plan
-            .warnings
-            .iter()
-            .map(|w| ("ProviderIgnoredSetting", w))
-            .chain(plan.no_ip.iter().map(|w| ("NoPodIP", w)));
-        for (reason, message) in notices {
-            self.inner.hub.event(
-                &node,
-                PodEvent {
-                    pod_ref: Some(pod_ref.clone()),
-                    warning: true,
-                    reason: reason.into(),
-                    message: message.clone(),
-                    time: Some(rpc::now()),
-                },
-            );
-        }
-        Ok(status)
-    }
-
-    async fn delete(&self, pod_ref: PodRef) -> Result<bool, Status> {
-        // A create still under way (the shim gave up waiting for it) would otherwise finish
-        // after this delete and leave a group behind: wait for its outcome first.
-        let _held = self.inner.uid_locks.acquire(&pod_ref.uid).await;
-        let tracked = lock(&self.inner.state)
-            .pods
-            .get(&pod_ref.uid)
-            .map(|t| t.group.clone());
-        // Names follow from the identity: an untracked pod's group can still be found, but is
-        // deleted only if its tags say it is ours (not another cluster's or node's).
-        let name = match &tracked {
-            Some(name) => name.clone(),
-            None => {
-                let name = group::group_name(&pod_ref);
-                let found = self
-                    .inner
-                    .arm
-                    .get_group(&name)
-                    .await
-                    .map_err(|e| e.to_status())?;
-                match found {
-                    None => return Ok(false),
-                    Some(g) if self.ours(&g).is_some_and(|(r, _)| r.uid == pod_ref.uid) => name,
-                    Some(_) => {
-                        tracing::warn!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %name, "not deleting a container group of another cluster or node");
-                        return Ok(false);
-                    }
-                }
-            }
-        };
-        let deletion = self
-            .inner
-            .arm
-            .delete_group(&name)
-            .await
-            .map_err(|e| e.to_status())?;
-        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %name, ?deletion, "container group deleted");
-        {
-            let mut st = lock(&self.inner.state);
-            if let Some(t) = st.pods.get_mut(&pod_ref.uid) {
-                t.deleting = true;
-            }
-        }
-        let existed = deletion != Deletion::NotFound;
-        if let Deletion::Accepted {
-            operation: Some(url),
-        } = deletion
-        {
-            tokio::spawn(self.clone().follow_deletion(pod_ref, name, url));
-        }
-        Ok(existed || tracked.is_some())
     }
 
     /// Follows an accepted (202) DELETE at its operation URL: a failed or canceled one is asked
@@ -650,21 +522,23 @@ impl AciProvider {
 }
 
 #[tonic::async_trait]
-impl podprovider_proto::PodProvider for AciProvider {
-    async fn get_node_info(
-        &self,
-        _req: Request<GetNodeInfoRequest>,
-    ) -> Result<Response<NodeInfo>, Status> {
+impl provider_common::Cloud for AciProvider {
+    const API: &'static str = "ACI";
+    type Plan = plan::Plan;
+
+    fn hub(&self) -> &StatusHub {
+        &self.inner.hub
+    }
+
+    fn node_info(&self) -> NodeInfo {
         let s = &self.inner.settings;
         let labels = HashMap::from([(
             "topology.kubernetes.io/region".to_owned(),
             s.groups.location.clone(),
         )]);
-        Ok(Response::new(NodeInfo {
-            provider_name: "aci".into(),
-            provider_version: env!("CARGO_PKG_VERSION").into(),
-            capacity: s.capacity.clone(),
-            allocatable: HashMap::new(),
+        let runtime = format!("aci://{}", crate::client::API_VERSION);
+        let image = "Azure Container Instances";
+        NodeInfo {
             operating_system: s.operating_system.clone(),
             architecture: "amd64".into(),
             labels,
@@ -674,51 +548,92 @@ impl podprovider_proto::PodProvider for AciProvider {
                 value: String::new(),
                 effect: "NoSchedule".into(),
             }],
-            conditions: Vec::new(),
-            system_info: Some(NodeSystemInfo {
-                os_image: "Azure Container Instances".into(),
-                kernel_version: String::new(),
-                container_runtime_version: format!("aci://{}", crate::arm::API_VERSION),
-            }),
-            revision: "1".into(),
-        }))
+            ..service::node_info(
+                "aci",
+                env!("CARGO_PKG_VERSION"),
+                &s.capacity,
+                image,
+                runtime,
+            )
+        }
     }
 
-    async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        Ok(rpc::ping(&self.inner.hub, "ACI", "1"))
+    fn plan(&self, pod: &Pod) -> Result<plan::Plan, plan::Invalid> {
+        plan::plan(pod, &self.inner.settings.groups)
     }
 
-    async fn create_pod(
+    fn notices(&self, plan: &plan::Plan) -> Vec<Notice> {
+        let mut notices = Notice::ignored(&plan.warnings);
+        notices.extend(plan.no_ip.iter().map(|w| Notice {
+            reason: "NoPodIP",
+            message: w.clone(),
+        }));
+        notices
+    }
+
+    fn known(
         &self,
-        req: Request<CreatePodRequest>,
-    ) -> Result<Response<CreatePodResponse>, Status> {
-        let pod = req
-            .into_inner()
-            .pod
-            .ok_or_else(|| Status::invalid_argument("CreatePod needs a pod"))?;
-        let status = self.create(pod).await?;
-        Ok(Response::new(CreatePodResponse {
-            status: Some(status),
-        }))
+        pod_ref: &PodRef,
+        pod: &Pod,
+        plan: &plan::Plan,
+    ) -> Result<Option<PodStatus>, Status> {
+        let node = &pod.node_name;
+        if !self.serves(node) {
+            return Err(Status::invalid_argument(format!(
+                "this provider serves nodes {}, not {node}",
+                self.inner.settings.node_names.join(", ")
+            )));
+        }
+        let known = lock(&self.inner.state).pods.contains_key(&pod_ref.uid);
+        Ok(known.then(|| status::accepted(pod_ref, &plan.group, "")))
     }
 
-    async fn update_pod(
+    async fn create(
         &self,
-        req: Request<UpdatePodRequest>,
-    ) -> Result<Response<UpdatePodResponse>, Status> {
-        let pod = req
-            .into_inner()
-            .pod
-            .ok_or_else(|| Status::invalid_argument("UpdatePod needs a pod"))?;
-        let pod_ref = rpc::pod_ref(pod.pod_ref.as_ref())?;
-        let plan = group::plan(&pod, &self.inner.settings.groups)
-            .map_err(|e| Status::invalid_argument(e.0))?;
+        pod_ref: &PodRef,
+        pod: &Pod,
+        plan: plan::Plan,
+    ) -> Result<PodStatus, Status> {
+        let node = pod.node_name.as_str();
+        let uid = &pod_ref.uid;
+        let created = self
+            .inner
+            .arm
+            .put_group(&plan.name, &plan.group)
+            .await
+            .map_err(|e| e.to_status())?;
+        let id = created.id.clone().unwrap_or_default();
+        let status = status::accepted(pod_ref, &plan.group, &id);
+        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %uid, group = %plan.name, "container group created");
+        lock(&self.inner.state).pods.insert(
+            uid.clone(),
+            Tracked {
+                pod_ref: pod_ref.clone(),
+                node: node.to_owned(),
+                group: plan.name.clone(),
+                public_hash: Some(plan.public_hash.clone()),
+                content_hash: Some(plan.content_hash.clone()),
+                deleting: false,
+                created: Instant::now(),
+                entry_fingerprint: String::new(),
+                last_view: None,
+                last_detail: None,
+                containers: container_names(&plan.group),
+                forwarded: HashMap::new(),
+                seed_events: false,
+            },
+        );
+        self.inner.hub.upsert(node, status.clone());
+        Ok(status)
+    }
+
+    async fn update(&self, pod_ref: &PodRef, plan: plan::Plan) -> Result<(), Status> {
         let unchanged = {
             let mut st = lock(&self.inner.state);
             let t = st
                 .pods
                 .get_mut(&pod_ref.uid)
-                .ok_or_else(|| rpc::not_known(&pod_ref))?;
+                .ok_or_else(|| rpc::not_known(pod_ref))?;
             let same_spec = t
                 .public_hash
                 .as_deref()
@@ -740,47 +655,64 @@ impl podprovider_proto::PodProvider for AciProvider {
                 "ACI cannot change a running container group in place (a changed group is redeployed, restarting its containers)",
             ));
         }
-        Ok(Response::new(UpdatePodResponse {
-            status: self.inner.hub.get(&pod_ref.uid),
-        }))
+        Ok(())
     }
 
-    async fn delete_pod(
-        &self,
-        req: Request<DeletePodRequest>,
-    ) -> Result<Response<DeletePodResponse>, Status> {
-        let pod_ref = rpc::pod_ref(req.get_ref().pod_ref.as_ref())?;
-        let found = self.delete(pod_ref).await?;
-        Ok(Response::new(DeletePodResponse { found }))
+    async fn delete(&self, pod_ref: &PodRef, _grace: Option<i64>) -> Result<bool, Status> {
+        let tracked = lock(&self.inner.state)
+            .pods
+            .get(&pod_ref.uid)
+            .map(|t| t.group.clone());
+        // Names follow from the identity: an untracked pod's group can still be found, but is
+        // deleted only if its tags say it is ours (not another cluster's or node's).
+        let name = match &tracked {
+            Some(name) => name.clone(),
+            None => {
+                let name = plan::group_name(pod_ref);
+                let found = self
+                    .inner
+                    .arm
+                    .get_group(&name)
+                    .await
+                    .map_err(|e| e.to_status())?;
+                match found {
+                    None => return Ok(false),
+                    Some(g) if self.ours(&g).is_some_and(|(r, _)| r.uid == pod_ref.uid) => name,
+                    Some(_) => {
+                        tracing::warn!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %name, "not deleting a container group of another cluster or node");
+                        return Ok(false);
+                    }
+                }
+            }
+        };
+        let deletion = self
+            .inner
+            .arm
+            .delete_group(&name)
+            .await
+            .map_err(|e| e.to_status())?;
+        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %name, ?deletion, "container group deleted");
+        {
+            let mut st = lock(&self.inner.state);
+            if let Some(t) = st.pods.get_mut(&pod_ref.uid) {
+                t.deleting = true;
+            }
+        }
+        let existed = deletion != Deletion::NotFound;
+        if let Deletion::Accepted {
+            operation: Some(url),
+        } = deletion
+        {
+            tokio::spawn(self.clone().follow_deletion(pod_ref.clone(), name, url));
+        }
+        Ok(existed || tracked.is_some())
     }
 
-    async fn get_pod(
+    async fn logs(
         &self,
-        req: Request<GetPodRequest>,
-    ) -> Result<Response<GetPodResponse>, Status> {
-        rpc::get_pod(&self.inner.hub, &req)
-    }
-
-    async fn list_pods(
-        &self,
-        req: Request<ListPodsRequest>,
-    ) -> Result<Response<ListPodsResponse>, Status> {
-        Ok(rpc::list_pods(&self.inner.hub, &req))
-    }
-
-    async fn watch_pods(
-        &self,
-        req: Request<WatchPodsRequest>,
-    ) -> Result<Response<BoxStream<podprovider_proto::v1::WatchPodsEvent>>, Status> {
-        Ok(rpc::watch_pods(&self.inner.hub, &req))
-    }
-
-    async fn get_container_logs(
-        &self,
-        req: Request<GetContainerLogsRequest>,
-    ) -> Result<Response<BoxStream<LogChunk>>, Status> {
-        let req = req.into_inner();
-        let pod_ref = rpc::pod_ref(req.pod_ref.as_ref())?;
+        pod_ref: PodRef,
+        req: GetContainerLogsRequest,
+    ) -> Result<BoxStream<LogChunk>, Status> {
         let group = self.locate(&pod_ref, &req.container)?;
         if req.previous {
             return Err(Status::not_found(
@@ -799,40 +731,29 @@ impl podprovider_proto::PodProvider for AciProvider {
                 req.container, w.reason
             )));
         }
-        let (tx, rx) = mpsc::channel(16);
         let me = self.clone();
-        let uid = pod_ref.uid.clone();
-        let container = req.container.clone();
-        let followers = self.inner.log_followers.clone();
-        let key = pod_ref.uid.clone();
-        tokio::spawn(logs::stream_logs(
-            followers,
-            key,
-            self.inner.arm.clone(),
-            group,
-            req,
-            tx,
+        let (uid, container) = (pod_ref.uid.clone(), req.container.clone());
+        let fetch = logs::fetcher(self.inner.arm.clone(), group, req.container.clone());
+        Ok(self.inner.log_followers.spawn(
+            &pod_ref.uid,
+            &req.container,
+            logs::options(&req),
+            fetch,
             move || me.is_running(&uid, &container),
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        ))
+    }
+
+    fn unsupported(&self, rpc: Streamed) -> Option<String> {
+        (rpc == Streamed::PortForward)
+            .then(|| "port-forward is not offered by ACI: it has no port-forwarding API".into())
     }
 
     async fn exec(
         &self,
-        req: Request<Streaming<ExecRequest>>,
-    ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
-        let mut input = req.into_inner();
-        let start = match input.message().await? {
-            Some(ExecRequest {
-                request: Some(exec_request::Request::Start(s)),
-            }) => s,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first Exec message must be start",
-                ));
-            }
-        };
-        let pod_ref = rpc::pod_ref(start.pod_ref.as_ref())?;
+        pod_ref: PodRef,
+        start: ExecStart,
+        input: Streaming<ExecRequest>,
+    ) -> Result<BoxStream<StreamOutput>, Status> {
         let group = self.locate(&pod_ref, &start.container)?;
         if start.command.is_empty() {
             return Err(Status::invalid_argument("exec needs a command"));
@@ -872,34 +793,24 @@ impl podprovider_proto::PodProvider for AciProvider {
             .exec(&group, &start.container, &command, size)
             .await
             .map_err(|e| e.to_status())?;
-        let ws = ws_exec::connect(
+        let ws = exec::connect(
             &session.web_socket_uri,
-            ws_exec::Password::FirstMessage(&session.password),
+            exec::Password::FirstMessage(&session.password),
             self.inner.arm.http().tls.clone(),
         )
         .await
         .map_err(Status::unavailable)?;
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(ws_exec::bridge(ws, input, wrapper, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        tokio::spawn(exec::bridge(ws, input, wrapper, tx));
+        Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
     async fn attach(
         &self,
-        req: Request<Streaming<AttachRequest>>,
-    ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
-        let mut input = req.into_inner();
-        let start = match input.message().await? {
-            Some(AttachRequest {
-                request: Some(attach_request::Request::Start(s)),
-            }) => s,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first Attach message must be start",
-                ));
-            }
-        };
-        let pod_ref = rpc::pod_ref(start.pod_ref.as_ref())?;
+        pod_ref: PodRef,
+        start: AttachStart,
+        input: Streaming<AttachRequest>,
+    ) -> Result<BoxStream<StreamOutput>, Status> {
         let group = self.locate(&pod_ref, &start.container)?;
         if !self.is_running(&pod_ref.uid, &start.container) {
             return Err(Status::failed_precondition(format!(
@@ -920,9 +831,9 @@ impl podprovider_proto::PodProvider for AciProvider {
             .attach(&group, &start.container)
             .await
             .map_err(|e| e.to_status())?;
-        let ws = ws_exec::connect(
+        let ws = exec::connect(
             &session.web_socket_uri,
-            ws_exec::Password::Header(&session.password),
+            exec::Password::Header(&session.password),
             self.inner.arm.http().tls.clone(),
         )
         .await
@@ -930,27 +841,14 @@ impl podprovider_proto::PodProvider for AciProvider {
         let (tx, rx) = mpsc::channel(64);
         let me = self.clone();
         let container = start.container.clone();
-        tokio::spawn(ws_exec::bridge_attach(ws, input, tx, move || async move {
+        tokio::spawn(exec::bridge_attach(ws, input, tx, move || async move {
             me.exit_code_after_stream_end(&pod_ref.uid, &container)
                 .await
         }));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
-    async fn port_forward(
-        &self,
-        _req: Request<Streaming<PortForwardRequest>>,
-    ) -> Result<Response<BoxStream<PortForwardResponse>>, Status> {
-        Err(Status::unimplemented(
-            "port-forward is not offered by ACI: it has no port-forwarding API",
-        ))
-    }
-
-    async fn get_stats(
-        &self,
-        req: Request<GetStatsRequest>,
-    ) -> Result<Response<GetStatsResponse>, Status> {
-        let req = req.into_inner();
+    async fn stats(&self, req: GetStatsRequest) -> Result<Vec<PodStats>, Status> {
         let wanted: HashSet<String> = req.pods.iter().map(|r| r.uid.clone()).collect();
         // Running pods of the node (asked for, if a list was given), with their groups.
         let targets: Vec<(PodRef, String, Duration)> = {
@@ -1003,6 +901,6 @@ impl podprovider_proto::PodProvider for AciProvider {
         {
             return Err(e.to_status());
         }
-        Ok(Response::new(GetStatsResponse { pods }))
+        Ok(pods)
     }
 }

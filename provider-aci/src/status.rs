@@ -9,7 +9,7 @@ use podprovider_proto::v1::{
 };
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use crate::model::{self, ContainerGroup, ContainerInstanceView};
+use crate::wire::{self, ContainerGroup, ContainerInstanceView};
 
 /// Parses an ARM timestamp.
 pub fn timestamp(s: Option<&str>) -> Option<prost_types::Timestamp> {
@@ -20,7 +20,7 @@ pub fn timestamp(s: Option<&str>) -> Option<prost_types::Timestamp> {
     })
 }
 
-fn state(s: Option<&model::ContainerState>, waiting_reason: &str) -> ContainerState {
+fn state(s: Option<&wire::ContainerState>, waiting_reason: &str) -> ContainerState {
     let Some(s) = s else {
         return ContainerState {
             state: Some(State::Waiting(ContainerStateWaiting {
@@ -116,7 +116,7 @@ const NANO_CORE_SECONDS_PER_MILLICORE_MINUTE: f64 = 6e7;
 /// (`usage_core_nano_seconds`, the counter metrics-server differentiates) is the sum of every
 /// minute's average over the series (asked from the container's start). `None` when no
 /// container has a figure yet (metrics arrive a minute or more after a start).
-pub fn pod_stats(pod_ref: &PodRef, m: &model::MetricsResponse) -> Option<PodStats> {
+pub fn pod_stats(pod_ref: &PodRef, m: &wire::MetricsResponse) -> Option<PodStats> {
     // container -> (cpu, memory), each (time, value) of the latest point with a value.
     type Latest = Option<(String, f64)>;
     let mut per: std::collections::BTreeMap<String, (Latest, Latest)> = Default::default();
@@ -511,7 +511,7 @@ mod event_tests {
     fn cpu_usage_and_memory_usage_per_container_become_pod_stats() {
         // Metrics - List: value[].name.value, timeseries[].metadatavalues (containername),
         // data[].average; the latest point with a value counts.
-        let m: model::MetricsResponse = serde_json::from_value(serde_json::json!({"value": [
+        let m: wire::MetricsResponse = serde_json::from_value(serde_json::json!({"value": [
             {"name": {"value": "CpuUsage"}, "timeseries": [
                 {"metadatavalues": [{"name": {"value": "containername"}, "value": "web"}],
                  "data": [{"timeStamp": "2024-01-01T00:00:00Z", "average": 100.0},
@@ -553,7 +553,7 @@ mod event_tests {
             "unknown, not 0"
         );
         // No point with a value yet: no stats at all.
-        let empty: model::MetricsResponse = serde_json::from_value(serde_json::json!({"value": [
+        let empty: wire::MetricsResponse = serde_json::from_value(serde_json::json!({"value": [
             {"name": {"value": "CpuUsage"}, "timeseries": [{"data": [{"timeStamp": "2024-01-01T00:00:00Z"}]}]}
         ]}))
         .expect("metrics");

@@ -186,13 +186,7 @@ async fn acceptance_manifests_run_scale_and_delete_on_aci() -> anyhow::Result<()
         }
         Ok(())
     });
-    result.map_err(|err| {
-        let logs: Vec<String> = [&shim, &provider]
-            .iter()
-            .map(|p| format!("--- {} log (excerpt) ---\n{}", p.name(), p.log_excerpt(60)))
-            .collect();
-        err.context(logs.join("\n"))
-    })
+    vk_testkit::process::with_logs(result, &[&shim, &provider])
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

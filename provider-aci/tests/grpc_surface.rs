@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::{os::unix::fs::PermissionsExt, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::ensure;
 use support::*;
@@ -16,20 +16,8 @@ use vk_testkit::{
 /// A wrapper that runs the provider with the emulator's settings (the shared checks start the
 /// binary with `--listen` only).
 fn wrapper(emu: &AciEmulator, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
-    let mut script = String::from("#!/bin/sh\n");
-    for (k, v) in provider_env() {
-        script.push_str(&format!("export {k}='{v}'\n"));
-    }
-    let args: Vec<String> = provider_args(emu, "unused")
-        .into_iter()
-        .skip(2)
-        .map(|a| format!("'{a}'"))
-        .collect();
-    script.push_str(&format!("exec {BIN} {} \"$@\"\n", args.join(" ")));
-    let path = dir.join("provider-aci");
-    std::fs::write(&path, script)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-    Ok(path)
+    let args: Vec<String> = provider_args(emu, "unused").into_iter().skip(2).collect();
+    provider_checks::wrapper_script(dir, "provider-aci", BIN, &provider_env(), &args)
 }
 
 #[tokio::test]

@@ -50,13 +50,7 @@ async fn stats_summary_and_kubectl_exec_and_attach_through_the_shim() -> anyhow:
         &[&ca, "--serving-cert=self-signed"],
     )?;
     let result = scenario(&cp, &emu, &addr).await;
-    result.map_err(|err| {
-        let logs: Vec<String> = [&shim, &provider]
-            .iter()
-            .map(|p| format!("--- {} log (excerpt) ---\n{}", p.name(), p.log_excerpt(60)))
-            .collect();
-        err.context(logs.join("\n"))
-    })
+    vk_testkit::process::with_logs(result, &[&shim, &provider])
 }
 
 async fn scenario(cp: &ControlPlane, emu: &AciEmulator, addr: &str) -> anyhow::Result<()> {

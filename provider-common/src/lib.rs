@@ -7,6 +7,7 @@
 //! - [`shutdown`]: a future that completes on SIGTERM or Ctrl-C.
 //! - [`logging`]: `tracing` set-up with text or JSON output.
 //! - [`status_loop`]: the poll-diff-push status hub behind `WatchPods`, `GetPod` and `ListPods`.
+//! - [`service`]: the one `PodProvider` implementation, generic over a provider's [`Cloud`].
 //! - [`rpc`]: pod-reference checks and the RPCs answered from the status hub alone.
 //! - [`retry`]: backoff with jitter for cloud calls, honouring Retry-After.
 //! - [`cloud_error`]: the kinds of failed cloud calls, which are retried, and their gRPC codes.
@@ -30,10 +31,14 @@ pub mod resources;
 pub mod retry;
 pub mod rpc;
 pub mod server;
+pub mod service;
 pub mod shutdown;
 pub mod status_loop;
 pub mod tls;
 pub mod uid_lock;
 
 pub use listen::ListenAddr;
-pub use server::{BoxError, PollTask, ServerArgs, run, serve, serve_args, serve_metrics};
+pub use server::{
+    BoxError, Cli, PollTask, ServerArgs, main, run, serve, serve_args, serve_metrics,
+};
+pub use service::{Cloud, Invalid, Notice, PodService, Streamed};

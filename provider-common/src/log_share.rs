@@ -64,6 +64,28 @@ impl LogFollowers {
             .sum()
     }
 
+    /// [`stream`](Self::stream) in a task of its own, answered as a gRPC response stream.
+    pub fn spawn<F, Fut, R>(
+        &self,
+        uid: &str,
+        container: &str,
+        opts: Options,
+        fetch: F,
+        running: R,
+    ) -> crate::rpc::BoxStream<LogChunk>
+    where
+        F: FnMut(Fetch) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<String, tonic::Status>> + Send + 'static,
+        R: FnMut() -> bool + Clone + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(16);
+        let (me, uid, container) = (self.clone(), uid.to_owned(), container.to_owned());
+        tokio::spawn(async move {
+            me.stream(&uid, &container, opts, fetch, running, tx).await;
+        });
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+
     /// Sends container `container` of pod `uid`'s log to `tx` per `opts`, as
     /// [`crate::log_follow::stream`] does; a follow shares the container's poller.
     pub async fn stream<F, Fut, R>(

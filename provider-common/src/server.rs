@@ -22,6 +22,7 @@ use vk_telemetry::grpc::{GrpcLayer, GrpcMetrics, Side};
 use crate::{
     ListenAddr,
     logging::LogFormat,
+    service::{Cloud, PodService},
     tls::{ServerTls, TlsError},
 };
 
@@ -330,12 +331,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What every provider's `main` does once its flags are parsed: refuse an exposed listen before
 /// any cloud call, set up logs, traces and metrics (gRPC and cloud calls), let `build` make the
-/// provider (state rebuilt) and its poll loop, serve metrics and gRPC until SIGTERM or Ctrl-C,
-/// drain, then stop the poll loop. `build` gets the metrics registry for metrics of its own.
-pub async fn run<P, B>(service: &str, args: &ServerArgs, build: B) -> Result<(), Error>
+/// provider's [`Cloud`] (state rebuilt) and its poll loop, serve metrics and the cloud as a
+/// [`PodService`] until SIGTERM or Ctrl-C, drain, then stop the poll loop. `build` gets the
+/// metrics registry for metrics of its own.
+pub async fn run<C, B>(service: &str, args: &ServerArgs, build: B) -> Result<(), Error>
 where
-    P: PodProvider,
-    B: AsyncFnOnce(&mut Registry) -> Result<(P, PollTask), BoxError>,
+    C: Cloud,
+    B: AsyncFnOnce(&mut Registry) -> Result<(C, PollTask), BoxError>,
 {
     // A provider may link both ring (ours) and aws-lc (the AWS SDK's): rustls must be told which.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -344,15 +346,51 @@ where
     let mut registry = Registry::default();
     let metrics = GrpcMetrics::register(&mut registry, "server");
     crate::retry::register_metrics(&mut registry);
-    let (provider, poll) = build(&mut registry).await.map_err(Error::Start)?;
+    let (cloud, poll) = build(&mut registry).await.map_err(Error::Start)?;
     let poll_loop = tokio::spawn(poll);
     let served = async {
         serve_metrics(args, registry).await?;
-        serve_args(provider, args, Some(metrics), crate::shutdown::signal()).await
+        let service = PodService::new(cloud);
+        serve_args(service, args, Some(metrics), crate::shutdown::signal()).await
     }
     .await;
     poll_loop.abort();
     served
+}
+
+/// Every provider binary's flags: the server's and its cloud's (each with an environment
+/// fallback).
+#[derive(clap::Parser, Debug)]
+pub struct Cli<A: Args> {
+    // Where and how to serve (plain comments: clap would read doc comments as help).
+    #[command(flatten)]
+    pub server: ServerArgs,
+    // The cloud's settings.
+    #[command(flatten)]
+    pub cloud: A,
+}
+
+/// A provider binary's whole `main`: its flags parsed (`name`, `version` and `about` as `--help`
+/// and `--version` show them; a flag error exits as clap does), then [`run`] with `build`, which
+/// gets the cloud's flags.
+pub async fn main<A, C, B>(
+    name: &'static str,
+    version: &'static str,
+    about: &'static str,
+    build: B,
+) -> Result<(), Error>
+where
+    A: Args + clap::FromArgMatches,
+    C: Cloud,
+    B: AsyncFnOnce(&A, &mut Registry) -> Result<(C, PollTask), BoxError>,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let command = Cli::<A>::command().name(name).version(version).about(about);
+    let cli = Cli::<A>::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
+    run(name, &cli.server, async |registry: &mut Registry| {
+        build(&cli.cloud, registry).await
+    })
+    .await
 }
 
 /// How long a client has to finish the TLS handshake; a peer that stalls must not hold a task.

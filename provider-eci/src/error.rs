@@ -145,7 +145,7 @@ impl EciError {
             message: format!(
                 "the request would be a {len}-byte URI; ECI's RPC API carries every parameter in \
                  the URI, which can be at most {} bytes",
-                crate::cloud::MAX_URI_BYTES
+                crate::client::MAX_URI_BYTES
             ),
             request_id: None,
             retry_after: None,

@@ -6,52 +6,38 @@
 //! WebSocket of `ExecContainerCommand`. See README.md for the flags.
 #![forbid(unsafe_code)]
 
-mod api;
-mod cloud;
+mod client;
 mod config;
 mod credentials;
 mod error;
 mod exec;
-mod mapping;
+mod logs;
 mod params;
+mod plan;
 mod provider;
 mod signing;
 mod sizes;
 mod status;
-mod ws_exec;
+mod wire;
 
 use std::collections::HashMap;
 
 use anyhow::Context;
-use clap::Parser;
-use provider_common::{PollTask, ServerArgs, retry::RetryPolicy, status_loop};
+use provider_common::{PollTask, retry::RetryPolicy, status_loop};
 
 use crate::{
-    cloud::Cloud,
+    client::Cloud,
     config::EciArgs,
-    mapping::Placement,
+    plan::Placement,
     provider::{EciProvider, Settings},
 };
 
-/// Command-line flags (each with an environment fallback).
-#[derive(Parser, Debug)]
-#[command(
-    name = "provider-eci",
-    version,
-    about = "PodProvider gRPC service for Alibaba Cloud Elastic Container Instance (ECI)"
-)]
-struct Cli {
-    #[command(flatten)]
-    server: ServerArgs,
-    #[command(flatten)]
-    eci: EciArgs,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    provider_common::run("provider-eci", &cli.server, async |_metrics| {
-        Ok(provider(&cli.eci).await?)
+    let about = "PodProvider gRPC service for Alibaba Cloud Elastic Container Instance (ECI)";
+    let version = env!("CARGO_PKG_VERSION");
+    provider_common::main("provider-eci", version, about, async |args: &EciArgs, _| {
+        Ok(provider(args).await?)
     })
     .await?;
     Ok(())
@@ -67,7 +53,7 @@ async fn provider(args: &EciArgs) -> anyhow::Result<(EciProvider, PollTask)> {
     let endpoint = args
         .endpoint
         .clone()
-        .unwrap_or_else(|| cloud::default_endpoint(&region, args.vpc_endpoint));
+        .unwrap_or_else(|| client::default_endpoint(&region, args.vpc_endpoint));
     tracing::info!(%endpoint, %region, credentials = %creds.describe(), cluster = %args.cluster(), "ECI client");
     let cloud = Cloud::new(&endpoint, &region, creds, RetryPolicy::default())
         .map_err(anyhow::Error::msg)

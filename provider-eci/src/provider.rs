@@ -7,41 +7,31 @@ use std::{
 };
 
 use podprovider_proto::v1::{
-    AttachRequest, CreatePodRequest, CreatePodResponse, DeletePodRequest, DeletePodResponse,
-    ExecRequest, GetContainerLogsRequest, GetNodeInfoRequest, GetPodRequest, GetPodResponse,
-    GetStatsRequest, GetStatsResponse, ListPodsRequest, ListPodsResponse, LogChunk, NodeInfo,
-    NodeSystemInfo, PingRequest, PingResponse, Pod, PodEvent, PodPhase, PodRef, PodStatus,
-    PortForwardRequest, PortForwardResponse, StreamOutput, UpdatePodRequest, UpdatePodResponse,
-    WatchPodsRequest, container_state,
+    ExecRequest, ExecStart, GetContainerLogsRequest, GetStatsRequest, LogChunk, NodeInfo, Pod,
+    PodEvent, PodPhase, PodRef, PodStats, PodStatus, StreamOutput, container_state,
 };
 use provider_common::{
-    log_follow::{self, Fetch},
+    Notice, Streamed,
     log_share::LogFollowers,
     naming,
     rpc::{self, BoxStream},
+    service,
     status_loop::{self, PollHealth, StatusHub},
-    uid_lock::UidLocks,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
 
 use crate::{
-    api,
-    cloud::{Cloud, GroupFilter, LogOptions},
+    client::{Cloud, GroupFilter},
     error::EciError,
-    exec,
-    mapping::{self, Placement, TAG_CLUSTER, TAG_HASH, TAG_MANAGED},
+    logs,
+    plan::{self, Placement, TAG_CLUSTER, TAG_HASH, TAG_MANAGED},
     status::{self, Shape},
+    wire,
 };
 
 /// How long a group ECI accepted may be missing from a full list before it counts as gone
 /// (eventual consistency of the list after a create).
 const LIST_GRACE: Duration = Duration::from_secs(30);
-/// The most lines `DescribeContainerLog` returns (`Tail`: default 500, maximum 2000).
-const MAX_TAIL: i64 = 2000;
-/// How often a log follow polls.
-const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 /// The most ids one DescribeContainerGroups takes (`ContainerGroupIds`, documented: 20).
 const GROUP_IDS_PER_CALL: usize = 20;
 
@@ -68,7 +58,7 @@ struct Tracked {
     since: Instant,
     /// Its init containers as DescribeContainerGroups last described them (their states are
     /// not in DescribeContainerGroupStatus).
-    init: Vec<api::GroupContainer>,
+    init: Vec<wire::GroupContainer>,
 }
 
 impl Tracked {
@@ -112,7 +102,6 @@ struct Inner {
     hub: Arc<StatusHub>,
     state: Mutex<State>,
     sync: Mutex<SyncState>,
-    uid_locks: UidLocks,
     /// One DescribeContainerLog poll per followed container, however many follow it.
     log_followers: LogFollowers,
 }
@@ -132,7 +121,7 @@ fn owned_tags(cluster: &str) -> Vec<(String, String)> {
 
 /// Whether a listed group carries this cluster's tags. Checked on every answer as well as sent
 /// as a filter, so a gateway that ignored the filter still never hands us another cluster's group.
-fn is_ours(g: &api::Group, cluster: &str) -> bool {
+fn is_ours(g: &wire::Group, cluster: &str) -> bool {
     owned_tags(cluster)
         .iter()
         .all(|(k, v)| g.tags.iter().any(|t| t.key == *k && t.value == *v))
@@ -153,7 +142,7 @@ fn shape_of(pod: &Pod) -> Shape {
     }
 }
 
-fn group_shape(g: &api::Group) -> Shape {
+fn group_shape(g: &wire::Group) -> Shape {
     Shape {
         init: g
             .init_containers
@@ -171,7 +160,7 @@ fn group_shape(g: &api::Group) -> Shape {
 /// Adopts tagged groups this provider does not track and forgets tracked groups the full list
 /// no longer has.
 /// The group events (from a full list) not forwarded yet, as pod events for the pods' nodes.
-fn new_events(st: &mut State, groups: &[api::Group]) -> Vec<(String, PodEvent)> {
+fn new_events(st: &mut State, groups: &[wire::Group]) -> Vec<(String, PodEvent)> {
     let mut out = Vec::new();
     let by_group: HashMap<&str, &Tracked> =
         st.pods.values().map(|t| (t.group_id.as_str(), t)).collect();
@@ -219,7 +208,7 @@ fn new_events(st: &mut State, groups: &[api::Group]) -> Vec<(String, PodEvent)> 
     out
 }
 
-fn reconcile_membership(st: &mut State, groups: &[api::Group], cluster: &str) {
+fn reconcile_membership(st: &mut State, groups: &[wire::Group], cluster: &str) {
     st.deleted.retain(|_, at| at.elapsed() < LIST_GRACE);
     let mut listed = HashSet::new();
     for g in groups.iter().filter(|g| is_ours(g, cluster)) {
@@ -273,7 +262,6 @@ impl EciProvider {
                 hub: StatusHub::new(),
                 state: Mutex::default(),
                 sync: Mutex::default(),
-                uid_locks: UidLocks::default(),
                 log_followers: LogFollowers::default(),
             }),
         }
@@ -326,7 +314,7 @@ impl EciProvider {
         let statuses = cloud
             .statuses(&owned, if full { None } else { Some(since) })
             .await?;
-        let by_id: HashMap<&str, &api::GroupStatus> = statuses
+        let by_id: HashMap<&str, &wire::GroupStatus> = statuses
             .iter()
             .map(|g| (g.container_group_id.as_str(), g))
             .collect();
@@ -371,7 +359,7 @@ impl EciProvider {
             }
         }
         let fresh = groups.iter().flatten().chain(&described);
-        let init_by_group: HashMap<&str, &Vec<api::GroupContainer>> = fresh
+        let init_by_group: HashMap<&str, &Vec<wire::GroupContainer>> = fresh
             .filter(|g| is_ours(g, self.cluster()))
             .map(|g| (g.container_group_id.as_str(), &g.init_containers))
             .collect();
@@ -428,77 +416,13 @@ impl EciProvider {
         }
     }
 
-    async fn create(&self, pod: Pod) -> Result<PodStatus, Status> {
-        let pod_ref = rpc::pod_ref(pod.pod_ref.as_ref())?;
-        let plan = mapping::plan(&pod, &self.inner.settings.placement)
-            .map_err(|e| Status::invalid_argument(e.0))?;
-        let node = pod.node_name.clone();
-        let uid = pod_ref.uid.clone();
-
-        // A retry while the first create runs waits for its outcome, then finds the pod.
-        let held = self.inner.uid_locks.acquire(&uid).await;
-        let known = lock(&self.inner.state).pods.get(&uid).cloned();
-        if let Some(t) = known {
-            return Ok(self
-                .inner
-                .hub
-                .get(&uid)
-                .unwrap_or_else(|| status::accepted(&t.pod_ref, &t.shape, &t.group_id)));
-        }
-        // The ClientToken (from the UID) makes ECI return the existing group for a repeated
-        // create, so a retry after a lost answer or a restart never makes a second group.
-        let result = self.inner.cloud.create(plan.request).await;
-        let shape = shape_of(&pod);
-        let status = match result {
-            Ok(id) => {
-                tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %uid, group = %id, name = %plan.name, "container group created");
-                let status = status::accepted(&pod_ref, &shape, &id);
-                let mut st = lock(&self.inner.state);
-                st.deleted.remove(&uid);
-                st.pods.insert(
-                    uid.clone(),
-                    Tracked {
-                        pod_ref: pod_ref.clone(),
-                        node: node.clone(),
-                        group_id: id,
-                        shape,
-                        content_hash: plan.content_hash.clone(),
-                        since: Instant::now(),
-                        init: Vec::new(),
-                    },
-                );
-                self.inner.hub.upsert(&node, status.clone());
-                Ok(status)
-            }
-            Err(e) => {
-                tracing::warn!(uid = %uid, error = %e, "CreateContainerGroup failed");
-                Err(e.to_status())
-            }
-        };
-        drop(held);
-        let status = status?;
-        for w in &plan.warnings {
-            self.inner.hub.event(
-                &node,
-                PodEvent {
-                    pod_ref: Some(pod_ref.clone()),
-                    warning: true,
-                    reason: "ProviderIgnoredSetting".into(),
-                    message: w.clone(),
-                    time: Some(rpc::now()),
-                },
-            );
-        }
-        Ok(status)
-    }
-
     /// The group of a pod: tracked, else looked up by its deterministic name, UID tag and this
     /// cluster's tags (another cluster's group of the same name and UID is never ours to delete).
     async fn find_group(&self, pod_ref: &PodRef) -> Result<Option<String>, EciError> {
         if let Some(t) = lock(&self.inner.state).pods.get(&pod_ref.uid) {
             return Ok(Some(t.group_id.clone()));
         }
-        let name = mapping::group_name(pod_ref);
+        let name = plan::group_name(pod_ref);
         let mut tags = owned_tags(self.cluster());
         tags.push((naming::TAG_UID.to_owned(), pod_ref.uid.clone()));
         let groups = self
@@ -520,33 +444,6 @@ impl EciProvider {
                         .any(|t| t.key == naming::TAG_UID && t.value == pod_ref.uid)
             })
             .map(|g| g.container_group_id))
-    }
-
-    /// Deletes a pod's group; a grace period of 0 ("kill now") is ECI's `Force=true`, any
-    /// other is left to the group's own TerminationGracePeriodSeconds.
-    async fn delete(&self, pod_ref: PodRef, grace: Option<i64>) -> Result<bool, Status> {
-        // A create still under way (the shim gave up waiting for it) would otherwise finish
-        // after this delete and leave a group behind: wait for its outcome first.
-        let _held = self.inner.uid_locks.acquire(&pod_ref.uid).await;
-        let tracked = lock(&self.inner.state).pods.contains_key(&pod_ref.uid);
-        let Some(id) = self.find_group(&pod_ref).await.map_err(|e| e.to_status())? else {
-            return Ok(false);
-        };
-        // NotFound on a retry whose first answer was lost still means we had it.
-        let found = self
-            .inner
-            .cloud
-            .delete(&id, grace == Some(0))
-            .await
-            .map_err(|e| e.to_status())?;
-        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %id, "container group deleted");
-        {
-            let mut st = lock(&self.inner.state);
-            st.pods.remove(&pod_ref.uid);
-            st.deleted.insert(pod_ref.uid.clone(), Instant::now());
-        }
-        self.inner.hub.remove(&pod_ref.uid);
-        Ok(found || tracked)
     }
 
     fn tracked(&self, pod_ref: &PodRef) -> Result<Tracked, Status> {
@@ -575,11 +472,15 @@ impl EciProvider {
 }
 
 #[tonic::async_trait]
-impl podprovider_proto::PodProvider for EciProvider {
-    async fn get_node_info(
-        &self,
-        _req: Request<GetNodeInfoRequest>,
-    ) -> Result<Response<NodeInfo>, Status> {
+impl provider_common::Cloud for EciProvider {
+    const API: &'static str = "ECI";
+    type Plan = plan::Plan;
+
+    fn hub(&self) -> &StatusHub {
+        &self.inner.hub
+    }
+
+    fn node_info(&self) -> NodeInfo {
         let s = &self.inner.settings;
         let mut labels = HashMap::from([(
             "topology.kubernetes.io/region".to_owned(),
@@ -588,103 +489,122 @@ impl podprovider_proto::PodProvider for EciProvider {
         if let Some(z) = &s.placement.zone_id {
             labels.insert("topology.kubernetes.io/zone".to_owned(), z.clone());
         }
-        Ok(Response::new(NodeInfo {
-            provider_name: "eci".into(),
-            provider_version: env!("CARGO_PKG_VERSION").into(),
-            capacity: s.capacity.clone(),
-            allocatable: HashMap::new(),
+        let runtime = format!("eci://{}", crate::client::API_VERSION);
+        let image = "Alibaba Cloud Elastic Container Instance";
+        NodeInfo {
             operating_system: "linux".into(),
             architecture: "amd64".into(),
             labels,
-            taints: Vec::new(),
-            conditions: Vec::new(),
-            system_info: Some(NodeSystemInfo {
-                os_image: "Alibaba Cloud Elastic Container Instance".into(),
-                kernel_version: String::new(),
-                container_runtime_version: format!("eci://{}", crate::cloud::API_VERSION),
-            }),
-            revision: "1".into(),
-        }))
+            ..service::node_info(
+                "eci",
+                env!("CARGO_PKG_VERSION"),
+                &s.capacity,
+                image,
+                runtime,
+            )
+        }
     }
 
-    async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        Ok(rpc::ping(&self.inner.hub, "ECI", "1"))
+    fn plan(&self, pod: &Pod) -> Result<plan::Plan, plan::Invalid> {
+        plan::plan(pod, &self.inner.settings.placement)
     }
 
-    async fn create_pod(
+    fn notices(&self, plan: &plan::Plan) -> Vec<Notice> {
+        Notice::ignored(&plan.warnings)
+    }
+
+    fn known(
         &self,
-        req: Request<CreatePodRequest>,
-    ) -> Result<Response<CreatePodResponse>, Status> {
-        let pod = req
-            .into_inner()
-            .pod
-            .ok_or_else(|| Status::invalid_argument("CreatePod needs a pod"))?;
-        let status = self.create(pod).await?;
-        Ok(Response::new(CreatePodResponse {
-            status: Some(status),
-        }))
+        pod_ref: &PodRef,
+        _pod: &Pod,
+        _plan: &plan::Plan,
+    ) -> Result<Option<PodStatus>, Status> {
+        Ok(lock(&self.inner.state)
+            .pods
+            .get(&pod_ref.uid)
+            .map(|t| status::accepted(&t.pod_ref, &t.shape, &t.group_id)))
     }
 
-    async fn update_pod(
+    async fn create(
         &self,
-        req: Request<UpdatePodRequest>,
-    ) -> Result<Response<UpdatePodResponse>, Status> {
-        let pod = req
-            .into_inner()
-            .pod
-            .ok_or_else(|| Status::invalid_argument("UpdatePod needs a pod"))?;
-        let pod_ref = rpc::pod_ref(pod.pod_ref.as_ref())?;
-        let plan = mapping::plan(&pod, &self.inner.settings.placement)
-            .map_err(|e| Status::invalid_argument(e.0))?;
-        let t = self.tracked(&pod_ref)?;
+        pod_ref: &PodRef,
+        pod: &Pod,
+        plan: plan::Plan,
+    ) -> Result<PodStatus, Status> {
+        // Creates the pod's group. The ClientToken (from the UID) makes ECI return the existing
+        // group for a repeated create, so a retry after a lost answer or a restart never makes a
+        // second group.
+        let uid = &pod_ref.uid;
+        let node = &pod.node_name;
+        let result = self.inner.cloud.create(plan.request).await;
+        let shape = shape_of(pod);
+        match result {
+            Ok(id) => {
+                tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %uid, group = %id, name = %plan.name, "container group created");
+                let status = status::accepted(pod_ref, &shape, &id);
+                let mut st = lock(&self.inner.state);
+                st.deleted.remove(uid);
+                st.pods.insert(
+                    uid.clone(),
+                    Tracked {
+                        pod_ref: pod_ref.clone(),
+                        node: node.clone(),
+                        group_id: id,
+                        shape,
+                        content_hash: plan.content_hash.clone(),
+                        since: Instant::now(),
+                        init: Vec::new(),
+                    },
+                );
+                self.inner.hub.upsert(node, status.clone());
+                Ok(status)
+            }
+            Err(e) => {
+                tracing::warn!(uid = %uid, error = %e, "CreateContainerGroup failed");
+                Err(e.to_status())
+            }
+        }
+    }
+
+    async fn update(&self, pod_ref: &PodRef, plan: plan::Plan) -> Result<(), Status> {
+        let t = self.tracked(pod_ref)?;
         if t.content_hash != plan.content_hash {
             return Err(Status::unimplemented(
                 "this provider does not change a running ECI container group in place (images, environment and files are fixed at CreateContainerGroup)",
             ));
         }
-        Ok(Response::new(UpdatePodResponse {
-            status: self.inner.hub.get(&pod_ref.uid),
-        }))
+        Ok(())
     }
 
-    async fn delete_pod(
-        &self,
-        req: Request<DeletePodRequest>,
-    ) -> Result<Response<DeletePodResponse>, Status> {
-        let pod_ref = rpc::pod_ref(req.get_ref().pod_ref.as_ref())?;
+    /// A grace period of 0 ("kill now") is ECI's `Force=true`, any other is left to the
+    /// group's own TerminationGracePeriodSeconds.
+    async fn delete(&self, pod_ref: &PodRef, grace: Option<i64>) -> Result<bool, Status> {
+        let tracked = lock(&self.inner.state).pods.contains_key(&pod_ref.uid);
+        let Some(id) = self.find_group(pod_ref).await.map_err(|e| e.to_status())? else {
+            return Ok(false);
+        };
+        // NotFound on a retry whose first answer was lost still means we had it.
         let found = self
-            .delete(pod_ref, req.get_ref().grace_period_seconds)
-            .await?;
-        Ok(Response::new(DeletePodResponse { found }))
+            .inner
+            .cloud
+            .delete(&id, grace == Some(0))
+            .await
+            .map_err(|e| e.to_status())?;
+        tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %id, "container group deleted");
+        {
+            let mut st = lock(&self.inner.state);
+            st.pods.remove(&pod_ref.uid);
+            st.deleted.insert(pod_ref.uid.clone(), Instant::now());
+        }
+        self.inner.hub.remove(&pod_ref.uid);
+        Ok(found || tracked)
     }
 
-    async fn get_pod(
+    async fn logs(
         &self,
-        req: Request<GetPodRequest>,
-    ) -> Result<Response<GetPodResponse>, Status> {
-        rpc::get_pod(&self.inner.hub, &req)
-    }
-
-    async fn list_pods(
-        &self,
-        req: Request<ListPodsRequest>,
-    ) -> Result<Response<ListPodsResponse>, Status> {
-        Ok(rpc::list_pods(&self.inner.hub, &req))
-    }
-
-    async fn watch_pods(
-        &self,
-        req: Request<WatchPodsRequest>,
-    ) -> Result<Response<BoxStream<podprovider_proto::v1::WatchPodsEvent>>, Status> {
-        Ok(rpc::watch_pods(&self.inner.hub, &req))
-    }
-
-    async fn get_container_logs(
-        &self,
-        req: Request<GetContainerLogsRequest>,
-    ) -> Result<Response<BoxStream<LogChunk>>, Status> {
-        let req = req.into_inner();
-        let pod_ref = rpc::pod_ref(req.pod_ref.as_ref())?;
+        pod_ref: PodRef,
+        req: GetContainerLogsRequest,
+    ) -> Result<BoxStream<LogChunk>, Status> {
         let t = self.tracked(&pod_ref)?;
         let known = t
             .shape
@@ -712,91 +632,37 @@ impl podprovider_proto::PodProvider for EciProvider {
                 req.container
             )));
         }
-        // ECI returns the last 500 lines unless told otherwise, and at most 2000 (and 1 MB).
-        let first = LogOptions {
-            tail: Some(MAX_TAIL),
-            since_seconds: req.since_seconds,
-            start_time: match (req.since_seconds, req.since_time.as_ref()) {
-                (None, Some(t)) => time::OffsetDateTime::from_unix_timestamp(t.seconds)
-                    .ok()
-                    .and_then(|d| {
-                        d.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    }),
-                _ => None,
-            },
-            limit_bytes: None,
-            // Always asked for: the follow tells lines apart by them; stripped unless wanted.
-            timestamps: true,
-            previous: req.previous,
-        };
-        let opts = log_follow::Options {
-            follow: req.follow && !req.previous,
-            ..log_follow::Options::from_request(
-                &req,
-                time::OffsetDateTime::now_utc(),
-                FOLLOW_INTERVAL,
-            )
-        };
-        let (tx, rx) = mpsc::channel(16);
         let me = self.clone();
         let uid = pod_ref.uid.clone();
-        let container = req.container.clone();
-        let group = t.group_id.clone();
-        let cloud = self.inner.cloud.clone();
-        let followers = self.inner.log_followers.clone();
-        let (follow_uid, follow_container) = (uid.clone(), container.clone());
-        tokio::spawn(async move {
-            let fetch = move |what: Fetch| {
-                let cloud = cloud.clone();
-                let group = group.clone();
-                let container = container.clone();
-                let opts = match what {
-                    Fetch::Start { tail } => LogOptions {
-                        tail: Some(tail.map_or(MAX_TAIL, |n| {
-                            i64::try_from(n).unwrap_or(MAX_TAIL).min(MAX_TAIL)
-                        })),
-                        ..first.clone()
-                    },
-                    // Nothing seen yet: the log as first asked for.
-                    Fetch::After { since: None } => first.clone(),
-                    // SinceSeconds counts whole seconds back from ECI's clock: start a little
-                    // before the last line seen; the cursor skips what was sent.
-                    Fetch::After { since: Some(t) } => LogOptions {
-                        tail: Some(MAX_TAIL),
-                        since_seconds: Some(
-                            (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0) + 2,
-                        ),
-                        timestamps: true,
-                        ..Default::default()
-                    },
-                };
-                async move {
-                    cloud
-                        .log(&group, &container, &opts)
-                        .await
-                        .map_err(|e| e.to_status())
-                }
-            };
-            let running = move || {
-                me.inner.hub.get(&uid).is_some_and(|s| {
-                    s.phase == PodPhase::Running as i32 || s.phase == PodPhase::Pending as i32
-                })
-            };
-            followers
-                .stream(&follow_uid, &follow_container, opts, fetch, running, tx)
-                .await;
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let running = move || {
+            me.inner.hub.get(&uid).is_some_and(|s| {
+                s.phase == PodPhase::Running as i32 || s.phase == PodPhase::Pending as i32
+            })
+        };
+        let fetch = logs::fetcher(self.inner.cloud.clone(), t.group_id.clone(), &req);
+        Ok(self.inner.log_followers.spawn(
+            &pod_ref.uid,
+            &req.container,
+            logs::options(&req),
+            fetch,
+            running,
+        ))
+    }
+
+    fn unsupported(&self, rpc: Streamed) -> Option<String> {
+        match rpc {
+            Streamed::Exec => None,
+            Streamed::Attach => Some("attach is not offered by ECI: its API can exec a new command but cannot attach to a container's main process".into()),
+            Streamed::PortForward => Some("port-forward is not offered by ECI: its API has no port-forwarding operation".into()),
+        }
     }
 
     async fn exec(
         &self,
-        req: Request<Streaming<ExecRequest>>,
-    ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
-        let mut input = req.into_inner();
-        let start = exec::first_start(&mut input).await?;
-        let pod_ref = rpc::pod_ref(start.pod_ref.as_ref())?;
+        pod_ref: PodRef,
+        start: ExecStart,
+        input: Streaming<ExecRequest>,
+    ) -> Result<BoxStream<StreamOutput>, Status> {
         let t = self.tracked(&pod_ref)?;
         if !t
             .shape
@@ -840,35 +706,12 @@ impl podprovider_proto::PodProvider for EciProvider {
             )
             .await
             .map_err(|e| e.to_status())?;
-        let out = crate::ws_exec::bridge(&uri, input, start.tty)
+        crate::exec::bridge(&uri, input, start.tty)
             .await
-            .map_err(|e| Status::unavailable(format!("cannot open the exec WebSocket: {e}")))?;
-        Ok(Response::new(out))
+            .map_err(|e| Status::unavailable(format!("cannot open the exec WebSocket: {e}")))
     }
 
-    async fn attach(
-        &self,
-        _req: Request<Streaming<AttachRequest>>,
-    ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
-        Err(Status::unimplemented(
-            "attach is not offered by ECI: its API can exec a new command but cannot attach to a container's main process",
-        ))
-    }
-
-    async fn port_forward(
-        &self,
-        _req: Request<Streaming<PortForwardRequest>>,
-    ) -> Result<Response<BoxStream<PortForwardResponse>>, Status> {
-        Err(Status::unimplemented(
-            "port-forward is not offered by ECI: its API has no port-forwarding operation",
-        ))
-    }
-
-    async fn get_stats(
-        &self,
-        req: Request<GetStatsRequest>,
-    ) -> Result<Response<GetStatsResponse>, Status> {
-        let req = req.into_inner();
+    async fn stats(&self, req: GetStatsRequest) -> Result<Vec<PodStats>, Status> {
         // Running pods of the node (or the ones asked for): ECI has figures only for those.
         let wanted: Vec<(PodRef, String)> = {
             let st = lock(&self.inner.state);
@@ -904,7 +747,7 @@ impl podprovider_proto::PodProvider for EciProvider {
                 }
             }
         }
-        Ok(Response::new(GetStatsResponse { pods }))
+        Ok(pods)
     }
 }
 
@@ -928,12 +771,12 @@ mod tests {
             if let Some(c) = cluster {
                 tags.push((TAG_CLUSTER.into(), c.into()));
             }
-            api::Group {
+            wire::Group {
                 container_group_id: id.into(),
                 status: "Running".into(),
                 tags: tags
                     .into_iter()
-                    .map(|(key, value)| api::Tag { key, value })
+                    .map(|(key, value)| wire::Tag { key, value })
                     .collect(),
                 ..Default::default()
             }
@@ -975,19 +818,19 @@ mod tests {
                 init: Vec::new(),
             },
         );
-        let event = |reason: &str, at: &str| api::GroupEvent {
+        let event = |reason: &str, at: &str| wire::GroupEvent {
             kind: "Warning".into(),
             reason: reason.into(),
             message: "could not pull".into(),
             last_timestamp: at.into(),
         };
         let groups = vec![
-            api::Group {
+            wire::Group {
                 container_group_id: "eci-1".into(),
                 events: vec![event("Failed", "2024-01-01T00:00:00Z")],
                 ..Default::default()
             },
-            api::Group {
+            wire::Group {
                 container_group_id: "eci-unknown".into(),
                 events: vec![event("Failed", "2024-01-01T00:00:00Z")],
                 ..Default::default()
@@ -1022,8 +865,8 @@ mod fuzz {
 
     use super::*;
     use crate::{
-        cloud::{parse_answer, read_answer},
-        ws_exec,
+        client::{parse_answer, read_answer},
+        exec,
     };
 
     use provider_common::arbitrary::{self, Vocabulary, run};
@@ -1199,8 +1042,8 @@ mod fuzz {
     /// What a full poll does with the groups and statuses it has read: adoption, events (each
     /// forwarded once), every tracked pod's status.
     fn use_answers(
-        groups: &[api::Group],
-        statuses: &[api::GroupStatus],
+        groups: &[wire::Group],
+        statuses: &[wire::GroupStatus],
     ) -> Result<(), TestCaseError> {
         let mut st = State::default();
         reconcile_membership(&mut st, groups, CLUSTER);
@@ -1212,7 +1055,7 @@ mod fuzz {
             new_events(&mut st, groups).is_empty(),
             "an event came twice"
         );
-        let by_id: HashMap<&str, &api::GroupStatus> = statuses
+        let by_id: HashMap<&str, &wire::GroupStatus> = statuses
             .iter()
             .map(|g| (g.container_group_id.as_str(), g))
             .collect();
@@ -1267,29 +1110,30 @@ mod fuzz {
             || arbitrary::answer_bytes(ECI),
             |body| {
                 if let Some(v) = unreadable(parse_answer(OP, &body))? {
-                    let groups = unreadable(read_answer::<api::GroupsPage>(OP, v.clone()))?
+                    let groups = unreadable(read_answer::<wire::GroupsPage>(OP, v.clone()))?
                         .map(|p| p.container_groups)
                         .unwrap_or_default();
-                    let statuses = unreadable(read_answer::<api::StatusPage>(OP, v.clone()))?
+                    let statuses = unreadable(read_answer::<wire::StatusPage>(OP, v.clone()))?
                         .map(|p| p.data)
                         .unwrap_or_default();
                     use_answers(&groups, &statuses)?;
-                    if let Some(m) = unreadable(read_answer::<api::MetricsResponse>(OP, v.clone()))?
+                    if let Some(m) =
+                        unreadable(read_answer::<wire::MetricsResponse>(OP, v.clone()))?
                     {
                         for d in &m.monitor_datas {
                             let _ = status::pod_stats(&pod_ref(), d);
                         }
                     }
-                    unreadable(read_answer::<api::CreateResponse>(OP, v.clone()))?;
-                    unreadable(read_answer::<api::LogResponse>(OP, v.clone()))?;
-                    unreadable(read_answer::<api::ExecResponse>(OP, v))?;
+                    unreadable(read_answer::<wire::CreateResponse>(OP, v.clone()))?;
+                    unreadable(read_answer::<wire::LogResponse>(OP, v.clone()))?;
+                    unreadable(read_answer::<wire::ExecResponse>(OP, v))?;
                 }
                 for code in [400, 403, 404, 409, 429, 500, 503] {
                     let e = EciError::from_response(OP, code, &body, None);
                     prop_assert!(!e.code.is_empty());
                     prop_assert!(e.to_status().code() != tonic::Code::Ok);
                 }
-                let _ = ws_exec::exit_code_of_status(&body);
+                let _ = exec::exit_code_of_status(&body);
                 Ok(())
             },
         );
@@ -1326,13 +1170,13 @@ mod fuzz {
             }
             let read = |v: &Value| parse_answer(OP, &serde_json::to_vec(v).unwrap_or_default());
             let groups = match unreadable(read(&groups))? {
-                Some(v) => unreadable(read_answer::<api::GroupsPage>(OP, v))?
+                Some(v) => unreadable(read_answer::<wire::GroupsPage>(OP, v))?
                     .map(|p| p.container_groups)
                     .unwrap_or_default(),
                 None => Vec::new(),
             };
             let statuses = match unreadable(read(&statuses))? {
-                Some(v) => unreadable(read_answer::<api::StatusPage>(OP, v))?
+                Some(v) => unreadable(read_answer::<wire::StatusPage>(OP, v))?
                     .map(|p| p.data)
                     .unwrap_or_default(),
                 None => Vec::new(),
@@ -1353,7 +1197,7 @@ mod fuzz {
             )
         };
         run(answers, |(metrics, error)| {
-            if let Some(m) = unreadable(read_answer::<api::MetricsResponse>(OP, metrics))? {
+            if let Some(m) = unreadable(read_answer::<wire::MetricsResponse>(OP, metrics))? {
                 for d in &m.monitor_datas {
                     if let Some(s) = status::pod_stats(&pod_ref(), d) {
                         let latest = d.records.iter().map(|r| &r.timestamp).max();

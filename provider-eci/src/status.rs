@@ -16,7 +16,7 @@ use podprovider_proto::v1::{
     container_state,
 };
 
-use crate::api;
+use crate::wire;
 
 /// A pod's containers (name, image), in spec order, for statuses ECI has not filled in yet.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -48,7 +48,7 @@ fn waiting(reason: &str, message: &str) -> ContainerState {
     }
 }
 
-fn state(s: &api::State) -> Option<ContainerState> {
+fn state(s: &wire::State) -> Option<ContainerState> {
     let state = if let Some(t) = &s.terminated {
         container_state::State::Terminated(ContainerStateTerminated {
             exit_code: t.exit_code,
@@ -84,7 +84,7 @@ fn state(s: &api::State) -> Option<ContainerState> {
 
 fn containers(
     spec: &[(String, String)],
-    got: &[api::ContainerStatus],
+    got: &[wire::ContainerStatus],
     default_waiting: &str,
 ) -> Vec<ContainerStatus> {
     spec.iter()
@@ -122,7 +122,7 @@ fn containers(
 }
 
 /// A `CurrentState` / `PreviousState` of DescribeContainerGroups as a container state.
-fn group_state(s: &api::GroupContainerState) -> Option<ContainerState> {
+fn group_state(s: &wire::GroupContainerState) -> Option<ContainerState> {
     let state = match s.state.as_str() {
         "Running" => container_state::State::Running(ContainerStateRunning {
             started_at: ts(&s.start_time),
@@ -157,7 +157,7 @@ fn group_state(s: &api::GroupContainerState) -> Option<ContainerState> {
 /// ECI has not described yet waits.
 fn init_containers(
     spec: &[(String, String)],
-    got: &[api::GroupContainer],
+    got: &[wire::GroupContainer],
     default_waiting: &str,
 ) -> Vec<ContainerStatus> {
     spec.iter()
@@ -195,9 +195,9 @@ const KUBELET_CONDITIONS: [&str; 5] = [
 /// ECI-specific one (`Unschedulable`, `ContainerInstanceCreated`, `ContainerHasSufficientDisk`:
 /// they name the cause), else the first failing kubelet one in the kubelet's order, else any
 /// condition that says something.
-fn condition_reason(conditions: &[api::Condition]) -> Option<(String, String)> {
-    let says = |c: &&api::Condition| !c.reason.is_empty() || !c.message.is_empty();
-    let failing = |c: &&api::Condition| says(c) && c.status != "True";
+fn condition_reason(conditions: &[wire::Condition]) -> Option<(String, String)> {
+    let says = |c: &&wire::Condition| !c.reason.is_empty() || !c.message.is_empty();
+    let failing = |c: &&wire::Condition| says(c) && c.status != "True";
     let own = conditions
         .iter()
         .filter(failing)
@@ -238,8 +238,8 @@ fn exited_nonzero(cs: &[ContainerStatus]) -> bool {
 pub fn pod_status(
     pod_ref: &PodRef,
     shape: &Shape,
-    g: &api::GroupStatus,
-    init: &[api::GroupContainer],
+    g: &wire::GroupStatus,
+    init: &[wire::GroupContainer],
 ) -> PodStatus {
     let ps = &g.pod_status;
     let scheduling = matches!(g.status.as_str(), "Pending" | "Scheduling" | "");
@@ -356,7 +356,7 @@ pub fn accepted(pod_ref: &PodRef, shape: &Shape, id: &str) -> PodStatus {
     pod_status(
         pod_ref,
         shape,
-        &api::GroupStatus {
+        &wire::GroupStatus {
             container_group_id: id.to_owned(),
             status: "Pending".into(),
             ..Default::default()
@@ -367,19 +367,19 @@ pub fn accepted(pod_ref: &PodRef, shape: &Shape, id: &str) -> PodStatus {
 
 /// A group's latest `DescribeMultiContainerGroupMetric` record as pod stats; `None` without a
 /// record. Figures ECI leaves out stay unset.
-pub fn pod_stats(pod_ref: &PodRef, data: &api::MonitorData) -> Option<PodStats> {
+pub fn pod_stats(pod_ref: &PodRef, data: &wire::MonitorData) -> Option<PodStats> {
     let r = data
         .records
         .iter()
         .max_by(|a, b| a.timestamp.cmp(&b.timestamp))?;
     let time = ts(&r.timestamp);
-    let cpu = |c: &Option<api::MetricCpu>| {
+    let cpu = |c: &Option<wire::MetricCpu>| {
         c.as_ref().map(|c| CpuUsage {
             usage_nano_cores: c.usage_nano_cores,
             usage_core_nano_seconds: c.usage_core_nano_seconds,
         })
     };
-    let memory = |m: &Option<api::MetricMemory>| {
+    let memory = |m: &Option<wire::MetricMemory>| {
         m.as_ref().map(|m| MemoryUsage {
             working_set_bytes: m.working_set,
             usage_bytes: m.usage_bytes,
@@ -426,8 +426,8 @@ mod tests {
         }
     }
 
-    fn group(status: &str, json: serde_json::Value) -> api::GroupStatus {
-        let mut g: api::GroupStatus = serde_json::from_value(json).expect("parses");
+    fn group(status: &str, json: serde_json::Value) -> wire::GroupStatus {
+        let mut g: wire::GroupStatus = serde_json::from_value(json).expect("parses");
         g.status = status.into();
         g.container_group_id = "eci-1".into();
         g
@@ -487,7 +487,7 @@ mod tests {
     }
 
     /// DescribeContainerGroups' `InitContainers[]` entry with `CurrentState`.
-    fn init(state: serde_json::Value) -> api::GroupContainer {
+    fn init(state: serde_json::Value) -> wire::GroupContainer {
         serde_json::from_value(
             serde_json::json!({"Name": "init", "Image": "busybox", "CurrentState": state}),
         )
@@ -704,7 +704,7 @@ mod tests {
 
     #[test]
     fn the_latest_metric_record_becomes_pod_stats() {
-        let data: api::MonitorData = serde_json::from_value(serde_json::json!({
+        let data: wire::MonitorData = serde_json::from_value(serde_json::json!({
             "ContainerGroupId": "eci-1",
             "Records": [
                 {"Timestamp": "2024-01-01T00:00:00Z", "CPU": {"UsageNanoCores": 1}},
@@ -730,6 +730,6 @@ mod tests {
             None,
             "not reported, not invented"
         );
-        assert!(pod_stats(&r(), &api::MonitorData::default()).is_none());
+        assert!(pod_stats(&r(), &wire::MonitorData::default()).is_none());
     }
 }

@@ -155,13 +155,7 @@ async fn acceptance_manifests_run_scale_and_delete_on_eci() -> anyhow::Result<()
         scenario(&cp, &emu, &pods).await
     }
     .await;
-    result.map_err(|err| {
-        let logs: Vec<String> = [&aci, &eci, &provider]
-            .iter()
-            .map(|p| format!("--- {} log (excerpt) ---\n{}", p.name(), p.log_excerpt(60)))
-            .collect();
-        err.context(logs.join("\n"))
-    })
+    vk_testkit::process::with_logs(result, &[&aci, &eci, &provider])
 }
 
 async fn nodes_ready(nodes: &Api<Node>, shims: &mut [&mut ManagedProcess]) -> anyhow::Result<()> {

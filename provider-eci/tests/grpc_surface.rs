@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::{os::unix::fs::PermissionsExt, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::ensure;
 use support::*;
@@ -16,21 +16,17 @@ use vk_testkit::{
 /// A wrapper that runs the provider with the emulator's settings and credentials in its
 /// environment (the shared checks start the binary with `--listen` only).
 fn wrapper(emu: &EciEmulator, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
-    let mut script = String::from("#!/bin/sh\n");
-    for (k, v) in good_env() {
-        script.push_str(&format!("export {k}='{v}'\n"));
-    }
-    script.push_str(&format!(
-        "export ALIBABA_CLOUD_REGION_ID={} ECI_ENDPOINT={} ECI_VSWITCH_ID={} ECI_SECURITY_GROUP_ID={}\nexec {BIN} \"$@\"\n",
-        eci_emulator::REGION,
-        emu.endpoint,
-        eci_emulator::VSWITCH_ID,
-        eci_emulator::SECURITY_GROUP_ID,
-    ));
-    let path = dir.join("provider-eci");
-    std::fs::write(&path, script)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-    Ok(path)
+    let mut env = good_env();
+    env.extend([
+        ("ALIBABA_CLOUD_REGION_ID", eci_emulator::REGION.to_owned()),
+        ("ECI_ENDPOINT", emu.endpoint.clone()),
+        ("ECI_VSWITCH_ID", eci_emulator::VSWITCH_ID.to_owned()),
+        (
+            "ECI_SECURITY_GROUP_ID",
+            eci_emulator::SECURITY_GROUP_ID.to_owned(),
+        ),
+    ]);
+    provider_checks::wrapper_script(dir, "provider-eci", BIN, &env, &[])
 }
 
 #[tokio::test]

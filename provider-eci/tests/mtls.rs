@@ -358,13 +358,7 @@ async fn mutual_tls_grpcurl_shim_and_rotation() -> anyhow::Result<()> {
         let _ = child.kill();
         let _ = child.wait();
     }
-    result.map_err(|err| {
-        let logs: Vec<String> = [&shim, &provider]
-            .iter()
-            .map(|p| format!("--- {} log (excerpt) ---\n{}", p.name(), p.log_excerpt(60)))
-            .collect();
-        err.context(logs.join("\n"))
-    })
+    vk_testkit::process::with_logs(result, &[&shim, &provider])
 }
 
 fn pod_yaml(name: &str, node: &str) -> String {
@@ -833,11 +827,5 @@ async fn acceptance_manifest_across_network_namespaces_over_mutual_tls() -> anyh
         Ok(())
     }
     .await;
-    result.map_err(|err: anyhow::Error| {
-        let logs: Vec<String> = [&shim, &provider]
-            .iter()
-            .map(|p| format!("--- {} log (excerpt) ---\n{}", p.name(), p.log_excerpt(60)))
-            .collect();
-        err.context(logs.join("\n"))
-    })
+    vk_testkit::process::with_logs(result, &[&shim, &provider])
 }

@@ -44,13 +44,7 @@ async fn stats_summary_and_metrics_resource_carry_eci_metrics() -> anyhow::Resul
         &[&ca, "--serving-cert=self-signed"],
     )?;
     let result = scenario(&cp).await;
-    result.map_err(|err| {
-        let logs: Vec<String> = [&shim, &provider]
-            .iter()
-            .map(|p| format!("--- {} log (excerpt) ---\n{}", p.name(), p.log_excerpt(60)))
-            .collect();
-        err.context(logs.join("\n"))
-    })
+    vk_testkit::process::with_logs(result, &[&shim, &provider])
 }
 
 async fn scenario(cp: &ControlPlane) -> anyhow::Result<()> {

@@ -6,50 +6,39 @@
 //! See README.md for the flags.
 #![forbid(unsafe_code)]
 
-mod cloud;
+mod client;
 mod config;
 mod error;
 mod logs;
+mod plan;
 mod provider;
 mod sizes;
 mod stats;
 mod status;
-mod taskdef;
 mod telemetry;
 
 use std::collections::HashMap;
 
 use anyhow::Context;
-use clap::Parser;
-use provider_common::{PollTask, ServerArgs, retry::RetryPolicy, status_loop};
+use provider_common::{PollTask, retry::RetryPolicy, status_loop};
 
 use crate::{
-    cloud::{Cloud, Network},
+    client::{Cloud, Network},
     config::{Arch, FargateArgs},
+    plan::DefSettings,
     provider::{FargateProvider, Settings},
-    taskdef::DefSettings,
 };
-
-/// Command-line flags (each with an environment fallback).
-#[derive(Parser, Debug)]
-#[command(
-    name = "provider-fargate",
-    version,
-    about = "PodProvider gRPC service for AWS Fargate (through ECS)"
-)]
-struct Cli {
-    #[command(flatten)]
-    server: ServerArgs,
-    #[command(flatten)]
-    fargate: FargateArgs,
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    provider_common::run("provider-fargate", &cli.server, async |_metrics| {
-        Ok(provider(&cli.fargate).await?)
-    })
+    let about = "PodProvider gRPC service for AWS Fargate (through ECS)";
+    let version = env!("CARGO_PKG_VERSION");
+    provider_common::main(
+        "provider-fargate",
+        version,
+        about,
+        async |args: &FargateArgs, _| Ok(provider(args).await?),
+    )
     .await?;
     Ok(())
 }

@@ -11,29 +11,27 @@ use std::{
 
 use aws_sdk_ecs::types::Task;
 use podprovider_proto::v1::{
-    AttachRequest, CreatePodRequest, CreatePodResponse, DeletePodRequest, DeletePodResponse,
-    ExecRequest, GetContainerLogsRequest, GetNodeInfoRequest, GetPodRequest, GetPodResponse,
-    GetStatsRequest, GetStatsResponse, ListPodsRequest, ListPodsResponse, LogChunk, NodeInfo,
-    NodeSystemInfo, PingRequest, PingResponse, PodEvent, PodPhase, PodRef, PodStats, PodStatus,
-    PortForwardRequest, PortForwardResponse, StreamOutput, UpdatePodRequest, UpdatePodResponse,
-    WatchPodsRequest,
+    GetContainerLogsRequest, GetStatsRequest, LogChunk, NodeInfo, Pod, PodEvent, PodPhase, PodRef,
+    PodStats, PodStatus,
 };
 use provider_common::{
+    Notice, Streamed,
     naming::{self, NameRules},
     rpc::{self, BoxStream},
+    service,
     status_loop::StatusHub,
-    uid_lock::UidLocks,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
 
 use crate::{
-    cloud::{Cloud, Network, RunSpec, STOP_REASON, TAG_DELETED, TAG_INSTALLATION, log_stream},
+    client::{Cloud, Network, RunSpec, STOP_REASON, TAG_DELETED, TAG_INSTALLATION, log_stream},
     error::AwsError,
-    logs, stats,
+    logs,
+    plan::{self, DefSettings},
+    stats,
     status::{self, Shape},
-    taskdef::{self, DefSettings},
 };
 
 /// Tag with the pod's grace period (for deletes after a restart) and one with its content hash
@@ -108,7 +106,6 @@ struct Inner {
     settings: Settings,
     hub: Arc<StatusHub>,
     state: Mutex<State>,
-    uid_locks: UidLocks,
     /// Set after the first complete poll: until then polls also list stopped tasks, so pods that
     /// finished while the provider was down are reported with their terminal status.
     rebuilt: AtomicBool,
@@ -159,7 +156,6 @@ impl FargateProvider {
                 settings,
                 hub: StatusHub::new(),
                 state: Mutex::default(),
-                uid_locks: UidLocks::default(),
                 rebuilt: AtomicBool::new(false),
                 stats: Mutex::default(),
             }),
@@ -173,7 +169,7 @@ impl FargateProvider {
 
     /// Learns the definitions this provider registered earlier, so unused ones are deregistered.
     pub async fn load_definitions(&self) -> Result<(), AwsError> {
-        let prefix = taskdef::family_prefix(&self.inner.settings.installation);
+        let prefix = plan::family_prefix(&self.inner.settings.installation);
         let defs = self.inner.cloud.our_definitions(&prefix).await?;
         lock(&self.inner.state).definitions.extend(defs);
         Ok(())
@@ -381,57 +377,12 @@ impl FargateProvider {
         Ok(out)
     }
 
-    async fn create(&self, pod: podprovider_proto::v1::Pod) -> Result<PodStatus, Status> {
-        let pod_ref = rpc::pod_ref(pod.pod_ref.as_ref())?;
-        let plan = taskdef::plan(&pod, &self.inner.settings.defs)
-            .map_err(|e| Status::invalid_argument(e.0))?;
-        let node = pod.node_name.clone();
-        let uid = pod_ref.uid.clone();
-
-        // A retry while the first create runs waits for its outcome, then finds the pod.
-        let held = self.inner.uid_locks.acquire(&uid).await;
-        {
-            let mut st = lock(&self.inner.state);
-            if st.pods.contains_key(&uid) {
-                drop(st);
-                return Ok(self.inner.hub.get(&uid).unwrap_or_else(|| PodStatus {
-                    pod_ref: Some(pod_ref.clone()),
-                    phase: PodPhase::Pending as i32,
-                    ..Default::default()
-                }));
-            }
-            *st.in_flight.entry(plan.spec.family()).or_default() += 1;
-        }
-        let result = self.create_task(&pod_ref, &node, &pod, &plan).await;
-        {
-            let mut st = lock(&self.inner.state);
-            if let Some(n) = st.in_flight.get_mut(&plan.spec.family()) {
-                *n = n.saturating_sub(1);
-            }
-        }
-        drop(held);
-        let status = result.map_err(|e| e.to_status())?;
-        for w in &plan.warnings {
-            self.inner.hub.event(
-                &node,
-                PodEvent {
-                    pod_ref: Some(pod_ref.clone()),
-                    warning: true,
-                    reason: "ProviderIgnoredSetting".into(),
-                    message: w.clone(),
-                    time: Some(rpc::now()),
-                },
-            );
-        }
-        Ok(status)
-    }
-
     async fn create_task(
         &self,
         pod_ref: &PodRef,
         node: &str,
         pod: &podprovider_proto::v1::Pod,
-        plan: &taskdef::Plan,
+        plan: &plan::Plan,
     ) -> Result<PodStatus, AwsError> {
         let installation = &self.inner.settings.installation;
         let mut tags: Vec<(String, String)> = naming::pod_tags(pod_ref, node)
@@ -470,7 +421,7 @@ impl FargateProvider {
     async fn put_secrets(
         &self,
         pod_ref: &PodRef,
-        secrets: &taskdef::Secrets,
+        secrets: &plan::Secrets,
         tags: &[(String, String)],
     ) -> Result<(Option<String>, Vec<String>, Vec<String>), AwsError> {
         let prefix = secrets_prefix(&self.inner.settings.installation, &pod_ref.uid);
@@ -499,8 +450,8 @@ impl FargateProvider {
         pod_ref: &PodRef,
         node: &str,
         pod: &podprovider_proto::v1::Pod,
-        plan: &taskdef::Plan,
-        spec: &taskdef::TaskDefSpec,
+        plan: &plan::Plan,
+        spec: &plan::TaskDefSpec,
         mut tags: Vec<(String, String)>,
         secret_names: Vec<String>,
     ) -> Result<PodStatus, AwsError> {
@@ -600,67 +551,6 @@ impl FargateProvider {
         Ok(status)
     }
 
-    async fn delete(&self, pod_ref: PodRef) -> Result<bool, Status> {
-        // A create still under way (the shim gave up waiting for it) would otherwise finish
-        // after this delete and leave a task behind: wait for its outcome first.
-        let _held = self.inner.uid_locks.acquire(&pod_ref.uid).await;
-        let tracked = lock(&self.inner.state).pods.get(&pod_ref.uid).map(|t| {
-            (
-                t.task_arn.clone(),
-                t.secret_names.clone(),
-                t.last_status == "STOPPED",
-            )
-        });
-        let mut finished = false;
-        let (arn, secret_names) = match tracked {
-            Some((arn, names, stopped)) => {
-                finished = stopped;
-                (Some(arn), names)
-            }
-            None => (
-                self.inner
-                    .cloud
-                    .find_task(&started_by(&pod_ref), &self.inner.settings.installation)
-                    .await
-                    .map_err(|e| e.to_status())?,
-                None,
-            ),
-        };
-        let Some(arn) = arn else {
-            // A create that failed after making the pod's secrets leaves them behind.
-            self.delete_secrets(&pod_ref.uid, secret_names)
-                .await
-                .map_err(|e| e.to_status())?;
-            return Ok(false);
-        };
-        // A finished pod's task has stopped already (and keeps its own stoppedReason).
-        if !finished {
-            self.inner
-                .cloud
-                .stop(&arn)
-                .await
-                .map_err(|e| e.to_status())?;
-            tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, task = %arn, "task stopped");
-        }
-        if let Some(t) = lock(&self.inner.state).pods.get_mut(&pod_ref.uid) {
-            t.deleting = true;
-        }
-        // A task that had stopped by itself keeps its own stoppedReason: the tag tells a
-        // restarted provider the pod is gone. Best effort: at worst a restarted provider reports
-        // the finished pod again until the shim deletes it again.
-        if let Err(e) = self.inner.cloud.mark_deleted(&arn).await {
-            tracing::warn!(error = %e, task = %arn, "cannot tag the task of a deleted pod");
-        }
-        // ECS read the secrets when the containers started; a stopped task needs them no more.
-        self.delete_secrets(&pod_ref.uid, secret_names)
-            .await
-            .map_err(|e| e.to_status())?;
-        if let Some(t) = lock(&self.inner.state).pods.get_mut(&pod_ref.uid) {
-            t.secret_names = Some(Vec::new());
-        }
-        Ok(true)
-    }
-
     /// Deletes the pod's secrets: `names` when known, else whatever ListSecrets finds for it.
     async fn delete_secrets(&self, uid: &str, names: Option<Vec<String>>) -> Result<(), AwsError> {
         let installation = &self.inner.settings.installation;
@@ -728,7 +618,7 @@ impl FargateProvider {
 
 impl FargateProvider {
     /// Digest of the secret strings stored for the pod, in the shape of `like`.
-    async fn stored_digest(&self, uid: &str, like: &taskdef::Secrets) -> Result<String, AwsError> {
+    async fn stored_digest(&self, uid: &str, like: &plan::Secrets) -> Result<String, AwsError> {
         let prefix = secrets_prefix(&self.inner.settings.installation, uid);
         let cloud = &self.inner.cloud;
         let values = cloud.secret_string(&format!("{prefix}values")).await?;
@@ -741,14 +631,14 @@ impl FargateProvider {
                     .unwrap_or_default(),
             );
         }
-        Ok(taskdef::Secrets::digest_of(values.as_deref(), &registries))
+        Ok(plan::Secrets::digest_of(values.as_deref(), &registries))
     }
 }
 
 impl FargateProvider {
     /// Figures for the running pods the request asks for, from Container Insights; fresh cached
     /// answers are reused.
-    async fn stats(&self, req: &GetStatsRequest) -> Result<Vec<PodStats>, AwsError> {
+    async fn insights(&self, req: &GetStatsRequest) -> Result<Vec<PodStats>, AwsError> {
         let wanted: Option<HashSet<&str>> =
             (!req.pods.is_empty()).then(|| req.pods.iter().map(|r| r.uid.as_str()).collect());
         let running: Vec<(String, stats::TaskRef)> = lock(&self.inner.state)
@@ -821,11 +711,15 @@ fn lock_stats(m: &Mutex<StatsState>) -> MutexGuard<'_, StatsState> {
 }
 
 #[tonic::async_trait]
-impl podprovider_proto::PodProvider for FargateProvider {
-    async fn get_node_info(
-        &self,
-        _req: Request<GetNodeInfoRequest>,
-    ) -> Result<Response<NodeInfo>, Status> {
+impl provider_common::Cloud for FargateProvider {
+    const API: &'static str = "ECS";
+    type Plan = plan::Plan;
+
+    fn hub(&self) -> &StatusHub {
+        &self.inner.hub
+    }
+
+    fn node_info(&self) -> NodeInfo {
         let s = &self.inner.settings;
         let mut labels = HashMap::new();
         if !s.defs.region.is_empty() {
@@ -834,57 +728,65 @@ impl podprovider_proto::PodProvider for FargateProvider {
                 s.defs.region.clone(),
             );
         }
-        Ok(Response::new(NodeInfo {
-            provider_name: "fargate".into(),
-            provider_version: env!("CARGO_PKG_VERSION").into(),
-            capacity: s.capacity.clone(),
-            allocatable: HashMap::new(),
+        let runtime = format!(
+            "fargate://{}",
+            s.platform_version.as_deref().unwrap_or("LATEST")
+        );
+        let version = env!("CARGO_PKG_VERSION");
+        NodeInfo {
             operating_system: "linux".into(),
             architecture: s.architecture.clone(),
             labels,
-            taints: Vec::new(),
-            conditions: Vec::new(),
-            system_info: Some(NodeSystemInfo {
-                os_image: "AWS Fargate".into(),
-                kernel_version: String::new(),
-                container_runtime_version: format!(
-                    "fargate://{}",
-                    s.platform_version.as_deref().unwrap_or("LATEST")
-                ),
-            }),
-            revision: "1".into(),
+            ..service::node_info("fargate", version, &s.capacity, "AWS Fargate", runtime)
+        }
+    }
+
+    fn plan(&self, pod: &Pod) -> Result<plan::Plan, plan::Invalid> {
+        plan::plan(pod, &self.inner.settings.defs)
+    }
+
+    fn notices(&self, plan: &plan::Plan) -> Vec<Notice> {
+        Notice::ignored(&plan.warnings)
+    }
+
+    fn known(
+        &self,
+        pod_ref: &PodRef,
+        _pod: &Pod,
+        _plan: &plan::Plan,
+    ) -> Result<Option<PodStatus>, Status> {
+        let known = lock(&self.inner.state).pods.contains_key(&pod_ref.uid);
+        Ok(known.then(|| PodStatus {
+            pod_ref: Some(pod_ref.clone()),
+            phase: PodPhase::Pending as i32,
+            ..Default::default()
         }))
     }
 
-    async fn ping(&self, _req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        Ok(rpc::ping(&self.inner.hub, "ECS", "1"))
+    async fn create(
+        &self,
+        pod_ref: &PodRef,
+        pod: &Pod,
+        plan: plan::Plan,
+    ) -> Result<PodStatus, Status> {
+        // Starts the pod's task: its family counted as in flight meanwhile, so a poll's GC leaves
+        // the definition alone.
+        let plan = &plan;
+        *lock(&self.inner.state)
+            .in_flight
+            .entry(plan.spec.family())
+            .or_default() += 1;
+        let result = self.create_task(pod_ref, &pod.node_name, pod, plan).await;
+        {
+            let mut st = lock(&self.inner.state);
+            if let Some(n) = st.in_flight.get_mut(&plan.spec.family()) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        result.map_err(|e| e.to_status())
     }
 
-    async fn create_pod(
-        &self,
-        req: Request<CreatePodRequest>,
-    ) -> Result<Response<CreatePodResponse>, Status> {
-        let pod = req
-            .into_inner()
-            .pod
-            .ok_or_else(|| Status::invalid_argument("CreatePod needs a pod"))?;
-        let status = self.create(pod).await?;
-        Ok(Response::new(CreatePodResponse {
-            status: Some(status),
-        }))
-    }
-
-    async fn update_pod(
-        &self,
-        req: Request<UpdatePodRequest>,
-    ) -> Result<Response<UpdatePodResponse>, Status> {
-        let pod = req
-            .into_inner()
-            .pod
-            .ok_or_else(|| Status::invalid_argument("UpdatePod needs a pod"))?;
-        let pod_ref = rpc::pod_ref(pod.pod_ref.as_ref())?;
-        let plan = taskdef::plan(&pod, &self.inner.settings.defs)
-            .map_err(|e| Status::invalid_argument(e.0))?;
+    async fn update(&self, pod_ref: &PodRef, plan: plan::Plan) -> Result<(), Status> {
         let (hash, digest) = lock(&self.inner.state)
             .pods
             .get(&pod_ref.uid)
@@ -916,47 +818,72 @@ impl podprovider_proto::PodProvider for FargateProvider {
                 ));
             }
         }
-        Ok(Response::new(UpdatePodResponse {
-            status: self.inner.hub.get(&pod_ref.uid),
-        }))
+        Ok(())
     }
 
-    async fn delete_pod(
-        &self,
-        req: Request<DeletePodRequest>,
-    ) -> Result<Response<DeletePodResponse>, Status> {
-        let pod_ref = rpc::pod_ref(req.get_ref().pod_ref.as_ref())?;
-        let found = self.delete(pod_ref).await?;
-        Ok(Response::new(DeletePodResponse { found }))
+    async fn delete(&self, pod_ref: &PodRef, _grace: Option<i64>) -> Result<bool, Status> {
+        let tracked = lock(&self.inner.state).pods.get(&pod_ref.uid).map(|t| {
+            (
+                t.task_arn.clone(),
+                t.secret_names.clone(),
+                t.last_status == "STOPPED",
+            )
+        });
+        let mut finished = false;
+        let (arn, secret_names) = match tracked {
+            Some((arn, names, stopped)) => {
+                finished = stopped;
+                (Some(arn), names)
+            }
+            None => (
+                self.inner
+                    .cloud
+                    .find_task(&started_by(pod_ref), &self.inner.settings.installation)
+                    .await
+                    .map_err(|e| e.to_status())?,
+                None,
+            ),
+        };
+        let Some(arn) = arn else {
+            // A create that failed after making the pod's secrets leaves them behind.
+            self.delete_secrets(&pod_ref.uid, secret_names)
+                .await
+                .map_err(|e| e.to_status())?;
+            return Ok(false);
+        };
+        // A finished pod's task has stopped already (and keeps its own stoppedReason).
+        if !finished {
+            self.inner
+                .cloud
+                .stop(&arn)
+                .await
+                .map_err(|e| e.to_status())?;
+            tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, task = %arn, "task stopped");
+        }
+        if let Some(t) = lock(&self.inner.state).pods.get_mut(&pod_ref.uid) {
+            t.deleting = true;
+        }
+        // A task that had stopped by itself keeps its own stoppedReason: the tag tells a
+        // restarted provider the pod is gone. Best effort: at worst a restarted provider reports
+        // the finished pod again until the shim deletes it again.
+        if let Err(e) = self.inner.cloud.mark_deleted(&arn).await {
+            tracing::warn!(error = %e, task = %arn, "cannot tag the task of a deleted pod");
+        }
+        // ECS read the secrets when the containers started; a stopped task needs them no more.
+        self.delete_secrets(&pod_ref.uid, secret_names)
+            .await
+            .map_err(|e| e.to_status())?;
+        if let Some(t) = lock(&self.inner.state).pods.get_mut(&pod_ref.uid) {
+            t.secret_names = Some(Vec::new());
+        }
+        Ok(true)
     }
 
-    async fn get_pod(
+    async fn logs(
         &self,
-        req: Request<GetPodRequest>,
-    ) -> Result<Response<GetPodResponse>, Status> {
-        rpc::get_pod(&self.inner.hub, &req)
-    }
-
-    async fn list_pods(
-        &self,
-        req: Request<ListPodsRequest>,
-    ) -> Result<Response<ListPodsResponse>, Status> {
-        Ok(rpc::list_pods(&self.inner.hub, &req))
-    }
-
-    async fn watch_pods(
-        &self,
-        req: Request<WatchPodsRequest>,
-    ) -> Result<Response<BoxStream<podprovider_proto::v1::WatchPodsEvent>>, Status> {
-        Ok(rpc::watch_pods(&self.inner.hub, &req))
-    }
-
-    async fn get_container_logs(
-        &self,
-        req: Request<GetContainerLogsRequest>,
-    ) -> Result<Response<BoxStream<LogChunk>>, Status> {
-        let req = req.into_inner();
-        let pod_ref = rpc::pod_ref(req.pod_ref.as_ref())?;
+        pod_ref: PodRef,
+        req: GetContainerLogsRequest,
+    ) -> Result<BoxStream<LogChunk>, Status> {
         let group = self.inner.settings.defs.log_group.clone().ok_or_else(|| {
             Status::unimplemented("container logs are off: the provider runs without --log-group")
         })?;
@@ -1007,50 +934,29 @@ impl podprovider_proto::PodProvider for FargateProvider {
                 .get(&uid)
                 .is_some_and(|t| t.last_status != "STOPPED" && !t.deleting)
         }));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
-    async fn exec(
-        &self,
-        _req: Request<Streaming<ExecRequest>>,
-    ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
-        let how = if self.inner.settings.enable_execute_command {
-            "tasks run with ECS Exec enabled: use `aws ecs execute-command`; bridging its SSM session is not implemented"
-        } else {
-            "ECS Exec is off (start the provider with --enable-execute-command to use `aws ecs execute-command`)"
-        };
-        Err(Status::unimplemented(format!(
-            "exec is not offered by the Fargate provider: {how}"
-        )))
+    fn unsupported(&self, rpc: Streamed) -> Option<String> {
+        Some(match rpc {
+            Streamed::Exec => {
+                let how = if self.inner.settings.enable_execute_command {
+                    "tasks run with ECS Exec enabled: use `aws ecs execute-command`; bridging its SSM session is not implemented"
+                } else {
+                    "ECS Exec is off (start the provider with --enable-execute-command to use `aws ecs execute-command`)"
+                };
+                format!("exec is not offered by the Fargate provider: {how}")
+            }
+            Streamed::Attach => "attach is not offered by Fargate: ECS has no way to attach to a container's main process".into(),
+            Streamed::PortForward => "port-forward is not offered by Fargate: ECS has no port-forwarding API".into(),
+        })
     }
 
-    async fn attach(
-        &self,
-        _req: Request<Streaming<AttachRequest>>,
-    ) -> Result<Response<BoxStream<StreamOutput>>, Status> {
-        Err(Status::unimplemented(
-            "attach is not offered by Fargate: ECS has no way to attach to a container's main process",
-        ))
-    }
-
-    async fn port_forward(
-        &self,
-        _req: Request<Streaming<PortForwardRequest>>,
-    ) -> Result<Response<BoxStream<PortForwardResponse>>, Status> {
-        Err(Status::unimplemented(
-            "port-forward is not offered by Fargate: ECS has no port-forwarding API",
-        ))
-    }
-
-    async fn get_stats(
-        &self,
-        req: Request<GetStatsRequest>,
-    ) -> Result<Response<GetStatsResponse>, Status> {
+    async fn stats(&self, req: GetStatsRequest) -> Result<Vec<PodStats>, Status> {
         // ECS has no usage API of its own; without Container Insights no figures is the answer.
         if !self.inner.settings.container_insights {
-            return Ok(Response::new(GetStatsResponse { pods: Vec::new() }));
+            return Ok(Vec::new());
         }
-        let pods = self.stats(req.get_ref()).await.map_err(|e| e.to_status())?;
-        Ok(Response::new(GetStatsResponse { pods }))
+        self.insights(&req).await.map_err(|e| e.to_status())
     }
 }

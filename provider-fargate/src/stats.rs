@@ -12,7 +12,7 @@
 //! cumulative CPU time, which Container Insights does not publish: each container's one-minute
 //! averages are added up (average × 60 s) as they arrive, a counter that starts when the provider
 //! first sees figures (a restart resets it, which Prometheus-style readers handle). Pure: the
-//! CloudWatch call is in `cloud.rs`.
+//! CloudWatch call is in `client.rs`.
 
 use std::collections::HashMap;
 

@@ -1071,7 +1071,7 @@ mod fuzz {
             || (answer(), shape()),
             |(answer, shape)| {
                 thread_local! {
-                    static RT: (tokio::runtime::Runtime, Arc<Mutex<Vec<u8>>>, crate::cloud::Cloud) = {
+                    static RT: (tokio::runtime::Runtime, Arc<Mutex<Vec<u8>>>, crate::client::Cloud) = {
                         let rt = tokio::runtime::Builder::new_multi_thread()
                             .worker_threads(1)
                             .enable_all()
@@ -1088,7 +1088,7 @@ mod fuzz {
                             ))
                             .retry_config(aws_config::retry::RetryConfig::disabled())
                             .build();
-                        let cloud = crate::cloud::Cloud {
+                        let cloud = crate::client::Cloud {
                             ecs: aws_sdk_ecs::Client::new(&sdk),
                             logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
                             secrets: aws_sdk_secretsmanager::Client::new(&sdk),

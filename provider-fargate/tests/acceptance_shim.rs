@@ -190,13 +190,7 @@ async fn acceptance_manifests_run_scale_and_delete_on_fargate() -> anyhow::Resul
         scenario(&rig).await
     }
     .await;
-    result.map_err(|err| {
-        let logs: Vec<String> = [&aci, &eci, &provider]
-            .iter()
-            .map(|p| format!("--- {} log (excerpt) ---\n{}", p.name(), p.log_excerpt(60)))
-            .collect();
-        err.context(logs.join("\n"))
-    })
+    vk_testkit::process::with_logs(result, &[&aci, &eci, &provider])
 }
 
 /// Waits until both shims' nodes are Ready; fails at once if a shim exits.

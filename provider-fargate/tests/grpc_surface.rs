@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::{os::unix::fs::PermissionsExt, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::ensure;
 use support::*;
@@ -13,18 +13,13 @@ use vk_testkit::{moto::Moto, provider_checks};
 /// A wrapper that runs the provider with moto's AWS settings in its environment (the shared
 /// checks start the binary with `--listen` only).
 fn wrapper(moto: &Moto, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
-    let mut script = String::from("#!/bin/sh\n");
-    for (k, v) in Moto::aws_env(&moto.endpoint) {
-        script.push_str(&format!("export {k}='{v}'\n"));
-    }
-    script.push_str(&format!(
-        "export FARGATE_CLUSTER={CLUSTER} FARGATE_SUBNETS={} FARGATE_SECURITY_GROUPS={}\nexec {BIN} \"$@\"\n",
-        moto.subnet, moto.security_group
-    ));
-    let path = dir.join("provider-fargate");
-    std::fs::write(&path, script)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-    Ok(path)
+    let mut env = Moto::aws_env(&moto.endpoint);
+    env.extend([
+        ("FARGATE_CLUSTER", CLUSTER.to_owned()),
+        ("FARGATE_SUBNETS", moto.subnet.clone()),
+        ("FARGATE_SECURITY_GROUPS", moto.security_group.clone()),
+    ]);
+    provider_checks::wrapper_script(dir, "provider-fargate", BIN, &env, &[])
 }
 
 #[tokio::test]

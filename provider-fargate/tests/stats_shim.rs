@@ -48,13 +48,7 @@ async fn stats_summary_and_metrics_resource_carry_container_insights_figures() -
         &[&ca, "--serving-cert=self-signed"],
     )?;
     let result = scenario(&cp, &moto).await;
-    result.map_err(|err| {
-        let logs: Vec<String> = [&shim, &provider]
-            .iter()
-            .map(|p| format!("--- {} log (excerpt) ---\n{}", p.name(), p.log_excerpt(60)))
-            .collect();
-        err.context(logs.join("\n"))
-    })
+    vk_testkit::process::with_logs(result, &[&shim, &provider])
 }
 
 async fn scenario(cp: &ControlPlane, moto: &Moto) -> anyhow::Result<()> {

@@ -5,7 +5,7 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::Context;
-use podprovider_proto::v1::{Container, Pod, PodRef, ResourceRequirements, Resources};
+use podprovider_proto::v1::Pod;
 use vk_testkit::{
     grpcurl::Target, moto::Moto, ports::free_port, process::ManagedProcess, provider_checks,
 };
@@ -122,29 +122,7 @@ pub async fn active_definitions(ecs: &aws_sdk_ecs::Client) -> anyhow::Result<Vec
 
 /// A small pod.
 pub fn pod(name: &str, uid: &str) -> Pod {
-    Pod {
-        pod_ref: Some(PodRef {
-            namespace: "default".into(),
-            name: name.into(),
-            uid: uid.into(),
-        }),
-        node_name: NODE.into(),
-        containers: vec![Container {
-            name: "web".into(),
-            image: "nginx:1.25".into(),
-            resources: Some(ResourceRequirements {
-                requests: Some(Resources {
-                    cpu_millis: Some(250),
-                    memory_bytes: Some(512 << 20),
-                    ..Default::default()
-                }),
-                limits: None,
-            }),
-            ..Default::default()
-        }],
-        termination_grace_period_seconds: Some(30),
-        ..Default::default()
-    }
+    provider_checks::small_pod(NODE, name, uid)
 }
 
 /// Generous deadline for moto-backed conditions.

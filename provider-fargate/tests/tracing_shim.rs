@@ -212,11 +212,5 @@ async fn pod_create_and_delete_are_one_trace_down_to_the_cloud_call() -> anyhow:
         anyhow::Ok(())
     }
     .await;
-    result.map_err(|err| {
-        let logs: Vec<String> = [&shim, &provider]
-            .iter()
-            .map(|p| format!("--- {} log (excerpt) ---\n{}", p.name(), p.log_excerpt(60)))
-            .collect();
-        err.context(logs.join("\n"))
-    })
+    vk_testkit::process::with_logs(result, &[&shim, &provider])
 }

@@ -125,3 +125,15 @@ impl ManagedProcess {
             .context("waiting for process")
     }
 }
+
+/// `result`, an error with an excerpt of each process's log added: what a failed test that ran
+/// them needs to be understood.
+pub fn with_logs<T>(result: anyhow::Result<T>, procs: &[&ManagedProcess]) -> anyhow::Result<T> {
+    result.map_err(|err| {
+        let logs: Vec<String> = procs
+            .iter()
+            .map(|p| format!("--- {} log (excerpt) ---\n{}", p.name(), p.log_excerpt(60)))
+            .collect();
+        err.context(logs.join("\n"))
+    })
+}

@@ -201,3 +201,55 @@ async fn check_bad_listen_flag(bin: &Path) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A small pod on `node` (one nginx container asking for 250m and 512 MiB, a 30 s grace
+/// period): the pod the providers' tests start from.
+pub fn small_pod(node: &str, name: &str, uid: &str) -> podprovider_proto::v1::Pod {
+    use podprovider_proto::v1::{Container, Pod, PodRef, ResourceRequirements, Resources};
+    Pod {
+        pod_ref: Some(PodRef {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: uid.into(),
+        }),
+        node_name: node.into(),
+        containers: vec![Container {
+            name: "web".into(),
+            image: "nginx:1.25".into(),
+            resources: Some(ResourceRequirements {
+                requests: Some(Resources {
+                    cpu_millis: Some(250),
+                    memory_bytes: Some(512 << 20),
+                    ..Default::default()
+                }),
+                limits: None,
+            }),
+            ..Default::default()
+        }],
+        termination_grace_period_seconds: Some(30),
+        ..Default::default()
+    }
+}
+
+/// An executable script `dir/name` that runs `bin` with `env` exported and `args` before the
+/// caller's own: a provider binary with its cloud's settings, for the shared checks that start a
+/// binary with `--listen` only.
+pub fn wrapper_script(
+    dir: &Path,
+    name: &str,
+    bin: &str,
+    env: &[(&str, String)],
+    args: &[String],
+) -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut script = String::from("#!/bin/sh\n");
+    for (k, v) in env {
+        script.push_str(&format!("export {k}='{v}'\n"));
+    }
+    let args: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    script.push_str(&format!("exec {bin} {} \"$@\"\n", args.join(" ")));
+    let path = dir.join(name);
+    std::fs::write(&path, script)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
+}

@@ -3,7 +3,7 @@
 
 use std::{path::Path, time::Duration};
 
-use podprovider_proto::v1::{Container, Pod, PodRef, ResourceRequirements, Resources};
+use podprovider_proto::v1::Pod;
 use vk_testkit::{
     eci_emulator::{self, EciEmulator},
     grpcurl::Target,
@@ -71,29 +71,7 @@ pub async fn start_provider(
 
 /// A small pod.
 pub fn pod(name: &str, uid: &str) -> Pod {
-    Pod {
-        pod_ref: Some(PodRef {
-            namespace: "default".into(),
-            name: name.into(),
-            uid: uid.into(),
-        }),
-        node_name: NODE.into(),
-        containers: vec![Container {
-            name: "web".into(),
-            image: "nginx:1.25".into(),
-            resources: Some(ResourceRequirements {
-                requests: Some(Resources {
-                    cpu_millis: Some(250),
-                    memory_bytes: Some(512 << 20),
-                    ..Default::default()
-                }),
-                limits: None,
-            }),
-            ..Default::default()
-        }],
-        termination_grace_period_seconds: Some(30),
-        ..Default::default()
-    }
+    provider_checks::small_pod(NODE, name, uid)
 }
 
 /// One call to the emulator's unsigned admin API (knobs and fault states the testkit client

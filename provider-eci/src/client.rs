@@ -16,11 +16,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::{
-    api,
     credentials::CredentialProvider,
     error::{EciError, Kind},
     params::flatten,
-    signing,
+    signing, wire,
 };
 
 /// The ECI API version.
@@ -241,9 +240,9 @@ impl Cloud {
         read_answer(action, v)
     }
 
-    /// Creates a group from `request` (built by `mapping.rs`); returns its id.
+    /// Creates a group from `request` (built by `plan.rs`); returns its id.
     pub async fn create(&self, request: Value) -> Result<String, EciError> {
-        let r: api::CreateResponse = self.call("CreateContainerGroup", request).await?;
+        let r: wire::CreateResponse = self.call("CreateContainerGroup", request).await?;
         if r.container_group_id.is_empty() {
             return Err(EciError::bad_answer(
                 "CreateContainerGroup",
@@ -268,7 +267,7 @@ impl Cloud {
     }
 
     /// Every group matching `filter`, all pages (NextToken).
-    pub async fn groups(&self, filter: &GroupFilter<'_>) -> Result<Vec<api::Group>, EciError> {
+    pub async fn groups(&self, filter: &GroupFilter<'_>) -> Result<Vec<wire::Group>, EciError> {
         let tags: Vec<Value> = filter
             .tags
             .iter()
@@ -291,7 +290,7 @@ impl Cloud {
             if !token.is_empty() {
                 req["NextToken"] = json!(token);
             }
-            let page: api::GroupsPage = self.call("DescribeContainerGroups", req).await?;
+            let page: wire::GroupsPage = self.call("DescribeContainerGroups", req).await?;
             let empty = page.container_groups.is_empty();
             out.extend(page.container_groups);
             if page.next_token.is_empty() || page.next_token == token || empty {
@@ -307,7 +306,7 @@ impl Cloud {
         &self,
         tags: &[(String, String)],
         since: Option<u64>,
-    ) -> Result<Vec<api::GroupStatus>, EciError> {
+    ) -> Result<Vec<wire::GroupStatus>, EciError> {
         let tags: Vec<Value> = tags
             .iter()
             .map(|(k, v)| json!({"Key": k, "Value": v}))
@@ -322,7 +321,7 @@ impl Cloud {
             if !token.is_empty() {
                 req["NextToken"] = json!(token);
             }
-            let page: api::StatusPage = self.call("DescribeContainerGroupStatus", req).await?;
+            let page: wire::StatusPage = self.call("DescribeContainerGroupStatus", req).await?;
             let empty = page.data.is_empty();
             out.extend(page.data);
             if page.next_token.is_empty() || page.next_token == token || empty {
@@ -334,8 +333,8 @@ impl Cloud {
 
     /// The latest usage figures of up to 20 groups (`DescribeMultiContainerGroupMetric`,
     /// `MetricType=summary`).
-    pub async fn metrics(&self, ids: &[String]) -> Result<Vec<api::MonitorData>, EciError> {
-        let r: api::MetricsResponse = self
+    pub async fn metrics(&self, ids: &[String]) -> Result<Vec<wire::MonitorData>, EciError> {
+        let r: wire::MetricsResponse = self
             .call(
                 "DescribeMultiContainerGroupMetric",
                 json!({
@@ -374,7 +373,7 @@ impl Cloud {
             // The log of the container's previous instance (after a restart).
             req["LastTime"] = json!(true);
         }
-        let r: api::LogResponse = self.call("DescribeContainerLog", req).await?;
+        let r: wire::LogResponse = self.call("DescribeContainerLog", req).await?;
         Ok(r.content)
     }
 
@@ -389,7 +388,7 @@ impl Cloud {
     ) -> Result<String, EciError> {
         let command = serde_json::to_string(command)
             .map_err(|e| EciError::bad_answer("ExecContainerCommand", e))?;
-        let r: api::ExecResponse = self
+        let r: wire::ExecResponse = self
             .call(
                 "ExecContainerCommand",
                 json!({

@@ -304,10 +304,7 @@ impl Plan {
     }
 }
 
-/// A pod that cannot run on Fargate; the message is shown to users and holds no secret.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct Invalid(pub String);
+pub use provider_common::Invalid;
 
 fn invalid(msg: impl Into<String>) -> Invalid {
     Invalid(msg.into())

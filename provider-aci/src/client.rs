@@ -18,7 +18,7 @@ use crate::{
     error::{AzureError, Kind, parse_retry_after},
     http::Http,
     http::Reply,
-    model::{
+    wire::{
         ContainerGroup, ExecRequest, ExecResponse, GroupList, Logs, MetricsResponse,
         OperationStatus, TerminalSize,
     },
@@ -548,7 +548,7 @@ mod fuzz {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::{model, status};
+    use crate::{status, wire};
 
     use provider_common::arbitrary::{self, Vocabulary, run};
 
@@ -810,7 +810,7 @@ mod fuzz {
             move || mutated(template, 6),
             |v| {
                 let body = serde_json::to_vec(&v).expect("encode");
-                if let Ok(m) = Arm::parse::<model::MetricsResponse>("op", &body)
+                if let Ok(m) = Arm::parse::<wire::MetricsResponse>("op", &body)
                     && let Some(s) = status::pod_stats(&pod_ref(), &m)
                 {
                     let sum: u128 = s

@@ -15,7 +15,7 @@ use provider_common::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::{cloud::MAX_QUERY_BYTES, params, sizes};
+use crate::{client::MAX_QUERY_BYTES, params, sizes};
 
 /// Tag marking every group this provider creates (the status poll filters on it).
 pub const TAG_MANAGED: (&str, &str) = ("vk-managed-by", "virtual-kubelet");
@@ -49,10 +49,7 @@ pub struct Placement {
     pub cluster_id: String,
 }
 
-/// The pod cannot run on ECI; the message says why.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct Invalid(pub String);
+pub use provider_common::Invalid;
 
 /// A create request and the settings that were dropped.
 #[derive(Debug)]

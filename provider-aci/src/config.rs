@@ -85,7 +85,7 @@ pub struct AciArgs {
 
     /// This cluster's identity, tagged on every container group (vk-cluster): the provider
     /// adopts and deletes only groups carrying it. Letters, digits, '-', '_', '.'; at most 63.
-    /// Default: aci-<resource group>, so providers of different clusters sharing one resource
+    /// Default: `aci-<resource group>`, so providers of different clusters sharing one resource
     /// group must each set their own.
     #[arg(long, env = "ACI_CLUSTER_ID")]
     pub cluster_id: Option<String>,

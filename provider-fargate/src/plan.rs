@@ -108,7 +108,7 @@ pub struct ContainerSpec {
     pub cpu_units: Option<u64>,
     /// Seconds between SIGTERM and SIGKILL.
     pub stop_timeout: Option<i64>,
-    /// `user` (uid[:gid]).
+    /// `user` (`uid[:gid]`).
     pub user: Option<String>,
     /// Read-only root file system.
     pub readonly_root_filesystem: Option<bool>,

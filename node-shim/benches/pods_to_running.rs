@@ -19,10 +19,11 @@
 #[path = "support/plots.rs"]
 mod plots;
 
+use parking_lot::Mutex;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -146,16 +147,11 @@ fn ms(d: Duration) -> f64 {
 type Times = Arc<Mutex<HashMap<String, Instant>>>;
 
 fn snapshot(t: &Times) -> HashMap<String, Instant> {
-    t.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone()
+    t.lock().clone()
 }
 
 fn record(t: &Times, name: String, at: Instant) {
-    t.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .entry(name)
-        .or_insert(at);
+    t.lock().entry(name).or_insert(at);
 }
 
 /// The plain-client ceiling: creates `n` pods bound to a node nobody serves and patches each
@@ -288,9 +284,7 @@ async fn restart(
                 });
                 async move {
                     if changed {
-                        *seen
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+                        *seen.lock() += 1;
                     }
                 }
             }),
@@ -334,9 +328,7 @@ async fn restart(
     // Late writes count too.
     tokio::time::sleep(Duration::from_secs(5)).await;
     watch.abort();
-    let status_writes = *writes
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let status_writes = *writes.lock();
     Ok(Restart {
         create_calls: control.calls(rpc::CREATE),
         status_writes,
@@ -388,9 +380,7 @@ async fn main() -> anyhow::Result<()> {
                 let (seen, seen_versions) = (seen.clone(), seen_versions.clone());
                 async move {
                     let Ok(p) = pod else { return };
-                    *seen_versions
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+                    *seen_versions.lock() += 1;
                     if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
                         && let Some(name) = p.metadata.name
                     {
@@ -408,14 +398,10 @@ async fn main() -> anyhow::Result<()> {
         let (samples, running_at) = (samples.clone(), running_at.clone());
         tokio::spawn(async move {
             loop {
-                let running = running_at
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .len();
+                let running = running_at.lock().len();
                 if let Some(rss) = proc_status_mb(pid, "VmRSS:") {
                     samples
                         .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .push((start.elapsed().as_secs_f64(), running, rss));
                 }
                 tokio::time::sleep(SAMPLE_EVERY).await;
@@ -470,11 +456,7 @@ async fn main() -> anyhow::Result<()> {
     let peak_rss = proc_status_mb(pid, "VmHWM:");
     let create_calls = control.calls(rpc::CREATE);
     #[allow(clippy::cast_precision_loss)]
-    let shim_writes_per_pod = (*versions
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) as f64
-        - n as f64)
-        / n as f64;
+    let shim_writes_per_pod = (*versions.lock() as f64 - n as f64) / n as f64;
 
     let running = snapshot(&running_at);
     let created = snapshot(&created_at);
@@ -567,10 +549,7 @@ async fn main() -> anyhow::Result<()> {
             .map(|t| t.saturating_duration_since(start).as_secs_f64())
             .collect();
         running_times.sort_by(f64::total_cmp);
-        let samples = samples
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let samples = samples.lock().clone();
         let tag = format!(
             "{n}-{}",
             if open_rate.is_some() {

@@ -2,9 +2,10 @@
 //! authorizer lets a node use), with a repeat of the same event folded into its `count` and
 //! `lastTimestamp`, as the kubelet's event correlator does.
 
+use parking_lot::Mutex;
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -201,10 +202,7 @@ impl Writer {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         let now = Timestamp::now();
         let repeat = {
-            let mut recent = self
-                .recent
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut recent = self.recent.lock();
             match recent.get_mut(&key) {
                 Some(seen) if seen.first.elapsed() < FOLD_WINDOW => {
                     seen.count = seen.count.saturating_add(1);
@@ -254,10 +252,7 @@ impl Writer {
             ..Default::default()
         };
         let created = api.create(&PostParams::default(), &event).await?;
-        let mut recent = self
-            .recent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut recent = self.recent.lock();
         if recent.len() >= MAX_REMEMBERED {
             recent.retain(|_, seen| seen.first.elapsed() < FOLD_WINDOW);
             if recent.len() >= MAX_REMEMBERED {

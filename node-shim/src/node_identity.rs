@@ -6,12 +6,13 @@
 //! kubelet's TLS bootstrap does; the certificate is kept in `--cert-dir` across restarts and
 //! renewed, as the node itself, at 80% of its life.
 
+use parking_lot::RwLock;
 use std::{
     future::Future,
     io::Write,
     path::{Path, PathBuf},
     pin::Pin,
-    sync::{Arc, RwLock},
+    sync::Arc,
     task::{Context, Poll},
     time::{Duration, SystemTime},
 };
@@ -202,9 +203,7 @@ async fn renew_loop(
         };
         match swapped {
             Ok((client, next)) => {
-                *current
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = client;
+                *current.write() = client;
                 renew = not_before_a_minute(next);
                 tracing::info!("node client certificate renewed");
             }
@@ -231,10 +230,7 @@ fn not_before_a_minute(renew: SystemTime) -> SystemTime {
 }
 
 fn read(current: &RwLock<kube::Client>) -> kube::Client {
-    current
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone()
+    current.read().clone()
 }
 
 /// Sends each request through the client built from the newest certificate; requests (and

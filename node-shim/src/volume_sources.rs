@@ -8,9 +8,10 @@
 //! (`pods::follow_spec`). One watch or poll serves every pod that mounts the object; it stops with
 //! the last of them.
 
+use parking_lot::Mutex;
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::Duration,
 };
 
@@ -57,10 +58,6 @@ pub struct VolumeSources {
     state: Arc<Mutex<State>>,
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl VolumeSources {
     /// Tracking that reconciles changed pods by sending them on `trigger`.
     pub fn new(
@@ -104,17 +101,17 @@ impl VolumeSources {
 
     /// Whether `uid` is tracked at all.
     pub fn is_tracked(&self, uid: &str) -> bool {
-        lock(&self.state).pods.contains_key(uid)
+        self.state.lock().pods.contains_key(uid)
     }
 
     /// Whether a source of `uid` changed since it was resolved.
     pub fn is_stale(&self, uid: &str) -> bool {
-        lock(&self.state).pods.get(uid).is_some_and(|t| t.stale)
+        self.state.lock().pods.get(uid).is_some_and(|t| t.stale)
     }
 
     /// Stops following `uid` (deleted or finished).
     pub fn untrack(&self, uid: &str) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         if let Some(t) = state.pods.remove(uid) {
             for source in t.sources.keys() {
                 release(&mut state, source, uid);
@@ -123,7 +120,7 @@ impl VolumeSources {
     }
 
     fn replace(&self, uid: &str, pod: ObjectRef<Pod>, sources: HashMap<SourceRef, Seen>) {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         let old = state.pods.remove(uid);
         for source in old.iter().flat_map(|t| t.sources.keys()) {
             if !sources.contains_key(source) {
@@ -168,7 +165,7 @@ impl VolumeSources {
     fn observe(&self, source: &SourceRef, version: Option<String>) {
         let mut stale = Vec::new();
         {
-            let mut state = lock(&self.state);
+            let mut state = self.state.lock();
             let State { pods, watches } = &mut *state;
             let Some(watch) = watches.get_mut(source) else {
                 return;

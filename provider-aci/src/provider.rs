@@ -1,8 +1,9 @@
 //! The `PodProvider` implementation: pods as ACI container groups.
 
+use parking_lot::Mutex;
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -137,14 +138,6 @@ struct Inner {
 
 type StatsCache = HashMap<String, (Instant, Option<PodStats>)>;
 
-fn lock_stats(m: &Mutex<StatsCache>) -> MutexGuard<'_, StatsCache> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn container_names(g: &ContainerGroup) -> Vec<String> {
     g.properties
         .containers
@@ -216,7 +209,7 @@ impl AciProvider {
         let mut due: Vec<(Option<Instant>, String)> = Vec::new();
         let mut listed_uids: HashSet<String> = HashSet::new();
         {
-            let mut st = lock(&self.inner.state);
+            let mut st = self.inner.state.lock();
             for g in listed {
                 let Some((pod_ref, node)) = self.ours(&g) else {
                     continue;
@@ -292,7 +285,7 @@ impl AciProvider {
         );
 
         let targets: Vec<(String, String)> = {
-            let st = lock(&self.inner.state);
+            let st = self.inner.state.lock();
             to_get
                 .into_iter()
                 .filter_map(|uid| st.pods.get(&uid).map(|t| (uid, t.group.clone())))
@@ -305,7 +298,7 @@ impl AciProvider {
                 .collect()
                 .await;
         {
-            let mut st = lock(&self.inner.state);
+            let mut st = self.inner.state.lock();
             for (uid, got) in fetched {
                 match got {
                     Ok(Some(g)) => {
@@ -328,7 +321,7 @@ impl AciProvider {
             }
         }
 
-        let mut st = lock(&self.inner.state);
+        let mut st = self.inner.state.lock();
         self.forward_events(&mut st);
         let mut out = Vec::new();
         for (uid, t) in &st.pods {
@@ -415,7 +408,7 @@ impl AciProvider {
                 }
             }
             let node = {
-                let mut st = lock(&self.inner.state);
+                let mut st = self.inner.state.lock();
                 st.pods.get_mut(&pod_ref.uid).map(|t| {
                     t.deleting = false;
                     t.node.clone()
@@ -439,7 +432,7 @@ impl AciProvider {
 
     /// The group of a known pod and whether `container` is in it.
     fn locate(&self, pod_ref: &PodRef, container: &str) -> Result<String, Status> {
-        let st = lock(&self.inner.state);
+        let st = self.inner.state.lock();
         let t = st
             .pods
             .get(&pod_ref.uid)
@@ -462,7 +455,10 @@ impl AciProvider {
         group: &str,
         window: Duration,
     ) -> Result<Option<PodStats>, AzureError> {
-        let cached = lock_stats(&self.inner.stats_cache)
+        let cached = self
+            .inner
+            .stats_cache
+            .lock()
             .get(&pod_ref.uid)
             .filter(|(at, _)| at.elapsed() < STATS_TTL)
             .map(|(_, s)| s.clone());
@@ -471,9 +467,9 @@ impl AciProvider {
         }
         let m = self.inner.arm.metrics(group, window).await?;
         let stats = status::pod_stats(pod_ref, &m);
-        let mut cache = lock_stats(&self.inner.stats_cache);
+        let mut cache = self.inner.stats_cache.lock();
         // Forget pods that are gone, then remember this one.
-        let live: HashSet<String> = lock(&self.inner.state).pods.keys().cloned().collect();
+        let live: HashSet<String> = self.inner.state.lock().pods.keys().cloned().collect();
         cache.retain(|uid, _| live.contains(uid));
         cache.insert(pod_ref.uid.clone(), (Instant::now(), stats.clone()));
         Ok(stats)
@@ -493,7 +489,10 @@ impl AciProvider {
             {
                 return Some(t.exit_code);
             }
-            if lock(&self.inner.state)
+            if self
+                .inner
+                .state
+                .lock()
                 .pods
                 .get(uid)
                 .is_none_or(|t| t.deleting)
@@ -506,7 +505,10 @@ impl AciProvider {
     }
 
     fn is_running(&self, uid: &str, container: &str) -> bool {
-        let deleting = lock(&self.inner.state)
+        let deleting = self
+            .inner
+            .state
+            .lock()
             .pods
             .get(uid)
             .is_none_or(|t| t.deleting);
@@ -584,7 +586,7 @@ impl provider_common::Cloud for AciProvider {
                 self.inner.settings.node_names.join(", ")
             )));
         }
-        let known = lock(&self.inner.state).pods.contains_key(&pod_ref.uid);
+        let known = self.inner.state.lock().pods.contains_key(&pod_ref.uid);
         Ok(known.then(|| status::accepted(pod_ref, &plan.group, "")))
     }
 
@@ -605,7 +607,7 @@ impl provider_common::Cloud for AciProvider {
         let id = created.id.clone().unwrap_or_default();
         let status = status::accepted(pod_ref, &plan.group, &id);
         tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %uid, group = %plan.name, "container group created");
-        lock(&self.inner.state).pods.insert(
+        self.inner.state.lock().pods.insert(
             uid.clone(),
             Tracked {
                 pod_ref: pod_ref.clone(),
@@ -629,7 +631,7 @@ impl provider_common::Cloud for AciProvider {
 
     async fn update(&self, pod_ref: &PodRef, plan: plan::Plan) -> Result<(), Status> {
         let unchanged = {
-            let mut st = lock(&self.inner.state);
+            let mut st = self.inner.state.lock();
             let t = st
                 .pods
                 .get_mut(&pod_ref.uid)
@@ -659,7 +661,10 @@ impl provider_common::Cloud for AciProvider {
     }
 
     async fn delete(&self, pod_ref: &PodRef, _grace: Option<i64>) -> Result<bool, Status> {
-        let tracked = lock(&self.inner.state)
+        let tracked = self
+            .inner
+            .state
+            .lock()
             .pods
             .get(&pod_ref.uid)
             .map(|t| t.group.clone());
@@ -693,7 +698,7 @@ impl provider_common::Cloud for AciProvider {
             .map_err(|e| e.to_status())?;
         tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %name, ?deletion, "container group deleted");
         {
-            let mut st = lock(&self.inner.state);
+            let mut st = self.inner.state.lock();
             if let Some(t) = st.pods.get_mut(&pod_ref.uid) {
                 t.deleting = true;
             }
@@ -852,7 +857,7 @@ impl provider_common::Cloud for AciProvider {
         let wanted: HashSet<String> = req.pods.iter().map(|r| r.uid.clone()).collect();
         // Running pods of the node (asked for, if a list was given), with their groups.
         let targets: Vec<(PodRef, String, Duration)> = {
-            let st = lock(&self.inner.state);
+            let st = self.inner.state.lock();
             st.pods
                 .values()
                 .filter(|t| t.node == req.node_name && !t.deleting)

@@ -8,10 +8,8 @@
 
 mod support;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use parking_lot::Mutex;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, ensure};
 use podprovider_proto::{
@@ -43,9 +41,7 @@ async fn watch(c: &Client) -> anyhow::Result<Seen> {
     tokio::spawn(async move {
         while let Some(Ok(e)) = stream.next().await {
             if let Some(WatchEvent::PodEvent(p)) = e.event {
-                sink.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(p);
+                sink.lock().push(p);
             }
         }
     });
@@ -55,7 +51,6 @@ async fn watch(c: &Client) -> anyhow::Result<Seen> {
 /// (reason, warning) of `uid`'s events that ACI reported (the provider's own are left out).
 fn aci_events(seen: &Seen, uid: &str) -> Vec<(String, bool)> {
     seen.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .iter()
         .filter(|e| e.pod_ref.as_ref().is_some_and(|r| r.uid == uid))
         .filter(|e| e.reason != "ProviderIgnoredSetting" && e.reason != "NoPodIP")
@@ -150,10 +145,7 @@ async fn scenario(emu: &AciEmulator, dir: &std::path::Path, addr: &str) -> anyho
     .await?;
 
     // A restarted provider repeats nothing.
-    let before = seen
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .len();
+    let before = seen.lock().len();
     let (mut again, _, addr2) = start_provider(emu, dir, &[]).await?;
     let c2: Client = PodProviderClient::connect(format!("http://{addr2}")).await?;
     let seen2 = watch(&c2).await?;
@@ -165,11 +157,6 @@ async fn scenario(emu: &AciEmulator, dir: &std::path::Path, addr: &str) -> anyho
         repeated.is_empty() && repeated_mnt.is_empty(),
         "a restarted provider forwarded again: {repeated:?} {repeated_mnt:?}"
     );
-    ensure!(
-        seen.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
-            >= before
-    );
+    ensure!(seen.lock().len() >= before);
     Ok(())
 }

@@ -7,11 +7,8 @@
 //! poller runs while anyone follows. Followers are capped per pod and per process
 //! ([`MAX_FOLLOWERS_PER_POD`], [`MAX_FOLLOWERS`]); one more is refused with RESOURCE_EXHAUSTED.
 
-use std::{
-    collections::HashMap,
-    future::Future,
-    sync::{Arc, Mutex, MutexGuard},
-};
+use parking_lot::Mutex;
+use std::{collections::HashMap, future::Future, sync::Arc};
 
 use podprovider_proto::v1::LogChunk;
 use tokio::sync::{broadcast, mpsc};
@@ -50,14 +47,11 @@ pub struct LogFollowers {
     pollers: Arc<Mutex<HashMap<Key, Poller>>>,
 }
 
-fn lock(m: &Mutex<HashMap<Key, Poller>>) -> MutexGuard<'_, HashMap<Key, Poller>> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl LogFollowers {
     /// Followers of `uid` now.
     pub fn following(&self, uid: &str) -> usize {
-        lock(&self.pollers)
+        self.pollers
+            .lock()
             .iter()
             .filter(|((u, _), _)| u == uid)
             .map(|(_, p)| p.followers)
@@ -179,7 +173,7 @@ impl LogFollowers {
         Fut: Future<Output = Result<String, tonic::Status>> + Send + 'static,
         R: FnMut() -> bool + Clone + Send + 'static,
     {
-        let mut pollers = lock(&self.pollers);
+        let mut pollers = self.pollers.lock();
         let total: usize = pollers.values().map(|p| p.followers).sum();
         let of_pod: usize = pollers
             .iter()
@@ -222,7 +216,7 @@ impl LogFollowers {
 
     /// Removes the poller of `key` if `tx` is still its sender and nobody follows; true if gone.
     fn retire(&self, key: &Key, tx: &broadcast::Sender<Polled>) -> bool {
-        let mut pollers = lock(&self.pollers);
+        let mut pollers = self.pollers.lock();
         match pollers.get(key) {
             Some(p) if p.tx.same_channel(tx) => {
                 if p.followers == 0 {
@@ -238,7 +232,7 @@ impl LogFollowers {
 
     /// Ends the poller of `key` for good (its container ended or a poll failed).
     fn close(&self, key: &Key, tx: &broadcast::Sender<Polled>) {
-        let mut pollers = lock(&self.pollers);
+        let mut pollers = self.pollers.lock();
         if pollers.get(key).is_some_and(|p| p.tx.same_channel(tx)) {
             pollers.remove(key);
         }
@@ -253,7 +247,7 @@ struct Leave {
 
 impl Drop for Leave {
     fn drop(&mut self) {
-        let mut pollers = lock(&self.followers.pollers);
+        let mut pollers = self.followers.pollers.lock();
         if let Some(p) = pollers.get_mut(&self.key) {
             p.followers = p.followers.saturating_sub(1);
         }
@@ -353,7 +347,7 @@ mod tests {
                     Fetch::Start { .. } => starts.fetch_add(1, Ordering::SeqCst),
                     Fetch::After { .. } => polls.fetch_add(1, Ordering::SeqCst),
                 };
-                let text = log.lock().map(|l| l.clone()).unwrap_or_default();
+                let text = log.lock().clone();
                 async move { Ok(text) }
             }
         };
@@ -380,9 +374,7 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(followers.following("pod"), 50);
-        if let Ok(mut l) = log.lock() {
-            l.push_str("2024-01-01T00:00:01Z second\n");
-        }
+        log.lock().push_str("2024-01-01T00:00:01Z second\n");
         let polls_before = polls.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let polled = polls.load(Ordering::SeqCst) - polls_before;

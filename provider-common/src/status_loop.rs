@@ -7,13 +7,8 @@
 //! contract requires. Pods that a create just accepted are [`upsert`](StatusHub::upsert)ed at once,
 //! so they are listed before the cloud's own list shows them.
 
-use std::{
-    collections::HashMap,
-    future::Future,
-    pin::Pin,
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
-};
+use parking_lot::Mutex;
+use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt, stream};
 use podprovider_proto::v1::{
@@ -86,11 +81,6 @@ impl Default for StatusHub {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves plain data behind; keep serving it.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl StatusHub {
     /// An empty hub.
     pub fn new() -> Arc<Self> {
@@ -110,7 +100,7 @@ impl StatusHub {
         let Some(uid) = status.pod_ref.as_ref().map(|r| r.uid.clone()) else {
             return;
         };
-        let mut known = lock(&self.pods);
+        let mut known = self.pods.lock();
         if known.pods.get(&uid).is_some_and(|e| e.status == status) {
             return;
         }
@@ -130,7 +120,7 @@ impl StatusHub {
 
     /// Forgets a pod and pushes `deleted`; does nothing for an unknown UID.
     pub fn remove(&self, uid: &str) {
-        let mut known = lock(&self.pods);
+        let mut known = self.pods.lock();
         if let Some(entry) = known.pods.remove(uid) {
             known.seq += 1;
             let seq = known.seq;
@@ -143,7 +133,7 @@ impl StatusHub {
     /// The change counter, for [`replace_all_since`](Self::replace_all_since): read it before a
     /// poll begins.
     pub fn generation(&self) -> u64 {
-        lock(&self.pods).seq
+        self.pods.lock().seq
     }
 
     /// Makes the hub hold exactly `pods` (node, status): pushes changed and new statuses and
@@ -165,7 +155,7 @@ impl StatusHub {
             }
         }
         let gone: Vec<String> = {
-            let mut known = lock(&self.pods);
+            let mut known = self.pods.lock();
             for (uid, seq) in &known.removed {
                 if *seq > since {
                     fresh.remove(uid);
@@ -204,17 +194,18 @@ impl StatusHub {
 
     /// The known status of a pod.
     pub fn get(&self, uid: &str) -> Option<PodStatus> {
-        lock(&self.pods).pods.get(uid).map(|e| e.status.clone())
+        self.pods.lock().pods.get(uid).map(|e| e.status.clone())
     }
 
     /// The node a known pod belongs to.
     pub fn node_of(&self, uid: &str) -> Option<String> {
-        lock(&self.pods).pods.get(uid).map(|e| e.node.clone())
+        self.pods.lock().pods.get(uid).map(|e| e.node.clone())
     }
 
     /// Every known pod of `node`.
     pub fn list(&self, node: &str) -> Vec<PodStatus> {
-        lock(&self.pods)
+        self.pods
+            .lock()
             .pods
             .values()
             .filter(|e| node.is_empty() || e.node == node)
@@ -224,7 +215,8 @@ impl StatusHub {
 
     /// Every known pod, of every node.
     pub fn all(&self) -> Vec<(String, PodStatus)> {
-        lock(&self.pods)
+        self.pods
+            .lock()
             .pods
             .values()
             .map(|e| (e.node.clone(), e.status.clone()))
@@ -233,19 +225,19 @@ impl StatusHub {
 
     /// Records the outcome of a poll.
     pub fn set_health(&self, health: PollHealth) {
-        *lock(&self.health) = health;
+        *self.health.lock() = health;
     }
 
     /// The outcome of the most recent poll.
     pub fn health(&self) -> PollHealth {
-        lock(&self.health).clone()
+        self.health.lock().clone()
     }
 
     /// A `WatchPods` stream for `node`: the snapshot, `synced`, then changes as they happen.
     pub fn watch(&self, node: &str) -> WatchStream {
         // Subscribe while holding the pods lock, so no change falls between snapshot and stream.
         let (snapshot, rx) = {
-            let pods = lock(&self.pods);
+            let pods = self.pods.lock();
             let rx = self.tx.subscribe();
             let snapshot: Vec<WatchPodsEvent> = pods
                 .pods

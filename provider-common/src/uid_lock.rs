@@ -7,10 +7,8 @@
 //! should undo (which would leave a cloud resource behind). The guard is released on drop, also
 //! when tonic drops a handler whose client went away.
 
-use std::{
-    collections::HashSet,
-    sync::{Mutex, MutexGuard},
-};
+use parking_lot::Mutex;
+use std::collections::HashSet;
 
 use tokio::sync::Notify;
 
@@ -29,17 +27,13 @@ pub struct UidGuard<'a> {
     uid: String,
 }
 
-fn lock(m: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl UidLocks {
     /// Waits until no other call holds `uid`, then holds it.
     pub async fn acquire(&self, uid: &str) -> UidGuard<'_> {
         loop {
             // Registered before the check, so a release between the check and the wait is seen.
             let released = self.released.notified();
-            if lock(&self.busy).insert(uid.to_owned()) {
+            if self.busy.lock().insert(uid.to_owned()) {
                 return UidGuard {
                     locks: self,
                     uid: uid.to_owned(),
@@ -51,13 +45,13 @@ impl UidLocks {
 
     /// Whether a call holds `uid` now.
     pub fn is_held(&self, uid: &str) -> bool {
-        lock(&self.busy).contains(uid)
+        self.busy.lock().contains(uid)
     }
 }
 
 impl Drop for UidGuard<'_> {
     fn drop(&mut self) {
-        lock(&self.locks.busy).remove(&self.uid);
+        self.locks.busy.lock().remove(&self.uid);
         self.locks.released.notify_waiters();
     }
 }
@@ -83,17 +77,17 @@ mod tests {
             let (locks, order) = (locks.clone(), order.clone());
             tokio::spawn(async move {
                 let _g = locks.acquire("u").await;
-                order.lock().map(|mut o| o.push("second")).ok();
+                order.lock().push("second");
             })
         };
         // Another UID is not held up.
         drop(locks.acquire("other").await);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(locks.is_held("u"));
-        order.lock().map(|mut o| o.push("first")).ok();
+        order.lock().push("first");
         drop(first);
         waiter.await.ok();
-        assert_eq!(*order.lock().expect("order"), vec!["first", "second"]);
+        assert_eq!(*order.lock(), vec!["first", "second"]);
         assert!(!locks.is_held("u"));
     }
 

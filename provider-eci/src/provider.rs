@@ -1,8 +1,9 @@
 //! The `PodProvider` implementation: pods as ECI container groups.
 
+use parking_lot::Mutex;
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -104,10 +105,6 @@ struct Inner {
     sync: Mutex<SyncState>,
     /// One DescribeContainerLog poll per followed container, however many follow it.
     log_followers: LogFollowers,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The tags of every group this provider owns: managed by a virtual kubelet and of this cluster
@@ -287,7 +284,7 @@ impl EciProvider {
     pub async fn poll(&self) -> Result<usize, EciError> {
         let started = Instant::now();
         let (full, since) = {
-            let s = lock(&self.inner.sync);
+            let s = self.inner.sync.lock();
             let full = s
                 .last_full
                 .is_none_or(|t| t.elapsed() >= self.inner.settings.full_sync);
@@ -323,7 +320,9 @@ impl EciProvider {
         let describe: Vec<String> = if full {
             Vec::new()
         } else {
-            lock(&self.inner.state)
+            self.inner
+                .state
+                .lock()
                 .pods
                 .values()
                 .filter(|t| {
@@ -351,7 +350,7 @@ impl EciProvider {
                     .await?,
             );
         }
-        let mut st = lock(&self.inner.state);
+        let mut st = self.inner.state.lock();
         if let Some(groups) = &groups {
             reconcile_membership(&mut st, groups, self.cluster());
             for (node, ev) in new_events(&mut st, groups) {
@@ -384,7 +383,7 @@ impl EciProvider {
         self.inner.hub.replace_all(out);
         self.inner.hub.set_health(PollHealth::Ok);
         drop(st);
-        let mut s = lock(&self.inner.sync);
+        let mut s = self.inner.sync.lock();
         s.last_poll = Some(started);
         if full {
             s.last_full = Some(started);
@@ -419,7 +418,7 @@ impl EciProvider {
     /// The group of a pod: tracked, else looked up by its deterministic name, UID tag and this
     /// cluster's tags (another cluster's group of the same name and UID is never ours to delete).
     async fn find_group(&self, pod_ref: &PodRef) -> Result<Option<String>, EciError> {
-        if let Some(t) = lock(&self.inner.state).pods.get(&pod_ref.uid) {
+        if let Some(t) = self.inner.state.lock().pods.get(&pod_ref.uid) {
             return Ok(Some(t.group_id.clone()));
         }
         let name = plan::group_name(pod_ref);
@@ -447,7 +446,9 @@ impl EciProvider {
     }
 
     fn tracked(&self, pod_ref: &PodRef) -> Result<Tracked, Status> {
-        lock(&self.inner.state)
+        self.inner
+            .state
+            .lock()
             .pods
             .get(&pod_ref.uid)
             .cloned()
@@ -519,7 +520,10 @@ impl provider_common::Cloud for EciProvider {
         _pod: &Pod,
         _plan: &plan::Plan,
     ) -> Result<Option<PodStatus>, Status> {
-        Ok(lock(&self.inner.state)
+        Ok(self
+            .inner
+            .state
+            .lock()
             .pods
             .get(&pod_ref.uid)
             .map(|t| status::accepted(&t.pod_ref, &t.shape, &t.group_id)))
@@ -542,7 +546,7 @@ impl provider_common::Cloud for EciProvider {
             Ok(id) => {
                 tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %uid, group = %id, name = %plan.name, "container group created");
                 let status = status::accepted(pod_ref, &shape, &id);
-                let mut st = lock(&self.inner.state);
+                let mut st = self.inner.state.lock();
                 st.deleted.remove(uid);
                 st.pods.insert(
                     uid.clone(),
@@ -579,7 +583,7 @@ impl provider_common::Cloud for EciProvider {
     /// A grace period of 0 ("kill now") is ECI's `Force=true`, any other is left to the
     /// group's own TerminationGracePeriodSeconds.
     async fn delete(&self, pod_ref: &PodRef, grace: Option<i64>) -> Result<bool, Status> {
-        let tracked = lock(&self.inner.state).pods.contains_key(&pod_ref.uid);
+        let tracked = self.inner.state.lock().pods.contains_key(&pod_ref.uid);
         let Some(id) = self.find_group(pod_ref).await.map_err(|e| e.to_status())? else {
             return Ok(false);
         };
@@ -592,7 +596,7 @@ impl provider_common::Cloud for EciProvider {
             .map_err(|e| e.to_status())?;
         tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, group = %id, "container group deleted");
         {
-            let mut st = lock(&self.inner.state);
+            let mut st = self.inner.state.lock();
             st.pods.remove(&pod_ref.uid);
             st.deleted.insert(pod_ref.uid.clone(), Instant::now());
         }
@@ -714,7 +718,7 @@ impl provider_common::Cloud for EciProvider {
     async fn stats(&self, req: GetStatsRequest) -> Result<Vec<PodStats>, Status> {
         // Running pods of the node (or the ones asked for): ECI has figures only for those.
         let wanted: Vec<(PodRef, String)> = {
-            let st = lock(&self.inner.state);
+            let st = self.inner.state.lock();
             st.pods
                 .values()
                 .filter(|t| req.node_name.is_empty() || t.node == req.node_name)

@@ -263,25 +263,18 @@ async fn scenario(cp: &ControlPlane, emu: &EciEmulator, pods: &Api<Pod>) -> anyh
         Ok((!names.is_empty()).then_some(()))
     })
     .await?;
-    let last_error = std::sync::Mutex::new(String::new());
+    let last_error = parking_lot::Mutex::new(String::new());
     let logs = slowly("kubectl logs mypod", || async {
         match cp.run_kubectl(&["logs", "mypod"]) {
             Ok(out) => Ok(out.contains("heartbeat").then_some(out)),
             Err(e) => {
-                *last_error
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = format!("{e:#}");
+                *last_error.lock() = format!("{e:#}");
                 Ok(None)
             }
         }
     })
     .await
-    .with_context(|| {
-        format!(
-            "last kubectl error: {}",
-            last_error.lock().map(|s| s.clone()).unwrap_or_default()
-        )
-    })?;
+    .with_context(|| format!("last kubectl error: {}", last_error.lock().clone()))?;
     ensure!(
         logs.contains("Emulated container nginx started from image nginx:latest"),
         "{logs}"

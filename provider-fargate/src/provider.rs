@@ -1,9 +1,10 @@
 //! The `PodProvider` implementation: pods as ECS tasks on Fargate.
 
+use parking_lot::Mutex;
 use std::{
     collections::{HashMap, HashSet},
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -121,10 +122,6 @@ struct StatsState {
     counters: HashMap<(String, String), stats::CpuCounter>,
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn started_by(r: &PodRef) -> String {
     // startedBy: up to 128 letters, digits, hyphens and underscores.
     naming::resource_name("vk", r, &NameRules::alnum_dash_underscore(128))
@@ -171,16 +168,18 @@ impl FargateProvider {
     pub async fn load_definitions(&self) -> Result<(), AwsError> {
         let prefix = plan::family_prefix(&self.inner.settings.installation);
         let defs = self.inner.cloud.our_definitions(&prefix).await?;
-        lock(&self.inner.state).definitions.extend(defs);
+        self.inner.state.lock().definitions.extend(defs);
         Ok(())
     }
 
     async fn shape_of(&self, def_arn: &str) -> Result<Shape, AwsError> {
-        if let Some(s) = lock(&self.inner.state).shapes.get(def_arn) {
+        if let Some(s) = self.inner.state.lock().shapes.get(def_arn) {
             return Ok(s.clone());
         }
         let shape = self.inner.cloud.shape(def_arn).await?;
-        lock(&self.inner.state)
+        self.inner
+            .state
+            .lock()
             .shapes
             .insert(def_arn.to_owned(), shape.clone());
         Ok(shape)
@@ -193,7 +192,10 @@ impl FargateProvider {
         let cloud = &self.inner.cloud;
         let rebuilding = !self.inner.rebuilt.load(Ordering::Acquire);
         let mut arns: Vec<String> = cloud.list_running().await?;
-        let known: Vec<String> = lock(&self.inner.state)
+        let known: Vec<String> = self
+            .inner
+            .state
+            .lock()
             .pods
             .values()
             .map(|t| t.task_arn.clone())
@@ -219,7 +221,7 @@ impl FargateProvider {
             else {
                 continue;
             };
-            let tracked = lock(&self.inner.state).pods.contains_key(&pod_ref.uid);
+            let tracked = self.inner.state.lock().pods.contains_key(&pod_ref.uid);
             let stopped =
                 task.last_status() == Some("STOPPED") || task.desired_status() == Some("STOPPED");
             // A stopped task is a finished pod unless the pod was deleted (by us, or tagged so
@@ -259,7 +261,7 @@ impl FargateProvider {
                 }
                 Err(e) => return Err(e),
             };
-            let mut st = lock(&self.inner.state);
+            let mut st = self.inner.state.lock();
             st.definitions.insert(def_arn.clone());
             st.pods.entry(pod_ref.uid.clone()).or_insert(Tracked {
                 pod_ref,
@@ -286,7 +288,7 @@ impl FargateProvider {
         // (node, pod, container) newly unhealthy, told after the state lock is released.
         let mut events = Vec::new();
         {
-            let mut st = lock(&self.inner.state);
+            let mut st = self.inner.state.lock();
             let mut gone = Vec::new();
             for (uid, t) in st.pods.iter_mut() {
                 match by_arn.get(t.task_arn.as_str()) {
@@ -367,7 +369,7 @@ impl FargateProvider {
             match cloud.deregister(&arn).await {
                 Ok(()) => {
                     tracing::info!(task_definition = %arn, "deregistered unused task definition");
-                    let mut st = lock(&self.inner.state);
+                    let mut st = self.inner.state.lock();
                     st.definitions.remove(&arn);
                     st.shapes.remove(&arn);
                 }
@@ -401,7 +403,10 @@ impl FargateProvider {
         // own in-flight count; the shared family is counted by the caller.
         let own_family = (spec.family() != plan.spec.family()).then(|| spec.family());
         if let Some(f) = &own_family {
-            *lock(&self.inner.state)
+            *self
+                .inner
+                .state
+                .lock()
                 .in_flight
                 .entry(f.clone())
                 .or_default() += 1;
@@ -410,7 +415,7 @@ impl FargateProvider {
             .run_task(pod_ref, node, pod, plan, &spec, tags, secret_names)
             .await;
         if let Some(f) = &own_family
-            && let Some(n) = lock(&self.inner.state).in_flight.get_mut(f)
+            && let Some(n) = self.inner.state.lock().in_flight.get_mut(f)
         {
             *n = n.saturating_sub(1);
         }
@@ -464,7 +469,7 @@ impl FargateProvider {
             ),
         ];
         let def_arn = cloud.ensure_definition(spec, &def_tags).await?;
-        lock(&self.inner.state).definitions.insert(def_arn.clone());
+        self.inner.state.lock().definitions.insert(def_arn.clone());
         tags.push((
             TAG_GRACE.into(),
             pod.termination_grace_period_seconds
@@ -528,7 +533,7 @@ impl FargateProvider {
         let status = status::accepted(pod_ref, &shape, &task_arn);
         tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, task = %task_arn, "task started");
         {
-            let mut st = lock(&self.inner.state);
+            let mut st = self.inner.state.lock();
             st.shapes.insert(def_arn.clone(), shape.clone());
             st.pods.insert(
                 pod_ref.uid.clone(),
@@ -594,7 +599,7 @@ impl FargateProvider {
         let mut deleted = 0;
         for (uid, names) in by_pod {
             let live = {
-                let mut st = lock(&self.inner.state);
+                let mut st = self.inner.state.lock();
                 match st.pods.get_mut(&uid) {
                     Some(t) if !t.deleting && t.last_status != "STOPPED" => {
                         t.secret_names = Some(names.clone());
@@ -641,7 +646,10 @@ impl FargateProvider {
     async fn insights(&self, req: &GetStatsRequest) -> Result<Vec<PodStats>, AwsError> {
         let wanted: Option<HashSet<&str>> =
             (!req.pods.is_empty()).then(|| req.pods.iter().map(|r| r.uid.as_str()).collect());
-        let running: Vec<(String, stats::TaskRef)> = lock(&self.inner.state)
+        let running: Vec<(String, stats::TaskRef)> = self
+            .inner
+            .state
+            .lock()
             .pods
             .iter()
             .filter(|(uid, t)| {
@@ -662,7 +670,7 @@ impl FargateProvider {
         let mut out = Vec::new();
         let mut ask = Vec::new();
         {
-            let mut st = lock_stats(&self.inner.stats);
+            let mut st = self.inner.stats.lock();
             // Forget pods that no longer run (all of them only when every pod was asked about).
             if wanted.is_none() {
                 let live: HashSet<&str> = running.iter().map(|(u, _)| u.as_str()).collect();
@@ -696,7 +704,7 @@ impl FargateProvider {
             .cloud
             .metric_data(&queries, rpc::now().seconds)
             .await?;
-        let mut st = lock_stats(&self.inner.stats);
+        let mut st = self.inner.stats.lock();
         let figures = stats::assemble(&tasks, &queries, &values, &mut st.counters);
         for ((uid, _), f) in ask.into_iter().zip(figures) {
             out.extend(f.clone());
@@ -704,10 +712,6 @@ impl FargateProvider {
         }
         Ok(out)
     }
-}
-
-fn lock_stats(m: &Mutex<StatsState>) -> MutexGuard<'_, StatsState> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[tonic::async_trait]
@@ -755,7 +759,7 @@ impl provider_common::Cloud for FargateProvider {
         _pod: &Pod,
         _plan: &plan::Plan,
     ) -> Result<Option<PodStatus>, Status> {
-        let known = lock(&self.inner.state).pods.contains_key(&pod_ref.uid);
+        let known = self.inner.state.lock().pods.contains_key(&pod_ref.uid);
         Ok(known.then(|| PodStatus {
             pod_ref: Some(pod_ref.clone()),
             phase: PodPhase::Pending as i32,
@@ -772,13 +776,16 @@ impl provider_common::Cloud for FargateProvider {
         // Starts the pod's task: its family counted as in flight meanwhile, so a poll's GC leaves
         // the definition alone.
         let plan = &plan;
-        *lock(&self.inner.state)
+        *self
+            .inner
+            .state
+            .lock()
             .in_flight
             .entry(plan.spec.family())
             .or_default() += 1;
         let result = self.create_task(pod_ref, &pod.node_name, pod, plan).await;
         {
-            let mut st = lock(&self.inner.state);
+            let mut st = self.inner.state.lock();
             if let Some(n) = st.in_flight.get_mut(&plan.spec.family()) {
                 *n = n.saturating_sub(1);
             }
@@ -787,7 +794,10 @@ impl provider_common::Cloud for FargateProvider {
     }
 
     async fn update(&self, pod_ref: &PodRef, plan: plan::Plan) -> Result<(), Status> {
-        let (hash, digest) = lock(&self.inner.state)
+        let (hash, digest) = self
+            .inner
+            .state
+            .lock()
             .pods
             .get(&pod_ref.uid)
             .map(|t| (t.content_hash.clone(), t.secrets_digest.clone()))
@@ -806,7 +816,7 @@ impl provider_common::Cloud for FargateProvider {
                         .stored_digest(&pod_ref.uid, &plan.secrets)
                         .await
                         .map_err(|e| e.to_status())?;
-                    if let Some(t) = lock(&self.inner.state).pods.get_mut(&pod_ref.uid) {
+                    if let Some(t) = self.inner.state.lock().pods.get_mut(&pod_ref.uid) {
                         t.secrets_digest = Some(d.clone());
                     }
                     d
@@ -822,7 +832,7 @@ impl provider_common::Cloud for FargateProvider {
     }
 
     async fn delete(&self, pod_ref: &PodRef, _grace: Option<i64>) -> Result<bool, Status> {
-        let tracked = lock(&self.inner.state).pods.get(&pod_ref.uid).map(|t| {
+        let tracked = self.inner.state.lock().pods.get(&pod_ref.uid).map(|t| {
             (
                 t.task_arn.clone(),
                 t.secret_names.clone(),
@@ -860,7 +870,7 @@ impl provider_common::Cloud for FargateProvider {
                 .map_err(|e| e.to_status())?;
             tracing::info!(pod = %format!("{}/{}", pod_ref.namespace, pod_ref.name), uid = %pod_ref.uid, task = %arn, "task stopped");
         }
-        if let Some(t) = lock(&self.inner.state).pods.get_mut(&pod_ref.uid) {
+        if let Some(t) = self.inner.state.lock().pods.get_mut(&pod_ref.uid) {
             t.deleting = true;
         }
         // A task that had stopped by itself keeps its own stoppedReason: the tag tells a
@@ -873,7 +883,7 @@ impl provider_common::Cloud for FargateProvider {
         self.delete_secrets(&pod_ref.uid, secret_names)
             .await
             .map_err(|e| e.to_status())?;
-        if let Some(t) = lock(&self.inner.state).pods.get_mut(&pod_ref.uid) {
+        if let Some(t) = self.inner.state.lock().pods.get_mut(&pod_ref.uid) {
             t.secret_names = Some(Vec::new());
         }
         Ok(true)
@@ -888,7 +898,7 @@ impl provider_common::Cloud for FargateProvider {
             Status::unimplemented("container logs are off: the provider runs without --log-group")
         })?;
         let (task_arn, known) = {
-            let st = lock(&self.inner.state);
+            let st = self.inner.state.lock();
             let t = st.pods.get(&pod_ref.uid).ok_or_else(|| {
                 Status::not_found(format!(
                     "pod {}/{} is not known",
@@ -929,7 +939,9 @@ impl provider_common::Cloud for FargateProvider {
         let uid = pod_ref.uid.clone();
         let now_ms = rpc::now().seconds * 1000;
         tokio::spawn(logs::stream_logs(src, req, now_ms, tx, move || {
-            lock(&me.inner.state)
+            me.inner
+                .state
+                .lock()
                 .pods
                 .get(&uid)
                 .is_some_and(|t| t.last_status != "STOPPED" && !t.deleting)

@@ -9,10 +9,11 @@
 
 mod support;
 
+use parking_lot::Mutex;
 use std::{
     collections::{HashMap, VecDeque},
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -55,10 +56,6 @@ impl Drop for StallProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Reads one HTTP message head and the body its Content-Length declares.
@@ -109,7 +106,7 @@ async fn handle(
         .unwrap_or_default()
         .to_owned();
     let stall = {
-        let mut s = lock(&state);
+        let mut s = state.lock();
         // The target is lower-cased above; stalls are keyed the same way.
         let stall = s.stalls.get_mut(&op).and_then(VecDeque::pop_front);
         s.seen
@@ -160,7 +157,8 @@ impl StallProxy {
 
     /// Stalls the next call of `op` (e.g. "RunTask").
     fn stall_next(&self, op: &str, how: Stall) {
-        lock(&self.state)
+        self.state
+            .lock()
             .stalls
             .entry(op.to_ascii_lowercase())
             .or_default()
@@ -169,7 +167,8 @@ impl StallProxy {
 
     /// When each call of `op` arrived, and whether it was stalled.
     fn seen(&self, op: &str) -> Vec<(Instant, bool)> {
-        lock(&self.state)
+        self.state
+            .lock()
             .seen
             .get(&op.to_ascii_lowercase())
             .cloned()

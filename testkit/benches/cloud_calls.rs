@@ -18,10 +18,11 @@
 //! optimisation): `cargo build -p provider-eci -p provider-aci -p provider-fargate
 //! -p eci-emulator -p aci-emulator` first. moto comes from the project venv (scripts/setup.sh).
 
+use parking_lot::Mutex;
 use std::{
     collections::{BTreeMap, HashSet},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -224,11 +225,7 @@ fn watch(mut stream: tonic::Streaming<pb::WatchPodsEvent>) -> Arc<Mutex<Seen>> {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let shared = seen.clone();
     tokio::spawn(async move {
-        let lock = || {
-            shared
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        };
+        let lock = || shared.lock();
         loop {
             match stream.message().await {
                 Ok(Some(ev)) => match ev.event {
@@ -279,9 +276,7 @@ async fn wait_for(
     let deadline = Instant::now() + timeout;
     loop {
         {
-            let s = seen
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let s = seen.lock();
             if done(&s) {
                 return Ok(());
             }

@@ -16,10 +16,11 @@
 //! answers of one operation ([`FaultProxy::respond_next`]), e.g. a RunTask with `failures` or a
 //! `ConflictException`.
 
+use parking_lot::Mutex;
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
@@ -130,10 +131,6 @@ impl Drop for FaultProxy {
     }
 }
 
-fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl FaultProxy {
     /// Proxies to `upstream`, failing `rate` (0..1) of the requests whose target starts with
     /// `prefix`; `seed` makes the fault pattern repeatable.
@@ -208,12 +205,12 @@ impl FaultProxy {
 
     /// Changes the fault rate.
     pub fn set_rate(&self, rate: f64) {
-        lock(&self.state).rate = rate;
+        self.state.lock().rate = rate;
     }
 
     /// Requests of operation `op` (e.g. "RunTask") forwarded to the upstream.
     pub fn forwarded(&self, op: &str) -> usize {
-        lock(&self.state).forwarded.get(op).copied().unwrap_or(0)
+        self.state.lock().forwarded.get(op).copied().unwrap_or(0)
     }
 
     /// Requests forwarded to the upstream, by route: the operation with what [`forwarded`]
@@ -223,7 +220,8 @@ impl FaultProxy {
     ///
     /// [`forwarded`]: Self::forwarded
     pub fn forwarded_routes(&self) -> BTreeMap<String, usize> {
-        lock(&self.state)
+        self.state
+            .lock()
             .routes
             .iter()
             .map(|(k, v)| (k.clone(), *v))
@@ -232,14 +230,15 @@ impl FaultProxy {
 
     /// Faults injected for `op`.
     pub fn injected(&self, op: &str) -> usize {
-        lock(&self.state).injected.get(op).copied().unwrap_or(0)
+        self.state.lock().injected.get(op).copied().unwrap_or(0)
     }
 
     /// Answers the next request of operation `op` (e.g. "RunTask") with `status` and the awsJson
     /// `body` instead of forwarding it (counted as injected); calls queue up in order. An error
     /// body's `__type` becomes the `x-amzn-ErrorType` header.
     pub fn respond_next(&self, op: &str, status: u16, body: &str) {
-        lock(&self.state)
+        self.state
+            .lock()
             .scripted
             .entry(op.to_owned())
             .or_default()
@@ -248,17 +247,17 @@ impl FaultProxy {
 
     /// Faults injected of `kind`, every operation together.
     pub fn injected_kind(&self, kind: FaultKind) -> usize {
-        lock(&self.state).by_kind.get(&kind).copied().unwrap_or(0)
+        self.state.lock().by_kind.get(&kind).copied().unwrap_or(0)
     }
 
     /// Requests forwarded to the upstream, every operation together (lost answers included).
     pub fn forwarded_total(&self) -> usize {
-        lock(&self.state).forwarded.values().sum()
+        self.state.lock().forwarded.values().sum()
     }
 
     /// Forgets the counts.
     pub fn reset_counts(&self) {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock();
         s.forwarded.clear();
         s.routes.clear();
         s.injected.clear();
@@ -521,7 +520,7 @@ async fn handle(
     state: Arc<Mutex<State>>,
 ) -> Result<Response<Full<Bytes>>, AnswerLost> {
     let (op, route, plan) = {
-        let mut s = lock(&state);
+        let mut s = state.lock();
         let flavor = s.config.as_ref().map_or(Flavor::Aws, |c| c.flavor);
         let (op, plan) = plan(&mut s, &req);
         (op, route(&req, flavor), plan)
@@ -533,7 +532,7 @@ async fn handle(
     match forward(req, upstream).await {
         Ok(resp) => {
             {
-                let mut s = lock(&state);
+                let mut s = state.lock();
                 *s.forwarded.entry(op).or_default() += 1;
                 *s.routes.entry(route).or_default() += 1;
             }

@@ -4,11 +4,12 @@
 //! connections of the many processes a test starts can never be holding one, and each port is
 //! handed out at most once per test process, so parallel tests in one binary never share one.
 
+use parking_lot::Mutex;
 use std::{
     collections::HashSet,
     hash::{BuildHasher, RandomState},
     net::{Ipv4Addr, TcpListener},
-    sync::{Mutex, OnceLock},
+    sync::OnceLock,
 };
 
 use anyhow::bail;
@@ -28,9 +29,7 @@ pub fn free_port() -> anyhow::Result<u16> {
     let span = u64::from(LAST - FIRST);
     // A random starting point, so test processes run one after another don't retry the same ports.
     let start = RandomState::new().hash_one(std::process::id()) % span;
-    let mut used = handed_out()
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut used = handed_out().lock();
     for i in 0..span {
         let port = FIRST + u16::try_from((start + i) % span)?;
         if used.contains(&port) {

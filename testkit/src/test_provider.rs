@@ -24,11 +24,12 @@ mod exec;
 mod logs;
 mod stats;
 
+use parking_lot::Mutex;
 use std::{
     collections::HashMap,
     pin::Pin,
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc,
         atomic::{AtomicU32, AtomicUsize, Ordering},
     },
     time::{Duration, SystemTime},
@@ -239,11 +240,6 @@ impl Default for Control {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A test thread that panicked while holding the lock must not hide the original failure.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl Control {
     /// A provider with no pods, ready, starting pods at once.
     pub fn new() -> Self {
@@ -327,17 +323,17 @@ impl Control {
 
     /// Pods take this long from create to Running.
     pub fn set_start_delay(&self, delay: Duration) {
-        lock(&self.state.settings).start_delay = delay;
+        self.state.settings.lock().start_delay = delay;
     }
 
     /// Containers take this long to stop after a graceful delete (capped at the grace period).
     pub fn set_stop_delay(&self, delay: Duration) {
-        lock(&self.state.settings).stop_delay = delay;
+        self.state.settings.lock().stop_delay = delay;
     }
 
     /// Every create fails with INVALID_ARGUMENT and this message (None: creates succeed).
     pub fn fail_creates(&self, message: Option<&str>) {
-        lock(&self.state.settings).create_failure = message.map(str::to_owned);
+        self.state.settings.lock().create_failure = message.map(str::to_owned);
     }
 
     /// The next `n` calls of any pod lifecycle RPC (create, update, delete, get, list, watch) fail
@@ -349,12 +345,12 @@ impl Control {
 
     /// Ping answers not ready with this reason and message (None: ready).
     pub fn set_not_ready(&self, reason: Option<(&str, &str)>) {
-        lock(&self.state.settings).ready = reason.map(|(r, m)| (r.to_owned(), m.to_owned()));
+        self.state.settings.lock().ready = reason.map(|(r, m)| (r.to_owned(), m.to_owned()));
     }
 
     /// Replaces the node capacity and bumps the node-info revision.
     pub fn set_capacity(&self, capacity: &[(&str, &str)]) {
-        let mut info = lock(&self.state.node_info);
+        let mut info = self.state.node_info.lock();
         info.capacity = capacity
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -366,7 +362,7 @@ impl Control {
     /// The node labels and taints (key, value, effect) the provider suggests, as a provider
     /// might get them wrong.
     pub fn set_node_suggestions(&self, labels: &[(&str, &str)], taints: &[(&str, &str, &str)]) {
-        let mut info = lock(&self.state.node_info);
+        let mut info = self.state.node_info.lock();
         info.labels = labels
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -385,7 +381,7 @@ impl Control {
 
     /// Forgets a pod as a cloud might lose it, and reports it deleted on the watch stream.
     pub fn lose_pod(&self, uid: &str) -> bool {
-        let removed = lock(&self.state.pods).remove(uid);
+        let removed = self.state.pods.lock().remove(uid);
         if let Some(mut stored) = removed {
             stored.stop_containers(137, "killed: pod lost");
             let _ = self.state.events.send(deleted_event(&stored.status));
@@ -397,7 +393,7 @@ impl Control {
     /// Terminates every container of a pod with `exit_code` (restartPolicy Never semantics): log
     /// followers end, attached clients receive `exit` with this code, exec'd processes are killed.
     pub fn finish_pod(&self, uid: &str, exit_code: i32) -> bool {
-        let mut pods = lock(&self.state.pods);
+        let mut pods = self.state.pods.lock();
         let Some(stored) = pods.get_mut(uid) else {
             return false;
         };
@@ -419,7 +415,7 @@ impl Control {
     /// Reports `phase` for a pod as if the cloud said so (e.g. a bogus Pending for a running pod, to
     /// check that the shim never moves status backwards).
     pub fn report_phase(&self, uid: &str, phase: PodPhase) -> bool {
-        let mut pods = lock(&self.state.pods);
+        let mut pods = self.state.pods.lock();
         let Some(stored) = pods.get_mut(uid) else {
             return false;
         };
@@ -439,7 +435,7 @@ impl Control {
     /// clients receive the lines. False if the pod or container is unknown or the container never
     /// started.
     pub fn append_log(&self, uid: &str, container: &str, text: &str) -> bool {
-        let pods = lock(&self.state.pods);
+        let pods = self.state.pods.lock();
         let current = pods
             .get(uid)
             .and_then(|s| s.containers.get(container))
@@ -456,7 +452,7 @@ impl Control {
     /// The lines (without timestamps) of the container's current (or last) instance's log; `None`
     /// if the pod or container is unknown or the container never started.
     pub fn log_lines(&self, uid: &str, container: &str) -> Option<Vec<String>> {
-        let pods = lock(&self.state.pods);
+        let pods = self.state.pods.lock();
         let current = pods.get(uid)?.containers.get(container)?.current.as_ref()?;
         let lines = current
             .borrow()
@@ -473,7 +469,7 @@ impl Control {
     /// processes are killed; the status shows `restart_count` + 1 and the terminated `last_state`.
     /// False if the pod or container is unknown or not running.
     pub fn restart_container(&self, uid: &str, container: &str, exit_code: i32) -> bool {
-        let mut pods = lock(&self.state.pods);
+        let mut pods = self.state.pods.lock();
         let Some(stored) = pods.get_mut(uid) else {
             return false;
         };
@@ -526,7 +522,7 @@ impl Control {
         nano_cores: u64,
         working_set_bytes: u64,
     ) -> bool {
-        let mut pods = lock(&self.state.pods);
+        let mut pods = self.state.pods.lock();
         match pods
             .get_mut(uid)
             .and_then(|s| s.containers.get_mut(container))
@@ -541,22 +537,24 @@ impl Control {
 
     /// The grace period of the last DeletePod for `uid` (`None` if never deleted or not given).
     pub fn last_delete_grace(&self, uid: &str) -> Option<i64> {
-        lock(&self.state.delete_graces).get(uid).copied().flatten()
+        self.state.delete_graces.lock().get(uid).copied().flatten()
     }
 
     /// How many times `rpc` (see [`rpc`]) was called.
     pub fn calls(&self, rpc: &str) -> usize {
-        lock(&self.state.calls).get(rpc).copied().unwrap_or(0)
+        self.state.calls.lock().get(rpc).copied().unwrap_or(0)
     }
 
     /// Resets every call counter to zero.
     pub fn reset_calls(&self) {
-        lock(&self.state.calls).clear();
+        self.state.calls.lock().clear();
     }
 
     /// The pods the provider runs, as received (resolved by the shim).
     pub fn pods(&self) -> Vec<Pod> {
-        lock(&self.state.pods)
+        self.state
+            .pods
+            .lock()
             .values()
             .map(|s| s.pod.clone())
             .collect()
@@ -564,7 +562,7 @@ impl Control {
 
     /// One pod's current status.
     pub fn status(&self, uid: &str) -> Option<PodStatus> {
-        lock(&self.state.pods).get(uid).map(|s| s.status.clone())
+        self.state.pods.lock().get(uid).map(|s| s.status.clone())
     }
 }
 
@@ -649,7 +647,7 @@ fn terminate(status: &mut PodStatus, exit_code: i32, reason: &str) {
 
 impl TestProvider {
     fn count(&self, rpc: &'static str) {
-        *lock(&self.state.calls).entry(rpc).or_default() += 1;
+        *self.state.calls.lock().entry(rpc).or_default() += 1;
     }
 
     fn transient_failure(&self) -> Result<(), Status> {
@@ -668,7 +666,7 @@ impl TestProvider {
     fn start_later(&self, uid: String, delay: Duration) {
         let state = self.state.clone();
         let run = move || {
-            let mut pods = lock(&state.pods);
+            let mut pods = state.pods.lock();
             let Some(stored) = pods.get_mut(&uid) else {
                 return;
             };
@@ -720,7 +718,7 @@ impl podprovider_proto::PodProvider for TestProvider {
         _request: Request<GetNodeInfoRequest>,
     ) -> Result<Response<NodeInfo>, Status> {
         self.count(rpc::NODE_INFO);
-        Ok(Response::new(lock(&self.state.node_info).clone()))
+        Ok(Response::new(self.state.node_info.lock().clone()))
     }
 
     async fn ping(
@@ -728,8 +726,8 @@ impl podprovider_proto::PodProvider for TestProvider {
         _request: Request<pb::PingRequest>,
     ) -> Result<Response<pb::PingResponse>, Status> {
         self.count(rpc::PING);
-        let revision = lock(&self.state.node_info).revision.clone();
-        let ready = lock(&self.state.settings).ready.clone();
+        let revision = self.state.node_info.lock().revision.clone();
+        let ready = self.state.settings.lock().ready.clone();
         Ok(Response::new(match ready {
             None => pb::PingResponse {
                 ready: true,
@@ -757,14 +755,14 @@ impl podprovider_proto::PodProvider for TestProvider {
             .ok_or_else(|| Status::invalid_argument("pod is required"))?;
         let pod_ref = require_ref(pod.pod_ref.as_ref())?.clone();
         let (delay, failure) = {
-            let s = lock(&self.state.settings);
+            let s = self.state.settings.lock();
             (s.start_delay, s.create_failure.clone())
         };
         if let Some(message) = failure {
             return Err(Status::invalid_argument(message));
         }
         let status = {
-            let mut pods = lock(&self.state.pods);
+            let mut pods = self.state.pods.lock();
             if let Some(existing) = pods.get(&pod_ref.uid) {
                 return Ok(Response::new(CreatePodResponse {
                     status: Some(existing.status.clone()),
@@ -814,7 +812,7 @@ impl podprovider_proto::PodProvider for TestProvider {
             .pod
             .ok_or_else(|| Status::invalid_argument("pod is required"))?;
         let uid = require_ref(pod.pod_ref.as_ref())?.uid.clone();
-        let mut pods = lock(&self.state.pods);
+        let mut pods = self.state.pods.lock();
         let stored = pods
             .get_mut(&uid)
             .ok_or_else(|| Status::not_found(format!("pod {uid} is not known")))?;
@@ -839,10 +837,13 @@ impl podprovider_proto::PodProvider for TestProvider {
         self.transient_failure()?;
         let req = request.into_inner();
         let uid = require_ref(req.pod_ref.as_ref())?.uid.clone();
-        lock(&self.state.delete_graces).insert(uid.clone(), req.grace_period_seconds);
-        let stop_delay = lock(&self.state.settings).stop_delay;
+        self.state
+            .delete_graces
+            .lock()
+            .insert(uid.clone(), req.grace_period_seconds);
+        let stop_delay = self.state.settings.lock().stop_delay;
         let grace = {
-            let pods = lock(&self.state.pods);
+            let pods = self.state.pods.lock();
             let Some(stored) = pods.get(&uid) else {
                 return Ok(Response::new(DeletePodResponse { found: false }));
             };
@@ -853,7 +854,7 @@ impl podprovider_proto::PodProvider for TestProvider {
         let wait = stop_delay.min(Duration::from_secs(u64::try_from(grace).unwrap_or(0)));
         let state = self.state.clone();
         let finish = move || {
-            let removed = lock(&state.pods).remove(&uid);
+            let removed = state.pods.lock().remove(&uid);
             if let Some(mut stored) = removed {
                 stored.stop_containers(0, "killed: pod deleted");
                 terminate(&mut stored.status, 0, "Completed");
@@ -880,7 +881,7 @@ impl podprovider_proto::PodProvider for TestProvider {
         self.transient_failure()?;
         let req = request.into_inner();
         let uid = &require_ref(req.pod_ref.as_ref())?.uid;
-        let status = lock(&self.state.pods).get(uid).map(|s| s.status.clone());
+        let status = self.state.pods.lock().get(uid).map(|s| s.status.clone());
         match status {
             Some(status) => Ok(Response::new(GetPodResponse {
                 status: Some(status),
@@ -896,7 +897,10 @@ impl podprovider_proto::PodProvider for TestProvider {
         self.count(rpc::LIST);
         self.transient_failure()?;
         let node = request.into_inner().node_name;
-        let pods = lock(&self.state.pods)
+        let pods = self
+            .state
+            .pods
+            .lock()
             .values()
             .filter(|s| node.is_empty() || s.pod.node_name == node)
             .map(|s| s.status.clone())
@@ -912,7 +916,10 @@ impl podprovider_proto::PodProvider for TestProvider {
         self.transient_failure()?;
         // Subscribe before taking the snapshot so that no change falls between the two.
         let changes = self.state.events.subscribe();
-        let snapshot: Vec<WatchPodsEvent> = lock(&self.state.pods)
+        let snapshot: Vec<WatchPodsEvent> = self
+            .state
+            .pods
+            .lock()
             .values()
             .map(|s| status_event(&s.status))
             .collect();
@@ -928,7 +935,7 @@ impl podprovider_proto::PodProvider for TestProvider {
         let req = request.into_inner();
         let query = logs::Query::from_request(&req)?;
         let source = {
-            let pods = lock(&self.state.pods);
+            let pods = self.state.pods.lock();
             let stored = find_pod(&pods, req.pod_ref.as_ref())?;
             let name = stored.container_name(&req.container)?;
             let rt = stored.containers.get(&name);
@@ -973,7 +980,7 @@ impl podprovider_proto::PodProvider for TestProvider {
             return Err(Status::invalid_argument("exec needs a command"));
         }
         let target = {
-            let mut pods = lock(&self.state.pods);
+            let mut pods = self.state.pods.lock();
             let stored = find_pod_mut(&mut pods, start.pod_ref.as_ref())?;
             let name = stored.container_name(&start.container)?;
             let instance = stored.running_instance(&name)?;
@@ -1035,7 +1042,7 @@ impl podprovider_proto::PodProvider for TestProvider {
             }
         };
         let instance = {
-            let pods = lock(&self.state.pods);
+            let pods = self.state.pods.lock();
             let stored = find_pod(&pods, start.pod_ref.as_ref())?;
             let name = stored.container_name(&start.container)?;
             stored.running_instance(&name)?
@@ -1059,7 +1066,7 @@ impl podprovider_proto::PodProvider for TestProvider {
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
         self.count(rpc::STATS);
         let req = request.into_inner();
-        let mut pods = lock(&self.state.pods);
+        let mut pods = self.state.pods.lock();
         let stats = pods
             .values_mut()
             .filter(|s| s.status.phase == PodPhase::Running as i32)

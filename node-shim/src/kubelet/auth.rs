@@ -3,9 +3,9 @@
 //! when enabled), and every request is authorized with a SubjectAccessReview on `nodes/<name>`
 //! with the kubelet's verb and subresource mapping. Both answers are cached briefly.
 
+use parking_lot::Mutex;
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -127,10 +127,7 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> Cache<K, V> {
     }
 
     fn get(&self, key: &K) -> Option<V> {
-        let mut guard = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self.entries.lock();
         let (clock, entries) = &mut *guard;
         *clock += 1;
         let e = entries.get_mut(key).filter(|e| e.until > Instant::now())?;
@@ -139,10 +136,7 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> Cache<K, V> {
     }
 
     fn put(&self, key: K, value: V, ttl: Duration) {
-        let mut guard = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self.entries.lock();
         let (clock, entries) = &mut *guard;
         *clock += 1;
         if entries.len() >= MAX_CACHED && !entries.contains_key(&key) {
@@ -178,10 +172,7 @@ struct ReviewBudget {
 impl ReviewBudget {
     /// Takes one review from `client`'s bucket; false when it is empty.
     fn take(&self, client: std::net::IpAddr) -> bool {
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buckets = self.buckets.lock();
         let now = Instant::now();
         if buckets.len() >= MAX_CACHED && !buckets.contains_key(&client) {
             // Full buckets carry no information; drop them first.
@@ -385,7 +376,7 @@ mod tests {
         for i in 0..(MAX_CACHED as u32 + 10) {
             cache.put(i, true, Duration::from_secs(60));
         }
-        let len = cache.entries.lock().map(|e| e.1.len()).unwrap_or_default();
+        let len = cache.entries.lock().1.len();
         assert!(len <= MAX_CACHED, "{len}");
     }
 

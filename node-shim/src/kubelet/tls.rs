@@ -2,9 +2,10 @@
 //! `kubernetes.io/kubelet-serving` CertificateSigningRequest renewed before it expires, or
 //! self-signed when explicitly chosen) and client-certificate verification against a CA.
 
+use parking_lot::RwLock;
 use std::{
     path::Path,
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -60,12 +61,7 @@ pub struct ServingCert {
 
 impl ResolvesServerCert for ServingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone(),
-        )
+        Some(self.current.read().clone())
     }
 }
 
@@ -77,18 +73,12 @@ impl ServingCert {
     }
 
     fn replace(&self, key: Arc<CertifiedKey>) {
-        *self
-            .current
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = key;
+        *self.current.write() = key;
     }
 
     /// The DER of the certificate now presented.
     pub fn certificate_der(&self) -> Vec<u8> {
-        let current = self
-            .current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.current.read();
         current.cert.first().map(|c| c.to_vec()).unwrap_or_default()
     }
 }

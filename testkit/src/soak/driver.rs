@@ -1,11 +1,8 @@
 //! Pod lifecycles driven through the API server: bare pods, pods whose container exits,
 //! same-name re-creates and Deployment scaling, each choice from a seeded RNG.
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use parking_lot::Mutex;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
@@ -69,10 +66,6 @@ pub struct Driver {
 const MAX_KEPT: usize = 2;
 /// How long a lifecycle waits for a pod to reach a phase before it moves on.
 const PHASE_WAIT: Duration = Duration::from_secs(90);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 fn pod_manifest(name: &str, cloud: Cloud, exits: bool) -> anyhow::Result<Pod> {
     let mut container = serde_json::json!({
@@ -185,7 +178,9 @@ impl Driver {
     }
 
     fn expect(&self, name: &str, e: Expected) {
-        lock(&self.expected).insert(format!("{NAMESPACE}/{name}"), e);
+        self.expected
+            .lock()
+            .insert(format!("{NAMESPACE}/{name}"), e);
     }
 
     /// Creates a pod; its UID. A create whose answer was lost to an API server restart is
@@ -239,7 +234,7 @@ impl Driver {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        lock(&self.slow).push(format!(
+        self.slow.lock().push(format!(
             "{name}: not {} in time (last: {last})",
             want.unwrap_or("gone")
         ));
@@ -247,7 +242,7 @@ impl Driver {
     }
 
     fn keep(&self, cloud: Cloud, rng: &mut Rng, chance: f64) -> bool {
-        let mut kept = lock(&self.kept);
+        let mut kept = self.kept.lock();
         let n = kept.entry(cloud).or_default();
         if rng.unit() < chance && *n < MAX_KEPT {
             *n += 1;
@@ -270,7 +265,7 @@ impl Driver {
         } else {
             Lifecycle::Bare
         };
-        *lock(&self.ran).entry(kind).or_default() += 1;
+        *self.ran.lock().entry(kind).or_default() += 1;
         let name = format!("{}-{}-{index}", kind_prefix(kind), cloud.name());
         tracing::info!(index, ?kind, cloud = cloud.name(), "lifecycle");
         match kind {
@@ -319,7 +314,7 @@ impl Driver {
                     .await;
                     if let Err(e) = exited {
                         // The pod cannot end Succeeded then: delete it instead.
-                        lock(&self.slow).push(format!("{name}: {e:#}"));
+                        self.slow.lock().push(format!("{name}: {e:#}"));
                         self.expect(&name, Expected::Gone);
                         return self.delete(&name).await;
                     }

@@ -2,10 +2,8 @@
 //! for each pod UID. kube-runtime's watcher re-lists after the watch breaks (an API server or etcd
 //! restart), so the history continues across restarts; re-lists are counted.
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex},
-};
+use parking_lot::Mutex;
+use std::{collections::BTreeMap, sync::Arc};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -40,10 +38,6 @@ impl Drop for Recorder {
     }
 }
 
-fn lock(h: &Mutex<History>) -> std::sync::MutexGuard<'_, History> {
-    h.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn record(h: &Mutex<History>, pod: &Pod) {
     let (Some(uid), Some(name)) = (pod.metadata.uid.clone(), pod.metadata.name.clone()) else {
         return;
@@ -54,7 +48,7 @@ fn record(h: &Mutex<History>, pod: &Pod) {
         .as_ref()
         .and_then(|s| s.phase.clone())
         .unwrap_or_default();
-    let mut h = lock(h);
+    let mut h = h.lock();
     let seen = h.phases.entry(uid).or_default();
     if seen.last().is_some_and(|s| s.phase == phase) {
         return;
@@ -77,7 +71,7 @@ impl Recorder {
                 .boxed();
             while let Some(event) = stream.next().await {
                 match event {
-                    Ok(watcher::Event::Init) => lock(&shared).lists += 1,
+                    Ok(watcher::Event::Init) => shared.lock().lists += 1,
                     Ok(
                         watcher::Event::Apply(p)
                         | watcher::Event::InitApply(p)
@@ -86,7 +80,7 @@ impl Recorder {
                     Ok(watcher::Event::InitDone) => {}
                     Err(err) => {
                         tracing::debug!("soak pod watch: {err}");
-                        lock(&shared).errors += 1;
+                        shared.lock().errors += 1;
                     }
                 }
             }
@@ -96,12 +90,12 @@ impl Recorder {
 
     /// A copy of the phases seen so far.
     pub fn phases(&self) -> BTreeMap<String, Vec<PhaseSeen>> {
-        lock(&self.history).phases.clone()
+        self.history.lock().phases.clone()
     }
 
     /// (lists, errors) so far.
     pub fn counts(&self) -> (usize, usize) {
-        let h = lock(&self.history);
+        let h = self.history.lock();
         (h.lists, h.errors)
     }
 }

@@ -430,11 +430,7 @@ async fn drive_and_check(
                 let mut rng = Rng::new(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 if let Err(e) = driver.run(i, &mut rng).await {
                     tracing::warn!("lifecycle {i}: {e:#}");
-                    driver
-                        .slow
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(format!("lifecycle {i}: {e:#}"));
+                    driver.slow.lock().push(format!("lifecycle {i}: {e:#}"));
                 }
             }
         }));
@@ -457,11 +453,7 @@ async fn drive_and_check(
     procs::wait_api_ready(cp, Duration::from_secs(90)).await?;
     procs.lock().await.revive(cp, &clouds).await?;
 
-    let expected = driver
-        .expected
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let expected = driver.expected.lock().clone();
     let settle_deadline = settle_start + config.settle_timeout;
     let mut state;
     loop {
@@ -515,18 +507,10 @@ async fn drive_and_check(
         }
     }
     let (watch_lists, watch_errors) = recorder.counts();
-    notes.extend(
-        driver
-            .slow
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .cloned(),
-    );
+    notes.extend(driver.slow.lock().iter().cloned());
     let lifecycles_by_kind = driver
         .ran
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .iter()
         .map(|(k, v)| (format!("{k:?}"), *v))
         .collect();

@@ -8,15 +8,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, api::ListParams};
 use support::{SLOW, example, kubectl, start_node};
-use vk_testkit::{ControlPlane, wait::eventually};
-
-fn running_and_ready(p: &Pod) -> bool {
-    let s = p.status.as_ref();
-    s.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && s.and_then(|s| s.pod_ip.as_ref()).is_some()
-        && s.and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
+use vk_testkit::{
+    ControlPlane,
+    wait::{self, eventually},
+};
 
 /// Pods per node name, counting only those Running with an IP and Ready.
 async fn running(pods: &Api<Pod>, selector: &str) -> anyhow::Result<BTreeMap<String, usize>> {
@@ -26,7 +21,7 @@ async fn running(pods: &Api<Pod>, selector: &str) -> anyhow::Result<BTreeMap<Str
         .await?
         .items
     {
-        if running_and_ready(&p) && p.metadata.deletion_timestamp.is_none() {
+        if wait::running_and_ready(&p) && p.metadata.deletion_timestamp.is_none() {
             let node = p.spec.and_then(|s| s.node_name).unwrap_or_default();
             *by_node.entry(node).or_default() += 1;
         }
@@ -93,7 +88,7 @@ async fn scenario(
     want("app=aks-sample", Some("vk-aci"), 3).await?;
     want("app=wordpress", None, 1).await?;
     let mypod = eventually(SLOW, "mypod running", || async {
-        Ok(pods.get_opt("mypod").await?.filter(running_and_ready))
+        Ok(pods.get_opt("mypod").await?.filter(wait::running_and_ready))
     })
     .await?;
     assert_eq!(

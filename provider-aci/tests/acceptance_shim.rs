@@ -23,7 +23,7 @@ use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
     process::ManagedProcess,
     shim::{example, spawn_shim},
-    wait::eventually,
+    wait,
 };
 
 const MANIFESTS: [&str; 2] = [
@@ -85,15 +85,9 @@ spec:
 /// The VNet subnet the provider runs groups in, as AKS virtual nodes do: every pod gets an IP.
 const SUBNET: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/vk-rg/providers/Microsoft.Network/virtualNetworks/vk-vnet/subnets/aci";
 
-/// Running, Ready and with a pod IP (VNet mode).
+/// Running and Ready with a pod IP (VNet mode), and not being deleted.
 fn running_and_ready(p: &Pod) -> bool {
-    let s = p.status.as_ref();
-    s.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && s.and_then(|s| s.pod_ip.as_deref())
-            .is_some_and(|ip| !ip.is_empty())
-        && s.and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        && p.metadata.deletion_timestamp.is_none()
+    wait::running_and_ready(p) && p.metadata.deletion_timestamp.is_none()
 }
 
 fn has_label(p: &Pod, value: &str) -> bool {
@@ -107,21 +101,6 @@ fn has_label(p: &Pod, value: &str) -> bool {
 /// Names of the container groups in the emulator's resource group whose pod has label `app`.
 async fn live_groups(emu: &AciEmulator) -> anyhow::Result<u64> {
     Ok(emu.stats().await?.live)
-}
-
-async fn slowly<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    eventually(SLOW, what, || {
-        let fut = check();
-        async move {
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            fut.await
-        }
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,7 +226,8 @@ async fn scenario(
     std::fs::write(&extra, SECRET_POD)?;
     cp.run_kubectl(&["apply", "-f", &extra.display().to_string()])?;
 
-    slowly(
+    wait::slowly(
+        SLOW,
         "aci-helloworld 1, aks-sample 3 and with-secret Running",
         || async {
             let all = pods.list(&ListParams::default()).await?.items;
@@ -266,7 +246,7 @@ async fn scenario(
     ensure!(live_groups(emu).await? == 5, "{:?}", emu.stats().await?);
 
     // The invalid pod failed with ACI's message.
-    let too_big = slowly("too-big failed", || async {
+    let too_big = wait::slowly(SLOW, "too-big failed", || async {
         let p = pods.get("too-big").await?;
         let s = p.status.unwrap_or_default();
         Ok((s.phase.as_deref() == Some("Failed")).then_some(s))
@@ -312,7 +292,7 @@ async fn scenario(
         .next()
         .and_then(|p| p.metadata.name)
         .context("no aci-helloworld pod")?;
-    let logs = slowly("kubectl logs shows a heartbeat", || async {
+    let logs = wait::slowly(SLOW, "kubectl logs shows a heartbeat", || async {
         let out = cp.run_kubectl(&["logs", &hello])?;
         Ok(out.contains("heartbeat 1").then_some(out))
     })
@@ -329,7 +309,7 @@ async fn scenario(
     let aks = |n: usize| {
         let what = format!("{n} aks-sample pods Running and {} groups", n + 2);
         async move {
-            slowly(&what, || async {
+            wait::slowly(SLOW, &what, || async {
                 let all = pods
                     .list(&ListParams::default().labels("app=aks-sample"))
                     .await?
@@ -350,7 +330,7 @@ async fn scenario(
         cp.run_kubectl(&["delete", "--wait=false", "-f", &example(file)])?;
     }
     cp.run_kubectl(&["delete", "--wait=false", "-f", &extra.display().to_string()])?;
-    slowly("no pod in the API and no container group", || async {
+    wait::slowly(SLOW, "no pod in the API and no container group", || async {
         let left = pods.list(&ListParams::default()).await?.items.len();
         let live = live_groups(emu).await?;
         Ok((left == 0 && live == 0).then_some(()))

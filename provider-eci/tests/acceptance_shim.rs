@@ -22,7 +22,7 @@ use vk_testkit::{
     eci_emulator::{EciEmulator, EciEmulatorOptions},
     process::ManagedProcess,
     shim::{example, shim_bin, spawn_shim},
-    wait::eventually,
+    wait,
 };
 
 const MANIFESTS: [&str; 2] = ["aks-sample-deployment.yaml", "eci-nginx-pod.yaml"];
@@ -32,14 +32,6 @@ const SLOW: Duration = Duration::from_secs(120);
 const ACI_NODE: &str = "vk-eci-aci";
 /// The ECI walk-through tolerates only `alibabacloud.com/eci`: that node's taint key.
 const ECI_NODE: &str = "vk-eci";
-
-fn running_and_ready(p: &Pod) -> bool {
-    let s = p.status.as_ref();
-    s.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && s.and_then(|s| s.pod_ip.as_ref()).is_some()
-        && s.and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
 
 fn node_of(p: &Pod) -> &str {
     p.spec
@@ -79,21 +71,6 @@ async fn group_of(emu: &EciEmulator, p: &Pod) -> anyhow::Result<Option<serde_jso
             && params[format!("Tag.{i}.Value")] == r.uid.as_str()
     });
     Ok(tagged.then_some(g))
-}
-
-async fn slowly<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    eventually(SLOW, what, || {
-        let fut = check();
-        async move {
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            fut.await
-        }
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,7 +171,7 @@ async fn running_with_groups(
     exact: bool,
 ) -> anyhow::Result<Vec<Pod>> {
     let what = format!("{n} pods {selector} Running on {node} with their groups");
-    slowly(&what, || async {
+    wait::slowly(SLOW, &what, || async {
         let all = pods
             .list(&ListParams::default().labels(selector))
             .await?
@@ -204,7 +181,7 @@ async fn running_with_groups(
         }
         let running: Vec<Pod> = all
             .iter()
-            .filter(|p| running_and_ready(p) && p.metadata.deletion_timestamp.is_none())
+            .filter(|p| wait::running_and_ready(p) && p.metadata.deletion_timestamp.is_none())
             .filter(|p| node_of(p) == node)
             .cloned()
             .collect();
@@ -226,7 +203,7 @@ async fn scenario(cp: &ControlPlane, emu: &EciEmulator, pods: &Api<Pod>) -> anyh
         cp.run_kubectl(&["apply", "-f", &example(file)])?;
     }
     // The ECI walk-through's pod: on the ECI node, as a group with the manifest's image.
-    let mypod = slowly("mypod Running and Ready on the ECI node", || async {
+    let mypod = wait::slowly(SLOW, "mypod Running and Ready on the ECI node", || async {
         let p = pods.get_opt("mypod").await?;
         if let Some(failure) = p
             .as_ref()
@@ -234,7 +211,7 @@ async fn scenario(cp: &ControlPlane, emu: &EciEmulator, pods: &Api<Pod>) -> anyh
         {
             bail!("{failure}");
         }
-        Ok(p.filter(|p| running_and_ready(p) && node_of(p) == ECI_NODE))
+        Ok(p.filter(|p| wait::running_and_ready(p) && node_of(p) == ECI_NODE))
     })
     .await?;
     let group = group_of(emu, &mypod)
@@ -250,21 +227,25 @@ async fn scenario(cp: &ControlPlane, emu: &EciEmulator, pods: &Api<Pod>) -> anyh
     );
     // kubectl logs goes API server → the shim's kubelet API, which serves once its
     // kubelet-serving certificate request is approved (as an admin or an approver would).
-    slowly("the ECI node's serving certificate approved", || async {
-        let out = cp.run_kubectl(&["get", "csr", "-o", "name"])?;
-        let names: Vec<&str> = out
-            .lines()
-            .map(|l| l.trim_start_matches("certificatesigningrequest.certificates.k8s.io/"))
-            .filter(|n| n.starts_with(&format!("csr-{ECI_NODE}-")))
-            .collect();
-        for n in &names {
-            cp.run_kubectl(&["certificate", "approve", n])?;
-        }
-        Ok((!names.is_empty()).then_some(()))
-    })
+    wait::slowly(
+        SLOW,
+        "the ECI node's serving certificate approved",
+        || async {
+            let out = cp.run_kubectl(&["get", "csr", "-o", "name"])?;
+            let names: Vec<&str> = out
+                .lines()
+                .map(|l| l.trim_start_matches("certificatesigningrequest.certificates.k8s.io/"))
+                .filter(|n| n.starts_with(&format!("csr-{ECI_NODE}-")))
+                .collect();
+            for n in &names {
+                cp.run_kubectl(&["certificate", "approve", n])?;
+            }
+            Ok((!names.is_empty()).then_some(()))
+        },
+    )
     .await?;
     let last_error = parking_lot::Mutex::new(String::new());
-    let logs = slowly("kubectl logs mypod", || async {
+    let logs = wait::slowly(SLOW, "kubectl logs mypod", || async {
         match cp.run_kubectl(&["logs", "mypod"]) {
             Ok(out) => Ok(out.contains("heartbeat").then_some(out)),
             Err(e) => {
@@ -284,22 +265,24 @@ async fn scenario(cp: &ControlPlane, emu: &EciEmulator, pods: &Api<Pod>) -> anyh
     running_with_groups(emu, pods, "app=aks-sample", ACI_NODE, 3, true).await?;
     cp.run_kubectl(&["scale", "deployment/aks-sample", "--replicas=20"])?;
     running_with_groups(emu, pods, "app=aks-sample", ACI_NODE, 20, false).await?;
-    slowly("21 groups live", || async {
+    wait::slowly(SLOW, "21 groups live", || async {
         Ok((emu.stats().await?.live == 21).then_some(()))
     })
     .await?;
     cp.run_kubectl(&["scale", "deployment/aks-sample", "--replicas=3"])?;
     running_with_groups(emu, pods, "app=aks-sample", ACI_NODE, 3, true).await?;
-    slowly("exactly 4 groups live (3 aks-sample + mypod)", || async {
-        Ok((emu.stats().await?.live == 4).then_some(()))
-    })
+    wait::slowly(
+        SLOW,
+        "exactly 4 groups live (3 aks-sample + mypod)",
+        || async { Ok((emu.stats().await?.live == 4).then_some(())) },
+    )
     .await?;
 
     // Deleting everything leaves no pod and no group.
     for file in MANIFESTS {
         cp.run_kubectl(&["delete", "--wait=false", "-f", &example(file)])?;
     }
-    slowly("no pod in the API and no group in ECI", || async {
+    wait::slowly(SLOW, "no pod in the API and no group in ECI", || async {
         let left = pods.list(&ListParams::default()).await?.items.len();
         let stats = emu.stats().await?;
         Ok((left == 0 && stats.live == 0).then_some(stats))

@@ -24,7 +24,7 @@ use vk_testkit::{
     moto::Moto,
     process::ManagedProcess,
     shim::{example, shim_bin, spawn_shim},
-    wait::eventually,
+    wait,
 };
 
 const MANIFESTS: [&str; 4] = [
@@ -44,14 +44,6 @@ const ECI_NODE: &str = "vk-fargate-eci";
 
 fn kubectl(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<String> {
     cp.run_kubectl(args)
-}
-
-fn running_and_ready(p: &Pod) -> bool {
-    let s = p.status.as_ref();
-    s.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && s.and_then(|s| s.pod_ip.as_ref()).is_some()
-        && s.and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn node_of(p: &Pod) -> &str {
@@ -130,22 +122,6 @@ async fn running_tasks(ecs: &aws_sdk_ecs::Client) -> anyhow::Result<Vec<TaskInfo
         }
     }
     Ok(out)
-}
-
-/// Polls `check` every half second (each check lists pods and calls moto) until it holds.
-async fn slowly<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    eventually(SLOW, what, || {
-        let fut = check();
-        async move {
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            fut.await
-        }
-    })
-    .await
 }
 
 struct Rig {
@@ -236,7 +212,7 @@ async fn scenario(rig: &Rig) -> anyhow::Result<()> {
         ("app=wordpress", None, 1),
         ("metadata.name=mypod", Some(ECI_NODE), 1),
     ];
-    let running = slowly("every manifest's pods Running and Ready", || async {
+    let running = wait::slowly(SLOW, "every manifest's pods Running and Ready", || async {
         let all = pods.list(&ListParams::default()).await?.items;
         if let Some(failure) = provider_failure(&all) {
             return Ok(Some(Err(failure)));
@@ -246,7 +222,7 @@ async fn scenario(rig: &Rig) -> anyhow::Result<()> {
             let matching: Vec<&Pod> = all
                 .iter()
                 .filter(|p| selects(selector, p))
-                .filter(|p| running_and_ready(p) && p.metadata.deletion_timestamp.is_none())
+                .filter(|p| wait::running_and_ready(p) && p.metadata.deletion_timestamp.is_none())
                 .filter(|p| node.is_none_or(|node| node_of(p) == node))
                 .collect();
             let with_task = matching
@@ -364,7 +340,7 @@ async fn scenario(rig: &Rig) -> anyhow::Result<()> {
     let aks = |n: usize, exact: bool| {
         let what = format!("{n} aks-sample pods Running and {n} tasks");
         async move {
-            slowly(&what, || async {
+            wait::slowly(SLOW, &what, || async {
                 let all = pods
                     .list(&ListParams::default().labels("app=aks-sample"))
                     .await?
@@ -374,7 +350,9 @@ async fn scenario(rig: &Rig) -> anyhow::Result<()> {
                 }
                 let running: Vec<&str> = all
                     .iter()
-                    .filter(|p| running_and_ready(p) && p.metadata.deletion_timestamp.is_none())
+                    .filter(|p| {
+                        wait::running_and_ready(p) && p.metadata.deletion_timestamp.is_none()
+                    })
                     .filter(|p| node_of(p) == ACI_NODE)
                     .filter_map(|p| p.metadata.uid.as_deref())
                     .collect();
@@ -399,7 +377,8 @@ async fn scenario(rig: &Rig) -> anyhow::Result<()> {
     kubectl(cp, &["scale", "deployment/aks-sample", "--replicas=3"])?;
     aks(3, true).await?;
     // Definitions are shared by shape and deregistered once unused: each ACTIVE one has a task.
-    slowly(
+    wait::slowly(
+        SLOW,
         "every ACTIVE task definition used by a running task",
         || async {
             let used: Vec<String> = running_tasks(ecs)
@@ -417,13 +396,13 @@ async fn scenario(rig: &Rig) -> anyhow::Result<()> {
     for file in MANIFESTS {
         kubectl(cp, &["delete", "--wait=false", "-f", &example(file)])?;
     }
-    slowly("no pod in the API and no task running", || async {
+    wait::slowly(SLOW, "no pod in the API and no task running", || async {
         let api_left = pods.list(&ListParams::default()).await?.items.len();
         let running = tasks(ecs, "RUNNING").await?.len();
         Ok((api_left == 0 && running == 0).then_some(()))
     })
     .await?;
-    slowly("no ACTIVE task definition", || async {
+    wait::slowly(SLOW, "no ACTIVE task definition", || async {
         Ok(active_definitions(ecs).await?.is_empty().then_some(()))
     })
     .await?;

@@ -24,3 +24,30 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Like [`eventually`], but for checks that list from the API server or a cloud: it waits 400 ms
+/// before each check, so a slow condition does not hammer either.
+pub async fn slowly<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    eventually(timeout, what, || {
+        let fut = check();
+        async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            fut.await
+        }
+    })
+    .await
+}
+
+/// A pod the kubelet would call up: phase Running, a pod IP, and the Ready condition True.
+pub fn running_and_ready(p: &k8s_openapi::api::core::v1::Pod) -> bool {
+    let s = p.status.as_ref();
+    s.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && s.and_then(|s| s.pod_ip.as_deref())
+            .is_some_and(|ip| !ip.is_empty())
+        && s.and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}

@@ -22,7 +22,7 @@ use vk_testkit::{
     ControlPlane,
     aci_emulator::{AciEmulator, AciEmulatorOptions},
     process::ManagedProcess,
-    shim::{example, spawn_shim},
+    shim::{example, spawn_shim_with_kubelet_api},
     wait,
 };
 
@@ -119,17 +119,12 @@ async fn acceptance_manifests_run_scale_and_delete_on_aci() -> anyhow::Result<()
     let cp = ControlPlane::start().await?;
     // kubectl logs goes API server → kubelet port: serve TLS at once, accept the API server's
     // client certificate.
-    let client_ca = format!("--client-ca-file={}", cp.pki.ca_files.cert.display());
-    let mut shim = spawn_shim(
+    let mut shim = spawn_shim_with_kubelet_api(
         &cp,
         dir.path(),
         NODE,
         &addr,
-        &[
-            "--extra-taint=azure.com/aci:NoSchedule",
-            "--serving-cert=self-signed",
-            &client_ca,
-        ],
+        &["--extra-taint=azure.com/aci:NoSchedule"],
     )?;
     let client = cp.client().await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");

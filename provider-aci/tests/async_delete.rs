@@ -9,25 +9,21 @@ mod support;
 use anyhow::ensure;
 use podprovider_proto::{
     PodProviderClient,
-    v1::{CreatePodRequest, DeletePodRequest, ListPodsRequest, PodPhase},
+    v1::{CreatePodRequest, DeletePodRequest, PodPhase},
 };
 use serde_json::json;
 use support::*;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
+    provider_calls,
     wait::eventually,
 };
 
 type Client = PodProviderClient<tonic::transport::Channel>;
 
 async fn listed(c: &Client) -> anyhow::Result<Vec<(String, i32)>> {
-    Ok(c.clone()
-        .list_pods(ListPodsRequest {
-            node_name: NODE.into(),
-        })
+    Ok(provider_calls::listed(c, NODE)
         .await?
-        .into_inner()
-        .pods
         .into_iter()
         .filter_map(|p| p.pod_ref.map(|r| (r.uid, p.phase)))
         .collect())

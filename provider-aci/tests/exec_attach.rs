@@ -14,9 +14,8 @@ use anyhow::{Context, ensure};
 use podprovider_proto::{
     PodProviderClient,
     v1::{
-        AttachRequest, AttachStart, ExecRequest, ExecStart, ListPodsRequest, PodPhase, PodRef,
-        RestartPolicy, StreamInput, StreamOutput, attach_request, exec_request, stream_input,
-        stream_output,
+        AttachRequest, AttachStart, ExecRequest, ExecStart, PodPhase, PodRef, RestartPolicy,
+        StreamInput, StreamOutput, attach_request, exec_request, stream_input, stream_output,
     },
 };
 use support::*;
@@ -24,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
+    provider_calls,
     wait::eventually,
 };
 
@@ -39,14 +39,7 @@ fn pod_ref(name: &str, uid: &str) -> PodRef {
 
 async fn wait_running(c: &Client, uid: &str) -> anyhow::Result<()> {
     eventually(WAIT, "the pod Running", || async {
-        let pods = c
-            .clone()
-            .list_pods(ListPodsRequest {
-                node_name: NODE.into(),
-            })
-            .await?
-            .into_inner()
-            .pods;
+        let pods = provider_calls::listed(c, NODE).await?;
         Ok(pods
             .iter()
             .any(|p| {

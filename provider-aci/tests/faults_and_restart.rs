@@ -9,14 +9,14 @@ mod support;
 use std::time::Duration;
 
 use anyhow::ensure;
-use futures::{StreamExt, stream};
 use podprovider_proto::{
     PodProviderClient,
-    v1::{CreatePodRequest, DeletePodRequest, ListPodsRequest, PodPhase, UpdatePodRequest},
+    v1::{CreatePodRequest, PodPhase, UpdatePodRequest},
 };
 use support::*;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
+    provider_calls,
     wait::eventually,
 };
 
@@ -27,12 +27,7 @@ async fn client(addr: &str) -> anyhow::Result<Client> {
 }
 
 async fn listed(c: &mut Client) -> anyhow::Result<Vec<podprovider_proto::v1::PodStatus>> {
-    Ok(c.list_pods(ListPodsRequest {
-        node_name: NODE.into(),
-    })
-    .await?
-    .into_inner()
-    .pods)
+    provider_calls::listed(c, NODE).await
 }
 
 async fn running(c: &Client) -> anyhow::Result<usize> {
@@ -45,43 +40,14 @@ async fn running(c: &Client) -> anyhow::Result<usize> {
 }
 
 async fn create_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
-    let results: Vec<anyhow::Result<()>> = stream::iter(0..n)
-        .map(|i| {
-            let mut c = c.clone();
-            let p = pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}"));
-            async move {
-                c.create_pod(CreatePodRequest { pod: Some(p) }).await?;
-                Ok(())
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    results.into_iter().collect()
+    let pods = (0..n).map(|i| pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")));
+    provider_calls::create_all(c, pods).await
 }
 
 async fn delete_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
-    let results: Vec<anyhow::Result<()>> = stream::iter(0..n)
-        .map(|i| {
-            let mut c = c.clone();
-            let r = pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")).pod_ref;
-            async move {
-                let found = c
-                    .delete_pod(DeletePodRequest {
-                        pod_ref: r,
-                        grace_period_seconds: None,
-                    })
-                    .await?
-                    .into_inner()
-                    .found;
-                ensure!(found, "delete {prefix}-{i}: not found");
-                Ok(())
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    results.into_iter().collect()
+    let refs =
+        (0..n).filter_map(|i| pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")).pod_ref);
+    provider_calls::delete_all(c, refs).await
 }
 
 #[tokio::test]

@@ -13,11 +13,12 @@ use anyhow::ensure;
 use futures::{StreamExt, stream};
 use podprovider_proto::{
     PodProviderClient,
-    v1::{CreatePodRequest, DeletePodRequest, ListPodsRequest, PodPhase},
+    v1::{CreatePodRequest, DeletePodRequest, PodPhase},
 };
 use support::*;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions, TaggedGroup},
+    provider_calls,
     wait::eventually,
 };
 
@@ -31,14 +32,7 @@ async fn client(addr: &str) -> anyhow::Result<Client> {
 
 /// The UIDs a provider lists for the node, and how many are Running.
 async fn listed(c: &Client) -> anyhow::Result<(BTreeSet<String>, usize)> {
-    let pods = c
-        .clone()
-        .list_pods(ListPodsRequest {
-            node_name: NODE.into(),
-        })
-        .await?
-        .into_inner()
-        .pods;
+    let pods = provider_calls::listed(c, NODE).await?;
     let running = pods
         .iter()
         .filter(|p| p.phase == PodPhase::Running as i32)

@@ -16,24 +16,20 @@ use anyhow::ensure;
 use futures::{StreamExt, stream};
 use podprovider_proto::{
     PodProviderClient,
-    v1::{CreatePodRequest, ListPodsRequest, PingRequest, PodPhase},
+    v1::{CreatePodRequest, PingRequest, PodPhase},
 };
 use support::*;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
+    provider_calls,
     wait::eventually,
 };
 
 type Client = PodProviderClient<tonic::transport::Channel>;
 
 async fn running(c: &Client) -> anyhow::Result<usize> {
-    Ok(c.clone()
-        .list_pods(ListPodsRequest {
-            node_name: NODE.into(),
-        })
+    Ok(provider_calls::listed(c, NODE)
         .await?
-        .into_inner()
-        .pods
         .iter()
         .filter(|p| p.phase == PodPhase::Running as i32)
         .count())

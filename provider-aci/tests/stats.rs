@@ -23,8 +23,8 @@ use support::*;
 use vk_testkit::{
     ControlPlane,
     aci_emulator::{AciEmulator, AciEmulatorOptions},
-    shim::{shim_bin, spawn_shim},
-    wait::eventually,
+    shim::{shim_bin, spawn_shim_with_kubelet_api},
+    wait::{self, eventually},
 };
 
 const SHIM_NODE: &str = "vk-aci-stats";
@@ -41,14 +41,7 @@ async fn stats_summary_and_kubectl_exec_and_attach_through_the_shim() -> anyhow:
     let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
     let (provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
     let cp = ControlPlane::start().await?;
-    let ca = format!("--client-ca-file={}", cp.pki.ca_files.cert.display());
-    let shim = spawn_shim(
-        &cp,
-        dir.path(),
-        SHIM_NODE,
-        &addr,
-        &[&ca, "--serving-cert=self-signed"],
-    )?;
+    let shim = spawn_shim_with_kubelet_api(&cp, dir.path(), SHIM_NODE, &addr, &[])?;
     let result = scenario(&cp, &emu, &addr).await;
     vk_testkit::process::with_logs(result, &[&shim, &provider])
 }
@@ -75,13 +68,7 @@ async fn scenario(cp: &ControlPlane, emu: &AciEmulator, addr: &str) -> anyhow::R
     )
     .await?;
     ensure!(status == 204, "metrics knob: {status}");
-    eventually(SLOW, "pod Running", || async {
-        Ok(pods
-            .get_opt("measured")
-            .await?
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
-    })
-    .await?;
+    wait::pod_phase(&pods, "measured", "Running", SLOW).await?;
 
     // GetStats straight from the provider.
     let mut c = PodProviderClient::connect(format!("http://{addr}")).await?;

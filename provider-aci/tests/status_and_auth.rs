@@ -17,7 +17,7 @@ use anyhow::{Context, ensure};
 use podprovider_proto::{
     PodProviderClient,
     v1::{
-        CreatePodRequest, DeletePodRequest, ListPodsRequest, PodPhase, PodStatus, RestartPolicy,
+        CreatePodRequest, DeletePodRequest, PodPhase, PodStatus, RestartPolicy,
         container_state::State,
     },
 };
@@ -25,6 +25,7 @@ use support::*;
 use vk_testkit::{
     aci_emulator::{self, AciEmulator, AciEmulatorOptions},
     process::ManagedProcess,
+    provider_calls,
     wait::eventually,
 };
 
@@ -35,13 +36,8 @@ async fn client(addr: &str) -> anyhow::Result<Client> {
 }
 
 async fn listed(c: &Client) -> anyhow::Result<Vec<PodStatus>> {
-    let mut c = c.clone();
-    Ok(c.list_pods(ListPodsRequest {
-        node_name: NODE.into(),
-    })
-    .await?
-    .into_inner()
-    .pods)
+    let c = c.clone();
+    provider_calls::listed(&c, NODE).await
 }
 
 async fn all_running(c: &Client, n: usize) -> anyhow::Result<()> {

@@ -20,7 +20,6 @@ use support::start_provider;
 use vk_testkit::{
     ControlPlane,
     eci_emulator::{EciEmulator, EciEmulatorOptions},
-    process::ManagedProcess,
     shim::{example, shim_bin, spawn_shim},
     wait,
 };
@@ -109,7 +108,7 @@ async fn acceptance_manifests_run_scale_and_delete_on_eci() -> anyhow::Result<()
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let result = async {
         let nodes: Api<Node> = Api::all(client);
-        nodes_ready(&nodes, &mut [&mut aci, &mut eci]).await?;
+        wait::nodes_ready(&nodes, &[ACI_NODE, ECI_NODE], &mut [&mut aci, &mut eci]).await?;
         // The node eci-nginx-pod.yaml tolerates: its provider taint's key is alibabacloud.com/eci.
         let taints = nodes
             .get(ECI_NODE)
@@ -133,31 +132,6 @@ async fn acceptance_manifests_run_scale_and_delete_on_eci() -> anyhow::Result<()
     }
     .await;
     vk_testkit::process::with_logs(result, &[&aci, &eci, &provider])
-}
-
-async fn nodes_ready(nodes: &Api<Node>, shims: &mut [&mut ManagedProcess]) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    for name in [ACI_NODE, ECI_NODE] {
-        loop {
-            for shim in shims.iter_mut() {
-                shim.ensure_running()?;
-            }
-            let ready = nodes.get_opt(name).await?.is_some_and(|n| {
-                n.status
-                    .and_then(|s| s.conditions)
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            });
-            if ready {
-                break;
-            }
-            ensure!(
-                tokio::time::Instant::now() < deadline,
-                "node {name} not Ready after 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    Ok(())
 }
 
 /// `n` pods with `label`, Running and Ready on `node`, each with its container group (and, with

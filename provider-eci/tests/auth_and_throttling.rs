@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use podprovider_proto::v1::{
-    CreatePodRequest, DeletePodRequest, ListPodsRequest, PodPhase,
-    pod_provider_client::PodProviderClient,
+    CreatePodRequest, DeletePodRequest, PodPhase, pod_provider_client::PodProviderClient,
 };
 use support::*;
 use vk_testkit::{
     eci_emulator::{self, EciEmulator, EciEmulatorOptions},
+    provider_calls,
     wait::eventually,
 };
 
@@ -152,15 +152,9 @@ async fn throttling_and_lost_answers_at_20_percent_create_and_delete_exactly_50(
         ensure!(attempts > 50, "creates were not retried: {stats:?}");
         // All of them reach Running through the (throttled) status poll.
         eventually(Duration::from_secs(90), "50 pods Running", || {
-            let mut c = c.clone();
+            let c = c.clone();
             async move {
-                let pods = c
-                    .list_pods(ListPodsRequest {
-                        node_name: NODE.into(),
-                    })
-                    .await?
-                    .into_inner()
-                    .pods;
+                let pods = provider_calls::listed(&c, NODE).await?;
                 Ok(
                     (pods.len() == 50 && pods.iter().all(|p| p.phase == PodPhase::Running as i32))
                         .then_some(()),
@@ -186,14 +180,8 @@ async fn throttling_and_lost_answers_at_20_percent_create_and_delete_exactly_50(
             stats.created == 50 && stats.deleted == 50 && stats.live == 0,
             "{stats:?}"
         );
-        let mut c = c.clone();
-        let left = c
-            .list_pods(ListPodsRequest {
-                node_name: NODE.into(),
-            })
-            .await?
-            .into_inner()
-            .pods;
+        let c = c.clone();
+        let left = provider_calls::listed(&c, NODE).await?;
         ensure!(left.is_empty(), "{} pods still listed", left.len());
         Ok(())
     }

@@ -11,8 +11,8 @@ use std::{path::Path, time::Duration};
 use anyhow::ensure;
 use futures::StreamExt;
 use podprovider_proto::v1::{
-    CreatePodRequest, DeletePodRequest, ListPodsRequest, WatchPodsRequest,
-    pod_provider_client::PodProviderClient, watch_pods_event::Event,
+    CreatePodRequest, DeletePodRequest, WatchPodsRequest, pod_provider_client::PodProviderClient,
+    watch_pods_event::Event,
 };
 use support::*;
 use vk_testkit::{
@@ -20,7 +20,7 @@ use vk_testkit::{
     grpcurl::Target,
     ports::free_port,
     process::ManagedProcess,
-    provider_checks,
+    provider_calls, provider_checks,
     wait::eventually,
 };
 
@@ -53,14 +53,8 @@ fn uid(cluster: &str, i: usize) -> String {
 }
 
 async fn listed(addr: &str) -> anyhow::Result<Vec<String>> {
-    let mut c = PodProviderClient::connect(format!("http://{addr}")).await?;
-    let pods = c
-        .list_pods(ListPodsRequest {
-            node_name: NODE.into(),
-        })
-        .await?
-        .into_inner()
-        .pods;
+    let c = PodProviderClient::connect(format!("http://{addr}")).await?;
+    let pods = provider_calls::listed(&c, NODE).await?;
     let mut uids: Vec<String> = pods
         .into_iter()
         .filter_map(|s| s.pod_ref.map(|r| r.uid))

@@ -18,8 +18,8 @@ use support::start_provider;
 use vk_testkit::{
     ControlPlane,
     eci_emulator::{EciEmulator, EciEmulatorOptions},
-    shim::{shim_bin, spawn_shim},
-    wait::eventually,
+    shim::{shim_bin, spawn_shim_with_kubelet_api},
+    wait,
 };
 
 const NODE: &str = "vk-eci-stats";
@@ -34,15 +34,7 @@ async fn stats_summary_and_metrics_resource_carry_eci_metrics() -> anyhow::Resul
     let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
     let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
     let cp = ControlPlane::start().await?;
-    // The API server presents its kubelet client certificate, signed by the cluster CA.
-    let ca = format!("--client-ca-file={}", cp.pki.ca_files.cert.display());
-    let shim = spawn_shim(
-        &cp,
-        dir.path(),
-        NODE,
-        &addr,
-        &[&ca, "--serving-cert=self-signed"],
-    )?;
+    let shim = spawn_shim_with_kubelet_api(&cp, dir.path(), NODE, &addr, &[])?;
     let result = scenario(&cp).await;
     vk_testkit::process::with_logs(result, &[&shim, &provider])
 }
@@ -57,13 +49,7 @@ async fn scenario(cp: &ControlPlane) -> anyhow::Result<()> {
                  "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]}
     }))?;
     pods.create(&PostParams::default(), &pod).await?;
-    eventually(SLOW, "pod Running", || async {
-        Ok(pods
-            .get_opt("measured")
-            .await?
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
-    })
-    .await?;
+    wait::pod_phase(&pods, "measured", "Running", SLOW).await?;
     let raw = |path: &str| {
         cp.run_kubectl(&["get", "--raw", &format!("/api/v1/nodes/{NODE}/proxy{path}")])
     };

@@ -16,13 +16,12 @@ use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{Context, bail, ensure};
 use aws_sdk_ecs::types::TaskField;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, api::ListParams};
 use support::{CLUSTER, LOG_GROUP, active_definitions, sdk, start_provider, tasks};
 use vk_testkit::{
     ControlPlane,
     moto::Moto,
-    process::ManagedProcess,
     shim::{example, shim_bin, spawn_shim},
     wait,
 };
@@ -162,37 +161,16 @@ async fn acceptance_manifests_run_scale_and_delete_on_fargate() -> anyhow::Resul
         cp,
     };
     let result = async {
-        nodes_ready(&Api::all(client), &mut [&mut aci, &mut eci]).await?;
+        wait::nodes_ready(
+            &Api::all(client),
+            &[ACI_NODE, ECI_NODE],
+            &mut [&mut aci, &mut eci],
+        )
+        .await?;
         scenario(&rig).await
     }
     .await;
     vk_testkit::process::with_logs(result, &[&aci, &eci, &provider])
-}
-
-/// Waits until both shims' nodes are Ready; fails at once if a shim exits.
-async fn nodes_ready(nodes: &Api<Node>, shims: &mut [&mut ManagedProcess]) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    for name in [ACI_NODE, ECI_NODE] {
-        loop {
-            for shim in shims.iter_mut() {
-                shim.ensure_running()?;
-            }
-            let ready = nodes.get_opt(name).await?.is_some_and(|n| {
-                n.status
-                    .and_then(|s| s.conditions)
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            });
-            if ready {
-                break;
-            }
-            ensure!(
-                tokio::time::Instant::now() < deadline,
-                "node {name} not Ready after 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    Ok(())
 }
 
 async fn scenario(rig: &Rig) -> anyhow::Result<()> {

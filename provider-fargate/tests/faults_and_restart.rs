@@ -8,15 +8,15 @@ mod support;
 use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
 use anyhow::ensure;
-use futures::{StreamExt, stream};
 use podprovider_proto::{
     PodProviderClient,
-    v1::{CreatePodRequest, DeletePodRequest, ListPodsRequest, PodPhase},
+    v1::{CreatePodRequest, PodPhase},
 };
 use support::*;
 use vk_testkit::{
     fault_proxy::{ECS_TARGET_PREFIX, FaultProxy},
     moto::Moto,
+    provider_calls,
     wait::eventually,
 };
 
@@ -27,52 +27,18 @@ async fn client(addr: &str) -> anyhow::Result<Client> {
 }
 
 async fn listed(c: &mut Client) -> anyhow::Result<Vec<podprovider_proto::v1::PodStatus>> {
-    Ok(c.list_pods(ListPodsRequest {
-        node_name: NODE.into(),
-    })
-    .await?
-    .into_inner()
-    .pods)
+    provider_calls::listed(c, NODE).await
 }
 
 async fn create_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
-    let results: Vec<anyhow::Result<()>> = stream::iter(0..n)
-        .map(|i| {
-            let mut c = c.clone();
-            let p = pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}"));
-            async move {
-                c.create_pod(CreatePodRequest { pod: Some(p) }).await?;
-                Ok(())
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    results.into_iter().collect()
+    let pods = (0..n).map(|i| pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")));
+    provider_calls::create_all(c, pods).await
 }
 
 async fn delete_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
-    let results: Vec<anyhow::Result<()>> = stream::iter(0..n)
-        .map(|i| {
-            let mut c = c.clone();
-            let r = pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")).pod_ref;
-            async move {
-                let found = c
-                    .delete_pod(DeletePodRequest {
-                        pod_ref: r,
-                        grace_period_seconds: None,
-                    })
-                    .await?
-                    .into_inner()
-                    .found;
-                ensure!(found, "delete {prefix}-{i}: not found");
-                Ok(())
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    results.into_iter().collect()
+    let refs =
+        (0..n).filter_map(|i| pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")).pod_ref);
+    provider_calls::delete_all(c, refs).await
 }
 
 #[tokio::test]

@@ -14,12 +14,13 @@ use anyhow::{Context, ensure};
 use futures::{StreamExt, stream};
 use podprovider_proto::{
     PodProviderClient,
-    v1::{CreatePodRequest, DeletePodRequest, EnvVar, ListPodsRequest, Pod},
+    v1::{CreatePodRequest, DeletePodRequest, EnvVar, Pod},
 };
 use support::*;
 use vk_testkit::{
     fault_proxy::{ECS_TARGET_PREFIX, FaultProxy},
     moto::Moto,
+    provider_calls,
     wait::eventually,
 };
 
@@ -70,15 +71,11 @@ async fn each(c: &Client, who: &str, create: bool) -> anyhow::Result<()> {
 }
 
 async fn listed(c: &mut Client) -> anyhow::Result<HashSet<String>> {
-    Ok(c.list_pods(ListPodsRequest {
-        node_name: NODE.into(),
-    })
-    .await?
-    .into_inner()
-    .pods
-    .into_iter()
-    .filter_map(|p| p.pod_ref.map(|r| r.name))
-    .collect())
+    Ok(provider_calls::listed(c, NODE)
+        .await?
+        .into_iter()
+        .filter_map(|p| p.pod_ref.map(|r| r.name))
+        .collect())
 }
 
 /// (running tasks, ACTIVE definitions, secrets) tagged or named for `installation`.

@@ -18,12 +18,12 @@ use aws_sdk_ecs::types::TaskField;
 use podprovider_proto::{
     PodProviderClient,
     v1::{
-        CreatePodRequest, DeletePodRequest, ExecAction, GetStatsRequest, ListPodsRequest, Pod,
-        PodPhase, PodRef, PodStatus, Probe, RestartPolicy, probe::Handler,
+        CreatePodRequest, DeletePodRequest, ExecAction, GetStatsRequest, Pod, PodPhase, PodRef,
+        PodStatus, Probe, RestartPolicy, probe::Handler,
     },
 };
 use support::*;
-use vk_testkit::{moto::Moto, wait::eventually};
+use vk_testkit::{moto::Moto, provider_calls, wait::eventually};
 
 type Client = PodProviderClient<tonic::transport::Channel>;
 
@@ -32,12 +32,7 @@ async fn client(addr: &str) -> anyhow::Result<Client> {
 }
 
 async fn listed(c: &mut Client) -> anyhow::Result<Vec<PodStatus>> {
-    Ok(c.list_pods(ListPodsRequest {
-        node_name: NODE.into(),
-    })
-    .await?
-    .into_inner()
-    .pods)
+    provider_calls::listed(c, NODE).await
 }
 
 fn named<'a>(pods: &'a [PodStatus], name: &str) -> Option<&'a PodStatus> {

@@ -20,14 +20,14 @@ use std::{
 use anyhow::{Context, ensure};
 use podprovider_proto::{
     PodProviderClient,
-    v1::{CreatePodRequest, ListPodsRequest, PodPhase},
+    v1::{CreatePodRequest, PodPhase},
 };
 use support::*;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
-use vk_testkit::{moto::Moto, wait::eventually};
+use vk_testkit::{moto::Moto, provider_calls, wait::eventually};
 
 /// How the proxy treats the next call of an operation.
 #[derive(Clone, Copy, Debug)]
@@ -215,15 +215,9 @@ async fn stalled_answers_end_at_the_sdk_deadlines_and_no_pod_is_lost() -> anyhow
     let running = tasks(&ecs, "RUNNING").await?;
     ensure!(running.len() == 1, "{} tasks running", running.len());
     eventually(WAIT, "the pod Running", || {
-        let mut c = c.clone();
+        let c = c.clone();
         async move {
-            let pods = c
-                .list_pods(ListPodsRequest {
-                    node_name: NODE.into(),
-                })
-                .await?
-                .into_inner()
-                .pods;
+            let pods = provider_calls::listed(&c, NODE).await?;
             Ok(pods
                 .iter()
                 .any(|p| p.phase == PodPhase::Running as i32)
@@ -259,13 +253,7 @@ async fn stalled_answers_end_at_the_sdk_deadlines_and_no_pod_is_lost() -> anyhow
         .await?;
         // Meanwhile the pod is still listed, with its last status.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let pods = c
-            .list_pods(ListPodsRequest {
-                node_name: NODE.into(),
-            })
-            .await?
-            .into_inner()
-            .pods;
+        let pods = provider_calls::listed(&c, NODE).await?;
         ensure!(
             pods.len() == 1 && pods[0].phase == PodPhase::Running as i32,
             "pods during the {how:?} stall: {pods:?}"
@@ -295,13 +283,7 @@ async fn stalled_answers_end_at_the_sdk_deadlines_and_no_pod_is_lost() -> anyhow
         })
         .await?;
     }
-    let pods = c
-        .list_pods(ListPodsRequest {
-            node_name: NODE.into(),
-        })
-        .await?
-        .into_inner()
-        .pods;
+    let pods = provider_calls::listed(&c, NODE).await?;
     ensure!(
         pods.len() == 1 && pods[0].phase == PodPhase::Running as i32,
         "pods after the stall: {pods:?}"

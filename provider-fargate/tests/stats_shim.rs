@@ -19,8 +19,8 @@ use support::{CLUSTER, LOG_GROUP, sdk, start_provider_with, tasks};
 use vk_testkit::{
     ControlPlane,
     moto::Moto,
-    shim::{shim_bin, spawn_shim},
-    wait::eventually,
+    shim::{shim_bin, spawn_shim_with_kubelet_api},
+    wait,
 };
 
 const NODE: &str = "vk-fargate-stats";
@@ -37,16 +37,7 @@ async fn stats_summary_and_metrics_resource_carry_container_insights_figures() -
     let (provider, _, addr) =
         start_provider_with(&moto, &moto.endpoint, dir.path(), &["--container-insights"]).await?;
     let cp = ControlPlane::start().await?;
-    // The API server presents its kubelet client certificate, signed by the cluster CA; the
-    // kubelet endpoint serves a self-signed certificate (the API server does not verify it here).
-    let ca = format!("--client-ca-file={}", cp.pki.ca_files.cert.display());
-    let shim = spawn_shim(
-        &cp,
-        dir.path(),
-        NODE,
-        &addr,
-        &[&ca, "--serving-cert=self-signed"],
-    )?;
+    let shim = spawn_shim_with_kubelet_api(&cp, dir.path(), NODE, &addr, &[])?;
     let result = scenario(&cp, &moto).await;
     vk_testkit::process::with_logs(result, &[&shim, &provider])
 }
@@ -64,13 +55,7 @@ async fn scenario(cp: &ControlPlane, moto: &Moto) -> anyhow::Result<()> {
                  "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]}
     }))?;
     pods.create(&PostParams::default(), &pod).await?;
-    eventually(SLOW, "pod Running", || async {
-        Ok(pods
-            .get_opt("measured")
-            .await?
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
-    })
-    .await?;
+    wait::pod_phase(&pods, "measured", "Running", SLOW).await?;
 
     // The pod's task, as Container Insights names it.
     let arns = tasks(&ecs, "RUNNING").await?;

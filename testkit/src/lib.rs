@@ -29,6 +29,7 @@ pub mod otlp;
 pub mod pki;
 pub mod ports;
 pub mod process;
+pub mod provider_calls;
 pub mod provider_checks;
 pub mod shim;
 pub mod soak;

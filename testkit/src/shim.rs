@@ -47,3 +47,19 @@ pub fn spawn_shim(
         dir,
     )
 }
+
+/// [`spawn_shim`] with the kubelet API reachable through the API server (`kubectl logs/exec`,
+/// `/stats/summary`): the API server's client certificate is accepted (cluster CA) and the
+/// endpoint serves a self-signed certificate, which the API server does not verify here.
+pub fn spawn_shim_with_kubelet_api(
+    cp: &ControlPlane,
+    dir: &Path,
+    name: &str,
+    provider: &str,
+    extra_args: &[&str],
+) -> anyhow::Result<ManagedProcess> {
+    let client_ca = format!("--client-ca-file={}", cp.pki.ca_files.cert.display());
+    let mut args = vec![client_ca.as_str(), "--serving-cert=self-signed"];
+    args.extend_from_slice(extra_args);
+    spawn_shim(cp, dir, name, provider, &args)
+}

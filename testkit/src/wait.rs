@@ -51,3 +51,49 @@ pub fn running_and_ready(p: &k8s_openapi::api::core::v1::Pod) -> bool {
         && s.and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
+
+/// Waits up to 60 s until every node in `names` is Ready; fails at once if one of `shims` exits.
+pub async fn nodes_ready(
+    nodes: &kube::Api<k8s_openapi::api::core::v1::Node>,
+    names: &[&str],
+    shims: &mut [&mut crate::process::ManagedProcess],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for name in names {
+        loop {
+            for shim in shims.iter_mut() {
+                shim.ensure_running()?;
+            }
+            let ready = nodes.get_opt(name).await?.is_some_and(|n| {
+                n.status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            });
+            if ready {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "node {name} not Ready after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until pod `name` reports `phase`.
+pub async fn pod_phase(
+    pods: &kube::Api<k8s_openapi::api::core::v1::Pod>,
+    name: &str,
+    phase: &str,
+    timeout: Duration,
+) -> anyhow::Result<k8s_openapi::api::core::v1::Pod> {
+    eventually(timeout, &format!("pod {name} {phase}"), || async {
+        Ok(pods
+            .get_opt(name)
+            .await?
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(phase)))
+    })
+    .await
+}

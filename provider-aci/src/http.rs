@@ -147,42 +147,13 @@ impl Http {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    };
+    use std::sync::atomic::Ordering;
 
-    use tokio::{
-        io::{AsyncReadExt, AsyncWriteExt},
-        net::{TcpListener, TcpStream},
-    };
+    use tokio::io::AsyncWriteExt;
+
+    use vk_testkit::http_stub::{endless_chunked, serve_once};
 
     use super::*;
-
-    /// A server for one connection: reads the request head, writes `head`, then runs `then`.
-    async fn serve_once<F, Fut>(head: &'static str, then: F) -> std::net::SocketAddr
-    where
-        F: FnOnce(TcpStream) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + Send,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let (mut sock, _) = listener.accept().await.expect("accept");
-            let mut seen = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = sock.read(&mut buf).await.expect("read");
-                if n == 0 {
-                    return;
-                }
-                seen.extend_from_slice(&buf[..n]);
-            }
-            sock.write_all(head.as_bytes()).await.expect("write");
-            then(sock).await;
-        });
-        addr
-    }
 
     async fn get(addr: std::net::SocketAddr) -> Result<Reply, AzureError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -206,7 +177,8 @@ mod tests {
                 drop(sock);
             },
         )
-        .await;
+        .await
+        .expect("stub");
         let started = std::time::Instant::now();
         let err = get(addr).await.expect_err("too large");
         assert_eq!(err.code, "AnswerTooLarge", "{err}");
@@ -218,25 +190,7 @@ mod tests {
     #[tokio::test]
     async fn a_huge_chunked_body_is_cut_off_at_the_cap() {
         // No length given: 1 MiB chunks until the client hangs up.
-        let sent = Arc::new(AtomicUsize::new(0));
-        let counter = sent.clone();
-        let addr = serve_once(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
-            move |mut sock| async move {
-                let chunk = vec![b' '; 1 << 20];
-                let head = format!("{:x}\r\n", chunk.len());
-                loop {
-                    let ok = sock.write_all(head.as_bytes()).await.is_ok()
-                        && sock.write_all(&chunk).await.is_ok()
-                        && sock.write_all(b"\r\n").await.is_ok();
-                    if !ok {
-                        return;
-                    }
-                    counter.fetch_add(chunk.len(), Ordering::Relaxed);
-                }
-            },
-        )
-        .await;
+        let (addr, sent) = endless_chunked().await.expect("stub");
         let err = get(addr).await.expect_err("too large");
         assert_eq!(err.code, "AnswerTooLarge", "{err}");
         assert!(err.to_string().contains("larger than"), "{err}");
@@ -257,7 +211,8 @@ mod tests {
                 tokio::time::sleep(Duration::from_secs(5)).await;
             },
         )
-        .await;
+        .await
+        .expect("stub");
         let reply = get(addr).await.expect("at the cap");
         assert_eq!(reply.body.len(), MAX_ANSWER_BYTES);
     }

@@ -443,6 +443,8 @@ pub struct LogOptions {
 
 #[cfg(test)]
 mod tests {
+    use vk_testkit::http_stub::{endless_chunked, serve_once};
+
     use super::*;
 
     #[test]
@@ -494,34 +496,6 @@ mod tests {
         .expect("valid endpoint");
         c.attempt_timeout = attempt;
         c
-    }
-
-    /// Accepts one connection, reads the request head, writes `head`, then runs `rest`.
-    async fn serve_once<F, Fut>(head: &'static str, rest: F) -> std::net::SocketAddr
-    where
-        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + Send,
-    {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let (mut sock, _) = listener.accept().await.expect("accept");
-            let mut seen = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = sock.read(&mut buf).await.expect("read");
-                if n == 0 {
-                    return;
-                }
-                seen.extend_from_slice(&buf[..n]);
-            }
-            sock.write_all(head.as_bytes()).await.expect("write head");
-            rest(sock).await;
-        });
-        addr
     }
 
     /// Answers one request `200 {}` and hands over its request line.
@@ -612,7 +586,8 @@ mod tests {
                 drop(sock);
             },
         )
-        .await;
+        .await
+        .expect("stub");
         let c = local(addr, Duration::from_millis(500));
         let started = std::time::Instant::now();
         let err = c
@@ -637,7 +612,8 @@ mod tests {
                 drop(sock);
             },
         )
-        .await;
+        .await
+        .expect("stub");
         let err = local(addr, Duration::from_secs(10))
             .call::<Value>("DescribeContainerGroups", json!({}))
             .await
@@ -648,31 +624,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_huge_chunked_body_is_cut_off_at_the_cap() {
-        use std::sync::{
-            Arc,
-            atomic::{AtomicUsize, Ordering},
-        };
-        use tokio::io::AsyncWriteExt;
+        use std::sync::atomic::Ordering;
+
         // No length given: 1 MiB chunks until the client hangs up.
-        let sent = Arc::new(AtomicUsize::new(0));
-        let counter = sent.clone();
-        let addr = serve_once(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
-            move |mut sock| async move {
-                let chunk = vec![b' '; 1 << 20];
-                let head = format!("{:x}\r\n", chunk.len());
-                loop {
-                    let ok = sock.write_all(head.as_bytes()).await.is_ok()
-                        && sock.write_all(&chunk).await.is_ok()
-                        && sock.write_all(b"\r\n").await.is_ok();
-                    if !ok {
-                        return;
-                    }
-                    counter.fetch_add(chunk.len(), Ordering::Relaxed);
-                }
-            },
-        )
-        .await;
+        let (addr, sent) = endless_chunked().await.expect("stub");
         let err = local(addr, Duration::from_secs(30))
             .call::<Value>("DescribeContainerStatus", json!({}))
             .await

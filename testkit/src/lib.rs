@@ -23,6 +23,7 @@ pub mod control_plane;
 pub mod eci_emulator;
 pub mod fault_proxy;
 pub mod grpcurl;
+pub mod http_stub;
 pub mod kubelet_node;
 pub mod moto;
 pub mod otlp;

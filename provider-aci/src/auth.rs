@@ -285,6 +285,8 @@ impl TokenSource {
                     tokio::fs::read_to_string(token_file)
                         .await
                         .map_err(|e| AzureError {
+                            advice: &crate::error::ADVICE,
+                            request_id: None,
                             op: OP,
                             kind: Kind::Unauthenticated,
                             status: 0,
@@ -330,6 +332,8 @@ impl TokenSource {
                 _ => Kind::Unauthenticated,
             };
             return Err(AzureError {
+                advice: &crate::error::ADVICE,
+                request_id: None,
                 op: OP,
                 kind,
                 status,
@@ -345,6 +349,8 @@ impl TokenSource {
         }
         let parsed: TokenResponse =
             serde_json::from_slice(&reply.body).map_err(|e| AzureError {
+                advice: &crate::error::ADVICE,
+                request_id: None,
                 op: OP,
                 kind: Kind::Unauthenticated,
                 status: reply.status.as_u16(),

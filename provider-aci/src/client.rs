@@ -95,6 +95,8 @@ fn check_same_origin(
         .and_then(|u| u.host_str().map(str::to_owned))
         .unwrap_or_else(|| "an unreadable URL".into());
     Err(AzureError {
+        advice: &crate::error::ADVICE,
+        request_id: None,
         op,
         kind: Kind::Other,
         status: 200,
@@ -213,7 +215,7 @@ impl Arm {
         let mut headers = vec![(
             header::AUTHORIZATION,
             HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-                AzureError::transport(op, "Azure AD returned a token that is not a header value")
+                crate::error::transport(op, "Azure AD returned a token that is not a header value")
             })?,
         )];
         if body.is_some() {
@@ -228,7 +230,7 @@ impl Arm {
         }
         let retry_after = parse_retry_after(reply.headers.get(header::RETRY_AFTER));
         let mut err =
-            AzureError::from_response(op, reply.status.as_u16(), retry_after, &reply.body);
+            crate::error::from_response(op, reply.status.as_u16(), retry_after, &reply.body);
         if reply.status == StatusCode::UNAUTHORIZED {
             // An expired or revoked token: the next attempt fetches a new one.
             self.tokens.invalidate().await;
@@ -268,6 +270,8 @@ impl Arm {
 
     fn parse<T: DeserializeOwned>(op: &'static str, body: &[u8]) -> Result<T, AzureError> {
         serde_json::from_slice(body).map_err(|e| AzureError {
+            advice: &crate::error::ADVICE,
+            request_id: None,
             op,
             kind: Kind::Other,
             status: 200,
@@ -285,6 +289,8 @@ impl Arm {
     ) -> Result<ContainerGroup, AzureError> {
         const OP: &str = "ContainerGroups_CreateOrUpdate";
         let body = serde_json::to_vec(group).map_err(|e| AzureError {
+            advice: &crate::error::ADVICE,
+            request_id: None,
             op: OP,
             kind: Kind::Other,
             status: 0,
@@ -381,6 +387,8 @@ impl Arm {
             check_next_link(OP, &self.scope.endpoint, &next)?;
             if !seen.insert(next.clone()) {
                 return Err(AzureError {
+                    advice: &crate::error::ADVICE,
+                    request_id: None,
                     op: OP,
                     kind: Kind::Other,
                     status: 200,
@@ -477,7 +485,7 @@ impl Arm {
             command: command.to_owned(),
             terminal_size: size,
         })
-        .map_err(|e| AzureError::transport(OP, e.to_string()))?;
+        .map_err(|e| crate::error::transport(OP, e.to_string()))?;
         let reply = self
             .call(OP, Method::POST, url, Some(Bytes::from(body)))
             .await?;
@@ -716,7 +724,7 @@ mod fuzz {
             let _ = Arm::parse::<Logs>(OP, &body);
             let _ = Arm::parse::<ExecResponse>(OP, &body);
             for code in [400, 401, 404, 409, 429, 500, 503] {
-                let e = AzureError::from_response(OP, code, None, &body);
+                let e = crate::error::from_response(OP, code, None, &body);
                 let _ = e.to_status();
             }
             Ok(())

@@ -2,36 +2,23 @@
 
 use std::time::Duration;
 
-use provider_common::cloud_error::{Advice, Classified};
+use provider_common::cloud_error::{Advice, CloudError};
 
 pub use provider_common::cloud_error::Kind;
 
 /// What the provider tells users about failures the operator must cure.
-const ADVICE: Advice = Advice {
+pub static ADVICE: Advice = Advice {
     cloud: "Azure",
     unauthenticated: "Azure refused the provider's credentials; check its identity and role assignment",
     permission_denied: "Azure refused the provider's credentials; check its identity and role assignment",
     quota: None,
+    // ACI's own sentence is what users need (e.g. a limit above the group's request).
+    invalid_in_clouds_words: true,
 };
 
-/// A failed Azure call. The message comes from ARM or Azure AD and names no secret: request
-/// bodies (where secrets travel) are never echoed into it.
-#[derive(Debug, thiserror::Error)]
-#[error("{op} failed: {code}: {message}")]
-pub struct AzureError {
-    /// The operation, e.g. "ContainerGroups_CreateOrUpdate".
-    pub op: &'static str,
-    /// Classification.
-    pub kind: Kind,
-    /// HTTP status (0 when no response came).
-    pub status: u16,
-    /// ARM error code, e.g. "ContainerGroupQuotaReached".
-    pub code: String,
-    /// ARM error message.
-    pub message: String,
-    /// Retry-After sent by the server.
-    pub retry_after: Option<Duration>,
-}
+/// A failed Azure call (operations are named as in the ARM REST reference, e.g.
+/// "ContainerGroups_CreateOrUpdate"; codes are ARM's, e.g. "ContainerGroupQuotaReached").
+pub type AzureError = CloudError;
 
 /// Classifies ARM's error code with the HTTP status (the code can be more specific): 400/409/413/422
 /// are invalid requests (413: too large, so retrying the same pod cannot help), 401 rejected
@@ -52,67 +39,42 @@ pub fn classify(code: &str, status: u16) -> Kind {
     }
 }
 
-impl AzureError {
-    /// An error with no HTTP response (connection refused, timeout, TLS).
-    pub fn transport(op: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            op,
-            kind: Kind::Unavailable,
-            status: 0,
-            code: "ConnectionFailed".into(),
-            message: message.into(),
-            retry_after: None,
-        }
-    }
+/// An error with no HTTP response (connection refused, timeout, TLS).
+pub fn transport(op: &'static str, message: impl Into<String>) -> AzureError {
+    CloudError::new(&ADVICE, op, Kind::Unavailable, "ConnectionFailed", message)
+}
 
-    /// From an HTTP error response: status, Retry-After and the ARM error body.
-    pub fn from_response(
-        op: &'static str,
-        status: u16,
-        retry_after: Option<Duration>,
-        body: &[u8],
-    ) -> Self {
-        let parsed: crate::wire::ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-        let (code, message) = if parsed.error.code.is_empty() && parsed.error.message.is_empty() {
-            if status == 413 {
-                // Whatever answered (ARM or a gateway before it) sent no reason of its own; the
-                // pod needs one, since it fails for good.
-                (
-                    "RequestEntityTooLarge".to_owned(),
-                    "the container group definition is larger than Azure accepts; make the pod's \
-                     environment values, files (ConfigMap, Secret, projected volumes) or \
-                     commands smaller"
-                        .to_owned(),
-                )
-            } else {
-                (
-                    format!("HTTP{status}"),
-                    String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
-                )
-            }
+/// From an HTTP error response: status, Retry-After and the ARM error body.
+pub fn from_response(
+    op: &'static str,
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> AzureError {
+    let parsed: crate::wire::ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let (code, message) = if parsed.error.code.is_empty() && parsed.error.message.is_empty() {
+        if status == 413 {
+            // Whatever answered (ARM or a gateway before it) sent no reason of its own; the
+            // pod needs one, since it fails for good.
+            (
+                "RequestEntityTooLarge".to_owned(),
+                "the container group definition is larger than Azure accepts; make the pod's \
+                 environment values, files (ConfigMap, Secret, projected volumes) or \
+                 commands smaller"
+                    .to_owned(),
+            )
         } else {
-            (parsed.error.code, parsed.error.message)
-        };
-        Self {
-            op,
-            kind: classify(&code, status),
-            status,
-            code,
-            message,
-            retry_after,
+            (
+                format!("HTTP{status}"),
+                String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+            )
         }
-    }
-
-    /// The gRPC status a caller sees once retries are used up.
-    pub fn to_status(&self) -> tonic::Status {
-        // ACI's own sentence is what users need (e.g. a limit above the group's request).
-        let message = if self.kind == Kind::Invalid {
-            format!("{}: {}", self.code, self.message)
-        } else {
-            self.to_string()
-        };
-        self.kind.to_status(&ADVICE, message)
-    }
+    } else {
+        (parsed.error.code, parsed.error.message)
+    };
+    CloudError::new(&ADVICE, op, classify(&code, status), code, message)
+        .with_status(status)
+        .with_retry_after(retry_after)
 }
 
 /// Parses a Retry-After header: delay-seconds (ARM's form) or an HTTP date is not expected.
@@ -120,16 +82,6 @@ pub fn parse_retry_after(v: Option<&http::HeaderValue>) -> Option<Duration> {
     v.and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs)
-}
-
-impl Classified for AzureError {
-    fn kind(&self) -> Kind {
-        self.kind
-    }
-
-    fn server_delay(&self) -> Option<Duration> {
-        self.retry_after
-    }
 }
 
 #[cfg(test)]
@@ -162,7 +114,7 @@ mod tests {
     fn request_entity_too_large_is_an_invalid_pod() {
         assert_eq!(classify("", 413), Kind::Invalid);
         let op = "ContainerGroups_CreateOrUpdate";
-        let e = AzureError::from_response(op, 413, None, b"");
+        let e = from_response(op, 413, None, b"");
         assert!(!e.is_retryable());
         let s = e.to_status();
         assert_eq!(s.code(), tonic::Code::InvalidArgument);
@@ -172,11 +124,10 @@ mod tests {
             "{}",
             s.message()
         );
-        let html =
-            AzureError::from_response(op, 413, None, b"<html>413 Request Entity Too Large</html>");
+        let html = from_response(op, 413, None, b"<html>413 Request Entity Too Large</html>");
         assert_eq!(html.code, "RequestEntityTooLarge");
         let body = br#"{"error":{"code":"RequestContentTooLarge","message":"The request content size exceeds the limit."}}"#;
-        let s = AzureError::from_response(op, 413, None, body).to_status();
+        let s = from_response(op, 413, None, body).to_status();
         assert_eq!(s.code(), tonic::Code::InvalidArgument);
         assert_eq!(
             s.message(),
@@ -187,14 +138,14 @@ mod tests {
     #[test]
     fn arm_error_bodies_become_user_messages() {
         let body = br#"{"error":{"code":"ContainerLimitGreaterThanContainerGroupTotalRequest","message":"The 'Cpu' limit '2' in container 'a' is greater than the total request '1' of container group 'g'."}}"#;
-        let e = AzureError::from_response("ContainerGroups_CreateOrUpdate", 400, None, body);
+        let e = from_response("ContainerGroups_CreateOrUpdate", 400, None, body);
         let s = e.to_status();
         assert_eq!(s.code(), tonic::Code::InvalidArgument);
         assert!(
             s.message()
                 .contains("is greater than the total request '1'")
         );
-        let e = AzureError::from_response("x", 429, Some(Duration::from_secs(3)), b"");
+        let e = from_response("x", 429, Some(Duration::from_secs(3)), b"");
         assert!(e.is_retryable() && e.is_throttle());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
         assert_eq!(e.to_status().code(), tonic::Code::ResourceExhausted);

@@ -24,6 +24,8 @@ pub const MAX_ANSWER_BYTES: usize = 16 << 20;
 /// The error for an answer over [`MAX_ANSWER_BYTES`].
 fn too_large(op: &'static str) -> AzureError {
     AzureError {
+        advice: &crate::error::ADVICE,
+        request_id: None,
         op,
         kind: crate::error::Kind::Other,
         status: 200,
@@ -106,13 +108,13 @@ impl Http {
         }
         let req = req
             .body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| AzureError::transport(op, format!("bad request: {e}")))?;
+            .map_err(|e| crate::error::transport(op, format!("bad request: {e}")))?;
         let fut = async {
             let resp = self
                 .client
                 .request(req)
                 .await
-                .map_err(|e| AzureError::transport(op, format!("cannot reach Azure: {e}")))?;
+                .map_err(|e| crate::error::transport(op, format!("cannot reach Azure: {e}")))?;
             let (parts, body) = resp.into_parts();
             let declared = parts
                 .headers
@@ -129,7 +131,7 @@ impl Http {
                     if e.is::<LengthLimitError>() {
                         too_large(op)
                     } else {
-                        AzureError::transport(op, format!("response cut short: {e}"))
+                        crate::error::transport(op, format!("response cut short: {e}"))
                     }
                 })?
                 .to_bytes();
@@ -141,7 +143,7 @@ impl Http {
         };
         tokio::time::timeout(REQUEST_TIMEOUT, fut)
             .await
-            .map_err(|_| AzureError::transport(op, "the request timed out"))?
+            .map_err(|_| crate::error::transport(op, "the request timed out"))?
     }
 }
 

@@ -44,6 +44,95 @@ pub struct Advice {
     pub permission_denied: &'static str,
     /// For [`Kind::Quota`], when the cloud has a cure to name.
     pub quota: Option<&'static str>,
+    /// For [`Kind::Invalid`]: the cloud's own code and sentence alone, without the failed
+    /// operation's name (ACI's sentences say what to change in the pod).
+    pub invalid_in_clouds_words: bool,
+}
+
+/// A failed cloud call, as every provider reports it. Code and message come from the cloud,
+/// which echoes no request body (where secrets travel), so they carry no secret.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{op} failed: {code}: {message}{}",
+    request_id.as_ref().map(|r| format!(" (RequestId {r})")).unwrap_or_default()
+)]
+pub struct CloudError {
+    /// What the provider tells users about failures the operator must cure.
+    pub advice: &'static Advice,
+    /// The API operation, e.g. `RunTask`.
+    pub op: &'static str,
+    /// Classification.
+    pub kind: Kind,
+    /// HTTP status (0 when no response came).
+    pub status: u16,
+    /// The cloud's error code, e.g. `ThrottlingException`.
+    pub code: String,
+    /// The cloud's error message.
+    pub message: String,
+    /// The cloud's request id, for support cases, where it sends one.
+    pub request_id: Option<String>,
+    /// Retry-After sent by the server.
+    pub retry_after: Option<Duration>,
+}
+
+impl CloudError {
+    /// A failure of `op` with no HTTP response, request id or Retry-After.
+    pub fn new(
+        advice: &'static Advice,
+        op: &'static str,
+        kind: Kind,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            advice,
+            op,
+            kind,
+            status: 0,
+            code: code.into(),
+            message: message.into(),
+            request_id: None,
+            retry_after: None,
+        }
+    }
+
+    /// The HTTP status the cloud answered with.
+    pub fn with_status(self, status: u16) -> Self {
+        Self { status, ..self }
+    }
+
+    /// The Retry-After the cloud sent.
+    pub fn with_retry_after(self, retry_after: Option<Duration>) -> Self {
+        Self {
+            retry_after,
+            ..self
+        }
+    }
+
+    /// The cloud's request id.
+    pub fn with_request_id(self, request_id: Option<String>) -> Self {
+        Self { request_id, ..self }
+    }
+
+    /// The gRPC status a caller sees once retries are used up.
+    pub fn to_status(&self) -> tonic::Status {
+        let message = if self.kind == Kind::Invalid && self.advice.invalid_in_clouds_words {
+            format!("{}: {}", self.code, self.message)
+        } else {
+            self.to_string()
+        };
+        self.kind.to_status(self.advice, message)
+    }
+}
+
+impl Classified for CloudError {
+    fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    fn server_delay(&self) -> Option<Duration> {
+        self.retry_after
+    }
 }
 
 impl Kind {
@@ -116,6 +205,7 @@ mod tests {
         unauthenticated: "check the key",
         permission_denied: "check the role",
         quota: Some("raise the quota"),
+        invalid_in_clouds_words: false,
     };
 
     /// The codes docs/PROTOCOL.md §8 lists, one per kind; only throttling and outages retried.

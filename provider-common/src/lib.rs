@@ -37,6 +37,7 @@ pub mod status_loop;
 pub mod tls;
 pub mod uid_lock;
 
+pub use cloud_error::CloudError;
 pub use listen::ListenAddr;
 pub use server::{
     BoxError, Cli, PollTask, ServerArgs, main, run, serve, serve_args, serve_metrics,

@@ -133,7 +133,7 @@ impl Cloud {
             .replace_nanosecond(0)
             .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
             .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|e| EciError::transport(action, e))?;
+            .map_err(|e| crate::error::transport(action, e))?;
         let nonce = format!("{:032x}", rand::random::<u128>());
         // Per attempt: temporary credentials may have been replaced since the last one.
         let creds = self.creds.get().await?;
@@ -152,7 +152,7 @@ impl Cloud {
         let uri = format!("{}/?{query}", self.base);
         if uri.len() > MAX_URI_BYTES {
             // Not a transport failure: the same request can never be sent, so not retried.
-            return Err(EciError::request_too_large(action, uri.len()));
+            return Err(crate::error::request_too_large(action, uri.len()));
         }
         let mut req = http::Request::post(uri);
         for (k, v) in &headers {
@@ -165,13 +165,13 @@ impl Cloud {
         }
         let req = req
             .body(Full::new(Bytes::new()))
-            .map_err(|e| EciError::transport(action, e))?;
+            .map_err(|e| crate::error::transport(action, e))?;
         let (status, retry_after, body) =
             tokio::time::timeout(self.attempt_timeout, self.exchange(action, req))
                 .await
-                .map_err(|_| EciError::transport(action, "timed out"))??;
+                .map_err(|_| crate::error::transport(action, "timed out"))??;
         if !(200..300).contains(&status) {
-            let err = EciError::from_response(action, status, &body, retry_after);
+            let err = crate::error::from_response(action, status, &body, retry_after);
             tracing::debug!(call = action, code = %err.code, http = status, "ECI call failed");
             return Err(err);
         }
@@ -186,7 +186,7 @@ impl Cloud {
         req: http::Request<Full<Bytes>>,
     ) -> Result<(u16, Option<Duration>, Bytes), EciError> {
         let too_large = || {
-            EciError::bad_answer(
+            crate::error::bad_answer(
                 action,
                 format_args!("an answer larger than {MAX_ANSWER_BYTES} bytes"),
             )
@@ -195,7 +195,7 @@ impl Cloud {
             .http
             .request(req)
             .await
-            .map_err(|e| EciError::transport(action, e))?;
+            .map_err(|e| crate::error::transport(action, e))?;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -219,7 +219,7 @@ impl Cloud {
                 if e.is::<LengthLimitError>() {
                     too_large()
                 } else {
-                    EciError::transport(action, e)
+                    crate::error::transport(action, e)
                 }
             })?
             .to_bytes();
@@ -244,7 +244,7 @@ impl Cloud {
     pub async fn create(&self, request: Value) -> Result<String, EciError> {
         let r: wire::CreateResponse = self.call("CreateContainerGroup", request).await?;
         if r.container_group_id.is_empty() {
-            return Err(EciError::bad_answer(
+            return Err(crate::error::bad_answer(
                 "CreateContainerGroup",
                 "no ContainerGroupId",
             ));
@@ -387,7 +387,7 @@ impl Cloud {
         stdin: bool,
     ) -> Result<String, EciError> {
         let command = serde_json::to_string(command)
-            .map_err(|e| EciError::bad_answer("ExecContainerCommand", e))?;
+            .map_err(|e| crate::error::bad_answer("ExecContainerCommand", e))?;
         let r: wire::ExecResponse = self
             .call(
                 "ExecContainerCommand",
@@ -402,7 +402,7 @@ impl Cloud {
             )
             .await?;
         if r.web_socket_uri.is_empty() {
-            return Err(EciError::bad_answer(
+            return Err(crate::error::bad_answer(
                 "ExecContainerCommand",
                 "no WebSocketUri",
             ));
@@ -413,7 +413,7 @@ impl Cloud {
 
 /// A successful answer's body as JSON (what one attempt hands the retry loop).
 pub(crate) fn parse_answer(action: &'static str, body: &[u8]) -> Result<Value, EciError> {
-    serde_json::from_slice(body).map_err(|e| EciError::bad_answer(action, e))
+    serde_json::from_slice(body).map_err(|e| crate::error::bad_answer(action, e))
 }
 
 /// An answer's JSON as the `api` type of its call.
@@ -421,7 +421,7 @@ pub(crate) fn read_answer<T: DeserializeOwned>(
     action: &'static str,
     v: Value,
 ) -> Result<T, EciError> {
-    serde_json::from_value(v).map_err(|e| EciError::bad_answer(action, e))
+    serde_json::from_value(v).map_err(|e| crate::error::bad_answer(action, e))
 }
 
 /// `DescribeContainerLog` options.

@@ -138,7 +138,7 @@ fn unavailable(op: &'static str, what: impl std::fmt::Display) -> EciError {
         kind: Kind::Unavailable,
         code: "CredentialsUnavailable".into(),
         message: format!("cannot get credentials: {what}"),
-        ..EciError::transport(op, "")
+        ..crate::error::transport(op, "")
     }
 }
 
@@ -147,7 +147,7 @@ fn rejected(op: &'static str, what: impl std::fmt::Display) -> EciError {
         kind: Kind::Unauthenticated,
         code: "CredentialsRejected".into(),
         message: format!("cannot get credentials: {what}"),
-        ..EciError::transport(op, "")
+        ..crate::error::transport(op, "")
     }
 }
 
@@ -367,7 +367,7 @@ impl CredentialProvider {
             .map_err(|e| unavailable(OP, e))?;
         let (status, body) = self.exchange(OP, req).await?;
         if !(200..300).contains(&status) {
-            let mut e = EciError::from_response(OP, status, &body, None);
+            let mut e = crate::error::from_response(OP, status, &body, None);
             // A refusal is about the credentials; anything else passes.
             if !matches!(e.kind, Kind::Throttled | Kind::Unavailable) {
                 e.kind = Kind::Unauthenticated;

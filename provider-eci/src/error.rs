@@ -5,37 +5,22 @@
 
 use std::time::Duration;
 
-use provider_common::cloud_error::{Advice, Classified};
+use provider_common::cloud_error::{Advice, CloudError};
 use serde::Deserialize;
 
 pub use provider_common::cloud_error::Kind;
 
 /// What the provider tells users about failures the operator must cure.
-const ADVICE: Advice = Advice {
+pub static ADVICE: Advice = Advice {
     cloud: "ECI",
     unauthenticated: "ECI rejected the provider's credentials or signature; check the AccessKey pair or STS token",
     permission_denied: "ECI denied the call; check the RAM permissions of the provider's credentials",
     quota: None,
+    invalid_in_clouds_words: false,
 };
 
-/// A failed ECI call. Code and message come from ECI, which does not echo parameter values, so
-/// they carry no secret.
-#[derive(Debug, thiserror::Error)]
-#[error("{op} failed: {code}: {message}{}", request_id.as_ref().map(|r| format!(" (RequestId {r})")).unwrap_or_default())]
-pub struct EciError {
-    /// The API operation.
-    pub op: &'static str,
-    /// Classification.
-    pub kind: Kind,
-    /// ECI error code, e.g. `Throttling.User`.
-    pub code: String,
-    /// ECI error message.
-    pub message: String,
-    /// ECI request id, for support cases.
-    pub request_id: Option<String>,
-    /// Retry-After sent by the server.
-    pub retry_after: Option<Duration>,
-}
+/// A failed ECI call (codes are ECI's, e.g. `Throttling.User`; ECI sends a request id).
+pub type EciError = CloudError;
 
 /// The error body of the RPC API.
 #[derive(Debug, Default, Deserialize)]
@@ -101,83 +86,45 @@ pub fn classify(code: &str, http_status: u16) -> Kind {
     }
 }
 
-impl EciError {
-    /// From an error response.
-    pub fn from_response(
-        op: &'static str,
-        http_status: u16,
-        body: &[u8],
-        retry_after: Option<Duration>,
-    ) -> Self {
-        let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-        // An empty code or message says as little as a missing one (found by fuzzing).
-        let given = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
-        let code = given(parsed.code).unwrap_or_else(|| format!("HTTP{http_status}"));
-        Self {
-            op,
-            kind: classify(&code, http_status),
-            message: given(parsed.message).unwrap_or_else(|| format!("HTTP status {http_status}")),
-            code,
-            request_id: parsed.request_id,
-            retry_after,
-        }
-    }
-
-    /// A transport failure (connect, timeout, unreadable body).
-    pub fn transport(op: &'static str, what: impl std::fmt::Display) -> Self {
-        Self {
-            op,
-            kind: Kind::Unavailable,
-            code: "Transport".into(),
-            message: format!("cannot reach the ECI endpoint: {what}"),
-            request_id: None,
-            retry_after: None,
-        }
-    }
-
-    /// A request whose URI (`len` bytes, parameters included) is longer than the client can
-    /// send; refused before any of it goes out.
-    pub fn request_too_large(op: &'static str, len: usize) -> Self {
-        Self {
-            op,
-            kind: Kind::Invalid,
-            code: "RequestTooLarge".into(),
-            message: format!(
-                "the request would be a {len}-byte URI; ECI's RPC API carries every parameter in \
-                 the URI, which can be at most {} bytes",
-                crate::client::MAX_URI_BYTES
-            ),
-            request_id: None,
-            retry_after: None,
-        }
-    }
-
-    /// An answer this provider cannot read.
-    pub fn bad_answer(op: &'static str, what: impl std::fmt::Display) -> Self {
-        Self {
-            op,
-            kind: Kind::Other,
-            code: "UnreadableResponse".into(),
-            message: format!("ECI answered something unexpected: {what}"),
-            request_id: None,
-            retry_after: None,
-        }
-    }
-
-    /// The gRPC status a caller sees once retries are used up.
-    pub fn to_status(&self) -> tonic::Status {
-        self.kind.to_status(&ADVICE, self.to_string())
-    }
+/// From an error response.
+pub fn from_response(
+    op: &'static str,
+    http_status: u16,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> EciError {
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    // An empty code or message says as little as a missing one (found by fuzzing).
+    let given = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+    let code = given(parsed.code).unwrap_or_else(|| format!("HTTP{http_status}"));
+    let message = given(parsed.message).unwrap_or_else(|| format!("HTTP status {http_status}"));
+    CloudError::new(&ADVICE, op, classify(&code, http_status), code, message)
+        .with_status(http_status)
+        .with_request_id(parsed.request_id)
+        .with_retry_after(retry_after)
 }
 
-impl Classified for EciError {
-    fn kind(&self) -> Kind {
-        self.kind
-    }
+/// A transport failure (connect, timeout, unreadable body).
+pub fn transport(op: &'static str, what: impl std::fmt::Display) -> EciError {
+    let message = format!("cannot reach the ECI endpoint: {what}");
+    CloudError::new(&ADVICE, op, Kind::Unavailable, "Transport", message)
+}
 
-    fn server_delay(&self) -> Option<Duration> {
-        self.retry_after
-    }
+/// A request whose URI (`len` bytes, parameters included) is longer than the client can send;
+/// refused before any of it goes out.
+pub fn request_too_large(op: &'static str, len: usize) -> EciError {
+    let message = format!(
+        "the request would be a {len}-byte URI; ECI's RPC API carries every parameter in the \
+         URI, which can be at most {} bytes",
+        crate::client::MAX_URI_BYTES
+    );
+    CloudError::new(&ADVICE, op, Kind::Invalid, "RequestTooLarge", message)
+}
+
+/// An answer this provider cannot read.
+pub fn bad_answer(op: &'static str, what: impl std::fmt::Display) -> EciError {
+    let message = format!("ECI answered something unexpected: {what}");
+    CloudError::new(&ADVICE, op, Kind::Other, "UnreadableResponse", message)
 }
 
 #[cfg(test)]
@@ -222,7 +169,7 @@ mod tests {
     #[test]
     fn delete_container_group_operation_conflict_is_retried() {
         assert_eq!(classify("OperationConflict", 400), Kind::Unavailable);
-        let e = EciError::from_response(
+        let e = from_response(
             "DeleteContainerGroup",
             400,
             br#"{"RequestId":"R-2","Code":"OperationConflict","Message":"Request was denied due to conflict with a previous request."}"#,
@@ -234,7 +181,7 @@ mod tests {
 
     #[test]
     fn error_bodies_become_statuses_naming_the_code() {
-        let e = EciError::from_response(
+        let e = from_response(
             "CreateContainerGroup",
             400,
             br#"{"RequestId":"R-1","Code":"SignatureDoesNotMatch","Message":"Specified signature is not matched with our calculation."}"#,
@@ -245,10 +192,10 @@ mod tests {
         // Unified with ACI and Fargate (docs/PROTOCOL.md §8): the pod is not at fault.
         assert_eq!(s.code(), tonic::Code::Unavailable);
         assert!(s.message().contains("SignatureDoesNotMatch") && s.message().contains("R-1"));
-        let t = EciError::from_response("X", 400, br#"{"Code":"Throttling.User"}"#, None);
+        let t = from_response("X", 400, br#"{"Code":"Throttling.User"}"#, None);
         assert!(t.is_retryable() && t.is_throttle());
         assert_eq!(t.to_status().code(), tonic::Code::ResourceExhausted);
-        let junk = EciError::from_response("X", 502, b"<html>", None);
+        let junk = from_response("X", 502, b"<html>", None);
         assert_eq!(junk.code, "HTTP502");
         assert!(junk.is_retryable());
     }
@@ -256,7 +203,7 @@ mod tests {
     /// Found by fuzzing: `{"Code":""}` made an error with no code ("X failed: : …").
     #[test]
     fn empty_codes_and_messages_count_as_missing() {
-        let e = EciError::from_response("X", 503, br#"{"Code":" ","Message":""}"#, None);
+        let e = from_response("X", 503, br#"{"Code":" ","Message":""}"#, None);
         assert_eq!(e.code, "HTTP503");
         assert_eq!(e.message, "HTTP status 503");
         assert!(e.is_retryable());

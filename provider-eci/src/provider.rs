@@ -1133,7 +1133,7 @@ mod fuzz {
                     unreadable(read_answer::<wire::ExecResponse>(OP, v))?;
                 }
                 for code in [400, 403, 404, 409, 429, 500, 503] {
-                    let e = EciError::from_response(OP, code, &body, None);
+                    let e = crate::error::from_response(OP, code, &body, None);
                     prop_assert!(!e.code.is_empty());
                     prop_assert!(e.to_status().code() != tonic::Code::Ok);
                 }
@@ -1211,7 +1211,7 @@ mod fuzz {
             }
             let body = serde_json::to_vec(&error).unwrap_or_default();
             for code in [400, 404, 429, 500, 503] {
-                let e = EciError::from_response(OP, code, &body, None);
+                let e = crate::error::from_response(OP, code, &body, None);
                 prop_assert!(!e.code.is_empty() && !e.message.is_empty());
                 prop_assert!(e.to_status().code() != tonic::Code::Ok);
             }

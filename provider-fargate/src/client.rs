@@ -96,7 +96,7 @@ fn sdk<E>(
 where
     E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
-    move |e| AwsError::from_sdk(op, e)
+    move |e| crate::error::from_sdk(op, e)
 }
 
 /// A secret of ours, as ListSecrets shows it.
@@ -411,7 +411,7 @@ impl Cloud {
                 Ok(out) => out,
                 Err(e) => {
                     let Some(arn) = conflict_task(&e) else {
-                        return Err(AwsError::from_sdk("RunTask", e));
+                        return Err(crate::error::from_sdk("RunTask", e));
                     };
                     tracing::info!(task = %arn, "RunTask: the client token already started a task; adopting it");
                     let out = self
@@ -735,13 +735,7 @@ fn conflict_task(
 }
 
 fn other(op: &'static str, msg: &str) -> AwsError {
-    AwsError {
-        op,
-        kind: Kind::Other,
-        code: "Unexpected".into(),
-        message: msg.into(),
-        retry_after: None,
-    }
+    AwsError::new(&crate::error::ADVICE, op, Kind::Other, "Unexpected", msg)
 }
 
 fn tag(k: &str, v: &str) -> Tag {

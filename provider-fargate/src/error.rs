@@ -4,34 +4,22 @@ use std::time::Duration;
 
 use aws_sdk_ecs::config::http::HttpResponse as Response;
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
-use provider_common::cloud_error::{Advice, Classified};
+use provider_common::cloud_error::{Advice, CloudError};
 
 pub use provider_common::cloud_error::Kind;
 
 /// What the provider tells users about failures the operator must cure.
-const ADVICE: Advice = Advice {
+pub static ADVICE: Advice = Advice {
     cloud: "AWS",
     unauthenticated: "AWS denied the call; check the provider's IAM permissions",
     permission_denied: "AWS denied the call; check the provider's IAM permissions",
     quota: Some("an AWS quota is used up; raise it in Service Quotas or wait for tasks to end"),
+    invalid_in_clouds_words: false,
 };
 
-/// A failed AWS call. The message comes from AWS and names no secret (secrets travel only in
-/// RunTask overrides, which AWS does not echo).
-#[derive(Debug, thiserror::Error)]
-#[error("{op} failed: {code}: {message}")]
-pub struct AwsError {
-    /// The API operation, e.g. "RunTask".
-    pub op: &'static str,
-    /// Classification.
-    pub kind: Kind,
-    /// AWS error code, e.g. "ThrottlingException".
-    pub code: String,
-    /// AWS error message.
-    pub message: String,
-    /// Retry-After sent by the server.
-    pub retry_after: Option<Duration>,
-}
+/// A failed AWS call (operations as the SDK names them, e.g. "RunTask"; codes are AWS's, e.g.
+/// "ThrottlingException").
+pub type AwsError = CloudError;
 
 /// Classifies an AWS error code with the response's HTTP status.
 pub fn classify(code: &str, http_status: u16) -> Kind {
@@ -56,82 +44,55 @@ pub fn classify(code: &str, http_status: u16) -> Kind {
     }
 }
 
-impl AwsError {
-    /// From any AWS SDK error of operation `op`.
-    pub fn from_sdk<E>(op: &'static str, err: SdkError<E, Response>) -> Self
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        let status = err.raw_response().map_or(0, |r| r.status().as_u16());
-        let retry_after = err
-            .raw_response()
-            .and_then(|r| r.headers().get("retry-after"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        // An answer the client refused to read (telemetry::TraceContext): not retried, the
-        // same call would get the same answer.
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
-        while let Some(e) = source {
-            if let Some(big) = e.downcast_ref::<crate::telemetry::AnswerTooLarge>() {
-                return Self {
-                    op,
-                    kind: Kind::Other,
-                    code: "AnswerTooLarge".into(),
-                    message: big.to_string(),
-                    retry_after: None,
-                };
-            }
-            source = e.source();
+/// From any AWS SDK error of operation `op`.
+pub fn from_sdk<E>(op: &'static str, err: SdkError<E, Response>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let status = err.raw_response().map_or(0, |r| r.status().as_u16());
+    let retry_after = err
+        .raw_response()
+        .and_then(|r| r.headers().get("retry-after"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    // An answer the client refused to read (telemetry::TraceContext): not retried, the
+    // same call would get the same answer.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(e) = source {
+        if let Some(big) = e.downcast_ref::<crate::telemetry::AnswerTooLarge>() {
+            return CloudError::new(&ADVICE, op, Kind::Other, "AnswerTooLarge", big.to_string());
         }
-        let (kind, code, message) = match &err {
-            SdkError::ServiceError(e) => {
-                let code = e.err().code().unwrap_or("Unknown").to_owned();
-                let message = e.err().message().unwrap_or_default().to_owned();
-                (classify(&code, status), code, message)
-            }
-            SdkError::TimeoutError(_) => (
-                Kind::Unavailable,
-                "Timeout".into(),
-                "the call timed out".into(),
-            ),
-            SdkError::DispatchFailure(e) => (
-                Kind::Unavailable,
-                "DispatchFailure".into(),
-                format!(
-                    "cannot reach the AWS endpoint: {:?}",
-                    e.as_connector_error().map(ToString::to_string)
-                ),
-            ),
-            SdkError::ResponseError(_) => (
-                classify("", status),
-                "ResponseError".into(),
-                format!("unreadable response (HTTP {status})"),
-            ),
-            _ => (Kind::Other, "Error".into(), err.to_string()),
-        };
-        Self {
-            op,
-            kind,
-            code,
-            message,
-            retry_after,
+        source = e.source();
+    }
+    let (kind, code, message) = match &err {
+        SdkError::ServiceError(e) => {
+            let code = e.err().code().unwrap_or("Unknown").to_owned();
+            let message = e.err().message().unwrap_or_default().to_owned();
+            (classify(&code, status), code, message)
         }
-    }
-
-    /// The gRPC status a caller sees once retries are used up.
-    pub fn to_status(&self) -> tonic::Status {
-        self.kind.to_status(&ADVICE, self.to_string())
-    }
-}
-
-impl Classified for AwsError {
-    fn kind(&self) -> Kind {
-        self.kind
-    }
-
-    fn server_delay(&self) -> Option<Duration> {
-        self.retry_after
-    }
+        SdkError::TimeoutError(_) => (
+            Kind::Unavailable,
+            "Timeout".into(),
+            "the call timed out".into(),
+        ),
+        SdkError::DispatchFailure(e) => (
+            Kind::Unavailable,
+            "DispatchFailure".into(),
+            format!(
+                "cannot reach the AWS endpoint: {:?}",
+                e.as_connector_error().map(ToString::to_string)
+            ),
+        ),
+        SdkError::ResponseError(_) => (
+            classify("", status),
+            "ResponseError".into(),
+            format!("unreadable response (HTTP {status})"),
+        ),
+        _ => (Kind::Other, "Error".into(), err.to_string()),
+    };
+    CloudError::new(&ADVICE, op, kind, code, message)
+        .with_status(status)
+        .with_retry_after(retry_after)
 }
 
 /// Code of a RunTask `failures` entry for Fargate capacity (retried, reported as a pod event).
@@ -169,17 +130,12 @@ pub fn run_task_failure(failures: &[(String, String)]) -> AwsError {
         } else {
             (Kind::Invalid, "RunTaskFailure")
         };
-    AwsError {
-        op: "RunTask",
-        kind,
-        code: code.into(),
-        message: if message.is_empty() {
-            "RunTask started no task and gave no reason".into()
-        } else {
-            message
-        },
-        retry_after: None,
-    }
+    let message = if message.is_empty() {
+        "RunTask started no task and gave no reason".into()
+    } else {
+        message
+    };
+    CloudError::new(&ADVICE, "RunTask", kind, code, message)
 }
 
 #[cfg(test)]

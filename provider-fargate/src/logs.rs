@@ -66,7 +66,7 @@ impl Source {
                     back: out.next_backward_token().map(str::to_owned),
                 }),
                 Err(e) => {
-                    let e = AwsError::from_sdk("GetLogEvents", e);
+                    let e = crate::error::from_sdk("GetLogEvents", e);
                     // No stream yet: the container has not written anything.
                     if e.kind == Kind::NotFound {
                         Ok(Page {

@@ -1148,7 +1148,7 @@ mod fuzz {
         let ecs = aws_sdk_ecs::Client::new(&sdk);
         let describe = || {
             rt.block_on(ecs.describe_tasks().cluster("vk").tasks("arn:t").send())
-                .map_err(|e| crate::error::AwsError::from_sdk("DescribeTasks", e))
+                .map_err(|e| crate::error::from_sdk("DescribeTasks", e))
         };
         *body.lock().expect("body") = serde_json::to_vec(&good).expect("encode");
         let out = describe().expect("well-formed");

@@ -199,7 +199,7 @@ mod tests {
             .send()
             .await
             .expect_err("too large");
-        let err = crate::error::AwsError::from_sdk("DescribeTasks", err);
+        let err = crate::error::from_sdk("DescribeTasks", err);
         assert_eq!(err.code, "AnswerTooLarge", "{err}");
         assert!(err.message.contains("more than 16777216"), "{err}");
         assert_eq!(err.kind, crate::error::Kind::Other, "not retried");
@@ -269,7 +269,7 @@ mod tests {
             .await
             .expect("ended quickly")
             .expect_err("too large");
-        let err = crate::error::AwsError::from_sdk("DescribeTasks", err);
+        let err = crate::error::from_sdk("DescribeTasks", err);
         assert_eq!(err.code, "AnswerTooLarge", "{err}");
         assert!(
             err.message.contains("without a length") && err.message.contains("16777216"),

@@ -13,18 +13,14 @@ use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{
-        handshake::derive_accept_key,
-        protocol::{Role, WebSocketConfig},
-    },
-};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::Instrument;
 
 use super::{Body, KubeletApi, handlers, has_container, text};
 use crate::resolve;
 use session::Session;
+use spdy_streams::SpdyClient;
+use websocket::WebSocketClient;
 
 mod port_forward;
 mod resize;
@@ -273,8 +269,7 @@ pub async fn handle(
         pod_ref: resolve::pod_ref(&pod),
         target,
         options,
-        inputs,
-        inputs_rx,
+        inputs: inputs_rx,
     };
     tokio::spawn(
         async move {
@@ -285,16 +280,23 @@ pub async fn handle(
                     return;
                 }
             };
+            // The provider call is opened only once the client's side is set up, as the
+            // kubelet does; `run` is generic, hence one call per transport.
             match transport {
                 Transport::WebSocket(_) => {
-                    let config = WebSocketConfig::default()
-                        .max_message_size(Some(MAX_WEBSOCKET_MESSAGE))
-                        .max_frame_size(Some(MAX_WEBSOCKET_MESSAGE));
-                    let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, Some(config))
-                        .await;
-                    session.over_websocket(ws).await;
+                    if let Some(client) =
+                        WebSocketClient::start(upgraded, &session.options, inputs).await
+                    {
+                        session.run(client).await;
+                    }
                 }
-                Transport::Spdy(_) => session.over_spdy(spdy::Session::new(upgraded)).await,
+                Transport::Spdy(_) => {
+                    if let Some(client) =
+                        SpdyClient::start(upgraded, &session.options, inputs).await
+                    {
+                        session.run(client).await;
+                    }
+                }
             }
         }
         .instrument(tracing::Span::current()),

@@ -4,25 +4,42 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use podprovider_proto::v1::{self as pb, stream_input::Input, stream_output::Output};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use podprovider_proto::v1::{self as pb, stream_input::Input};
+use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
-    STREAM_CREATION_TIMEOUT,
+    Options, STREAM_CREATION_TIMEOUT,
     resize::ResizeDecoder,
-    session::{Outcome, Session, input, open, status_json},
+    session::{Client, OutputStream, WriteFailed, input},
 };
 
-impl Session {
-    pub(super) async fn over_spdy(self, mut session: spdy::Session) {
-        let Self {
-            api,
-            pod_ref,
-            target,
-            options,
-            inputs,
-            inputs_rx,
-        } = self;
-        let command = &options.command;
+/// A client on SPDY: its session, the streams the output goes to, and the tasks that read the
+/// others.
+pub(super) struct SpdyClient {
+    session: spdy::Session,
+    error: Option<spdy::Stream>,
+    stdout: Option<spdy::Stream>,
+    stderr: Option<spdy::Stream>,
+    /// Forward the stdin and resize streams to the provider call.
+    pumps: Vec<JoinHandle<()>>,
+    /// Keeps the provider call's input open until the session ends, whether or not the client
+    /// sends stdin.
+    inputs: mpsc::Sender<pb::StreamInput>,
+    /// Streams of types not used here: dropping one resets it, so they are kept until the end.
+    _unused: HashMap<String, spdy::Stream>,
+}
+
+impl SpdyClient {
+    /// Waits for the streams `options` call for and starts forwarding stdin and resize to
+    /// `inputs`; `None` if the client goes away or does not open them in time.
+    pub(super) async fn start(
+        upgraded: TokioIo<Upgraded>,
+        options: &Options,
+        inputs: mpsc::Sender<pb::StreamInput>,
+    ) -> Option<Self> {
+        let mut session = spdy::Session::new(upgraded);
         use spdy::kube as k;
         let mut wanted: Vec<&str> = vec![k::STREAM_TYPE_ERROR];
         if options.stdin {
@@ -44,21 +61,21 @@ impl Session {
             tokio::select! {
                 () = &mut deadline => {
                     tracing::debug!("exec: the client did not open its streams in time");
-                    return;
+                    return None;
                 }
                 s = session.accept() => match s {
                     Some(s) => {
                         let kind = s.stream_type().unwrap_or_default().to_owned();
                         streams.insert(kind, s);
                     }
-                    None => return,
+                    None => return None,
                 },
             }
         }
         let take = |streams: &mut HashMap<String, spdy::Stream>, kind: &str| streams.remove(kind);
-        let mut error = take(&mut streams, k::STREAM_TYPE_ERROR);
-        let mut stdout = take(&mut streams, k::STREAM_TYPE_STDOUT);
-        let mut stderr = take(&mut streams, k::STREAM_TYPE_STDERR);
+        let error = take(&mut streams, k::STREAM_TYPE_ERROR);
+        let stdout = take(&mut streams, k::STREAM_TYPE_STDOUT);
+        let stderr = take(&mut streams, k::STREAM_TYPE_STDERR);
         let mut pumps = Vec::new();
         if let Some(mut stdin) = take(&mut streams, k::STREAM_TYPE_STDIN) {
             let inputs = inputs.clone();
@@ -88,54 +105,53 @@ impl Session {
                 }
             }));
         }
-        let opened = tokio::select! {
-            o = open(&api, pod_ref, &target, &options, inputs_rx) => o,
-            _ = session.closed() => {
-                pumps.iter().for_each(tokio::task::JoinHandle::abort);
-                return;
-            }
+        Some(Self {
+            session,
+            error,
+            stdout,
+            stderr,
+            pumps,
+            inputs,
+            _unused: streams,
+        })
+    }
+}
+
+impl Client for SpdyClient {
+    async fn gone(&mut self) {
+        // How the connection ended does not matter here.
+        let _ = self.session.closed().await;
+    }
+
+    async fn write(&mut self, stream: OutputStream, data: Vec<u8>) -> Result<(), WriteFailed> {
+        let target = match stream {
+            OutputStream::Stdout => &mut self.stdout,
+            OutputStream::Stderr => &mut self.stderr,
         };
-        let outcome = match opened {
-            Ok(mut outputs) => loop {
-                let message = tokio::select! {
-                    m = outputs.message() => m,
-                    // The client went away: dropping `outputs` cancels the provider call.
-                    _ = session.closed() => {
-                        pumps.iter().for_each(tokio::task::JoinHandle::abort);
-                        return;
-                    }
-                };
-                let (target, data) = match message {
-                    Ok(Some(pb::StreamOutput {
-                        output: Some(Output::Stdout(b)),
-                    })) => (&mut stdout, b),
-                    Ok(Some(pb::StreamOutput {
-                        output: Some(Output::Stderr(b)),
-                    })) => (&mut stderr, b),
-                    Ok(Some(pb::StreamOutput {
-                        output: Some(Output::Exit(e)),
-                    })) => break Outcome::Exit(e),
-                    Ok(Some(_)) => continue,
-                    Ok(None) => break Outcome::Ended,
-                    Err(status) => break Outcome::Failed(status.message().to_owned()),
-                };
-                if let Some(s) = target
-                    && s.send(Bytes::from(data)).await.is_err()
-                {
-                    break Outcome::Ended;
-                }
-            },
-            Err(status) => Outcome::Failed(status.message().to_owned()),
-        };
-        for s in [&mut stdout, &mut stderr].into_iter().flatten() {
+        // Output for a stream the client did not open is dropped. A failed stream need not mean
+        // a failed connection, so the status is still tried on the error stream.
+        if let Some(s) = target
+            && s.send(Bytes::from(data)).await.is_err()
+        {
+            return Err(WriteFailed::Stream);
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self, status: String) {
+        for s in [&mut self.stdout, &mut self.stderr].into_iter().flatten() {
             let _ = s.close().await;
         }
-        if let Some(e) = &mut error {
-            let _ = e.send(Bytes::from(status_json(&outcome, command))).await;
+        if let Some(e) = &mut self.error {
+            let _ = e.send(Bytes::from(status)).await;
             let _ = e.close().await;
         }
-        pumps.iter().for_each(tokio::task::JoinHandle::abort);
-        drop(inputs);
-        let _ = session.close().await;
+        self.pumps.iter().for_each(JoinHandle::abort);
+        drop(self.inputs);
+        let _ = self.session.close().await;
+    }
+
+    fn abandon(self) {
+        self.pumps.iter().for_each(JoinHandle::abort);
     }
 }

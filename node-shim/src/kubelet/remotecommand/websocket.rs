@@ -1,20 +1,23 @@
 //! exec and attach over WebSocket (`v5`/`v4.channel.k8s.io`): one binary message per chunk, its
 //! first byte the channel.
 
-use futures::{SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt, stream::SplitSink};
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use podprovider_proto::v1::{self as pb, stream_input::Input, stream_output::Output};
+use podprovider_proto::v1::{self as pb, stream_input::Input};
+use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
         Message,
-        protocol::{CloseFrame, frame::coding::CloseCode},
+        protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode},
     },
 };
 
 use super::{
+    MAX_WEBSOCKET_MESSAGE, Options,
     resize::ResizeDecoder,
-    session::{Outcome, Session, input, open, status_json},
+    session::{Client, OutputStream, WriteFailed, input},
 };
 
 /// WebSocket channel numbers.
@@ -49,20 +52,25 @@ pub(super) fn client_inputs(data: &[u8], resize: &mut ResizeDecoder) -> Vec<Inpu
     }
 }
 
-impl Session {
-    pub(super) async fn over_websocket(
-        self,
-        ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
-    ) {
-        let Self {
-            api,
-            pod_ref,
-            target,
-            options,
-            inputs,
-            inputs_rx,
-        } = self;
-        let command = &options.command;
+/// A client on WebSocket: the sending half of the connection, and the task that reads the other.
+pub(super) struct WebSocketClient {
+    sink: SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>,
+    /// Forwards client messages to the provider call; it ends when the client closes or goes away.
+    reader: JoinHandle<()>,
+}
+
+impl WebSocketClient {
+    /// Tells the client the streams are set up and starts forwarding its input to `inputs`;
+    /// `None` if it cannot be written to.
+    pub(super) async fn start(
+        upgraded: TokioIo<Upgraded>,
+        options: &Options,
+        inputs: mpsc::Sender<pb::StreamInput>,
+    ) -> Option<Self> {
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_WEBSOCKET_MESSAGE))
+            .max_frame_size(Some(MAX_WEBSOCKET_MESSAGE));
+        let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, Some(config)).await;
         let (mut sink, mut source) = ws.split();
         // The kubelet's first message: an empty frame on the lowest writable channel tells the
         // client the streams are set up.
@@ -74,9 +82,9 @@ impl Session {
             channel::ERROR
         };
         if sink.send(Message::binary(vec![first])).await.is_err() {
-            return;
+            return None;
         }
-        let mut reader = tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut resize = ResizeDecoder::default();
             while let Some(Ok(message)) = source.next().await {
                 let data = match message {
@@ -92,51 +100,47 @@ impl Session {
                 }
             }
         });
-        let opened = tokio::select! {
-            o = open(&api, pod_ref, &target, &options, inputs_rx) => o,
-            _ = &mut reader => return,
+        Some(Self { sink, reader })
+    }
+}
+
+impl Client for WebSocketClient {
+    async fn gone(&mut self) {
+        // Awaiting the handle by reference is cancel-safe; how the reader ended does not matter.
+        let _ = (&mut self.reader).await;
+    }
+
+    async fn write(&mut self, stream: OutputStream, data: Vec<u8>) -> Result<(), WriteFailed> {
+        let ch = match stream {
+            OutputStream::Stdout => channel::STDOUT,
+            OutputStream::Stderr => channel::STDERR,
         };
-        let outcome = match opened {
-            Ok(mut outputs) => loop {
-                let message = tokio::select! {
-                    m = outputs.message() => m,
-                    // The client went away: dropping `outputs` cancels the provider call.
-                    _ = &mut reader => return,
-                };
-                let (ch, data) = match message {
-                    Ok(Some(pb::StreamOutput {
-                        output: Some(Output::Stdout(b)),
-                    })) => (channel::STDOUT, b),
-                    Ok(Some(pb::StreamOutput {
-                        output: Some(Output::Stderr(b)),
-                    })) => (channel::STDERR, b),
-                    Ok(Some(pb::StreamOutput {
-                        output: Some(Output::Exit(e)),
-                    })) => break Outcome::Exit(e),
-                    Ok(Some(_)) => continue,
-                    Ok(None) => break Outcome::Ended,
-                    Err(status) => break Outcome::Failed(status.message().to_owned()),
-                };
-                let mut frame = Vec::with_capacity(data.len() + 1);
-                frame.push(ch);
-                frame.extend_from_slice(&data);
-                if sink.send(Message::binary(frame)).await.is_err() {
-                    reader.abort();
-                    return;
-                }
-            },
-            Err(status) => Outcome::Failed(status.message().to_owned()),
-        };
-        let mut status = vec![channel::ERROR];
-        status.extend_from_slice(status_json(&outcome, command).as_bytes());
-        let _ = sink.send(Message::binary(status)).await;
+        let mut frame = Vec::with_capacity(data.len() + 1);
+        frame.push(ch);
+        frame.extend_from_slice(&data);
+        // Every channel shares the one connection: if this send fails, the status cannot go
+        // out either.
+        self.sink
+            .send(Message::binary(frame))
+            .await
+            .map_err(|_| WriteFailed::Connection)
+    }
+
+    async fn finish(mut self, status: String) {
+        let mut frame = vec![channel::ERROR];
+        frame.extend_from_slice(status.as_bytes());
+        let _ = self.sink.send(Message::binary(frame)).await;
         // A normal closure is end-of-stream for kubectl; anything else is reported as an error.
         let close = CloseFrame {
             code: CloseCode::Normal,
             reason: "".into(),
         };
-        let _ = sink.send(Message::Close(Some(close))).await;
-        let _ = sink.close().await;
-        reader.abort();
+        let _ = self.sink.send(Message::Close(Some(close))).await;
+        let _ = self.sink.close().await;
+        self.reader.abort();
+    }
+
+    fn abandon(self) {
+        self.reader.abort();
     }
 }

@@ -6,6 +6,19 @@
 //! As in the kubelet, the connection is upgraded first; the provider's refusal (e.g. container not
 //! running) then arrives as a failure status on the error channel, which kubectl prints. With a
 //! TTY the client's first resize is awaited briefly so the process starts with the right size.
+//!
+//! Read in this order:
+//! - here: [`handle`] (exec, attach) and [`port_forward()`] answer the HTTP request (options, pod
+//!   and container, protocol negotiation, `101 Switching Protocols`) and carry on with the
+//!   upgraded connection in a task; the limits are the constants here;
+//! - [`websocket`] or [`spdy_streams`]: the exec/attach transport, which sets up the client's
+//!   side and forwards its input (stdin, resize, stdin close) to the provider;
+//! - [`session`]: then the provider's Exec or Attach call is opened, and the one output loop,
+//!   [`Session::run`], relays its output to whichever [`session::Client`] the transport made,
+//!   ending with the exit as a `metav1.Status`;
+//! - [`resize`]: the terminal-size decoder both transports use;
+//! - [`port_forward`](mod@port_forward): SPDY `data`/`error` stream pairs, one provider
+//!   PortForward call each.
 
 use std::{sync::Arc, time::Duration};
 

@@ -23,7 +23,7 @@ use support::*;
 use vk_testkit::{
     ControlPlane,
     aci_emulator::{AciEmulator, AciEmulatorOptions},
-    shim::{shim_bin, spawn_shim_with_kubelet_api},
+    shim::{measured_pod, node_proxy, shim_bin, spawn_shim_with_kubelet_api, summary_of},
     wait::{self, eventually},
 };
 
@@ -48,13 +48,7 @@ async fn stats_summary_and_kubectl_exec_and_attach_through_the_shim() -> anyhow:
 
 async fn scenario(cp: &ControlPlane, emu: &AciEmulator, addr: &str) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::namespaced(cp.client().await?, "default");
-    let pod: Pod = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "measured"},
-        "spec": {"nodeName": SHIM_NODE,
-                 "containers": [{"name": "app", "image": "nginx:1.25",
-                                 "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}],
-                 "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]}
-    }))?;
+    let pod = measured_pod(SHIM_NODE, "measured", "250m", "256Mi")?;
     pods.create(&PostParams::default(), &pod).await?;
     // The group's figures, set as soon as it exists (answers are reused for 30 s).
     let group = eventually(SLOW, "the pod's group", || async {
@@ -101,16 +95,7 @@ async fn scenario(cp: &ControlPlane, emu: &AciEmulator, addr: &str) -> anyhow::R
     );
 
     // Through the shim's kubelet endpoint, as metrics-server reads it.
-    let raw = cp.run_kubectl(&[
-        "get",
-        "--raw",
-        &format!("/api/v1/nodes/{SHIM_NODE}/proxy/stats/summary"),
-    ])?;
-    let summary: serde_json::Value = serde_json::from_str(&raw)?;
-    let pod = summary["pods"]
-        .as_array()
-        .and_then(|pods| pods.iter().find(|p| p["podRef"]["name"] == "measured"))
-        .with_context(|| format!("pod missing from the summary: {summary}"))?;
+    let pod = summary_of(cp, SHIM_NODE, "measured")?;
     let app = &pod["containers"][0];
     ensure!(app["name"] == "app", "{pod}");
     ensure!(app["cpu"]["usageNanoCores"] == 250_000_000, "{app}");
@@ -125,11 +110,7 @@ async fn scenario(cp: &ControlPlane, emu: &AciEmulator, addr: &str) -> anyhow::R
     );
 
     // /metrics/resource, metrics-server's source: the CPU counter and the working set.
-    let metrics = cp.run_kubectl(&[
-        "get",
-        "--raw",
-        &format!("/api/v1/nodes/{SHIM_NODE}/proxy/metrics/resource"),
-    ])?;
+    let metrics = node_proxy(cp, SHIM_NODE, "/metrics/resource")?;
     let value = |family: &str| {
         metrics
             .lines()

@@ -32,26 +32,6 @@ const ACI_NODE: &str = "vk-eci-aci";
 /// The ECI walk-through tolerates only `alibabacloud.com/eci`: that node's taint key.
 const ECI_NODE: &str = "vk-eci";
 
-fn node_of(p: &Pod) -> &str {
-    p.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .unwrap_or_default()
-}
-
-fn provider_failure(pods: &[Pod]) -> Option<String> {
-    pods.iter().find_map(|p| {
-        let s = p.status.as_ref()?;
-        (s.reason.as_deref() == Some("ProviderFailed")).then(|| {
-            format!(
-                "pod {} failed with ProviderFailed: {}",
-                p.metadata.name.as_deref().unwrap_or_default(),
-                s.message.as_deref().unwrap_or_default()
-            )
-        })
-    })
-}
-
 /// The stored container group of a pod (by the group name the provider derives from the pod),
 /// if the emulator has it with the pod's UID tag.
 async fn group_of(emu: &EciEmulator, p: &Pod) -> anyhow::Result<Option<serde_json::Value>> {
@@ -150,13 +130,13 @@ async fn running_with_groups(
             .list(&ListParams::default().labels(selector))
             .await?
             .items;
-        if let Some(failure) = provider_failure(&all) {
+        if let Some(failure) = wait::provider_failure(&all) {
             bail!("{failure}");
         }
         let running: Vec<Pod> = all
             .iter()
             .filter(|p| wait::running_and_ready(p) && p.metadata.deletion_timestamp.is_none())
-            .filter(|p| node_of(p) == node)
+            .filter(|p| wait::node_of(p) == node)
             .cloned()
             .collect();
         if running.len() != n || (exact && all.len() != n) {
@@ -181,11 +161,11 @@ async fn scenario(cp: &ControlPlane, emu: &EciEmulator, pods: &Api<Pod>) -> anyh
         let p = pods.get_opt("mypod").await?;
         if let Some(failure) = p
             .as_ref()
-            .and_then(|p| provider_failure(std::slice::from_ref(p)))
+            .and_then(|p| wait::provider_failure(std::slice::from_ref(p)))
         {
             bail!("{failure}");
         }
-        Ok(p.filter(|p| wait::running_and_ready(p) && node_of(p) == ECI_NODE))
+        Ok(p.filter(|p| wait::running_and_ready(p) && wait::node_of(p) == ECI_NODE))
     })
     .await?;
     let group = group_of(emu, &mypod)

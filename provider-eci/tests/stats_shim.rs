@@ -18,7 +18,7 @@ use support::start_provider;
 use vk_testkit::{
     ControlPlane,
     eci_emulator::{EciEmulator, EciEmulatorOptions},
-    shim::{shim_bin, spawn_shim_with_kubelet_api},
+    shim::{measured_pod, node_proxy, shim_bin, spawn_shim_with_kubelet_api, summary_of},
     wait,
 };
 
@@ -41,31 +41,18 @@ async fn stats_summary_and_metrics_resource_carry_eci_metrics() -> anyhow::Resul
 
 async fn scenario(cp: &ControlPlane) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::namespaced(cp.client().await?, "default");
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "measured"},
-        "spec": {"nodeName": NODE,
-                 "containers": [{"name": "app", "image": "nginx:1.25",
-                                 "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}],
-                 "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]}
-    }))?;
+    let pod = measured_pod(NODE, "measured", "500m", "1Gi")?;
     pods.create(&PostParams::default(), &pod).await?;
     wait::pod_phase(&pods, "measured", "Running", SLOW).await?;
-    let raw = |path: &str| {
-        cp.run_kubectl(&["get", "--raw", &format!("/api/v1/nodes/{NODE}/proxy{path}")])
-    };
     // The emulator's figures: 10 % of the container's 0.5 vCPU, a quarter of its 1 GiB.
-    let summary: serde_json::Value = serde_json::from_str(&raw("/stats/summary")?)?;
-    let pod = summary["pods"]
-        .as_array()
-        .and_then(|pods| pods.iter().find(|p| p["podRef"]["name"] == "measured"))
-        .with_context(|| format!("pod missing from the summary: {summary}"))?;
+    let pod = summary_of(cp, NODE, "measured")?;
     let app = &pod["containers"][0];
     ensure!(app["name"] == "app", "{pod}");
     ensure!(app["cpu"]["usageNanoCores"] == 50_000_000, "{app}");
     ensure!(app["memory"]["workingSetBytes"] == 256 << 20, "{app}");
     ensure!(pod["cpu"]["usageNanoCores"] == 50_000_000, "{pod}");
     ensure!(pod["memory"]["workingSetBytes"] == 256 << 20, "{pod}");
-    let metrics = raw("/metrics/resource")?;
+    let metrics = node_proxy(cp, NODE, "/metrics/resource")?;
     let mem = metrics
         .lines()
         .find(|l| {

@@ -45,28 +45,6 @@ fn kubectl(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<String> {
     cp.run_kubectl(args)
 }
 
-fn node_of(p: &Pod) -> &str {
-    p.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .unwrap_or_default()
-}
-
-/// A pod the shim failed because the provider refused it (INVALID_ARGUMENT): a finding, reported
-/// at once instead of after the deadline.
-fn provider_failure(pods: &[Pod]) -> Option<String> {
-    pods.iter().find_map(|p| {
-        let s = p.status.as_ref()?;
-        (s.reason.as_deref() == Some("ProviderFailed")).then(|| {
-            format!(
-                "pod {} failed with ProviderFailed: {}",
-                p.metadata.name.as_deref().unwrap_or_default(),
-                s.message.as_deref().unwrap_or_default()
-            )
-        })
-    })
-}
-
 /// One RUNNING ECS task with the pod identity from its tags.
 #[derive(Debug)]
 struct TaskInfo {
@@ -192,7 +170,7 @@ async fn scenario(rig: &Rig) -> anyhow::Result<()> {
     ];
     let running = wait::slowly(SLOW, "every manifest's pods Running and Ready", || async {
         let all = pods.list(&ListParams::default()).await?.items;
-        if let Some(failure) = provider_failure(&all) {
+        if let Some(failure) = wait::provider_failure(&all) {
             return Ok(Some(Err(failure)));
         }
         let tasks = running_tasks(ecs).await?;
@@ -201,14 +179,14 @@ async fn scenario(rig: &Rig) -> anyhow::Result<()> {
                 .iter()
                 .filter(|p| selects(selector, p))
                 .filter(|p| wait::running_and_ready(p) && p.metadata.deletion_timestamp.is_none())
-                .filter(|p| node.is_none_or(|node| node_of(p) == node))
+                .filter(|p| node.is_none_or(|node| wait::node_of(p) == node))
                 .collect();
             let with_task = matching
                 .iter()
                 .filter(|p| {
                     tasks.iter().any(|t| {
                         Some(t.pod_uid.as_str()) == p.metadata.uid.as_deref()
-                            && t.node == node_of(p)
+                            && t.node == wait::node_of(p)
                     })
                 })
                 .count();
@@ -323,7 +301,7 @@ async fn scenario(rig: &Rig) -> anyhow::Result<()> {
                     .list(&ListParams::default().labels("app=aks-sample"))
                     .await?
                     .items;
-                if let Some(failure) = provider_failure(&all) {
+                if let Some(failure) = wait::provider_failure(&all) {
                     bail!("{failure}");
                 }
                 let running: Vec<&str> = all
@@ -331,7 +309,7 @@ async fn scenario(rig: &Rig) -> anyhow::Result<()> {
                     .filter(|p| {
                         wait::running_and_ready(p) && p.metadata.deletion_timestamp.is_none()
                     })
-                    .filter(|p| node_of(p) == ACI_NODE)
+                    .filter(|p| wait::node_of(p) == ACI_NODE)
                     .filter_map(|p| p.metadata.uid.as_deref())
                     .collect();
                 let mut task_uids: Vec<String> = running_tasks(ecs)

@@ -19,7 +19,7 @@ use support::{CLUSTER, LOG_GROUP, sdk, start_provider_with, tasks};
 use vk_testkit::{
     ControlPlane,
     moto::Moto,
-    shim::{shim_bin, spawn_shim_with_kubelet_api},
+    shim::{measured_pod, node_proxy, shim_bin, spawn_shim_with_kubelet_api, summary_of},
     wait,
 };
 
@@ -47,13 +47,7 @@ async fn scenario(cp: &ControlPlane, moto: &Moto) -> anyhow::Result<()> {
     let ecs = aws_sdk_ecs::Client::new(&config);
     let cw = aws_sdk_cloudwatch::Client::new(&config);
     let pods: Api<Pod> = Api::namespaced(cp.client().await?, "default");
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "measured"},
-        "spec": {"nodeName": NODE,
-                 "containers": [{"name": "app", "image": "nginx:1.25",
-                                 "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}],
-                 "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]}
-    }))?;
+    let pod = measured_pod(NODE, "measured", "250m", "256Mi")?;
     pods.create(&PostParams::default(), &pod).await?;
     wait::pod_phase(&pods, "measured", "Running", SLOW).await?;
 
@@ -120,14 +114,7 @@ async fn scenario(cp: &ControlPlane, moto: &Moto) -> anyhow::Result<()> {
         .await
         .context("PutMetricData")?;
 
-    let raw = |path: &str| {
-        cp.run_kubectl(&["get", "--raw", &format!("/api/v1/nodes/{NODE}/proxy{path}")])
-    };
-    let summary: serde_json::Value = serde_json::from_str(&raw("/stats/summary")?)?;
-    let pod = summary["pods"]
-        .as_array()
-        .and_then(|pods| pods.iter().find(|p| p["podRef"]["name"] == "measured"))
-        .with_context(|| format!("pod missing from the summary: {summary}"))?;
+    let pod = summary_of(cp, NODE, "measured")?;
     let app = &pod["containers"][0];
     ensure!(app["name"] == "app", "{pod}");
     ensure!(
@@ -143,7 +130,7 @@ async fn scenario(cp: &ControlPlane, moto: &Moto) -> anyhow::Result<()> {
     ensure!(pod["cpu"]["usageNanoCores"] == 250_000_000, "{pod}");
     ensure!(pod["memory"]["workingSetBytes"] == 48 << 20, "{pod}");
 
-    let metrics = raw("/metrics/resource")?;
+    let metrics = node_proxy(cp, NODE, "/metrics/resource")?;
     let line = |family: &str| {
         metrics
             .lines()

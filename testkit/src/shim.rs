@@ -63,3 +63,37 @@ pub fn spawn_shim_with_kubelet_api(
     args.extend_from_slice(extra_args);
     spawn_shim(cp, dir, name, provider, &args)
 }
+
+/// A one-container pod named `name` bound to `node`, requesting `cpu` and `memory`, for the
+/// stats tests.
+pub fn measured_pod(
+    node: &str,
+    name: &str,
+    cpu: &str,
+    memory: &str,
+) -> anyhow::Result<k8s_openapi::api::core::v1::Pod> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"nodeName": node,
+                 "containers": [{"name": "app", "image": "nginx:1.25",
+                                 "resources": {"requests": {"cpu": cpu, "memory": memory}}}],
+                 "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]}
+    }))?)
+}
+
+/// Pod `name`'s entry of the kubelet summary (`/stats/summary`) that `node`'s shim serves,
+/// read through the API server's node proxy as metrics-server reads it.
+pub fn summary_of(cp: &ControlPlane, node: &str, name: &str) -> anyhow::Result<serde_json::Value> {
+    let raw = node_proxy(cp, node, "/stats/summary")?;
+    let summary: serde_json::Value = serde_json::from_str(&raw)?;
+    summary["pods"]
+        .as_array()
+        .and_then(|pods| pods.iter().find(|p| p["podRef"]["name"] == name))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("pod {name} missing from the summary: {summary}"))
+}
+
+/// GET `path` of `node`'s kubelet API through the API server's node proxy.
+pub fn node_proxy(cp: &ControlPlane, node: &str, path: &str) -> anyhow::Result<String> {
+    cp.run_kubectl(&["get", "--raw", &format!("/api/v1/nodes/{node}/proxy{path}")])
+}

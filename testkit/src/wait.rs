@@ -97,3 +97,26 @@ pub async fn pod_phase(
     })
     .await
 }
+
+/// The node a pod is bound to ("" when none).
+pub fn node_of(p: &k8s_openapi::api::core::v1::Pod) -> &str {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or_default()
+}
+
+/// A pod the shim failed because the provider refused it (INVALID_ARGUMENT): a finding, reported
+/// at once instead of after the deadline.
+pub fn provider_failure(pods: &[k8s_openapi::api::core::v1::Pod]) -> Option<String> {
+    pods.iter().find_map(|p| {
+        let s = p.status.as_ref()?;
+        (s.reason.as_deref() == Some("ProviderFailed")).then(|| {
+            format!(
+                "pod {} failed with ProviderFailed: {}",
+                p.metadata.name.as_deref().unwrap_or_default(),
+                s.message.as_deref().unwrap_or_default()
+            )
+        })
+    })
+}

@@ -18,7 +18,7 @@ mod provider;
 mod status;
 mod wire;
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use provider_common::{PollTask, retry::RetryPolicy, status_loop};
 
@@ -71,11 +71,11 @@ async fn provider(args: &AciArgs) -> anyhow::Result<(AciProvider, PollTask)> {
         RetryPolicy::default(),
     );
     let os = args.os_type.to_ascii_lowercase();
-    let mut capacity = HashMap::from([
-        ("cpu".to_owned(), args.capacity_cpu.clone()),
-        ("memory".to_owned(), args.capacity_memory.clone()),
-        ("pods".to_owned(), args.capacity_pods.clone()),
-    ]);
+    let mut capacity = provider_common::service::capacity(
+        &args.capacity_cpu,
+        &args.capacity_memory,
+        &args.capacity_pods,
+    );
     if !args.gpu_skus.is_empty() {
         capacity.insert("nvidia.com/gpu".to_owned(), args.capacity_gpu.clone());
     }

@@ -23,7 +23,9 @@ use support::*;
 use vk_testkit::{
     ControlPlane,
     aci_emulator::{AciEmulator, AciEmulatorOptions},
-    shim::{measured_pod, node_proxy, shim_bin, spawn_shim_with_kubelet_api, summary_of},
+    shim::{
+        measured_pod, metric_line, node_proxy, shim_bin, spawn_shim_with_kubelet_api, summary_of,
+    },
     wait::{self, eventually},
 };
 
@@ -112,13 +114,7 @@ async fn scenario(cp: &ControlPlane, emu: &AciEmulator, addr: &str) -> anyhow::R
     // /metrics/resource, metrics-server's source: the CPU counter and the working set.
     let metrics = node_proxy(cp, SHIM_NODE, "/metrics/resource")?;
     let value = |family: &str| {
-        metrics
-            .lines()
-            .find(|l| {
-                l.starts_with(family)
-                    && l.contains("container=\"app\"")
-                    && l.contains("pod=\"measured\"")
-            })
+        metric_line(&metrics, family, "measured", "app")
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<f64>().ok())
     };

@@ -67,6 +67,16 @@ impl Notice {
 #[error("{0}")]
 pub struct Invalid(pub String);
 
+/// A node's capacity in the three resources every provider reports (Kubernetes quantities, from
+/// its `--capacity-*` flags); a provider adds its cloud's own (GPUs, ephemeral storage).
+pub fn capacity(cpu: &str, memory: &str, pods: &str) -> std::collections::HashMap<String, String> {
+    std::collections::HashMap::from([
+        ("cpu".to_owned(), cpu.to_owned()),
+        ("memory".to_owned(), memory.to_owned()),
+        ("pods".to_owned(), pods.to_owned()),
+    ])
+}
+
 /// What every provider answers in `GetNodeInfo` besides what its cloud decides: `provider` and
 /// its `version`, the node's `capacity` (allocatable is left to the shim), the cloud as
 /// `os_image` and `runtime`, revision 1; no labels, taints, conditions or kernel.

@@ -20,8 +20,6 @@ mod sizes;
 mod status;
 mod wire;
 
-use std::collections::HashMap;
-
 use anyhow::Context;
 use provider_common::{PollTask, retry::RetryPolicy, status_loop};
 
@@ -58,15 +56,15 @@ async fn provider(args: &EciArgs) -> anyhow::Result<(EciProvider, PollTask)> {
     let cloud = Cloud::new(&endpoint, &region, creds, RetryPolicy::default())
         .map_err(anyhow::Error::msg)
         .context("ECI client")?;
-    let capacity = HashMap::from([
-        ("cpu".to_owned(), args.capacity_cpu.clone()),
-        ("memory".to_owned(), args.capacity_memory.clone()),
-        ("pods".to_owned(), args.capacity_pods.clone()),
-        (
-            "ephemeral-storage".to_owned(),
-            args.capacity_ephemeral_storage.clone(),
-        ),
-    ]);
+    let mut capacity = provider_common::service::capacity(
+        &args.capacity_cpu,
+        &args.capacity_memory,
+        &args.capacity_pods,
+    );
+    capacity.insert(
+        "ephemeral-storage".to_owned(),
+        args.capacity_ephemeral_storage.clone(),
+    );
     let settings = Settings {
         placement: Placement {
             vswitch_id: args.vswitch_id.clone().unwrap_or_default(),

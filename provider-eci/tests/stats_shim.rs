@@ -18,7 +18,9 @@ use support::start_provider;
 use vk_testkit::{
     ControlPlane,
     eci_emulator::{EciEmulator, EciEmulatorOptions},
-    shim::{measured_pod, node_proxy, shim_bin, spawn_shim_with_kubelet_api, summary_of},
+    shim::{
+        measured_pod, metric_line, node_proxy, shim_bin, spawn_shim_with_kubelet_api, summary_of,
+    },
     wait,
 };
 
@@ -53,14 +55,13 @@ async fn scenario(cp: &ControlPlane) -> anyhow::Result<()> {
     ensure!(pod["cpu"]["usageNanoCores"] == 50_000_000, "{pod}");
     ensure!(pod["memory"]["workingSetBytes"] == 256 << 20, "{pod}");
     let metrics = node_proxy(cp, NODE, "/metrics/resource")?;
-    let mem = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("container_memory_working_set_bytes")
-                && l.contains("container=\"app\"")
-                && l.contains("pod=\"measured\"")
-        })
-        .with_context(|| metrics.clone())?;
+    let mem = metric_line(
+        &metrics,
+        "container_memory_working_set_bytes",
+        "measured",
+        "app",
+    )
+    .with_context(|| metrics.clone())?;
     ensure!(
         mem.split_whitespace()
             .nth(1)

@@ -17,8 +17,6 @@ mod stats;
 mod status;
 mod telemetry;
 
-use std::collections::HashMap;
-
 use anyhow::Context;
 use provider_common::{PollTask, retry::RetryPolicy, status_loop};
 
@@ -95,15 +93,15 @@ async fn provider(args: &FargateArgs) -> anyhow::Result<(FargateProvider, PollTa
         cluster: args.cluster.clone(),
         policy: RetryPolicy::default(),
     };
-    let capacity = HashMap::from([
-        ("cpu".to_owned(), args.capacity_cpu.clone()),
-        ("memory".to_owned(), args.capacity_memory.clone()),
-        ("pods".to_owned(), args.capacity_pods.clone()),
-        (
-            "ephemeral-storage".to_owned(),
-            args.capacity_ephemeral_storage.clone(),
-        ),
-    ]);
+    let mut capacity = provider_common::service::capacity(
+        &args.capacity_cpu,
+        &args.capacity_memory,
+        &args.capacity_pods,
+    );
+    capacity.insert(
+        "ephemeral-storage".to_owned(),
+        args.capacity_ephemeral_storage.clone(),
+    );
     let settings = Settings {
         defs: DefSettings {
             execution_role_arn: args.execution_role_arn.clone(),

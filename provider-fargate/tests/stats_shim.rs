@@ -19,7 +19,9 @@ use support::{CLUSTER, LOG_GROUP, sdk, start_provider_with, tasks};
 use vk_testkit::{
     ControlPlane,
     moto::Moto,
-    shim::{measured_pod, node_proxy, shim_bin, spawn_shim_with_kubelet_api, summary_of},
+    shim::{
+        measured_pod, metric_line, node_proxy, shim_bin, spawn_shim_with_kubelet_api, summary_of,
+    },
     wait,
 };
 
@@ -131,16 +133,7 @@ async fn scenario(cp: &ControlPlane, moto: &Moto) -> anyhow::Result<()> {
     ensure!(pod["memory"]["workingSetBytes"] == 48 << 20, "{pod}");
 
     let metrics = node_proxy(cp, NODE, "/metrics/resource")?;
-    let line = |family: &str| {
-        metrics
-            .lines()
-            .find(|l| {
-                l.starts_with(family)
-                    && l.contains("container=\"app\"")
-                    && l.contains("pod=\"measured\"")
-            })
-            .map(str::to_owned)
-    };
+    let line = |family: &str| metric_line(&metrics, family, "measured", "app").map(str::to_owned);
     let cpu = line("container_cpu_usage_seconds_total").with_context(|| metrics.clone())?;
     ensure!(
         cpu.split_whitespace()

@@ -97,3 +97,18 @@ pub fn summary_of(cp: &ControlPlane, node: &str, name: &str) -> anyhow::Result<s
 pub fn node_proxy(cp: &ControlPlane, node: &str, path: &str) -> anyhow::Result<String> {
     cp.run_kubectl(&["get", "--raw", &format!("/api/v1/nodes/{node}/proxy{path}")])
 }
+
+/// The sample line of `family` for container `container` of pod `pod` in a Prometheus text
+/// exposition such as `/metrics/resource`.
+pub fn metric_line<'a>(
+    metrics: &'a str,
+    family: &str,
+    pod: &str,
+    container: &str,
+) -> Option<&'a str> {
+    let pod = format!("pod=\"{pod}\"");
+    let container = format!("container=\"{container}\"");
+    metrics
+        .lines()
+        .find(|l| l.starts_with(family) && l.contains(&container) && l.contains(&pod))
+}

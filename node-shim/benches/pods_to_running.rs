@@ -4,7 +4,8 @@
 //! - pods/s through the shim (first create → last Running seen);
 //! - p50/p99 latency from create (bound at creation) to Running seen on a watch;
 //! - the shim's peak RSS and CPU seconds (user + system) per 1,000 pods;
-//! - with `--restart`: the shim restarted with N Running pods: CreatePod calls, pod status writes,
+//! - with `--restart`: the shim restarted with N Running pods: CreatePod calls, pod status writes
+//!   (new resourceVersions) and status PATCH requests (the API server's count, no-ops included),
 //!   time to Node Ready and to every pod reconciled.
 //!
 //! ```text
@@ -38,7 +39,7 @@ use provider_common::ListenAddr;
 use serde_json::json;
 use tokio::{io::AsyncReadExt, io::AsyncWriteExt, process::Command};
 use vk_testkit::{
-    ControlPlane, ports::free_port, process::ManagedProcess, test_provider::Control,
+    ControlPlane, ports::free_port, process::ManagedProcess, prometheus, test_provider::Control,
     test_provider::rpc, wait::eventually,
 };
 
@@ -214,7 +215,11 @@ fn spawn_shim(
             .arg(format!("--provider-endpoint=unix:{}", socket.display()))
             .arg(format!("--kubelet-port={}", free_port()?))
             .arg(format!("--metrics-address=127.0.0.1:{metrics_port}"))
-            .env("RUST_LOG", "warn"),
+            // VK_BENCH_SHIM_LOG (e.g. `info`) to see where a run's time goes; the log is kept.
+            .env(
+                "RUST_LOG",
+                std::env::var("VK_BENCH_SHIM_LOG").unwrap_or_else(|_| "warn".into()),
+            ),
         dir,
     )
 }
@@ -226,22 +231,23 @@ async fn reconciles_done(metrics_port: u16) -> anyhow::Result<u64> {
         .await?;
     let mut body = String::new();
     conn.read_to_string(&mut body).await?;
-    let mut total = 0.0;
-    for line in body.lines() {
-        if line.starts_with("vk_reconcile_duration_seconds_count")
-            && let Some(v) = line.split_whitespace().last()
-        {
-            total += v.parse::<f64>().unwrap_or(0.0);
-        }
-    }
+    let total = prometheus::sum(&body, "vk_reconcile_duration_seconds_count", &[]);
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     Ok(total as u64)
+}
+
+/// Pod status PATCH requests the API server has answered, from its own metrics: unlike new
+/// resourceVersions, these include patches that changed nothing.
+fn status_patches(cp: &ControlPlane) -> anyhow::Result<u64> {
+    prometheus::api_requests(cp, "PATCH", "pods", "status")
 }
 
 /// What the restart measured.
 struct Restart {
     create_calls: usize,
     status_writes: usize,
+    /// Status PATCH requests the API server answered, no-ops included.
+    status_patches: u64,
     node_ready: Duration,
     all_reconciled: Duration,
 }
@@ -294,6 +300,7 @@ async fn restart(
         .duration_since(SystemTime::UNIX_EPOCH)?
         .as_secs();
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    let patches_before = status_patches(cp)?;
     let started = Instant::now();
     *shim = spawn()?;
     let mut node_ready = None;
@@ -332,6 +339,7 @@ async fn restart(
     Ok(Restart {
         create_calls: control.calls(rpc::CREATE),
         status_writes,
+        status_patches: status_patches(cp)? - patches_before,
         node_ready: node_ready.unwrap_or_default(),
         all_reconciled: all_reconciled.unwrap_or_default(),
     })
@@ -352,7 +360,11 @@ async fn main() -> anyhow::Result<()> {
         .filter(|r| *r > 0.0);
 
     // The shim with an instant provider.
-    let dir = tempfile::tempdir()?;
+    let mut dir = tempfile::tempdir()?;
+    if std::env::var_os("VK_BENCH_SHIM_LOG").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("shim log: {}", dir.path().join("node-shim.log").display());
+    }
     let socket = dir.path().join("bench.sock");
     let control = Control::new();
     let _server = control.serve(ListenAddr::Unix(socket.clone())).await?;
@@ -367,6 +379,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let pid = shim.pid().ok_or_else(|| anyhow::anyhow!("shim exited"))?;
     let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
+    let patches_before = status_patches(&cp)?;
 
     // Watch for Running before creating anything, so no transition is missed. Every write to a
     // pod is one watch event: the events after the first (the create) are the shim's writes.
@@ -453,6 +466,10 @@ async fn main() -> anyhow::Result<()> {
     watch.abort();
     sampler.abort();
     let cpu = cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
+    // Reconciles that the last Running status itself triggers may still be under way.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    #[allow(clippy::cast_precision_loss)]
+    let patches_per_pod = (status_patches(&cp)? - patches_before) as f64 / n as f64;
     let peak_rss = proc_status_mb(pid, "VmHWM:");
     let create_calls = control.calls(rpc::CREATE);
     #[allow(clippy::cast_precision_loss)]
@@ -511,10 +528,11 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("provider CreatePod calls:               {create_calls}");
     println!("shim writes per pod (watch events - 1): {shim_writes_per_pod:.2}");
+    println!("status PATCH requests per pod:          {patches_per_pod:.2}");
     if let Some(r) = &restarted {
         println!(
-            "restart: Node Ready after {:?}, every pod reconciled after {:?}, {} CreatePod, {} pod writes",
-            r.node_ready, r.all_reconciled, r.create_calls, r.status_writes
+            "restart: Node Ready after {:?}, every pod reconciled after {:?}, {} CreatePod, {} pod writes, {} status PATCH requests",
+            r.node_ready, r.all_reconciled, r.create_calls, r.status_writes, r.status_patches
         );
     }
     let report = json!({
@@ -531,11 +549,13 @@ async fn main() -> anyhow::Result<()> {
         "shim_cpu_s_per_1000_pods": cpu_per_1000,
         "create_pod_calls": create_calls,
         "shim_pod_writes_per_pod": shim_writes_per_pod,
+        "status_patch_requests_per_pod": patches_per_pod,
         "restart": restarted.as_ref().map(|r| json!({
             "node_ready_s": r.node_ready.as_secs_f64(),
             "all_reconciled_s": r.all_reconciled.as_secs_f64(),
             "create_pod_calls": r.create_calls,
             "pod_writes": r.status_writes,
+            "status_patch_requests": r.status_patches,
         })),
     });
     println!("{report}");

@@ -75,7 +75,9 @@ fn container_state(s: Option<&pb::ContainerState>) -> Option<ContainerState> {
 }
 
 /// Statuses for the spec's containers, in spec order; containers the provider has not reported are
-/// waiting in `ContainerCreating`.
+/// waiting in `ContainerCreating`. `state` and `lastState` are always present (empty when unknown),
+/// as the API server stores them: otherwise every comparison with the stored status differs and
+/// each reconcile of a Running pod sends a status patch that changes nothing.
 fn container_statuses(
     spec: &[k8s::Container],
     reported: &[pb::ContainerStatus],
@@ -94,8 +96,8 @@ fn container_statuses(
                 ready: r.ready,
                 started: Some(r.started),
                 restart_count: r.restart_count,
-                state: container_state(r.state.as_ref()),
-                last_state: container_state(r.last_state.as_ref()),
+                state: Some(container_state(r.state.as_ref()).unwrap_or_default()),
+                last_state: Some(container_state(r.last_state.as_ref()).unwrap_or_default()),
                 ..Default::default()
             },
             None => ContainerStatus {
@@ -108,6 +110,7 @@ fn container_statuses(
                     }),
                     ..Default::default()
                 }),
+                last_state: Some(ContainerState::default()),
                 ..Default::default()
             },
         })
@@ -511,6 +514,32 @@ mod tests {
         let same = merged(Some(&current), &to_kubernetes(&p, &running(true), "h"));
         assert_eq!(cond(&same, "Ready"), "True");
         assert_eq!(same.conditions.as_ref().map(Vec::len), Some(5));
+    }
+
+    #[test]
+    fn a_status_as_the_api_server_stored_it_needs_no_write() {
+        let p = pod(serde_json::json!({}));
+        let sent = to_kubernetes(&p, &running(true), "h");
+        // The API server stores a container's empty state and lastState as `{}` (Go structs).
+        let mut stored = serde_json::to_value(&sent).expect("status serializes");
+        for c in stored["containerStatuses"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            for field in ["state", "lastState"] {
+                if c.get(field).is_none() {
+                    c[field] = serde_json::json!({});
+                }
+            }
+        }
+        let stored: k8s::PodStatus = serde_json::from_value(stored).expect("status parses");
+        let again = merged(Some(&stored), &to_kubernetes(&p, &running(true), "h"));
+        assert_eq!(
+            serde_json::to_value(&again).expect("status serializes"),
+            serde_json::to_value(&stored).expect("status serializes"),
+            "the same provider status again compares equal to the stored one"
+        );
     }
 
     #[test]

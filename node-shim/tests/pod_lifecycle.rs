@@ -16,7 +16,12 @@ use kube::{
 };
 use podprovider_proto::v1::PodPhase;
 use support::{SLOW, VirtualNode, start_node};
-use vk_testkit::{ControlPlane, test_provider::rpc, wait::eventually};
+use vk_testkit::{
+    ControlPlane,
+    prometheus::{self, api_requests},
+    test_provider::rpc,
+    wait::eventually,
+};
 
 const NODE: &str = "vk-life";
 
@@ -387,6 +392,8 @@ async fn restart_recreate_and_no_regression() -> anyhow::Result<()> {
     )?;
     assert!(node.control.lose_pod(&uid(&lost)));
     node.control.reset_calls();
+    let patches = || api_requests(&cp, "PATCH", "pods", "status");
+    let patches_before = patches()?;
     node.restart_shim(&cp, _dir.path())?;
 
     // After restart: the orphan is deleted, the lost pod is reported, nothing is created.
@@ -410,6 +417,21 @@ async fn restart_recreate_and_no_regression() -> anyhow::Result<()> {
         node.control.calls(rpc::DELETE),
         1,
         "only the orphan is deleted"
+    );
+    // Every pod reconciled once since the restart, and the one status patch is the lost pod's:
+    // the Running pods' stored statuses compare equal to what the provider reports, so not even
+    // a patch that changes nothing (invisible to resourceVersions) is sent.
+    eventually(SLOW, "every pod reconciled after the restart", || async {
+        let text = node.shim_metrics().await?;
+        let done = prometheus::sum(&text, "vk_reconcile_duration_seconds_count", &[]);
+        Ok((done >= 51.0).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        patches()? - patches_before,
+        1,
+        "status patches after the restart (only the lost pod's Failed)"
     );
 
     // Deleted and re-created under the same name: the new one runs, the old is gone.

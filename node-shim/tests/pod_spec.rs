@@ -255,14 +255,7 @@ async fn scenario(
 
     // The shim's /metrics counts the provider calls this test caused.
     let metrics = eventually(SLOW, "pods gauge", || async {
-        let out = tokio::process::Command::new("curl")
-            .args([
-                "-s",
-                &format!("http://127.0.0.1:{}/metrics", node.metrics_port),
-            ])
-            .output()
-            .await?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = node.shim_metrics().await?;
         // The gauges are refreshed every few seconds; wait for a settled sample.
         let settled = [
             "vk_pods{phase=\"Running\"} 2",

@@ -30,6 +30,7 @@ pub mod otlp;
 pub mod pki;
 pub mod ports;
 pub mod process;
+pub mod prometheus;
 pub mod provider_calls;
 pub mod provider_checks;
 pub mod shim;

@@ -5,10 +5,10 @@ use std::{collections::HashSet, sync::Arc};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::{ResourceExt, runtime::reflector::Store};
-use podprovider_proto::v1::{self as pb, DeletePodRequest, ListPodsRequest};
+use podprovider_proto::v1::{self as pb, DeletePodRequest};
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, Error};
+use super::{Context, view::ProviderView};
 
 /// Sweeps every resync period, once the pod store and the provider view have synced.
 pub(super) async fn sweep_periodically(
@@ -29,39 +29,33 @@ pub(super) async fn sweep_periodically(
             continue;
         }
         match sweep(&ctx, &store).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "swept orphaned provider pods"),
-            Err(err) => tracing::warn!(%err, "sweep failed"),
+            0 => {}
+            n => tracing::info!(deleted = n, "swept orphaned provider pods"),
         }
     }
 }
 
 /// Deletes provider pods whose Kubernetes object no longer exists (force-deleted, or deleted while
-/// the shim was down). Only runs once the pod store has synced, so nothing is deleted by mistake.
-async fn sweep(ctx: &Context, store: &Store<Pod>) -> Result<usize, Error> {
+/// the shim was down). Only runs once the pod store and the provider view have synced, so nothing
+/// is deleted by mistake. The provider view (kept from WatchPods) is what the provider has: listing
+/// it again with ListPods would cost one message with every pod's status (17 MB at 10,000 pods).
+async fn sweep(ctx: &Context, store: &Store<Pod>) -> usize {
     let live: HashSet<String> = store.state().iter().filter_map(|p| p.uid()).collect();
-    let request = ListPodsRequest {
-        node_name: ctx.cfg.node_name.clone(),
-    };
-    let listed = ctx
-        .provider
-        .clone()
-        .list_pods(request)
-        .await
-        .map_err(|status| Error::Provider {
-            call: "ListPods",
-            status,
-        })?
-        .into_inner();
-    let mut deleted = 0;
-    for s in listed.pods {
-        let Some(r) = s.pod_ref else { continue };
-        if !live.contains(&r.uid) {
-            delete_orphan(ctx, r).await;
-            deleted += 1;
-        }
+    let orphans = orphans(&ctx.view.lock(), &live);
+    let deleted = orphans.len();
+    for r in orphans {
+        delete_orphan(ctx, r).await;
     }
-    Ok(deleted)
+    deleted
+}
+
+/// The provider's pods, as the view has them, whose UID is not in `live`.
+fn orphans(view: &ProviderView, live: &HashSet<String>) -> Vec<pb::PodRef> {
+    view.pods
+        .iter()
+        .filter(|(uid, known)| !known.gone && !live.contains(*uid))
+        .filter_map(|(_, known)| known.status.as_ref()?.pod_ref.clone())
+        .collect()
 }
 
 pub(super) async fn delete_orphan(ctx: &Context, r: pb::PodRef) {
@@ -78,5 +72,46 @@ pub(super) async fn delete_orphan(ctx: &Context, r: pb::PodRef) {
         Err(err) => {
             tracing::warn!(error = %err.message(), %uid, "deleting an orphaned provider pod failed")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pods::view::Known;
+
+    fn known(uid: &str, gone: bool) -> (String, Known) {
+        let status = pb::PodStatus {
+            pod_ref: Some(pb::PodRef {
+                namespace: "default".into(),
+                name: format!("pod-{uid}"),
+                uid: uid.into(),
+            }),
+            ..Default::default()
+        };
+        let k = Known {
+            status: Some(status),
+            gone,
+            ..Default::default()
+        };
+        (uid.to_owned(), k)
+    }
+
+    #[test]
+    fn orphans_are_the_provider_pods_without_an_api_object() {
+        let view = ProviderView {
+            synced: true,
+            epoch: 1,
+            pods: [
+                known("live", false),
+                known("orphan", false),
+                known("gone", true),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let live: HashSet<String> = ["live".to_owned()].into_iter().collect();
+        let found: Vec<String> = orphans(&view, &live).into_iter().map(|r| r.uid).collect();
+        assert_eq!(found, ["orphan"]);
     }
 }

@@ -138,6 +138,18 @@ impl VirtualNode {
         self.shim = spawn_shim(cp, dir, &self.name, &self.socket, &[&metrics])?;
         Ok(())
     }
+
+    /// The shim's `/metrics` exposition.
+    pub async fn shim_metrics(&self) -> anyhow::Result<String> {
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-s",
+                &format!("http://127.0.0.1:{}/metrics", self.metrics_port),
+            ])
+            .output()
+            .await?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
 }
 
 /// The project's copy of the acceptance manifests.

@@ -1,0 +1,81 @@
+//! Reading Prometheus text expositions: the shim's `/metrics` and the API server's own.
+
+use crate::control_plane::ControlPlane;
+
+/// The sum of every sample of `family` whose labels include all of `labels` (name, value).
+/// Histogram and summary series are matched by their full name (e.g. `…_count`).
+pub fn sum(text: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (name, rest) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            (name == family && labels.iter().all(|want| parse_labels(rest).contains(want)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// `a="1",b="2"` as pairs; label values here never hold `",`.
+fn parse_labels(text: &str) -> Vec<(&str, &str)> {
+    text.split("\",")
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once("=\"")?;
+            Some((k, v.strip_suffix('"').unwrap_or(v)))
+        })
+        .collect()
+}
+
+/// Requests the API server has answered with `verb` on `resource` (and `subresource`, "" for
+/// none), every response code, from its own `apiserver_request_total`. It counts what a
+/// resourceVersion cannot show: patches that changed nothing.
+pub fn api_requests(
+    cp: &ControlPlane,
+    verb: &str,
+    resource: &str,
+    subresource: &str,
+) -> anyhow::Result<u64> {
+    let text = cp.run_kubectl(&["get", "--raw", "/metrics"])?;
+    let n = sum(
+        &text,
+        "apiserver_request_total",
+        &[
+            ("verb", verb),
+            ("resource", resource),
+            ("subresource", subresource),
+        ],
+    );
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sum;
+
+    #[test]
+    fn sums_the_series_whose_labels_match() {
+        let text = r#"# HELP apiserver_request_total x
+apiserver_request_total{code="200",resource="pods",subresource="status",verb="PATCH"} 5
+apiserver_request_total{code="409",resource="pods",subresource="status",verb="PATCH"} 2
+apiserver_request_total{code="200",resource="pods",subresource="",verb="PATCH"} 7
+apiserver_request_total{code="200",resource="nodes",subresource="pods",verb="PATCH"} 11
+vk_reconcile_duration_seconds_count{outcome="ok"} 3
+vk_reconcile_duration_seconds_count{outcome="error"} 1
+"#;
+        let status = [
+            ("verb", "PATCH"),
+            ("resource", "pods"),
+            ("subresource", "status"),
+        ];
+        assert_eq!(sum(text, "apiserver_request_total", &status), 7.0);
+        let plain = [("resource", "pods"), ("subresource", "")];
+        assert_eq!(sum(text, "apiserver_request_total", &plain), 7.0);
+        assert_eq!(sum(text, "vk_reconcile_duration_seconds_count", &[]), 4.0);
+        assert_eq!(sum(text, "vk_reconcile_duration_seconds", &[]), 0.0);
+    }
+}

@@ -22,7 +22,7 @@ mod plots;
 
 use parking_lot::Mutex;
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant, SystemTime},
@@ -156,8 +156,13 @@ fn record(t: &Times, name: String, at: Instant) {
 }
 
 /// The plain-client ceiling: creates `n` pods bound to a node nobody serves and patches each
-/// one's status; returns pods/s, after deleting them again.
-async fn ceiling(pods: &Api<Pod>, n: usize) -> anyhow::Result<f64> {
+/// one's status; returns pods/s and the API requests it took, after deleting them again.
+async fn ceiling(
+    cp: &ControlPlane,
+    pods: &Api<Pod>,
+    n: usize,
+) -> anyhow::Result<(f64, BTreeMap<String, u64>)> {
+    let requests_before = prometheus::api_requests_by_kind(cp)?;
     let started = Instant::now();
     stream::iter(0..n)
         .map(|i| {
@@ -176,6 +181,7 @@ async fn ceiling(pods: &Api<Pod>, n: usize) -> anyhow::Result<f64> {
         .try_collect::<Vec<_>>()
         .await?;
     let ceiling = rate(n, started.elapsed());
+    let requests = since(&requests_before, prometheus::api_requests_by_kind(cp)?);
     // One DeleteCollection of 10,000 pods can outlast the API server's 60 s request timeout on a
     // busy machine; what it deleted stays deleted, so repeat until none is left.
     eventually(Duration::from_secs(600), "ceiling pods gone", || async {
@@ -197,7 +203,18 @@ async fn ceiling(pods: &Api<Pod>, n: usize) -> anyhow::Result<f64> {
             .then_some(()))
     })
     .await?;
-    Ok(ceiling)
+    Ok((ceiling, requests))
+}
+
+/// The requests of each kind in `now` that were not yet in `before`.
+fn since(before: &BTreeMap<String, u64>, now: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    now.into_iter()
+        .map(|(kind, n)| {
+            let d = n.saturating_sub(before.get(&kind).copied().unwrap_or(0));
+            (kind, d)
+        })
+        .filter(|(_, d)| *d > 0)
+        .collect()
 }
 
 fn spawn_shim(
@@ -353,7 +370,7 @@ async fn main() -> anyhow::Result<()> {
     let client = cp.client().await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
 
-    let ceiling = ceiling(&pods, n).await?;
+    let (ceiling, ceiling_requests) = ceiling(&cp, &pods, n).await?;
     let open_rate = opts
         .rate
         .or(opts.rate_of_ceiling.map(|f| f * ceiling))
@@ -380,6 +397,7 @@ async fn main() -> anyhow::Result<()> {
     let pid = shim.pid().ok_or_else(|| anyhow::anyhow!("shim exited"))?;
     let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
     let patches_before = status_patches(&cp)?;
+    let requests_before = prometheus::api_requests_by_kind(&cp)?;
 
     // Watch for Running before creating anything, so no transition is missed. Every write to a
     // pod is one watch event: the events after the first (the create) are the shim's writes.
@@ -470,6 +488,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     #[allow(clippy::cast_precision_loss)]
     let patches_per_pod = (status_patches(&cp)? - patches_before) as f64 / n as f64;
+    let shim_requests = since(&requests_before, prometheus::api_requests_by_kind(&cp)?);
     let peak_rss = proc_status_mb(pid, "VmHWM:");
     let create_calls = control.calls(rpc::CREATE);
     #[allow(clippy::cast_precision_loss)]
@@ -529,6 +548,26 @@ async fn main() -> anyhow::Result<()> {
     println!("provider CreatePod calls:               {create_calls}");
     println!("shim writes per pod (watch events - 1): {shim_writes_per_pod:.2}");
     println!("status PATCH requests per pod:          {patches_per_pod:.2}");
+    // Every client's requests (the shim's, the benchmark's, the control plane's) while each ran.
+    println!("API requests per pod (all clients):     ceiling | through the shim");
+    let per_pod = |m: &BTreeMap<String, u64>, k: &str| {
+        #[allow(clippy::cast_precision_loss)]
+        let v = m.get(k).copied().unwrap_or(0) as f64 / n as f64;
+        v
+    };
+    let kinds: std::collections::BTreeSet<&String> = ceiling_requests
+        .keys()
+        .chain(shim_requests.keys())
+        .collect();
+    for kind in &kinds {
+        let (c, t) = (
+            per_pod(&ceiling_requests, kind),
+            per_pod(&shim_requests, kind),
+        );
+        if c >= 0.01 || t >= 0.01 {
+            println!("  {kind:<36}  {c:>7.2} | {t:.2}");
+        }
+    }
     if let Some(r) = &restarted {
         println!(
             "restart: Node Ready after {:?}, every pod reconciled after {:?}, {} CreatePod, {} pod writes, {} status PATCH requests",
@@ -550,6 +589,7 @@ async fn main() -> anyhow::Result<()> {
         "create_pod_calls": create_calls,
         "shim_pod_writes_per_pod": shim_writes_per_pod,
         "status_patch_requests_per_pod": patches_per_pod,
+        "api_requests": {"ceiling": ceiling_requests, "through_shim": shim_requests},
         "restart": restarted.as_ref().map(|r| json!({
             "node_ready_s": r.node_ready.as_secs_f64(),
             "all_reconciled_s": r.all_reconciled.as_secs_f64(),

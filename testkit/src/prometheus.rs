@@ -1,10 +1,12 @@
 //! Reading Prometheus text expositions: the shim's `/metrics` and the API server's own.
 
+use std::collections::BTreeMap;
+
 use crate::control_plane::ControlPlane;
 
-/// The sum of every sample of `family` whose labels include all of `labels` (name, value).
-/// Histogram and summary series are matched by their full name (e.g. `…_count`).
-pub fn sum(text: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
+/// Every sample of `family` as (labels, value). Histogram and summary series are matched by
+/// their full name (e.g. `…_count`).
+pub fn samples<'a>(text: &'a str, family: &str) -> Vec<(Vec<(&'a str, &'a str)>, f64)> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
@@ -13,10 +15,17 @@ pub fn sum(text: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
                 Some((name, rest)) => (name, rest.strip_suffix('}')?),
                 None => (series, ""),
             };
-            (name == family && labels.iter().all(|want| parse_labels(rest).contains(want)))
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
+            (name == family).then_some((parse_labels(rest), value.parse::<f64>().ok()?))
         })
+        .collect()
+}
+
+/// The sum of every sample of `family` whose labels include all of `labels` (name, value).
+pub fn sum(text: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
+    samples(text, family)
+        .into_iter()
+        .filter(|(have, _)| labels.iter().all(|want| have.contains(want)))
+        .map(|(_, v)| v)
         .sum()
 }
 
@@ -28,6 +37,33 @@ fn parse_labels(text: &str) -> Vec<(&str, &str)> {
             Some((k, v.strip_suffix('"').unwrap_or(v)))
         })
         .collect()
+}
+
+/// Requests the API server has answered so far, by "VERB resource[/subresource]", every response
+/// code; watches and the API server's own requests are left out.
+pub fn api_requests_by_kind(cp: &ControlPlane) -> anyhow::Result<BTreeMap<String, u64>> {
+    let text = cp.run_kubectl(&["get", "--raw", "/metrics"])?;
+    let mut out = BTreeMap::new();
+    for (labels, v) in samples(&text, "apiserver_request_total") {
+        let label = |name: &str| {
+            labels
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map_or("", |(_, v)| *v)
+        };
+        if matches!(label("verb"), "WATCH" | "CONNECT") || label("resource").is_empty() {
+            continue;
+        }
+        let mut kind = format!("{} {}", label("verb"), label("resource"));
+        if !label("subresource").is_empty() {
+            kind = format!("{kind}/{}", label("subresource"));
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        {
+            *out.entry(kind).or_default() += v as u64;
+        }
+    }
+    Ok(out)
 }
 
 /// Requests the API server has answered with `verb` on `resource` (and `subresource`, "" for

@@ -109,10 +109,7 @@ async fn acceptance_manifests_run_scale_and_delete_on_aci() -> anyhow::Result<()
     let dir = tempfile::tempdir()?;
     let emu = AciEmulator::start(
         dir.path(),
-        AciEmulatorOptions {
-            log_heartbeat_ms: 500,
-            ..Default::default()
-        },
+        AciEmulatorOptions::default().log_heartbeat_ms(500),
     )
     .await?;
     let (provider, _, addr) = start_provider(&emu, dir.path(), &["--subnet-ids", SUBNET]).await?;

@@ -9,7 +9,7 @@ mod support;
 use anyhow::ensure;
 use podprovider_proto::{
     PodProviderClient,
-    v1::{CreatePodRequest, DeletePodRequest, PodPhase},
+    v1::{CreatePodRequest, PodPhase},
 };
 use serde_json::json;
 use support::*;
@@ -47,14 +47,7 @@ async fn create_running(c: &Client, name: &str, uid: &str) -> anyhow::Result<()>
 
 async fn delete(c: &Client, name: &str, uid: &str) -> anyhow::Result<bool> {
     let mut p = pod(name, uid);
-    Ok(c.clone()
-        .delete_pod(DeletePodRequest {
-            pod_ref: p.pod_ref.take(),
-            grace_period_seconds: None,
-        })
-        .await?
-        .into_inner()
-        .found)
+    provider_calls::delete(c, p.pod_ref.take(), None).await
 }
 
 async fn gone(c: &Client, uid: &str) -> anyhow::Result<()> {

@@ -14,13 +14,14 @@ use std::{sync::Arc, time::Duration};
 use anyhow::{Context, ensure};
 use podprovider_proto::{
     PodProviderClient,
-    v1::{CreatePodRequest, PodEvent, WatchPodsRequest, watch_pods_event::Event as WatchEvent},
+    v1::{CreatePodRequest, PodEvent, watch_pods_event::Event as WatchEvent},
 };
 use serde_json::json;
 use support::*;
 use tokio_stream::StreamExt;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
+    provider_calls,
     wait::eventually,
 };
 
@@ -29,13 +30,7 @@ type Seen = Arc<Mutex<Vec<PodEvent>>>;
 
 /// Collects every pod_event of a WatchPods stream in the background.
 async fn watch(c: &Client) -> anyhow::Result<Seen> {
-    let mut stream = c
-        .clone()
-        .watch_pods(WatchPodsRequest {
-            node_name: NODE.into(),
-        })
-        .await?
-        .into_inner();
+    let mut stream = provider_calls::watch(c, NODE).await?;
     let seen: Seen = Arc::default();
     let sink = seen.clone();
     tokio::spawn(async move {

@@ -89,10 +89,7 @@ async fn end_of_stdin_reaches_the_command_and_attach_streams_output() -> anyhow:
     let dir = tempfile::tempdir()?;
     let emu = AciEmulator::start(
         dir.path(),
-        AciEmulatorOptions {
-            log_heartbeat_ms: 200,
-            ..Default::default()
-        },
+        AciEmulatorOptions::default().log_heartbeat_ms(200),
     )
     .await?;
     let (mut provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;

@@ -10,21 +10,13 @@ mod support;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use podprovider_proto::{
-    PodProviderClient,
-    v1::{CreatePodRequest, GetPodRequest, PingRequest, Pod, PodPhase, PodStatus},
-};
+use podprovider_proto::v1::{CreatePodRequest, GetPodRequest, Pod, PodPhase, PodStatus};
 use support::*;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
+    provider_calls::{self, Client, connect},
     wait::eventually,
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
-
-async fn client(addr: &str) -> anyhow::Result<Client> {
-    Ok(PodProviderClient::connect(format!("http://{addr}")).await?)
-}
 
 async fn create(c: &Client, p: &Pod) -> anyhow::Result<()> {
     let mut c = c.clone();
@@ -77,7 +69,7 @@ async fn failed_and_canceled_groups_fail_their_pods_with_acis_words() -> anyhow:
     let dir = tempfile::tempdir()?;
     let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
     let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
-    let c = client(&addr).await?;
+    let c = connect(&addr).await?;
 
     let mount = pod("mount", "mount-uid");
     let cancel = pod("cancel", "cancel-uid");
@@ -118,7 +110,7 @@ async fn a_malformed_foreign_group_never_stops_the_poll() -> anyhow::Result<()> 
     let dir = tempfile::tempdir()?;
     let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
     let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
-    let c = client(&addr).await?;
+    let c = connect(&addr).await?;
     let ours = pod("ours", "ours-uid");
     create(&c, &ours).await?;
     let s = status_until(&c, &ours, "ours Running", is(PodPhase::Running)).await?;
@@ -148,13 +140,7 @@ async fn a_malformed_foreign_group_never_stops_the_poll() -> anyhow::Result<()> 
     status_until(&c, &later, "later Running", is(PodPhase::Running)).await?;
     // And the poll itself is healthy over several intervals (0.5 s each).
     for _ in 0..4 {
-        let ping = c
-            .clone()
-            .ping(PingRequest {
-                node_name: NODE.into(),
-            })
-            .await?
-            .into_inner();
+        let ping = provider_calls::ping(&c, NODE).await?;
         ensure!(ping.ready, "poll unhealthy: {ping:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

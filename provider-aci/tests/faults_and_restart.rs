@@ -9,22 +9,14 @@ mod support;
 use std::time::Duration;
 
 use anyhow::ensure;
-use podprovider_proto::{
-    PodProviderClient,
-    v1::{CreatePodRequest, PodPhase, UpdatePodRequest},
-};
+use podprovider_proto::v1::{CreatePodRequest, PodPhase, UpdatePodRequest};
 use support::*;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
     provider_calls,
+    provider_calls::{Client, connect},
     wait::eventually,
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
-
-async fn client(addr: &str) -> anyhow::Result<Client> {
-    Ok(PodProviderClient::connect(format!("http://{addr}")).await?)
-}
 
 async fn listed(c: &mut Client) -> anyhow::Result<Vec<podprovider_proto::v1::PodStatus>> {
     provider_calls::listed(c, NODE).await
@@ -56,15 +48,13 @@ async fn twenty_percent_throttling_creates_and_deletes_exactly_fifty_groups() ->
     let dir = tempfile::tempdir()?;
     let emu = AciEmulator::start(
         dir.path(),
-        AciEmulatorOptions {
-            throttle_rate: 0.2,
-            retry_after_secs: 1,
-            ..Default::default()
-        },
+        AciEmulatorOptions::default()
+            .throttle_rate(0.2)
+            .retry_after_secs(1),
     )
     .await?;
     let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
-    let c = client(&addr).await?;
+    let c = connect(&addr).await?;
     create_all(&c, 50, "t").await?;
     eventually(Duration::from_secs(120), "50 pods Running", || {
         let c = c.clone();
@@ -103,7 +93,7 @@ async fn restart_under_running_pods_adopts_them_and_creates_nothing() -> anyhow:
     let dir = tempfile::tempdir()?;
     let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
     let (mut provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
-    let c = client(&addr).await?;
+    let c = connect(&addr).await?;
     create_all(&c, 10, "r").await?;
     eventually(WAIT, "10 pods Running", || {
         let c = c.clone();
@@ -114,7 +104,7 @@ async fn restart_under_running_pods_adopts_them_and_creates_nothing() -> anyhow:
     ensure!(status.success(), "provider exited with {status}");
 
     let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
-    let mut c = client(&addr).await?;
+    let mut c = connect(&addr).await?;
     // State is rebuilt before the provider serves: the first answer is complete.
     let pods = listed(&mut c).await?;
     ensure!(pods.len() == 10, "{} pods after restart", pods.len());

@@ -13,11 +13,10 @@ use base64::Engine as _;
 use support::*;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
-    grpcurl::{self, Target},
+    grpcurl::{self, Target, call},
     wait::eventually,
 };
 
-const SVC: &str = "podprovider.v1.PodProvider";
 const SECRET: &str = "s3cr3t-aci-value";
 
 fn pod_json(name: &str, uid: &str) -> String {
@@ -56,19 +55,12 @@ fn log_text(out: &str) -> String {
         .collect()
 }
 
-async fn call(target: &Target, method: &str, body: &str) -> anyhow::Result<String> {
-    grpcurl::run_ok(target, &["-d", body], &[&format!("{SVC}/{method}")]).await
-}
-
 #[tokio::test]
 async fn create_list_logs_exec_delete_through_grpcurl() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let emu = AciEmulator::start(
         dir.path(),
-        AciEmulatorOptions {
-            log_heartbeat_ms: 300,
-            ..Default::default()
-        },
+        AciEmulatorOptions::default().log_heartbeat_ms(300),
     )
     .await?;
     let (mut provider, target, _) = start_provider(&emu, dir.path(), &[]).await?;
@@ -96,14 +88,12 @@ async fn scenario(emu: &AciEmulator, target: &Target) -> anyhow::Result<()> {
         "{info}"
     );
 
-    let created = call(target, "CreatePod", &pod_json("web-1", "uid-1")).await?;
+    // A retried create is a success and creates nothing new.
+    let created = grpcurl::create_retried(target, &pod_json("web-1", "uid-1")).await?;
     ensure!(
-        created.contains("POD_PHASE_PENDING")
-            && created.contains("containerGroups/vk-default-web-1-"),
+        created.contains("containerGroups/vk-default-web-1-"),
         "{created}"
     );
-    // A retried create is a success and creates nothing new.
-    call(target, "CreatePod", &pod_json("web-1", "uid-1")).await?;
     ensure!(
         emu.stats().await?.created == 1,
         "a retried create made a second group"
@@ -140,11 +130,7 @@ async fn scenario(emu: &AciEmulator, target: &Target) -> anyhow::Result<()> {
         stored["tags"]
     );
 
-    let listed = eventually(WAIT, "pod listed Running", || async {
-        let out = call(target, "ListPods", r#"{"nodeName":"vk-aci"}"#).await?;
-        Ok(out.contains("POD_PHASE_RUNNING").then_some(out))
-    })
-    .await?;
+    let listed = grpcurl::listed_running(target, NODE, WAIT).await?;
     ensure!(
         listed.contains("web-1") && listed.contains("podIp"),
         "{listed}"
@@ -183,18 +169,11 @@ async fn scenario(emu: &AciEmulator, target: &Target) -> anyhow::Result<()> {
         .await?,
     );
     ensure!(followed.starts_with("heartbeat "), "follow: {followed:?}");
-    let missing = grpcurl::run(
-        target,
-        &[
-            "-d",
-            &format!(
-                r#"{{"podRef": {}, "container": "nope"}}"#,
-                ref_json("web-1", "uid-1")
-            ),
-        ],
-        &[&format!("{SVC}/GetContainerLogs")],
-    )
-    .await?;
+    let nope = format!(
+        r#"{{"podRef": {}, "container": "nope"}}"#,
+        ref_json("web-1", "uid-1")
+    );
+    let missing = grpcurl::call_output(target, "GetContainerLogs", &nope).await?;
     ensure!(
         String::from_utf8_lossy(&missing.stderr).contains("NotFound"),
         "{missing:?}"
@@ -234,7 +213,7 @@ async fn scenario(emu: &AciEmulator, target: &Target) -> anyhow::Result<()> {
     );
     let puts = |s: &vk_testkit::aci_emulator::EmulatorStats| s.ops.get("put").copied();
     let before = puts(&emu.stats().await?);
-    let out = grpcurl::run(target, &["-d", &bad], &[&format!("{SVC}/CreatePod")]).await?;
+    let out = grpcurl::call_output(target, "CreatePod", &bad).await?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(
         err.contains("InvalidArgument")

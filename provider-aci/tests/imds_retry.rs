@@ -10,14 +10,12 @@ mod support;
 use std::time::Duration;
 
 use anyhow::ensure;
-use podprovider_proto::{
-    PodProviderClient,
-    v1::{CreatePodRequest, PingRequest},
-};
+use podprovider_proto::{PodProviderClient, v1::CreatePodRequest};
 use support::*;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
     process::ManagedProcess,
+    provider_calls,
     wait::eventually,
 };
 
@@ -48,13 +46,7 @@ async fn start_mi(
 }
 
 async fn ready(c: &Client) -> anyhow::Result<bool> {
-    Ok(c.clone()
-        .ping(PingRequest {
-            node_name: NODE.into(),
-        })
-        .await?
-        .into_inner()
-        .ready)
+    Ok(provider_calls::ping(c, NODE).await?.ready)
 }
 
 #[tokio::test]

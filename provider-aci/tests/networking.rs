@@ -9,36 +9,24 @@ mod support;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use podprovider_proto::{
-    PodProviderClient,
-    v1::{
-        ContainerPort, CreatePodRequest, GetPodRequest, Pod, PodEvent, PodPhase, PodStatus,
-        WatchPodsRequest, watch_pods_event::Event,
-    },
+use podprovider_proto::v1::{
+    ContainerPort, CreatePodRequest, GetPodRequest, Pod, PodEvent, PodPhase, PodStatus,
+    watch_pods_event::Event,
 };
 use support::*;
 use tokio_stream::StreamExt;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
+    provider_calls::{self, Client, connect},
     wait::eventually,
 };
 
-type Client = PodProviderClient<tonic::transport::Channel>;
 type Events = tonic::Streaming<podprovider_proto::v1::WatchPodsEvent>;
 
 const SUBNET: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/vk-rg/providers/Microsoft.Network/virtualNetworks/vk-vnet/subnets/aci";
 
-async fn client(addr: &str) -> anyhow::Result<Client> {
-    Ok(PodProviderClient::connect(format!("http://{addr}")).await?)
-}
-
 async fn watch(c: &Client) -> anyhow::Result<Events> {
-    let mut c = c.clone();
-    Ok(c.watch_pods(WatchPodsRequest {
-        node_name: NODE.into(),
-    })
-    .await?
-    .into_inner())
+    provider_calls::watch(c, NODE).await
 }
 
 async fn running(c: &Client, p: &Pod) -> anyhow::Result<PodStatus> {
@@ -106,7 +94,7 @@ async fn vnet_pod_without_ports_runs_with_a_private_ip() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
     let (_provider, _, addr) = start_provider(&emu, dir.path(), &["--subnet-ids", SUBNET]).await?;
-    let c = client(&addr).await?;
+    let c = connect(&addr).await?;
     let mut events = watch(&c).await?;
     let p = pod("quiet", "quiet-uid");
     let mut cc = c.clone();
@@ -141,7 +129,7 @@ async fn without_a_subnet_pods_get_no_ip_and_a_warning_unless_they_ask_for_a_pub
     let dir = tempfile::tempdir()?;
     let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
     let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
-    let c = client(&addr).await?;
+    let c = connect(&addr).await?;
 
     // No ports, and ports without the annotation: Running, no IP, a warning saying so.
     for (p, uid) in [

@@ -60,10 +60,7 @@ async fn acceptance_manifests_run_scale_and_delete_on_eci() -> anyhow::Result<()
     let dir = tempfile::tempdir()?;
     let emu = EciEmulator::start(
         dir.path(),
-        EciEmulatorOptions {
-            log_heartbeat_ms: 500,
-            ..Default::default()
-        },
+        EciEmulatorOptions::default().log_heartbeat_ms(500),
     )
     .await?;
     let (provider, _, addr) = start_provider(&emu, dir.path()).await?;

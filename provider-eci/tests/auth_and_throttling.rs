@@ -118,11 +118,9 @@ async fn throttling_and_lost_answers_at_20_percent_create_and_delete_exactly_50(
     // nor fail the delete.
     let emu = EciEmulator::start(
         dir.path(),
-        EciEmulatorOptions {
-            throttle_rate: 0.2,
-            lost_answer_rate: 0.2,
-            ..Default::default()
-        },
+        EciEmulatorOptions::default()
+            .throttle_rate(0.2)
+            .lost_answer_rate(0.2),
     )
     .await?;
     let (provider, _, addr) = start_provider(&emu, dir.path()).await?;

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use podprovider_proto::v1::{
-    CreatePodRequest, DeletePodRequest, GetPodRequest, PingRequest, PodPhase,
-    pod_provider_client::PodProviderClient,
+    CreatePodRequest, GetPodRequest, PodPhase, pod_provider_client::PodProviderClient,
 };
 use support::*;
 use vk_testkit::{
     eci_emulator::{EciEmulator, EciEmulatorOptions},
+    provider_calls,
     wait::eventually,
 };
 
@@ -50,24 +50,10 @@ async fn run_a_pod(addr: &str, secs: u64, mut halfway: impl FnMut()) -> anyhow::
             halfway();
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let ping = c
-            .clone()
-            .ping(PingRequest {
-                node_name: NODE.into(),
-            })
-            .await?
-            .into_inner();
+        let ping = provider_calls::ping(&c, NODE).await?;
         ensure!(ping.ready, "provider not ready: {ping:?}");
     }
-    let found = c
-        .clone()
-        .delete_pod(DeletePodRequest {
-            pod_ref: pod("web", "uid-web").pod_ref,
-            grace_period_seconds: None,
-        })
-        .await?
-        .into_inner()
-        .found;
+    let found = provider_calls::delete(&c, pod("web", "uid-web").pod_ref, None).await?;
     ensure!(found, "pod not found at delete");
     Ok(())
 }

@@ -23,10 +23,7 @@ async fn follow_sends_every_line_once_in_order() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let emu = EciEmulator::start(
         dir.path(),
-        EciEmulatorOptions {
-            log_heartbeat_ms: 200,
-            ..Default::default()
-        },
+        EciEmulatorOptions::default().log_heartbeat_ms(200),
     )
     .await?;
     let (provider, _, addr) = start_provider(&emu, dir.path()).await?;

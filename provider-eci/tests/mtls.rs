@@ -26,7 +26,7 @@ use std::{
 use anyhow::{Context, bail, ensure};
 use futures::StreamExt;
 use podprovider_proto::v1::{
-    ExecRequest, ExecStart, PodRef, StreamInput, WatchPodsRequest, exec_request,
+    ExecRequest, ExecStart, PodRef, StreamInput, exec_request,
     pod_provider_client::PodProviderClient, stream_input, stream_output, watch_pods_event::Event,
 };
 use support::{BIN, good_env, provider_args};
@@ -38,6 +38,7 @@ use vk_testkit::{
     pki::{CertFiles, Pki, Usage},
     ports::free_port,
     process::ManagedProcess,
+    provider_calls,
     shim::shim_bin,
     wait::eventually,
 };
@@ -257,10 +258,7 @@ async fn mutual_tls_grpcurl_shim_and_rotation() -> anyhow::Result<()> {
 
     let emu = EciEmulator::start(
         dir.path(),
-        EciEmulatorOptions {
-            log_heartbeat_ms: 300,
-            ..Default::default()
-        },
+        EciEmulatorOptions::default().log_heartbeat_ms(300),
     )
     .await?;
     let addr = format!("127.0.0.1:{}", free_port()?);
@@ -482,12 +480,7 @@ async fn scenario(
             .spawn()?,
     );
     let mut client = tls_client(ca, test_client, addr).await?;
-    let mut watch = client
-        .watch_pods(WatchPodsRequest {
-            node_name: node.into(),
-        })
-        .await?
-        .into_inner();
+    let mut watch = provider_calls::watch(&client, node).await?;
     // Drain the snapshot.
     loop {
         match tokio::time::timeout(Duration::from_secs(20), watch.next()).await? {

@@ -12,6 +12,7 @@ use podprovider_proto::v1::{
 use support::*;
 use vk_testkit::{
     eci_emulator::{EciEmulator, EciEmulatorOptions},
+    provider_calls,
     wait::eventually,
 };
 
@@ -81,15 +82,7 @@ async fn running_pods_report_the_metrics_of_their_groups() -> anyhow::Result<()>
             }
         })
         .await?;
-        let stats = c
-            .clone()
-            .get_stats(GetStatsRequest {
-                node_name: NODE.into(),
-                pods: Vec::new(),
-            })
-            .await?
-            .into_inner()
-            .pods;
+        let stats = provider_calls::stats(&c, NODE).await?;
         ensure!(stats.len() == n, "{} pods with figures", stats.len());
         ensure!(
             !stats

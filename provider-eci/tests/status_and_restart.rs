@@ -12,13 +12,13 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use futures::StreamExt;
 use podprovider_proto::v1::{
-    ContainerStatus, CreatePodRequest, DeletePodRequest, GetPodRequest, PodPhase, PodStatus,
-    RestartPolicy, WatchPodsRequest, container_state, pod_provider_client::PodProviderClient,
-    watch_pods_event::Event,
+    ContainerStatus, CreatePodRequest, GetPodRequest, PodPhase, PodStatus, RestartPolicy,
+    container_state, pod_provider_client::PodProviderClient, watch_pods_event::Event,
 };
 use support::*;
 use vk_testkit::{
     eci_emulator::{EciEmulator, EciEmulatorOptions},
+    provider_calls,
     wait::eventually,
 };
 
@@ -153,12 +153,7 @@ async fn a_restarted_provider_adopts_its_groups() -> anyhow::Result<()> {
     let result = async {
         let mut c = PodProviderClient::connect(format!("http://{addr}")).await?;
         // The first snapshot already has all five (state rebuilt before serving).
-        let mut watch = c
-            .watch_pods(WatchPodsRequest {
-                node_name: NODE.into(),
-            })
-            .await?
-            .into_inner();
+        let mut watch = provider_calls::watch(&c, NODE).await?;
         let mut seen = 0;
         while let Some(ev) = watch.next().await {
             match ev?.event {
@@ -185,14 +180,12 @@ async fn a_restarted_provider_adopts_its_groups() -> anyhow::Result<()> {
         .await?;
         ensure!(emu.stats().await?.created == 5, "{:?}", emu.stats().await?);
         for i in 0..5 {
-            let found = c
-                .delete_pod(DeletePodRequest {
-                    pod_ref: pod(&format!("r{i}"), &format!("uid-r{i}")).pod_ref,
-                    grace_period_seconds: None,
-                })
-                .await?
-                .into_inner()
-                .found;
+            let found = provider_calls::delete(
+                &c,
+                pod(&format!("r{i}"), &format!("uid-r{i}")).pod_ref,
+                None,
+            )
+            .await?;
             ensure!(found, "r{i} not found after the restart");
         }
         let stats = emu.stats().await?;

@@ -14,14 +14,14 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use futures::StreamExt;
 use podprovider_proto::v1::{
-    Container, ContainerStatus, CreatePodRequest, DeletePodRequest, ExecAction, GetPodRequest,
-    Lifecycle, LifecycleHandler, Pod, PodPhase, PodStatus, RestartPolicy, WatchPodsRequest,
-    container_state, lifecycle_handler, pod_provider_client::PodProviderClient,
-    watch_pods_event::Event,
+    Container, ContainerStatus, CreatePodRequest, ExecAction, GetPodRequest, Lifecycle,
+    LifecycleHandler, Pod, PodPhase, PodStatus, RestartPolicy, container_state, lifecycle_handler,
+    pod_provider_client::PodProviderClient, watch_pods_event::Event,
 };
 use support::*;
 use vk_testkit::{
     eci_emulator::{EciEmulator, EciEmulatorOptions},
+    provider_calls,
     wait::eventually,
 };
 
@@ -180,13 +180,7 @@ async fn each_fault_state_maps_to_the_documented_pod_status() -> anyhow::Result<
     let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
     let result = async {
         let c = PodProviderClient::connect(format!("http://{addr}")).await?;
-        let mut watch = c
-            .clone()
-            .watch_pods(WatchPodsRequest {
-                node_name: NODE.into(),
-            })
-            .await?
-            .into_inner();
+        let mut watch = provider_calls::watch(&c, NODE).await?;
         // (state, reason the fault gives, phase, pod reason expected)
         let cases = [
             ("Scheduling", "", PodPhase::Pending, ""),
@@ -301,15 +295,9 @@ async fn grace_zero_deletes_with_force() -> anyhow::Result<()> {
             until(&c, name, "Running", |s| s.phase == PodPhase::Running as i32).await?;
         }
         for (name, grace) in [("graceful", None), ("now", Some(0))] {
-            let found = c
-                .clone()
-                .delete_pod(DeletePodRequest {
-                    pod_ref: pod(name, &format!("uid-{name}")).pod_ref,
-                    grace_period_seconds: grace,
-                })
-                .await?
-                .into_inner()
-                .found;
+            let found =
+                provider_calls::delete(&c, pod(name, &format!("uid-{name}")).pod_ref, grace)
+                    .await?;
             ensure!(found, "{name}");
         }
         let live = emu.live_groups().await?;

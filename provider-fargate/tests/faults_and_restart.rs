@@ -8,23 +8,15 @@ mod support;
 use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
 use anyhow::ensure;
-use podprovider_proto::{
-    PodProviderClient,
-    v1::{CreatePodRequest, PodPhase},
-};
+use podprovider_proto::v1::{CreatePodRequest, PodPhase};
 use support::*;
 use vk_testkit::{
     fault_proxy::{ECS_TARGET_PREFIX, FaultProxy},
     moto::Moto,
     provider_calls,
+    provider_calls::{Client, connect},
     wait::eventually,
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
-
-async fn client(addr: &str) -> anyhow::Result<Client> {
-    Ok(PodProviderClient::connect(format!("http://{addr}")).await?)
-}
 
 async fn listed(c: &mut Client) -> anyhow::Result<Vec<podprovider_proto::v1::PodStatus>> {
     provider_calls::listed(c, NODE).await
@@ -49,7 +41,7 @@ async fn twenty_percent_faults_start_and_stop_exactly_fifty_tasks() -> anyhow::R
     let upstream: SocketAddr = format!("127.0.0.1:{}", moto.port).parse()?;
     let proxy = FaultProxy::start(upstream, ECS_TARGET_PREFIX, 0.2, 42).await?;
     let (_provider, _, addr) = start_provider(&moto, &proxy.url(), dir.path()).await?;
-    let c = client(&addr).await?;
+    let c = connect(&addr).await?;
     let ecs = aws_sdk_ecs::Client::new(&sdk(&moto.endpoint).await);
 
     create_all(&c, 50, "t").await?;
@@ -107,7 +99,7 @@ async fn restart_with_twenty_running_pods_runs_and_stops_nothing() -> anyhow::Re
     let upstream: SocketAddr = format!("127.0.0.1:{}", moto.port).parse()?;
     let proxy = FaultProxy::start(upstream, ECS_TARGET_PREFIX, 0.0, 7).await?;
     let (mut provider, _, addr) = start_provider(&moto, &proxy.url(), dir.path()).await?;
-    let c = client(&addr).await?;
+    let c = connect(&addr).await?;
     create_all(&c, 20, "r").await?;
     eventually(WAIT, "20 pods Running", || {
         let mut c = c.clone();
@@ -127,7 +119,7 @@ async fn restart_with_twenty_running_pods_runs_and_stops_nothing() -> anyhow::Re
 
     proxy.reset_counts();
     let (_provider, _, addr) = start_provider(&moto, &proxy.url(), dir.path()).await?;
-    let mut c = client(&addr).await?;
+    let mut c = connect(&addr).await?;
     // State is rebuilt before the provider serves: the first answer is complete.
     let pods = listed(&mut c).await?;
     ensure!(pods.len() == 20, "{} pods after restart", pods.len());

@@ -1,11 +1,60 @@
-//! Calls tests make to a provider in bulk, a few at a time as a busy shim would.
+//! Calls tests make to a provider: one at a time, answered as the test needs them, and in bulk,
+//! a few at a time as a busy shim would.
 
 use anyhow::ensure;
 use futures::{StreamExt, stream};
 use podprovider_proto::v1::{
-    CreatePodRequest, DeletePodRequest, Pod, PodRef, pod_provider_client::PodProviderClient,
+    CreatePodRequest, DeletePodRequest, GetStatsRequest, PingRequest, PingResponse, Pod, PodRef,
+    PodStats, WatchPodsEvent, WatchPodsRequest, pod_provider_client::PodProviderClient,
 };
-use tonic::transport::Channel;
+use tonic::{Streaming, transport::Channel};
+
+/// A PodProvider client over a plaintext channel, as the tests hold one.
+pub type Client = PodProviderClient<Channel>;
+
+/// Connects to the provider listening at `addr` (`host:port`, plaintext).
+pub async fn connect(addr: &str) -> anyhow::Result<Client> {
+    Ok(PodProviderClient::connect(format!("http://{addr}")).await?)
+}
+
+/// The provider's Ping answer for `node`.
+pub async fn ping(c: &Client, node: &str) -> anyhow::Result<PingResponse> {
+    let req = PingRequest {
+        node_name: node.to_owned(),
+    };
+    Ok(c.clone().ping(req).await?.into_inner())
+}
+
+/// The provider's WatchPods stream for `node`.
+pub async fn watch(c: &Client, node: &str) -> anyhow::Result<Streaming<WatchPodsEvent>> {
+    let req = WatchPodsRequest {
+        node_name: node.to_owned(),
+    };
+    Ok(c.clone().watch_pods(req).await?.into_inner())
+}
+
+/// The provider's GetStats figures of every running pod of `node`.
+pub async fn stats(c: &Client, node: &str) -> anyhow::Result<Vec<PodStats>> {
+    let req = GetStatsRequest {
+        node_name: node.to_owned(),
+        pods: Vec::new(),
+    };
+    Ok(c.clone().get_stats(req).await?.into_inner().pods)
+}
+
+/// Deletes the pod of `pod_ref` with `grace` (`None`: the pod's own); whether the provider
+/// found it.
+pub async fn delete(
+    c: &Client,
+    pod_ref: Option<PodRef>,
+    grace: Option<i64>,
+) -> anyhow::Result<bool> {
+    let req = DeletePodRequest {
+        pod_ref,
+        grace_period_seconds: grace,
+    };
+    Ok(c.clone().delete_pod(req).await?.into_inner().found)
+}
 
 /// How many calls are in flight at once.
 const CONCURRENCY: usize = 8;

@@ -14,7 +14,6 @@ use vk_testkit::{
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_provider-eci");
 pub const NODE: &str = "vk-eci";
-pub const SVC: &str = "podprovider.v1.PodProvider";
 /// Generous deadline for emulator-backed conditions.
 pub const WAIT: Duration = Duration::from_secs(60);
 

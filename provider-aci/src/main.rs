@@ -75,6 +75,7 @@ async fn provider(args: &AciArgs) -> anyhow::Result<(AciProvider, PollTask)> {
         &args.capacity_cpu,
         &args.capacity_memory,
         &args.capacity_pods,
+        None,
     );
     if !args.gpu_skus.is_empty() {
         capacity.insert("nvidia.com/gpu".to_owned(), args.capacity_gpu.clone());

@@ -107,11 +107,10 @@ async fn live_groups(emu: &AciEmulator) -> anyhow::Result<u64> {
 async fn acceptance_manifests_run_scale_and_delete_on_aci() -> anyhow::Result<()> {
     vk_testkit::install_crypto_provider();
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(
-        dir.path(),
-        AciEmulatorOptions::default().log_heartbeat_ms(500),
-    )
-    .await?;
+    let emu = AciEmulatorOptions::default()
+        .log_heartbeat_ms(500)
+        .start(dir.path())
+        .await?;
     let (provider, _, addr) = start_provider(&emu, dir.path(), &["--subnet-ids", SUBNET]).await?;
     let cp = ControlPlane::start().await?;
     // kubectl logs goes API server → kubelet port: serve TLS at once, accept the API server's

@@ -15,11 +15,9 @@ use serde_json::json;
 use support::*;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
-    provider_calls,
+    provider_calls::{self, Client},
     wait::eventually,
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
 
 async fn listed(c: &Client) -> anyhow::Result<Vec<(String, i32)>> {
     Ok(provider_calls::listed(c, NODE)

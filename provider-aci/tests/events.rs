@@ -21,11 +21,10 @@ use support::*;
 use tokio_stream::StreamExt;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
-    provider_calls,
+    provider_calls::{self, Client},
     wait::eventually,
 };
 
-type Client = PodProviderClient<tonic::transport::Channel>;
 type Seen = Arc<Mutex<Vec<PodEvent>>>;
 
 /// Collects every pod_event of a WatchPods stream in the background.

@@ -23,11 +23,9 @@ use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
-    provider_calls,
+    provider_calls::{self, Client},
     wait::eventually,
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
 
 fn pod_ref(name: &str, uid: &str) -> PodRef {
     PodRef {
@@ -87,11 +85,10 @@ async fn drain(
 #[tokio::test]
 async fn end_of_stdin_reaches_the_command_and_attach_streams_output() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(
-        dir.path(),
-        AciEmulatorOptions::default().log_heartbeat_ms(200),
-    )
-    .await?;
+    let emu = AciEmulatorOptions::default()
+        .log_heartbeat_ms(200)
+        .start(dir.path())
+        .await?;
     let (mut provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
     let result = scenario(&emu, &addr).await;
     provider.stop(Duration::from_secs(10)).await?;

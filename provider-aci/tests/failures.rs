@@ -10,12 +10,11 @@ mod support;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use podprovider_proto::v1::{CreatePodRequest, GetPodRequest, Pod, PodPhase, PodStatus};
+use podprovider_proto::v1::{CreatePodRequest, Pod, PodPhase, PodStatus};
 use support::*;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
     provider_calls::{self, Client, connect},
-    wait::eventually,
 };
 
 async fn create(c: &Client, p: &Pod) -> anyhow::Result<()> {
@@ -34,21 +33,7 @@ async fn status_until(
     what: &str,
     pred: impl Fn(&PodStatus) -> bool,
 ) -> anyhow::Result<PodStatus> {
-    eventually(WAIT, what, || {
-        let mut c = c.clone();
-        let pod_ref = p.pod_ref.clone();
-        let pred = &pred;
-        async move {
-            let s = c
-                .get_pod(GetPodRequest { pod_ref })
-                .await?
-                .into_inner()
-                .status
-                .context("GetPod without a status")?;
-            Ok(pred(&s).then_some(s))
-        }
-    })
-    .await
+    provider_calls::status_until(c, &p.pod_ref, WAIT, what, pred).await
 }
 
 fn group_name(s: &PodStatus) -> anyhow::Result<String> {

@@ -46,13 +46,11 @@ async fn delete_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
 async fn twenty_percent_throttling_creates_and_deletes_exactly_fifty_groups() -> anyhow::Result<()>
 {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(
-        dir.path(),
-        AciEmulatorOptions::default()
-            .throttle_rate(0.2)
-            .retry_after_secs(1),
-    )
-    .await?;
+    let emu = AciEmulatorOptions::default()
+        .throttle_rate(0.2)
+        .retry_after_secs(1)
+        .start(dir.path())
+        .await?;
     let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
     let c = connect(&addr).await?;
     create_all(&c, 50, "t").await?;

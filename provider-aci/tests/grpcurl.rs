@@ -58,11 +58,10 @@ fn log_text(out: &str) -> String {
 #[tokio::test]
 async fn create_list_logs_exec_delete_through_grpcurl() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(
-        dir.path(),
-        AciEmulatorOptions::default().log_heartbeat_ms(300),
-    )
-    .await?;
+    let emu = AciEmulatorOptions::default()
+        .log_heartbeat_ms(300)
+        .start(dir.path())
+        .await?;
     let (mut provider, target, _) = start_provider(&emu, dir.path(), &[]).await?;
     let result = scenario(&emu, &target).await;
     let provider_log = std::fs::read_to_string(provider.log_path())?;

@@ -15,11 +15,9 @@ use support::*;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
     process::ManagedProcess,
-    provider_calls,
+    provider_calls::{self, Client},
     wait::eventually,
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
 
 const GONE_SECONDS: f64 = 1.5;
 

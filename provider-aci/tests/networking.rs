@@ -10,15 +10,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use podprovider_proto::v1::{
-    ContainerPort, CreatePodRequest, GetPodRequest, Pod, PodEvent, PodPhase, PodStatus,
-    watch_pods_event::Event,
+    ContainerPort, CreatePodRequest, Pod, PodEvent, PodPhase, PodStatus, watch_pods_event::Event,
 };
 use support::*;
 use tokio_stream::StreamExt;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
     provider_calls::{self, Client, connect},
-    wait::eventually,
 };
 
 type Events = tonic::Streaming<podprovider_proto::v1::WatchPodsEvent>;
@@ -30,18 +28,8 @@ async fn watch(c: &Client) -> anyhow::Result<Events> {
 }
 
 async fn running(c: &Client, p: &Pod) -> anyhow::Result<PodStatus> {
-    eventually(WAIT, "pod Running", || {
-        let mut c = c.clone();
-        let pod_ref = p.pod_ref.clone();
-        async move {
-            let s = c
-                .get_pod(GetPodRequest { pod_ref })
-                .await?
-                .into_inner()
-                .status
-                .context("GetPod without a status")?;
-            Ok((s.phase == PodPhase::Running as i32).then_some(s))
-        }
+    provider_calls::status_until(c, &p.pod_ref, WAIT, "pod Running", |s| {
+        s.phase == PodPhase::Running as i32
     })
     .await
 }

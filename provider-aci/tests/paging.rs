@@ -21,11 +21,9 @@ use podprovider_proto::{
 use support::*;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
-    provider_calls,
+    provider_calls::{self, Client},
     wait::eventually,
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
 
 async fn running(c: &Client) -> anyhow::Result<usize> {
     Ok(provider_calls::listed(c, NODE)

@@ -153,11 +153,10 @@ async fn the_status_loop_lists_once_per_poll_and_gets_a_bounded_number() -> anyh
 #[tokio::test]
 async fn a_delete_waits_for_the_create_under_way() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(
-        dir.path(),
-        AciEmulatorOptions::default().retry_after_secs(1),
-    )
-    .await?;
+    let emu = AciEmulatorOptions::default()
+        .retry_after_secs(1)
+        .start(dir.path())
+        .await?;
     let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
     let c = connect(&addr).await?;
     // Every ARM request throttled: the create keeps retrying.
@@ -226,11 +225,10 @@ async fn create_and_delete(addr: &str, name: &str) -> anyhow::Result<()> {
 async fn workload_identity_managed_identity_and_token_renewal() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     // Tokens live 4 s: the provider must renew them before ARM refuses them.
-    let emu = AciEmulator::start(
-        dir.path(),
-        AciEmulatorOptions::default().token_lifetime_secs(4),
-    )
-    .await?;
+    let emu = AciEmulatorOptions::default()
+        .token_lifetime_secs(4)
+        .start(dir.path())
+        .await?;
 
     let token_file = dir.path().join("azure-identity-token");
     std::fs::write(&token_file, aci_emulator::FEDERATED_TOKEN)?;

@@ -56,14 +56,11 @@ async fn provider(args: &EciArgs) -> anyhow::Result<(EciProvider, PollTask)> {
     let cloud = Cloud::new(&endpoint, &region, creds, RetryPolicy::default())
         .map_err(anyhow::Error::msg)
         .context("ECI client")?;
-    let mut capacity = provider_common::service::capacity(
+    let capacity = provider_common::service::capacity(
         &args.capacity_cpu,
         &args.capacity_memory,
         &args.capacity_pods,
-    );
-    capacity.insert(
-        "ephemeral-storage".to_owned(),
-        args.capacity_ephemeral_storage.clone(),
+        Some(&args.capacity_ephemeral_storage),
     );
     let settings = Settings {
         placement: Placement {

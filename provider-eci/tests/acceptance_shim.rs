@@ -58,11 +58,10 @@ async fn acceptance_manifests_run_scale_and_delete_on_eci() -> anyhow::Result<()
     vk_testkit::init_test_logging();
     shim_bin()?; // fail before starting anything
     let dir = tempfile::tempdir()?;
-    let emu = EciEmulator::start(
-        dir.path(),
-        EciEmulatorOptions::default().log_heartbeat_ms(500),
-    )
-    .await?;
+    let emu = EciEmulatorOptions::default()
+        .log_heartbeat_ms(500)
+        .start(dir.path())
+        .await?;
     let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
     let cp = ControlPlane::start().await?;
     let mut aci = spawn_shim(

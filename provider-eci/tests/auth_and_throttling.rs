@@ -116,13 +116,11 @@ async fn throttling_and_lost_answers_at_20_percent_create_and_delete_exactly_50(
     // One call in five throttled; of the creates and deletes that go through, one in five loses
     // its answer after taking effect, so the retry must not make a second group (ClientToken)
     // nor fail the delete.
-    let emu = EciEmulator::start(
-        dir.path(),
-        EciEmulatorOptions::default()
-            .throttle_rate(0.2)
-            .lost_answer_rate(0.2),
-    )
-    .await?;
+    let emu = EciEmulatorOptions::default()
+        .throttle_rate(0.2)
+        .lost_answer_rate(0.2)
+        .start(dir.path())
+        .await?;
     let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
     let result = async {
         let c = client(&addr).await?;

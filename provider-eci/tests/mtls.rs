@@ -256,11 +256,10 @@ async fn mutual_tls_grpcurl_shim_and_rotation() -> anyhow::Result<()> {
     )?;
     let foreign = other.issue("foreign", TEST_CLIENT, &[], &[TEST_CLIENT], Usage::Client)?;
 
-    let emu = EciEmulator::start(
-        dir.path(),
-        EciEmulatorOptions::default().log_heartbeat_ms(300),
-    )
-    .await?;
+    let emu = EciEmulatorOptions::default()
+        .log_heartbeat_ms(300)
+        .start(dir.path())
+        .await?;
     let addr = format!("127.0.0.1:{}", free_port()?);
     let receiver = OtlpReceiver::start().await?;
     let mut provider = start_tls_provider(

@@ -6,14 +6,12 @@ mod support;
 
 use anyhow::{Context, ensure};
 use podprovider_proto::v1::{
-    CreatePodRequest, GetPodRequest, GetStatsRequest, PodPhase,
-    pod_provider_client::PodProviderClient,
+    CreatePodRequest, GetStatsRequest, PodPhase, pod_provider_client::PodProviderClient,
 };
 use support::*;
 use vk_testkit::{
     eci_emulator::{EciEmulator, EciEmulatorOptions},
     provider_calls,
-    wait::eventually,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,19 +31,9 @@ async fn running_pods_report_the_metrics_of_their_groups() -> anyhow::Result<()>
                 .await?;
         }
         for i in 0..n {
-            eventually(WAIT, "pod Running", || {
-                let mut c = c.clone();
-                async move {
-                    let s = c
-                        .get_pod(GetPodRequest {
-                            pod_ref: pod(&format!("s{i}"), &format!("uid-s{i}")).pod_ref,
-                        })
-                        .await?
-                        .into_inner()
-                        .status
-                        .context("no status")?;
-                    Ok((s.phase == PodPhase::Running as i32).then_some(()))
-                }
+            let pod_ref = pod(&format!("s{i}"), &format!("uid-s{i}")).pod_ref;
+            provider_calls::status_until(&c, &pod_ref, WAIT, "pod Running", |s| {
+                s.phase == PodPhase::Running as i32
             })
             .await?;
         }
@@ -61,25 +49,16 @@ async fn running_pods_report_the_metrics_of_their_groups() -> anyhow::Result<()>
             .context("no status")?
             .cloud_id;
         set_group_state(&emu, &waiting, "Scheduling", "", "").await?;
-        eventually(WAIT, "waiting pod Pending after Scheduling", || {
-            let mut c = c.clone();
-            async move {
-                let s = c
-                    .get_pod(GetPodRequest {
-                        pod_ref: pod("waiting", "uid-waiting").pod_ref,
-                    })
-                    .await?
-                    .into_inner()
-                    .status
-                    .context("no status")?;
-                let waits = s.container_statuses.first().is_some_and(|c| {
-                    matches!(
-                        c.state.as_ref().and_then(|s| s.state.as_ref()),
-                        Some(podprovider_proto::v1::container_state::State::Waiting(_))
-                    )
-                });
-                Ok((s.phase == PodPhase::Pending as i32 && waits).then_some(()))
-            }
+        let waiting_ref = pod("waiting", "uid-waiting").pod_ref;
+        let what = "waiting pod Pending after Scheduling";
+        provider_calls::status_until(&c, &waiting_ref, WAIT, what, |s| {
+            let waits = s.container_statuses.first().is_some_and(|c| {
+                matches!(
+                    c.state.as_ref().and_then(|s| s.state.as_ref()),
+                    Some(podprovider_proto::v1::container_state::State::Waiting(_))
+                )
+            });
+            s.phase == PodPhase::Pending as i32 && waits
         })
         .await?;
         let stats = provider_calls::stats(&c, NODE).await?;

@@ -9,30 +9,17 @@ mod support;
 
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use futures::StreamExt;
 use podprovider_proto::v1::{
-    ContainerStatus, CreatePodRequest, GetPodRequest, PodPhase, PodStatus, RestartPolicy,
-    container_state, pod_provider_client::PodProviderClient, watch_pods_event::Event,
+    ContainerStatus, CreatePodRequest, PodPhase, PodStatus, RestartPolicy, container_state,
+    pod_provider_client::PodProviderClient, watch_pods_event::Event,
 };
 use support::*;
 use vk_testkit::{
     eci_emulator::{EciEmulator, EciEmulatorOptions},
-    provider_calls,
-    wait::eventually,
+    provider_calls::{self, Client},
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
-
-async fn status(c: &mut Client, name: &str, uid: &str) -> anyhow::Result<PodStatus> {
-    c.get_pod(GetPodRequest {
-        pod_ref: pod(name, uid).pod_ref,
-    })
-    .await?
-    .into_inner()
-    .status
-    .context("no status")
-}
 
 fn terminated_code(c: &ContainerStatus) -> Option<i32> {
     match c.state.as_ref()?.state.as_ref()? {
@@ -48,15 +35,7 @@ async fn until(
     what: &str,
     ok: impl Fn(&PodStatus) -> bool,
 ) -> anyhow::Result<PodStatus> {
-    eventually(WAIT, what, || {
-        let mut c = c.clone();
-        let ok = &ok;
-        async move {
-            let s = status(&mut c, name, uid).await?;
-            Ok(ok(&s).then_some(s))
-        }
-    })
-    .await
+    provider_calls::status_until(c, &pod(name, uid).pod_ref, WAIT, what, ok).await
 }
 
 fn group_id(s: &PodStatus) -> String {

@@ -14,29 +14,15 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use futures::StreamExt;
 use podprovider_proto::v1::{
-    Container, ContainerStatus, CreatePodRequest, ExecAction, GetPodRequest, Lifecycle,
-    LifecycleHandler, Pod, PodPhase, PodStatus, RestartPolicy, container_state, lifecycle_handler,
+    Container, ContainerStatus, CreatePodRequest, ExecAction, Lifecycle, LifecycleHandler, Pod,
+    PodPhase, PodStatus, RestartPolicy, container_state, lifecycle_handler,
     pod_provider_client::PodProviderClient, watch_pods_event::Event,
 };
 use support::*;
 use vk_testkit::{
     eci_emulator::{EciEmulator, EciEmulatorOptions},
-    provider_calls,
-    wait::eventually,
+    provider_calls::{self, Client},
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
-
-async fn status(c: &Client, name: &str, uid: &str) -> anyhow::Result<PodStatus> {
-    c.clone()
-        .get_pod(GetPodRequest {
-            pod_ref: pod(name, uid).pod_ref,
-        })
-        .await?
-        .into_inner()
-        .status
-        .context("no status")
-}
 
 async fn until(
     c: &Client,
@@ -44,16 +30,8 @@ async fn until(
     what: &str,
     ok: impl Fn(&PodStatus) -> bool,
 ) -> anyhow::Result<PodStatus> {
-    let uid = format!("uid-{name}");
-    eventually(WAIT, what, || {
-        let ok = &ok;
-        let uid = &uid;
-        async move {
-            let s = status(c, name, uid).await?;
-            Ok(ok(&s).then_some(s))
-        }
-    })
-    .await
+    let pod_ref = pod(name, &format!("uid-{name}")).pod_ref;
+    provider_calls::status_until(c, &pod_ref, WAIT, what, ok).await
 }
 
 fn state(c: &ContainerStatus) -> Option<&container_state::State> {
@@ -240,7 +218,7 @@ async fn each_fault_state_maps_to_the_documented_pod_status() -> anyhow::Result<
         tokio::time::sleep(Duration::from_secs(2)).await;
         for (st, _, phase, _) in cases {
             let name = st.to_ascii_lowercase();
-            let s = status(&c, &name, &format!("uid-{name}")).await?;
+            let s = provider_calls::status(&c, pod(&name, &format!("uid-{name}")).pod_ref).await?;
             ensure!(s.phase == phase as i32, "{st}: {s:?}");
         }
         // ScheduleFailed's Warning event reaches WatchPods (the full list asks WithEvent).

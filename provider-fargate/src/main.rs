@@ -93,14 +93,11 @@ async fn provider(args: &FargateArgs) -> anyhow::Result<(FargateProvider, PollTa
         cluster: args.cluster.clone(),
         policy: RetryPolicy::default(),
     };
-    let mut capacity = provider_common::service::capacity(
+    let capacity = provider_common::service::capacity(
         &args.capacity_cpu,
         &args.capacity_memory,
         &args.capacity_pods,
-    );
-    capacity.insert(
-        "ephemeral-storage".to_owned(),
-        args.capacity_ephemeral_storage.clone(),
+        Some(&args.capacity_ephemeral_storage),
     );
     let settings = Settings {
         defs: DefSettings {

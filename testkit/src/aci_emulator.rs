@@ -59,6 +59,11 @@ impl Default for AciEmulatorOptions {
 /// Setters for one knob each, so a test names only what it changes:
 /// `AciEmulatorOptions::default().log_heartbeat_ms(200)`.
 impl AciEmulatorOptions {
+    /// Starts an emulator with these options, logging into `log_dir`.
+    pub async fn start(self, log_dir: &Path) -> anyhow::Result<AciEmulator> {
+        AciEmulator::start(log_dir, self).await
+    }
+
     /// Sets [`AciEmulatorOptions::throttle_rate`].
     pub fn throttle_rate(mut self, rate: f64) -> Self {
         self.throttle_rate = rate;

@@ -92,6 +92,11 @@ impl Default for EciEmulatorOptions {
 /// Setters for one knob each, so a test names only what it changes:
 /// `EciEmulatorOptions::default().log_heartbeat_ms(200)`.
 impl EciEmulatorOptions {
+    /// Starts an emulator with these options, logging into `log_dir`.
+    pub async fn start(self, log_dir: &Path) -> anyhow::Result<EciEmulator> {
+        EciEmulator::start(log_dir, self).await
+    }
+
     /// Sets [`EciEmulatorOptions::throttle_rate`].
     pub fn throttle_rate(mut self, rate: f64) -> Self {
         self.throttle_rate = rate;

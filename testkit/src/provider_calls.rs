@@ -4,8 +4,9 @@
 use anyhow::ensure;
 use futures::{StreamExt, stream};
 use podprovider_proto::v1::{
-    CreatePodRequest, DeletePodRequest, GetStatsRequest, PingRequest, PingResponse, Pod, PodRef,
-    PodStats, WatchPodsEvent, WatchPodsRequest, pod_provider_client::PodProviderClient,
+    CreatePodRequest, DeletePodRequest, GetPodRequest, GetStatsRequest, PingRequest, PingResponse,
+    Pod, PodRef, PodStats, PodStatus, WatchPodsEvent, WatchPodsRequest,
+    pod_provider_client::PodProviderClient,
 };
 use tonic::{Streaming, transport::Channel};
 
@@ -23,6 +24,31 @@ pub async fn ping(c: &Client, node: &str) -> anyhow::Result<PingResponse> {
         node_name: node.to_owned(),
     };
     Ok(c.clone().ping(req).await?.into_inner())
+}
+
+/// The provider's GetPod status of the pod of `pod_ref`.
+pub async fn status(c: &Client, pod_ref: Option<PodRef>) -> anyhow::Result<PodStatus> {
+    let answer = c.clone().get_pod(GetPodRequest { pod_ref }).await?;
+    answer
+        .into_inner()
+        .status
+        .ok_or_else(|| anyhow::anyhow!("GetPod without a status"))
+}
+
+/// Asks GetPod for the pod of `pod_ref` until its status satisfies `until` (at most `timeout`,
+/// then fails naming `what`); returns that status.
+pub async fn status_until(
+    c: &Client,
+    pod_ref: &Option<PodRef>,
+    timeout: std::time::Duration,
+    what: &str,
+    until: impl Fn(&PodStatus) -> bool,
+) -> anyhow::Result<PodStatus> {
+    crate::wait::eventually(timeout, what, || async {
+        let s = status(c, pod_ref.clone()).await?;
+        Ok(until(&s).then_some(s))
+    })
+    .await
 }
 
 /// The provider's WatchPods stream for `node`.

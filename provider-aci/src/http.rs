@@ -153,7 +153,7 @@ mod tests {
 
     use tokio::io::AsyncWriteExt;
 
-    use vk_testkit::http_stub::{endless_chunked, serve_once};
+    use vk_testkit::http_stub::{endless_chunked, serve_once, stall_after};
 
     use super::*;
 
@@ -172,13 +172,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_huge_declared_body_is_refused_unread() {
-        let addr = serve_once(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1099511627776\r\n\r\n",
-            |sock| async move {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                drop(sock);
-            },
-        )
+        let addr = stall_after("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1099511627776\r\n\r\n")
         .await
         .expect("stub");
         let started = std::time::Instant::now();

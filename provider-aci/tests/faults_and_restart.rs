@@ -9,12 +9,11 @@ mod support;
 use std::time::Duration;
 
 use anyhow::ensure;
-use podprovider_proto::v1::{CreatePodRequest, PodPhase, UpdatePodRequest};
+use podprovider_proto::v1::{PodPhase, UpdatePodRequest};
 use support::*;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
-    provider_calls,
-    provider_calls::{Client, connect},
+    provider_calls::{self, Client, connect},
     wait::eventually,
 };
 
@@ -103,18 +102,9 @@ async fn restart_under_running_pods_adopts_them_and_creates_nothing() -> anyhow:
 
     let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
     let mut c = connect(&addr).await?;
-    // State is rebuilt before the provider serves: the first answer is complete.
-    let pods = listed(&mut c).await?;
-    ensure!(pods.len() == 10, "{} pods after restart", pods.len());
-    ensure!(
-        pods.iter().all(|p| p.phase == PodPhase::Running as i32),
-        "{pods:?}"
-    );
-    // The shim's retried create of a running pod is answered from the adopted state.
-    c.create_pod(CreatePodRequest {
-        pod: Some(pod("r-3", "r-uid-3")),
-    })
-    .await?;
+    // State is rebuilt before the provider serves: the first answer is complete. The shim's
+    // retried create of a running pod is answered from the adopted state.
+    provider_calls::check_rebuilt_then_create(&c, NODE, 10, pod("r-3", "r-uid-3")).await?;
     let stats = emu.stats().await?;
     ensure!(stats.created == 10 && stats.live == 10, "{stats:?}");
     // An adopted pod is recognised from its group's spec-hash tag: the same pod is an update

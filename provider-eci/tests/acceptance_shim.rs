@@ -20,7 +20,7 @@ use support::start_provider;
 use vk_testkit::{
     ControlPlane,
     eci_emulator::{EciEmulator, EciEmulatorOptions},
-    shim::{example, shim_bin, spawn_shim},
+    shim::{self, example},
     wait,
 };
 
@@ -54,32 +54,18 @@ async fn group_of(emu: &EciEmulator, p: &Pod) -> anyhow::Result<Option<serde_jso
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acceptance_manifests_run_scale_and_delete_on_eci() -> anyhow::Result<()> {
-    vk_testkit::install_crypto_provider();
-    vk_testkit::init_test_logging();
-    shim_bin()?; // fail before starting anything
-    let dir = tempfile::tempdir()?;
+    let dir = shim::prepare()?;
     let emu = EciEmulatorOptions::default()
         .log_heartbeat_ms(500)
         .start(dir.path())
         .await?;
     let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
     let cp = ControlPlane::start().await?;
-    let mut aci = spawn_shim(
-        &cp,
-        dir.path(),
-        ACI_NODE,
-        &addr,
-        &["--extra-taint=azure.com/aci:NoSchedule"],
-    )?;
     // The ECI node serves `kubectl logs`: it accepts the API server's kubelet client certificate.
     let client_ca = format!("--client-ca-file={}", cp.pki.ca_files.cert.display());
-    let mut eci = spawn_shim(
-        &cp,
-        dir.path(),
-        ECI_NODE,
-        &addr,
-        &["--taint-key=alibabacloud.com/eci", &client_ca],
-    )?;
+    let nodes = [ACI_NODE, ECI_NODE];
+    let (mut aci, mut eci) =
+        shim::spawn_acceptance_shims(&cp, dir.path(), &addr, nodes, &[&client_ca])?;
     let client = cp.client().await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let result = async {

@@ -231,10 +231,7 @@ async fn non_loopback_listen_without_mutual_tls_is_refused() -> anyhow::Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_grpcurl_shim_and_rotation() -> anyhow::Result<()> {
-    vk_testkit::install_crypto_provider();
-    vk_testkit::init_test_logging();
-    shim_bin()?; // fail before starting anything
-    let dir = tempfile::tempdir()?;
+    let dir = vk_testkit::shim::prepare()?;
     let pki = Pki::new(&dir.path().join("pki"))?;
     let other = Pki::new(&dir.path().join("other-pki"))?;
     // The files the processes read, rewritten in place on rotation.
@@ -730,10 +727,7 @@ impl Drop for NetNs {
 /// container's log. No traffic leaves this machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acceptance_manifest_across_network_namespaces_over_mutual_tls() -> anyhow::Result<()> {
-    vk_testkit::install_crypto_provider();
-    vk_testkit::init_test_logging();
-    shim_bin()?;
-    let dir = tempfile::tempdir()?;
+    let dir = vk_testkit::shim::prepare()?;
     let id = std::process::id() % 250;
     let (host_ip, ns_ip) = (format!("10.251.{id}.1"), format!("10.251.{id}.2"));
     let ns = NetNs::create(&format!("vkm{}", std::process::id()), &host_ip, &ns_ip)?;

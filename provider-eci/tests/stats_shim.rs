@@ -18,9 +18,7 @@ use support::start_provider;
 use vk_testkit::{
     ControlPlane,
     eci_emulator::{EciEmulator, EciEmulatorOptions},
-    shim::{
-        measured_pod, metric_line, node_proxy, shim_bin, spawn_shim_with_kubelet_api, summary_of,
-    },
+    shim::{self, measured_pod, metric_line, node_proxy, spawn_shim_with_kubelet_api, summary_of},
     wait,
 };
 
@@ -29,10 +27,7 @@ const SLOW: Duration = Duration::from_secs(120);
 
 #[tokio::test]
 async fn stats_summary_and_metrics_resource_carry_eci_metrics() -> anyhow::Result<()> {
-    vk_testkit::install_crypto_provider();
-    vk_testkit::init_test_logging();
-    shim_bin()?; // fail before starting anything
-    let dir = tempfile::tempdir()?;
+    let dir = shim::prepare()?;
     let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
     let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
     let cp = ControlPlane::start().await?;

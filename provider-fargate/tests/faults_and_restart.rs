@@ -8,13 +8,12 @@ mod support;
 use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
 use anyhow::ensure;
-use podprovider_proto::v1::{CreatePodRequest, PodPhase};
+use podprovider_proto::v1::PodPhase;
 use support::*;
 use vk_testkit::{
     fault_proxy::{ECS_TARGET_PREFIX, FaultProxy},
     moto::Moto,
-    provider_calls,
-    provider_calls::{Client, connect},
+    provider_calls::{self, Client, connect},
     wait::eventually,
 };
 
@@ -119,19 +118,10 @@ async fn restart_with_twenty_running_pods_runs_and_stops_nothing() -> anyhow::Re
 
     proxy.reset_counts();
     let (_provider, _, addr) = start_provider(&moto, &proxy.url(), dir.path()).await?;
-    let mut c = connect(&addr).await?;
-    // State is rebuilt before the provider serves: the first answer is complete.
-    let pods = listed(&mut c).await?;
-    ensure!(pods.len() == 20, "{} pods after restart", pods.len());
-    ensure!(
-        pods.iter().all(|p| p.phase == PodPhase::Running as i32),
-        "{pods:?}"
-    );
-    // The shim's retried create of a running pod is answered from ECS, not a new task.
-    c.create_pod(CreatePodRequest {
-        pod: Some(pod("r-3", "r-uid-3")),
-    })
-    .await?;
+    let c = connect(&addr).await?;
+    // State is rebuilt before the provider serves: the first answer is complete. The shim's
+    // retried create of a running pod is answered from ECS, not a new task.
+    provider_calls::check_rebuilt_then_create(&c, NODE, 20, pod("r-3", "r-uid-3")).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     ensure!(proxy.forwarded("RunTask") == 0, "RunTask after restart");
     ensure!(proxy.forwarded("StopTask") == 0, "StopTask after restart");

@@ -145,3 +145,25 @@ pub async fn listed(
         .into_inner()
         .pods)
 }
+
+/// Checks a provider's first answer after a restart: ListPods of `node` has all `n` pods,
+/// Running (its state is rebuilt before it serves); then creates `retried` again, as the shim
+/// retries a create whose answer was lost.
+pub async fn check_rebuilt_then_create(
+    c: &Client,
+    node: &str,
+    n: usize,
+    retried: Pod,
+) -> anyhow::Result<()> {
+    let pods = listed(c, node).await?;
+    ensure!(pods.len() == n, "{} pods after restart", pods.len());
+    ensure!(
+        pods.iter()
+            .all(|p| p.phase == podprovider_proto::v1::PodPhase::Running as i32),
+        "{pods:?}"
+    );
+    c.clone()
+        .create_pod(CreatePodRequest { pod: Some(retried) })
+        .await?;
+    Ok(())
+}

@@ -14,7 +14,7 @@ use podprovider_proto::{
 use serde_json::json;
 use support::*;
 use vk_testkit::{
-    aci_emulator::{AciEmulator, AciEmulatorOptions},
+    aci_emulator::AciEmulatorOptions,
     provider_calls::{self, Client},
     wait::eventually,
 };
@@ -58,8 +58,8 @@ async fn gone(c: &Client, uid: &str) -> anyhow::Result<()> {
 #[tokio::test]
 async fn accepted_deletes_are_followed_to_their_end() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, _provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
     let c: Client = PodProviderClient::connect(format!("http://{addr}")).await?;
     let status = admin_put(
         &emu,

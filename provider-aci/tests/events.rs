@@ -59,8 +59,8 @@ fn count(events: &[(String, bool)], reason: &str) -> usize {
 #[tokio::test]
 async fn aci_events_reach_the_pod_once_each() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (mut provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, mut provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
     let result = scenario(&emu, dir.path(), &addr).await;
     provider.stop(Duration::from_secs(10)).await?;
     result.with_context(|| format!("provider log:\n{}", provider.log_tail(40)))

@@ -85,11 +85,8 @@ async fn drain(
 #[tokio::test]
 async fn end_of_stdin_reaches_the_command_and_attach_streams_output() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulatorOptions::default()
-        .log_heartbeat_ms(200)
-        .start(dir.path())
-        .await?;
-    let (mut provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let opts = AciEmulatorOptions::default().log_heartbeat_ms(200);
+    let (emu, mut provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
     let result = scenario(&emu, &addr).await;
     provider.stop(Duration::from_secs(10)).await?;
     result.with_context(|| format!("provider log:\n{}", provider.log_tail(40)))

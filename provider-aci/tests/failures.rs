@@ -13,7 +13,7 @@ use anyhow::{Context, ensure};
 use podprovider_proto::v1::{CreatePodRequest, Pod, PodPhase, PodStatus};
 use support::*;
 use vk_testkit::{
-    aci_emulator::{AciEmulator, AciEmulatorOptions},
+    aci_emulator::AciEmulatorOptions,
     provider_calls::{self, Client, connect},
 };
 
@@ -52,8 +52,8 @@ fn is(phase: PodPhase) -> impl Fn(&PodStatus) -> bool {
 #[tokio::test]
 async fn failed_and_canceled_groups_fail_their_pods_with_acis_words() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, _provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
     let c = connect(&addr).await?;
 
     let mount = pod("mount", "mount-uid");
@@ -93,8 +93,8 @@ async fn failed_and_canceled_groups_fail_their_pods_with_acis_words() -> anyhow:
 #[tokio::test]
 async fn a_malformed_foreign_group_never_stops_the_poll() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, _provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
     let c = connect(&addr).await?;
     let ours = pod("ours", "ours-uid");
     create(&c, &ours).await?;

@@ -12,7 +12,7 @@ use anyhow::ensure;
 use podprovider_proto::v1::{PodPhase, UpdatePodRequest};
 use support::*;
 use vk_testkit::{
-    aci_emulator::{AciEmulator, AciEmulatorOptions},
+    aci_emulator::AciEmulatorOptions,
     provider_calls::{self, Client, connect},
     wait::eventually,
 };
@@ -45,12 +45,10 @@ async fn delete_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
 async fn twenty_percent_throttling_creates_and_deletes_exactly_fifty_groups() -> anyhow::Result<()>
 {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulatorOptions::default()
+    let opts = AciEmulatorOptions::default()
         .throttle_rate(0.2)
-        .retry_after_secs(1)
-        .start(dir.path())
-        .await?;
-    let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+        .retry_after_secs(1);
+    let (emu, _provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
     let c = connect(&addr).await?;
     create_all(&c, 50, "t").await?;
     eventually(Duration::from_secs(120), "50 pods Running", || {
@@ -88,8 +86,8 @@ async fn twenty_percent_throttling_creates_and_deletes_exactly_fifty_groups() ->
 #[tokio::test]
 async fn restart_under_running_pods_adopts_them_and_creates_nothing() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (mut provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, mut provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
     let c = connect(&addr).await?;
     create_all(&c, 10, "r").await?;
     eventually(WAIT, "10 pods Running", || {

@@ -58,11 +58,8 @@ fn log_text(out: &str) -> String {
 #[tokio::test]
 async fn create_list_logs_exec_delete_through_grpcurl() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulatorOptions::default()
-        .log_heartbeat_ms(300)
-        .start(dir.path())
-        .await?;
-    let (mut provider, target, _) = start_provider(&emu, dir.path(), &[]).await?;
+    let opts = AciEmulatorOptions::default().log_heartbeat_ms(300);
+    let (emu, mut provider, target, _) = start_with_emulator(dir.path(), opts, &[]).await?;
     let result = scenario(&emu, &target).await;
     let provider_log = std::fs::read_to_string(provider.log_path())?;
     let status = provider.stop(Duration::from_secs(10)).await?;

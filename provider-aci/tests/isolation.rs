@@ -14,7 +14,7 @@ use futures::{StreamExt, stream};
 use podprovider_proto::v1::{CreatePodRequest, PodPhase};
 use support::*;
 use vk_testkit::{
-    aci_emulator::{AciEmulator, AciEmulatorOptions, TaggedGroup},
+    aci_emulator::{AciEmulatorOptions, TaggedGroup},
     provider_calls,
     provider_calls::{Client, connect},
     wait::eventually,
@@ -93,9 +93,9 @@ fn of_cluster<'a>(groups: &'a [TaggedGroup], cluster: &str) -> Vec<&'a TaggedGro
 #[tokio::test]
 async fn two_clusters_in_one_resource_group_never_touch_each_others_groups() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (mut alpha, _, a_addr) =
-        start_provider(&emu, dir.path(), &["--cluster-id", "alpha"]).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, mut alpha, _, a_addr) =
+        start_with_emulator(dir.path(), opts, &["--cluster-id", "alpha"]).await?;
     let (_beta, _, b_addr) = start_provider(&emu, dir.path(), &["--cluster-id", "beta"]).await?;
     let a = connect(&a_addr).await?;
     let b = connect(&b_addr).await?;

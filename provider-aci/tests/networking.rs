@@ -15,7 +15,7 @@ use podprovider_proto::v1::{
 use support::*;
 use tokio_stream::StreamExt;
 use vk_testkit::{
-    aci_emulator::{AciEmulator, AciEmulatorOptions},
+    aci_emulator::AciEmulatorOptions,
     provider_calls::{self, Client, connect},
 };
 
@@ -80,8 +80,9 @@ fn with_port(mut p: Pod, port: i32) -> Pod {
 #[tokio::test]
 async fn vnet_pod_without_ports_runs_with_a_private_ip() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (_provider, _, addr) = start_provider(&emu, dir.path(), &["--subnet-ids", SUBNET]).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, _provider, _, addr) =
+        start_with_emulator(dir.path(), opts, &["--subnet-ids", SUBNET]).await?;
     let c = connect(&addr).await?;
     let mut events = watch(&c).await?;
     let p = pod("quiet", "quiet-uid");
@@ -115,8 +116,8 @@ async fn vnet_pod_without_ports_runs_with_a_private_ip() -> anyhow::Result<()> {
 async fn without_a_subnet_pods_get_no_ip_and_a_warning_unless_they_ask_for_a_public_one()
 -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, _provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
     let c = connect(&addr).await?;
 
     // No ports, and ports without the annotation: Running, no IP, a warning saying so.

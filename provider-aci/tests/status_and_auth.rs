@@ -53,8 +53,8 @@ fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>, op: &str
 #[tokio::test]
 async fn a_container_exit_reaches_the_pod_status() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, _provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
     let c = connect(&addr).await?;
     let mut p = pod("job", "job-uid");
     p.restart_policy = RestartPolicy::Never as i32;
@@ -153,11 +153,8 @@ async fn the_status_loop_lists_once_per_poll_and_gets_a_bounded_number() -> anyh
 #[tokio::test]
 async fn a_delete_waits_for_the_create_under_way() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulatorOptions::default()
-        .retry_after_secs(1)
-        .start(dir.path())
-        .await?;
-    let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let opts = AciEmulatorOptions::default().retry_after_secs(1);
+    let (emu, _provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
     let c = connect(&addr).await?;
     // Every ARM request throttled: the create keeps retrying.
     emu.set_throttle_rate(1.0).await?;

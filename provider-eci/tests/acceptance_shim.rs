@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{Api, api::ListParams};
 use podprovider_proto::v1::PodRef;
 use provider_common::naming::{self, NameRules};
-use support::start_provider;
+use support::start_with_emulator;
 use vk_testkit::{
     ControlPlane,
     eci_emulator::{EciEmulator, EciEmulatorOptions},
@@ -55,11 +55,8 @@ async fn group_of(emu: &EciEmulator, p: &Pod) -> anyhow::Result<Option<serde_jso
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acceptance_manifests_run_scale_and_delete_on_eci() -> anyhow::Result<()> {
     let dir = shim::prepare()?;
-    let emu = EciEmulatorOptions::default()
-        .log_heartbeat_ms(500)
-        .start(dir.path())
-        .await?;
-    let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
+    let opts = EciEmulatorOptions::default().log_heartbeat_ms(500);
+    let (emu, provider, _, addr) = start_with_emulator(dir.path(), opts).await?;
     let cp = ControlPlane::start().await?;
     // The ECI node serves `kubectl logs`: it accepts the API server's kubelet client certificate.
     let client_ca = format!("--client-ca-file={}", cp.pki.ca_files.cert.display());

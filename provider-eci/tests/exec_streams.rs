@@ -12,7 +12,7 @@ use podprovider_proto::v1::{
 };
 use support::*;
 use vk_testkit::{
-    eci_emulator::{EciEmulator, EciEmulatorOptions},
+    eci_emulator::EciEmulatorOptions,
     provider_calls::{self, Client},
 };
 
@@ -62,8 +62,8 @@ async fn exec(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_passes_stdin_output_and_exit_codes() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
-    let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
+    let opts = EciEmulatorOptions::default();
+    let (_emu, provider, _, addr) = start_with_emulator(dir.path(), opts).await?;
     let result = async {
         let mut c = PodProviderClient::connect(format!("http://{addr}")).await?;
         c.create_pod(CreatePodRequest {

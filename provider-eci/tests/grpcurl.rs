@@ -8,11 +8,7 @@ mod support;
 use anyhow::{Context, ensure};
 use base64::Engine as _;
 use support::*;
-use vk_testkit::{
-    eci_emulator::{EciEmulator, EciEmulatorOptions},
-    grpcurl,
-    wait::eventually,
-};
+use vk_testkit::{eci_emulator::EciEmulatorOptions, grpcurl, wait::eventually};
 
 fn pod_json(name: &str, uid: &str) -> String {
     format!(
@@ -53,8 +49,8 @@ fn decode_chunks(out: &str) -> String {
 #[tokio::test]
 async fn create_list_logs_exec_delete_through_grpcurl() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
-    let (mut provider, target, _) = start_provider(&emu, dir.path()).await?;
+    let opts = EciEmulatorOptions::default();
+    let (emu, mut provider, target, _) = start_with_emulator(dir.path(), opts).await?;
     let result = async {
         let info = grpcurl::call(&target, "GetNodeInfo", r#"{"nodeName":"vk-eci"}"#)
         .await?;

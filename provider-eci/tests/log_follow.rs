@@ -17,11 +17,8 @@ use vk_testkit::{eci_emulator::EciEmulatorOptions, provider_calls};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_sends_every_line_once_in_order() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = EciEmulatorOptions::default()
-        .log_heartbeat_ms(200)
-        .start(dir.path())
-        .await?;
-    let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
+    let opts = EciEmulatorOptions::default().log_heartbeat_ms(200);
+    let (_emu, provider, _, addr) = start_with_emulator(dir.path(), opts).await?;
     let result = async {
         let mut c = PodProviderClient::connect(format!("http://{addr}")).await?;
         c.create_pod(CreatePodRequest {

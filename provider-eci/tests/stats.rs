@@ -9,16 +9,13 @@ use podprovider_proto::v1::{
     CreatePodRequest, GetStatsRequest, PodPhase, pod_provider_client::PodProviderClient,
 };
 use support::*;
-use vk_testkit::{
-    eci_emulator::{EciEmulator, EciEmulatorOptions},
-    provider_calls,
-};
+use vk_testkit::{eci_emulator::EciEmulatorOptions, provider_calls};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_pods_report_the_metrics_of_their_groups() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
-    let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
+    let opts = EciEmulatorOptions::default();
+    let (emu, provider, _, addr) = start_with_emulator(dir.path(), opts).await?;
     let result = async {
         let c = PodProviderClient::connect(format!("http://{addr}")).await?;
         // 25 pods: two DescribeMultiContainerGroupMetric calls (20 ids each at most).

@@ -17,7 +17,7 @@ use podprovider_proto::v1::{
 };
 use support::*;
 use vk_testkit::{
-    eci_emulator::{EciEmulator, EciEmulatorOptions},
+    eci_emulator::EciEmulatorOptions,
     provider_calls::{self, Client},
 };
 
@@ -45,8 +45,8 @@ fn group_id(s: &PodStatus) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_restarts_and_phases() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
-    let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
+    let opts = EciEmulatorOptions::default();
+    let (emu, provider, _, addr) = start_with_emulator(dir.path(), opts).await?;
     let result = async {
         let c = PodProviderClient::connect(format!("http://{addr}")).await?;
         for (name, uid, policy) in [
@@ -115,8 +115,8 @@ async fn exit_codes_restarts_and_phases() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_provider_adopts_its_groups() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
-    let (mut first, _, addr) = start_provider(&emu, dir.path()).await?;
+    let opts = EciEmulatorOptions::default();
+    let (emu, mut first, _, addr) = start_with_emulator(dir.path(), opts).await?;
     let c = PodProviderClient::connect(format!("http://{addr}")).await?;
     for i in 0..5 {
         c.clone()

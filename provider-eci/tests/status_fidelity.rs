@@ -154,8 +154,8 @@ async fn init_states_and_failure_reasons_reach_the_pod_status() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_fault_state_maps_to_the_documented_pod_status() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
-    let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
+    let opts = EciEmulatorOptions::default();
+    let (emu, provider, _, addr) = start_with_emulator(dir.path(), opts).await?;
     let result = async {
         let c = PodProviderClient::connect(format!("http://{addr}")).await?;
         let mut watch = provider_calls::watch(&c, NODE).await?;

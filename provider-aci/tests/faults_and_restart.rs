@@ -14,6 +14,7 @@ use support::*;
 use vk_testkit::{
     aci_emulator::AciEmulatorOptions,
     provider_calls::{self, Client, connect},
+    provider_checks::numbered_pods,
     wait::eventually,
 };
 
@@ -30,17 +31,6 @@ async fn running(c: &Client) -> anyhow::Result<usize> {
         .count())
 }
 
-async fn create_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
-    let pods = (0..n).map(|i| pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")));
-    provider_calls::create_all(c, pods).await
-}
-
-async fn delete_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
-    let refs =
-        (0..n).filter_map(|i| pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")).pod_ref);
-    provider_calls::delete_all(c, refs).await
-}
-
 #[tokio::test]
 async fn twenty_percent_throttling_creates_and_deletes_exactly_fifty_groups() -> anyhow::Result<()>
 {
@@ -50,13 +40,14 @@ async fn twenty_percent_throttling_creates_and_deletes_exactly_fifty_groups() ->
         .retry_after_secs(1);
     let (emu, _provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
     let c = connect(&addr).await?;
-    create_all(&c, 50, "t").await?;
+    let pods = numbered_pods(NODE, 50, "t");
+    provider_calls::create_all(&c, pods.clone()).await?;
     eventually(Duration::from_secs(120), "50 pods Running", || {
         let c = c.clone();
         async move { Ok((running(&c).await? == 50).then_some(())) }
     })
     .await?;
-    delete_all(&c, 50, "t").await?;
+    provider_calls::delete_all(&c, pods.into_iter().filter_map(|p| p.pod_ref)).await?;
     eventually(Duration::from_secs(120), "all pods gone", || {
         let mut c = c.clone();
         async move { Ok(listed(&mut c).await?.is_empty().then_some(())) }
@@ -89,7 +80,7 @@ async fn restart_under_running_pods_adopts_them_and_creates_nothing() -> anyhow:
     let opts = AciEmulatorOptions::default();
     let (emu, mut provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
     let c = connect(&addr).await?;
-    create_all(&c, 10, "r").await?;
+    provider_calls::create_all(&c, numbered_pods(NODE, 10, "r")).await?;
     eventually(WAIT, "10 pods Running", || {
         let c = c.clone();
         async move { Ok((running(&c).await? == 10).then_some(())) }

@@ -14,22 +14,12 @@ use vk_testkit::{
     fault_proxy::{ECS_TARGET_PREFIX, FaultProxy},
     moto::Moto,
     provider_calls::{self, Client, connect},
+    provider_checks::numbered_pods,
     wait::eventually,
 };
 
 async fn listed(c: &mut Client) -> anyhow::Result<Vec<podprovider_proto::v1::PodStatus>> {
     provider_calls::listed(c, NODE).await
-}
-
-async fn create_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
-    let pods = (0..n).map(|i| pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")));
-    provider_calls::create_all(c, pods).await
-}
-
-async fn delete_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
-    let refs =
-        (0..n).filter_map(|i| pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")).pod_ref);
-    provider_calls::delete_all(c, refs).await
 }
 
 #[tokio::test]
@@ -43,7 +33,8 @@ async fn twenty_percent_faults_start_and_stop_exactly_fifty_tasks() -> anyhow::R
     let c = connect(&addr).await?;
     let ecs = aws_sdk_ecs::Client::new(&sdk(&moto.endpoint).await);
 
-    create_all(&c, 50, "t").await?;
+    let pods = numbered_pods(NODE, 50, "t");
+    provider_calls::create_all(&c, pods.clone()).await?;
     eventually(WAIT, "50 pods Running", || {
         let mut c = c.clone();
         async move {
@@ -56,7 +47,7 @@ async fn twenty_percent_faults_start_and_stop_exactly_fifty_tasks() -> anyhow::R
         }
     })
     .await?;
-    delete_all(&c, 50, "t").await?;
+    provider_calls::delete_all(&c, pods.into_iter().filter_map(|p| p.pod_ref)).await?;
     eventually(WAIT, "all pods gone", || {
         let mut c = c.clone();
         async move { Ok(listed(&mut c).await?.is_empty().then_some(())) }
@@ -99,7 +90,7 @@ async fn restart_with_twenty_running_pods_runs_and_stops_nothing() -> anyhow::Re
     let proxy = FaultProxy::start(upstream, ECS_TARGET_PREFIX, 0.0, 7).await?;
     let (mut provider, _, addr) = start_provider(&moto, &proxy.url(), dir.path()).await?;
     let c = connect(&addr).await?;
-    create_all(&c, 20, "r").await?;
+    provider_calls::create_all(&c, numbered_pods(NODE, 20, "r")).await?;
     eventually(WAIT, "20 pods Running", || {
         let mut c = c.clone();
         async move {

@@ -285,3 +285,11 @@ pub async fn expect_refused_start(
     ensure!(stderr.contains(message), "{stderr}");
     Ok(())
 }
+
+/// `n` [`small_pod`]s on `node`, `<prefix>-<i>` with UID `<prefix>-uid-<i>`: the pods a test
+/// creates and deletes in bulk.
+pub fn numbered_pods(node: &str, n: usize, prefix: &str) -> Vec<podprovider_proto::v1::Pod> {
+    (0..n)
+        .map(|i| small_pod(node, &format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")))
+        .collect()
+}

@@ -18,13 +18,8 @@ use vk_testkit::{
     wait::eventually,
 };
 
-async fn listed(c: &mut Client) -> anyhow::Result<Vec<podprovider_proto::v1::PodStatus>> {
-    provider_calls::listed(c, NODE).await
-}
-
 async fn running(c: &Client) -> anyhow::Result<usize> {
-    let mut c = c.clone();
-    Ok(listed(&mut c)
+    Ok(provider_calls::listed(c, NODE)
         .await?
         .iter()
         .filter(|p| p.phase == PodPhase::Running as i32)
@@ -49,8 +44,13 @@ async fn twenty_percent_throttling_creates_and_deletes_exactly_fifty_groups() ->
     .await?;
     provider_calls::delete_all(&c, pods.into_iter().filter_map(|p| p.pod_ref)).await?;
     eventually(Duration::from_secs(120), "all pods gone", || {
-        let mut c = c.clone();
-        async move { Ok(listed(&mut c).await?.is_empty().then_some(())) }
+        let c = c.clone();
+        async move {
+            Ok(provider_calls::listed(&c, NODE)
+                .await?
+                .is_empty()
+                .then_some(()))
+        }
     })
     .await?;
     let stats = emu.stats().await?;

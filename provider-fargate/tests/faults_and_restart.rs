@@ -13,14 +13,10 @@ use support::*;
 use vk_testkit::{
     fault_proxy::{ECS_TARGET_PREFIX, FaultProxy},
     moto::Moto,
-    provider_calls::{self, Client, connect},
+    provider_calls::{self, connect},
     provider_checks::numbered_pods,
     wait::eventually,
 };
-
-async fn listed(c: &mut Client) -> anyhow::Result<Vec<podprovider_proto::v1::PodStatus>> {
-    provider_calls::listed(c, NODE).await
-}
 
 #[tokio::test]
 async fn twenty_percent_faults_start_and_stop_exactly_fifty_tasks() -> anyhow::Result<()> {
@@ -36,9 +32,9 @@ async fn twenty_percent_faults_start_and_stop_exactly_fifty_tasks() -> anyhow::R
     let pods = numbered_pods(NODE, 50, "t");
     provider_calls::create_all(&c, pods.clone()).await?;
     eventually(WAIT, "50 pods Running", || {
-        let mut c = c.clone();
+        let c = c.clone();
         async move {
-            let pods = listed(&mut c).await?;
+            let pods = provider_calls::listed(&c, NODE).await?;
             let running = pods
                 .iter()
                 .filter(|p| p.phase == PodPhase::Running as i32)
@@ -49,8 +45,13 @@ async fn twenty_percent_faults_start_and_stop_exactly_fifty_tasks() -> anyhow::R
     .await?;
     provider_calls::delete_all(&c, pods.into_iter().filter_map(|p| p.pod_ref)).await?;
     eventually(WAIT, "all pods gone", || {
-        let mut c = c.clone();
-        async move { Ok(listed(&mut c).await?.is_empty().then_some(())) }
+        let c = c.clone();
+        async move {
+            Ok(provider_calls::listed(&c, NODE)
+                .await?
+                .is_empty()
+                .then_some(()))
+        }
     })
     .await?;
 
@@ -92,9 +93,9 @@ async fn restart_with_twenty_running_pods_runs_and_stops_nothing() -> anyhow::Re
     let c = connect(&addr).await?;
     provider_calls::create_all(&c, numbered_pods(NODE, 20, "r")).await?;
     eventually(WAIT, "20 pods Running", || {
-        let mut c = c.clone();
+        let c = c.clone();
         async move {
-            let pods = listed(&mut c).await?;
+            let pods = provider_calls::listed(&c, NODE).await?;
             Ok((pods
                 .iter()
                 .filter(|p| p.phase == PodPhase::Running as i32)

@@ -43,16 +43,7 @@ async fn twenty_percent_throttling_creates_and_deletes_exactly_fifty_groups() ->
     })
     .await?;
     provider_calls::delete_all(&c, pods.into_iter().filter_map(|p| p.pod_ref)).await?;
-    eventually(Duration::from_secs(120), "all pods gone", || {
-        let c = c.clone();
-        async move {
-            Ok(provider_calls::listed(&c, NODE)
-                .await?
-                .is_empty()
-                .then_some(()))
-        }
-    })
-    .await?;
+    provider_calls::wait_none_listed(&c, NODE, Duration::from_secs(120)).await?;
     let stats = emu.stats().await?;
     ensure!(
         stats.created == 50,

@@ -19,25 +19,22 @@ use vk_testkit::{
 
 const SECRET: &str = "s3cr3t-aci-value";
 
+/// The grpcurl tests' pod with a public IP, ACI's own secret value, 1 GB (ACI's sizes are
+/// tenths of a GB) and security settings.
+fn pod_value(name: &str, uid: &str) -> serde_json::Value {
+    let mut req = grpcurl::web_pod(NODE, name, uid);
+    let pod = &mut req["pod"];
+    pod["annotations"] = serde_json::json!({"virtual-kubelet.io/aci-public-ip": "true"});
+    let web = &mut pod["containers"][0];
+    web["env"][1]["value"] = SECRET.into();
+    web["resources"]["requests"]["memoryBytes"] = 1_000_000_000.into();
+    web["securityContext"] = serde_json::json!({"capabilitiesDrop": ["ALL"]});
+    pod["securityContext"] = serde_json::json!({"runAsUser": 1000, "runAsNonRoot": true});
+    req
+}
+
 fn pod_json(name: &str, uid: &str) -> String {
-    format!(
-        r#"{{"pod": {{
-          "podRef": {{"namespace": "default", "name": "{name}", "uid": "{uid}"}},
-          "nodeName": "{NODE}",
-          "annotations": {{"virtual-kubelet.io/aci-public-ip": "true"}},
-          "containers": [{{
-            "name": "web", "image": "nginx:1.25",
-            "command": ["nginx"], "args": ["-g", "daemon off;"],
-            "env": [{{"name": "MODE", "value": "demo"}}, {{"name": "DB_PASSWORD", "value": "{SECRET}", "sensitive": true}}],
-            "ports": [{{"containerPort": 80, "protocol": "TCP"}}],
-            "resources": {{"requests": {{"cpuMillis": 500, "memoryBytes": 1000000000}}}},
-            "securityContext": {{"capabilitiesDrop": ["ALL"]}}
-          }}],
-          "securityContext": {{"runAsUser": 1000, "runAsNonRoot": true}},
-          "restartPolicy": "RESTART_POLICY_ALWAYS",
-          "terminationGracePeriodSeconds": 30
-        }}}}"#
-    )
+    pod_value(name, uid).to_string()
 }
 
 fn ref_json(name: &str, uid: &str) -> String {
@@ -203,10 +200,9 @@ async fn scenario(emu: &AciEmulator, target: &Target) -> anyhow::Result<()> {
     );
 
     // A limit above the group's request is refused before Azure is called, in ACI's words.
-    let bad = pod_json("bad", "uid-bad").replace(
-        r#""requests": {"cpuMillis": 500, "memoryBytes": 1000000000}"#,
-        r#""requests": {"cpuMillis": 500, "memoryBytes": 1000000000}, "limits": {"cpuMillis": 2000}"#,
-    );
+    let mut bad = pod_value("bad", "uid-bad");
+    bad["pod"]["containers"][0]["resources"]["limits"] = serde_json::json!({"cpuMillis": 2000});
+    let bad = bad.to_string();
     let puts = |s: &vk_testkit::aci_emulator::EmulatorStats| s.ops.get("put").copied();
     let before = puts(&emu.stats().await?);
     let out = grpcurl::call_output(target, "CreatePod", &bad).await?;

@@ -10,23 +10,13 @@ use base64::Engine as _;
 use support::*;
 use vk_testkit::{eci_emulator::EciEmulatorOptions, grpcurl, wait::eventually};
 
+/// The grpcurl tests' pod, with the pod's IP as a third env variable.
 fn pod_json(name: &str, uid: &str) -> String {
-    format!(
-        r#"{{"pod": {{
-          "podRef": {{"namespace": "default", "name": "{name}", "uid": "{uid}"}},
-          "nodeName": "{NODE}",
-          "containers": [{{
-            "name": "web", "image": "nginx:1.25",
-            "command": ["nginx"], "args": ["-g", "daemon off;"],
-            "env": [{{"name": "MODE", "value": "demo"}}, {{"name": "DB_PASSWORD", "value": "s3cr3t-value", "sensitive": true}},
-                    {{"name": "POD_IP", "podField": "status.podIP"}}],
-            "ports": [{{"containerPort": 80, "protocol": "TCP"}}],
-            "resources": {{"requests": {{"cpuMillis": 500, "memoryBytes": 268435456}}}}
-          }}],
-          "restartPolicy": "RESTART_POLICY_ALWAYS",
-          "terminationGracePeriodSeconds": 30
-        }}}}"#
-    )
+    let mut req = grpcurl::web_pod(NODE, name, uid);
+    if let Some(env) = req["pod"]["containers"][0]["env"].as_array_mut() {
+        env.push(serde_json::json!({"name": "POD_IP", "podField": "status.podIP"}));
+    }
+    req.to_string()
 }
 
 fn decode_chunks(out: &str) -> String {

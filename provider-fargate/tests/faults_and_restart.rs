@@ -44,16 +44,7 @@ async fn twenty_percent_faults_start_and_stop_exactly_fifty_tasks() -> anyhow::R
     })
     .await?;
     provider_calls::delete_all(&c, pods.into_iter().filter_map(|p| p.pod_ref)).await?;
-    eventually(WAIT, "all pods gone", || {
-        let c = c.clone();
-        async move {
-            Ok(provider_calls::listed(&c, NODE)
-                .await?
-                .is_empty()
-                .then_some(()))
-        }
-    })
-    .await?;
+    provider_calls::wait_none_listed(&c, NODE, WAIT).await?;
 
     let stopped: HashSet<String> = tasks(&ecs, "STOPPED").await?.into_iter().collect();
     ensure!(

@@ -11,24 +11,16 @@ use anyhow::{Context, ensure};
 use support::*;
 use vk_testkit::{grpcurl, moto::Moto, wait::eventually};
 
+/// The grpcurl tests' pod, with the security settings ECS has names for.
 fn pod_json(name: &str, uid: &str) -> String {
-    format!(
-        r#"{{"pod": {{
-          "podRef": {{"namespace": "default", "name": "{name}", "uid": "{uid}"}},
-          "nodeName": "{NODE}",
-          "containers": [{{
-            "name": "web", "image": "nginx:1.25",
-            "command": ["nginx"], "args": ["-g", "daemon off;"],
-            "env": [{{"name": "MODE", "value": "demo"}}, {{"name": "DB_PASSWORD", "value": "s3cr3t-value", "sensitive": true}}],
-            "ports": [{{"containerPort": 80, "protocol": "TCP"}}],
-            "resources": {{"requests": {{"cpuMillis": 500, "memoryBytes": 268435456}}}},
-            "securityContext": {{"capabilitiesAdd": ["SYS_PTRACE"], "capabilitiesDrop": ["ALL"]}}
-          }}],
-          "securityContext": {{"runAsUser": 1000, "sysctls": [{{"name": "net.core.somaxconn", "value": "1024"}}]}},
-          "restartPolicy": "RESTART_POLICY_ALWAYS",
-          "terminationGracePeriodSeconds": 30
-        }}}}"#
-    )
+    let mut req = grpcurl::web_pod(NODE, name, uid);
+    let pod = &mut req["pod"];
+    pod["containers"][0]["securityContext"] =
+        serde_json::json!({"capabilitiesAdd": ["SYS_PTRACE"], "capabilitiesDrop": ["ALL"]});
+    pod["securityContext"] = serde_json::json!(
+        {"runAsUser": 1000, "sysctls": [{"name": "net.core.somaxconn", "value": "1024"}]}
+    );
+    req.to_string()
 }
 
 #[tokio::test]

@@ -134,3 +134,26 @@ pub async fn check_host_path_refused(
     );
     Ok(())
 }
+
+/// The pod the grpcurl tests start from, as a CreatePodRequest in JSON (grpcurl's `-d`):
+/// `default/<name>` on `node`, one `web` container (nginx:1.25 as `nginx -g 'daemon off;'`,
+/// port 80, 500m CPU and 256 MiB), with env `MODE=demo` and the sensitive `DB_PASSWORD`
+/// `s3cr3t-value`; each test adds what its cloud's translation is checked on.
+pub fn web_pod(node: &str, name: &str, uid: &str) -> serde_json::Value {
+    serde_json::json!({"pod": {
+        "podRef": {"namespace": "default", "name": name, "uid": uid},
+        "nodeName": node,
+        "containers": [{
+            "name": "web", "image": "nginx:1.25",
+            "command": ["nginx"], "args": ["-g", "daemon off;"],
+            "env": [
+                {"name": "MODE", "value": "demo"},
+                {"name": "DB_PASSWORD", "value": "s3cr3t-value", "sensitive": true},
+            ],
+            "ports": [{"containerPort": 80, "protocol": "TCP"}],
+            "resources": {"requests": {"cpuMillis": 500, "memoryBytes": 268_435_456}},
+        }],
+        "restartPolicy": "RESTART_POLICY_ALWAYS",
+        "terminationGracePeriodSeconds": 30,
+    }})
+}

@@ -167,3 +167,15 @@ pub async fn check_rebuilt_then_create(
         .await?;
     Ok(())
 }
+
+/// Waits (at most `timeout`) until ListPods of `node` is empty: every deleted pod gone.
+pub async fn wait_none_listed(
+    c: &Client,
+    node: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    crate::wait::eventually(timeout, "all pods gone", || async {
+        Ok(listed(c, node).await?.is_empty().then_some(()))
+    })
+    .await
+}

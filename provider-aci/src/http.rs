@@ -23,16 +23,13 @@ pub const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 /// The error for an answer over [`MAX_ANSWER_BYTES`].
 fn too_large(op: &'static str) -> AzureError {
-    AzureError {
-        advice: &crate::error::ADVICE,
-        request_id: None,
+    crate::error::failed(
         op,
-        kind: crate::error::Kind::Other,
-        status: 200,
-        code: "AnswerTooLarge".into(),
-        message: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes: refusing to read it"),
-        retry_after: None,
-    }
+        crate::error::Kind::Other,
+        "AnswerTooLarge",
+        format!("the answer is larger than {MAX_ANSWER_BYTES} bytes: refusing to read it"),
+    )
+    .with_status(200)
 }
 
 /// A response: status, headers, whole body.

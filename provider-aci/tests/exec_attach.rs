@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
-    provider_calls::{self, Client},
+    provider_calls::{self, Client, exec_start},
     wait::eventually,
 };
 
@@ -103,18 +103,9 @@ async fn scenario(emu: &AciEmulator, addr: &str) -> anyhow::Result<()> {
 
     // echo x | kubectl exec -i ex -- sh -c 'cat; exit 3': stdin then a half-close.
     let (tx, rx) = mpsc::channel(4);
-    tx.send(ExecRequest {
-        request: Some(exec_request::Request::Start(ExecStart {
-            pod_ref: Some(pod_ref("ex", "ex-uid")),
-            container: "web".into(),
-            command: vec!["sh".into(), "-c".into(), "cat; exit 3".into()],
-            stdin: true,
-            stdout: true,
-            stderr: true,
-            ..Default::default()
-        })),
-    })
-    .await?;
+    let command = ["sh", "-c", "cat; exit 3"];
+    tx.send(exec_start(pod_ref("ex", "ex-uid"), "web", &command))
+        .await?;
     tx.send(stdin(b"x\n")).await?;
     drop(tx);
     let out = c.clone().exec(ReceiverStream::new(rx)).await?.into_inner();

@@ -14,7 +14,7 @@ use podprovider_proto::v1::{CreatePodRequest, Pod, PodPhase, PodStatus};
 use support::*;
 use vk_testkit::{
     aci_emulator::AciEmulatorOptions,
-    provider_calls::{self, Client, connect},
+    provider_calls::{self, Client, connect, status_until},
 };
 
 async fn create(c: &Client, p: &Pod) -> anyhow::Result<()> {
@@ -24,16 +24,6 @@ async fn create(c: &Client, p: &Pod) -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
-}
-
-/// GetPod until `pred` holds.
-async fn status_until(
-    c: &Client,
-    p: &Pod,
-    what: &str,
-    pred: impl Fn(&PodStatus) -> bool,
-) -> anyhow::Result<PodStatus> {
-    provider_calls::status_until(c, &p.pod_ref, WAIT, what, pred).await
 }
 
 fn group_name(s: &PodStatus) -> anyhow::Result<String> {
@@ -60,8 +50,8 @@ async fn failed_and_canceled_groups_fail_their_pods_with_acis_words() -> anyhow:
     let cancel = pod("cancel", "cancel-uid");
     create(&c, &mount).await?;
     create(&c, &cancel).await?;
-    let m = status_until(&c, &mount, "mount Running", is(PodPhase::Running)).await?;
-    let k = status_until(&c, &cancel, "cancel Running", is(PodPhase::Running)).await?;
+    let m = status_until(&c, &mount.pod_ref, "mount Running", is(PodPhase::Running)).await?;
+    let k = status_until(&c, &cancel.pod_ref, "cancel Running", is(PodPhase::Running)).await?;
 
     // The reference's example event, word for word (type Normal, not Warning).
     emu.fault_group(
@@ -77,14 +67,14 @@ async fn failed_and_canceled_groups_fail_their_pods_with_acis_words() -> anyhow:
     emu.fault_group(&group_name(&k)?, "Canceled", serde_json::json!([]))
         .await?;
 
-    let m = status_until(&c, &mount, "mount Failed", is(PodPhase::Failed)).await?;
+    let m = status_until(&c, &mount.pod_ref, "mount Failed", is(PodPhase::Failed)).await?;
     ensure!(m.reason == "ProviderFailed", "{m:?}");
     ensure!(
         m.message
             == "ACI reports the container group Failed: FailedMount: Output: mount error(2): Permission denied",
         "{m:?}"
     );
-    let k = status_until(&c, &cancel, "cancel Failed", is(PodPhase::Failed)).await?;
+    let k = status_until(&c, &cancel.pod_ref, "cancel Failed", is(PodPhase::Failed)).await?;
     ensure!(k.reason == "ProviderFailed", "{k:?}");
     ensure!(k.message.contains("Canceled"), "{k:?}");
     Ok(())
@@ -98,7 +88,7 @@ async fn a_malformed_foreign_group_never_stops_the_poll() -> anyhow::Result<()> 
     let c = connect(&addr).await?;
     let ours = pod("ours", "ours-uid");
     create(&c, &ours).await?;
-    let s = status_until(&c, &ours, "ours Running", is(PodPhase::Running)).await?;
+    let s = status_until(&c, &ours.pod_ref, "ours Running", is(PodPhase::Running)).await?;
 
     // Someone else's group in our resource group, in a shape no container group has.
     emu.put_raw_group(
@@ -114,7 +104,7 @@ async fn a_malformed_foreign_group_never_stops_the_poll() -> anyhow::Result<()> 
 
     // Ours still moves: an exit and restart (seen through a GET), and a new pod comes up.
     emu.exit_container(&group_name(&s)?, "web", 1).await?;
-    status_until(&c, &ours, "the restart seen", |s| {
+    status_until(&c, &ours.pod_ref, "the restart seen", |s| {
         s.container_statuses
             .first()
             .is_some_and(|c| c.restart_count >= 1)
@@ -122,7 +112,7 @@ async fn a_malformed_foreign_group_never_stops_the_poll() -> anyhow::Result<()> 
     .await?;
     let later = pod("later", "later-uid");
     create(&c, &later).await?;
-    status_until(&c, &later, "later Running", is(PodPhase::Running)).await?;
+    status_until(&c, &later.pod_ref, "later Running", is(PodPhase::Running)).await?;
     // And the poll itself is healthy over several intervals (0.5 s each).
     for _ in 0..4 {
         let ping = provider_calls::ping(&c, NODE).await?;

@@ -28,7 +28,7 @@ async fn watch(c: &Client) -> anyhow::Result<Events> {
 }
 
 async fn running(c: &Client, p: &Pod) -> anyhow::Result<PodStatus> {
-    provider_calls::status_until(c, &p.pod_ref, WAIT, "pod Running", |s| {
+    provider_calls::status_until(c, &p.pod_ref, "pod Running", |s| {
         s.phase == PodPhase::Running as i32
     })
     .await

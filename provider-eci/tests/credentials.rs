@@ -28,7 +28,7 @@ async fn run_a_pod(addr: &str, secs: u64, mut halfway: impl FnMut()) -> anyhow::
         })
         .await?;
     let web = pod("web", "uid-web").pod_ref;
-    provider_calls::status_until(&c, &web, WAIT, "pod Running", |s| {
+    provider_calls::status_until(&c, &web, "pod Running", |s| {
         s.phase == PodPhase::Running as i32
     })
     .await?;

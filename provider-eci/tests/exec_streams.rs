@@ -71,7 +71,7 @@ async fn exec_passes_stdin_output_and_exit_codes() -> anyhow::Result<()> {
         })
         .await?;
         let web = pod("web", "uid-exec").pod_ref;
-        provider_calls::status_until(&c, &web, WAIT, "pod Running", |s| {
+        provider_calls::status_until(&c, &web, "pod Running", |s| {
             s.phase == PodPhase::Running as i32
         })
         .await?;

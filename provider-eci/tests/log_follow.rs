@@ -26,7 +26,7 @@ async fn follow_sends_every_line_once_in_order() -> anyhow::Result<()> {
         })
         .await?;
         let web = pod("web", "uid-log").pod_ref;
-        provider_calls::status_until(&c, &web, WAIT, "pod Running", |s| {
+        provider_calls::status_until(&c, &web, "pod Running", |s| {
             s.phase == PodPhase::Running as i32
         })
         .await?;

@@ -26,8 +26,8 @@ use std::{
 use anyhow::{Context, bail, ensure};
 use futures::StreamExt;
 use podprovider_proto::v1::{
-    ExecRequest, ExecStart, PodRef, StreamInput, exec_request,
-    pod_provider_client::PodProviderClient, stream_input, stream_output, watch_pods_event::Event,
+    ExecRequest, PodRef, StreamInput, exec_request, pod_provider_client::PodProviderClient,
+    stream_input, stream_output, watch_pods_event::Event,
 };
 use support::{BIN, good_env, provider_args};
 use vk_testkit::{
@@ -38,7 +38,7 @@ use vk_testkit::{
     pki::{CertFiles, Pki, Usage},
     ports::free_port,
     process::ManagedProcess,
-    provider_calls,
+    provider_calls::{self, exec_start},
     shim::shim_bin,
     wait::eventually,
 };
@@ -497,21 +497,15 @@ async fn scenario(
         })),
     };
     exec_in
-        .send(ExecRequest {
-            request: Some(exec_request::Request::Start(ExecStart {
-                pod_ref: Some(PodRef {
-                    namespace: "default".into(),
-                    name: "tls-one".into(),
-                    uid: one_uid.trim().to_owned(),
-                }),
-                container: "web".into(),
-                command: vec!["cat".into()],
-                stdin: true,
-                stdout: true,
-                stderr: true,
-                ..Default::default()
-            })),
-        })
+        .send(exec_start(
+            PodRef {
+                namespace: "default".into(),
+                name: "tls-one".into(),
+                uid: one_uid.trim().to_owned(),
+            },
+            "web",
+            &["cat"],
+        ))
         .await?;
     exec_in.send(stdin(b"before rotation\n")).await?;
     let mut exec_out = client

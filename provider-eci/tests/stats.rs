@@ -29,7 +29,7 @@ async fn running_pods_report_the_metrics_of_their_groups() -> anyhow::Result<()>
         }
         for i in 0..n {
             let pod_ref = pod(&format!("s{i}"), &format!("uid-s{i}")).pod_ref;
-            provider_calls::status_until(&c, &pod_ref, WAIT, "pod Running", |s| {
+            provider_calls::status_until(&c, &pod_ref, "pod Running", |s| {
                 s.phase == PodPhase::Running as i32
             })
             .await?;
@@ -48,7 +48,7 @@ async fn running_pods_report_the_metrics_of_their_groups() -> anyhow::Result<()>
         set_group_state(&emu, &waiting, "Scheduling", "", "").await?;
         let waiting_ref = pod("waiting", "uid-waiting").pod_ref;
         let what = "waiting pod Pending after Scheduling";
-        provider_calls::status_until(&c, &waiting_ref, WAIT, what, |s| {
+        provider_calls::status_until(&c, &waiting_ref, what, |s| {
             let waits = s.container_statuses.first().is_some_and(|c| {
                 matches!(
                     c.state.as_ref().and_then(|s| s.state.as_ref()),

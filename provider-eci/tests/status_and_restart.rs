@@ -35,7 +35,7 @@ async fn until(
     what: &str,
     ok: impl Fn(&PodStatus) -> bool,
 ) -> anyhow::Result<PodStatus> {
-    provider_calls::status_until(c, &pod(name, uid).pod_ref, WAIT, what, ok).await
+    provider_calls::status_until(c, &pod(name, uid).pod_ref, what, ok).await
 }
 
 fn group_id(s: &PodStatus) -> String {

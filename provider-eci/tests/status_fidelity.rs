@@ -31,7 +31,7 @@ async fn until(
     ok: impl Fn(&PodStatus) -> bool,
 ) -> anyhow::Result<PodStatus> {
     let pod_ref = pod(name, &format!("uid-{name}")).pod_ref;
-    provider_calls::status_until(c, &pod_ref, WAIT, what, ok).await
+    provider_calls::status_until(c, &pod_ref, what, ok).await
 }
 
 fn state(c: &ContainerStatus) -> Option<&container_state::State> {

@@ -4,9 +4,9 @@
 use anyhow::ensure;
 use futures::{StreamExt, stream};
 use podprovider_proto::v1::{
-    CreatePodRequest, DeletePodRequest, GetPodRequest, GetStatsRequest, PingRequest, PingResponse,
-    Pod, PodRef, PodStats, PodStatus, WatchPodsEvent, WatchPodsRequest,
-    pod_provider_client::PodProviderClient,
+    CreatePodRequest, DeletePodRequest, ExecRequest, ExecStart, GetPodRequest, GetStatsRequest,
+    PingRequest, PingResponse, Pod, PodRef, PodStats, PodStatus, WatchPodsEvent, WatchPodsRequest,
+    exec_request, pod_provider_client::PodProviderClient,
 };
 use tonic::{Streaming, transport::Channel};
 
@@ -35,16 +35,18 @@ pub async fn status(c: &Client, pod_ref: Option<PodRef>) -> anyhow::Result<PodSt
         .ok_or_else(|| anyhow::anyhow!("GetPod without a status"))
 }
 
-/// Asks GetPod for the pod of `pod_ref` until its status satisfies `until` (at most `timeout`,
-/// then fails naming `what`); returns that status.
+/// How long [`status_until`] waits: generous, for emulator- and moto-backed conditions.
+pub const STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Asks GetPod for the pod of `pod_ref` until its status satisfies `until` (at most
+/// [`STATUS_WAIT`], then fails naming `what`); returns that status.
 pub async fn status_until(
     c: &Client,
     pod_ref: &Option<PodRef>,
-    timeout: std::time::Duration,
     what: &str,
     until: impl Fn(&PodStatus) -> bool,
 ) -> anyhow::Result<PodStatus> {
-    crate::wait::eventually(timeout, what, || async {
+    crate::wait::eventually(STATUS_WAIT, what, || async {
         let s = status(c, pod_ref.clone()).await?;
         Ok(until(&s).then_some(s))
     })
@@ -66,6 +68,22 @@ pub async fn stats(c: &Client, node: &str) -> anyhow::Result<Vec<PodStats>> {
         pods: Vec::new(),
     };
     Ok(c.clone().get_stats(req).await?.into_inner().pods)
+}
+
+/// The first message of an Exec: `command` in `container` of the pod of `pod_ref`, with stdin,
+/// stdout and stderr, no TTY.
+pub fn exec_start(pod_ref: PodRef, container: &str, command: &[&str]) -> ExecRequest {
+    ExecRequest {
+        request: Some(exec_request::Request::Start(ExecStart {
+            pod_ref: Some(pod_ref),
+            container: container.to_owned(),
+            command: command.iter().map(|s| (*s).to_owned()).collect(),
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        })),
+    }
 }
 
 /// Deletes the pod of `pod_ref` with `grace` (`None`: the pod's own); whether the provider

@@ -281,19 +281,14 @@ impl TokenSource {
                 client_id,
                 token_file,
             } => {
-                let assertion =
-                    tokio::fs::read_to_string(token_file)
-                        .await
-                        .map_err(|e| AzureError {
-                            advice: &crate::error::ADVICE,
-                            request_id: None,
-                            op: OP,
-                            kind: Kind::Unauthenticated,
-                            status: 0,
-                            code: "FederatedTokenUnreadable".into(),
-                            message: format!("cannot read {}: {e}", token_file.display()),
-                            retry_after: None,
-                        })?;
+                let assertion = tokio::fs::read_to_string(token_file).await.map_err(|e| {
+                    crate::error::failed(
+                        OP,
+                        Kind::Unauthenticated,
+                        "FederatedTokenUnreadable",
+                        format!("cannot read {}: {e}", token_file.display()),
+                    )
+                })?;
                 let body = form(&[
                     ("grant_type", "client_credentials"),
                     ("client_id", client_id),
@@ -331,33 +326,30 @@ impl TokenSource {
                 s if s >= 500 => Kind::Unavailable,
                 _ => Kind::Unauthenticated,
             };
-            return Err(AzureError {
-                advice: &crate::error::ADVICE,
-                request_id: None,
-                op: OP,
+            return Err(AzureError::new(
+                &crate::error::ADVICE,
+                OP,
                 kind,
-                status,
-                code: if err.error.is_empty() {
+                if err.error.is_empty() {
                     format!("HTTP{status}")
                 } else {
                     err.error
                 },
                 // Azure AD's description names the client id at most, never the secret.
-                message: err.error_description,
-                retry_after,
-            });
+                err.error_description,
+            )
+            .with_status(status)
+            .with_retry_after(retry_after));
         }
-        let parsed: TokenResponse =
-            serde_json::from_slice(&reply.body).map_err(|e| AzureError {
-                advice: &crate::error::ADVICE,
-                request_id: None,
-                op: OP,
-                kind: Kind::Unauthenticated,
-                status: reply.status.as_u16(),
-                code: "BadTokenResponse".into(),
-                message: format!("unreadable token response: {e}"),
-                retry_after: None,
-            })?;
+        let parsed: TokenResponse = serde_json::from_slice(&reply.body).map_err(|e| {
+            crate::error::failed(
+                OP,
+                Kind::Unauthenticated,
+                "BadTokenResponse",
+                format!("unreadable token response: {e}"),
+            )
+            .with_status(reply.status.as_u16())
+        })?;
         let lifetime = parsed
             .expires_in
             .as_ref()

@@ -94,18 +94,15 @@ fn check_same_origin(
         .as_ref()
         .and_then(|u| u.host_str().map(str::to_owned))
         .unwrap_or_else(|| "an unreadable URL".into());
-    Err(AzureError {
-        advice: &crate::error::ADVICE,
-        request_id: None,
+    Err(crate::error::failed(
         op,
-        kind: Kind::Other,
-        status: 200,
-        code: "ForeignNextLink".into(),
-        message: format!(
+        Kind::Other,
+        "ForeignNextLink",
+        format!(
             "ARM answered with {what} to {host}, not to the configured ARM endpoint {endpoint}: refusing to follow it (the request would carry the access token)"
         ),
-        retry_after: None,
-    })
+    )
+    .with_status(200))
 }
 
 /// One list entry as a group, or `None` (logged) when it does not have a group's shape: one
@@ -269,15 +266,14 @@ impl Arm {
     }
 
     fn parse<T: DeserializeOwned>(op: &'static str, body: &[u8]) -> Result<T, AzureError> {
-        serde_json::from_slice(body).map_err(|e| AzureError {
-            advice: &crate::error::ADVICE,
-            request_id: None,
-            op,
-            kind: Kind::Other,
-            status: 200,
-            code: "UnreadableResponse".into(),
-            message: format!("cannot read ARM's answer: {e}"),
-            retry_after: None,
+        serde_json::from_slice(body).map_err(|e| {
+            crate::error::failed(
+                op,
+                Kind::Other,
+                "UnreadableResponse",
+                format!("cannot read ARM's answer: {e}"),
+            )
+            .with_status(200)
         })
     }
 
@@ -288,16 +284,8 @@ impl Arm {
         group: &ContainerGroup,
     ) -> Result<ContainerGroup, AzureError> {
         const OP: &str = "ContainerGroups_CreateOrUpdate";
-        let body = serde_json::to_vec(group).map_err(|e| AzureError {
-            advice: &crate::error::ADVICE,
-            request_id: None,
-            op: OP,
-            kind: Kind::Other,
-            status: 0,
-            code: "EncodeFailed".into(),
-            message: e.to_string(),
-            retry_after: None,
-        })?;
+        let body = serde_json::to_vec(group)
+            .map_err(|e| crate::error::failed(OP, Kind::Other, "EncodeFailed", e.to_string()))?;
         let url = format!("{}?api-version={API_VERSION}", self.group_url(name));
         let reply = self
             .call(OP, Method::PUT, url, Some(Bytes::from(body)))
@@ -386,16 +374,13 @@ impl Arm {
             };
             check_next_link(OP, &self.scope.endpoint, &next)?;
             if !seen.insert(next.clone()) {
-                return Err(AzureError {
-                    advice: &crate::error::ADVICE,
-                    request_id: None,
-                    op: OP,
-                    kind: Kind::Other,
-                    status: 200,
-                    code: "NextLinkLoop".into(),
-                    message: "ARM's list returned a nextLink it had already returned".into(),
-                    retry_after: None,
-                });
+                return Err(crate::error::failed(
+                    OP,
+                    Kind::Other,
+                    "NextLinkLoop",
+                    "ARM's list returned a nextLink it had already returned",
+                )
+                .with_status(200));
             }
             url = next;
         }

@@ -1,6 +1,6 @@
 //! Flags (each with an environment fallback), the credential they select, and their validation.
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 
@@ -406,6 +406,20 @@ impl AciArgs {
     /// The instance-view refresh interval.
     pub fn instance_view_refresh(&self) -> Duration {
         Duration::from_secs_f64(self.instance_view_refresh_seconds)
+    }
+
+    /// The node's capacity as these flags declare it: GPUs where GPU SKUs are configured.
+    pub fn capacity(&self) -> HashMap<String, String> {
+        let mut capacity = provider_common::service::capacity(
+            &self.capacity_cpu,
+            &self.capacity_memory,
+            &self.capacity_pods,
+            None,
+        );
+        if !self.gpu_skus.is_empty() {
+            capacity.insert("nvidia.com/gpu".to_owned(), self.capacity_gpu.clone());
+        }
+        capacity
     }
 }
 

@@ -39,6 +39,17 @@ pub fn classify(code: &str, status: u16) -> Kind {
     }
 }
 
+/// An error the provider itself finds in a call of `op` (an answer it cannot read or must not
+/// follow, a token file it cannot read), with ACI's advice; `with_status` adds the answer's status.
+pub fn failed(
+    op: &'static str,
+    kind: Kind,
+    code: &'static str,
+    message: impl Into<String>,
+) -> AzureError {
+    CloudError::new(&ADVICE, op, kind, code, message)
+}
+
 /// An error with no HTTP response (connection refused, timeout, TLS).
 pub fn transport(op: &'static str, message: impl Into<String>) -> AzureError {
     CloudError::new(&ADVICE, op, Kind::Unavailable, "ConnectionFailed", message)

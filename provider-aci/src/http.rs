@@ -23,16 +23,13 @@ pub const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 /// The error for an answer over [`MAX_ANSWER_BYTES`].
 fn too_large(op: &'static str) -> AzureError {
-    AzureError {
-        advice: &crate::error::ADVICE,
-        request_id: None,
+    crate::error::failed(
         op,
-        kind: crate::error::Kind::Other,
-        status: 200,
-        code: "AnswerTooLarge".into(),
-        message: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes: refusing to read it"),
-        retry_after: None,
-    }
+        crate::error::Kind::Other,
+        "AnswerTooLarge",
+        format!("the answer is larger than {MAX_ANSWER_BYTES} bytes: refusing to read it"),
+    )
+    .with_status(200)
 }
 
 /// A response: status, headers, whole body.
@@ -153,7 +150,7 @@ mod tests {
 
     use tokio::io::AsyncWriteExt;
 
-    use vk_testkit::http_stub::{endless_chunked, serve_once};
+    use vk_testkit::http_stub::{endless_chunked, serve_once, stall_after};
 
     use super::*;
 
@@ -172,13 +169,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_huge_declared_body_is_refused_unread() {
-        let addr = serve_once(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1099511627776\r\n\r\n",
-            |sock| async move {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                drop(sock);
-            },
-        )
+        let addr = stall_after("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1099511627776\r\n\r\n")
         .await
         .expect("stub");
         let started = std::time::Instant::now();

@@ -6,6 +6,12 @@
 //! exec over ACI's WebSocket sessions. See README.md for the flags.
 #![forbid(unsafe_code)]
 
+provider_common::provider_main!(
+    "PodProvider gRPC service for Azure Container Instances (ACI)",
+    AciArgs,
+    provider
+);
+
 mod auth;
 mod client;
 mod config;
@@ -29,17 +35,6 @@ use crate::{
     plan::GroupSettings,
     provider::{AciProvider, Settings},
 };
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let about = "PodProvider gRPC service for Azure Container Instances (ACI)";
-    let version = env!("CARGO_PKG_VERSION");
-    provider_common::main("provider-aci", version, about, async |args: &AciArgs, _| {
-        Ok(provider(args).await?)
-    })
-    .await?;
-    Ok(())
-}
 
 /// The ACI provider from its flags, its state rebuilt from ARM, and its poll loop.
 async fn provider(args: &AciArgs) -> anyhow::Result<(AciProvider, PollTask)> {
@@ -71,14 +66,6 @@ async fn provider(args: &AciArgs) -> anyhow::Result<(AciProvider, PollTask)> {
         RetryPolicy::default(),
     );
     let os = args.os_type.to_ascii_lowercase();
-    let mut capacity = provider_common::service::capacity(
-        &args.capacity_cpu,
-        &args.capacity_memory,
-        &args.capacity_pods,
-    );
-    if !args.gpu_skus.is_empty() {
-        capacity.insert("nvidia.com/gpu".to_owned(), args.capacity_gpu.clone());
-    }
     let settings = Settings {
         groups: GroupSettings {
             location: required.location.clone(),
@@ -105,7 +92,7 @@ async fn provider(args: &AciArgs) -> anyhow::Result<(AciProvider, PollTask)> {
                 .collect(),
             cluster_domain: args.cluster_domain.trim().trim_matches('.').to_owned(),
         },
-        capacity,
+        capacity: args.capacity(),
         operating_system: os,
         instance_view_refresh: args.instance_view_refresh(),
         refreshes_per_poll: args.instance_view_refreshes_per_poll,

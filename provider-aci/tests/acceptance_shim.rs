@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context, bail, ensure};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{Api, api::ListParams};
-use support::start_provider;
+use support::start_with_emulator;
 use vk_testkit::{
     ControlPlane,
     aci_emulator::{AciEmulator, AciEmulatorOptions},
@@ -107,15 +107,9 @@ async fn live_groups(emu: &AciEmulator) -> anyhow::Result<u64> {
 async fn acceptance_manifests_run_scale_and_delete_on_aci() -> anyhow::Result<()> {
     vk_testkit::install_crypto_provider();
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(
-        dir.path(),
-        AciEmulatorOptions {
-            log_heartbeat_ms: 500,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let (provider, _, addr) = start_provider(&emu, dir.path(), &["--subnet-ids", SUBNET]).await?;
+    let opts = AciEmulatorOptions::default().log_heartbeat_ms(500);
+    let (emu, provider, _, addr) =
+        start_with_emulator(dir.path(), opts, &["--subnet-ids", SUBNET]).await?;
     let cp = ControlPlane::start().await?;
     // kubectl logs goes API server → kubelet port: serve TLS at once, accept the API server's
     // client certificate.

@@ -9,17 +9,15 @@ mod support;
 use anyhow::ensure;
 use podprovider_proto::{
     PodProviderClient,
-    v1::{CreatePodRequest, DeletePodRequest, PodPhase},
+    v1::{CreatePodRequest, PodPhase},
 };
 use serde_json::json;
 use support::*;
 use vk_testkit::{
-    aci_emulator::{AciEmulator, AciEmulatorOptions},
-    provider_calls,
+    aci_emulator::AciEmulatorOptions,
+    provider_calls::{self, Client},
     wait::eventually,
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
 
 async fn listed(c: &Client) -> anyhow::Result<Vec<(String, i32)>> {
     Ok(provider_calls::listed(c, NODE)
@@ -47,14 +45,7 @@ async fn create_running(c: &Client, name: &str, uid: &str) -> anyhow::Result<()>
 
 async fn delete(c: &Client, name: &str, uid: &str) -> anyhow::Result<bool> {
     let mut p = pod(name, uid);
-    Ok(c.clone()
-        .delete_pod(DeletePodRequest {
-            pod_ref: p.pod_ref.take(),
-            grace_period_seconds: None,
-        })
-        .await?
-        .into_inner()
-        .found)
+    provider_calls::delete(c, p.pod_ref.take(), None).await
 }
 
 async fn gone(c: &Client, uid: &str) -> anyhow::Result<()> {
@@ -67,8 +58,8 @@ async fn gone(c: &Client, uid: &str) -> anyhow::Result<()> {
 #[tokio::test]
 async fn accepted_deletes_are_followed_to_their_end() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, _provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
     let c: Client = PodProviderClient::connect(format!("http://{addr}")).await?;
     let status = admin_put(
         &emu,

@@ -14,28 +14,22 @@ use std::{sync::Arc, time::Duration};
 use anyhow::{Context, ensure};
 use podprovider_proto::{
     PodProviderClient,
-    v1::{CreatePodRequest, PodEvent, WatchPodsRequest, watch_pods_event::Event as WatchEvent},
+    v1::{CreatePodRequest, PodEvent, watch_pods_event::Event as WatchEvent},
 };
 use serde_json::json;
 use support::*;
 use tokio_stream::StreamExt;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
+    provider_calls::{self, Client},
     wait::eventually,
 };
 
-type Client = PodProviderClient<tonic::transport::Channel>;
 type Seen = Arc<Mutex<Vec<PodEvent>>>;
 
 /// Collects every pod_event of a WatchPods stream in the background.
 async fn watch(c: &Client) -> anyhow::Result<Seen> {
-    let mut stream = c
-        .clone()
-        .watch_pods(WatchPodsRequest {
-            node_name: NODE.into(),
-        })
-        .await?
-        .into_inner();
+    let mut stream = provider_calls::watch(c, NODE).await?;
     let seen: Seen = Arc::default();
     let sink = seen.clone();
     tokio::spawn(async move {
@@ -65,8 +59,8 @@ fn count(events: &[(String, bool)], reason: &str) -> usize {
 #[tokio::test]
 async fn aci_events_reach_the_pod_once_each() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (mut provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, mut provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
     let result = scenario(&emu, dir.path(), &addr).await;
     provider.stop(Duration::from_secs(10)).await?;
     result.with_context(|| format!("provider log:\n{}", provider.log_tail(40)))

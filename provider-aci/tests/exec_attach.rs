@@ -23,11 +23,9 @@ use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
-    provider_calls,
+    provider_calls::{self, Client, exec_start},
     wait::eventually,
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
 
 fn pod_ref(name: &str, uid: &str) -> PodRef {
     PodRef {
@@ -87,15 +85,8 @@ async fn drain(
 #[tokio::test]
 async fn end_of_stdin_reaches_the_command_and_attach_streams_output() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(
-        dir.path(),
-        AciEmulatorOptions {
-            log_heartbeat_ms: 200,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let (mut provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let opts = AciEmulatorOptions::default().log_heartbeat_ms(200);
+    let (emu, mut provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
     let result = scenario(&emu, &addr).await;
     provider.stop(Duration::from_secs(10)).await?;
     result.with_context(|| format!("provider log:\n{}", provider.log_tail(40)))
@@ -112,18 +103,9 @@ async fn scenario(emu: &AciEmulator, addr: &str) -> anyhow::Result<()> {
 
     // echo x | kubectl exec -i ex -- sh -c 'cat; exit 3': stdin then a half-close.
     let (tx, rx) = mpsc::channel(4);
-    tx.send(ExecRequest {
-        request: Some(exec_request::Request::Start(ExecStart {
-            pod_ref: Some(pod_ref("ex", "ex-uid")),
-            container: "web".into(),
-            command: vec!["sh".into(), "-c".into(), "cat; exit 3".into()],
-            stdin: true,
-            stdout: true,
-            stderr: true,
-            ..Default::default()
-        })),
-    })
-    .await?;
+    let command = ["sh", "-c", "cat; exit 3"];
+    tx.send(exec_start(pod_ref("ex", "ex-uid"), "web", &command))
+        .await?;
     tx.send(stdin(b"x\n")).await?;
     drop(tx);
     let out = c.clone().exec(ReceiverStream::new(rx)).await?.into_inner();

@@ -10,21 +10,12 @@ mod support;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use podprovider_proto::{
-    PodProviderClient,
-    v1::{CreatePodRequest, GetPodRequest, PingRequest, Pod, PodPhase, PodStatus},
-};
+use podprovider_proto::v1::{CreatePodRequest, Pod, PodPhase, PodStatus};
 use support::*;
 use vk_testkit::{
-    aci_emulator::{AciEmulator, AciEmulatorOptions},
-    wait::eventually,
+    aci_emulator::AciEmulatorOptions,
+    provider_calls::{self, Client, connect, status_until},
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
-
-async fn client(addr: &str) -> anyhow::Result<Client> {
-    Ok(PodProviderClient::connect(format!("http://{addr}")).await?)
-}
 
 async fn create(c: &Client, p: &Pod) -> anyhow::Result<()> {
     let mut c = c.clone();
@@ -33,30 +24,6 @@ async fn create(c: &Client, p: &Pod) -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
-}
-
-/// GetPod until `pred` holds.
-async fn status_until(
-    c: &Client,
-    p: &Pod,
-    what: &str,
-    pred: impl Fn(&PodStatus) -> bool,
-) -> anyhow::Result<PodStatus> {
-    eventually(WAIT, what, || {
-        let mut c = c.clone();
-        let pod_ref = p.pod_ref.clone();
-        let pred = &pred;
-        async move {
-            let s = c
-                .get_pod(GetPodRequest { pod_ref })
-                .await?
-                .into_inner()
-                .status
-                .context("GetPod without a status")?;
-            Ok(pred(&s).then_some(s))
-        }
-    })
-    .await
 }
 
 fn group_name(s: &PodStatus) -> anyhow::Result<String> {
@@ -75,16 +42,16 @@ fn is(phase: PodPhase) -> impl Fn(&PodStatus) -> bool {
 #[tokio::test]
 async fn failed_and_canceled_groups_fail_their_pods_with_acis_words() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
-    let c = client(&addr).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, _provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
+    let c = connect(&addr).await?;
 
     let mount = pod("mount", "mount-uid");
     let cancel = pod("cancel", "cancel-uid");
     create(&c, &mount).await?;
     create(&c, &cancel).await?;
-    let m = status_until(&c, &mount, "mount Running", is(PodPhase::Running)).await?;
-    let k = status_until(&c, &cancel, "cancel Running", is(PodPhase::Running)).await?;
+    let m = status_until(&c, &mount.pod_ref, "mount Running", is(PodPhase::Running)).await?;
+    let k = status_until(&c, &cancel.pod_ref, "cancel Running", is(PodPhase::Running)).await?;
 
     // The reference's example event, word for word (type Normal, not Warning).
     emu.fault_group(
@@ -100,14 +67,14 @@ async fn failed_and_canceled_groups_fail_their_pods_with_acis_words() -> anyhow:
     emu.fault_group(&group_name(&k)?, "Canceled", serde_json::json!([]))
         .await?;
 
-    let m = status_until(&c, &mount, "mount Failed", is(PodPhase::Failed)).await?;
+    let m = status_until(&c, &mount.pod_ref, "mount Failed", is(PodPhase::Failed)).await?;
     ensure!(m.reason == "ProviderFailed", "{m:?}");
     ensure!(
         m.message
             == "ACI reports the container group Failed: FailedMount: Output: mount error(2): Permission denied",
         "{m:?}"
     );
-    let k = status_until(&c, &cancel, "cancel Failed", is(PodPhase::Failed)).await?;
+    let k = status_until(&c, &cancel.pod_ref, "cancel Failed", is(PodPhase::Failed)).await?;
     ensure!(k.reason == "ProviderFailed", "{k:?}");
     ensure!(k.message.contains("Canceled"), "{k:?}");
     Ok(())
@@ -116,12 +83,12 @@ async fn failed_and_canceled_groups_fail_their_pods_with_acis_words() -> anyhow:
 #[tokio::test]
 async fn a_malformed_foreign_group_never_stops_the_poll() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
-    let c = client(&addr).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, _provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
+    let c = connect(&addr).await?;
     let ours = pod("ours", "ours-uid");
     create(&c, &ours).await?;
-    let s = status_until(&c, &ours, "ours Running", is(PodPhase::Running)).await?;
+    let s = status_until(&c, &ours.pod_ref, "ours Running", is(PodPhase::Running)).await?;
 
     // Someone else's group in our resource group, in a shape no container group has.
     emu.put_raw_group(
@@ -137,7 +104,7 @@ async fn a_malformed_foreign_group_never_stops_the_poll() -> anyhow::Result<()> 
 
     // Ours still moves: an exit and restart (seen through a GET), and a new pod comes up.
     emu.exit_container(&group_name(&s)?, "web", 1).await?;
-    status_until(&c, &ours, "the restart seen", |s| {
+    status_until(&c, &ours.pod_ref, "the restart seen", |s| {
         s.container_statuses
             .first()
             .is_some_and(|c| c.restart_count >= 1)
@@ -145,16 +112,10 @@ async fn a_malformed_foreign_group_never_stops_the_poll() -> anyhow::Result<()> 
     .await?;
     let later = pod("later", "later-uid");
     create(&c, &later).await?;
-    status_until(&c, &later, "later Running", is(PodPhase::Running)).await?;
+    status_until(&c, &later.pod_ref, "later Running", is(PodPhase::Running)).await?;
     // And the poll itself is healthy over several intervals (0.5 s each).
     for _ in 0..4 {
-        let ping = c
-            .clone()
-            .ping(PingRequest {
-                node_name: NODE.into(),
-            })
-            .await?
-            .into_inner();
+        let ping = provider_calls::ping(&c, NODE).await?;
         ensure!(ping.ready, "poll unhealthy: {ping:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -9,74 +9,41 @@ mod support;
 use std::time::Duration;
 
 use anyhow::ensure;
-use podprovider_proto::{
-    PodProviderClient,
-    v1::{CreatePodRequest, PodPhase, UpdatePodRequest},
-};
+use podprovider_proto::v1::{PodPhase, UpdatePodRequest};
 use support::*;
 use vk_testkit::{
-    aci_emulator::{AciEmulator, AciEmulatorOptions},
-    provider_calls,
+    aci_emulator::AciEmulatorOptions,
+    provider_calls::{self, Client, connect},
+    provider_checks::numbered_pods,
     wait::eventually,
 };
 
-type Client = PodProviderClient<tonic::transport::Channel>;
-
-async fn client(addr: &str) -> anyhow::Result<Client> {
-    Ok(PodProviderClient::connect(format!("http://{addr}")).await?)
-}
-
-async fn listed(c: &mut Client) -> anyhow::Result<Vec<podprovider_proto::v1::PodStatus>> {
-    provider_calls::listed(c, NODE).await
-}
-
 async fn running(c: &Client) -> anyhow::Result<usize> {
-    let mut c = c.clone();
-    Ok(listed(&mut c)
+    Ok(provider_calls::listed(c, NODE)
         .await?
         .iter()
         .filter(|p| p.phase == PodPhase::Running as i32)
         .count())
 }
 
-async fn create_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
-    let pods = (0..n).map(|i| pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")));
-    provider_calls::create_all(c, pods).await
-}
-
-async fn delete_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
-    let refs =
-        (0..n).filter_map(|i| pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")).pod_ref);
-    provider_calls::delete_all(c, refs).await
-}
-
 #[tokio::test]
 async fn twenty_percent_throttling_creates_and_deletes_exactly_fifty_groups() -> anyhow::Result<()>
 {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(
-        dir.path(),
-        AciEmulatorOptions {
-            throttle_rate: 0.2,
-            retry_after_secs: 1,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
-    let c = client(&addr).await?;
-    create_all(&c, 50, "t").await?;
+    let opts = AciEmulatorOptions::default()
+        .throttle_rate(0.2)
+        .retry_after_secs(1);
+    let (emu, _provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
+    let c = connect(&addr).await?;
+    let pods = numbered_pods(NODE, 50, "t");
+    provider_calls::create_all(&c, pods.clone()).await?;
     eventually(Duration::from_secs(120), "50 pods Running", || {
         let c = c.clone();
         async move { Ok((running(&c).await? == 50).then_some(())) }
     })
     .await?;
-    delete_all(&c, 50, "t").await?;
-    eventually(Duration::from_secs(120), "all pods gone", || {
-        let mut c = c.clone();
-        async move { Ok(listed(&mut c).await?.is_empty().then_some(())) }
-    })
-    .await?;
+    provider_calls::delete_all(&c, pods.into_iter().filter_map(|p| p.pod_ref)).await?;
+    provider_calls::wait_none_listed(&c, NODE, Duration::from_secs(120)).await?;
     let stats = emu.stats().await?;
     ensure!(
         stats.created == 50,
@@ -101,10 +68,10 @@ async fn twenty_percent_throttling_creates_and_deletes_exactly_fifty_groups() ->
 #[tokio::test]
 async fn restart_under_running_pods_adopts_them_and_creates_nothing() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (mut provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
-    let c = client(&addr).await?;
-    create_all(&c, 10, "r").await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, mut provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
+    let c = connect(&addr).await?;
+    provider_calls::create_all(&c, numbered_pods(NODE, 10, "r")).await?;
     eventually(WAIT, "10 pods Running", || {
         let c = c.clone();
         async move { Ok((running(&c).await? == 10).then_some(())) }
@@ -114,19 +81,10 @@ async fn restart_under_running_pods_adopts_them_and_creates_nothing() -> anyhow:
     ensure!(status.success(), "provider exited with {status}");
 
     let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
-    let mut c = client(&addr).await?;
-    // State is rebuilt before the provider serves: the first answer is complete.
-    let pods = listed(&mut c).await?;
-    ensure!(pods.len() == 10, "{} pods after restart", pods.len());
-    ensure!(
-        pods.iter().all(|p| p.phase == PodPhase::Running as i32),
-        "{pods:?}"
-    );
-    // The shim's retried create of a running pod is answered from the adopted state.
-    c.create_pod(CreatePodRequest {
-        pod: Some(pod("r-3", "r-uid-3")),
-    })
-    .await?;
+    let mut c = connect(&addr).await?;
+    // State is rebuilt before the provider serves: the first answer is complete. The shim's
+    // retried create of a running pod is answered from the adopted state.
+    provider_calls::check_rebuilt_then_create(&c, NODE, 10, pod("r-3", "r-uid-3")).await?;
     let stats = emu.stats().await?;
     ensure!(stats.created == 10 && stats.live == 10, "{stats:?}");
     // An adopted pod is recognised from its group's spec-hash tag: the same pod is an update

@@ -32,26 +32,21 @@ async fn grpc_surface_health_reflection_and_shutdown() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn missing_settings_stop_the_start_with_a_clear_message() -> anyhow::Result<()> {
-    let out = tokio::process::Command::new(BIN)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--resource-group",
-            "rg",
-            "--location",
-            "westeurope",
-        ])
-        .env_remove("AZURE_SUBSCRIPTION_ID")
-        .output()
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--resource-group",
+        "rg",
+        "--location",
+        "westeurope",
+    ];
+    let message = "--subscription-id (AZURE_SUBSCRIPTION_ID) is required";
+    let started = "started without a subscription";
+    provider_checks::expect_refused_start(BIN, &args, &["AZURE_SUBSCRIPTION_ID"], started, message)
         .await?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success(), "started without a subscription");
-    ensure!(
-        stderr.contains("--subscription-id (AZURE_SUBSCRIPTION_ID) is required"),
-        "{stderr}"
-    );
-    let out = tokio::process::Command::new(BIN)
-        .args([
+    let (_, stderr) = provider_checks::run_to_exit(
+        BIN,
+        &[
             "--subscription-id",
             "s",
             "--resource-group",
@@ -64,11 +59,10 @@ async fn missing_settings_stop_the_start_with_a_clear_message() -> anyhow::Resul
             "t",
             "--client-id",
             "c",
-        ])
-        .env_remove("AZURE_CLIENT_SECRET")
-        .output()
-        .await?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        ],
+        &["AZURE_CLIENT_SECRET"],
+    )
+    .await?;
     ensure!(stderr.contains("AZURE_CLIENT_SECRET"), "{stderr}");
     Ok(())
 }

@@ -13,32 +13,28 @@ use base64::Engine as _;
 use support::*;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
-    grpcurl::{self, Target},
+    grpcurl::{self, Target, call},
     wait::eventually,
 };
 
-const SVC: &str = "podprovider.v1.PodProvider";
 const SECRET: &str = "s3cr3t-aci-value";
 
+/// The grpcurl tests' pod with a public IP, ACI's own secret value, 1 GB (ACI's sizes are
+/// tenths of a GB) and security settings.
+fn pod_value(name: &str, uid: &str) -> serde_json::Value {
+    let mut req = grpcurl::web_pod(NODE, name, uid);
+    let pod = &mut req["pod"];
+    pod["annotations"] = serde_json::json!({"virtual-kubelet.io/aci-public-ip": "true"});
+    let web = &mut pod["containers"][0];
+    web["env"][1]["value"] = SECRET.into();
+    web["resources"]["requests"]["memoryBytes"] = 1_000_000_000.into();
+    web["securityContext"] = serde_json::json!({"capabilitiesDrop": ["ALL"]});
+    pod["securityContext"] = serde_json::json!({"runAsUser": 1000, "runAsNonRoot": true});
+    req
+}
+
 fn pod_json(name: &str, uid: &str) -> String {
-    format!(
-        r#"{{"pod": {{
-          "podRef": {{"namespace": "default", "name": "{name}", "uid": "{uid}"}},
-          "nodeName": "{NODE}",
-          "annotations": {{"virtual-kubelet.io/aci-public-ip": "true"}},
-          "containers": [{{
-            "name": "web", "image": "nginx:1.25",
-            "command": ["nginx"], "args": ["-g", "daemon off;"],
-            "env": [{{"name": "MODE", "value": "demo"}}, {{"name": "DB_PASSWORD", "value": "{SECRET}", "sensitive": true}}],
-            "ports": [{{"containerPort": 80, "protocol": "TCP"}}],
-            "resources": {{"requests": {{"cpuMillis": 500, "memoryBytes": 1000000000}}}},
-            "securityContext": {{"capabilitiesDrop": ["ALL"]}}
-          }}],
-          "securityContext": {{"runAsUser": 1000, "runAsNonRoot": true}},
-          "restartPolicy": "RESTART_POLICY_ALWAYS",
-          "terminationGracePeriodSeconds": 30
-        }}}}"#
-    )
+    pod_value(name, uid).to_string()
 }
 
 fn ref_json(name: &str, uid: &str) -> String {
@@ -56,22 +52,11 @@ fn log_text(out: &str) -> String {
         .collect()
 }
 
-async fn call(target: &Target, method: &str, body: &str) -> anyhow::Result<String> {
-    grpcurl::run_ok(target, &["-d", body], &[&format!("{SVC}/{method}")]).await
-}
-
 #[tokio::test]
 async fn create_list_logs_exec_delete_through_grpcurl() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(
-        dir.path(),
-        AciEmulatorOptions {
-            log_heartbeat_ms: 300,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let (mut provider, target, _) = start_provider(&emu, dir.path(), &[]).await?;
+    let opts = AciEmulatorOptions::default().log_heartbeat_ms(300);
+    let (emu, mut provider, target, _) = start_with_emulator(dir.path(), opts, &[]).await?;
     let result = scenario(&emu, &target).await;
     let provider_log = std::fs::read_to_string(provider.log_path())?;
     let status = provider.stop(Duration::from_secs(10)).await?;
@@ -96,14 +81,12 @@ async fn scenario(emu: &AciEmulator, target: &Target) -> anyhow::Result<()> {
         "{info}"
     );
 
-    let created = call(target, "CreatePod", &pod_json("web-1", "uid-1")).await?;
+    // A retried create is a success and creates nothing new.
+    let created = grpcurl::create_retried(target, &pod_json("web-1", "uid-1")).await?;
     ensure!(
-        created.contains("POD_PHASE_PENDING")
-            && created.contains("containerGroups/vk-default-web-1-"),
+        created.contains("containerGroups/vk-default-web-1-"),
         "{created}"
     );
-    // A retried create is a success and creates nothing new.
-    call(target, "CreatePod", &pod_json("web-1", "uid-1")).await?;
     ensure!(
         emu.stats().await?.created == 1,
         "a retried create made a second group"
@@ -140,11 +123,7 @@ async fn scenario(emu: &AciEmulator, target: &Target) -> anyhow::Result<()> {
         stored["tags"]
     );
 
-    let listed = eventually(WAIT, "pod listed Running", || async {
-        let out = call(target, "ListPods", r#"{"nodeName":"vk-aci"}"#).await?;
-        Ok(out.contains("POD_PHASE_RUNNING").then_some(out))
-    })
-    .await?;
+    let listed = grpcurl::listed_running(target, NODE, WAIT).await?;
     ensure!(
         listed.contains("web-1") && listed.contains("podIp"),
         "{listed}"
@@ -183,18 +162,11 @@ async fn scenario(emu: &AciEmulator, target: &Target) -> anyhow::Result<()> {
         .await?,
     );
     ensure!(followed.starts_with("heartbeat "), "follow: {followed:?}");
-    let missing = grpcurl::run(
-        target,
-        &[
-            "-d",
-            &format!(
-                r#"{{"podRef": {}, "container": "nope"}}"#,
-                ref_json("web-1", "uid-1")
-            ),
-        ],
-        &[&format!("{SVC}/GetContainerLogs")],
-    )
-    .await?;
+    let nope = format!(
+        r#"{{"podRef": {}, "container": "nope"}}"#,
+        ref_json("web-1", "uid-1")
+    );
+    let missing = grpcurl::call_output(target, "GetContainerLogs", &nope).await?;
     ensure!(
         String::from_utf8_lossy(&missing.stderr).contains("NotFound"),
         "{missing:?}"
@@ -228,13 +200,12 @@ async fn scenario(emu: &AciEmulator, target: &Target) -> anyhow::Result<()> {
     );
 
     // A limit above the group's request is refused before Azure is called, in ACI's words.
-    let bad = pod_json("bad", "uid-bad").replace(
-        r#""requests": {"cpuMillis": 500, "memoryBytes": 1000000000}"#,
-        r#""requests": {"cpuMillis": 500, "memoryBytes": 1000000000}, "limits": {"cpuMillis": 2000}"#,
-    );
+    let mut bad = pod_value("bad", "uid-bad");
+    bad["pod"]["containers"][0]["resources"]["limits"] = serde_json::json!({"cpuMillis": 2000});
+    let bad = bad.to_string();
     let puts = |s: &vk_testkit::aci_emulator::EmulatorStats| s.ops.get("put").copied();
     let before = puts(&emu.stats().await?);
-    let out = grpcurl::run(target, &["-d", &bad], &[&format!("{SVC}/CreatePod")]).await?;
+    let out = grpcurl::call_output(target, "CreatePod", &bad).await?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(
         err.contains("InvalidArgument")

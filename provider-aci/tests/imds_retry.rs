@@ -10,18 +10,14 @@ mod support;
 use std::time::Duration;
 
 use anyhow::ensure;
-use podprovider_proto::{
-    PodProviderClient,
-    v1::{CreatePodRequest, PingRequest},
-};
+use podprovider_proto::{PodProviderClient, v1::CreatePodRequest};
 use support::*;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
     process::ManagedProcess,
+    provider_calls::{self, Client},
     wait::eventually,
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
 
 const GONE_SECONDS: f64 = 1.5;
 
@@ -48,13 +44,7 @@ async fn start_mi(
 }
 
 async fn ready(c: &Client) -> anyhow::Result<bool> {
-    Ok(c.clone()
-        .ping(PingRequest {
-            node_name: NODE.into(),
-        })
-        .await?
-        .into_inner()
-        .ready)
+    Ok(provider_calls::ping(c, NODE).await?.ready)
 }
 
 #[tokio::test]

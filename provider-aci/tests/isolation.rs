@@ -11,24 +11,16 @@ use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::ensure;
 use futures::{StreamExt, stream};
-use podprovider_proto::{
-    PodProviderClient,
-    v1::{CreatePodRequest, DeletePodRequest, PodPhase},
-};
+use podprovider_proto::v1::{CreatePodRequest, PodPhase};
 use support::*;
 use vk_testkit::{
-    aci_emulator::{AciEmulator, AciEmulatorOptions, TaggedGroup},
+    aci_emulator::{AciEmulatorOptions, TaggedGroup},
     provider_calls,
+    provider_calls::{Client, connect},
     wait::eventually,
 };
 
-type Client = PodProviderClient<tonic::transport::Channel>;
-
 const N: usize = 50;
-
-async fn client(addr: &str) -> anyhow::Result<Client> {
-    Ok(PodProviderClient::connect(format!("http://{addr}")).await?)
-}
 
 /// The UIDs a provider lists for the node, and how many are Running.
 async fn listed(c: &Client) -> anyhow::Result<(BTreeSet<String>, usize)> {
@@ -59,14 +51,7 @@ async fn for_each(
             let p = pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}"));
             async move {
                 if delete {
-                    let found = c
-                        .delete_pod(DeletePodRequest {
-                            pod_ref: p.pod_ref,
-                            grace_period_seconds: None,
-                        })
-                        .await?
-                        .into_inner()
-                        .found;
+                    let found = provider_calls::delete(&c, p.pod_ref, None).await?;
                     ensure!(found, "{prefix}-{i} not found");
                 } else {
                     c.create_pod(CreatePodRequest { pod: Some(p) }).await?;
@@ -108,12 +93,12 @@ fn of_cluster<'a>(groups: &'a [TaggedGroup], cluster: &str) -> Vec<&'a TaggedGro
 #[tokio::test]
 async fn two_clusters_in_one_resource_group_never_touch_each_others_groups() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (mut alpha, _, a_addr) =
-        start_provider(&emu, dir.path(), &["--cluster-id", "alpha"]).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, mut alpha, _, a_addr) =
+        start_with_emulator(dir.path(), opts, &["--cluster-id", "alpha"]).await?;
     let (_beta, _, b_addr) = start_provider(&emu, dir.path(), &["--cluster-id", "beta"]).await?;
-    let a = client(&a_addr).await?;
-    let b = client(&b_addr).await?;
+    let a = connect(&a_addr).await?;
+    let b = connect(&b_addr).await?;
     let (a_uids, b_uids) = (uids("a"), uids("b"));
 
     let (ra, rb) = tokio::join!(all(&a, "a", false), all(&b, "b", false));
@@ -129,7 +114,7 @@ async fn two_clusters_in_one_resource_group_never_touch_each_others_groups() -> 
     let status = alpha.stop(Duration::from_secs(10)).await?;
     ensure!(status.success(), "alpha exited with {status}");
     let (_alpha, _, a_addr) = start_provider(&emu, dir.path(), &["--cluster-id", "alpha"]).await?;
-    let a = client(&a_addr).await?;
+    let a = connect(&a_addr).await?;
     let (got, _) = listed(&a).await?;
     ensure!(got == a_uids, "alpha after restart lists {got:?}");
     let stats = emu.stats().await?;
@@ -138,15 +123,7 @@ async fn two_clusters_in_one_resource_group_never_touch_each_others_groups() -> 
     // Asked to delete one of beta's pods (the name is derived from the pod), alpha finds
     // nothing of its own and deletes nothing.
     let theirs = pod("b-0", "b-uid-0").pod_ref;
-    let found = a
-        .clone()
-        .delete_pod(DeletePodRequest {
-            pod_ref: theirs,
-            grace_period_seconds: None,
-        })
-        .await?
-        .into_inner()
-        .found;
+    let found = provider_calls::delete(&a, theirs, None).await?;
     ensure!(!found, "alpha claimed beta's pod");
     ensure!(emu.deleted_groups().await?.is_empty(), "something deleted");
 
@@ -157,7 +134,7 @@ async fn two_clusters_in_one_resource_group_never_touch_each_others_groups() -> 
         &["--cluster-id", "alpha", "--node-name", "vk-other"],
     )
     .await?;
-    let o = client(&o_addr).await?;
+    let o = connect(&o_addr).await?;
     let (got, _) = listed(&o).await?;
     ensure!(got.is_empty(), "the other node's provider adopted {got:?}");
     let refused = o

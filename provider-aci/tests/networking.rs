@@ -9,51 +9,27 @@ mod support;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use podprovider_proto::{
-    PodProviderClient,
-    v1::{
-        ContainerPort, CreatePodRequest, GetPodRequest, Pod, PodEvent, PodPhase, PodStatus,
-        WatchPodsRequest, watch_pods_event::Event,
-    },
+use podprovider_proto::v1::{
+    ContainerPort, CreatePodRequest, Pod, PodEvent, PodPhase, PodStatus, watch_pods_event::Event,
 };
 use support::*;
 use tokio_stream::StreamExt;
 use vk_testkit::{
-    aci_emulator::{AciEmulator, AciEmulatorOptions},
-    wait::eventually,
+    aci_emulator::AciEmulatorOptions,
+    provider_calls::{self, Client, connect},
 };
 
-type Client = PodProviderClient<tonic::transport::Channel>;
 type Events = tonic::Streaming<podprovider_proto::v1::WatchPodsEvent>;
 
 const SUBNET: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/vk-rg/providers/Microsoft.Network/virtualNetworks/vk-vnet/subnets/aci";
 
-async fn client(addr: &str) -> anyhow::Result<Client> {
-    Ok(PodProviderClient::connect(format!("http://{addr}")).await?)
-}
-
 async fn watch(c: &Client) -> anyhow::Result<Events> {
-    let mut c = c.clone();
-    Ok(c.watch_pods(WatchPodsRequest {
-        node_name: NODE.into(),
-    })
-    .await?
-    .into_inner())
+    provider_calls::watch(c, NODE).await
 }
 
 async fn running(c: &Client, p: &Pod) -> anyhow::Result<PodStatus> {
-    eventually(WAIT, "pod Running", || {
-        let mut c = c.clone();
-        let pod_ref = p.pod_ref.clone();
-        async move {
-            let s = c
-                .get_pod(GetPodRequest { pod_ref })
-                .await?
-                .into_inner()
-                .status
-                .context("GetPod without a status")?;
-            Ok((s.phase == PodPhase::Running as i32).then_some(s))
-        }
+    provider_calls::status_until(c, &p.pod_ref, "pod Running", |s| {
+        s.phase == PodPhase::Running as i32
     })
     .await
 }
@@ -104,9 +80,10 @@ fn with_port(mut p: Pod, port: i32) -> Pod {
 #[tokio::test]
 async fn vnet_pod_without_ports_runs_with_a_private_ip() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (_provider, _, addr) = start_provider(&emu, dir.path(), &["--subnet-ids", SUBNET]).await?;
-    let c = client(&addr).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, _provider, _, addr) =
+        start_with_emulator(dir.path(), opts, &["--subnet-ids", SUBNET]).await?;
+    let c = connect(&addr).await?;
     let mut events = watch(&c).await?;
     let p = pod("quiet", "quiet-uid");
     let mut cc = c.clone();
@@ -139,9 +116,9 @@ async fn vnet_pod_without_ports_runs_with_a_private_ip() -> anyhow::Result<()> {
 async fn without_a_subnet_pods_get_no_ip_and_a_warning_unless_they_ask_for_a_public_one()
 -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
-    let c = client(&addr).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, _provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
+    let c = connect(&addr).await?;
 
     // No ports, and ports without the annotation: Running, no IP, a warning saying so.
     for (p, uid) in [

@@ -16,16 +16,14 @@ use anyhow::ensure;
 use futures::{StreamExt, stream};
 use podprovider_proto::{
     PodProviderClient,
-    v1::{CreatePodRequest, PingRequest, PodPhase},
+    v1::{CreatePodRequest, PodPhase},
 };
 use support::*;
 use vk_testkit::{
     aci_emulator::{AciEmulator, AciEmulatorOptions},
-    provider_calls,
+    provider_calls::{self, Client},
     wait::eventually,
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
 
 async fn running(c: &Client) -> anyhow::Result<usize> {
     Ok(provider_calls::listed(c, NODE)
@@ -82,13 +80,7 @@ async fn next_links_are_followed_on_the_arm_host_only() -> anyhow::Result<()> {
     emu.set_paging(3, Some(&format!("http://{trap_addr}")))
         .await?;
     let ping = eventually(WAIT, "the poll refusing the foreign nextLink", || async {
-        let p = c
-            .clone()
-            .ping(PingRequest {
-                node_name: NODE.into(),
-            })
-            .await?
-            .into_inner();
+        let p = provider_calls::ping(&c, NODE).await?;
         Ok((!p.ready).then_some(p))
     })
     .await?;
@@ -104,13 +96,7 @@ async fn next_links_are_followed_on_the_arm_host_only() -> anyhow::Result<()> {
     ensure!(running(&c).await? == 10);
     emu.set_paging(3, None).await?;
     eventually(WAIT, "ready again", || async {
-        let p = c
-            .clone()
-            .ping(PingRequest {
-                node_name: NODE.into(),
-            })
-            .await?
-            .into_inner();
+        let p = provider_calls::ping(&c, NODE).await?;
         Ok(p.ready.then_some(()))
     })
     .await?;

@@ -40,8 +40,8 @@ async fn stats_summary_and_kubectl_exec_and_attach_through_the_shim() -> anyhow:
     vk_testkit::install_crypto_provider();
     shim_bin()?; // fail before starting anything
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
     let cp = ControlPlane::start().await?;
     let shim = spawn_shim_with_kubelet_api(&cp, dir.path(), SHIM_NODE, &addr, &[])?;
     let result = scenario(&cp, &emu, &addr).await;

@@ -14,26 +14,17 @@ mod support;
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use anyhow::{Context, ensure};
-use podprovider_proto::{
-    PodProviderClient,
-    v1::{
-        CreatePodRequest, DeletePodRequest, PodPhase, PodStatus, RestartPolicy,
-        container_state::State,
-    },
+use podprovider_proto::v1::{
+    CreatePodRequest, DeletePodRequest, PodPhase, PodStatus, RestartPolicy, container_state::State,
 };
 use support::*;
 use vk_testkit::{
     aci_emulator::{self, AciEmulator, AciEmulatorOptions},
     process::ManagedProcess,
     provider_calls,
+    provider_calls::{Client, connect},
     wait::eventually,
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
-
-async fn client(addr: &str) -> anyhow::Result<Client> {
-    Ok(PodProviderClient::connect(format!("http://{addr}")).await?)
-}
 
 async fn listed(c: &Client) -> anyhow::Result<Vec<PodStatus>> {
     let c = c.clone();
@@ -62,9 +53,9 @@ fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>, op: &str
 #[tokio::test]
 async fn a_container_exit_reaches_the_pod_status() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(dir.path(), AciEmulatorOptions::default()).await?;
-    let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
-    let c = client(&addr).await?;
+    let opts = AciEmulatorOptions::default();
+    let (emu, _provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
+    let c = connect(&addr).await?;
     let mut p = pod("job", "job-uid");
     p.restart_policy = RestartPolicy::Never as i32;
     c.clone()
@@ -110,7 +101,7 @@ async fn the_status_loop_lists_once_per_poll_and_gets_a_bounded_number() -> anyh
         &["--instance-view-refresh-seconds", "600"],
     )
     .await?;
-    let c = client(&addr).await?;
+    let c = connect(&addr).await?;
     for i in 0..6 {
         c.clone()
             .create_pod(CreatePodRequest {
@@ -162,16 +153,9 @@ async fn the_status_loop_lists_once_per_poll_and_gets_a_bounded_number() -> anyh
 #[tokio::test]
 async fn a_delete_waits_for_the_create_under_way() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = AciEmulator::start(
-        dir.path(),
-        AciEmulatorOptions {
-            retry_after_secs: 1,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let (_provider, _, addr) = start_provider(&emu, dir.path(), &[]).await?;
-    let c = client(&addr).await?;
+    let opts = AciEmulatorOptions::default().retry_after_secs(1);
+    let (emu, _provider, _, addr) = start_with_emulator(dir.path(), opts, &[]).await?;
+    let c = connect(&addr).await?;
     // Every ARM request throttled: the create keeps retrying.
     emu.set_throttle_rate(1.0).await?;
     let create = tokio::spawn({
@@ -224,19 +208,12 @@ async fn start_with_auth(
 }
 
 async fn create_and_delete(addr: &str, name: &str) -> anyhow::Result<()> {
-    let mut c = client(addr).await?;
+    let mut c = connect(addr).await?;
     c.create_pod(CreatePodRequest {
         pod: Some(pod(name, &format!("{name}-uid"))),
     })
     .await?;
-    let found = c
-        .delete_pod(DeletePodRequest {
-            pod_ref: pod(name, &format!("{name}-uid")).pod_ref,
-            grace_period_seconds: None,
-        })
-        .await?
-        .into_inner()
-        .found;
+    let found = provider_calls::delete(&c, pod(name, &format!("{name}-uid")).pod_ref, None).await?;
     ensure!(found, "{name}: delete did not find the group");
     Ok(())
 }
@@ -245,14 +222,10 @@ async fn create_and_delete(addr: &str, name: &str) -> anyhow::Result<()> {
 async fn workload_identity_managed_identity_and_token_renewal() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     // Tokens live 4 s: the provider must renew them before ARM refuses them.
-    let emu = AciEmulator::start(
-        dir.path(),
-        AciEmulatorOptions {
-            token_lifetime_secs: 4,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let emu = AciEmulatorOptions::default()
+        .token_lifetime_secs(4)
+        .start(dir.path())
+        .await?;
 
     let token_file = dir.path().join("azure-identity-token");
     std::fs::write(&token_file, aci_emulator::FEDERATED_TOKEN)?;
@@ -298,7 +271,7 @@ async fn workload_identity_managed_identity_and_token_renewal() -> anyhow::Resul
     )
     .await?;
     let created_before = emu.stats().await?.created;
-    let err = client(&addr)
+    let err = connect(&addr)
         .await?
         .create_pod(CreatePodRequest {
             pod: Some(pod("refused", "refused-uid")),

@@ -393,6 +393,24 @@ where
     .await
 }
 
+/// A provider binary's `main`: [`main`] with the crate's name and version, `about` for `--help`,
+/// and `build`, an `async fn(&Flags) -> anyhow::Result<(Provider, PollTask)>` over the cloud's
+/// flags `Flags`. The binary depends on `tokio` and `anyhow`.
+#[macro_export]
+macro_rules! provider_main {
+    ($about:literal, $flags:ty, $build:path) => {
+        #[tokio::main]
+        async fn main() -> anyhow::Result<()> {
+            let (name, version) = (env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
+            $crate::main(name, version, $about, async |flags: &$flags, _| {
+                Ok($build(flags).await?)
+            })
+            .await?;
+            Ok(())
+        }
+    };
+}
+
 /// How long a client has to finish the TLS handshake; a peer that stalls must not hold a task.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 

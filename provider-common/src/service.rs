@@ -67,14 +67,24 @@ impl Notice {
 #[error("{0}")]
 pub struct Invalid(pub String);
 
-/// A node's capacity in the three resources every provider reports (Kubernetes quantities, from
-/// its `--capacity-*` flags); a provider adds its cloud's own (GPUs, ephemeral storage).
-pub fn capacity(cpu: &str, memory: &str, pods: &str) -> std::collections::HashMap<String, String> {
-    std::collections::HashMap::from([
+/// A node's capacity in the resources every provider reports (Kubernetes quantities, from its
+/// `--capacity-*` flags), with `ephemeral-storage` where the cloud gives pods disk of their own;
+/// a provider adds its cloud's own resources (GPUs).
+pub fn capacity(
+    cpu: &str,
+    memory: &str,
+    pods: &str,
+    ephemeral_storage: Option<&str>,
+) -> std::collections::HashMap<String, String> {
+    let mut capacity = std::collections::HashMap::from([
         ("cpu".to_owned(), cpu.to_owned()),
         ("memory".to_owned(), memory.to_owned()),
         ("pods".to_owned(), pods.to_owned()),
-    ])
+    ]);
+    if let Some(storage) = ephemeral_storage {
+        capacity.insert("ephemeral-storage".to_owned(), storage.to_owned());
+    }
+    capacity
 }
 
 /// What every provider answers in `GetNodeInfo` besides what its cloud decides: `provider` and

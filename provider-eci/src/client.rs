@@ -443,7 +443,7 @@ pub struct LogOptions {
 
 #[cfg(test)]
 mod tests {
-    use vk_testkit::http_stub::{endless_chunked, serve_once};
+    use vk_testkit::http_stub::{endless_chunked, stall_after};
 
     use super::*;
 
@@ -579,12 +579,8 @@ mod tests {
     async fn a_stalled_body_is_timed_out() {
         // Headers promptly, then one byte of a promised hundred and silence: the body is under
         // the attempt deadline too.
-        let addr = serve_once(
+        let addr = stall_after(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
-            |sock| async move {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                drop(sock);
-            },
         )
         .await
         .expect("stub");
@@ -605,13 +601,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_huge_declared_body_is_refused_unread() {
-        let addr = serve_once(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1099511627776\r\n\r\n",
-            |sock| async move {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                drop(sock);
-            },
-        )
+        let addr = stall_after("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1099511627776\r\n\r\n")
         .await
         .expect("stub");
         let err = local(addr, Duration::from_secs(10))

@@ -1,7 +1,7 @@
 //! Flags (each with an environment fallback) and their validation at start. Credentials come
 //! from the environment only (never flags, which `ps` shows).
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use clap::Args;
 
@@ -145,6 +145,16 @@ impl EciArgs {
     /// The full sync interval.
     pub fn full_sync(&self) -> Duration {
         Duration::from_secs_f64(self.full_sync_seconds)
+    }
+
+    /// The node's capacity as these flags declare it.
+    pub fn capacity(&self) -> HashMap<String, String> {
+        provider_common::service::capacity(
+            &self.capacity_cpu,
+            &self.capacity_memory,
+            &self.capacity_pods,
+            Some(&self.capacity_ephemeral_storage),
+        )
     }
 }
 

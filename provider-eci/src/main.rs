@@ -6,6 +6,12 @@
 //! WebSocket of `ExecContainerCommand`. See README.md for the flags.
 #![forbid(unsafe_code)]
 
+provider_common::provider_main!(
+    "PodProvider gRPC service for Alibaba Cloud Elastic Container Instance (ECI)",
+    EciArgs,
+    provider
+);
+
 mod client;
 mod config;
 mod credentials;
@@ -30,17 +36,6 @@ use crate::{
     provider::{EciProvider, Settings},
 };
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let about = "PodProvider gRPC service for Alibaba Cloud Elastic Container Instance (ECI)";
-    let version = env!("CARGO_PKG_VERSION");
-    provider_common::main("provider-eci", version, about, async |args: &EciArgs, _| {
-        Ok(provider(args).await?)
-    })
-    .await?;
-    Ok(())
-}
-
 /// The ECI provider from its flags, its state rebuilt from ECI, and its poll loop.
 async fn provider(args: &EciArgs) -> anyhow::Result<(EciProvider, PollTask)> {
     args.validate()?;
@@ -56,15 +51,6 @@ async fn provider(args: &EciArgs) -> anyhow::Result<(EciProvider, PollTask)> {
     let cloud = Cloud::new(&endpoint, &region, creds, RetryPolicy::default())
         .map_err(anyhow::Error::msg)
         .context("ECI client")?;
-    let mut capacity = provider_common::service::capacity(
-        &args.capacity_cpu,
-        &args.capacity_memory,
-        &args.capacity_pods,
-    );
-    capacity.insert(
-        "ephemeral-storage".to_owned(),
-        args.capacity_ephemeral_storage.clone(),
-    );
     let settings = Settings {
         placement: Placement {
             vswitch_id: args.vswitch_id.clone().unwrap_or_default(),
@@ -72,7 +58,7 @@ async fn provider(args: &EciArgs) -> anyhow::Result<(EciProvider, PollTask)> {
             zone_id: args.zone_id.clone(),
             cluster_id: args.cluster(),
         },
-        capacity,
+        capacity: args.capacity(),
         full_sync: args.full_sync(),
     };
     let provider = EciProvider::new(cloud, settings);

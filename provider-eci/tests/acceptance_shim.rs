@@ -16,11 +16,11 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{Api, api::ListParams};
 use podprovider_proto::v1::PodRef;
 use provider_common::naming::{self, NameRules};
-use support::start_provider;
+use support::start_with_emulator;
 use vk_testkit::{
     ControlPlane,
     eci_emulator::{EciEmulator, EciEmulatorOptions},
-    shim::{example, shim_bin, spawn_shim},
+    shim::{self, example},
     wait,
 };
 
@@ -54,36 +54,15 @@ async fn group_of(emu: &EciEmulator, p: &Pod) -> anyhow::Result<Option<serde_jso
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acceptance_manifests_run_scale_and_delete_on_eci() -> anyhow::Result<()> {
-    vk_testkit::install_crypto_provider();
-    vk_testkit::init_test_logging();
-    shim_bin()?; // fail before starting anything
-    let dir = tempfile::tempdir()?;
-    let emu = EciEmulator::start(
-        dir.path(),
-        EciEmulatorOptions {
-            log_heartbeat_ms: 500,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
+    let dir = shim::prepare()?;
+    let opts = EciEmulatorOptions::default().log_heartbeat_ms(500);
+    let (emu, provider, _, addr) = start_with_emulator(dir.path(), opts).await?;
     let cp = ControlPlane::start().await?;
-    let mut aci = spawn_shim(
-        &cp,
-        dir.path(),
-        ACI_NODE,
-        &addr,
-        &["--extra-taint=azure.com/aci:NoSchedule"],
-    )?;
     // The ECI node serves `kubectl logs`: it accepts the API server's kubelet client certificate.
     let client_ca = format!("--client-ca-file={}", cp.pki.ca_files.cert.display());
-    let mut eci = spawn_shim(
-        &cp,
-        dir.path(),
-        ECI_NODE,
-        &addr,
-        &["--taint-key=alibabacloud.com/eci", &client_ca],
-    )?;
+    let nodes = [ACI_NODE, ECI_NODE];
+    let (mut aci, mut eci) =
+        shim::spawn_acceptance_shims(&cp, dir.path(), &addr, nodes, &[&client_ca])?;
     let client = cp.client().await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let result = async {

@@ -116,16 +116,10 @@ async fn throttling_and_lost_answers_at_20_percent_create_and_delete_exactly_50(
     // One call in five throttled; of the creates and deletes that go through, one in five loses
     // its answer after taking effect, so the retry must not make a second group (ClientToken)
     // nor fail the delete.
-    let emu = EciEmulator::start(
-        dir.path(),
-        EciEmulatorOptions {
-            throttle_rate: 0.2,
-            lost_answer_rate: 0.2,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
+    let opts = EciEmulatorOptions::default()
+        .throttle_rate(0.2)
+        .lost_answer_rate(0.2);
+    let (emu, provider, _, addr) = start_with_emulator(dir.path(), opts).await?;
     let result = async {
         let c = client(&addr).await?;
         let creates = (0..50).map(|i| {

@@ -9,15 +9,12 @@ mod support;
 
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
-use podprovider_proto::v1::{
-    CreatePodRequest, DeletePodRequest, GetPodRequest, PingRequest, PodPhase,
-    pod_provider_client::PodProviderClient,
-};
+use anyhow::ensure;
+use podprovider_proto::v1::{CreatePodRequest, PodPhase, pod_provider_client::PodProviderClient};
 use support::*;
 use vk_testkit::{
     eci_emulator::{EciEmulator, EciEmulatorOptions},
-    wait::eventually,
+    provider_calls,
 };
 
 /// Runs one pod for `secs` seconds of polling, then deletes it; fails on any error. The tests use
@@ -30,19 +27,9 @@ async fn run_a_pod(addr: &str, secs: u64, mut halfway: impl FnMut()) -> anyhow::
             pod: Some(pod("web", "uid-web")),
         })
         .await?;
-    eventually(WAIT, "pod Running", || {
-        let mut c = c.clone();
-        async move {
-            let s = c
-                .get_pod(GetPodRequest {
-                    pod_ref: pod("web", "uid-web").pod_ref,
-                })
-                .await?
-                .into_inner()
-                .status
-                .context("no status")?;
-            Ok((s.phase == PodPhase::Running as i32).then_some(()))
-        }
+    let web = pod("web", "uid-web").pod_ref;
+    provider_calls::status_until(&c, &web, "pod Running", |s| {
+        s.phase == PodPhase::Running as i32
     })
     .await?;
     for i in 0..secs * 2 {
@@ -50,24 +37,10 @@ async fn run_a_pod(addr: &str, secs: u64, mut halfway: impl FnMut()) -> anyhow::
             halfway();
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let ping = c
-            .clone()
-            .ping(PingRequest {
-                node_name: NODE.into(),
-            })
-            .await?
-            .into_inner();
+        let ping = provider_calls::ping(&c, NODE).await?;
         ensure!(ping.ready, "provider not ready: {ping:?}");
     }
-    let found = c
-        .clone()
-        .delete_pod(DeletePodRequest {
-            pod_ref: pod("web", "uid-web").pod_ref,
-            grace_period_seconds: None,
-        })
-        .await?
-        .into_inner()
-        .found;
+    let found = provider_calls::delete(&c, pod("web", "uid-web").pod_ref, None).await?;
     ensure!(found, "pod not found at delete");
     Ok(())
 }

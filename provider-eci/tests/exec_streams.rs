@@ -7,16 +7,14 @@ mod support;
 use anyhow::ensure;
 use futures::StreamExt;
 use podprovider_proto::v1::{
-    CreatePodRequest, ExecRequest, ExecStart, GetPodRequest, PodPhase, StreamInput, exec_request,
+    CreatePodRequest, ExecRequest, ExecStart, PodPhase, StreamInput, exec_request,
     pod_provider_client::PodProviderClient, stream_input, stream_output,
 };
 use support::*;
 use vk_testkit::{
-    eci_emulator::{EciEmulator, EciEmulatorOptions},
-    wait::eventually,
+    eci_emulator::EciEmulatorOptions,
+    provider_calls::{self, Client},
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
 
 /// Runs `command` with `stdin` in the pod's `web` container; returns stdout, stderr, exit code.
 async fn exec(
@@ -64,25 +62,17 @@ async fn exec(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_passes_stdin_output_and_exit_codes() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
-    let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
+    let opts = EciEmulatorOptions::default();
+    let (_emu, provider, _, addr) = start_with_emulator(dir.path(), opts).await?;
     let result = async {
         let mut c = PodProviderClient::connect(format!("http://{addr}")).await?;
         c.create_pod(CreatePodRequest {
             pod: Some(pod("web", "uid-exec")),
         })
         .await?;
-        eventually(WAIT, "pod Running", || {
-            let mut c = c.clone();
-            async move {
-                let s = c
-                    .get_pod(GetPodRequest {
-                        pod_ref: pod("web", "uid-exec").pod_ref,
-                    })
-                    .await?
-                    .into_inner();
-                Ok(s.status.filter(|s| s.phase == PodPhase::Running as i32))
-            }
+        let web = pod("web", "uid-exec").pod_ref;
+        provider_calls::status_until(&c, &web, "pod Running", |s| {
+            s.phase == PodPhase::Running as i32
         })
         .await?;
         let (out, _, code) = exec(&mut c, "web", &["cat"], b"through stdin\n").await?;

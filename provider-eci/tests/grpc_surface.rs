@@ -48,29 +48,20 @@ async fn missing_settings_stop_the_start_with_a_clear_message() -> anyhow::Resul
         "--security-group-id",
         "sg-1",
     ];
-    let out = tokio::process::Command::new(BIN)
-        .args(base)
-        .env_remove("ECI_VSWITCH_ID")
-        .output()
+    let message = "--vswitch-id (ECI_VSWITCH_ID) is required";
+    let started = "started without a vSwitch";
+    provider_checks::expect_refused_start(BIN, &base, &["ECI_VSWITCH_ID"], started, message)
         .await?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success(), "started without a vSwitch");
-    ensure!(
-        stderr.contains("--vswitch-id (ECI_VSWITCH_ID) is required"),
-        "{stderr}"
-    );
 
-    let out = tokio::process::Command::new(BIN)
-        .args(base)
-        .args(["--vswitch-id", "vsw-1"])
-        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
-        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
-        .env_remove("ALIBABA_CLOUD_ROLE_ARN")
-        .env_remove("ALIBABA_CLOUD_ECS_METADATA")
-        .output()
-        .await?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success(), "started without credentials");
+    let args = [&base[..], &["--vswitch-id", "vsw-1"]].concat();
+    let unset = [
+        "ALIBABA_CLOUD_ACCESS_KEY_ID",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+        "ALIBABA_CLOUD_ROLE_ARN",
+        "ALIBABA_CLOUD_ECS_METADATA",
+    ];
+    let (success, stderr) = provider_checks::run_to_exit(BIN, &args, &unset).await?;
+    ensure!(!success, "started without credentials");
     // Every way to give credentials is named.
     for way in [
         "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET",

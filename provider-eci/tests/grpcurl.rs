@@ -8,29 +8,15 @@ mod support;
 use anyhow::{Context, ensure};
 use base64::Engine as _;
 use support::*;
-use vk_testkit::{
-    eci_emulator::{EciEmulator, EciEmulatorOptions},
-    grpcurl,
-    wait::eventually,
-};
+use vk_testkit::{eci_emulator::EciEmulatorOptions, grpcurl, wait::eventually};
 
+/// The grpcurl tests' pod, with the pod's IP as a third env variable.
 fn pod_json(name: &str, uid: &str) -> String {
-    format!(
-        r#"{{"pod": {{
-          "podRef": {{"namespace": "default", "name": "{name}", "uid": "{uid}"}},
-          "nodeName": "{NODE}",
-          "containers": [{{
-            "name": "web", "image": "nginx:1.25",
-            "command": ["nginx"], "args": ["-g", "daemon off;"],
-            "env": [{{"name": "MODE", "value": "demo"}}, {{"name": "DB_PASSWORD", "value": "s3cr3t-value", "sensitive": true}},
-                    {{"name": "POD_IP", "podField": "status.podIP"}}],
-            "ports": [{{"containerPort": 80, "protocol": "TCP"}}],
-            "resources": {{"requests": {{"cpuMillis": 500, "memoryBytes": 268435456}}}}
-          }}],
-          "restartPolicy": "RESTART_POLICY_ALWAYS",
-          "terminationGracePeriodSeconds": 30
-        }}}}"#
-    )
+    let mut req = grpcurl::web_pod(NODE, name, uid);
+    if let Some(env) = req["pod"]["containers"][0]["env"].as_array_mut() {
+        env.push(serde_json::json!({"name": "POD_IP", "podField": "status.podIP"}));
+    }
+    req.to_string()
 }
 
 fn decode_chunks(out: &str) -> String {
@@ -53,45 +39,20 @@ fn decode_chunks(out: &str) -> String {
 #[tokio::test]
 async fn create_list_logs_exec_delete_through_grpcurl() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
-    let (mut provider, target, _) = start_provider(&emu, dir.path()).await?;
+    let opts = EciEmulatorOptions::default();
+    let (emu, mut provider, target, _) = start_with_emulator(dir.path(), opts).await?;
     let result = async {
-        let info = grpcurl::run_ok(
-            &target,
-            &["-d", r#"{"nodeName":"vk-eci"}"#],
-            &[&format!("{SVC}/GetNodeInfo")],
-        )
+        let info = grpcurl::call(&target, "GetNodeInfo", r#"{"nodeName":"vk-eci"}"#)
         .await?;
         ensure!(info.contains(r#""providerName": "eci""#), "{info}");
 
-        let created = grpcurl::run_ok(
-            &target,
-            &["-d", &pod_json("web-1", "uid-1")],
-            &[&format!("{SVC}/CreatePod")],
-        )
-        .await?;
-        ensure!(created.contains("POD_PHASE_PENDING"), "{created}");
         // A retried create is a success and creates nothing new (ClientToken from the UID).
-        grpcurl::run_ok(
-            &target,
-            &["-d", &pod_json("web-1", "uid-1")],
-            &[&format!("{SVC}/CreatePod")],
-        )
-        .await?;
+        grpcurl::create_retried(&target, &pod_json("web-1", "uid-1")).await?;
         let stats = emu.stats().await?;
         ensure!(stats.created == 1 && stats.live == 1, "{stats:?}");
 
         // What ECI received, by the documented parameter names.
-        let listed = eventually(WAIT, "pod listed Running", || async {
-            let out = grpcurl::run_ok(
-                &target,
-                &["-d", r#"{"nodeName":"vk-eci"}"#],
-                &[&format!("{SVC}/ListPods")],
-            )
-            .await?;
-            Ok(out.contains("POD_PHASE_RUNNING").then_some(out))
-        })
-        .await?;
+        let listed = grpcurl::listed_running(&target, NODE, WAIT).await?;
         ensure!(listed.contains("web-1") && listed.contains("eci-"), "{listed}");
         let group_id = listed
             .split('"')
@@ -130,11 +91,7 @@ async fn create_list_logs_exec_delete_through_grpcurl() -> anyhow::Result<()> {
             )
         };
         let text = eventually(WAIT, "log lines", || async {
-            let out = grpcurl::run_ok(
-                &target,
-                &["-d", &logs_req("")],
-                &[&format!("{SVC}/GetContainerLogs")],
-            )
+            let out = grpcurl::call(&target, "GetContainerLogs", &logs_req(""))
             .await?;
             let text = decode_chunks(&out);
             Ok(text.contains("heartbeat").then_some(text))
@@ -145,19 +102,11 @@ async fn create_list_logs_exec_delete_through_grpcurl() -> anyhow::Result<()> {
             "{text}"
         );
         let tail = decode_chunks(
-            &grpcurl::run_ok(
-                &target,
-                &["-d", &logs_req(r#", "tailLines": 1"#)],
-                &[&format!("{SVC}/GetContainerLogs")],
-            )
+            &grpcurl::call(&target, "GetContainerLogs", &logs_req(r#", "tailLines": 1"#))
             .await?,
         );
         ensure!(tail.lines().count() == 1, "tail 1: {tail:?}");
-        let missing = grpcurl::run(
-            &target,
-            &["-d", &logs_req("").replace(r#""container": "web""#, r#""container": "nope""#)],
-            &[&format!("{SVC}/GetContainerLogs")],
-        )
+        let missing = grpcurl::call_output(&target, "GetContainerLogs", &logs_req("").replace(r#""container": "web""#, r#""container": "nope""#))
         .await?;
         ensure!(
             String::from_utf8_lossy(&missing.stderr).contains("NotFound"),
@@ -165,28 +114,14 @@ async fn create_list_logs_exec_delete_through_grpcurl() -> anyhow::Result<()> {
         );
 
         // Exec: a command's output and exit.
-        let exec = grpcurl::run_ok(
-            &target,
-            &[
-                "-d",
-                r#"{"start": {"podRef": {"namespace": "default", "name": "web-1", "uid": "uid-1"}, "container": "web", "command": ["echo", "hello-from-exec"], "stdout": true, "stderr": true}}"#,
-            ],
-            &[&format!("{SVC}/Exec")],
-        )
+        let exec = grpcurl::call(&target, "Exec", r#"{"start": {"podRef": {"namespace": "default", "name": "web-1", "uid": "uid-1"}, "container": "web", "command": ["echo", "hello-from-exec"], "stdout": true, "stderr": true}}"#)
         .await?;
         ensure!(
             decode_chunks(&exec).contains("hello-from-exec") && exec.contains("\"exit\""),
             "{exec}"
         );
         // ... and a failing command's stderr and exit code.
-        let failing = grpcurl::run_ok(
-            &target,
-            &[
-                "-d",
-                r#"{"start": {"podRef": {"namespace": "default", "name": "web-1", "uid": "uid-1"}, "container": "web", "command": ["sh", "-c", "echo oops >&2; exit 3"], "stdout": true, "stderr": true}}"#,
-            ],
-            &[&format!("{SVC}/Exec")],
-        )
+        let failing = grpcurl::call(&target, "Exec", r#"{"start": {"podRef": {"namespace": "default", "name": "web-1", "uid": "uid-1"}, "container": "web", "command": ["sh", "-c", "echo oops >&2; exit 3"], "stdout": true, "stderr": true}}"#)
         .await?;
         ensure!(
             decode_chunks(&failing).contains("oops") && failing.contains(r#""code": 3"#),
@@ -194,32 +129,19 @@ async fn create_list_logs_exec_delete_through_grpcurl() -> anyhow::Result<()> {
         );
 
         // Invalid pods are rejected with the reason.
-        let bad = pod_json("bad", "uid-bad").replace(
-            r#""restartPolicy""#,
-            r#""volumes": [{"name": "h", "unsupported": {"kind": "hostPath"}}], "restartPolicy""#,
-        );
-        let out = grpcurl::run(&target, &["-d", &bad], &[&format!("{SVC}/CreatePod")]).await?;
-        let err = String::from_utf8_lossy(&out.stderr);
-        ensure!(
-            err.contains("InvalidArgument") && err.contains("hostPath is not supported by ECI"),
-            "{err}"
-        );
+        grpcurl::check_host_path_refused(&target, &pod_json("bad", "uid-bad"), "ECI").await?;
 
         // Delete: the group goes, the pod leaves the list; a second delete finds nothing.
         let body = r#"{"podRef": {"namespace": "default", "name": "web-1", "uid": "uid-1"}}"#;
-        let out = grpcurl::run_ok(&target, &["-d", body], &[&format!("{SVC}/DeletePod")]).await?;
+        let out = grpcurl::call(&target, "DeletePod", body).await?;
         ensure!(out.contains(r#""found": true"#), "{out}");
         eventually(WAIT, "pod gone from the list", || async {
-            let out = grpcurl::run_ok(
-                &target,
-                &["-d", r#"{"nodeName":"vk-eci"}"#],
-                &[&format!("{SVC}/ListPods")],
-            )
+            let out = grpcurl::call(&target, "ListPods", r#"{"nodeName":"vk-eci"}"#)
             .await?;
             Ok((!out.contains("web-1")).then_some(()))
         })
         .await?;
-        let again = grpcurl::run_ok(&target, &["-d", body], &[&format!("{SVC}/DeletePod")]).await?;
+        let again = grpcurl::call(&target, "DeletePod", body).await?;
         ensure!(!again.contains("found"), "a second delete must report found=false: {again}");
         let stats = emu.stats().await?;
         ensure!(stats.created == 1 && stats.deleted == 1 && stats.live == 0, "{stats:?}");

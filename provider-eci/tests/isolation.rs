@@ -11,7 +11,7 @@ use std::{path::Path, time::Duration};
 use anyhow::ensure;
 use futures::StreamExt;
 use podprovider_proto::v1::{
-    CreatePodRequest, DeletePodRequest, WatchPodsRequest, pod_provider_client::PodProviderClient,
+    CreatePodRequest, DeletePodRequest, pod_provider_client::PodProviderClient,
     watch_pods_event::Event,
 };
 use support::*;
@@ -111,13 +111,8 @@ async fn two_clusters_never_touch_each_others_groups() -> anyhow::Result<()> {
         let status = a.stop(Duration::from_secs(10)).await?;
         ensure!(status.success(), "provider A exited with {status}");
         let (a2, addr_a) = start(&emu, "cluster-a", &dir.path().join("again")).await?;
-        let mut c = PodProviderClient::connect(format!("http://{addr_a}")).await?;
-        let mut watch = c
-            .watch_pods(WatchPodsRequest {
-                node_name: NODE.into(),
-            })
-            .await?
-            .into_inner();
+        let c = PodProviderClient::connect(format!("http://{addr_a}")).await?;
+        let mut watch = provider_calls::watch(&c, NODE).await?;
         let mut snapshot = Vec::new();
         while let Some(ev) = watch.next().await {
             match ev?.event {
@@ -131,25 +126,21 @@ async fn two_clusters_never_touch_each_others_groups() -> anyhow::Result<()> {
 
         // A is asked to delete B's pods too (same names, B's UIDs): nothing happens to them.
         for i in 0..PODS {
-            let found = c
-                .delete_pod(DeletePodRequest {
-                    pod_ref: pod(&format!("p{i}"), &uid("cluster-b", i)).pod_ref,
-                    grace_period_seconds: None,
-                })
-                .await?
-                .into_inner()
-                .found;
+            let found = provider_calls::delete(
+                &c,
+                pod(&format!("p{i}"), &uid("cluster-b", i)).pod_ref,
+                None,
+            )
+            .await?;
             ensure!(!found, "A found B's pod {i}");
         }
         for i in 0..PODS {
-            let found = c
-                .delete_pod(DeletePodRequest {
-                    pod_ref: pod(&format!("p{i}"), &uid("cluster-a", i)).pod_ref,
-                    grace_period_seconds: None,
-                })
-                .await?
-                .into_inner()
-                .found;
+            let found = provider_calls::delete(
+                &c,
+                pod(&format!("p{i}"), &uid("cluster-a", i)).pod_ref,
+                None,
+            )
+            .await?;
             ensure!(found, "A did not find its pod {i}");
         }
         ensure!(live_of(&emu, "cluster-a").await? == 0);

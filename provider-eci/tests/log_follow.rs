@@ -9,44 +9,25 @@ use std::time::Duration;
 use anyhow::ensure;
 use futures::StreamExt;
 use podprovider_proto::v1::{
-    CreatePodRequest, GetContainerLogsRequest, GetPodRequest, PodPhase,
-    pod_provider_client::PodProviderClient,
+    CreatePodRequest, GetContainerLogsRequest, PodPhase, pod_provider_client::PodProviderClient,
 };
 use support::*;
-use vk_testkit::{
-    eci_emulator::{EciEmulator, EciEmulatorOptions},
-    wait::eventually,
-};
+use vk_testkit::{eci_emulator::EciEmulatorOptions, provider_calls};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_sends_every_line_once_in_order() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = EciEmulator::start(
-        dir.path(),
-        EciEmulatorOptions {
-            log_heartbeat_ms: 200,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
+    let opts = EciEmulatorOptions::default().log_heartbeat_ms(200);
+    let (_emu, provider, _, addr) = start_with_emulator(dir.path(), opts).await?;
     let result = async {
         let mut c = PodProviderClient::connect(format!("http://{addr}")).await?;
         c.create_pod(CreatePodRequest {
             pod: Some(pod("web", "uid-log")),
         })
         .await?;
-        eventually(WAIT, "pod Running", || {
-            let mut c = c.clone();
-            async move {
-                let s = c
-                    .get_pod(GetPodRequest {
-                        pod_ref: pod("web", "uid-log").pod_ref,
-                    })
-                    .await?
-                    .into_inner();
-                Ok(s.status.filter(|s| s.phase == PodPhase::Running as i32))
-            }
+        let web = pod("web", "uid-log").pod_ref;
+        provider_calls::status_until(&c, &web, "pod Running", |s| {
+            s.phase == PodPhase::Running as i32
         })
         .await?;
         let req = |follow: bool, tail: Option<i64>, timestamps: bool| GetContainerLogsRequest {

@@ -26,8 +26,8 @@ use std::{
 use anyhow::{Context, bail, ensure};
 use futures::StreamExt;
 use podprovider_proto::v1::{
-    ExecRequest, ExecStart, PodRef, StreamInput, WatchPodsRequest, exec_request,
-    pod_provider_client::PodProviderClient, stream_input, stream_output, watch_pods_event::Event,
+    ExecRequest, PodRef, StreamInput, exec_request, pod_provider_client::PodProviderClient,
+    stream_input, stream_output, watch_pods_event::Event,
 };
 use support::{BIN, good_env, provider_args};
 use vk_testkit::{
@@ -38,6 +38,7 @@ use vk_testkit::{
     pki::{CertFiles, Pki, Usage},
     ports::free_port,
     process::ManagedProcess,
+    provider_calls::{self, exec_start},
     shim::shim_bin,
     wait::eventually,
 };
@@ -230,10 +231,7 @@ async fn non_loopback_listen_without_mutual_tls_is_refused() -> anyhow::Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_grpcurl_shim_and_rotation() -> anyhow::Result<()> {
-    vk_testkit::install_crypto_provider();
-    vk_testkit::init_test_logging();
-    shim_bin()?; // fail before starting anything
-    let dir = tempfile::tempdir()?;
+    let dir = vk_testkit::shim::prepare()?;
     let pki = Pki::new(&dir.path().join("pki"))?;
     let other = Pki::new(&dir.path().join("other-pki"))?;
     // The files the processes read, rewritten in place on rotation.
@@ -255,14 +253,10 @@ async fn mutual_tls_grpcurl_shim_and_rotation() -> anyhow::Result<()> {
     )?;
     let foreign = other.issue("foreign", TEST_CLIENT, &[], &[TEST_CLIENT], Usage::Client)?;
 
-    let emu = EciEmulator::start(
-        dir.path(),
-        EciEmulatorOptions {
-            log_heartbeat_ms: 300,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let emu = EciEmulatorOptions::default()
+        .log_heartbeat_ms(300)
+        .start(dir.path())
+        .await?;
     let addr = format!("127.0.0.1:{}", free_port()?);
     let receiver = OtlpReceiver::start().await?;
     let mut provider = start_tls_provider(
@@ -482,12 +476,7 @@ async fn scenario(
             .spawn()?,
     );
     let mut client = tls_client(ca, test_client, addr).await?;
-    let mut watch = client
-        .watch_pods(WatchPodsRequest {
-            node_name: node.into(),
-        })
-        .await?
-        .into_inner();
+    let mut watch = provider_calls::watch(&client, node).await?;
     // Drain the snapshot.
     loop {
         match tokio::time::timeout(Duration::from_secs(20), watch.next()).await? {
@@ -508,21 +497,15 @@ async fn scenario(
         })),
     };
     exec_in
-        .send(ExecRequest {
-            request: Some(exec_request::Request::Start(ExecStart {
-                pod_ref: Some(PodRef {
-                    namespace: "default".into(),
-                    name: "tls-one".into(),
-                    uid: one_uid.trim().to_owned(),
-                }),
-                container: "web".into(),
-                command: vec!["cat".into()],
-                stdin: true,
-                stdout: true,
-                stderr: true,
-                ..Default::default()
-            })),
-        })
+        .send(exec_start(
+            PodRef {
+                namespace: "default".into(),
+                name: "tls-one".into(),
+                uid: one_uid.trim().to_owned(),
+            },
+            "web",
+            &["cat"],
+        ))
         .await?;
     exec_in.send(stdin(b"before rotation\n")).await?;
     let mut exec_out = client
@@ -738,10 +721,7 @@ impl Drop for NetNs {
 /// container's log. No traffic leaves this machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acceptance_manifest_across_network_namespaces_over_mutual_tls() -> anyhow::Result<()> {
-    vk_testkit::install_crypto_provider();
-    vk_testkit::init_test_logging();
-    shim_bin()?;
-    let dir = tempfile::tempdir()?;
+    let dir = vk_testkit::shim::prepare()?;
     let id = std::process::id() % 250;
     let (host_ip, ns_ip) = (format!("10.251.{id}.1"), format!("10.251.{id}.2"));
     let ns = NetNs::create(&format!("vkm{}", std::process::id()), &host_ip, &ns_ip)?;

@@ -6,20 +6,16 @@ mod support;
 
 use anyhow::{Context, ensure};
 use podprovider_proto::v1::{
-    CreatePodRequest, GetPodRequest, GetStatsRequest, PodPhase,
-    pod_provider_client::PodProviderClient,
+    CreatePodRequest, GetStatsRequest, PodPhase, pod_provider_client::PodProviderClient,
 };
 use support::*;
-use vk_testkit::{
-    eci_emulator::{EciEmulator, EciEmulatorOptions},
-    wait::eventually,
-};
+use vk_testkit::{eci_emulator::EciEmulatorOptions, provider_calls};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_pods_report_the_metrics_of_their_groups() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
-    let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
+    let opts = EciEmulatorOptions::default();
+    let (emu, provider, _, addr) = start_with_emulator(dir.path(), opts).await?;
     let result = async {
         let c = PodProviderClient::connect(format!("http://{addr}")).await?;
         // 25 pods: two DescribeMultiContainerGroupMetric calls (20 ids each at most).
@@ -32,19 +28,9 @@ async fn running_pods_report_the_metrics_of_their_groups() -> anyhow::Result<()>
                 .await?;
         }
         for i in 0..n {
-            eventually(WAIT, "pod Running", || {
-                let mut c = c.clone();
-                async move {
-                    let s = c
-                        .get_pod(GetPodRequest {
-                            pod_ref: pod(&format!("s{i}"), &format!("uid-s{i}")).pod_ref,
-                        })
-                        .await?
-                        .into_inner()
-                        .status
-                        .context("no status")?;
-                    Ok((s.phase == PodPhase::Running as i32).then_some(()))
-                }
+            let pod_ref = pod(&format!("s{i}"), &format!("uid-s{i}")).pod_ref;
+            provider_calls::status_until(&c, &pod_ref, "pod Running", |s| {
+                s.phase == PodPhase::Running as i32
             })
             .await?;
         }
@@ -60,36 +46,19 @@ async fn running_pods_report_the_metrics_of_their_groups() -> anyhow::Result<()>
             .context("no status")?
             .cloud_id;
         set_group_state(&emu, &waiting, "Scheduling", "", "").await?;
-        eventually(WAIT, "waiting pod Pending after Scheduling", || {
-            let mut c = c.clone();
-            async move {
-                let s = c
-                    .get_pod(GetPodRequest {
-                        pod_ref: pod("waiting", "uid-waiting").pod_ref,
-                    })
-                    .await?
-                    .into_inner()
-                    .status
-                    .context("no status")?;
-                let waits = s.container_statuses.first().is_some_and(|c| {
-                    matches!(
-                        c.state.as_ref().and_then(|s| s.state.as_ref()),
-                        Some(podprovider_proto::v1::container_state::State::Waiting(_))
-                    )
-                });
-                Ok((s.phase == PodPhase::Pending as i32 && waits).then_some(()))
-            }
+        let waiting_ref = pod("waiting", "uid-waiting").pod_ref;
+        let what = "waiting pod Pending after Scheduling";
+        provider_calls::status_until(&c, &waiting_ref, what, |s| {
+            let waits = s.container_statuses.first().is_some_and(|c| {
+                matches!(
+                    c.state.as_ref().and_then(|s| s.state.as_ref()),
+                    Some(podprovider_proto::v1::container_state::State::Waiting(_))
+                )
+            });
+            s.phase == PodPhase::Pending as i32 && waits
         })
         .await?;
-        let stats = c
-            .clone()
-            .get_stats(GetStatsRequest {
-                node_name: NODE.into(),
-                pods: Vec::new(),
-            })
-            .await?
-            .into_inner()
-            .pods;
+        let stats = provider_calls::stats(&c, NODE).await?;
         ensure!(stats.len() == n, "{} pods with figures", stats.len());
         ensure!(
             !stats

@@ -14,13 +14,11 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, api::PostParams};
-use support::start_provider;
+use support::start_with_emulator;
 use vk_testkit::{
     ControlPlane,
-    eci_emulator::{EciEmulator, EciEmulatorOptions},
-    shim::{
-        measured_pod, metric_line, node_proxy, shim_bin, spawn_shim_with_kubelet_api, summary_of,
-    },
+    eci_emulator::EciEmulatorOptions,
+    shim::{self, measured_pod, metric_line, node_proxy, spawn_shim_with_kubelet_api, summary_of},
     wait,
 };
 
@@ -29,12 +27,9 @@ const SLOW: Duration = Duration::from_secs(120);
 
 #[tokio::test]
 async fn stats_summary_and_metrics_resource_carry_eci_metrics() -> anyhow::Result<()> {
-    vk_testkit::install_crypto_provider();
-    vk_testkit::init_test_logging();
-    shim_bin()?; // fail before starting anything
-    let dir = tempfile::tempdir()?;
-    let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
-    let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
+    let dir = shim::prepare()?;
+    let opts = EciEmulatorOptions::default();
+    let (_emu, provider, _, addr) = start_with_emulator(dir.path(), opts).await?;
     let cp = ControlPlane::start().await?;
     let shim = spawn_shim_with_kubelet_api(&cp, dir.path(), NODE, &addr, &[])?;
     let result = scenario(&cp).await;

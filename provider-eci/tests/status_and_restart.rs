@@ -9,30 +9,17 @@ mod support;
 
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use futures::StreamExt;
 use podprovider_proto::v1::{
-    ContainerStatus, CreatePodRequest, DeletePodRequest, GetPodRequest, PodPhase, PodStatus,
-    RestartPolicy, WatchPodsRequest, container_state, pod_provider_client::PodProviderClient,
-    watch_pods_event::Event,
+    ContainerStatus, CreatePodRequest, PodPhase, PodStatus, RestartPolicy, container_state,
+    pod_provider_client::PodProviderClient, watch_pods_event::Event,
 };
 use support::*;
 use vk_testkit::{
-    eci_emulator::{EciEmulator, EciEmulatorOptions},
-    wait::eventually,
+    eci_emulator::EciEmulatorOptions,
+    provider_calls::{self, Client},
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
-
-async fn status(c: &mut Client, name: &str, uid: &str) -> anyhow::Result<PodStatus> {
-    c.get_pod(GetPodRequest {
-        pod_ref: pod(name, uid).pod_ref,
-    })
-    .await?
-    .into_inner()
-    .status
-    .context("no status")
-}
 
 fn terminated_code(c: &ContainerStatus) -> Option<i32> {
     match c.state.as_ref()?.state.as_ref()? {
@@ -48,15 +35,7 @@ async fn until(
     what: &str,
     ok: impl Fn(&PodStatus) -> bool,
 ) -> anyhow::Result<PodStatus> {
-    eventually(WAIT, what, || {
-        let mut c = c.clone();
-        let ok = &ok;
-        async move {
-            let s = status(&mut c, name, uid).await?;
-            Ok(ok(&s).then_some(s))
-        }
-    })
-    .await
+    provider_calls::status_until(c, &pod(name, uid).pod_ref, what, ok).await
 }
 
 fn group_id(s: &PodStatus) -> String {
@@ -66,8 +45,8 @@ fn group_id(s: &PodStatus) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_restarts_and_phases() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
-    let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
+    let opts = EciEmulatorOptions::default();
+    let (emu, provider, _, addr) = start_with_emulator(dir.path(), opts).await?;
     let result = async {
         let c = PodProviderClient::connect(format!("http://{addr}")).await?;
         for (name, uid, policy) in [
@@ -136,8 +115,8 @@ async fn exit_codes_restarts_and_phases() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_provider_adopts_its_groups() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
-    let (mut first, _, addr) = start_provider(&emu, dir.path()).await?;
+    let opts = EciEmulatorOptions::default();
+    let (emu, mut first, _, addr) = start_with_emulator(dir.path(), opts).await?;
     let c = PodProviderClient::connect(format!("http://{addr}")).await?;
     for i in 0..5 {
         c.clone()
@@ -153,12 +132,7 @@ async fn a_restarted_provider_adopts_its_groups() -> anyhow::Result<()> {
     let result = async {
         let mut c = PodProviderClient::connect(format!("http://{addr}")).await?;
         // The first snapshot already has all five (state rebuilt before serving).
-        let mut watch = c
-            .watch_pods(WatchPodsRequest {
-                node_name: NODE.into(),
-            })
-            .await?
-            .into_inner();
+        let mut watch = provider_calls::watch(&c, NODE).await?;
         let mut seen = 0;
         while let Some(ev) = watch.next().await {
             match ev?.event {
@@ -185,14 +159,12 @@ async fn a_restarted_provider_adopts_its_groups() -> anyhow::Result<()> {
         .await?;
         ensure!(emu.stats().await?.created == 5, "{:?}", emu.stats().await?);
         for i in 0..5 {
-            let found = c
-                .delete_pod(DeletePodRequest {
-                    pod_ref: pod(&format!("r{i}"), &format!("uid-r{i}")).pod_ref,
-                    grace_period_seconds: None,
-                })
-                .await?
-                .into_inner()
-                .found;
+            let found = provider_calls::delete(
+                &c,
+                pod(&format!("r{i}"), &format!("uid-r{i}")).pod_ref,
+                None,
+            )
+            .await?;
             ensure!(found, "r{i} not found after the restart");
         }
         let stats = emu.stats().await?;

@@ -14,29 +14,15 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use futures::StreamExt;
 use podprovider_proto::v1::{
-    Container, ContainerStatus, CreatePodRequest, DeletePodRequest, ExecAction, GetPodRequest,
-    Lifecycle, LifecycleHandler, Pod, PodPhase, PodStatus, RestartPolicy, WatchPodsRequest,
-    container_state, lifecycle_handler, pod_provider_client::PodProviderClient,
-    watch_pods_event::Event,
+    Container, ContainerStatus, CreatePodRequest, ExecAction, Lifecycle, LifecycleHandler, Pod,
+    PodPhase, PodStatus, RestartPolicy, container_state, lifecycle_handler,
+    pod_provider_client::PodProviderClient, watch_pods_event::Event,
 };
 use support::*;
 use vk_testkit::{
     eci_emulator::{EciEmulator, EciEmulatorOptions},
-    wait::eventually,
+    provider_calls::{self, Client},
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
-
-async fn status(c: &Client, name: &str, uid: &str) -> anyhow::Result<PodStatus> {
-    c.clone()
-        .get_pod(GetPodRequest {
-            pod_ref: pod(name, uid).pod_ref,
-        })
-        .await?
-        .into_inner()
-        .status
-        .context("no status")
-}
 
 async fn until(
     c: &Client,
@@ -44,16 +30,8 @@ async fn until(
     what: &str,
     ok: impl Fn(&PodStatus) -> bool,
 ) -> anyhow::Result<PodStatus> {
-    let uid = format!("uid-{name}");
-    eventually(WAIT, what, || {
-        let ok = &ok;
-        let uid = &uid;
-        async move {
-            let s = status(c, name, uid).await?;
-            Ok(ok(&s).then_some(s))
-        }
-    })
-    .await
+    let pod_ref = pod(name, &format!("uid-{name}")).pod_ref;
+    provider_calls::status_until(c, &pod_ref, what, ok).await
 }
 
 fn state(c: &ContainerStatus) -> Option<&container_state::State> {
@@ -176,17 +154,11 @@ async fn init_states_and_failure_reasons_reach_the_pod_status() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_fault_state_maps_to_the_documented_pod_status() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emu = EciEmulator::start(dir.path(), EciEmulatorOptions::default()).await?;
-    let (provider, _, addr) = start_provider(&emu, dir.path()).await?;
+    let opts = EciEmulatorOptions::default();
+    let (emu, provider, _, addr) = start_with_emulator(dir.path(), opts).await?;
     let result = async {
         let c = PodProviderClient::connect(format!("http://{addr}")).await?;
-        let mut watch = c
-            .clone()
-            .watch_pods(WatchPodsRequest {
-                node_name: NODE.into(),
-            })
-            .await?
-            .into_inner();
+        let mut watch = provider_calls::watch(&c, NODE).await?;
         // (state, reason the fault gives, phase, pod reason expected)
         let cases = [
             ("Scheduling", "", PodPhase::Pending, ""),
@@ -246,7 +218,7 @@ async fn each_fault_state_maps_to_the_documented_pod_status() -> anyhow::Result<
         tokio::time::sleep(Duration::from_secs(2)).await;
         for (st, _, phase, _) in cases {
             let name = st.to_ascii_lowercase();
-            let s = status(&c, &name, &format!("uid-{name}")).await?;
+            let s = provider_calls::status(&c, pod(&name, &format!("uid-{name}")).pod_ref).await?;
             ensure!(s.phase == phase as i32, "{st}: {s:?}");
         }
         // ScheduleFailed's Warning event reaches WatchPods (the full list asks WithEvent).
@@ -301,15 +273,9 @@ async fn grace_zero_deletes_with_force() -> anyhow::Result<()> {
             until(&c, name, "Running", |s| s.phase == PodPhase::Running as i32).await?;
         }
         for (name, grace) in [("graceful", None), ("now", Some(0))] {
-            let found = c
-                .clone()
-                .delete_pod(DeletePodRequest {
-                    pod_ref: pod(name, &format!("uid-{name}")).pod_ref,
-                    grace_period_seconds: grace,
-                })
-                .await?
-                .into_inner()
-                .found;
+            let found =
+                provider_calls::delete(&c, pod(name, &format!("uid-{name}")).pod_ref, grace)
+                    .await?;
             ensure!(found, "{name}");
         }
         let live = emu.live_groups().await?;

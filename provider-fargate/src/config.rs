@@ -1,6 +1,6 @@
 //! Flags (each with an environment fallback) and their validation at start.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use clap::{Args, ValueEnum};
 
@@ -221,6 +221,16 @@ impl FargateArgs {
     /// The status poll interval.
     pub fn status_interval(&self) -> Duration {
         Duration::from_secs_f64(self.status_interval_seconds)
+    }
+
+    /// The node's capacity as these flags declare it.
+    pub fn capacity(&self) -> HashMap<String, String> {
+        provider_common::service::capacity(
+            &self.capacity_cpu,
+            &self.capacity_memory,
+            &self.capacity_pods,
+            Some(&self.capacity_ephemeral_storage),
+        )
     }
 }
 

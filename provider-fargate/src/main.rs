@@ -6,6 +6,12 @@
 //! See README.md for the flags.
 #![forbid(unsafe_code)]
 
+provider_common::provider_main!(
+    "PodProvider gRPC service for AWS Fargate (through ECS)",
+    FargateArgs,
+    provider
+);
+
 mod client;
 mod config;
 mod error;
@@ -26,20 +32,6 @@ use crate::{
     plan::DefSettings,
     provider::{FargateProvider, Settings},
 };
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let about = "PodProvider gRPC service for AWS Fargate (through ECS)";
-    let version = env!("CARGO_PKG_VERSION");
-    provider_common::main(
-        "provider-fargate",
-        version,
-        about,
-        async |args: &FargateArgs, _| Ok(provider(args).await?),
-    )
-    .await?;
-    Ok(())
-}
 
 /// The Fargate provider from its flags, its state rebuilt from ECS, and its poll loop.
 async fn provider(args: &FargateArgs) -> anyhow::Result<(FargateProvider, PollTask)> {
@@ -93,15 +85,6 @@ async fn provider(args: &FargateArgs) -> anyhow::Result<(FargateProvider, PollTa
         cluster: args.cluster.clone(),
         policy: RetryPolicy::default(),
     };
-    let mut capacity = provider_common::service::capacity(
-        &args.capacity_cpu,
-        &args.capacity_memory,
-        &args.capacity_pods,
-    );
-    capacity.insert(
-        "ephemeral-storage".to_owned(),
-        args.capacity_ephemeral_storage.clone(),
-    );
     let settings = Settings {
         defs: DefSettings {
             execution_role_arn: args.execution_role_arn.clone(),
@@ -123,7 +106,7 @@ async fn provider(args: &FargateArgs) -> anyhow::Result<(FargateProvider, PollTa
         },
         platform_version: args.platform_version.clone(),
         enable_execute_command: args.enable_execute_command,
-        capacity,
+        capacity: args.capacity(),
         architecture: args.architecture.k8s().to_owned(),
         installation: args.installation(),
         container_insights: args.container_insights,

@@ -22,7 +22,7 @@ use support::{CLUSTER, LOG_GROUP, active_definitions, sdk, start_provider, tasks
 use vk_testkit::{
     ControlPlane,
     moto::Moto,
-    shim::{example, shim_bin, spawn_shim},
+    shim::{self, example},
     wait,
 };
 
@@ -110,27 +110,12 @@ struct Rig {
 
 #[tokio::test]
 async fn acceptance_manifests_run_scale_and_delete_on_fargate() -> anyhow::Result<()> {
-    vk_testkit::install_crypto_provider();
-    vk_testkit::init_test_logging();
-    shim_bin()?; // fail before starting anything
-    let dir = tempfile::tempdir()?;
+    let dir = shim::prepare()?;
     let moto = Moto::start(dir.path(), CLUSTER, LOG_GROUP).await?;
     let (provider, _, addr) = start_provider(&moto, &moto.endpoint, dir.path()).await?;
     let cp = ControlPlane::start().await?;
-    let mut aci = spawn_shim(
-        &cp,
-        dir.path(),
-        ACI_NODE,
-        &addr,
-        &["--extra-taint=azure.com/aci:NoSchedule"],
-    )?;
-    let mut eci = spawn_shim(
-        &cp,
-        dir.path(),
-        ECI_NODE,
-        &addr,
-        &["--taint-key=alibabacloud.com/eci"],
-    )?;
+    let nodes = [ACI_NODE, ECI_NODE];
+    let (mut aci, mut eci) = shim::spawn_acceptance_shims(&cp, dir.path(), &addr, nodes, &[])?;
     let client = cp.client().await?;
     let rig = Rig {
         ecs: aws_sdk_ecs::Client::new(&sdk(&moto.endpoint).await),

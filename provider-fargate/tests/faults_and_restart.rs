@@ -8,38 +8,15 @@ mod support;
 use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
 use anyhow::ensure;
-use podprovider_proto::{
-    PodProviderClient,
-    v1::{CreatePodRequest, PodPhase},
-};
+use podprovider_proto::v1::PodPhase;
 use support::*;
 use vk_testkit::{
     fault_proxy::{ECS_TARGET_PREFIX, FaultProxy},
     moto::Moto,
-    provider_calls,
+    provider_calls::{self, connect},
+    provider_checks::numbered_pods,
     wait::eventually,
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
-
-async fn client(addr: &str) -> anyhow::Result<Client> {
-    Ok(PodProviderClient::connect(format!("http://{addr}")).await?)
-}
-
-async fn listed(c: &mut Client) -> anyhow::Result<Vec<podprovider_proto::v1::PodStatus>> {
-    provider_calls::listed(c, NODE).await
-}
-
-async fn create_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
-    let pods = (0..n).map(|i| pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")));
-    provider_calls::create_all(c, pods).await
-}
-
-async fn delete_all(c: &Client, n: usize, prefix: &str) -> anyhow::Result<()> {
-    let refs =
-        (0..n).filter_map(|i| pod(&format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")).pod_ref);
-    provider_calls::delete_all(c, refs).await
-}
 
 #[tokio::test]
 async fn twenty_percent_faults_start_and_stop_exactly_fifty_tasks() -> anyhow::Result<()> {
@@ -49,14 +26,15 @@ async fn twenty_percent_faults_start_and_stop_exactly_fifty_tasks() -> anyhow::R
     let upstream: SocketAddr = format!("127.0.0.1:{}", moto.port).parse()?;
     let proxy = FaultProxy::start(upstream, ECS_TARGET_PREFIX, 0.2, 42).await?;
     let (_provider, _, addr) = start_provider(&moto, &proxy.url(), dir.path()).await?;
-    let c = client(&addr).await?;
+    let c = connect(&addr).await?;
     let ecs = aws_sdk_ecs::Client::new(&sdk(&moto.endpoint).await);
 
-    create_all(&c, 50, "t").await?;
+    let pods = numbered_pods(NODE, 50, "t");
+    provider_calls::create_all(&c, pods.clone()).await?;
     eventually(WAIT, "50 pods Running", || {
-        let mut c = c.clone();
+        let c = c.clone();
         async move {
-            let pods = listed(&mut c).await?;
+            let pods = provider_calls::listed(&c, NODE).await?;
             let running = pods
                 .iter()
                 .filter(|p| p.phase == PodPhase::Running as i32)
@@ -65,12 +43,8 @@ async fn twenty_percent_faults_start_and_stop_exactly_fifty_tasks() -> anyhow::R
         }
     })
     .await?;
-    delete_all(&c, 50, "t").await?;
-    eventually(WAIT, "all pods gone", || {
-        let mut c = c.clone();
-        async move { Ok(listed(&mut c).await?.is_empty().then_some(())) }
-    })
-    .await?;
+    provider_calls::delete_all(&c, pods.into_iter().filter_map(|p| p.pod_ref)).await?;
+    provider_calls::wait_none_listed(&c, NODE, WAIT).await?;
 
     let stopped: HashSet<String> = tasks(&ecs, "STOPPED").await?.into_iter().collect();
     ensure!(
@@ -107,12 +81,12 @@ async fn restart_with_twenty_running_pods_runs_and_stops_nothing() -> anyhow::Re
     let upstream: SocketAddr = format!("127.0.0.1:{}", moto.port).parse()?;
     let proxy = FaultProxy::start(upstream, ECS_TARGET_PREFIX, 0.0, 7).await?;
     let (mut provider, _, addr) = start_provider(&moto, &proxy.url(), dir.path()).await?;
-    let c = client(&addr).await?;
-    create_all(&c, 20, "r").await?;
+    let c = connect(&addr).await?;
+    provider_calls::create_all(&c, numbered_pods(NODE, 20, "r")).await?;
     eventually(WAIT, "20 pods Running", || {
-        let mut c = c.clone();
+        let c = c.clone();
         async move {
-            let pods = listed(&mut c).await?;
+            let pods = provider_calls::listed(&c, NODE).await?;
             Ok((pods
                 .iter()
                 .filter(|p| p.phase == PodPhase::Running as i32)
@@ -127,19 +101,10 @@ async fn restart_with_twenty_running_pods_runs_and_stops_nothing() -> anyhow::Re
 
     proxy.reset_counts();
     let (_provider, _, addr) = start_provider(&moto, &proxy.url(), dir.path()).await?;
-    let mut c = client(&addr).await?;
-    // State is rebuilt before the provider serves: the first answer is complete.
-    let pods = listed(&mut c).await?;
-    ensure!(pods.len() == 20, "{} pods after restart", pods.len());
-    ensure!(
-        pods.iter().all(|p| p.phase == PodPhase::Running as i32),
-        "{pods:?}"
-    );
-    // The shim's retried create of a running pod is answered from ECS, not a new task.
-    c.create_pod(CreatePodRequest {
-        pod: Some(pod("r-3", "r-uid-3")),
-    })
-    .await?;
+    let c = connect(&addr).await?;
+    // State is rebuilt before the provider serves: the first answer is complete. The shim's
+    // retried create of a running pod is answered from ECS, not a new task.
+    provider_calls::check_rebuilt_then_create(&c, NODE, 20, pod("r-3", "r-uid-3")).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     ensure!(proxy.forwarded("RunTask") == 0, "RunTask after restart");
     ensure!(proxy.forwarded("StopTask") == 0, "StopTask after restart");

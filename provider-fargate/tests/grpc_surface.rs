@@ -33,30 +33,21 @@ async fn grpc_surface_health_reflection_and_shutdown() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn missing_network_settings_stop_the_start_with_a_clear_message() -> anyhow::Result<()> {
-    let out = tokio::process::Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--security-groups", "sg-1"])
-        .env_remove("FARGATE_SUBNETS")
-        .output()
+    let args = ["--listen", "127.0.0.1:0", "--security-groups", "sg-1"];
+    let message = "--subnets (FARGATE_SUBNETS) is required";
+    let started = "started without subnets";
+    provider_checks::expect_refused_start(BIN, &args, &["FARGATE_SUBNETS"], started, message)
         .await?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success(), "started without subnets");
-    ensure!(
-        stderr.contains("--subnets (FARGATE_SUBNETS) is required"),
-        "{stderr}"
-    );
-    let out = tokio::process::Command::new(BIN)
-        .args([
-            "--subnets",
-            "s",
-            "--security-groups",
-            "sg",
-            "--log-group",
-            "g",
-        ])
-        .env_remove("FARGATE_EXECUTION_ROLE_ARN")
-        .output()
-        .await?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let args = [
+        "--subnets",
+        "s",
+        "--security-groups",
+        "sg",
+        "--log-group",
+        "g",
+    ];
+    let (_, stderr) =
+        provider_checks::run_to_exit(BIN, &args, &["FARGATE_EXECUTION_ROLE_ARN"]).await?;
     ensure!(stderr.contains("needs --execution-role-arn"), "{stderr}");
     Ok(())
 }

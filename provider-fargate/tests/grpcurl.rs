@@ -11,27 +11,17 @@ use anyhow::{Context, ensure};
 use support::*;
 use vk_testkit::{grpcurl, moto::Moto, wait::eventually};
 
+/// The grpcurl tests' pod, with the security settings ECS has names for.
 fn pod_json(name: &str, uid: &str) -> String {
-    format!(
-        r#"{{"pod": {{
-          "podRef": {{"namespace": "default", "name": "{name}", "uid": "{uid}"}},
-          "nodeName": "{NODE}",
-          "containers": [{{
-            "name": "web", "image": "nginx:1.25",
-            "command": ["nginx"], "args": ["-g", "daemon off;"],
-            "env": [{{"name": "MODE", "value": "demo"}}, {{"name": "DB_PASSWORD", "value": "s3cr3t-value", "sensitive": true}}],
-            "ports": [{{"containerPort": 80, "protocol": "TCP"}}],
-            "resources": {{"requests": {{"cpuMillis": 500, "memoryBytes": 268435456}}}},
-            "securityContext": {{"capabilitiesAdd": ["SYS_PTRACE"], "capabilitiesDrop": ["ALL"]}}
-          }}],
-          "securityContext": {{"runAsUser": 1000, "sysctls": [{{"name": "net.core.somaxconn", "value": "1024"}}]}},
-          "restartPolicy": "RESTART_POLICY_ALWAYS",
-          "terminationGracePeriodSeconds": 30
-        }}}}"#
-    )
+    let mut req = grpcurl::web_pod(NODE, name, uid);
+    let pod = &mut req["pod"];
+    pod["containers"][0]["securityContext"] =
+        serde_json::json!({"capabilitiesAdd": ["SYS_PTRACE"], "capabilitiesDrop": ["ALL"]});
+    pod["securityContext"] = serde_json::json!(
+        {"runAsUser": 1000, "sysctls": [{"name": "net.core.somaxconn", "value": "1024"}]}
+    );
+    req.to_string()
 }
-
-const SVC: &str = "podprovider.v1.PodProvider";
 
 #[tokio::test]
 async fn create_list_logs_delete_through_grpcurl() -> anyhow::Result<()> {
@@ -52,37 +42,18 @@ async fn create_list_logs_delete_through_grpcurl() -> anyhow::Result<()> {
     .await?;
     ensure!(health.contains("SERVING"), "{health}");
     let list = grpcurl::run_ok(&target, &[], &["list"]).await?;
-    ensure!(list.contains(SVC), "{list}");
+    ensure!(list.contains(grpcurl::POD_PROVIDER), "{list}");
 
-    let info = grpcurl::run_ok(
-        &target,
-        &["-d", r#"{"nodeName":"vk-fargate"}"#],
-        &[&format!("{SVC}/GetNodeInfo")],
-    )
-    .await?;
+    let info = grpcurl::call(&target, "GetNodeInfo", r#"{"nodeName":"vk-fargate"}"#).await?;
     ensure!(
         info.contains(r#""providerName": "fargate""#) && info.contains(r#""cpu": "1000""#),
         "{info}"
     );
 
     // Create from JSON.
-    let created = grpcurl::run_ok(
-        &target,
-        &["-d", &pod_json("web-1", "uid-1")],
-        &[&format!("{SVC}/CreatePod")],
-    )
-    .await?;
-    ensure!(
-        created.contains("POD_PHASE_PENDING") && created.contains("arn:aws:ecs"),
-        "{created}"
-    );
     // A retried create is a success and starts nothing new.
-    grpcurl::run_ok(
-        &target,
-        &["-d", &pod_json("web-1", "uid-1")],
-        &[&format!("{SVC}/CreatePod")],
-    )
-    .await?;
+    let created = grpcurl::create_retried(&target, &pod_json("web-1", "uid-1")).await?;
+    ensure!(created.contains("arn:aws:ecs"), "{created}");
     ensure!(
         tasks(&ecs, "RUNNING").await?.len() == 1,
         "a retried create started a second task"
@@ -94,16 +65,7 @@ async fn create_list_logs_delete_through_grpcurl() -> anyhow::Result<()> {
     );
 
     // Listed, and Running once the status loop has seen the task.
-    let listed = eventually(WAIT, "pod listed Running", || async {
-        let out = grpcurl::run_ok(
-            &target,
-            &["-d", r#"{"nodeName":"vk-fargate"}"#],
-            &[&format!("{SVC}/ListPods")],
-        )
-        .await?;
-        Ok(out.contains("POD_PHASE_RUNNING").then_some(out))
-    })
-    .await?;
+    let listed = grpcurl::listed_running(&target, NODE, WAIT).await?;
     ensure!(
         listed.contains("web-1") && listed.contains("10."),
         "{listed}"
@@ -111,12 +73,7 @@ async fn create_list_logs_delete_through_grpcurl() -> anyhow::Result<()> {
 
     // Same spec, but each pod with a Secret value has a definition of its own: it references the
     // pod's own secret in Secrets Manager.
-    grpcurl::run_ok(
-        &target,
-        &["-d", &pod_json("web-2", "uid-2")],
-        &[&format!("{SVC}/CreatePod")],
-    )
-    .await?;
+    grpcurl::call(&target, "CreatePod", &pod_json("web-2", "uid-2")).await?;
     let running = tasks(&ecs, "RUNNING").await?;
     ensure!(running.len() == 2, "{running:?}");
     let described = ecs
@@ -207,31 +164,23 @@ async fn create_list_logs_delete_through_grpcurl() -> anyhow::Result<()> {
             r#"{{"podRef": {{"namespace": "default", "name": "web-1", "uid": "uid-1"}}, "container": "web"{extra}}}"#
         )
     };
-    let all = grpcurl::run_ok(
-        &target,
-        &["-d", &logs_req("")],
-        &[&format!("{SVC}/GetContainerLogs")],
-    )
-    .await?;
+    let all = grpcurl::call(&target, "GetContainerLogs", &logs_req("")).await?;
     // grpcurl shows bytes as base64: "first line\nsecond line\nthird line\n".
     ensure!(
         all.contains("Zmlyc3QgbGluZQpzZWNvbmQgbGluZQp0aGlyZCBsaW5lCg=="),
         "{all}"
     );
-    let tail = grpcurl::run_ok(
+    let tail = grpcurl::call(
         &target,
-        &["-d", &logs_req(r#", "tailLines": 1"#)],
-        &[&format!("{SVC}/GetContainerLogs")],
+        "GetContainerLogs",
+        &logs_req(r#", "tailLines": 1"#),
     )
     .await?;
     ensure!(tail.contains("dGhpcmQgbGluZQo="), "tail 1: {tail}");
-    let missing = grpcurl::run(
+    let missing = grpcurl::call_output(
         &target,
-        &[
-            "-d",
-            &logs_req(r#", "container": "nope""#).replace(r#""container": "web", "#, ""),
-        ],
-        &[&format!("{SVC}/GetContainerLogs")],
+        "GetContainerLogs",
+        &logs_req(r#", "container": "nope""#).replace(r#""container": "web", "#, ""),
     )
     .await?;
     ensure!(
@@ -240,23 +189,14 @@ async fn create_list_logs_delete_through_grpcurl() -> anyhow::Result<()> {
     );
 
     // Invalid pods are rejected with the reason.
-    let bad = pod_json("bad", "uid-bad").replace(
-        r#""restartPolicy""#,
-        r#""volumes": [{"name": "h", "unsupported": {"kind": "hostPath"}}], "restartPolicy""#,
-    );
-    let out = grpcurl::run(&target, &["-d", &bad], &[&format!("{SVC}/CreatePod")]).await?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(
-        err.contains("InvalidArgument") && err.contains("hostPath is not supported by Fargate"),
-        "{err}"
-    );
+    grpcurl::check_host_path_refused(&target, &pod_json("bad", "uid-bad"), "Fargate").await?;
 
     // Delete both: tasks stop in moto, pods leave the list, the definition is deregistered.
     for (name, uid) in [("web-1", "uid-1"), ("web-2", "uid-2")] {
         let body = format!(
             r#"{{"podRef": {{"namespace": "default", "name": "{name}", "uid": "{uid}"}}}}"#
         );
-        let out = grpcurl::run_ok(&target, &["-d", &body], &[&format!("{SVC}/DeletePod")]).await?;
+        let out = grpcurl::call(&target, "DeletePod", &body).await?;
         ensure!(out.contains(r#""found": true"#), "{out}");
     }
     ensure!(
@@ -268,23 +208,15 @@ async fn create_list_logs_delete_through_grpcurl() -> anyhow::Result<()> {
         "tasks not stopped"
     );
     eventually(WAIT, "pods gone and definition deregistered", || async {
-        let out = grpcurl::run_ok(
-            &target,
-            &["-d", r#"{"nodeName":"vk-fargate"}"#],
-            &[&format!("{SVC}/ListPods")],
-        )
-        .await?;
+        let out = grpcurl::call(&target, "ListPods", r#"{"nodeName":"vk-fargate"}"#).await?;
         let defs = active_definitions(&ecs).await?;
         Ok((!out.contains("web-") && defs.is_empty()).then_some(()))
     })
     .await?;
-    let again = grpcurl::run_ok(
+    let again = grpcurl::call(
         &target,
-        &[
-            "-d",
-            r#"{"podRef": {"namespace": "default", "name": "web-1", "uid": "uid-1"}}"#,
-        ],
-        &[&format!("{SVC}/DeletePod")],
+        "DeletePod",
+        r#"{"podRef": {"namespace": "default", "name": "web-1", "uid": "uid-1"}}"#,
     )
     .await?;
     ensure!(

@@ -12,19 +12,14 @@ use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
 use anyhow::{Context, ensure};
 use futures::{StreamExt, stream};
-use podprovider_proto::{
-    PodProviderClient,
-    v1::{CreatePodRequest, DeletePodRequest, EnvVar, Pod},
-};
+use podprovider_proto::v1::{CreatePodRequest, DeletePodRequest, EnvVar, Pod};
 use support::*;
 use vk_testkit::{
     fault_proxy::{ECS_TARGET_PREFIX, FaultProxy},
     moto::Moto,
-    provider_calls,
+    provider_calls::{self, Client},
     wait::eventually,
 };
-
-type Client = PodProviderClient<tonic::transport::Channel>;
 
 const N: usize = 20;
 

@@ -15,21 +15,17 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use aws_sdk_ecs::types::TaskField;
-use podprovider_proto::{
-    PodProviderClient,
-    v1::{
-        CreatePodRequest, DeletePodRequest, ExecAction, GetStatsRequest, Pod, PodPhase, PodRef,
-        PodStatus, Probe, RestartPolicy, probe::Handler,
-    },
+use podprovider_proto::v1::{
+    CreatePodRequest, DeletePodRequest, ExecAction, Pod, PodPhase, PodRef, PodStatus, Probe,
+    RestartPolicy, probe::Handler,
 };
 use support::*;
-use vk_testkit::{moto::Moto, provider_calls, wait::eventually};
-
-type Client = PodProviderClient<tonic::transport::Channel>;
-
-async fn client(addr: &str) -> anyhow::Result<Client> {
-    Ok(PodProviderClient::connect(format!("http://{addr}")).await?)
-}
+use vk_testkit::{
+    moto::Moto,
+    provider_calls,
+    provider_calls::{Client, connect},
+    wait::eventually,
+};
 
 async fn listed(c: &mut Client) -> anyhow::Result<Vec<PodStatus>> {
     provider_calls::listed(c, NODE).await
@@ -82,7 +78,7 @@ async fn finished_pods_are_reported_after_a_restart_and_deleted_ones_are_not() -
     let moto = Moto::start(dir.path(), CLUSTER, LOG_GROUP).await?;
     let ecs = aws_sdk_ecs::Client::new(&sdk(&moto.endpoint).await);
     let (mut provider, _, addr) = start_provider(&moto, &moto.endpoint, dir.path()).await?;
-    let mut c = client(&addr).await?;
+    let mut c = connect(&addr).await?;
     for name in ["done", "live", "removed", "ended-removed"] {
         create(&mut c, pod(name, &format!("{name}-uid"))).await?;
     }
@@ -161,7 +157,7 @@ async fn finished_pods_are_reported_after_a_restart_and_deleted_ones_are_not() -
     ensure!(deleted.failures().is_empty(), "{:?}", deleted.failures());
 
     let (_provider, _, addr) = start_provider(&moto, &moto.endpoint, dir.path()).await?;
-    let mut c = client(&addr).await?;
+    let mut c = connect(&addr).await?;
     // State is rebuilt before the provider serves: the first answer is complete.
     let pods = listed(&mut c).await?;
     let done = named(&pods, "done").context("the finished pod is not reported")?;
@@ -234,7 +230,7 @@ async fn restart_policy_probe_grace_and_annotations_reach_ecs() -> anyhow::Resul
         .await
         .context("PutClusterCapacityProviders")?;
     let (_provider, _, addr) = start_provider(&moto, &moto.endpoint, dir.path()).await?;
-    let mut c = client(&addr).await?;
+    let mut c = connect(&addr).await?;
 
     let role = "arn:aws:iam::123456789012:role/pod-role";
     let mut spot = pod("spot", "spot-uid");
@@ -345,7 +341,7 @@ async fn get_stats_answers_container_insights_figures() -> anyhow::Result<()> {
     let cw = aws_sdk_cloudwatch::Client::new(&config);
     let (_provider, _, addr) =
         start_provider_with(&moto, &moto.endpoint, dir.path(), &["--container-insights"]).await?;
-    let mut c = client(&addr).await?;
+    let mut c = connect(&addr).await?;
     let mut two = pod("measured", "measured-uid");
     let mut side = two.containers[0].clone();
     side.name = "side".into();
@@ -408,14 +404,7 @@ async fn get_stats_answers_container_insights_figures() -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("PutMetricData: {e:?}"))?;
 
-    let stats = c
-        .get_stats(GetStatsRequest {
-            node_name: NODE.into(),
-            pods: Vec::new(),
-        })
-        .await?
-        .into_inner()
-        .pods;
+    let stats = provider_calls::stats(&c, NODE).await?;
     // The quiet pod has no figures and is left out.
     let [pod] = stats.as_slice() else {
         bail!("one pod with figures expected: {stats:?}");

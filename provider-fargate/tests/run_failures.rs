@@ -14,12 +14,13 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::{Context, ensure};
 use podprovider_proto::{
     PodProviderClient,
-    v1::{CreatePodRequest, DeletePodRequest, WatchPodsRequest, watch_pods_event::Event},
+    v1::{CreatePodRequest, DeletePodRequest, watch_pods_event::Event},
 };
 use support::*;
 use vk_testkit::{
     fault_proxy::{ECS_TARGET_PREFIX, FaultProxy},
     moto::Moto,
+    provider_calls,
 };
 
 const CAPACITY: &str = "Capacity is unavailable at this time. Please try again later or in a different availability zone";
@@ -40,12 +41,7 @@ async fn capacity_is_retried_and_told_quota_is_exhausted_and_a_conflict_adopts_t
     let (_provider, _, addr) = start_provider(&moto, &proxy.url(), dir.path()).await?;
     let mut c = PodProviderClient::connect(format!("http://{addr}")).await?;
     let ecs = aws_sdk_ecs::Client::new(&sdk(&moto.endpoint).await);
-    let mut watch = c
-        .watch_pods(WatchPodsRequest {
-            node_name: NODE.into(),
-        })
-        .await?
-        .into_inner();
+    let mut watch = provider_calls::watch(&c, NODE).await?;
 
     // Capacity: two refusals, then moto's answer.
     proxy.respond_next("RunTask", 200, &failed_run(CAPACITY));

@@ -10,20 +10,16 @@ mod support;
 
 use anyhow::{Context, ensure};
 use base64::Engine as _;
-use podprovider_proto::{
-    PodProviderClient,
-    v1::{
-        CreatePodRequest, DeletePodRequest, EnvVar, FileEntry, FilesSource, FilesVolume, Pod,
-        RegistryCredential, Volume, VolumeMount, volume::Source,
-    },
+use podprovider_proto::v1::{
+    CreatePodRequest, DeletePodRequest, EnvVar, FileEntry, FilesSource, FilesVolume, Pod,
+    RegistryCredential, Volume, VolumeMount, volume::Source,
 };
 use support::*;
 use vk_testkit::moto::Moto;
+use vk_testkit::provider_calls::Client;
 
 const CANARY: &str = "canary-7f3a9c-do-not-leak";
 const INSTALLATION: &str = "secrets-test";
-
-type Client = PodProviderClient<tonic::transport::Channel>;
 
 fn secret_pod(name: &str, uid: &str) -> Pod {
     let mut p = pod(name, uid);

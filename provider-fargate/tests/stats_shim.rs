@@ -19,9 +19,7 @@ use support::{CLUSTER, LOG_GROUP, sdk, start_provider_with, tasks};
 use vk_testkit::{
     ControlPlane,
     moto::Moto,
-    shim::{
-        measured_pod, metric_line, node_proxy, shim_bin, spawn_shim_with_kubelet_api, summary_of,
-    },
+    shim::{self, measured_pod, metric_line, node_proxy, spawn_shim_with_kubelet_api, summary_of},
     wait,
 };
 
@@ -31,10 +29,7 @@ const SLOW: Duration = Duration::from_secs(120);
 #[tokio::test]
 async fn stats_summary_and_metrics_resource_carry_container_insights_figures() -> anyhow::Result<()>
 {
-    vk_testkit::install_crypto_provider();
-    vk_testkit::init_test_logging();
-    shim_bin()?; // fail before starting anything
-    let dir = tempfile::tempdir()?;
+    let dir = shim::prepare()?;
     let moto = Moto::start(dir.path(), CLUSTER, LOG_GROUP).await?;
     let (provider, _, addr) =
         start_provider_with(&moto, &moto.endpoint, dir.path(), &["--container-insights"]).await?;

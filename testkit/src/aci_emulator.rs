@@ -56,6 +56,45 @@ impl Default for AciEmulatorOptions {
     }
 }
 
+/// Setters for one knob each, so a test names only what it changes:
+/// `AciEmulatorOptions::default().log_heartbeat_ms(200)`.
+impl AciEmulatorOptions {
+    /// Starts an emulator with these options, logging into `log_dir`.
+    pub async fn start(self, log_dir: &Path) -> anyhow::Result<AciEmulator> {
+        AciEmulator::start(log_dir, self).await
+    }
+
+    /// Sets [`AciEmulatorOptions::throttle_rate`].
+    pub fn throttle_rate(mut self, rate: f64) -> Self {
+        self.throttle_rate = rate;
+        self
+    }
+
+    /// Sets [`AciEmulatorOptions::retry_after_secs`].
+    pub fn retry_after_secs(mut self, secs: u64) -> Self {
+        self.retry_after_secs = secs;
+        self
+    }
+
+    /// Sets [`AciEmulatorOptions::provisioning_delay_ms`].
+    pub fn provisioning_delay_ms(mut self, ms: u64) -> Self {
+        self.provisioning_delay_ms = ms;
+        self
+    }
+
+    /// Sets [`AciEmulatorOptions::log_heartbeat_ms`].
+    pub fn log_heartbeat_ms(mut self, ms: u64) -> Self {
+        self.log_heartbeat_ms = ms;
+        self
+    }
+
+    /// Sets [`AciEmulatorOptions::token_lifetime_secs`].
+    pub fn token_lifetime_secs(mut self, secs: u64) -> Self {
+        self.token_lifetime_secs = secs;
+        self
+    }
+}
+
 /// `GET /_emulator/stats`.
 #[derive(Debug, serde::Deserialize)]
 pub struct EmulatorStats {

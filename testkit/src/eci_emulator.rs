@@ -89,6 +89,39 @@ impl Default for EciEmulatorOptions {
     }
 }
 
+/// Setters for one knob each, so a test names only what it changes:
+/// `EciEmulatorOptions::default().log_heartbeat_ms(200)`.
+impl EciEmulatorOptions {
+    /// Starts an emulator with these options, logging into `log_dir`.
+    pub async fn start(self, log_dir: &Path) -> anyhow::Result<EciEmulator> {
+        EciEmulator::start(log_dir, self).await
+    }
+
+    /// Sets [`EciEmulatorOptions::throttle_rate`].
+    pub fn throttle_rate(mut self, rate: f64) -> Self {
+        self.throttle_rate = rate;
+        self
+    }
+
+    /// Sets [`EciEmulatorOptions::start_delay_ms`].
+    pub fn start_delay_ms(mut self, ms: u64) -> Self {
+        self.start_delay_ms = ms;
+        self
+    }
+
+    /// Sets [`EciEmulatorOptions::log_heartbeat_ms`].
+    pub fn log_heartbeat_ms(mut self, ms: u64) -> Self {
+        self.log_heartbeat_ms = ms;
+        self
+    }
+
+    /// Sets [`EciEmulatorOptions::lost_answer_rate`].
+    pub fn lost_answer_rate(mut self, rate: f64) -> Self {
+        self.lost_answer_rate = rate;
+        self
+    }
+}
+
 /// The emulator's counters (`GET /_emulator/stats`).
 #[derive(Debug, serde::Deserialize)]
 pub struct EmulatorStats {

@@ -43,6 +43,16 @@ where
     Ok(addr)
 }
 
+/// Accepts one connection on loopback, reads the request head, writes `head`, then neither
+/// writes nor closes for a minute: an answer stalled after its head (or part of its body).
+pub async fn stall_after(head: &'static str) -> anyhow::Result<SocketAddr> {
+    serve_once(head, |sock| async move {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        drop(sock);
+    })
+    .await
+}
+
 /// Answers one request `200` with a chunked JSON body of spaces that never ends: 1 MiB chunks
 /// until the client hangs up. The counter says how many body bytes were sent.
 pub async fn endless_chunked() -> anyhow::Result<(SocketAddr, Arc<AtomicUsize>)> {

@@ -253,3 +253,43 @@ pub fn wrapper_script(
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
     Ok(path)
 }
+
+/// Runs `bin` with `args` and without the environment variables `unset`, to its exit (a start
+/// that must stop at its checks); whether it exited successfully, and its stderr.
+pub async fn run_to_exit(
+    bin: &str,
+    args: &[&str],
+    unset: &[&str],
+) -> anyhow::Result<(bool, String)> {
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    for name in unset {
+        cmd.env_remove(name);
+    }
+    let out = cmd.output().await?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    Ok((out.status.success(), stderr))
+}
+
+/// Checks that `bin` with `args` and without `unset` refuses to start (else fails with
+/// `started`) and says `message` on stderr.
+pub async fn expect_refused_start(
+    bin: &str,
+    args: &[&str],
+    unset: &[&str],
+    started: &str,
+    message: &str,
+) -> anyhow::Result<()> {
+    let (success, stderr) = run_to_exit(bin, args, unset).await?;
+    ensure!(!success, "{started}");
+    ensure!(stderr.contains(message), "{stderr}");
+    Ok(())
+}
+
+/// `n` [`small_pod`]s on `node`, `<prefix>-<i>` with UID `<prefix>-uid-<i>`: the pods a test
+/// creates and deletes in bulk.
+pub fn numbered_pods(node: &str, n: usize, prefix: &str) -> Vec<podprovider_proto::v1::Pod> {
+    (0..n)
+        .map(|i| small_pod(node, &format!("{prefix}-{i}"), &format!("{prefix}-uid-{i}")))
+        .collect()
+}

@@ -16,6 +16,16 @@ pub fn shim_bin() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// What a test that runs the real shim does first: rustls' crypto provider and test logging
+/// installed, the shim binary checked (so the test fails before starting anything); answers
+/// the test's temporary directory.
+pub fn prepare() -> anyhow::Result<tempfile::TempDir> {
+    crate::install_crypto_provider();
+    crate::init_test_logging();
+    shim_bin()?;
+    Ok(tempfile::tempdir()?)
+}
+
 /// `examples/acceptance/<file>`: the manifests from users' walk-throughs, unchanged.
 pub fn example(file: &str) -> String {
     format!(
@@ -111,4 +121,27 @@ pub fn metric_line<'a>(
     metrics
         .lines()
         .find(|l| l.starts_with(family) && l.contains(&container) && l.contains(&pod))
+}
+
+/// The two nodes the acceptance manifests need (`examples/acceptance/`), served by the provider
+/// at `provider`: `aci_node` with the taints the ACI walk-throughs tolerate (the default
+/// provider taint plus `azure.com/aci`), `eci_node` with the ECI walk-through's taint key
+/// `alibabacloud.com/eci` and `eci_extra` flags.
+pub fn spawn_acceptance_shims(
+    cp: &ControlPlane,
+    dir: &Path,
+    provider: &str,
+    [aci_node, eci_node]: [&str; 2],
+    eci_extra: &[&str],
+) -> anyhow::Result<(ManagedProcess, ManagedProcess)> {
+    let aci = spawn_shim(
+        cp,
+        dir,
+        aci_node,
+        provider,
+        &["--extra-taint=azure.com/aci:NoSchedule"],
+    )?;
+    let eci_args = [&["--taint-key=alibabacloud.com/eci"], eci_extra].concat();
+    let eci = spawn_shim(cp, dir, eci_node, provider, &eci_args)?;
+    Ok((aci, eci))
 }

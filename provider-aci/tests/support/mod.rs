@@ -5,7 +5,7 @@ use std::{path::Path, time::Duration};
 
 use podprovider_proto::v1::Pod;
 use vk_testkit::{
-    aci_emulator::{self, AciEmulator},
+    aci_emulator::{self, AciEmulator, AciEmulatorOptions},
     grpcurl::Target,
     ports::free_port,
     process::ManagedProcess,
@@ -46,6 +46,18 @@ pub async fn start_provider(
     extra: &[&str],
 ) -> anyhow::Result<(ManagedProcess, Target, String)> {
     start_provider_with_env(emu, dir, extra, &provider_env()).await
+}
+
+/// Starts the emulator with `opts`, then the provider against it with `extra` flags (as
+/// [`start_provider`]), both logging into `dir`.
+pub async fn start_with_emulator(
+    dir: &Path,
+    opts: AciEmulatorOptions,
+    extra: &[&str],
+) -> anyhow::Result<(AciEmulator, ManagedProcess, Target, String)> {
+    let emu = opts.start(dir).await?;
+    let (provider, target, addr) = start_provider(&emu, dir, extra).await?;
+    Ok((emu, provider, target, addr))
 }
 
 /// [`start_provider`] with `env` instead of [`provider_env`] (e.g. none, for the other credentials).

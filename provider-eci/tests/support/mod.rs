@@ -5,7 +5,7 @@ use std::{path::Path, time::Duration};
 
 use podprovider_proto::v1::Pod;
 use vk_testkit::{
-    eci_emulator::{self, EciEmulator},
+    eci_emulator::{self, EciEmulator, EciEmulatorOptions},
     grpcurl::Target,
     ports::free_port,
     process::ManagedProcess,
@@ -14,7 +14,6 @@ use vk_testkit::{
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_provider-eci");
 pub const NODE: &str = "vk-eci";
-pub const SVC: &str = "podprovider.v1.PodProvider";
 /// Generous deadline for emulator-backed conditions.
 pub const WAIT: Duration = Duration::from_secs(60);
 
@@ -67,6 +66,17 @@ pub async fn start_provider(
     dir: &Path,
 ) -> anyhow::Result<(ManagedProcess, Target, String)> {
     start_provider_with(emu, &good_env(), dir).await
+}
+
+/// Starts the emulator with `opts`, then the provider against it (as [`start_provider`]), both
+/// logging into `dir`.
+pub async fn start_with_emulator(
+    dir: &Path,
+    opts: EciEmulatorOptions,
+) -> anyhow::Result<(EciEmulator, ManagedProcess, Target, String)> {
+    let emu = opts.start(dir).await?;
+    let (provider, target, addr) = start_provider(&emu, dir).await?;
+    Ok((emu, provider, target, addr))
 }
 
 /// A small pod.

@@ -402,8 +402,10 @@ macro_rules! provider_main {
         #[tokio::main]
         async fn main() -> anyhow::Result<()> {
             let (name, version) = (env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
+            // Boxed: a cloud SDK's set-up future is deep enough to overflow the compiler's
+            // layout query depth once nested in the server's.
             $crate::main(name, version, $about, async |flags: &$flags, _| {
-                Ok($build(flags).await?)
+                Ok(Box::pin($build(flags)).await?)
             })
             .await?;
             Ok(())

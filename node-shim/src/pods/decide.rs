@@ -89,9 +89,11 @@ pub(super) fn decide<'a>(
     match known {
         None if was_started(pod) => Step::Lost,
         None => Step::Create,
-        Some(k) if k.gone => Step::Lost,
         Some(k) => match deadline_left(pod, now) {
+            // Past its deadline a pod fails for that, also once the provider, asked to stop it,
+            // reports it gone: the next reconcile may still see the store's Running copy.
             Some(d) if d.is_zero() => Step::DeadlineExceeded,
+            _ if k.gone => Step::Lost,
             deadline => Step::Follow { known: k, deadline },
         },
     }
@@ -268,6 +270,15 @@ mod tests {
         let p = pod(false, Some("Running"), true, None);
         let k = known(true, false);
         assert_eq!(decide(&p, true, Some(&k), now()).label(), "lost");
+    }
+
+    #[test]
+    fn a_pod_past_its_deadline_fails_for_it_even_once_gone() {
+        let p = pod(false, Some("Running"), true, Some((5, 6)));
+        for k in [known(true, true), known(true, false), known(false, true)] {
+            let step = decide(&p, true, Some(&k), now());
+            assert_eq!(step.label(), "deadline exceeded", "{k:?}");
+        }
     }
 
     #[test]

@@ -392,7 +392,7 @@ async fn restart_recreate_and_no_regression() -> anyhow::Result<()> {
     )?;
     assert!(node.control.lose_pod(&uid(&lost)));
     node.control.reset_calls();
-    let patches = || api_requests(&cp, "PATCH", "pods", "status");
+    let patches = || api_requests(&cp, "PATCH pods/status");
     let patches_before = patches()?;
     node.restart_shim(&cp, _dir.path())?;
 

@@ -66,27 +66,11 @@ pub fn api_requests_by_kind(cp: &ControlPlane) -> anyhow::Result<BTreeMap<String
     Ok(out)
 }
 
-/// Requests the API server has answered with `verb` on `resource` (and `subresource`, "" for
-/// none), every response code, from its own `apiserver_request_total`. It counts what a
-/// resourceVersion cannot show: patches that changed nothing.
-pub fn api_requests(
-    cp: &ControlPlane,
-    verb: &str,
-    resource: &str,
-    subresource: &str,
-) -> anyhow::Result<u64> {
-    let text = cp.run_kubectl(&["get", "--raw", "/metrics"])?;
-    let n = sum(
-        &text,
-        "apiserver_request_total",
-        &[
-            ("verb", verb),
-            ("resource", resource),
-            ("subresource", subresource),
-        ],
-    );
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    Ok(n as u64)
+/// Requests of one kind ("VERB resource[/subresource]", as [`api_requests_by_kind`] names them)
+/// the API server has answered so far. It counts what a resourceVersion cannot show: patches
+/// that changed nothing.
+pub fn api_requests(cp: &ControlPlane, kind: &str) -> anyhow::Result<u64> {
+    Ok(api_requests_by_kind(cp)?.get(kind).copied().unwrap_or(0))
 }
 
 #[cfg(test)]
